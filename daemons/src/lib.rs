@@ -1,0 +1,2 @@
+//! TeamTalk reference daemons (work in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,79 @@
+//! The one driving contract every connection machine follows.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// Something that happened to the connection, fed to [`Machine::handle_input`].
+///
+/// Every input carries the current time: machines never read a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// The deadline from the last [`Output::Timeout`] has passed (or the
+    /// driver woke up early: spurious timeouts are harmless no-ops).
+    Timeout(Instant),
+    /// A connect started by [`Output::Connect`] completed.
+    Connected(Instant),
+    /// A connect started by [`Output::Connect`] failed.
+    ConnectFailed(Instant),
+    /// Bytes read from the socket, in order. Borrowed: the machine copies
+    /// what it keeps.
+    Received(Instant, &'a [u8]),
+    /// The peer closed the socket, or reading or writing it failed.
+    Closed(Instant),
+}
+
+impl Input<'_> {
+    /// The time the input carries.
+    #[must_use]
+    pub fn now(&self) -> Instant {
+        match *self {
+            Self::Timeout(t)
+            | Self::Connected(t)
+            | Self::ConnectFailed(t)
+            | Self::Received(t, _)
+            | Self::Closed(t) => t,
+        }
+    }
+}
+
+/// What the machine wants done, drained with [`Machine::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Output<E> {
+    /// Write these bytes to the socket, after everything transmitted before.
+    Transmit(Bytes),
+    /// Open a TCP connection to this address (links only), then feed
+    /// [`Input::Connected`] or [`Input::ConnectFailed`].
+    Connect(SocketAddr),
+    /// Shut the current socket down (after flushing what was transmitted).
+    /// The machine may live on (a link then waits out its backoff).
+    Close,
+    /// Something for the application.
+    Event(E),
+    /// Nothing more to do now: call back with [`Input::Timeout`] at this
+    /// instant, or earlier when other input arrives. Ends a drain.
+    Timeout(Instant),
+    /// The machine is done for good: drop it. Ends a drain; nothing
+    /// follows.
+    Finished,
+}
+
+/// A connection's protocol state: no sockets, no threads, no clock.
+///
+/// After **every** mutation (an input, or an application call such as
+/// `send`), drain [`poll_output`](Machine::poll_output) until it returns
+/// [`Output::Timeout`] or [`Output::Finished`].
+pub trait Machine {
+    /// Application events this machine raises.
+    type Event;
+
+    /// Feeds one input. Inputs never fail: failures surface as events
+    /// carrying a typed close reason.
+    fn handle_input(&mut self, input: Input<'_>);
+
+    /// Returns the next thing to do. Ends a drain with
+    /// [`Output::Timeout`] or [`Output::Finished`].
+    fn poll_output(&mut self) -> Output<Self::Event>;
+}

@@ -1,0 +1,2 @@
+//! Drivers for teamtalk-conn machines (work in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod codec;
+pub mod command;
+mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+mod header;
+pub mod pb;
+mod pdu;
+
+pub use codec::{DEFAULT_MAX_PDU_LEN, PduCodec};
+pub use command::{Command, Message};
+pub use error::{BodyError, FrameError};
+pub use header::{CommandKey, Header, PDU_VERSION};
+pub use pdu::Pdu;

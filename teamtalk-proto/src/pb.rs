@@ -1,0 +1,2 @@
+//! TEMPORARY placeholder, replaced by the generated prost modules.
+#![allow(missing_docs)]
