@@ -89,6 +89,25 @@ impl Pdu {
         dst.put_slice(&self.body);
     }
 
+    /// Writes a PDU carrying `msg` straight into `dst`: header, then the
+    /// body encoded in place. No intermediate `Pdu` or body allocation,
+    /// which is what a hot send path wants.
+    pub fn encode_message(key: CommandKey, seq_num: u16, msg: &impl prost::Message, dst: &mut BytesMut) {
+        let body_len = msg.encoded_len();
+        let header = Header {
+            length: u32::try_from(body_len + Header::LEN).unwrap_or(u32::MAX),
+            version: PDU_VERSION,
+            flag: 0,
+            service_id: key.service_id,
+            command_id: key.command_id,
+            seq_num,
+            reserved: 0,
+        };
+        dst.reserve(Header::LEN + body_len);
+        header.encode(dst);
+        msg.encode_raw(dst);
+    }
+
     /// The whole PDU as one buffer.
     #[must_use]
     pub fn to_bytes(&self) -> Bytes {
