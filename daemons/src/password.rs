@@ -1,0 +1,235 @@
+//! Password checks for TeamTalk logins.
+//!
+//! TeamTalk clients never send the password itself: they send
+//! `md5hex(password)` (32 lowercase hex digits), and that string is what the
+//! server must check. The C++ server stored `md5hex(md5hex(password) + salt)`
+//! with a 4-digit salt, which a leaked table gives away in seconds. We store an
+//! Argon2id hash of the client's md5hex string instead, and keep verifying the
+//! TeamTalk form for accounts imported from an existing MySQL database.
+//!
+//! The client value stays a password equivalent on the wire (the protocol has no
+//! TLS); fixing that needs client changes and is out of scope here.
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use md5::{Digest, Md5};
+use subtle::ConstantTimeEq;
+
+/// Why a password could not be hashed or a stored hash could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordError {
+    /// The Argon2 cost parameters are out of range.
+    #[error("invalid argon2 parameters: {0}")]
+    Params(String),
+    /// Hashing failed (for example the system random source is unavailable).
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    /// A stored hash is not a PHC string we can verify against.
+    #[error("stored password hash is malformed: {0}")]
+    Malformed(String),
+}
+
+/// `md5(data)` as 32 lowercase hex digits, the form TeamTalk clients send.
+pub fn md5_hex(data: &[u8]) -> String {
+    let digest = Md5::digest(data);
+    let mut out = String::with_capacity(32);
+    for b in digest.iter() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// TeamTalk's stored form: `md5hex(client_value + salt)`.
+///
+/// Needed to import users from an existing TeamTalk database and to check them.
+pub fn teamtalk_salted(client_md5hex: &str, salt: &str) -> String {
+    let mut input = String::with_capacity(client_md5hex.len() + salt.len());
+    input.push_str(client_md5hex);
+    input.push_str(salt);
+    md5_hex(input.as_bytes())
+}
+
+/// Checks a client value against a TeamTalk `(password, salt)` pair in constant
+/// time, so response timing does not reveal how much of the hash matched.
+///
+/// The stored hex is compared case-insensitively (MySQL admins may have written
+/// it in upper case).
+pub fn verify_teamtalk(client_md5hex: &str, salt: &str, stored_md5hex: &str) -> bool {
+    let computed = teamtalk_salted(client_md5hex, salt);
+    let stored = stored_md5hex.to_ascii_lowercase();
+    computed.as_bytes().ct_eq(stored.as_bytes()).into()
+}
+
+/// Argon2id cost settings for new password hashes.
+///
+/// Verification always uses the parameters recorded in the stored hash, so
+/// changing these only affects hashes made afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory cost in KiB.
+    pub m_cost_kib: u32,
+    /// Number of passes.
+    pub t_cost: u32,
+    /// Degree of parallelism (lanes).
+    pub p_cost: u32,
+}
+
+impl HashParams {
+    /// OWASP's Argon2id baseline (19 MiB, 2 passes, 1 lane): roughly 20-40 ms per
+    /// login on one core in a release build, which bounds a login burst without
+    /// making brute force of a leaked table cheap.
+    pub const RECOMMENDED: Self = Self {
+        m_cost_kib: 19 * 1024,
+        t_cost: 2,
+        p_cost: 1,
+    };
+
+    /// The cheapest valid settings. For tests and load-test seeding only: a hash
+    /// made with these protects nothing.
+    pub const INSECURE_FAST: Self = Self {
+        m_cost_kib: 8,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    fn hasher(&self) -> Result<Argon2<'static>, PasswordError> {
+        let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, None)
+            .map_err(|e| PasswordError::Params(e.to_string()))?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self::RECOMMENDED
+    }
+}
+
+/// Hashes a client's md5hex value with Argon2id and a fresh random salt,
+/// returning the PHC string (`$argon2id$v=19$m=...`) to store.
+pub fn hash_password(params: &HashParams, client_md5hex: &str) -> Result<String, PasswordError> {
+    let hash = params
+        .hasher()?
+        .hash_password(client_md5hex.as_bytes())
+        .map_err(|e| PasswordError::Hash(e.to_string()))?;
+    Ok(hash.to_string())
+}
+
+/// Checks a client's md5hex value against a stored Argon2 PHC string.
+///
+/// `Ok(false)` means the password is wrong; `Err` means the stored string is
+/// unusable, which deserves a log line rather than a silent login failure.
+/// The comparison inside `argon2` is constant time.
+pub fn verify_argon2(client_md5hex: &str, phc: &str) -> Result<bool, PasswordError> {
+    let parsed = PasswordHash::new(phc).map_err(|e| PasswordError::Malformed(e.to_string()))?;
+    match Argon2::default().verify_password(client_md5hex.as_bytes(), &parsed) {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
+        Err(e) => Err(PasswordError::Malformed(e.to_string())),
+    }
+}
+
+/// A stored credential in either supported form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredPassword {
+    /// Our own form: an Argon2 PHC string over the client's md5hex value.
+    Argon2(String),
+    /// Imported TeamTalk form: `md5hex(client_value + salt)` and the salt.
+    TeamTalk {
+        /// 32 hex digits.
+        hash: String,
+        /// TeamTalk's salt (a short decimal string in stock databases).
+        salt: String,
+    },
+}
+
+impl StoredPassword {
+    /// Checks the value a client sent against this credential.
+    pub fn verify(&self, client_md5hex: &str) -> Result<bool, PasswordError> {
+        match self {
+            Self::Argon2(phc) => verify_argon2(client_md5hex, phc),
+            Self::TeamTalk { hash, salt } => Ok(verify_teamtalk(client_md5hex, salt, hash)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_hex_matches_rfc1321_vectors() {
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            md5_hex(b"message digest"),
+            "f96b697d7cb7938d525a2f31aaf161d0"
+        );
+    }
+
+    #[test]
+    fn teamtalk_form_is_md5_of_concatenation() {
+        let client = md5_hex(b"secret");
+        let stored = teamtalk_salted(&client, "4821");
+        assert_eq!(stored, md5_hex(format!("{client}4821").as_bytes()));
+        assert!(verify_teamtalk(&client, "4821", &stored));
+        assert!(verify_teamtalk(
+            &client,
+            "4821",
+            &stored.to_ascii_uppercase()
+        ));
+        assert!(!verify_teamtalk(&client, "4822", &stored));
+        assert!(!verify_teamtalk(&md5_hex(b"Secret"), "4821", &stored));
+        assert!(!verify_teamtalk(&client, "4821", ""));
+    }
+
+    #[test]
+    fn argon2_round_trip_and_rejects() {
+        let client = md5_hex(b"hunter2");
+        let phc = hash_password(&HashParams::INSECURE_FAST, &client).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{phc}");
+        assert!(verify_argon2(&client, &phc).unwrap());
+        assert!(!verify_argon2(&md5_hex(b"hunter3"), &phc).unwrap());
+        // Fresh salt each time.
+        let again = hash_password(&HashParams::INSECURE_FAST, &client).unwrap();
+        assert_ne!(phc, again);
+        assert!(verify_argon2(&client, &again).unwrap());
+        assert!(matches!(
+            verify_argon2(&client, "not a hash"),
+            Err(PasswordError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn bad_params_are_an_error() {
+        let bad = HashParams {
+            m_cost_kib: 1,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        assert!(matches!(
+            hash_password(&bad, "x"),
+            Err(PasswordError::Params(_))
+        ));
+        assert_eq!(HashParams::default(), HashParams::RECOMMENDED);
+    }
+
+    #[test]
+    fn stored_password_dispatches() {
+        let client = md5_hex(b"pw");
+        let a = StoredPassword::Argon2(hash_password(&HashParams::INSECURE_FAST, &client).unwrap());
+        let t = StoredPassword::TeamTalk {
+            hash: teamtalk_salted(&client, "17"),
+            salt: "17".into(),
+        };
+        assert!(a.verify(&client).unwrap());
+        assert!(t.verify(&client).unwrap());
+        assert!(!a.verify("wrong").unwrap());
+        assert!(!t.verify("wrong").unwrap());
+    }
+}

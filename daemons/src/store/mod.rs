@@ -1,0 +1,410 @@
+//! Storage behind `db_proxy_server`: users, departments, single-chat messages,
+//! unread counters, recent sessions, push settings.
+//!
+//! The C++ db_proxy spread this over MySQL (eight sharded message tables) and
+//! five Redis pools, with message ids from a Redis `INCR` outside any
+//! transaction. Here one [`Store`] call is one transaction: storing a message
+//! assigns its per-conversation id, inserts it, bumps the recipient's unread
+//! counter and refreshes both recent-session rows atomically, and returns only
+//! after the commit is durable. Nothing acknowledged to a client can then be
+//! lost or half-applied.
+//!
+//! [`Store`] is a synchronous, object-safe trait (`Arc<dyn Store>`), so the
+//! embedded [`SqliteStore`] can later be joined by a server database without
+//! touching the daemons. Its types are our own, not the prost messages: the
+//! protocol layer maps between them, and the store stays free of wire details.
+//!
+//! # Semantics kept from TeamTalk
+//!
+//! - Message ids are per conversation (a pair of users), start at 1 and grow by
+//!   one per stored message; clients sort by them.
+//! - Unread counters are per (reader, peer) and are cleared as a whole by a read
+//!   ack; there are no per-message read marks.
+//! - Incremental lists take the client's `latest_update_time`: departments and
+//!   recent sessions return rows with `updated > t`, users rows with
+//!   `updated >= t` (all users except departed ones, status 3, when `t == 0`).
+//! - Recent sessions: at most [`MAX_RECENT_SESSIONS`], newest first, removed ones
+//!   hidden until a new message revives them.
+//!
+//! # Not here yet, and where it goes
+//!
+//! - **Groups**: tables `group` (id, name, avatar, creator, type, version,
+//!   status, last_chated, created, updated), `group_member` (group_id, user_id,
+//!   status, created, updated), `group_message` keyed by (group_id, msg_id) with
+//!   `group.last_msg_id` as the per-group counter (the same scheme as
+//!   `relation.last_msg_id`), and `group_unread` (user_id, group_id,
+//!   read_msg_count) holding each member's snapshot so that unread = group total
+//!   − snapshot. Recent sessions already carry a `session_type` column, so group
+//!   sessions use the same `session` table; the latest-message join then goes to
+//!   `group_message`. Group push-shield flags fit in `group_member`.
+//! - **Offline files**: a `transmit_file` table (id, from_id, to_id, task_id,
+//!   file_name, size, status, created) with `status = 0` meaning pending.
+//! - Each of these is a new migration appended to the list in `sqlite.rs`.
+
+mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+pub use sqlite::{Clock, DB_FILE_NAME, SqliteStore, StoreOptions};
+
+use crate::password::PasswordError;
+
+/// A user id (TeamTalk's `IMUser.id`, `uint32` on the wire).
+pub type UserId = u32;
+/// A department id.
+pub type DeptId = u32;
+/// A per-conversation message id.
+pub type MsgId = u32;
+
+/// Largest page [`Store::message_list`] returns, whatever the client asks for
+/// (TeamTalk had no cap, so one request could read a whole history).
+pub const MAX_MSG_LIST: u32 = 200;
+/// Most ids [`Store::messages_by_ids`] looks up (TeamTalk's limit).
+pub const MAX_MSGS_BY_ID: usize = 100;
+/// Most rows [`Store::recent_sessions`] returns (TeamTalk's limit).
+pub const MAX_RECENT_SESSIONS: u32 = 100;
+/// TeamTalk's user status for someone who has left; such users cannot log in
+/// and are left out of a full directory download.
+pub const USER_STATUS_DEPARTED: u32 = 3;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The database failed; `context` says which operation.
+    #[error("{context}: {source}")]
+    Sql {
+        /// What the store was doing.
+        context: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer version of this program.
+    #[error("database schema version {found} is newer than the supported {supported}")]
+    SchemaTooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// Hashing a password failed, or a stored hash is unusable.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// A user with this name already exists.
+    #[error("user name {0:?} is already taken")]
+    NameTaken(String),
+    /// The request is not meaningful (e.g. a message to oneself).
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    /// A conversation reached the largest message id (`u32::MAX`).
+    #[error("conversation between {0} and {1} has used every message id")]
+    MsgIdsExhausted(UserId, UserId),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A department of the company directory (TeamTalk's `IMDepart`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Department {
+    /// Department id.
+    pub id: DeptId,
+    /// Display order among siblings.
+    pub priority: u32,
+    /// Name.
+    pub name: String,
+    /// Parent department, 0 for a root.
+    pub parent_id: DeptId,
+    /// 0 = ok, 1 = deleted (`DepartmentStatusType`).
+    pub status: u32,
+    /// Last change, seconds since the Unix epoch (for incremental sync).
+    pub updated: u32,
+}
+
+/// The profile fields of a user, as given when creating one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewUser {
+    /// Login name (unique); sent to clients as `user_real_name`.
+    pub name: String,
+    /// Display name.
+    pub nick: String,
+    /// 0 unknown, 1 male, 2 female.
+    pub sex: u32,
+    /// Department.
+    pub dept_id: DeptId,
+    /// Avatar URL.
+    pub avatar: String,
+    /// E-mail address.
+    pub email: String,
+    /// Telephone number.
+    pub phone: String,
+    /// Pinyin of the name, used by clients for search.
+    pub domain: String,
+    /// Employment status (0..=4, 3 = departed).
+    pub status: u32,
+    /// Signature line.
+    pub sign_info: String,
+}
+
+/// A stored user, everything `UserInfo` needs plus bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User id.
+    pub id: UserId,
+    /// Login name (`user_real_name` on the wire).
+    pub name: String,
+    /// Display name.
+    pub nick: String,
+    /// 0 unknown, 1 male, 2 female.
+    pub sex: u32,
+    /// Department.
+    pub dept_id: DeptId,
+    /// Avatar URL.
+    pub avatar: String,
+    /// E-mail address.
+    pub email: String,
+    /// Telephone number.
+    pub phone: String,
+    /// Pinyin of the name.
+    pub domain: String,
+    /// Employment status.
+    pub status: u32,
+    /// Signature line.
+    pub sign_info: String,
+    /// Do-not-disturb for mobile pushes.
+    pub push_shield: bool,
+    /// Creation time (Unix seconds).
+    pub created: u32,
+    /// Last profile change (Unix seconds), for incremental directory sync.
+    pub updated: u32,
+}
+
+/// A single-chat message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Sender (the authenticated user, never a client-supplied value).
+    pub from: UserId,
+    /// Recipient.
+    pub to: UserId,
+    /// `MsgType` as on the wire (1 text, 2 audio); kept raw so new types pass.
+    pub msg_type: u32,
+    /// Server time of sending (Unix seconds).
+    pub create_time: u32,
+    /// Message body, opaque (clients encrypt text).
+    pub data: Vec<u8>,
+}
+
+/// A message as stored, with its assigned id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Per-conversation id, from 1.
+    pub msg_id: MsgId,
+    /// Sender.
+    pub from: UserId,
+    /// Recipient.
+    pub to: UserId,
+    /// `MsgType` as on the wire.
+    pub msg_type: u32,
+    /// Sending time (Unix seconds).
+    pub create_time: u32,
+    /// Body.
+    pub data: Vec<u8>,
+}
+
+/// Session kind, as TeamTalk's `SessionType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SessionType {
+    /// One-to-one chat (wire value 1).
+    Single,
+    /// Group chat (wire value 2).
+    Group,
+}
+
+impl SessionType {
+    /// The wire value.
+    pub const fn as_u32(self) -> u32 {
+        match self {
+            Self::Single => 1,
+            Self::Group => 2,
+        }
+    }
+
+    /// From the wire value; `None` for values TeamTalk does not define.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Single),
+            2 => Some(Self::Group),
+            _ => None,
+        }
+    }
+}
+
+/// The latest message of a conversation, as shown in session and unread lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatestMessage {
+    /// Its id (0 if the conversation has no message).
+    pub msg_id: MsgId,
+    /// Its sender (0 if none).
+    pub from: UserId,
+    /// Its type (0 if none).
+    pub msg_type: u32,
+    /// Its body (empty if none).
+    pub data: Vec<u8>,
+}
+
+/// Unread messages from one peer (an `UnreadInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadSession {
+    /// The peer (the session id on the wire).
+    pub peer: UserId,
+    /// Always [`SessionType::Single`] until groups are stored.
+    pub session_type: SessionType,
+    /// How many messages the reader has not acknowledged.
+    pub count: u32,
+    /// The conversation's latest message.
+    pub latest: LatestMessage,
+}
+
+/// Unread state of one user (`IMUnreadMsgCntRsp`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnreadSummary {
+    /// Sum of all counts (the push badge).
+    pub total: u32,
+    /// One entry per peer with unread messages, by peer id.
+    pub sessions: Vec<UnreadSession>,
+}
+
+/// A recent-contact row (`ContactSessionInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentSession {
+    /// The peer user (or group) id.
+    pub peer: UserId,
+    /// Session kind.
+    pub session_type: SessionType,
+    /// 0 = ok, 1 = removed (`SessionStatusType`).
+    pub status: u32,
+    /// Last activity (Unix seconds).
+    pub updated: u32,
+    /// The conversation's latest message.
+    pub latest: LatestMessage,
+}
+
+/// A mobile device registered for pushes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceToken {
+    /// Owner.
+    pub user_id: UserId,
+    /// `ClientType` wire value (0x11 iOS, 0x12 Android).
+    pub client_type: u32,
+    /// Push token as the client sent it.
+    pub token: String,
+}
+
+/// Everything db_proxy needs from storage.
+///
+/// Calls block until done; writes return only after a durable commit. Every
+/// method is safe to call from many threads at once.
+pub trait Store: Send + Sync {
+    // ---- departments ----
+
+    /// Adds a department and returns its id.
+    fn add_department(&self, name: &str, priority: u32, parent_id: DeptId) -> StoreResult<DeptId>;
+    /// Departments changed after `since` (0 = all), by id.
+    fn departments_updated_since(&self, since: u32) -> StoreResult<Vec<Department>>;
+
+    // ---- users ----
+
+    /// Creates a user whose password is the client's md5hex value, stored as an
+    /// Argon2id hash.
+    fn add_user(&self, user: &NewUser, password_md5hex: &str) -> StoreResult<UserId>;
+    /// Creates a user imported from TeamTalk, keeping its
+    /// `md5hex(md5hex(pw) + salt)` password and salt so it can still log in.
+    fn import_teamtalk_user(
+        &self,
+        user: &NewUser,
+        password: &str,
+        salt: &str,
+    ) -> StoreResult<UserId>;
+    /// Checks a login; `Some(user)` on success, `None` for an unknown name, a
+    /// wrong password or a departed user.
+    fn verify_login(&self, name: &str, password_md5hex: &str) -> StoreResult<Option<User>>;
+    /// Users for an incremental directory download (see the module docs), by id.
+    fn users_updated_since(&self, since: u32) -> StoreResult<Vec<User>>;
+    /// The users among `ids` that exist, by id (duplicates and unknown ids dropped).
+    fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>>;
+    /// Sets a user's signature and bumps `updated`; `false` if no such user.
+    fn update_sign_info(&self, user: UserId, sign_info: &str) -> StoreResult<bool>;
+    /// Sets the do-not-disturb switch; `false` if no such user.
+    fn set_push_shield(&self, user: UserId, on: bool) -> StoreResult<bool>;
+    /// The do-not-disturb switch, `None` if no such user.
+    fn push_shield(&self, user: UserId) -> StoreResult<Option<bool>>;
+    /// Registers a user's push token; an empty token unregisters. A token
+    /// belongs to one device, so it is taken away from any other user first.
+    fn set_device_token(&self, user: UserId, client_type: u32, token: &str) -> StoreResult<()>;
+    /// Registered tokens of the given users, by user id.
+    fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>>;
+    /// Number of users.
+    fn user_count(&self) -> StoreResult<u64>;
+    /// Load-test helper: creates `prefix1` ..= `prefix{count}`, all with
+    /// `password_md5hex`, in one transaction, and returns their ids.
+    ///
+    /// The Argon2 hash is computed once per call and shared by every seeded user
+    /// (it is still a valid, salted hash; the users just share a salt). Meant for
+    /// test accounts only.
+    fn seed_users(
+        &self,
+        prefix: &str,
+        count: u32,
+        password_md5hex: &str,
+    ) -> StoreResult<Vec<UserId>>;
+
+    // ---- single-chat messages ----
+
+    /// Stores a message, assigning the conversation's next id, counting it unread
+    /// for the recipient and refreshing both recent sessions, in one durable
+    /// transaction.
+    fn store_message(&self, msg: &NewMessage) -> StoreResult<StoredMessage>;
+    /// History between `user` and `peer`, newest first: ids `<= begin` (0 = from
+    /// the latest), at most `count` capped at [`MAX_MSG_LIST`].
+    fn message_list(
+        &self,
+        user: UserId,
+        peer: UserId,
+        begin: MsgId,
+        count: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// The messages of the conversation with the given ids, newest first; at most
+    /// [`MAX_MSGS_BY_ID`] ids are looked up.
+    fn messages_by_ids(
+        &self,
+        user: UserId,
+        peer: UserId,
+        ids: &[MsgId],
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// Latest message id of the conversation, 0 if none.
+    fn latest_msg_id(&self, user: UserId, peer: UserId) -> StoreResult<MsgId>;
+    /// Unread counts of `user`, per peer, with each conversation's latest message.
+    fn unread(&self, user: UserId) -> StoreResult<UnreadSummary>;
+    /// Marks everything from `peer` as read by `reader`.
+    fn clear_unread(&self, reader: UserId, peer: UserId) -> StoreResult<()>;
+    /// Recent sessions of `user` changed after `since`, newest first, at most
+    /// [`MAX_RECENT_SESSIONS`]; removed sessions are left out.
+    fn recent_sessions(&self, user: UserId, since: u32) -> StoreResult<Vec<RecentSession>>;
+    /// Hides a recent session until the next message; `false` if there was none.
+    fn remove_session(
+        &self,
+        user: UserId,
+        peer: UserId,
+        session_type: SessionType,
+    ) -> StoreResult<bool>;
+}

@@ -1,0 +1,887 @@
+//! Embedded SQLite implementation of [`Store`].
+//!
+//! One connection behind a mutex: SQLite allows a single writer anyway, and with
+//! WAL plus `synchronous=FULL` each commit is one fsync of the log, which is what
+//! bounds write throughput. Password hashing (tens of milliseconds) always runs
+//! outside the lock so logins do not stall message storage.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    Department, DeptId, DeviceToken, LatestMessage, MAX_MSG_LIST, MAX_MSGS_BY_ID,
+    MAX_RECENT_SESSIONS, MsgId, NewMessage, NewUser, RecentSession, SessionType, Store, StoreError,
+    StoreResult, StoredMessage, USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User, UserId,
+};
+use crate::password::{self, HashParams, StoredPassword};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE_NAME: &str = "teamtalk.sqlite3";
+
+/// Schema migrations; entry `i` brings `user_version` from `i` to `i + 1`.
+///
+/// Append only: a released entry is never edited, so every existing database
+/// can be brought forward by running the missing tail.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, departments, single chat, sessions, device tokens.
+    "
+    CREATE TABLE department (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        name        TEXT    NOT NULL,
+        priority    INTEGER NOT NULL DEFAULT 0,
+        parent_id   INTEGER NOT NULL DEFAULT 0,
+        status      INTEGER NOT NULL DEFAULT 0,
+        created     INTEGER NOT NULL,
+        updated     INTEGER NOT NULL
+    );
+    CREATE INDEX department_updated ON department(updated);
+
+    CREATE TABLE user (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        name        TEXT    NOT NULL UNIQUE,
+        nick        TEXT    NOT NULL DEFAULT '',
+        sex         INTEGER NOT NULL DEFAULT 0,
+        dept_id     INTEGER NOT NULL DEFAULT 0,
+        avatar      TEXT    NOT NULL DEFAULT '',
+        email       TEXT    NOT NULL DEFAULT '',
+        phone       TEXT    NOT NULL DEFAULT '',
+        domain      TEXT    NOT NULL DEFAULT '',
+        status      INTEGER NOT NULL DEFAULT 0,
+        sign_info   TEXT    NOT NULL DEFAULT '',
+        push_shield INTEGER NOT NULL DEFAULT 0,
+        -- Argon2 PHC string when salt IS NULL; TeamTalk md5hex(md5hex + salt) otherwise.
+        password    TEXT    NOT NULL,
+        salt        TEXT,
+        created     INTEGER NOT NULL,
+        updated     INTEGER NOT NULL
+    );
+    CREATE INDEX user_updated ON user(updated);
+
+    -- One row per pair of users who ever talked; last_msg_id is the
+    -- per-conversation message id counter.
+    CREATE TABLE relation (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        small_id    INTEGER NOT NULL,
+        big_id      INTEGER NOT NULL,
+        last_msg_id INTEGER NOT NULL DEFAULT 0,
+        created     INTEGER NOT NULL,
+        UNIQUE (small_id, big_id)
+    );
+
+    CREATE TABLE message (
+        relation_id INTEGER NOT NULL REFERENCES relation(id),
+        msg_id      INTEGER NOT NULL,
+        from_id     INTEGER NOT NULL,
+        to_id       INTEGER NOT NULL,
+        msg_type    INTEGER NOT NULL,
+        content     BLOB    NOT NULL,
+        status      INTEGER NOT NULL DEFAULT 0,
+        created     INTEGER NOT NULL,
+        PRIMARY KEY (relation_id, msg_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE single_unread (
+        user_id     INTEGER NOT NULL,
+        peer_id     INTEGER NOT NULL,
+        count       INTEGER NOT NULL,
+        PRIMARY KEY (user_id, peer_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE session (
+        user_id      INTEGER NOT NULL,
+        peer_id      INTEGER NOT NULL,
+        session_type INTEGER NOT NULL,
+        status       INTEGER NOT NULL DEFAULT 0,
+        created      INTEGER NOT NULL,
+        updated      INTEGER NOT NULL,
+        PRIMARY KEY (user_id, peer_id, session_type)
+    ) WITHOUT ROWID;
+    CREATE INDEX session_recent ON session(user_id, updated);
+
+    CREATE TABLE device_token (
+        user_id     INTEGER PRIMARY KEY,
+        client_type INTEGER NOT NULL,
+        token       TEXT    NOT NULL UNIQUE,
+        updated     INTEGER NOT NULL
+    );
+    ",
+];
+
+/// A source of wall-clock time in Unix seconds, for `created`/`updated` columns.
+pub type Clock = Arc<dyn Fn() -> u32 + Send + Sync>;
+
+/// How a [`SqliteStore`] hashes passwords and tells time.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Argon2 costs for new password hashes.
+    pub hash_params: HashParams,
+    /// Wall clock; tests inject a fixed one so timestamps are predictable.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("hash_params", &self.hash_params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            hash_params: HashParams::RECOMMENDED,
+            clock: Arc::new(system_clock),
+        }
+    }
+}
+
+/// Unix seconds from the system clock, saturating into `u32` as the protocol
+/// carries times as `uint32`.
+#[allow(clippy::disallowed_methods)] // the store's single wall-clock read
+fn system_clock() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// [`Store`] on an embedded SQLite database.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    options: StoreOptions,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sql { context, source }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `data_dir`, with default options.
+    pub fn open(data_dir: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(data_dir, StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) the database in `data_dir`.
+    ///
+    /// Creates the directory, switches to WAL with `synchronous=FULL` and brings
+    /// the schema up to date.
+    pub fn open_with(data_dir: impl AsRef<Path>, options: StoreOptions) -> StoreResult<Self> {
+        let dir = data_dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let conn = Connection::open(dir.join(DB_FILE_NAME)).map_err(sql("opening database"))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(sql("enabling WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Invalid(
+                "the database file system does not support WAL",
+            ));
+        }
+        Self::init(conn, options)
+    }
+
+    /// A private in-memory database, for tests of code built on the store.
+    /// Nothing is durable.
+    pub fn open_in_memory(options: StoreOptions) -> StoreResult<Self> {
+        let conn = Connection::open_in_memory().map_err(sql("opening in-memory database"))?;
+        Self::init(conn, options)
+    }
+
+    fn init(mut conn: Connection, options: StoreOptions) -> StoreResult<Self> {
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql("setting synchronous=FULL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql("enabling foreign keys"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql("setting busy timeout"))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            options,
+        })
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> StoreResult<i64> {
+        self.lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql("reading schema version"))
+    }
+
+    /// Newest schema version this build creates.
+    pub const fn latest_schema_version() -> i64 {
+        MIGRATIONS.len() as i64
+    }
+
+    /// The connection. A panic while it was held cannot leave a transaction
+    /// open (dropping a transaction rolls it back), so a poisoned lock is safe to
+    /// take over.
+    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now(&self) -> u32 {
+        (self.options.clock)()
+    }
+
+    fn insert_user(
+        &self,
+        user: &NewUser,
+        password: &str,
+        salt: Option<&str>,
+    ) -> StoreResult<UserId> {
+        let now = self.now();
+        let conn = self.lock();
+        let res = conn.execute(
+            "INSERT INTO user (name, nick, sex, dept_id, avatar, email, phone, domain, status,
+                               sign_info, password, salt, created, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+            params![
+                user.name,
+                user.nick,
+                user.sex,
+                user.dept_id,
+                user.avatar,
+                user.email,
+                user.phone,
+                user.domain,
+                user.status,
+                user.sign_info,
+                password,
+                salt,
+                now
+            ],
+        );
+        match res {
+            Ok(_) => row_id(conn.last_insert_rowid()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(user.name.clone())),
+            Err(e) => Err(StoreError::Sql {
+                context: "inserting user",
+                source: e,
+            }),
+        }
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("starting migration"))?;
+    let current: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql("reading schema version"))?;
+    let supported = SqliteStore::latest_schema_version();
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    let start = usize::try_from(current).unwrap_or(0);
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(start) {
+        tx.execute_batch(step).map_err(sql("migrating schema"))?;
+        let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
+        tx.pragma_update(None, "user_version", version)
+            .map_err(sql("recording schema version"))?;
+    }
+    tx.commit().map_err(sql("committing migration"))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+/// A rowid as a `u32` id; ids past `u32::MAX` cannot go on the wire.
+fn row_id(id: i64) -> StoreResult<u32> {
+    u32::try_from(id).map_err(|_| StoreError::Invalid("id space exhausted (ids are 32-bit)"))
+}
+
+fn pair(a: UserId, b: UserId) -> (UserId, UserId) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+const USER_COLUMNS: &str = "id, name, nick, sex, dept_id, avatar, email, phone, domain, status,
+                            sign_info, push_shield, created, updated";
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        nick: r.get(2)?,
+        sex: r.get(3)?,
+        dept_id: r.get(4)?,
+        avatar: r.get(5)?,
+        email: r.get(6)?,
+        phone: r.get(7)?,
+        domain: r.get(8)?,
+        status: r.get(9)?,
+        sign_info: r.get(10)?,
+        push_shield: r.get::<_, i64>(11)? != 0,
+        created: r.get(12)?,
+        updated: r.get(13)?,
+    })
+}
+
+fn message_from_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        msg_id: r.get(0)?,
+        from: r.get(1)?,
+        to: r.get(2)?,
+        msg_type: r.get(3)?,
+        create_time: r.get(4)?,
+        data: r.get(5)?,
+    })
+}
+
+/// Reads a [`LatestMessage`] from four nullable columns starting at `at`
+/// (id, from, type, data), as produced by a LEFT JOIN on the latest message.
+fn latest_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<LatestMessage> {
+    Ok(LatestMessage {
+        msg_id: r.get::<_, Option<u32>>(at)?.unwrap_or(0),
+        from: r.get::<_, Option<u32>>(at + 1)?.unwrap_or(0),
+        msg_type: r.get::<_, Option<u32>>(at + 2)?.unwrap_or(0),
+        data: r.get::<_, Option<Vec<u8>>>(at + 3)?.unwrap_or_default(),
+    })
+}
+
+fn relation_id(conn: &Connection, a: UserId, b: UserId) -> StoreResult<Option<i64>> {
+    let (small, big) = pair(a, b);
+    conn.prepare_cached("SELECT id FROM relation WHERE small_id = ?1 AND big_id = ?2")
+        .and_then(|mut s| s.query_row(params![small, big], |r| r.get(0)).optional())
+        .map_err(sql("looking up conversation"))
+}
+
+const MSG_COLUMNS: &str = "msg_id, from_id, to_id, msg_type, created, content";
+
+impl Store for SqliteStore {
+    fn add_department(&self, name: &str, priority: u32, parent_id: DeptId) -> StoreResult<DeptId> {
+        let now = self.now();
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO department (name, priority, parent_id, status, created, updated)
+             VALUES (?1, ?2, ?3, 0, ?4, ?4)",
+            params![name, priority, parent_id, now],
+        )
+        .map_err(sql("inserting department"))?;
+        row_id(conn.last_insert_rowid())
+    }
+
+    fn departments_updated_since(&self, since: u32) -> StoreResult<Vec<Department>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, priority, name, parent_id, status, updated FROM department
+                 WHERE updated > ?1 ORDER BY id",
+            )
+            .map_err(sql("listing departments"))?;
+        let rows = stmt
+            .query_map(params![since], |r| {
+                Ok(Department {
+                    id: r.get(0)?,
+                    priority: r.get(1)?,
+                    name: r.get(2)?,
+                    parent_id: r.get(3)?,
+                    status: r.get(4)?,
+                    updated: r.get(5)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(sql("listing departments"))?;
+        Ok(rows)
+    }
+
+    fn add_user(&self, user: &NewUser, password_md5hex: &str) -> StoreResult<UserId> {
+        let phc = password::hash_password(&self.options.hash_params, password_md5hex)?;
+        self.insert_user(user, &phc, None)
+    }
+
+    fn import_teamtalk_user(
+        &self,
+        user: &NewUser,
+        password: &str,
+        salt: &str,
+    ) -> StoreResult<UserId> {
+        self.insert_user(user, password, Some(salt))
+    }
+
+    fn verify_login(&self, name: &str, password_md5hex: &str) -> StoreResult<Option<User>> {
+        let found = {
+            let conn = self.lock();
+            conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS}, password, salt FROM user WHERE name = ?1"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![name], |r| {
+                    let user = user_from_row(r)?;
+                    let password: String = r.get(14)?;
+                    let salt: Option<String> = r.get(15)?;
+                    Ok((user, password, salt))
+                })
+                .optional()
+            })
+            .map_err(sql("looking up login"))?
+        };
+        // The lock is released: hashing must not stall other requests.
+        let Some((user, hash, salt)) = found else {
+            return Ok(None);
+        };
+        if user.status == USER_STATUS_DEPARTED {
+            return Ok(None);
+        }
+        let stored = match salt {
+            Some(salt) => StoredPassword::TeamTalk { hash, salt },
+            None => StoredPassword::Argon2(hash),
+        };
+        Ok(stored.verify(password_md5hex)?.then_some(user))
+    }
+
+    fn users_updated_since(&self, since: u32) -> StoreResult<Vec<User>> {
+        let conn = self.lock();
+        let query = if since == 0 {
+            format!("SELECT {USER_COLUMNS} FROM user WHERE status != ?1 ORDER BY id")
+        } else {
+            format!("SELECT {USER_COLUMNS} FROM user WHERE updated >= ?1 ORDER BY id")
+        };
+        let arg = if since == 0 {
+            USER_STATUS_DEPARTED
+        } else {
+            since
+        };
+        let mut stmt = conn.prepare_cached(&query).map_err(sql("listing users"))?;
+        let rows = stmt
+            .query_map(params![arg], user_from_row)
+            .and_then(Iterator::collect)
+            .map_err(sql("listing users"))?;
+        Ok(rows)
+    }
+
+    fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM user WHERE id = ?1"))
+            .map_err(sql("reading users"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(u) = stmt
+                .query_row(params![id], user_from_row)
+                .optional()
+                .map_err(sql("reading users"))?
+            {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+
+    fn update_sign_info(&self, user: UserId, sign_info: &str) -> StoreResult<bool> {
+        let now = self.now();
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE user SET sign_info = ?2, updated = ?3 WHERE id = ?1",
+                params![user, sign_info, now],
+            )
+            .map_err(sql("updating sign info"))?;
+        Ok(n > 0)
+    }
+
+    fn set_push_shield(&self, user: UserId, on: bool) -> StoreResult<bool> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE user SET push_shield = ?2 WHERE id = ?1",
+                params![user, i64::from(on)],
+            )
+            .map_err(sql("setting push shield"))?;
+        Ok(n > 0)
+    }
+
+    fn push_shield(&self, user: UserId) -> StoreResult<Option<bool>> {
+        let v: Option<i64> = self
+            .lock()
+            .query_row(
+                "SELECT push_shield FROM user WHERE id = ?1",
+                params![user],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("reading push shield"))?;
+        Ok(v.map(|v| v != 0))
+    }
+
+    fn set_device_token(&self, user: UserId, client_type: u32, token: &str) -> StoreResult<()> {
+        let now = self.now();
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("setting device token"))?;
+        if token.is_empty() {
+            tx.execute("DELETE FROM device_token WHERE user_id = ?1", params![user])
+                .map_err(sql("clearing device token"))?;
+        } else {
+            tx.execute(
+                "DELETE FROM device_token WHERE token = ?1 AND user_id != ?2",
+                params![token, user],
+            )
+            .map_err(sql("moving device token"))?;
+            tx.execute(
+                "INSERT INTO device_token (user_id, client_type, token, updated)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_id) DO UPDATE
+                 SET client_type = excluded.client_type, token = excluded.token,
+                     updated = excluded.updated",
+                params![user, client_type, token, now],
+            )
+            .map_err(sql("setting device token"))?;
+        }
+        tx.commit().map_err(sql("committing device token"))
+    }
+
+    fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>> {
+        let mut users = users.to_vec();
+        users.sort_unstable();
+        users.dedup();
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT client_type, token FROM device_token WHERE user_id = ?1")
+            .map_err(sql("reading device tokens"))?;
+        let mut out = Vec::new();
+        for user_id in users {
+            if let Some((client_type, token)) = stmt
+                .query_row(params![user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(sql("reading device tokens"))?
+            {
+                out.push(DeviceToken {
+                    user_id,
+                    client_type,
+                    token,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn user_count(&self) -> StoreResult<u64> {
+        let n: i64 = self
+            .lock()
+            .query_row("SELECT count(*) FROM user", [], |r| r.get(0))
+            .map_err(sql("counting users"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn seed_users(
+        &self,
+        prefix: &str,
+        count: u32,
+        password_md5hex: &str,
+    ) -> StoreResult<Vec<UserId>> {
+        let phc = password::hash_password(&self.options.hash_params, password_md5hex)?;
+        let now = self.now();
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("seeding users"))?;
+        let mut ids = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO user (name, nick, password, created, updated)
+                     VALUES (?1, ?1, ?2, ?3, ?3)",
+                )
+                .map_err(sql("seeding users"))?;
+            for i in 1..=count {
+                let name = format!("{prefix}{i}");
+                match stmt.execute(params![name, phc, now]) {
+                    Ok(_) => ids.push(row_id(tx.last_insert_rowid())?),
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameTaken(name)),
+                    Err(e) => {
+                        return Err(StoreError::Sql {
+                            context: "seeding users",
+                            source: e,
+                        });
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(sql("committing seeded users"))?;
+        Ok(ids)
+    }
+
+    fn store_message(&self, msg: &NewMessage) -> StoreResult<StoredMessage> {
+        if msg.from == msg.to {
+            return Err(StoreError::Invalid("a message to oneself is not stored"));
+        }
+        if msg.from == 0 || msg.to == 0 {
+            return Err(StoreError::Invalid("user id 0 is not a user"));
+        }
+        let now = self.now();
+        let (small, big) = pair(msg.from, msg.to);
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("starting message transaction"))?;
+        tx.execute(
+            "INSERT INTO relation (small_id, big_id, last_msg_id, created) VALUES (?1, ?2, 0, ?3)
+             ON CONFLICT (small_id, big_id) DO NOTHING",
+            params![small, big, now],
+        )
+        .map_err(sql("creating conversation"))?;
+        let next: Option<(i64, u32)> = tx
+            .query_row(
+                "UPDATE relation SET last_msg_id = last_msg_id + 1
+                 WHERE small_id = ?1 AND big_id = ?2 AND last_msg_id < ?3
+                 RETURNING id, last_msg_id",
+                params![small, big, u32::MAX],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql("assigning message id"))?;
+        let Some((relation, msg_id)) = next else {
+            return Err(StoreError::MsgIdsExhausted(small, big));
+        };
+        tx.execute(
+            "INSERT INTO message (relation_id, msg_id, from_id, to_id, msg_type, content, status, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
+            params![relation, msg_id, msg.from, msg.to, msg.msg_type, msg.data, msg.create_time],
+        )
+        .map_err(sql("inserting message"))?;
+        tx.execute(
+            "INSERT INTO single_unread (user_id, peer_id, count) VALUES (?1, ?2, 1)
+             ON CONFLICT (user_id, peer_id) DO UPDATE SET count = count + 1",
+            params![msg.to, msg.from],
+        )
+        .map_err(sql("counting unread"))?;
+        {
+            let mut touch = tx
+                .prepare_cached(
+                    "INSERT INTO session (user_id, peer_id, session_type, status, created, updated)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?4)
+                     ON CONFLICT (user_id, peer_id, session_type) DO UPDATE
+                     SET status = 0, updated = excluded.updated",
+                )
+                .map_err(sql("updating sessions"))?;
+            let single = SessionType::Single.as_u32();
+            touch
+                .execute(params![msg.from, msg.to, single, now])
+                .map_err(sql("updating sender session"))?;
+            touch
+                .execute(params![msg.to, msg.from, single, now])
+                .map_err(sql("updating recipient session"))?;
+        }
+        tx.commit().map_err(sql("committing message"))?;
+        Ok(StoredMessage {
+            msg_id,
+            from: msg.from,
+            to: msg.to,
+            msg_type: msg.msg_type,
+            create_time: msg.create_time,
+            data: msg.data.clone(),
+        })
+    }
+
+    fn message_list(
+        &self,
+        user: UserId,
+        peer: UserId,
+        begin: MsgId,
+        count: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let limit = count.min(MAX_MSG_LIST);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let begin = if begin == 0 { u32::MAX } else { begin };
+        let conn = self.lock();
+        let Some(relation) = relation_id(&conn, user, peer)? else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {MSG_COLUMNS} FROM message
+                 WHERE relation_id = ?1 AND status = 0 AND msg_id <= ?2
+                 ORDER BY msg_id DESC LIMIT ?3"
+            ))
+            .map_err(sql("listing messages"))?;
+        let rows = stmt
+            .query_map(params![relation, begin, limit], message_from_row)
+            .and_then(Iterator::collect)
+            .map_err(sql("listing messages"))?;
+        Ok(rows)
+    }
+
+    fn messages_by_ids(
+        &self,
+        user: UserId,
+        peer: UserId,
+        ids: &[MsgId],
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let mut ids: Vec<MsgId> = ids.iter().copied().take(MAX_MSGS_BY_ID).collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        let conn = self.lock();
+        let Some(relation) = relation_id(&conn, user, peer)? else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {MSG_COLUMNS} FROM message
+                 WHERE relation_id = ?1 AND msg_id = ?2 AND status = 0"
+            ))
+            .map_err(sql("reading messages"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(m) = stmt
+                .query_row(params![relation, id], message_from_row)
+                .optional()
+                .map_err(sql("reading messages"))?
+            {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    fn latest_msg_id(&self, user: UserId, peer: UserId) -> StoreResult<MsgId> {
+        let (small, big) = pair(user, peer);
+        let id: Option<u32> = self
+            .lock()
+            .query_row(
+                "SELECT last_msg_id FROM relation WHERE small_id = ?1 AND big_id = ?2",
+                params![small, big],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("reading latest message id"))?;
+        Ok(id.unwrap_or(0))
+    }
+
+    fn unread(&self, user: UserId) -> StoreResult<UnreadSummary> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT u.peer_id, u.count, m.msg_id, m.from_id, m.msg_type, m.content
+                 FROM single_unread u
+                 LEFT JOIN relation r
+                   ON r.small_id = min(u.user_id, u.peer_id) AND r.big_id = max(u.user_id, u.peer_id)
+                 LEFT JOIN message m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id
+                 WHERE u.user_id = ?1 AND u.count > 0
+                 ORDER BY u.peer_id",
+            )
+            .map_err(sql("reading unread counts"))?;
+        let sessions: Vec<UnreadSession> = stmt
+            .query_map(params![user], |r| {
+                Ok(UnreadSession {
+                    peer: r.get(0)?,
+                    session_type: SessionType::Single,
+                    count: r.get(1)?,
+                    latest: latest_from_row(r, 2)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(sql("reading unread counts"))?;
+        let total = sessions
+            .iter()
+            .fold(0u32, |acc, s| acc.saturating_add(s.count));
+        Ok(UnreadSummary { total, sessions })
+    }
+
+    fn clear_unread(&self, reader: UserId, peer: UserId) -> StoreResult<()> {
+        self.lock()
+            .execute(
+                "DELETE FROM single_unread WHERE user_id = ?1 AND peer_id = ?2",
+                params![reader, peer],
+            )
+            .map_err(sql("clearing unread count"))?;
+        Ok(())
+    }
+
+    fn recent_sessions(&self, user: UserId, since: u32) -> StoreResult<Vec<RecentSession>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT s.peer_id, s.session_type, s.status, s.updated,
+                        m.msg_id, m.from_id, m.msg_type, m.content
+                 FROM session s
+                 LEFT JOIN relation r
+                   ON s.session_type = ?3
+                  AND r.small_id = min(s.user_id, s.peer_id) AND r.big_id = max(s.user_id, s.peer_id)
+                 LEFT JOIN message m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id
+                 WHERE s.user_id = ?1 AND s.status = 0 AND s.updated > ?2
+                 ORDER BY s.updated DESC, s.peer_id DESC
+                 LIMIT ?4",
+            )
+            .map_err(sql("listing recent sessions"))?;
+        let rows: Vec<(u32, RecentSession)> = stmt
+            .query_map(
+                params![
+                    user,
+                    since,
+                    SessionType::Single.as_u32(),
+                    MAX_RECENT_SESSIONS
+                ],
+                |r| {
+                    let raw_type: u32 = r.get(1)?;
+                    Ok((
+                        raw_type,
+                        RecentSession {
+                            peer: r.get(0)?,
+                            session_type: SessionType::Single,
+                            status: r.get(2)?,
+                            updated: r.get(3)?,
+                            latest: latest_from_row(r, 4)?,
+                        },
+                    ))
+                },
+            )
+            .and_then(Iterator::collect)
+            .map_err(sql("listing recent sessions"))?;
+        // Rows of a kind this build does not know are skipped rather than
+        // mislabelled.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(raw, mut s)| {
+                s.session_type = SessionType::from_u32(raw)?;
+                Some(s)
+            })
+            .collect())
+    }
+
+    fn remove_session(
+        &self,
+        user: UserId,
+        peer: UserId,
+        session_type: SessionType,
+    ) -> StoreResult<bool> {
+        let now = self.now();
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE session SET status = 1, updated = ?4
+                 WHERE user_id = ?1 AND peer_id = ?2 AND session_type = ?3 AND status = 0",
+                params![user, peer, session_type.as_u32(), now],
+            )
+            .map_err(sql("removing session"))?;
+        Ok(n > 0)
+    }
+}
