@@ -1,0 +1,1101 @@
+//! The blocking driver: a few shard threads, each polling many sockets.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use teamtalk_conn::{Input, Machine, Output};
+
+use crate::clock;
+use crate::handle::{Cmd, ConnId, Factory, Handle, NetError, NetEvent, ON_SHARD, ShardTx};
+use crate::socket::{self, ConnectState};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::timer_heap::{Entry, TimerHeap};
+
+/// Token of a shard's waker.
+const WAKER: Token = Token(usize::MAX);
+/// Listener `i` uses token `LISTENER_TOP - i`; connection slots count up
+/// from zero and stay below `LISTENER_FLOOR`.
+const LISTENER_TOP: usize = usize::MAX - 1;
+/// The lowest listener token (at most `u16::MAX + 1` listeners).
+const LISTENER_FLOOR: usize = LISTENER_TOP - u16::MAX as usize;
+/// Reads per connection per turn (each up to the read buffer's size)
+/// before other connections get their turn.
+const READ_BUDGET: usize = 16;
+/// Accepts per listener per turn.
+const ACCEPT_BUDGET: usize = 256;
+/// Commands applied per turn before polling again.
+const CMD_BUDGET: usize = 4096;
+/// How long to wait before accepting again after an accept error such as
+/// running out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// Buffers queued per vectored write.
+const MAX_IOV: usize = 64;
+
+/// How a [`Reactor`] runs.
+///
+/// Build it with struct update syntax over the defaults:
+/// `ReactorConfig { threads: 2, ..ReactorConfig::default() }`.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// Shard threads. Each owns a share of the connections; one per core
+    /// is plenty because no shard ever blocks on anything but `poll`.
+    pub threads: usize,
+    /// Most connections held at once (accepted, opened, or still
+    /// flushing). An accepted connection above the limit is closed at
+    /// once and counted in [`StatsSnapshot::refused_over_limit`].
+    pub max_connections: usize,
+    /// Accept backlog of listeners (the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub backlog: i32,
+    /// Driver-side hard cap on bytes queued for one socket. Machines are
+    /// told their backlog (`Machine::set_backlog`) and normally close
+    /// with their own, smaller cap first; this is the safety net for
+    /// machines without one. Over it, the socket is dropped and the
+    /// machine sees `Input::Closed`.
+    pub max_queued_bytes: usize,
+    /// Size of each shard's read buffer, shared by all its connections.
+    pub read_buffer: usize,
+    /// How long a socket closed by its machine may keep flushing queued
+    /// bytes to a slow peer before it is dropped.
+    pub close_linger: Duration,
+    /// How long shutdown waits for queued bytes to be flushed.
+    pub shutdown_grace: Duration,
+    /// Readiness events taken per poll.
+    pub events_capacity: usize,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            max_connections: 100_000,
+            backlog: socket::DEFAULT_BACKLOG,
+            max_queued_bytes: 16 << 20,
+            read_buffer: 64 << 10,
+            close_linger: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+            events_capacity: 1024,
+        }
+    }
+}
+
+/// Everything a reactor sends the application: connection id plus event.
+pub type EventRx<E> = Receiver<(ConnId, NetEvent<E>)>;
+
+/// Runs machines of type `M` over real sockets on a few shard threads.
+///
+/// The application talks to it through a [`Handle`] (commands in) and
+/// [`Reactor::events`] (events out). Dropping the reactor shuts it down
+/// like [`Reactor::shutdown`].
+pub struct Reactor<M>
+where
+    M: Machine + Send + 'static,
+    M::Event: Send,
+{
+    handle: Handle<M>,
+    events: EventRx<M::Event>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<M> std::fmt::Debug for Reactor<M>
+where
+    M: Machine + Send + 'static,
+    M::Event: Send,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> Reactor<M>
+where
+    M: Machine + Send + 'static,
+    M::Event: Send,
+{
+    /// Starts the shard threads.
+    ///
+    /// # Errors
+    ///
+    /// Creating a poller, a waker or a thread failed.
+    pub fn new(cfg: ReactorConfig) -> io::Result<Self> {
+        let n = cfg.threads.clamp(1, usize::from(u16::MAX));
+        let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(Stats::default());
+        let mut polls = Vec::with_capacity(n);
+        let mut txs = Vec::with_capacity(n);
+        let mut rxs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            let (tx, rx) = crossbeam_channel::unbounded();
+            txs.push(ShardTx {
+                tx,
+                waker,
+                notified: AtomicBool::new(false),
+            });
+            polls.push(poll);
+            rxs.push(rx);
+        }
+        let shards: Arc<[ShardTx<M>]> = txs.into();
+        let handle = Handle {
+            shards: Arc::clone(&shards),
+            next: Arc::new(AtomicUsize::new(0)),
+            stats: Arc::clone(&stats),
+            backlog: cfg.backlog,
+        };
+        let cfg = Arc::new(cfg);
+        let mut threads = Vec::with_capacity(n);
+        for (index, (poll, cmds)) in polls.into_iter().zip(rxs).enumerate() {
+            let shard = Shard {
+                index,
+                poll,
+                cmds,
+                peers: Arc::clone(&shards),
+                events: event_tx.clone(),
+                stats: Arc::clone(&stats),
+                buf: vec![0; cfg.read_buffer.max(1)],
+                cfg: Arc::clone(&cfg),
+                conns: Slab::new(),
+                listeners: Slab::new(),
+                timers: TimerHeap::default(),
+                next_generation: 0,
+                next_target: index,
+                read_pending: Vec::new(),
+                accept_pending: Vec::new(),
+                accept_retry_at: None,
+                more_cmds: false,
+                shutdown_at: None,
+                bytes_in: 0,
+                bytes_out: 0,
+                queued_delta: 0,
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("teamtalk-net-{index}"))
+                .spawn(move || shard.run());
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // Stop the shards already running before reporting.
+                    drop(Self {
+                        handle,
+                        events: event_rx,
+                        threads,
+                    });
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Self {
+            handle,
+            events: event_rx,
+            threads,
+        })
+    }
+
+    /// A handle for sending commands from any thread.
+    #[must_use]
+    pub fn handle(&self) -> Handle<M> {
+        self.handle.clone()
+    }
+
+    /// The event stream of all connections. Clones share one stream:
+    /// each event goes to exactly one receiver.
+    #[must_use]
+    pub fn events(&self) -> EventRx<M::Event> {
+        self.events.clone()
+    }
+
+    /// See [`Handle::listen`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::listen`].
+    pub fn listen<F>(&self, addr: SocketAddr, factory: F) -> Result<SocketAddr, NetError>
+    where
+        F: Fn(SocketAddr, Instant) -> M + Send + 'static,
+    {
+        self.handle.listen(addr, factory)
+    }
+
+    /// See [`Handle::open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::open`].
+    pub fn open(&self, machine: M) -> Result<ConnId, NetError> {
+        self.handle.open(machine)
+    }
+
+    /// See [`Handle::exec`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::exec`].
+    pub fn exec(
+        &self,
+        id: ConnId,
+        f: impl FnOnce(&mut M) + Send + 'static,
+    ) -> Result<(), NetError> {
+        self.handle.exec(id, f)
+    }
+
+    /// The counters right now.
+    #[must_use]
+    pub fn stats(&self) -> StatsSnapshot {
+        self.handle.stats()
+    }
+
+    /// Stops accepting, drops every machine, flushes queued bytes for at
+    /// most [`ReactorConfig::shutdown_grace`], closes every socket and
+    /// joins the shard threads. The event stream ends once the threads
+    /// are gone.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for shard in self.handle.shards.iter() {
+            // A shard that is gone already has nothing left to stop.
+            let _ = shard.send(Cmd::Shutdown);
+        }
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a reactor shard panicked");
+            }
+        }
+    }
+}
+
+impl<M> Drop for Reactor<M>
+where
+    M: Machine + Send + 'static,
+    M::Event: Send,
+{
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The socket side of a connection.
+#[derive(Debug)]
+enum Sock {
+    /// No socket: a link between connects, or closed.
+    None,
+    /// A nonblocking connect is under way.
+    Connecting(TcpStream),
+    /// Connected.
+    Open(TcpStream),
+}
+
+/// One connection on a shard.
+struct Conn<M> {
+    generation: u32,
+    /// `None` once the machine finished while the socket still flushes.
+    machine: Option<M>,
+    sock: Sock,
+    /// Bytes the machine transmitted that the socket has not taken yet.
+    tx: VecDeque<Bytes>,
+    tx_len: usize,
+    /// The backlog last reported to the machine.
+    reported: usize,
+    /// The machine closed the socket: no more reads, flush then drop.
+    closing: bool,
+    /// The machine's deadline.
+    deadline: Option<Instant>,
+    /// Until when a closing socket may keep flushing.
+    linger_until: Option<Instant>,
+    /// The earliest live timer-heap entry of this connection.
+    scheduled: Option<Instant>,
+}
+
+/// Why a write stopped.
+enum WriteError {
+    /// The socket failed; the connection's socket must be dropped.
+    Failed(io::Error),
+}
+
+impl<M: Machine> Conn<M> {
+    fn new(generation: u32, machine: M, sock: Sock) -> Self {
+        Self {
+            generation,
+            machine: Some(machine),
+            sock,
+            tx: VecDeque::new(),
+            tx_len: 0,
+            reported: 0,
+            closing: false,
+            deadline: None,
+            linger_until: None,
+            scheduled: None,
+        }
+    }
+
+    /// The next instant this connection needs the shard.
+    fn wake_at(&self) -> Option<Instant> {
+        match (self.deadline, self.linger_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Writes `bytes` now if the socket takes them, and queues the rest.
+    fn transmit(&mut self, bytes: Bytes, out: &mut u64) -> Result<(), WriteError> {
+        if bytes.is_empty() || self.closing {
+            return Ok(());
+        }
+        let stream = match &mut self.sock {
+            // Not connected: the machine knows, nothing can be sent.
+            Sock::None => return Ok(()),
+            Sock::Connecting(_) => {
+                self.tx_len += bytes.len();
+                self.tx.push_back(bytes);
+                return Ok(());
+            }
+            Sock::Open(stream) => stream,
+        };
+        let mut written = 0;
+        if self.tx.is_empty() {
+            while written < bytes.len() {
+                match stream.write(&bytes[written..]) {
+                    Ok(0) => return Err(WriteError::Failed(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(WriteError::Failed(e)),
+                }
+            }
+            *out += written as u64;
+        }
+        if written < bytes.len() {
+            self.tx_len += bytes.len() - written;
+            self.tx.push_back(bytes.slice(written..));
+        }
+        Ok(())
+    }
+
+    /// Writes queued bytes until the queue is empty or the socket full.
+    fn flush(&mut self, out: &mut u64) -> Result<(), WriteError> {
+        let Sock::Open(stream) = &mut self.sock else {
+            return Ok(());
+        };
+        while !self.tx.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (slot, b) in slices.iter_mut().zip(self.tx.iter()) {
+                *slot = IoSlice::new(b);
+                count += 1;
+            }
+            match stream.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(WriteError::Failed(io::ErrorKind::WriteZero.into())),
+                Ok(mut n) => {
+                    *out += n as u64;
+                    self.tx_len -= n;
+                    while n > 0 {
+                        let Some(front) = self.tx.front_mut() else {
+                            break;
+                        };
+                        if front.len() <= n {
+                            n -= front.len();
+                            self.tx.pop_front();
+                        } else {
+                            front.advance(n);
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(WriteError::Failed(e)),
+            }
+        }
+        if self.tx.is_empty() && self.tx.capacity() > 8 {
+            // An idle connection keeps no queue memory after a burst.
+            self.tx = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    /// Tells the machine its backlog if it changed; true if it did.
+    fn report_backlog(&mut self, now: Instant) -> bool {
+        if self.tx_len == self.reported {
+            return false;
+        }
+        self.reported = self.tx_len;
+        if let Some(m) = self.machine.as_mut() {
+            m.set_backlog(now, self.tx_len);
+        }
+        true
+    }
+}
+
+/// The signed change from `before` to `after` bytes.
+fn delta(before: usize, after: usize) -> i64 {
+    let d = i64::try_from(before.abs_diff(after)).unwrap_or(i64::MAX);
+    if after >= before { d } else { -d }
+}
+
+/// A listening socket and the factory for its connections' machines.
+struct Listener<M> {
+    listener: TcpListener,
+    local: SocketAddr,
+    factory: Factory<M>,
+}
+
+/// One shard thread's state.
+struct Shard<M: Machine> {
+    index: usize,
+    poll: Poll,
+    cmds: Receiver<Cmd<M>>,
+    peers: Arc<[ShardTx<M>]>,
+    events: Sender<(ConnId, NetEvent<M::Event>)>,
+    stats: Arc<Stats>,
+    buf: Vec<u8>,
+    cfg: Arc<ReactorConfig>,
+    conns: Slab<Conn<M>>,
+    listeners: Slab<Listener<M>>,
+    timers: TimerHeap,
+    next_generation: u32,
+    next_target: usize,
+    /// Connections whose read budget ran out with data left.
+    read_pending: Vec<(usize, u32)>,
+    /// Listeners whose accept budget ran out.
+    accept_pending: Vec<usize>,
+    /// When to retry accepting after an accept error.
+    accept_retry_at: Option<Instant>,
+    more_cmds: bool,
+    shutdown_at: Option<Instant>,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Change of the bytes queued on this shard since the last report.
+    queued_delta: i64,
+}
+
+impl<M> Shard<M>
+where
+    M: Machine + Send + 'static,
+    M::Event: Send,
+{
+    fn run(mut self) {
+        ON_SHARD.with(|c| c.set(true));
+        let mut events = Events::with_capacity(self.cfg.events_capacity.max(16));
+        loop {
+            let timeout = self.poll_timeout(clock::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, shard = self.index, "poll failed; shard stops");
+                break;
+            }
+            let now = clock::now();
+            for ev in &events {
+                let token = ev.token();
+                if token == WAKER {
+                    continue;
+                }
+                if token.0 >= LISTENER_FLOOR {
+                    self.accept(LISTENER_TOP - token.0, now);
+                } else {
+                    let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                    self.conn_ready(token.0, readable, ev.is_writable(), now);
+                }
+            }
+            self.continue_pending(now);
+            self.run_commands(now);
+            self.expire_timers(now);
+            self.publish_stats();
+            if let Some(deadline) = self.shutdown_at
+                && (self.conns.is_empty() || now >= deadline)
+            {
+                break;
+            }
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.remove(slot);
+        }
+        self.publish_stats();
+    }
+
+    fn publish_stats(&mut self) {
+        self.stats
+            .add_bytes(self.bytes_in, self.bytes_out, self.queued_delta);
+        self.bytes_in = 0;
+        self.bytes_out = 0;
+        self.queued_delta = 0;
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if self.more_cmds || !self.read_pending.is_empty() || !self.accept_pending.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        [
+            self.timers.next_deadline(),
+            self.accept_retry_at,
+            self.shutdown_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.saturating_duration_since(now))
+    }
+
+    fn id(&self, slot: usize, generation: u32) -> ConnId {
+        ConnId {
+            // The shard count is clamped to u16 and slots to u32 on insert.
+            shard: u16::try_from(self.index).unwrap_or(u16::MAX),
+            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+            generation,
+        }
+    }
+
+    fn send_event(&self, slot: usize, generation: u32, ev: NetEvent<M::Event>) {
+        // The application may have dropped its receiver; the connections
+        // still run (and are shut down with the reactor).
+        let _ = self.events.send((self.id(slot, generation), ev));
+    }
+
+    /// Inserts a connection; `None` if the slab is beyond what a
+    /// [`ConnId`] can name or registration failed.
+    fn insert(&mut self, machine: M, sock: Sock) -> Option<usize> {
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if u32::try_from(slot).is_err() || slot >= LISTENER_FLOOR {
+            return None;
+        }
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let mut conn = Conn::new(generation, machine, sock);
+        if let Sock::Open(s) | Sock::Connecting(s) = &mut conn.sock
+            && let Err(e) = self.poll.registry().register(
+                s,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        {
+            tracing::warn!(error = %e, "registering a socket failed");
+            return None;
+        }
+        entry.insert(conn);
+        Some(slot)
+    }
+
+    /// Drops the connection's socket and its queue.
+    fn drop_socket(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        match std::mem::replace(&mut conn.sock, Sock::None) {
+            Sock::None => {}
+            Sock::Connecting(mut s) | Sock::Open(mut s) => {
+                // Closing the descriptor removes it from epoll as well;
+                // deregistering first keeps other pollers correct.
+                let _ = self.poll.registry().deregister(&mut s);
+            }
+        }
+        self.queued_delta += delta(conn.tx_len, 0);
+        conn.tx = VecDeque::new();
+        conn.tx_len = 0;
+        conn.closing = false;
+        conn.linger_until = None;
+    }
+
+    /// Removes a connection for good.
+    fn remove(&mut self, slot: usize) {
+        self.drop_socket(slot);
+        if self.conns.try_remove(slot).is_some() {
+            self.stats.closed();
+        }
+    }
+
+    /// The socket failed under the machine: drop it and tell the machine,
+    /// unless it had closed the socket itself already.
+    fn socket_failed(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        let was_closing = conn.closing;
+        let finished = conn.machine.is_none();
+        self.drop_socket(slot);
+        if finished {
+            self.remove(slot);
+        } else if !was_closing && let Some(m) = self.conns[slot].machine.as_mut() {
+            m.handle_input(Input::Closed(now));
+        }
+    }
+
+    /// Feeds one input and drains.
+    fn feed(&mut self, slot: usize, input: Input<'_>, now: Instant) {
+        if let Some(m) = self.conns.get_mut(slot).and_then(|c| c.machine.as_mut()) {
+            m.handle_input(input);
+            self.drain(slot, now);
+        }
+    }
+
+    /// Carries out the machine's outputs until it has nothing more to do.
+    /// The only place that interprets [`Output`].
+    fn drain(&mut self, slot: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            let generation = conn.generation;
+            let Some(machine) = conn.machine.as_mut() else {
+                return;
+            };
+            match machine.poll_output() {
+                Output::Transmit(bytes) => {
+                    let before = conn.tx_len;
+                    let result = conn.transmit(bytes, &mut self.bytes_out);
+                    self.queued_delta += delta(before, conn.tx_len);
+                    if let Err(WriteError::Failed(e)) = result {
+                        tracing::debug!(error = %e, conn = %self.id(slot, generation), "write failed");
+                        self.socket_failed(slot, now);
+                    } else if conn.tx_len > self.cfg.max_queued_bytes {
+                        tracing::debug!(conn = %self.id(slot, generation), "send queue over the hard cap");
+                        self.socket_failed(slot, now);
+                    } else {
+                        conn.report_backlog(now);
+                    }
+                }
+                Output::Connect(addr) => {
+                    self.drop_socket(slot);
+                    self.start_connect(slot, addr, now);
+                }
+                Output::Close => self.close_socket(slot, now),
+                Output::Event(e) => self.send_event(slot, generation, NetEvent::Machine(e)),
+                Output::Timeout(at) => {
+                    conn.deadline = Some(at);
+                    self.schedule(slot);
+                    return;
+                }
+                Output::Finished => {
+                    conn.machine = None;
+                    conn.deadline = None;
+                    self.send_event(slot, generation, NetEvent::Finished);
+                    let conn = &mut self.conns[slot];
+                    if matches!(conn.sock, Sock::Open(_)) && conn.tx_len > 0 {
+                        conn.closing = true;
+                        conn.linger_until = Some(now + self.cfg.close_linger);
+                        self.schedule(slot);
+                    } else {
+                        self.remove(slot);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts an outbound connect; a synchronous failure is fed back at
+    /// once as `ConnectFailed`.
+    fn start_connect(&mut self, slot: usize, addr: SocketAddr, now: Instant) {
+        let result = socket::start_connect(addr).and_then(|std| {
+            let mut s = TcpStream::from_std(std);
+            self.poll.registry().register(
+                &mut s,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(s)
+        });
+        let conn = &mut self.conns[slot];
+        match result {
+            Ok(s) => conn.sock = Sock::Connecting(s),
+            Err(e) => {
+                tracing::debug!(error = %e, %addr, "connect failed at once");
+                if let Some(m) = conn.machine.as_mut() {
+                    m.handle_input(Input::ConnectFailed(now));
+                }
+            }
+        }
+    }
+
+    /// The machine closed its socket: flush what is queued (bounded by
+    /// the linger time), then drop it.
+    fn close_socket(&mut self, slot: usize, now: Instant) {
+        let conn = &mut self.conns[slot];
+        if matches!(conn.sock, Sock::Open(_)) && conn.tx_len > 0 {
+            conn.closing = true;
+            conn.linger_until = Some(now + self.cfg.close_linger);
+            self.schedule(slot);
+        } else {
+            self.drop_socket(slot);
+        }
+    }
+
+    /// Makes sure a timer-heap entry exists for the connection's next
+    /// wake-up (see the timer_heap module for the invalidation scheme).
+    fn schedule(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Some(at) = conn.wake_at()
+            && conn.scheduled.is_none_or(|s| at < s)
+        {
+            conn.scheduled = Some(at);
+            self.timers.push(at, slot, conn.generation);
+        }
+    }
+
+    fn expire_timers(&mut self, now: Instant) {
+        let mut budget = self.conns.len() + 1024;
+        while budget > 0
+            && let Some(Entry {
+                at,
+                slot,
+                generation,
+            }) = self.timers.pop_due(now)
+        {
+            budget -= 1;
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if conn.generation != generation || conn.scheduled != Some(at) {
+                continue;
+            }
+            conn.scheduled = None;
+            if conn.linger_until.is_some_and(|l| l <= now) {
+                tracing::debug!(conn = %self.id(slot, generation), "linger over; dropping unsent bytes");
+                if self.conns[slot].machine.is_none() {
+                    self.remove(slot);
+                    continue;
+                }
+                self.drop_socket(slot);
+            }
+            let conn = &mut self.conns[slot];
+            if conn.deadline.is_some_and(|d| d <= now) {
+                conn.deadline = None;
+                self.feed(slot, Input::Timeout(now), now);
+            }
+            if self
+                .conns
+                .get(slot)
+                .is_some_and(|c| c.generation == generation)
+            {
+                self.schedule(slot);
+            }
+        }
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            let live = self.conns.iter().filter_map(|(slot, c)| {
+                c.scheduled.map(|at| Entry {
+                    at,
+                    slot,
+                    generation: c.generation,
+                })
+            });
+            self.timers.rebuild(live);
+        }
+    }
+
+    /// Handles readiness of one connection.
+    fn conn_ready(&mut self, slot: usize, readable: bool, writable: bool, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Sock::Connecting(stream) = &conn.sock {
+            match socket::connect_result(stream) {
+                ConnectState::Pending => return,
+                ConnectState::Failed(e) => {
+                    tracing::debug!(error = %e, "connect failed");
+                    self.drop_socket(slot);
+                    self.feed(slot, Input::ConnectFailed(now), now);
+                    return;
+                }
+                ConnectState::Connected => {
+                    if let Sock::Connecting(s) = std::mem::replace(&mut conn.sock, Sock::None) {
+                        conn.sock = Sock::Open(s);
+                    }
+                    self.feed(slot, Input::Connected(now), now);
+                }
+            }
+        }
+        if writable {
+            self.on_writable(slot, now);
+        }
+        if readable {
+            self.on_readable(slot, now);
+        }
+    }
+
+    fn on_writable(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.tx.is_empty() {
+            return;
+        }
+        let before = conn.tx_len;
+        let result = conn.flush(&mut self.bytes_out);
+        self.queued_delta += delta(before, conn.tx_len);
+        if let Err(WriteError::Failed(e)) = result {
+            tracing::debug!(error = %e, "write failed");
+            self.socket_failed(slot, now);
+            self.drain(slot, now);
+            return;
+        }
+        if conn.closing {
+            if conn.tx.is_empty() {
+                if conn.machine.is_none() {
+                    self.remove(slot);
+                } else {
+                    self.drop_socket(slot);
+                }
+            }
+            return;
+        }
+        if conn.report_backlog(now) {
+            self.drain(slot, now);
+        }
+    }
+
+    fn on_readable(&mut self, slot: usize, now: Instant) {
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut budget = READ_BUDGET;
+        while let Some(conn) = self.conns.get_mut(slot) {
+            if conn.closing || conn.machine.is_none() {
+                break;
+            }
+            let generation = conn.generation;
+            let Sock::Open(stream) = &mut conn.sock else {
+                break;
+            };
+            if budget == 0 {
+                self.read_pending.push((slot, generation));
+                break;
+            }
+            budget -= 1;
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    self.socket_failed(slot, now);
+                    self.drain(slot, now);
+                    break;
+                }
+                Ok(n) => {
+                    self.bytes_in += n as u64;
+                    if let Some(m) = conn.machine.as_mut() {
+                        m.handle_input(Input::Received(now, &buf[..n]));
+                    }
+                    self.drain(slot, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed");
+                    self.socket_failed(slot, now);
+                    self.drain(slot, now);
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+    }
+
+    /// Gives connections and listeners whose budget ran out another turn.
+    fn continue_pending(&mut self, now: Instant) {
+        for (slot, generation) in std::mem::take(&mut self.read_pending) {
+            if self
+                .conns
+                .get(slot)
+                .is_some_and(|c| c.generation == generation)
+            {
+                self.on_readable(slot, now);
+            }
+        }
+        let mut retry = std::mem::take(&mut self.accept_pending);
+        if self.accept_retry_at.is_some_and(|t| t <= now) {
+            self.accept_retry_at = None;
+            retry.extend(self.listeners.iter().map(|(i, _)| i));
+        }
+        for idx in retry {
+            self.accept(idx, now);
+        }
+    }
+
+    fn accept(&mut self, idx: usize, now: Instant) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(l) = self.listeners.get(idx) else {
+                return;
+            };
+            match l.listener.accept() {
+                Ok((stream, peer)) => {
+                    if !self.stats.try_admit(self.cfg.max_connections) {
+                        tracing::debug!(%peer, "connection limit reached; closing");
+                        drop(stream);
+                        continue;
+                    }
+                    socket::set_nodelay(&stream);
+                    let local = l.local;
+                    let machine = (l.factory)(peer, now);
+                    self.next_target = (self.next_target + 1) % self.peers.len();
+                    let target = self.next_target;
+                    if target == self.index {
+                        self.adopt(stream, peer, local, machine, now);
+                    } else {
+                        let cmd = Cmd::Adopt {
+                            stream,
+                            peer,
+                            local,
+                            machine,
+                        };
+                        if self.peers[target].send(cmd).is_err() {
+                            self.stats.closed();
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors or memory, or an aborted
+                    // handshake: try again shortly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    self.accept_retry_at = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+        self.accept_pending.push(idx);
+    }
+
+    fn adopt(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        machine: M,
+        now: Instant,
+    ) {
+        if self.shutdown_at.is_some() {
+            self.stats.closed();
+            return;
+        }
+        let Some(slot) = self.insert(machine, Sock::Open(stream)) else {
+            self.stats.closed();
+            return;
+        };
+        let generation = self.conns[slot].generation;
+        self.send_event(slot, generation, NetEvent::Accepted { peer, local });
+        self.drain(slot, now);
+    }
+
+    fn run_commands(&mut self, now: Instant) {
+        self.peers[self.index]
+            .notified
+            .store(false, Ordering::SeqCst);
+        self.more_cmds = false;
+        for _ in 0..CMD_BUDGET {
+            match self.cmds.try_recv() {
+                Ok(cmd) => self.apply(cmd, now),
+                Err(_) => return,
+            }
+        }
+        self.more_cmds = true;
+    }
+
+    fn apply(&mut self, cmd: Cmd<M>, now: Instant) {
+        match cmd {
+            Cmd::Exec(id, f) => {
+                let slot = id.slot as usize;
+                if id.shard() != self.index {
+                    return;
+                }
+                if let Some(conn) = self.conns.get_mut(slot)
+                    && conn.generation == id.generation
+                    && let Some(m) = conn.machine.as_mut()
+                {
+                    f(m);
+                    self.drain(slot, now);
+                }
+            }
+            Cmd::Open(machine, reply) => {
+                if self.shutdown_at.is_some() {
+                    return;
+                }
+                if let Some(slot) = self.insert(machine, Sock::None) {
+                    self.stats.opened();
+                    let id = self.id(slot, self.conns[slot].generation);
+                    // If the caller gave up waiting, the link still runs.
+                    let _ = reply.send(id);
+                    self.drain(slot, now);
+                }
+            }
+            Cmd::Listen(mut listener, factory) => {
+                if self.shutdown_at.is_some() {
+                    return;
+                }
+                let entry = self.listeners.vacant_entry();
+                let idx = entry.key();
+                if idx > LISTENER_TOP - LISTENER_FLOOR {
+                    tracing::error!("too many listeners on one shard");
+                    return;
+                }
+                let local = match listener.local_addr() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::error!(error = %e, "listener without an address");
+                        return;
+                    }
+                };
+                if let Err(e) = self.poll.registry().register(
+                    &mut listener,
+                    Token(LISTENER_TOP - idx),
+                    Interest::READABLE,
+                ) {
+                    tracing::error!(error = %e, "registering a listener failed");
+                    return;
+                }
+                entry.insert(Listener {
+                    listener,
+                    local,
+                    factory,
+                });
+                self.accept(idx, now);
+            }
+            Cmd::Adopt {
+                stream,
+                peer,
+                local,
+                machine,
+            } => self.adopt(stream, peer, local, machine, now),
+            Cmd::Shutdown => self.begin_shutdown(now),
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.shutdown_at = Some(now + self.cfg.shutdown_grace);
+        for (_, mut l) in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut l.listener);
+        }
+        self.accept_pending.clear();
+        self.read_pending.clear();
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            conn.machine = None;
+            conn.deadline = None;
+            if matches!(conn.sock, Sock::Open(_)) && conn.tx_len > 0 {
+                conn.closing = true;
+            } else {
+                self.remove(slot);
+            }
+        }
+    }
+}
