@@ -1,6 +1,187 @@
-//! Sans-IO TeamTalk connection machines (work in progress).
+//! Sans-IO TeamTalk connections: every timing and gating rule of a
+//! TeamTalk connection, with no sockets, no threads and no clock.
+//!
+//! # Why sans-IO
+//!
+//! The rules that decide when a TeamTalk connection sends a heartbeat,
+//! gives up on a silent peer, reconnects, or throws out a client that did
+//! not log in are where the C++ daemons hide their subtle behaviour (and
+//! bugs). Here they are plain state machines: bytes and the current time
+//! go in, bytes and deadlines come out. The same machine then runs under
+//! the blocking mio reactor and the tokio adapter of `teamtalk-net`, and
+//! tests run hours of virtual time in milliseconds. Reading the clock is
+//! forbidden in this crate by a clippy lint (`clippy.toml`:
+//! `disallowed-methods`).
+//!
+//! # The driving contract
+//!
+//! Every machine implements [`Machine`] (the style of `str0m` and
+//! `quinn-proto`):
+//!
+//! 1. Feed one [`Input`] with [`Machine::handle_input`]: bytes received,
+//!    connected, connect failed, peer closed, or a deadline reached. Each
+//!    carries the current [`Instant`](std::time::Instant). Inputs never
+//!    return errors; failures become events carrying a [`CloseReason`].
+//! 2. Then **drain**: call [`Machine::poll_output`] until it returns
+//!    [`Output::Timeout`] (the next deadline) or [`Output::Finished`] (drop
+//!    the machine). Along the way it hands out bytes to transmit
+//!    ([`Output::Transmit`], in order), a connect to start
+//!    ([`Output::Connect`]), a socket to shut after flushing
+//!    ([`Output::Close`]) and application events ([`Output::Event`]).
+//! 3. Application calls (`send`, `accept_login`, `close`, …) are
+//!    mutations too: drain after them.
+//! 4. Call back with [`Input::Timeout`] when the deadline passes. Waking
+//!    early is harmless; a deadline returned is never earlier than the
+//!    time of the last input.
+//! 5. The driver owns the socket's write queue and reports its size with
+//!    [`Machine::set_backlog`]; a machine whose unsent bytes exceed its
+//!    `max_tx_bytes` closes with [`CloseReason::SendBufferFull`], so a peer
+//!    that stops reading costs bounded memory.
+//!
+//! A machine that emitted `Close` has given up on the current socket, even
+//! when the driver reported the failure itself (closing a dead socket is a
+//! no-op). A [`Link`] then connects again after its backoff; a [`Session`]
+//! finishes.
+//!
+//! # Example: a client session through login, in virtual time
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! use bytes::Bytes;
+//! use teamtalk_conn::{
+//!     CloseReason, Input, Login, Machine, Output, Session, SessionConfig, SessionEvent,
+//! };
+//! use teamtalk_proto::{Command, Pdu};
+//!
+//! /// One drain: what a driver does after every mutation.
+//! fn drain(s: &mut Session, wire: &mut Vec<u8>, events: &mut Vec<SessionEvent>) -> Option<Instant> {
+//!     loop {
+//!         match s.poll_output() {
+//!             Output::Transmit(bytes) => wire.extend_from_slice(&bytes),
+//!             Output::Event(e) => events.push(e),
+//!             Output::Close | Output::Connect(_) => {}
+//!             Output::Timeout(deadline) => return Some(deadline),
+//!             Output::Finished => return None,
+//!         }
+//!     }
+//! }
+//! let (mut wire, mut events) = (Vec::new(), Vec::new());
+//!
+//! // The driver reads its clock once per wake-up; any Instant will do here.
+//! let t0 = Instant::now();
+//! let secs = |s| t0 + Duration::from_secs(s);
+//! let mut s = Session::new(SessionConfig::client(), "192.0.2.7:50000".parse()?, t0);
+//! // Nothing happens yet: the first deadline is the 15 s login limit.
+//! assert_eq!(drain(&mut s, &mut wire, &mut events), Some(secs(15)));
+//!
+//! // At 1 s the client sends its login request; the session asks the app.
+//! let login = Pdu::new(Command::LoginReqUserlogin.key(), 1, Bytes::from_static(b"\x0a\x01u"));
+//! s.handle_input(Input::Received(secs(1), &login.to_bytes()));
+//! drain(&mut s, &mut wire, &mut events);
+//! assert_eq!(events, [SessionEvent::LoginRequest(login)]);
+//!
+//! // The app checked the password: accept an iOS client (0x11) and reply.
+//! s.accept_login(42, 0x11)?;
+//! let reply = Pdu::new(Command::LoginReqUserlogin.key(), 1, Bytes::new());
+//! s.send(&reply)?;
+//! // Logged-in mobile clients may stay silent for 300 s.
+//! assert_eq!(drain(&mut s, &mut wire, &mut events), Some(secs(301)));
+//! assert_eq!(s.login(), Login::LoggedIn { user_id: 42, client_type: 0x11 });
+//! assert_eq!(wire, reply.to_bytes());
+//!
+//! // A heartbeat at 100 s is echoed byte for byte and pushes the deadline.
+//! let hb = Pdu::new(Command::OtherHeartbeat.key(), 9, Bytes::new()).to_bytes();
+//! wire.clear();
+//! s.handle_input(Input::Received(secs(100), &hb));
+//! assert_eq!(drain(&mut s, &mut wire, &mut events), Some(secs(400)));
+//! assert_eq!(wire, hb);
+//!
+//! // Then silence: at the deadline the session closes and finishes.
+//! events.clear();
+//! s.handle_input(Input::Timeout(secs(400)));
+//! assert_eq!(drain(&mut s, &mut wire, &mut events), None);
+//! assert_eq!(events, [SessionEvent::Closed(CloseReason::TimedOut)]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Machines and pure pieces
+//!
+//! - [`Link`]: an outbound server-to-server connection that connects,
+//!   greets, heartbeats, times out and reconnects with a [`Backoff`].
+//! - [`Session`]: an accepted connection, either a client behind the login
+//!   gate or a server peer.
+//! - [`LoadTable`]: login_server's least-loaded msg_server choice and its
+//!   `/msg_server` JSON.
+//! - [`Presence`]: the one-PC-plus-one-mobile multi-login policy.
+//!
+//! # Timers
+//!
+//! | constant | value | TeamTalk name | applies to |
+//! |---|---|---|---|
+//! | [`SERVER_HEARTBEAT_INTERVAL`] | 5 s | `SERVER_HEARTBEAT_INTERVAL` | links and server-peer sessions send a heartbeat when nothing was sent this long |
+//! | [`SERVER_TIMEOUT`] | 30 s | `SERVER_TIMEOUT` | links and server-peer sessions close after this long without receiving |
+//! | [`CLIENT_TIMEOUT`] | 120 s | `CLIENT_TIMEOUT` | client sessions (PC, or not logged in yet) |
+//! | [`MOBILE_CLIENT_TIMEOUT`] | 300 s | `MOBILE_CLIENT_TIMEOUT` | logged-in mobile clients (`client_type & 0x10`) |
+//! | [`LOGIN_TIMEOUT`] | 15 s | `TIMEOUT_WATI_LOGIN_RESPONSE` | a client must be logged in this long after connecting |
+//! | [`DEFAULT_CONNECT_TIMEOUT`] | 5 s | (none: TeamTalk waits for the kernel) | link connect attempts |
+//! | [`TEAMTALK_MIN_RECONNECT`] … [`TEAMTALK_MAX_RECONNECT`] | 4 s … 64 s | `MIN_RECONNECT_CNT`, `MAX_RECONNECT_CNT` | [`Backoff::teamtalk`]: 4, 8, 16, 32, 64, 4, … |
+//! | [`DEFAULT_INITIAL_BACKOFF`] … [`DEFAULT_MAX_BACKOFF`] | 1 s … 60 s | (ours) | default [`Backoff::exponential`], jittered to `[d/2, d]` |
+//!
+//! TeamTalk polls these on a 1 s timer, so its deadlines fire up to a second
+//! late; ours fire exactly at `last activity + interval`.
 #![forbid(unsafe_code)]
 
-mod machine;
+use std::time::Duration;
 
+mod backoff;
+pub mod balance;
+mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+mod link;
+mod machine;
+pub mod presence;
+mod session;
+mod timers;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use backoff::{
+    Backoff, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, TEAMTALK_MAX_RECONNECT,
+    TEAMTALK_MIN_RECONNECT,
+};
+pub use balance::{LoadTable, MsgServerLoad, Refusal, ServiceUrls};
+pub use error::{CloseReason, LoginError, SendError};
+pub use link::{Link, LinkConfig, LinkEvent, LinkState};
 pub use machine::{Input, Machine, Output};
+pub use presence::{ClientClass, Kick, KickReason, Presence};
+pub use session::{Heartbeat, Login, Session, SessionConfig, SessionEvent};
+
+/// Heartbeat period between servers (TeamTalk `SERVER_HEARTBEAT_INTERVAL`).
+pub const SERVER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Silence after which a server-to-server connection is dropped
+/// (TeamTalk `SERVER_TIMEOUT`).
+pub const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Silence after which a PC client is dropped (TeamTalk `CLIENT_TIMEOUT`).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Silence after which a mobile client is dropped: phones send heartbeats
+/// rarely to save battery (TeamTalk `MOBILE_CLIENT_TIMEOUT`).
+pub const MOBILE_CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time a client has to complete its login (TeamTalk
+/// `TIMEOUT_WATI_LOGIN_RESPONSE`).
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Our connect timeout for links; TeamTalk has none.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default cap on a connection's unsent bytes: four maximum-size PDUs.
+/// TeamTalk's output buffers are unbounded.
+pub const DEFAULT_MAX_TX_BYTES: usize = 4 << 20;
+
+/// Whether a TeamTalk `ClientType` is a mobile client (iOS 0x11, Android
+/// 0x12): bit 0x10, as TeamTalk's `CHECK_CLIENT_TYPE_MOBILE`.
+#[must_use]
+pub const fn is_mobile(client_type: u32) -> bool {
+    client_type & 0x10 != 0
+}

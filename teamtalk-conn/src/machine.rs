@@ -76,4 +76,19 @@ pub trait Machine {
     /// Returns the next thing to do. Ends a drain with
     /// [`Output::Timeout`] or [`Output::Finished`].
     fn poll_output(&mut self) -> Output<Self::Event>;
+
+    /// Reports how many bytes, out of everything handed out with
+    /// [`Output::Transmit`], the socket has not accepted yet.
+    ///
+    /// A sans-IO machine cannot see the socket, so the driver keeps the
+    /// write queue and tells the machine its size whenever it changes
+    /// (after a drain that transmitted, and after a write). The machine
+    /// adds the bytes it still holds itself and closes with
+    /// `CloseReason::SendBufferFull` when the sum exceeds its
+    /// `max_tx_bytes`: a peer that stops reading must cost bounded memory.
+    /// Like every mutation, follow it with a drain. The default does
+    /// nothing, for machines without a send cap.
+    fn set_backlog(&mut self, now: Instant, bytes: usize) {
+        let _ = (now, bytes);
+    }
 }

@@ -1,0 +1,287 @@
+//! login_server's choice of a msg_server for a new client.
+//!
+//! Every msg_server registers with login_server (`CID_OTHER_MSG_SERV_INFO`)
+//! and reports each client connection opened or closed
+//! (`CID_OTHER_USER_CNT_UPDATE`). A client first asks login_server
+//! (HTTP `GET /msg_server`) where to connect and gets the least-loaded
+//! msg_server that still has room. [`LoadTable`] is that bookkeeping,
+//! with no I/O, keyed by whatever identifies a msg_server connection in
+//! the daemon.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// What a msg_server announced about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsgServerLoad {
+    /// Address advertised first (TeamTalk's `ip1`, meant for China
+    /// Telecom clients; in practice every client gets it first).
+    pub ip1: String,
+    /// Alternative address (`ip2`).
+    pub ip2: String,
+    /// Client port.
+    pub port: u16,
+    /// Connections it accepts at most.
+    pub max_conn_cnt: u32,
+    /// Client connections it has now.
+    pub cur_conn_cnt: u32,
+    /// Host name, for logs and the admin view.
+    pub host_name: String,
+}
+
+/// Why no msg_server can be offered; `code()` is TeamTalk's `ResultType`
+/// value that clients understand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No msg_server is registered (`REFUSE_REASON_NO_MSG_SERVER`, 1).
+    #[error("no msg_server registered")]
+    NoMsgServer,
+    /// Every msg_server is at its maximum (`REFUSE_REASON_MSG_SERVER_FULL`,
+    /// 2).
+    #[error("all msg_servers are full")]
+    MsgServerFull,
+}
+
+impl Refusal {
+    /// The numeric code sent to clients.
+    #[must_use]
+    pub const fn code(self) -> u32 {
+        match self {
+            Self::NoMsgServer => 1,
+            Self::MsgServerFull => 2,
+        }
+    }
+}
+
+/// The URLs login_server hands out alongside the chosen msg_server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceUrls {
+    /// msfs (file store) URL, first choice.
+    pub msfs_prior: String,
+    /// msfs URL, fallback.
+    pub msfs_backup: String,
+    /// The "discovery" page URL.
+    pub discovery: String,
+}
+
+/// Registered msg_servers and their load. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct LoadTable<Id> {
+    servers: BTreeMap<Id, MsgServerLoad>,
+}
+
+impl<Id> Default for LoadTable<Id> {
+    fn default() -> Self {
+        Self {
+            servers: BTreeMap::new(),
+        }
+    }
+}
+
+impl<Id: Ord + Copy> LoadTable<Id> {
+    /// An empty table.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a msg_server or replaces what it announced.
+    pub fn upsert(&mut self, id: Id, load: MsgServerLoad) {
+        self.servers.insert(id, load);
+    }
+
+    /// Forgets a msg_server whose connection closed, with its users.
+    pub fn remove(&mut self, id: Id) -> Option<MsgServerLoad> {
+        self.servers.remove(&id)
+    }
+
+    /// One client connection opened (`user_action` 1) or closed (2) on
+    /// msg_server `id`. Returns false for an unknown id. Saturates, so a
+    /// stray decrement cannot wrap the count.
+    pub fn user_connected(&mut self, id: Id, connected: bool) -> bool {
+        let Some(s) = self.servers.get_mut(&id) else {
+            return false;
+        };
+        s.cur_conn_cnt = if connected {
+            s.cur_conn_cnt.saturating_add(1)
+        } else {
+            s.cur_conn_cnt.saturating_sub(1)
+        };
+        true
+    }
+
+    /// What msg_server `id` announced, with its current count.
+    #[must_use]
+    pub fn get(&self, id: Id) -> Option<&MsgServerLoad> {
+        self.servers.get(&id)
+    }
+
+    /// Number of registered msg_servers.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Whether no msg_server is registered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Client connections over all msg_servers.
+    #[must_use]
+    pub fn total_online(&self) -> u64 {
+        self.servers
+            .values()
+            .map(|s| u64::from(s.cur_conn_cnt))
+            .sum()
+    }
+
+    /// The msg_server with the fewest connections among those below their
+    /// maximum; ties go to the lowest id (TeamTalk's map order).
+    ///
+    /// # Errors
+    /// [`Refusal::NoMsgServer`] when the table is empty,
+    /// [`Refusal::MsgServerFull`] when every server is at its maximum.
+    pub fn pick(&self) -> Result<(Id, &MsgServerLoad), Refusal> {
+        if self.servers.is_empty() {
+            return Err(Refusal::NoMsgServer);
+        }
+        let mut best: Option<(Id, &MsgServerLoad)> = None;
+        for (id, s) in &self.servers {
+            if s.cur_conn_cnt < s.max_conn_cnt
+                && best.is_none_or(|(_, b)| s.cur_conn_cnt < b.cur_conn_cnt)
+            {
+                best = Some((*id, s));
+            }
+        }
+        best.ok_or(Refusal::MsgServerFull)
+    }
+
+    /// The body of login_server's `/msg_server` HTTP reply: on success
+    /// `code` 0 with `priorIP`, `backupIP`, `msfsPrior`, `msfsBackup`,
+    /// `discovery` and `port` (a string, as TeamTalk clients expect);
+    /// otherwise the refusal `code` and a message.
+    #[must_use]
+    pub fn msg_server_json(&self, urls: &ServiceUrls) -> String {
+        let mut out = String::from("{");
+        match self.pick() {
+            Ok((_, s)) => {
+                out.push_str("\"code\":0,\"msg\":\"\"");
+                for (key, value) in [
+                    ("priorIP", s.ip1.as_str()),
+                    ("backupIP", s.ip2.as_str()),
+                    ("msfsPrior", urls.msfs_prior.as_str()),
+                    ("msfsBackup", urls.msfs_backup.as_str()),
+                    ("discovery", urls.discovery.as_str()),
+                    ("port", s.port.to_string().as_str()),
+                ] {
+                    let _ = write!(out, ",\"{key}\":");
+                    push_json_string(&mut out, value);
+                }
+            }
+            Err(refusal) => {
+                let _ = write!(out, "\"code\":{},\"msg\":", refusal.code());
+                push_json_string(&mut out, &refusal.to_string());
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Appends `s` as a JSON string literal (RFC 8259 §7): quotes, backslashes
+/// and control characters escaped, everything else verbatim UTF-8.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(ip: &str, cur: u32, max: u32) -> MsgServerLoad {
+        MsgServerLoad {
+            ip1: ip.to_owned(),
+            ip2: format!("{ip}-backup"),
+            port: 8000,
+            max_conn_cnt: max,
+            cur_conn_cnt: cur,
+            host_name: "h".to_owned(),
+        }
+    }
+
+    #[test]
+    fn picks_least_loaded_below_max_with_ties_to_lowest_id() {
+        let mut t = LoadTable::new();
+        assert_eq!(t.pick().unwrap_err(), Refusal::NoMsgServer);
+        t.upsert(5u32, server("a", 10, 100));
+        t.upsert(3, server("b", 10, 100));
+        t.upsert(9, server("c", 2, 2)); // full, though least loaded
+        assert_eq!(t.pick().unwrap().0, 3);
+        assert!(t.user_connected(3, true));
+        assert_eq!(t.pick().unwrap().0, 5);
+        assert!(t.user_connected(3, false));
+        assert!(t.user_connected(3, false));
+        assert_eq!(t.pick().unwrap().0, 3);
+        assert!(!t.user_connected(77, true));
+        assert_eq!(t.total_online(), 9 + 10 + 2);
+        t.remove(3);
+        t.remove(5);
+        assert_eq!(t.pick().unwrap_err(), Refusal::MsgServerFull);
+        assert_eq!(Refusal::MsgServerFull.code(), 2);
+        assert_eq!(Refusal::NoMsgServer.code(), 1);
+    }
+
+    #[test]
+    fn user_count_saturates_at_zero() {
+        let mut t = LoadTable::new();
+        t.upsert(1u8, server("a", 0, 1));
+        t.user_connected(1, false);
+        assert_eq!(t.get(1).unwrap().cur_conn_cnt, 0);
+    }
+
+    #[test]
+    fn json_has_teamtalk_fields_port_as_string_and_escapes() {
+        let mut t = LoadTable::new();
+        t.upsert(1u32, server("10.0.0.1\"\\\n\u{1}é", 0, 10));
+        let urls = ServiceUrls {
+            msfs_prior: "http://msfs:8700/".into(),
+            msfs_backup: "http://msfs2:8700/".into(),
+            discovery: "http://d/discovery".into(),
+        };
+        let json = t.msg_server_json(&urls);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["code"], 0);
+        assert_eq!(v["msg"], "");
+        assert_eq!(v["priorIP"], "10.0.0.1\"\\\n\u{1}é");
+        assert_eq!(v["backupIP"], "10.0.0.1\"\\\n\u{1}é-backup");
+        assert_eq!(v["msfsPrior"], "http://msfs:8700/");
+        assert_eq!(v["msfsBackup"], "http://msfs2:8700/");
+        assert_eq!(v["discovery"], "http://d/discovery");
+        assert_eq!(v["port"], "8000");
+
+        let empty: LoadTable<u32> = LoadTable::new();
+        let v: serde_json::Value = serde_json::from_str(&empty.msg_server_json(&urls)).unwrap();
+        assert_eq!(v["code"], 1);
+        t.upsert(1, server("x", 10, 10));
+        let v: serde_json::Value = serde_json::from_str(&t.msg_server_json(&urls)).unwrap();
+        assert_eq!(v["code"], 2);
+        assert!(v.get("priorIP").is_none());
+    }
+}

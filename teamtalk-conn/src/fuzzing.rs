@@ -1,0 +1,286 @@
+//! Step sequences that drive a machine through arbitrary inputs and
+//! application calls while checking the contract's invariants. Shared by
+//! the proptests and by the cargo-fuzz targets in `teamtalk-conn/fuzz`
+//! (feature `fuzzing`).
+//!
+//! Invariants checked after every step (a violation panics, which is what
+//! both proptest and libFuzzer report):
+//! - a drain ends (bounded number of outputs);
+//! - every `Timeout(t)` has `t >=` the time of the last input;
+//! - every `Transmit` holds whole PDUs;
+//! - after `Finished`, nothing but `Finished` ever comes out;
+//! - the receive buffer stays below the frame limit, the transmit buffer
+//!   within `max_tx_bytes`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use teamtalk_proto::{Command, CommandKey, Pdu, PduCodec};
+
+use crate::{Backoff, Input, Link, LinkConfig, Machine, Output, Session, SessionConfig};
+
+/// Frame limit used by the step runners: small, so limits are reached.
+pub const MAX_FRAME: u32 = 1024;
+/// Send cap used by the step runners: small, so overflow is reached.
+pub const MAX_TX: usize = 4096;
+
+/// One thing that happens to a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+pub enum Step {
+    /// Time passes (milliseconds), then the driver reports a timeout.
+    Advance(u16),
+    /// Raw bytes arrive (anything: partial or broken frames).
+    Recv(Vec<u8>),
+    /// A well-formed PDU arrives: `kind` picks heartbeat, login request or
+    /// another command.
+    RecvPdu {
+        /// 0 heartbeat, 1 login request, else another command.
+        kind: u8,
+        /// Sequence number.
+        seq: u16,
+        /// Body length.
+        body_len: u8,
+    },
+    /// The connect completed.
+    Connected,
+    /// The connect failed.
+    ConnectFailed,
+    /// The peer closed the socket.
+    Closed,
+    /// The application sends a PDU with this body length.
+    Send(u16),
+    /// The application accepts the login.
+    AcceptLogin {
+        /// User id.
+        user_id: u32,
+        /// Client type.
+        client_type: u8,
+    },
+    /// The application rejects the login.
+    RejectLogin,
+    /// The application closes the connection.
+    Close,
+    /// The driver reports this many unsent bytes.
+    Backlog(u16),
+    /// The application sets a greeting of this many PDUs (links only).
+    SetGreeting(u8),
+}
+
+/// The base instant of virtual time for tests and fuzzing: the one place
+/// in this crate allowed to read the clock (it is only ever an origin).
+#[allow(clippy::disallowed_methods)]
+#[must_use]
+pub fn t0() -> Instant {
+    Instant::now()
+}
+
+fn pdu(kind: u8, seq: u16, body_len: usize) -> Pdu {
+    let key = match kind {
+        0 => Command::OtherHeartbeat.key(),
+        1 => Command::LoginReqUserlogin.key(),
+        k => CommandKey::new(3, 0x0300 | u16::from(k)),
+    };
+    Pdu::new(key, seq, Bytes::from(vec![0x5a; body_len]))
+}
+
+/// Drives a machine and checks the invariants after each mutation.
+struct Checker {
+    now: Instant,
+    finished: bool,
+    codec: PduCodec,
+}
+
+impl Checker {
+    fn drain<M: Machine>(&mut self, m: &mut M) {
+        for _ in 0..10_000 {
+            let out = m.poll_output();
+            if self.finished {
+                assert!(matches!(out, Output::Finished), "output after Finished");
+                return;
+            }
+            match out {
+                Output::Timeout(t) => {
+                    assert!(t >= self.now, "deadline in the past");
+                    return;
+                }
+                Output::Finished => {
+                    self.finished = true;
+                    assert!(matches!(m.poll_output(), Output::Finished));
+                    return;
+                }
+                Output::Transmit(bytes) => {
+                    assert!(!bytes.is_empty(), "empty transmit");
+                    let mut buf = BytesMut::from(&bytes[..]);
+                    while let Some(p) = self.codec.decode(&mut buf).expect("valid frames") {
+                        assert!(p.wire_len() <= MAX_FRAME as usize);
+                    }
+                    assert!(buf.is_empty(), "transmit with a partial PDU");
+                }
+                Output::Connect(_) | Output::Close | Output::Event(_) => {}
+            }
+        }
+        panic!("drain did not end");
+    }
+
+    fn advance(&mut self, ms: u16) -> Instant {
+        self.now += Duration::from_millis(u64::from(ms));
+        self.now
+    }
+}
+
+fn check_buffers((rx, tx, queued): (usize, usize, usize)) {
+    assert!(
+        rx < MAX_FRAME as usize,
+        "rx buffer {rx} over the frame limit"
+    );
+    assert!(tx <= MAX_TX, "tx buffer {tx} over the cap");
+    assert!(queued < 10_000, "output queue grew to {queued}");
+}
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10600))
+}
+
+/// Runs `steps` against a client [`Session`] (login gate on).
+pub fn run_session(steps: &[Step]) {
+    run_session_with(SessionConfig::client(), steps);
+}
+
+/// Runs `steps` against a server-peer [`Session`].
+pub fn run_peer_session(steps: &[Step]) {
+    run_session_with(SessionConfig::server_peer(), steps);
+}
+
+fn run_session_with(mut cfg: SessionConfig, steps: &[Step]) {
+    cfg.max_frame_len = MAX_FRAME;
+    cfg.max_tx_bytes = MAX_TX;
+    let mut c = Checker {
+        now: t0(),
+        finished: false,
+        codec: PduCodec::new(MAX_FRAME),
+    };
+    let mut s = Session::new(cfg, addr(), c.now);
+    c.drain(&mut s);
+    for step in steps {
+        let now = c.now;
+        match step {
+            Step::Advance(ms) => s.handle_input(Input::Timeout(c.advance(*ms))),
+            Step::Recv(data) => s.handle_input(Input::Received(now, data)),
+            Step::RecvPdu {
+                kind,
+                seq,
+                body_len,
+            } => {
+                let bytes = pdu(*kind, *seq, usize::from(*body_len)).to_bytes();
+                s.handle_input(Input::Received(now, &bytes));
+            }
+            Step::Connected => s.handle_input(Input::Connected(now)),
+            Step::ConnectFailed => s.handle_input(Input::ConnectFailed(now)),
+            Step::Closed => s.handle_input(Input::Closed(now)),
+            Step::Send(len) => {
+                let _ = s.send(&pdu(2, 0, usize::from(*len)));
+            }
+            Step::AcceptLogin {
+                user_id,
+                client_type,
+            } => {
+                let _ = s.accept_login(*user_id, u32::from(*client_type));
+            }
+            Step::RejectLogin => {
+                let _ = s.reject_login(&pdu(1, 0, 4));
+            }
+            Step::Close => s.close(),
+            Step::Backlog(n) => s.set_backlog(now, usize::from(*n)),
+            Step::SetGreeting(_) => {}
+        }
+        check_buffers(s.buffered());
+        c.drain(&mut s);
+    }
+}
+
+/// Runs `steps` against a [`Link`] (TeamTalk backoff when the first step
+/// count is even, jittered otherwise, so both schedules are exercised).
+pub fn run_link(steps: &[Step]) {
+    let mut cfg = LinkConfig::new(addr());
+    cfg.max_frame_len = MAX_FRAME;
+    cfg.max_tx_bytes = MAX_TX;
+    if steps.len().is_multiple_of(2) {
+        cfg.backoff = Backoff::teamtalk();
+    }
+    let mut c = Checker {
+        now: t0(),
+        finished: false,
+        codec: PduCodec::new(MAX_FRAME),
+    };
+    let mut l = Link::new(cfg, c.now);
+    c.drain(&mut l);
+    for step in steps {
+        let now = c.now;
+        match step {
+            Step::Advance(ms) => l.handle_input(Input::Timeout(c.advance(*ms))),
+            Step::Recv(data) => l.handle_input(Input::Received(now, data)),
+            Step::RecvPdu {
+                kind,
+                seq,
+                body_len,
+            } => {
+                let bytes = pdu(*kind, *seq, usize::from(*body_len)).to_bytes();
+                l.handle_input(Input::Received(now, &bytes));
+            }
+            Step::Connected => l.handle_input(Input::Connected(now)),
+            Step::ConnectFailed => l.handle_input(Input::ConnectFailed(now)),
+            Step::Closed => l.handle_input(Input::Closed(now)),
+            Step::Send(len) => {
+                let _ = l.send(&pdu(2, 0, usize::from(*len)));
+            }
+            Step::AcceptLogin { .. } | Step::RejectLogin => {}
+            Step::Close => l.close(),
+            Step::Backlog(n) => l.set_backlog(now, usize::from(*n)),
+            Step::SetGreeting(n) => {
+                let greeting: Vec<Pdu> = (0..*n % 8).map(|i| pdu(9, u16::from(i), 100)).collect();
+                let _ = l.set_greeting(&greeting);
+            }
+        }
+        check_buffers(l.buffered());
+        c.drain(&mut l);
+    }
+}
+
+/// Runs the drain checks once on an arbitrary machine (for testing the
+/// checker itself).
+#[cfg(test)]
+pub(crate) fn check_drain<M: Machine>(m: &mut M) {
+    let mut c = Checker {
+        now: t0(),
+        finished: false,
+        codec: PduCodec::new(MAX_FRAME),
+    };
+    c.drain(m);
+}
+
+/// Fuzz entry point: decodes steps from raw bytes and runs them against a
+/// client session and a server-peer session.
+#[cfg(feature = "fuzzing")]
+pub fn run_session_steps(data: &[u8]) {
+    if let Some(steps) = steps_from(data) {
+        run_session(&steps);
+        run_peer_session(&steps);
+    }
+}
+
+/// Fuzz entry point: decodes steps from raw bytes and runs them against a
+/// link.
+#[cfg(feature = "fuzzing")]
+pub fn run_link_steps(data: &[u8]) {
+    if let Some(steps) = steps_from(data) {
+        run_link(&steps);
+    }
+}
+
+#[cfg(feature = "fuzzing")]
+fn steps_from(data: &[u8]) -> Option<Vec<Step>> {
+    use arbitrary::{Arbitrary, Unstructured};
+    Vec::<Step>::arbitrary_take_rest(Unstructured::new(data)).ok()
+}

@@ -1,0 +1,184 @@
+//! Byte buffers shared by every machine: the receive buffer with its
+//! [`PduCodec`], the bounded transmit buffer, and the queue of outputs
+//! waiting to be drained.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use teamtalk_proto::{FrameError, Pdu, PduCodec};
+
+use crate::error::SendError;
+use crate::machine::{Input, Output};
+
+/// Receive and transmit buffers of one socket.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    rx: BytesMut,
+    tx: BytesMut,
+    codec: PduCodec,
+    max_tx_bytes: usize,
+    /// Bytes handed out with `Output::Transmit` that the driver says the
+    /// socket has not accepted yet.
+    backlog: usize,
+}
+
+impl Wire {
+    pub(crate) fn new(max_frame_len: u32, max_tx_bytes: usize) -> Self {
+        Self {
+            rx: BytesMut::new(),
+            tx: BytesMut::new(),
+            codec: PduCodec::new(max_frame_len),
+            max_tx_bytes,
+            backlog: 0,
+        }
+    }
+
+    /// Forgets everything of the previous socket.
+    pub(crate) fn reset(&mut self) {
+        self.rx.clear();
+        self.tx.clear();
+        self.backlog = 0;
+    }
+
+    pub(crate) fn receive(&mut self, data: &[u8]) {
+        self.rx.extend_from_slice(data);
+    }
+
+    pub(crate) fn next_pdu(&mut self) -> Result<Option<Pdu>, FrameError> {
+        self.codec.decode(&mut self.rx)
+    }
+
+    /// Queues `pdu`, refusing it when it is over the frame limit or would
+    /// push the unsent total over `max_tx_bytes`.
+    pub(crate) fn queue(&mut self, pdu: &Pdu) -> Result<(), SendError> {
+        let len = pdu.wire_len();
+        let max = self.codec.max_len();
+        if u32::try_from(len).map_or(true, |l| l > max) {
+            return Err(SendError::TooLarge { len, max });
+        }
+        self.reserve(len)?;
+        pdu.encode(&mut self.tx);
+        Ok(())
+    }
+
+    /// Queues bytes already encoded (and checked against the frame limit).
+    pub(crate) fn queue_encoded(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        self.reserve(bytes.len())?;
+        self.tx.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn reserve(&self, len: usize) -> Result<(), SendError> {
+        if self.unsent().saturating_add(len) > self.max_tx_bytes {
+            return Err(SendError::BufferFull);
+        }
+        Ok(())
+    }
+
+    /// Bytes not yet accepted by the socket: ours plus the driver's.
+    pub(crate) fn unsent(&self) -> usize {
+        self.tx.len().saturating_add(self.backlog)
+    }
+
+    pub(crate) fn set_backlog(&mut self, bytes: usize) {
+        self.backlog = bytes;
+    }
+
+    pub(crate) fn over_cap(&self) -> bool {
+        self.unsent() > self.max_tx_bytes
+    }
+
+    pub(crate) fn max_frame_len(&self) -> u32 {
+        self.codec.max_len()
+    }
+
+    /// Everything queued since the last call, as one buffer.
+    pub(crate) fn take_tx(&mut self) -> Option<Bytes> {
+        (!self.tx.is_empty()).then(|| self.tx.split().freeze())
+    }
+
+    pub(crate) fn clear_tx(&mut self) {
+        self.tx.clear();
+    }
+
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn buffered(&self) -> (usize, usize) {
+        (self.rx.len(), self.tx.len())
+    }
+}
+
+/// Outputs waiting to be drained, in order. Transmit bytes that are not
+/// followed by anything else stay in [`Wire`] so that consecutive sends
+/// coalesce into one `Output::Transmit`.
+#[derive(Debug)]
+pub(crate) struct Outbox<E> {
+    queue: VecDeque<Output<E>>,
+    finished: bool,
+}
+
+impl<E> Default for Outbox<E> {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            finished: false,
+        }
+    }
+}
+
+impl<E> Outbox<E> {
+    pub(crate) fn push(&mut self, out: Output<E>) {
+        self.queue.push_back(out);
+    }
+
+    pub(crate) fn event(&mut self, event: E) {
+        self.queue.push_back(Output::Event(event));
+    }
+
+    /// Moves the bytes queued so far in front of the outputs pushed next
+    /// (so that a reply goes out before the `Close` that follows it).
+    pub(crate) fn flush(&mut self, wire: &mut Wire) {
+        if let Some(bytes) = wire.take_tx() {
+            self.queue.push_back(Output::Transmit(bytes));
+        }
+    }
+
+    /// After the queued outputs, the machine reports `Finished` forever.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// One step of a drain: queued outputs first, then pending transmit
+    /// bytes, then `Finished` or the next deadline.
+    pub(crate) fn poll(&mut self, wire: &mut Wire, next: impl FnOnce() -> Output<E>) -> Output<E> {
+        if let Some(out) = self.queue.pop_front() {
+            return out;
+        }
+        if self.finished {
+            return Output::Finished;
+        }
+        if let Some(bytes) = wire.take_tx() {
+            return Output::Transmit(bytes);
+        }
+        next()
+    }
+
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// A short name for an input, for logs (without its bytes).
+pub(crate) fn input_kind(input: &Input<'_>) -> &'static str {
+    match input {
+        Input::Timeout(_) => "timeout",
+        Input::Connected(_) => "connected",
+        Input::ConnectFailed(_) => "connect failed",
+        Input::Received(..) => "received",
+        Input::Closed(_) => "closed",
+    }
+}
