@@ -88,7 +88,12 @@ fn typed_encode_msg_data(bencher: Bencher) {
     let mut out = BytesMut::with_capacity(256);
     bencher.counter(ItemsCount::new(1usize)).bench_local(|| {
         out.clear();
-        Pdu::encode_message(Command::MsgData.key(), black_box(3), black_box(&msg), &mut out);
+        Pdu::encode_message(
+            Command::MsgData.key(),
+            black_box(3),
+            black_box(&msg),
+            &mut out,
+        );
         out.len()
     });
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod attach;
 mod codec;
 pub mod command;
 mod error;
@@ -10,6 +11,7 @@ mod header;
 pub mod pb;
 mod pdu;
 
+pub use attach::{Attach, AttachError, AttachKind};
 pub use codec::{DEFAULT_MAX_PDU_LEN, PduCodec};
 pub use command::{Command, Message};
 pub use error::{BodyError, FrameError};

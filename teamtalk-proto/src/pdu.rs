@@ -92,7 +92,12 @@ impl Pdu {
     /// Writes a PDU carrying `msg` straight into `dst`: header, then the
     /// body encoded in place. No intermediate `Pdu` or body allocation,
     /// which is what a hot send path wants.
-    pub fn encode_message(key: CommandKey, seq_num: u16, msg: &impl prost::Message, dst: &mut BytesMut) {
+    pub fn encode_message(
+        key: CommandKey,
+        seq_num: u16,
+        msg: &impl prost::Message,
+        dst: &mut BytesMut,
+    ) {
         let body_len = msg.encoded_len();
         let header = Header {
             length: u32::try_from(body_len + Header::LEN).unwrap_or(u32::MAX),
