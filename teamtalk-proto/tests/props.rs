@@ -21,7 +21,9 @@ fn arb_pdu() -> impl Strategy<Value = Pdu> {
         any::<u16>(),
         proptest::collection::vec(any::<u8>(), 0..300),
     )
-        .prop_map(|(sid, cid, seq, body)| Pdu::new(CommandKey::new(sid, cid), seq, Bytes::from(body)))
+        .prop_map(|(sid, cid, seq, body)| {
+            Pdu::new(CommandKey::new(sid, cid), seq, Bytes::from(body))
+        })
 }
 
 proptest! {
@@ -182,7 +184,12 @@ fn put_varint(out: &mut BytesMut, mut v: u64) {
     out.put_u8(v as u8);
 }
 
-fn encode_random(set: &FileDescriptorSet, desc: &DescriptorProto, rng: &mut Rng, depth: u32) -> Bytes {
+fn encode_random(
+    set: &FileDescriptorSet,
+    desc: &DescriptorProto,
+    rng: &mut Rng,
+    depth: u32,
+) -> Bytes {
     let mut fields: Vec<_> = desc.field.iter().collect();
     fields.sort_by_key(|f| f.number());
     let mut out = BytesMut::new();
