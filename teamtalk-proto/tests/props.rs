@@ -126,6 +126,19 @@ fn every_command_has_a_descriptor() {
     }
 }
 
+/// `Message::attached_mut` covers exactly the messages whose descriptor has
+/// field 20.
+#[test]
+fn attached_list_matches_descriptors() {
+    let set = descriptors();
+    for &c in Command::ALL {
+        let desc = find_message(set, c.message_name()).expect("descriptor");
+        let has_field = desc.field.iter().any(|f| f.number() == 20);
+        let mut msg = c.decode_body(Bytes::new()).expect("defaults decode");
+        assert_eq!(msg.attached_mut().is_some(), has_field, "{}", c.name());
+    }
+}
+
 fn descriptors() -> &'static FileDescriptorSet {
     static SET: std::sync::OnceLock<FileDescriptorSet> = std::sync::OnceLock::new();
     SET.get_or_init(|| {
