@@ -9,6 +9,9 @@ mod reactor;
 pub mod socket;
 mod stats;
 mod timer_heap;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+mod txqueue;
 
 pub use handle::{ConnId, Handle, NetError, NetEvent};
 pub use limits::raise_fd_limit;

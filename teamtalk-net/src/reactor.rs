@@ -1,14 +1,13 @@
 //! The blocking driver: a few shard threads, each polling many sockets.
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -20,6 +19,7 @@ use crate::handle::{Cmd, ConnId, Factory, Handle, NetError, NetEvent, ON_SHARD, 
 use crate::socket::{self, ConnectState};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::timer_heap::{Entry, TimerHeap};
+use crate::txqueue::TxQueue;
 
 /// Token of a shard's waker.
 const WAKER: Token = Token(usize::MAX);
@@ -38,8 +38,6 @@ const CMD_BUDGET: usize = 4096;
 /// How long to wait before accepting again after an accept error such as
 /// running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
-/// Buffers queued per vectored write.
-const MAX_IOV: usize = 64;
 
 /// How a [`Reactor`] runs.
 ///
@@ -306,8 +304,7 @@ struct Conn<M> {
     machine: Option<M>,
     sock: Sock,
     /// Bytes the machine transmitted that the socket has not taken yet.
-    tx: VecDeque<Bytes>,
-    tx_len: usize,
+    tx: TxQueue,
     /// The backlog last reported to the machine.
     reported: usize,
     /// The machine closed the socket: no more reads, flush then drop.
@@ -320,20 +317,13 @@ struct Conn<M> {
     scheduled: Option<Instant>,
 }
 
-/// Why a write stopped.
-enum WriteError {
-    /// The socket failed; the connection's socket must be dropped.
-    Failed(io::Error),
-}
-
 impl<M: Machine> Conn<M> {
     fn new(generation: u32, machine: M, sock: Sock) -> Self {
         Self {
             generation,
             machine: Some(machine),
             sock,
-            tx: VecDeque::new(),
-            tx_len: 0,
+            tx: TxQueue::default(),
             reported: 0,
             closing: false,
             deadline: None,
@@ -351,90 +341,40 @@ impl<M: Machine> Conn<M> {
     }
 
     /// Writes `bytes` now if the socket takes them, and queues the rest.
-    fn transmit(&mut self, bytes: Bytes, out: &mut u64) -> Result<(), WriteError> {
-        if bytes.is_empty() || self.closing {
+    fn transmit(&mut self, bytes: Bytes, out: &mut u64) -> io::Result<()> {
+        if self.closing {
             return Ok(());
         }
-        let stream = match &mut self.sock {
+        match &mut self.sock {
             // Not connected: the machine knows, nothing can be sent.
-            Sock::None => return Ok(()),
-            Sock::Connecting(_) => {
-                self.tx_len += bytes.len();
-                self.tx.push_back(bytes);
-                return Ok(());
+            Sock::None => {}
+            Sock::Connecting(_) => self.tx.push(bytes),
+            Sock::Open(stream) => {
+                let n = self.tx.write_or_queue(bytes, |b| stream.write(b))?;
+                *out += n as u64;
             }
-            Sock::Open(stream) => stream,
-        };
-        let mut written = 0;
-        if self.tx.is_empty() {
-            while written < bytes.len() {
-                match stream.write(&bytes[written..]) {
-                    Ok(0) => return Err(WriteError::Failed(io::ErrorKind::WriteZero.into())),
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(WriteError::Failed(e)),
-                }
-            }
-            *out += written as u64;
-        }
-        if written < bytes.len() {
-            self.tx_len += bytes.len() - written;
-            self.tx.push_back(bytes.slice(written..));
         }
         Ok(())
     }
 
     /// Writes queued bytes until the queue is empty or the socket full.
-    fn flush(&mut self, out: &mut u64) -> Result<(), WriteError> {
-        let Sock::Open(stream) = &mut self.sock else {
-            return Ok(());
-        };
-        while !self.tx.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut count = 0;
-            for (slot, b) in slices.iter_mut().zip(self.tx.iter()) {
-                *slot = IoSlice::new(b);
-                count += 1;
-            }
-            match stream.write_vectored(&slices[..count]) {
-                Ok(0) => return Err(WriteError::Failed(io::ErrorKind::WriteZero.into())),
-                Ok(mut n) => {
-                    *out += n as u64;
-                    self.tx_len -= n;
-                    while n > 0 {
-                        let Some(front) = self.tx.front_mut() else {
-                            break;
-                        };
-                        if front.len() <= n {
-                            n -= front.len();
-                            self.tx.pop_front();
-                        } else {
-                            front.advance(n);
-                            n = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(WriteError::Failed(e)),
-            }
-        }
-        if self.tx.is_empty() && self.tx.capacity() > 8 {
-            // An idle connection keeps no queue memory after a burst.
-            self.tx = VecDeque::new();
+    fn flush(&mut self, out: &mut u64) -> io::Result<()> {
+        if let Sock::Open(stream) = &mut self.sock {
+            let n = self.tx.flush(|slices| stream.write_vectored(slices))?;
+            *out += n as u64;
         }
         Ok(())
     }
 
     /// Tells the machine its backlog if it changed; true if it did.
     fn report_backlog(&mut self, now: Instant) -> bool {
-        if self.tx_len == self.reported {
+        let queued = self.tx.len();
+        if queued == self.reported {
             return false;
         }
-        self.reported = self.tx_len;
+        self.reported = queued;
         if let Some(m) = self.machine.as_mut() {
-            m.set_backlog(now, self.tx_len);
+            m.set_backlog(now, queued);
         }
         true
     }
@@ -605,9 +545,8 @@ where
                 let _ = self.poll.registry().deregister(&mut s);
             }
         }
-        self.queued_delta += delta(conn.tx_len, 0);
-        conn.tx = VecDeque::new();
-        conn.tx_len = 0;
+        self.queued_delta += delta(conn.tx.len(), 0);
+        conn.tx.clear();
         conn.closing = false;
         conn.linger_until = None;
     }
@@ -657,13 +596,13 @@ where
             };
             match machine.poll_output() {
                 Output::Transmit(bytes) => {
-                    let before = conn.tx_len;
+                    let before = conn.tx.len();
                     let result = conn.transmit(bytes, &mut self.bytes_out);
-                    self.queued_delta += delta(before, conn.tx_len);
-                    if let Err(WriteError::Failed(e)) = result {
+                    self.queued_delta += delta(before, conn.tx.len());
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, conn = %self.id(slot, generation), "write failed");
                         self.socket_failed(slot, now);
-                    } else if conn.tx_len > self.cfg.max_queued_bytes {
+                    } else if conn.tx.len() > self.cfg.max_queued_bytes {
                         tracing::debug!(conn = %self.id(slot, generation), "send queue over the hard cap");
                         self.socket_failed(slot, now);
                     } else {
@@ -686,7 +625,7 @@ where
                     conn.deadline = None;
                     self.send_event(slot, generation, NetEvent::Finished);
                     let conn = &mut self.conns[slot];
-                    if matches!(conn.sock, Sock::Open(_)) && conn.tx_len > 0 {
+                    if matches!(conn.sock, Sock::Open(_)) && !conn.tx.is_empty() {
                         conn.closing = true;
                         conn.linger_until = Some(now + self.cfg.close_linger);
                         self.schedule(slot);
@@ -727,7 +666,7 @@ where
     /// the linger time), then drop it.
     fn close_socket(&mut self, slot: usize, now: Instant) {
         let conn = &mut self.conns[slot];
-        if matches!(conn.sock, Sock::Open(_)) && conn.tx_len > 0 {
+        if matches!(conn.sock, Sock::Open(_)) && !conn.tx.is_empty() {
             conn.closing = true;
             conn.linger_until = Some(now + self.cfg.close_linger);
             self.schedule(slot);
@@ -837,10 +776,10 @@ where
         if conn.tx.is_empty() {
             return;
         }
-        let before = conn.tx_len;
+        let before = conn.tx.len();
         let result = conn.flush(&mut self.bytes_out);
-        self.queued_delta += delta(before, conn.tx_len);
-        if let Err(WriteError::Failed(e)) = result {
+        self.queued_delta += delta(before, conn.tx.len());
+        if let Err(e) = result {
             tracing::debug!(error = %e, "write failed");
             self.socket_failed(slot, now);
             self.drain(slot, now);
@@ -1091,7 +1030,7 @@ where
             let conn = &mut self.conns[slot];
             conn.machine = None;
             conn.deadline = None;
-            if matches!(conn.sock, Sock::Open(_)) && conn.tx_len > 0 {
+            if matches!(conn.sock, Sock::Open(_)) && !conn.tx.is_empty() {
                 conn.closing = true;
             } else {
                 self.remove(slot);

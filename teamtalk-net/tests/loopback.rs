@@ -464,3 +464,182 @@ fn shutdown_flushes_what_is_queued() {
     assert_eq!(all.len(), PDUS * wire.len());
     assert!(all.chunks(wire.len()).all(|c| c == &wire[..]));
 }
+
+/// One scenario, both drivers: a link connects to a server-peer session,
+/// sends three PDUs, gets them echoed by the application, and closes.
+#[cfg(feature = "tokio")]
+mod both_drivers {
+    use teamtalk_net::tokio::{DriveConfig, Driver, drive};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    fn describe_link(ev: &LinkEvent) -> String {
+        match ev {
+            LinkEvent::Pdu(p) => format!("Pdu({})", p.seq()),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn describe_session(ev: &NetEvent<SessionEvent>) -> String {
+        match ev {
+            NetEvent::Accepted { .. } => "Accepted".to_owned(),
+            NetEvent::Machine(SessionEvent::Pdu(p)) => format!("Pdu({})", p.seq()),
+            NetEvent::Machine(e) => format!("{e:?}"),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn expected() -> (Vec<String>, Vec<String>) {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        (
+            s(&[
+                "Up",
+                "Pdu(1)",
+                "Pdu(2)",
+                "Pdu(3)",
+                "Down(Local)",
+                "Finished",
+            ]),
+            s(&[
+                "Accepted",
+                "Pdu(1)",
+                "Pdu(2)",
+                "Pdu(3)",
+                "Closed(PeerClosed)",
+                "Finished",
+            ]),
+        )
+    }
+
+    fn blocking() -> (Vec<String>, Vec<String>) {
+        let server = Reactor::<Session>::new(reactor_cfg(2)).expect("server");
+        let (handle, server_events) = (server.handle(), server.events());
+        let addr = server
+            .listen(any_port(), |peer, t| {
+                Session::new(SessionConfig::server_peer(), peer, t)
+            })
+            .expect("listen");
+        let app = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while let Ok((id, ev)) = server_events.recv_timeout(PATIENCE) {
+                seen.push(describe_session(&ev));
+                if let NetEvent::Machine(SessionEvent::Pdu(pdu)) = ev {
+                    handle
+                        .exec(id, move |s| s.send(&pdu).expect("echo"))
+                        .expect("exec");
+                } else if ev == NetEvent::Finished {
+                    break;
+                }
+            }
+            seen
+        });
+
+        let client = Reactor::<Link>::new(reactor_cfg(1)).expect("client");
+        let events = client.events();
+        let link = client.open(Link::new(link_cfg(addr), now())).expect("open");
+        let mut seen = Vec::new();
+        let mut echoed = 0;
+        while let Ok((id, ev)) = events.recv_timeout(PATIENCE) {
+            assert_eq!(id, link);
+            match ev {
+                NetEvent::Machine(e) => {
+                    seen.push(describe_link(&e));
+                    match e {
+                        LinkEvent::Up => client
+                            .exec(link, |l| {
+                                for seq in 1..=3 {
+                                    l.send(&data_pdu(seq, b"ping")).expect("send");
+                                }
+                            })
+                            .expect("exec"),
+                        LinkEvent::Pdu(_) => {
+                            echoed += 1;
+                            if echoed == 3 {
+                                client.exec(link, Link::close).expect("exec");
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                NetEvent::Finished => {
+                    seen.push("Finished".to_owned());
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (seen, app.join().expect("app"))
+    }
+
+    async fn with_tokio() -> (Vec<String>, Vec<String>) {
+        let (server, mut server_events) = Driver::<Session>::new(DriveConfig::default());
+        let addr = server
+            .listen(any_port(), |peer, t| {
+                Session::new(SessionConfig::server_peer(), peer, t)
+            })
+            .expect("listen");
+        let app = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some((id, ev)) = server_events.recv().await {
+                seen.push(describe_session(&ev));
+                if let NetEvent::Machine(SessionEvent::Pdu(pdu)) = ev {
+                    server
+                        .exec(id, move |s| s.send(&pdu).expect("echo"))
+                        .expect("exec");
+                } else if ev == NetEvent::Finished {
+                    break;
+                }
+            }
+            seen
+        });
+
+        // The client side uses the bare `drive` loop.
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (ev_tx, mut ev_rx) = mpsc::channel(16);
+        let task = tokio::spawn(drive(Link::new(link_cfg(addr), now()), None, cmd_rx, ev_tx));
+        let mut seen = Vec::new();
+        let mut echoed = 0;
+        while let Some(e) = ev_rx.recv().await {
+            seen.push(describe_link(&e));
+            match e {
+                LinkEvent::Up => {
+                    let send: teamtalk_net::tokio::Command<Link> = Box::new(|l| {
+                        for seq in 1..=3 {
+                            l.send(&data_pdu(seq, b"ping")).expect("send");
+                        }
+                    });
+                    assert!(cmd_tx.send(send).await.is_ok(), "command taken");
+                }
+                LinkEvent::Pdu(_) => {
+                    echoed += 1;
+                    if echoed == 3 {
+                        let close: teamtalk_net::tokio::Command<Link> = Box::new(Link::close);
+                        assert!(cmd_tx.send(close).await.is_ok(), "close taken");
+                    }
+                }
+                _ => {}
+            }
+        }
+        task.await.expect("drive");
+        seen.push("Finished".to_owned());
+        (seen, app.await.expect("app"))
+    }
+
+    #[test]
+    fn the_same_scenario_gives_the_same_events() {
+        let blocking = blocking();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let tokio = rt.block_on(async {
+            tokio::time::timeout(PATIENCE, with_tokio())
+                .await
+                .expect("tokio scenario in time")
+        });
+        assert_eq!(blocking, expected());
+        assert_eq!(tokio, blocking);
+    }
+}

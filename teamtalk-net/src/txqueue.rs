@@ -1,0 +1,192 @@
+//! A connection's queue of bytes the socket has not taken yet, shared by
+//! both drivers.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, Bytes};
+
+/// Buffers handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// Bytes from `Output::Transmit`, in order, not yet written.
+///
+/// Empty and allocation-free for idle connections: the deque only
+/// allocates while the socket is full, and gives its memory back once it
+/// drains.
+#[derive(Debug, Default)]
+pub(crate) struct TxQueue {
+    bufs: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl TxQueue {
+    /// Bytes queued.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops everything queued (the socket is gone).
+    pub(crate) fn clear(&mut self) {
+        self.bufs = VecDeque::new();
+        self.len = 0;
+    }
+
+    /// Queues `bytes` without trying to write.
+    pub(crate) fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.bufs.push_back(bytes);
+        }
+    }
+
+    /// Writes `bytes` at once when nothing is queued before them, and
+    /// queues what the socket did not take. Returns the bytes written.
+    pub(crate) fn write_or_queue(
+        &mut self,
+        bytes: Bytes,
+        mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut written = 0;
+        if self.bufs.is_empty() {
+            while written < bytes.len() {
+                match write(&bytes[written..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if written < bytes.len() {
+            self.push(bytes.slice(written..));
+        }
+        Ok(written)
+    }
+
+    /// Writes queued bytes with vectored writes until the queue is empty
+    /// or the socket full. Returns the bytes written.
+    pub(crate) fn flush(
+        &mut self,
+        mut writev: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        while !self.bufs.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (slot, b) in slices.iter_mut().zip(self.bufs.iter()) {
+                *slot = IoSlice::new(b);
+                count += 1;
+            }
+            match writev(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    total += n;
+                    self.consume(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.bufs.is_empty() && self.bufs.capacity() > 8 {
+            // An idle connection keeps no queue memory after a burst.
+            self.bufs = VecDeque::new();
+        }
+        Ok(total)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.bufs.front_mut() else {
+                break;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.bufs.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_writes_keep_order_and_count() {
+        let mut q = TxQueue::default();
+        // The socket takes 3 bytes, then is full.
+        let mut budget = 3;
+        let mut sink = Vec::new();
+        let mut write = |b: &[u8]| {
+            if budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = b.len().min(budget);
+            budget -= n;
+            sink.extend_from_slice(&b[..n]);
+            Ok(n)
+        };
+        assert_eq!(
+            q.write_or_queue(Bytes::from_static(b"hello"), &mut write)
+                .unwrap(),
+            3
+        );
+        // Queued bytes go first: this one is not written directly.
+        assert_eq!(
+            q.write_or_queue(Bytes::from_static(b"!!"), &mut write)
+                .unwrap(),
+            0
+        );
+        assert_eq!(q.len(), 4);
+        let mut out = Vec::new();
+        let flushed = q
+            .flush(|slices| {
+                let n = slices.iter().map(|s| s.len()).sum();
+                for s in slices {
+                    out.extend_from_slice(s);
+                }
+                Ok(n)
+            })
+            .unwrap();
+        assert_eq!(flushed, 4);
+        assert!(q.is_empty());
+        assert_eq!([sink, out].concat(), b"hello!!");
+    }
+
+    #[test]
+    fn flush_stops_when_the_socket_is_full() {
+        let mut q = TxQueue::default();
+        q.push(Bytes::from_static(b"abcdef"));
+        q.push(Bytes::from_static(b"gh"));
+        let mut calls = 0;
+        let n = q
+            .flush(|_| {
+                calls += 1;
+                if calls == 1 {
+                    Ok(7)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+            })
+            .unwrap();
+        assert_eq!((n, q.len()), (7, 1));
+        let mut rest = Vec::new();
+        q.flush(|s| {
+            rest.extend_from_slice(&s[0]);
+            Ok(s[0].len())
+        })
+        .unwrap();
+        assert_eq!(rest, b"h");
+    }
+}
