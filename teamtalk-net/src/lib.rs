@@ -1,5 +1,108 @@
-//! Drivers for teamtalk-conn machines (documentation below is filled in
-//! with the threading model).
+//! Drivers that run teamtalk-conn machines over real TCP sockets.
+//!
+//! A [`Machine`](teamtalk_conn::Machine) (a `Link` or a `Session`) holds
+//! all protocol behaviour but never touches a socket or a clock. This
+//! crate supplies both, in two interchangeable ways:
+//!
+//! - [`Reactor`]: the blocking driver the daemons use. A few threads hold
+//!   tens of thousands of connections.
+//! - [`tokio`] (feature `tokio`): one task per connection, for backends
+//!   that already live in async Rust.
+//!
+//! Both interpret the machine's outputs the same way, so a connection
+//! behaves identically under either (a test runs one scenario through
+//! both and compares the events).
+//!
+//! # Threading model of the reactor
+//!
+//! ```text
+//!  application threads                      shard threads (about one per core)
+//! ┌───────────────────┐  Handle::exec(id, f) ┌──────────────────────────────────┐
+//! │ event loop(s)     │ ───────────────────▶ │ mio::Poll + Waker                │
+//! │  recv (ConnId,    │  open / listen       │ Slab<Conn { machine, socket,     │
+//! │        NetEvent)  │  (crossbeam + wake)  │             tx queue, gen }>     │
+//! │                   │ ◀─────────────────── │ timer heap (machines' deadlines) │
+//! └───────────────────┘   events channel     │ 64 KiB read buffer, shared       │
+//!                                            └──────────────────────────────────┘
+//! ```
+//!
+//! - Each connection belongs to exactly one shard for its whole life, and
+//!   only that shard touches its machine: no locks around protocol state.
+//! - A shard sleeps in `poll` until a socket is ready, the earliest
+//!   machine deadline passes, or a command arrives. After each wake-up it
+//!   reads the clock once and passes that instant into every input.
+//! - Accepted connections are spread over the shards in turn. A machine is
+//!   built for each by the listener's factory `Fn(peer, now) -> M`.
+//!   Outbound connections are machines handed in with [`Handle::open`];
+//!   their first output is `Output::Connect(addr)`, and the connect is
+//!   nonblocking. Its result comes back as `Input::Connected` or
+//!   `Input::ConnectFailed`.
+//! - Commands are closures: [`Handle::exec`]`(id, |m| m.send(&pdu))` runs
+//!   on the owning shard and is followed by a drain of the machine. One
+//!   generic command covers send, accept or reject a login, and close,
+//!   for every machine type.
+//! - Events come out on one channel as `(`[`ConnId`]`, `[`NetEvent`]`)`.
+//!   A [`ConnId`] carries a generation, so a stale id never reaches a
+//!   connection that reuses the slot.
+//! - What a machine transmits is written at once when the socket takes
+//!   it. The rest waits in a per-connection queue that is flushed when the
+//!   socket becomes writable, and whose size is reported to the machine
+//!   (`Machine::set_backlog`), so a peer that stops reading is closed
+//!   once the machine's send cap is reached.
+//! - Idle connections cost little: there is no per-connection read buffer
+//!   (reads go through the shard's buffer) and the write queue allocates
+//!   only while a socket is full. Resource limits: at most
+//!   [`ReactorConfig::max_connections`]; connections above it are closed
+//!   at once and counted in [`Stats`].
+//! - [`Reactor::shutdown`] stops accepting, drops the machines, flushes
+//!   queued bytes for a bounded time and closes everything.
+//!
+//! Daemons holding many connections should call [`raise_fd_limit`] first.
+//!
+//! # Example: a heartbeat-echo server
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::TcpStream;
+//!
+//! use bytes::Bytes;
+//! use teamtalk_conn::{Session, SessionConfig, SessionEvent};
+//! use teamtalk_net::{NetEvent, Reactor, ReactorConfig};
+//! use teamtalk_proto::{Command, Pdu};
+//!
+//! let reactor = Reactor::<Session>::new(ReactorConfig { threads: 1, ..ReactorConfig::default() })?;
+//! // Sessions echo heartbeats themselves; the application echoes the rest.
+//! let addr = reactor.listen("127.0.0.1:0".parse()?, |peer, now| {
+//!     let mut cfg = SessionConfig::client();
+//!     cfg.login_timeout = None;
+//!     Session::new(cfg, peer, now)
+//! })?;
+//! let (handle, events) = (reactor.handle(), reactor.events());
+//! std::thread::spawn(move || {
+//!     for (id, event) in events {
+//!         if let NetEvent::Machine(SessionEvent::Pdu(pdu)) = event {
+//!             let _ = handle.exec(id, move |session| {
+//!                 let _ = session.send(&pdu);
+//!             });
+//!         }
+//!     }
+//! });
+//!
+//! let mut client = TcpStream::connect(addr)?;
+//! let heartbeat = Pdu::new(Command::OtherHeartbeat.key(), 1, Bytes::new()).to_bytes();
+//! let data = Pdu::new(Command::MsgData.key(), 2, Bytes::from_static(b"hi")).to_bytes();
+//! client.write_all(&heartbeat)?;
+//! client.write_all(&data)?;
+//! let mut back = vec![0; heartbeat.len() + data.len()];
+//! client.read_exact(&mut back)?;
+//! assert_eq!(back, [&heartbeat[..], &data[..]].concat());
+//! reactor.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The examples directory has the same server (`echo_server`), a link
+//! that heartbeats against it (`link_ping`), the tokio version
+//! (`tokio_echo`), and the benchmark tools (`echo_load`, `idle_capacity`).
 #![forbid(unsafe_code)]
 
 mod clock;

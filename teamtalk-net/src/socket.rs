@@ -36,8 +36,8 @@ pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::Tcp
 
 /// Starts a nonblocking connect to `addr` and returns the socket at once.
 ///
-/// The connect completes later: the socket becomes writable, and
-/// [`connect_result`] tells whether it succeeded. `TCP_NODELAY` is set
+/// The connect completes later: the socket becomes writable, and its
+/// pending error (`SO_ERROR`) tells whether it succeeded. `TCP_NODELAY` is set
 /// before connecting because TeamTalk traffic is many small PDUs that
 /// must not wait for Nagle's algorithm.
 ///

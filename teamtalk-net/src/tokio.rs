@@ -11,7 +11,7 @@
 //! - [`Driver`] adds what the reactor's [`Handle`](crate::Handle) offers:
 //!   listeners with a machine factory, `open` for links, `exec` by
 //!   [`ConnId`], one event stream of `(ConnId, NetEvent)`, and the same
-//!   [`Stats`](crate::Stats).
+//!   [`crate::Stats`].
 //!
 //! Reads go through a per-thread scratch buffer, as in the reactor, so an
 //! idle connection holds no read buffer of its own.
