@@ -1,0 +1,1087 @@
+//! msg_server's logic as a pure state machine: events in, actions out.
+//!
+//! [`App`] never touches a socket. The runner in [`super::run`] feeds it
+//! what the reactors report (client logins and PDUs, upstream links going
+//! up and down and their PDUs) and carries out the [`Action`]s it returns.
+//! Tests drive it with plain integers as connection ids.
+//!
+//! Rules kept here, each in one place:
+//! - identity: every user id a client names about itself is replaced with
+//!   the authenticated session's ([`scope_request`]);
+//! - replies from db_proxy and route_server find their client through the
+//!   pending-request table (request ids in `attach_data`, never socket
+//!   handles), and a reply whose connection has gone is dropped;
+//! - a message is acknowledged only when db_proxy has stored it (its reply
+//!   carries the `msg_id`), then delivered to every local session of the
+//!   recipient and the sender's other sessions, and relayed to
+//!   route_server for the other msg_servers.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use teamtalk_conn::{ClientClass, KickReason, Presence};
+use teamtalk_proto::pb::im::base_define::{
+    ClientType, ResultType, ServerUserStat, SessionType, UserStatType,
+};
+use teamtalk_proto::pb::im::buddy::{ImRemoveSessionNotify, ImpcLoginStatusNotify};
+use teamtalk_proto::pb::im::login::{ImKickPcClientRsp, ImKickUser, ImLoginRes, ImLogoutRsp};
+use teamtalk_proto::pb::im::message::{ImClientTimeRsp, ImMsgData, ImMsgDataReadNotify};
+use teamtalk_proto::pb::im::server::{
+    ImMsgServInfo, ImOnlineUserInfo, ImRoleSet, ImServerKickUser, ImUserCntUpdate,
+    ImUserStatusUpdate, ImValidateReq,
+};
+use teamtalk_proto::{Attach, Command, Message, Pdu};
+use tracing::{debug, info, warn};
+
+/// The servers msg_server keeps links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Upstream {
+    /// db_proxy_server: logins, storage, every query.
+    Db,
+    /// login_server: registration and load reports.
+    Login,
+    /// route_server: presence and relay to the other msg_servers.
+    Route,
+}
+
+impl Upstream {
+    /// Every upstream, for code that must cover all.
+    pub const ALL: [Self; 3] = [Self::Db, Self::Login, Self::Route];
+
+    /// The login refusal code TeamTalk sends while this link is down.
+    fn refusal(self) -> ResultType {
+        match self {
+            Self::Db => ResultType::RefuseReasonNoDbServer,
+            Self::Login => ResultType::RefuseReasonNoLoginServer,
+            Self::Route => ResultType::RefuseReasonNoRouteServer,
+        }
+    }
+}
+
+/// What the runner must do.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Action<C> {
+    /// Send a PDU to a client session.
+    Send(C, Pdu),
+    /// Accept the session's pending login, then send `reply`.
+    Accept {
+        /// The session.
+        conn: C,
+        /// Authenticated user.
+        user_id: u32,
+        /// Its client type.
+        client_type: u32,
+        /// The login reply.
+        reply: Pdu,
+    },
+    /// Answer the session's pending login with `reply`, then close it.
+    Refuse {
+        /// The session.
+        conn: C,
+        /// The login reply carrying the refusal code.
+        reply: Pdu,
+    },
+    /// Send `notice` if any, then close the session.
+    Close {
+        /// The session.
+        conn: C,
+        /// Last PDU to send (a kick notice or logout reply).
+        notice: Option<Pdu>,
+    },
+    /// Send a PDU to an upstream server.
+    Upstream(Upstream, Pdu),
+}
+
+/// How this msg_server describes itself to login_server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Address clients should try first.
+    pub ip1: String,
+    /// Fallback address.
+    pub ip2: String,
+    /// Client port.
+    pub port: u16,
+    /// Most client sessions this server takes.
+    pub max_conn_cnt: u32,
+    /// Host name, for operators.
+    pub host_name: String,
+}
+
+/// Counters the metrics endpoint and logs report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppStats {
+    /// Logins accepted.
+    pub logins_ok: u64,
+    /// Logins refused, by any reason.
+    pub logins_refused: u64,
+    /// Messages acknowledged to their sender after being stored.
+    pub messages_acked: u64,
+    /// Messages refused (to oneself, empty, unsupported type, store failed,
+    /// db_proxy down).
+    pub messages_refused: u64,
+    /// PDUs delivered to local sessions.
+    pub delivered: u64,
+    /// Replies dropped because their request was unknown or its session gone.
+    pub stale_replies: u64,
+    /// Requests that could not be forwarded (link down, table full).
+    pub forward_failed: u64,
+    /// Commands answered as unsupported.
+    pub unsupported: u64,
+}
+
+/// Seconds since the Unix epoch, injected so tests control time.
+pub type Clock = Arc<dyn Fn() -> u32 + Send + Sync>;
+
+/// Requests waiting for an upstream reply, bounded so a silent upstream
+/// cannot grow memory without limit.
+const MAX_PENDING: usize = 200_000;
+/// Pending requests older than this are dropped by [`App::tick`].
+const PENDING_TTL_SECS: u32 = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingKind {
+    Login {
+        client_type: u32,
+        online_status: i32,
+    },
+    Message,
+    /// A query whose reply goes back to the client as it is (attach cleared).
+    Reply(Command),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending<C> {
+    conn: C,
+    seq: u16,
+    user_id: u32,
+    upstream: Upstream,
+    kind: PendingKind,
+    created: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ConnState {
+    /// `(user_id, client_type)` once logged in.
+    user: Option<(u32, u32)>,
+    online_status: i32,
+}
+
+/// msg_server's state. See the [module docs](self).
+pub struct App<C> {
+    registration: Registration,
+    clock: Clock,
+    up: HashMap<Upstream, bool>,
+    conns: HashMap<C, ConnState>,
+    presence: Presence<C>,
+    pending: HashMap<u32, Pending<C>>,
+    next_request: u32,
+    logged_in: u32,
+    stats: AppStats,
+}
+
+impl<C: Debug> Debug for App<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("registration", &self.registration)
+            .field("up", &self.up)
+            .field("conns", &self.conns.len())
+            .field("pending", &self.pending.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+type Actions<C> = Vec<Action<C>>;
+
+impl<C: Copy + Eq + Hash + Debug> App<C> {
+    /// A msg_server with every link down and no sessions.
+    #[must_use]
+    pub fn new(registration: Registration, clock: Clock) -> Self {
+        Self {
+            registration,
+            clock,
+            up: Upstream::ALL.iter().map(|u| (*u, false)).collect(),
+            conns: HashMap::new(),
+            presence: Presence::new(),
+            pending: HashMap::new(),
+            next_request: 0,
+            logged_in: 0,
+            stats: AppStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn stats(&self) -> AppStats {
+        self.stats
+    }
+
+    /// Logged-in client sessions.
+    #[must_use]
+    pub fn logged_in(&self) -> u32 {
+        self.logged_in
+    }
+
+    /// Whether a link is up.
+    #[must_use]
+    pub fn is_up(&self, upstream: Upstream) -> bool {
+        self.up.get(&upstream).copied().unwrap_or(false)
+    }
+
+    /// Requests waiting for a reply.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn now(&self) -> u32 {
+        (self.clock)()
+    }
+
+    // ----- upstream links -------------------------------------------------
+
+    /// A link came up: register with login_server, or give route_server the
+    /// snapshot of who is online here, as TeamTalk does on every connect.
+    pub fn link_up(&mut self, upstream: Upstream) -> Actions<C> {
+        info!(?upstream, "link up");
+        self.up.insert(upstream, true);
+        match upstream {
+            Upstream::Db => Vec::new(),
+            Upstream::Login => {
+                let r = &self.registration;
+                let info = ImMsgServInfo {
+                    ip1: r.ip1.clone(),
+                    ip2: r.ip2.clone(),
+                    port: u32::from(r.port),
+                    max_conn_cnt: r.max_conn_cnt,
+                    cur_conn_cnt: self.logged_in,
+                    host_name: r.host_name.clone(),
+                };
+                vec![Action::Upstream(
+                    Upstream::Login,
+                    Command::OtherMsgServInfo.pdu(0, &info),
+                )]
+            }
+            Upstream::Route => {
+                let user_stat_list = self
+                    .conns
+                    .values()
+                    .filter_map(|c| c.user)
+                    .map(|(user_id, client_type)| ServerUserStat {
+                        user_id,
+                        status: UserStatType::UserStatusOnline as i32,
+                        client_type: client_type as i32,
+                    })
+                    .collect();
+                vec![
+                    Action::Upstream(
+                        Upstream::Route,
+                        Command::OtherOnlineUserInfo.pdu(0, &ImOnlineUserInfo { user_stat_list }),
+                    ),
+                    Action::Upstream(
+                        Upstream::Route,
+                        Command::OtherRoleSet.pdu(0, &ImRoleSet { master: 1 }),
+                    ),
+                ]
+            }
+        }
+    }
+
+    /// A link went down. Requests waiting on it will get no reply: logins
+    /// are refused now with TeamTalk's code for that server; the other
+    /// requests are dropped (the clients retry; nothing was acknowledged).
+    pub fn link_down(&mut self, upstream: Upstream) -> Actions<C> {
+        if self.up.insert(upstream, false) == Some(true) {
+            warn!(?upstream, "link down");
+        }
+        let lost: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.upstream == upstream)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::new();
+        for id in lost {
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
+            self.stats.forward_failed += 1;
+            if let PendingKind::Login { .. } = p.kind {
+                self.refuse_login(p.conn, p.seq, upstream.refusal(), &mut out);
+            }
+        }
+        out
+    }
+
+    /// A PDU from an upstream server.
+    pub fn upstream_pdu(&mut self, upstream: Upstream, pdu: &Pdu) -> Actions<C> {
+        let msg = match Message::decode(pdu) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(?upstream, error = %e, "undecodable pdu from upstream");
+                return Vec::new();
+            }
+        };
+        match upstream {
+            Upstream::Route => self.route_pdu(pdu, msg),
+            Upstream::Db => self.reply_pdu(upstream, pdu, msg),
+            Upstream::Login => {
+                debug!(key = %pdu.key(), "ignoring pdu from login_server");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Drops requests that have waited too long, so a peer that never
+    /// answers cannot fill the table. Call about once a second.
+    pub fn tick(&mut self) {
+        let now = self.now();
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, p| now.saturating_sub(p.created) < PENDING_TTL_SECS);
+        let expired = before - self.pending.len();
+        if expired > 0 {
+            warn!(expired, "requests expired without a reply");
+            self.stats.forward_failed += expired as u64;
+        }
+    }
+
+    // ----- client sessions ------------------------------------------------
+
+    /// A client connection was accepted.
+    pub fn client_open(&mut self, conn: C) {
+        self.conns.insert(conn, ConnState::default());
+    }
+
+    /// A client asks to log in.
+    pub fn login_request(&mut self, conn: C, pdu: &Pdu) -> Actions<C> {
+        let mut out = Vec::new();
+        let Ok(Message::LoginReqUserlogin(req)) = Message::decode(pdu) else {
+            warn!(?conn, "undecodable login request");
+            self.refuse_login(
+                conn,
+                pdu.seq(),
+                ResultType::RefuseReasonDbValidateFailed,
+                &mut out,
+            );
+            return out;
+        };
+        if let Some(down) = Upstream::ALL.into_iter().find(|u| !self.is_up(*u)) {
+            info!(?conn, user = %req.user_name, ?down, "login refused: link down");
+            self.refuse_login(conn, pdu.seq(), down.refusal(), &mut out);
+            return out;
+        }
+        let kind = PendingKind::Login {
+            client_type: req.client_type as u32,
+            online_status: req.online_status,
+        };
+        let validate = ImValidateReq {
+            user_name: req.user_name,
+            password: req.password,
+            attach_data: None,
+        };
+        if !self.forward(
+            conn,
+            pdu.seq(),
+            0,
+            Upstream::Db,
+            kind,
+            validate.into(),
+            &mut out,
+        ) {
+            self.refuse_login(
+                conn,
+                pdu.seq(),
+                ResultType::RefuseReasonNoDbServer,
+                &mut out,
+            );
+        }
+        out
+    }
+
+    /// A client session ended, for whatever reason.
+    pub fn client_closed(&mut self, conn: C) -> Actions<C> {
+        let mut out = Vec::new();
+        if let Some(state) = self.conns.remove(&conn)
+            && let Some((user_id, client_type)) = state.user
+        {
+            self.presence.logout(user_id, conn);
+            self.went_offline(user_id, client_type, &mut out);
+        }
+        out
+    }
+
+    /// A PDU from a logged-in client (the session has already checked the
+    /// login and handled heartbeats).
+    pub fn client_pdu(&mut self, conn: C, pdu: &Pdu) -> Actions<C> {
+        let mut out = Vec::new();
+        let Some((user_id, client_type)) = self.conns.get(&conn).and_then(|c| c.user) else {
+            warn!(?conn, key = %pdu.key(), "pdu from a session that is not logged in");
+            return out;
+        };
+        let mut msg = match Message::decode(pdu) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(?conn, user_id, error = %e, "undecodable pdu from client; closing");
+                out.push(Action::Close { conn, notice: None });
+                return out;
+            }
+        };
+        let seq = pdu.seq();
+        match &mut msg {
+            Message::MsgData(m) => self.client_message(conn, seq, user_id, m.clone(), &mut out),
+            Message::MsgDataAck(_) => {
+                // Delivery acks: TeamTalk only used them to count misses;
+                // history and unread counts are the recovery path.
+                debug!(?conn, user_id, "delivery ack");
+            }
+            Message::MsgReadAck(m) => {
+                m.user_id = user_id;
+                let notify = ImMsgDataReadNotify {
+                    user_id,
+                    session_id: m.session_id,
+                    msg_id: m.msg_id,
+                    session_type: m.session_type,
+                };
+                self.send_upstream(Upstream::Db, Command::MsgReadAck.pdu(seq, m), &mut out);
+                let notify = Command::MsgReadNotify.pdu(0, &notify);
+                self.deliver(user_id, Some(conn), &notify, &mut out);
+                self.send_upstream(Upstream::Route, notify, &mut out);
+            }
+            Message::MsgTimeRequest(_) => {
+                let rsp = ImClientTimeRsp {
+                    server_time: self.now(),
+                };
+                out.push(Action::Send(conn, Command::MsgTimeResponse.pdu(seq, &rsp)));
+            }
+            Message::SwitchP2pCmd(m) => {
+                m.from_user_id = user_id;
+                let relay = Command::SwitchP2pCmd.pdu(seq, m);
+                self.deliver(m.to_user_id, None, &relay, &mut out);
+                self.deliver(user_id, Some(conn), &relay, &mut out);
+                self.send_upstream(Upstream::Route, relay, &mut out);
+            }
+            Message::LoginReqLoginout(_) => {
+                let rsp = Command::LoginResLoginout.pdu(seq, &ImLogoutRsp { result_code: 0 });
+                out.push(Action::Close {
+                    conn,
+                    notice: Some(rsp),
+                });
+            }
+            Message::LoginReqKickpcclient(_) => {
+                let result_code = if ClientClass::of(client_type) == ClientClass::Mobile {
+                    if let Some(kick) = self.presence.mobile_kick_pc(user_id, conn) {
+                        self.kick(kick.session, user_id, kick.reason, &mut out);
+                    }
+                    let kick = ImServerKickUser {
+                        user_id,
+                        client_type: ClientType::Windows as i32,
+                        reason: KickReason::MobileKick.code(),
+                    };
+                    self.send_upstream(
+                        Upstream::Route,
+                        Command::OtherServerKickUser.pdu(0, &kick),
+                        &mut out,
+                    );
+                    0
+                } else {
+                    1
+                };
+                let rsp = ImKickPcClientRsp {
+                    user_id,
+                    result_code,
+                };
+                out.push(Action::Send(
+                    conn,
+                    Command::LoginResKickpcclient.pdu(seq, &rsp),
+                ));
+            }
+            _ => {
+                let Some(command) = msg.command() else {
+                    warn!(?conn, user_id, key = %pdu.key(), "unknown command from client");
+                    self.stats.unsupported += 1;
+                    return out;
+                };
+                match route_of(command) {
+                    Some((upstream, reply)) => {
+                        if scope_request(&mut msg, user_id) {
+                            let kind = PendingKind::Reply(reply);
+                            if !self.forward(conn, seq, user_id, upstream, kind, msg, &mut out) {
+                                debug!(?conn, %command, "request not forwarded");
+                            }
+                        } else {
+                            self.unsupported(conn, seq, user_id, &msg, &mut out);
+                        }
+                    }
+                    None => self.unsupported(conn, seq, user_id, &msg, &mut out),
+                }
+            }
+        }
+        out
+    }
+
+    // ----- messages -------------------------------------------------------
+
+    fn client_message(
+        &mut self,
+        conn: C,
+        seq: u16,
+        user_id: u32,
+        mut m: ImMsgData,
+        out: &mut Actions<C>,
+    ) {
+        let single = session_type_of(m.msg_type) == Some(SessionType::Single);
+        if !single || m.to_session_id == user_id || m.to_session_id == 0 || m.msg_data.is_empty() {
+            warn!(
+                ?conn,
+                user_id,
+                to = m.to_session_id,
+                msg_type = m.msg_type,
+                "message refused: group, empty, or to oneself"
+            );
+            self.stats.messages_refused += 1;
+            return;
+        }
+        m.from_user_id = user_id;
+        m.create_time = self.now();
+        m.msg_id = 0;
+        if !self.forward(
+            conn,
+            seq,
+            user_id,
+            Upstream::Db,
+            PendingKind::Message,
+            m.into(),
+            out,
+        ) {
+            self.stats.messages_refused += 1;
+        }
+    }
+
+    fn stored_message(&mut self, p: Pending<C>, mut m: ImMsgData, out: &mut Actions<C>) {
+        if m.msg_id == 0 {
+            warn!(conn = ?p.conn, user_id = p.user_id, "db_proxy could not store the message");
+            self.stats.messages_refused += 1;
+            return;
+        }
+        m.attach_data = None;
+        if self.conns.contains_key(&p.conn) {
+            let ack = teamtalk_proto::pb::im::message::ImMsgDataAck {
+                user_id: m.from_user_id,
+                session_id: m.to_session_id,
+                msg_id: m.msg_id,
+                session_type: SessionType::Single as i32,
+            };
+            out.push(Action::Send(p.conn, Command::MsgDataAck.pdu(p.seq, &ack)));
+            self.stats.messages_acked += 1;
+        }
+        let delivery = Command::MsgData.pdu(0, &m);
+        self.deliver(m.to_session_id, None, &delivery, out);
+        self.deliver(m.from_user_id, Some(p.conn), &delivery, out);
+        self.send_upstream(Upstream::Route, delivery, out);
+    }
+
+    // ----- replies from db_proxy and route_server --------------------------
+
+    fn reply_pdu(&mut self, upstream: Upstream, pdu: &Pdu, mut msg: Message) -> Actions<C> {
+        let mut out = Vec::new();
+        if let Message::OtherStopRecvPacket(_) = msg {
+            info!(?upstream, "upstream is shutting down");
+            return out;
+        }
+        let Some(p) = self.take_pending(&mut msg) else {
+            debug!(?upstream, key = %pdu.key(), "reply without a pending request");
+            self.stats.stale_replies += 1;
+            return out;
+        };
+        match (p.kind, msg) {
+            (
+                PendingKind::Login {
+                    client_type,
+                    online_status,
+                },
+                Message::OtherValidateRsp(rsp),
+            ) => {
+                self.validated(p, client_type, online_status, rsp, &mut out);
+            }
+            (PendingKind::Message, Message::MsgData(m)) => self.stored_message(p, m, &mut out),
+            (PendingKind::Reply(expected), msg) if msg.command() == Some(expected) => {
+                if !self.conns.contains_key(&p.conn) {
+                    self.stats.stale_replies += 1;
+                    return out;
+                }
+                self.reply_side_effects(p, &msg, &mut out);
+                out.push(Action::Send(p.conn, msg.to_pdu(p.seq)));
+            }
+            (kind, msg) => {
+                warn!(?kind, command = ?msg.command(), "reply of the wrong type; dropped");
+                self.stats.stale_replies += 1;
+            }
+        }
+        out
+    }
+
+    fn take_pending(&mut self, msg: &mut Message) -> Option<Pending<C>> {
+        let attached = msg.attached_mut()?;
+        let raw = attached.attach_data()?.clone();
+        attached.set_attach_data(None);
+        let attach = Attach::decode(&raw).ok()?;
+        self.pending.remove(&attach.handle)
+    }
+
+    fn reply_side_effects(&mut self, p: Pending<C>, msg: &Message, out: &mut Actions<C>) {
+        match msg {
+            Message::BuddyListRemoveSessionRes(rsp) if rsp.result_code == 0 => {
+                let notify = ImRemoveSessionNotify {
+                    user_id: p.user_id,
+                    session_type: rsp.session_type,
+                    session_id: rsp.session_id,
+                };
+                let notify = Command::BuddyListRemoveSessionNotify.pdu(0, &notify);
+                self.deliver(p.user_id, Some(p.conn), &notify, out);
+                self.send_upstream(Upstream::Route, notify, out);
+            }
+            Message::BuddyListChangeSignInfoResponse(rsp) if rsp.result_code == 0 => {
+                let notify = teamtalk_proto::pb::im::buddy::ImSignInfoChangedNotify {
+                    changed_user_id: p.user_id,
+                    sign_info: rsp.sign_info.clone().unwrap_or_default(),
+                };
+                // route_server sends it back to every msg_server, this one
+                // included, which then tells its clients.
+                self.send_upstream(
+                    Upstream::Route,
+                    Command::BuddyListSignInfoChangedNotify.pdu(0, &notify),
+                    out,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn validated(
+        &mut self,
+        p: Pending<C>,
+        client_type: u32,
+        online_status: i32,
+        rsp: teamtalk_proto::pb::im::server::ImValidateRsp,
+        out: &mut Actions<C>,
+    ) {
+        if !self.conns.contains_key(&p.conn) {
+            debug!(conn = ?p.conn, "validated a session that has gone");
+            return;
+        }
+        let user = match (rsp.result_code, rsp.user_info) {
+            (0, Some(user)) => user,
+            (code, _) => {
+                info!(conn = ?p.conn, user = %rsp.user_name, code, "login refused by db_proxy");
+                self.refuse_login(p.conn, p.seq, ResultType::RefuseReasonDbValidateFailed, out);
+                return;
+            }
+        };
+        let user_id = user.user_id;
+        if let Some(kick) = self.presence.login(user_id, client_type, p.conn) {
+            self.kick(kick.session, user_id, kick.reason, out);
+        }
+        let kick_elsewhere = ImServerKickUser {
+            user_id,
+            client_type: client_type as i32,
+            reason: KickReason::DuplicateUser.code(),
+        };
+        self.send_upstream(
+            Upstream::Route,
+            Command::OtherServerKickUser.pdu(0, &kick_elsewhere),
+            out,
+        );
+        if let Some(state) = self.conns.get_mut(&p.conn) {
+            state.user = Some((user_id, client_type));
+            state.online_status = online_status;
+        }
+        self.went_online(user_id, client_type, out);
+        self.stats.logins_ok += 1;
+        let reply = ImLoginRes {
+            server_time: self.now(),
+            result_code: ResultType::RefuseReasonNone as i32,
+            result_string: Some(String::new()),
+            online_status: Some(online_status),
+            user_info: Some(user),
+        };
+        out.push(Action::Accept {
+            conn: p.conn,
+            user_id,
+            client_type,
+            reply: Command::LoginResUserlogin.pdu(p.seq, &reply),
+        });
+    }
+
+    // ----- PDUs relayed by route_server ------------------------------------
+
+    fn route_pdu(&mut self, pdu: &Pdu, msg: Message) -> Actions<C> {
+        let mut out = Vec::new();
+        match msg {
+            Message::MsgData(m) => {
+                self.deliver(m.to_session_id, None, pdu, &mut out);
+                self.deliver(m.from_user_id, None, pdu, &mut out);
+            }
+            Message::MsgReadNotify(m) => self.deliver(m.user_id, None, pdu, &mut out),
+            Message::SwitchP2pCmd(m) => {
+                self.deliver(m.to_user_id, None, pdu, &mut out);
+                self.deliver(m.from_user_id, None, pdu, &mut out);
+            }
+            Message::BuddyListRemoveSessionNotify(m) => {
+                self.deliver(m.user_id, None, pdu, &mut out)
+            }
+            Message::BuddyListSignInfoChangedNotify(_) => {
+                let all: Vec<C> = self.logged_in_sessions(|_| true);
+                self.send_all(&all, pdu, &mut out);
+            }
+            Message::BuddyListStatusNotify(_) => {
+                let pcs = self.logged_in_sessions(|ct| ClientClass::of(ct) == ClientClass::Pc);
+                self.send_all(&pcs, pdu, &mut out);
+            }
+            Message::OtherLoginStatusNotify(m) => {
+                let notify = ImpcLoginStatusNotify {
+                    user_id: m.user_id,
+                    login_stat: if m.login_status == 1 {
+                        UserStatType::UserStatusOnline as i32
+                    } else {
+                        UserStatType::UserStatusOffline as i32
+                    },
+                };
+                if let Some(mobile) = self.presence.session(m.user_id, ClientClass::Mobile) {
+                    let notify = Command::BuddyListPcLoginStatusNotify.pdu(0, &notify);
+                    out.push(Action::Send(mobile, notify));
+                    self.stats.delivered += 1;
+                }
+            }
+            Message::OtherServerKickUser(m) => {
+                let class = if m.reason == KickReason::MobileKick.code() {
+                    ClientClass::Pc
+                } else {
+                    ClientClass::of(m.client_type as u32)
+                };
+                if let Some(old) = self.presence.session(m.user_id, class) {
+                    self.presence.logout(m.user_id, old);
+                    let reason = if m.reason == KickReason::MobileKick.code() {
+                        KickReason::MobileKick
+                    } else {
+                        KickReason::DuplicateUser
+                    };
+                    self.kick(old, m.user_id, reason, &mut out);
+                }
+            }
+            msg @ Message::BuddyListUsersStatusResponse(_) => {
+                return self.reply_pdu(Upstream::Route, pdu, msg);
+            }
+            other => {
+                debug!(command = ?other.command(), "route pdu not handled by this msg_server");
+            }
+        }
+        out
+    }
+
+    // ----- helpers ---------------------------------------------------------
+
+    fn logged_in_sessions(&self, class: impl Fn(u32) -> bool) -> Vec<C> {
+        self.conns
+            .iter()
+            .filter_map(|(c, s)| s.user.filter(|(_, ct)| class(*ct)).map(|_| *c))
+            .collect()
+    }
+
+    fn send_all(&mut self, conns: &[C], pdu: &Pdu, out: &mut Actions<C>) {
+        for c in conns {
+            out.push(Action::Send(*c, pdu.clone()));
+        }
+        self.stats.delivered += conns.len() as u64;
+    }
+
+    /// Sends `pdu` to every local session of `user_id` except `skip`.
+    fn deliver(&mut self, user_id: u32, skip: Option<C>, pdu: &Pdu, out: &mut Actions<C>) {
+        let targets: Vec<C> = self
+            .presence
+            .sessions(user_id)
+            .filter(|c| Some(*c) != skip)
+            .collect();
+        self.send_all(&targets, pdu, out);
+    }
+
+    fn send_upstream(&mut self, upstream: Upstream, pdu: Pdu, out: &mut Actions<C>) {
+        if self.is_up(upstream) {
+            out.push(Action::Upstream(upstream, pdu));
+        } else {
+            debug!(?upstream, key = %pdu.key(), "link down; not sent");
+            self.stats.forward_failed += 1;
+        }
+    }
+
+    /// Records a pending request and sends `msg` upstream with its id in
+    /// `attach_data`. Returns false when the request could not be sent.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        conn: C,
+        seq: u16,
+        user_id: u32,
+        upstream: Upstream,
+        kind: PendingKind,
+        mut msg: Message,
+        out: &mut Actions<C>,
+    ) -> bool {
+        if !self.is_up(upstream) || self.pending.len() >= MAX_PENDING {
+            warn!(
+                ?conn,
+                ?upstream,
+                pending = self.pending.len(),
+                "cannot forward request"
+            );
+            self.stats.forward_failed += 1;
+            return false;
+        }
+        let Some(attached) = msg.attached_mut() else {
+            warn!(command = ?msg.command(), "request without attach_data cannot be tracked");
+            return false;
+        };
+        let id = loop {
+            self.next_request = self.next_request.wrapping_add(1);
+            if !self.pending.contains_key(&self.next_request) {
+                break self.next_request;
+            }
+        };
+        attached.set_attach_data(Some(Attach::handle(id).encode()));
+        let created = self.now();
+        self.pending.insert(
+            id,
+            Pending {
+                conn,
+                seq,
+                user_id,
+                upstream,
+                kind,
+                created,
+            },
+        );
+        out.push(Action::Upstream(upstream, msg.to_pdu(seq)));
+        true
+    }
+
+    fn refuse_login(&mut self, conn: C, seq: u16, code: ResultType, out: &mut Actions<C>) {
+        self.stats.logins_refused += 1;
+        let reply = ImLoginRes {
+            server_time: self.now(),
+            result_code: code as i32,
+            result_string: Some(refusal_text(code).to_owned()),
+            online_status: None,
+            user_info: None,
+        };
+        out.push(Action::Refuse {
+            conn,
+            reply: Command::LoginResUserlogin.pdu(seq, &reply),
+        });
+    }
+
+    fn kick(&mut self, conn: C, user_id: u32, reason: KickReason, out: &mut Actions<C>) {
+        info!(?conn, user_id, ?reason, "kicking session");
+        if let Some(state) = self.conns.get_mut(&conn)
+            && let Some((uid, ct)) = state.user.take()
+        {
+            self.went_offline(uid, ct, out);
+        }
+        let notice = ImKickUser {
+            user_id,
+            kick_reason: reason.code() as i32,
+        };
+        out.push(Action::Close {
+            conn,
+            notice: Some(Command::LoginKickUser.pdu(0, &notice)),
+        });
+    }
+
+    fn went_online(&mut self, user_id: u32, client_type: u32, out: &mut Actions<C>) {
+        self.logged_in += 1;
+        self.status_update(user_id, client_type, true, out);
+    }
+
+    fn went_offline(&mut self, user_id: u32, client_type: u32, out: &mut Actions<C>) {
+        self.logged_in = self.logged_in.saturating_sub(1);
+        self.status_update(user_id, client_type, false, out);
+    }
+
+    fn status_update(
+        &mut self,
+        user_id: u32,
+        client_type: u32,
+        online: bool,
+        out: &mut Actions<C>,
+    ) {
+        let cnt = ImUserCntUpdate {
+            user_action: if online { 1 } else { 2 },
+            user_id,
+        };
+        self.send_upstream(
+            Upstream::Login,
+            Command::OtherUserCntUpdate.pdu(0, &cnt),
+            out,
+        );
+        let status = ImUserStatusUpdate {
+            user_status: if online {
+                UserStatType::UserStatusOnline as u32
+            } else {
+                UserStatType::UserStatusOffline as u32
+            },
+            user_id,
+            client_type: client_type as i32,
+        };
+        self.send_upstream(
+            Upstream::Route,
+            Command::OtherUserStatusUpdate.pdu(0, &status),
+            out,
+        );
+    }
+
+    /// Answers a command this msg_server does not implement: with the
+    /// reply's failure code where the reply has one, so the client is not
+    /// left waiting, and always with a log line and a counter.
+    fn unsupported(
+        &mut self,
+        conn: C,
+        seq: u16,
+        user_id: u32,
+        msg: &Message,
+        out: &mut Actions<C>,
+    ) {
+        use teamtalk_proto::pb::im::{buddy, file, group};
+        warn!(?conn, user_id, command = ?msg.command(), "command not supported by this msg_server");
+        self.stats.unsupported += 1;
+        let reply = match msg {
+            Message::BuddyListChangeAvatarRequest(_) => Command::BuddyListChangeAvatarResponse.pdu(
+                seq,
+                &buddy::ImChangeAvatarRsp {
+                    user_id,
+                    result_code: 1,
+                    attach_data: None,
+                },
+            ),
+            Message::GroupCreateRequest(req) => Command::GroupCreateResponse.pdu(
+                seq,
+                &group::ImGroupCreateRsp {
+                    user_id,
+                    result_code: 1,
+                    group_id: None,
+                    group_name: req.group_name.clone(),
+                    user_id_list: Vec::new(),
+                    attach_data: None,
+                },
+            ),
+            Message::GroupChangeMemberRequest(req) => Command::GroupChangeMemberResponse.pdu(
+                seq,
+                &group::ImGroupChangeMemberRsp {
+                    user_id,
+                    change_type: req.change_type,
+                    result_code: 1,
+                    group_id: req.group_id,
+                    cur_user_id_list: Vec::new(),
+                    chg_user_id_list: Vec::new(),
+                    attach_data: None,
+                },
+            ),
+            Message::GroupShieldGroupRequest(req) => Command::GroupShieldGroupResponse.pdu(
+                seq,
+                &group::ImGroupShieldRsp {
+                    user_id,
+                    group_id: req.group_id,
+                    result_code: 1,
+                    attach_data: None,
+                },
+            ),
+            Message::FileRequest(req) => Command::FileResponse.pdu(
+                seq,
+                &file::ImFileRsp {
+                    result_code: 1,
+                    from_user_id: user_id,
+                    to_user_id: req.to_user_id,
+                    file_name: req.file_name.clone(),
+                    task_id: String::new(),
+                    ip_addr_list: Vec::new(),
+                    trans_mode: req.trans_mode,
+                },
+            ),
+            _ => return,
+        };
+        out.push(Action::Send(conn, reply));
+    }
+}
+
+/// Which session type a `MsgType` belongs to.
+fn session_type_of(msg_type: i32) -> Option<SessionType> {
+    use teamtalk_proto::pb::im::base_define::MsgType;
+    match MsgType::try_from(msg_type).ok()? {
+        MsgType::SingleText | MsgType::SingleAudio => Some(SessionType::Single),
+        MsgType::GroupText | MsgType::GroupAudio => Some(SessionType::Group),
+    }
+}
+
+fn refusal_text(code: ResultType) -> &'static str {
+    match code {
+        ResultType::RefuseReasonNone => "",
+        ResultType::RefuseReasonNoMsgServer => "no msg_server available",
+        ResultType::RefuseReasonMsgServerFull => "msg_server is full",
+        ResultType::RefuseReasonNoDbServer => "db_proxy_server is unreachable",
+        ResultType::RefuseReasonNoLoginServer => "login_server is unreachable",
+        ResultType::RefuseReasonNoRouteServer => "route_server is unreachable",
+        ResultType::RefuseReasonDbValidateFailed => "wrong user name or password",
+        ResultType::RefuseReasonVersionTooOld => "client version too old",
+    }
+}
+
+/// Where a client request goes and which reply comes back, for the
+/// requests msg_server forwards as they are.
+fn route_of(command: Command) -> Option<(Upstream, Command)> {
+    use Command as C;
+    let db = |reply| Some((Upstream::Db, reply));
+    match command {
+        C::LoginReqDevicetoken => db(C::LoginResDevicetoken),
+        C::LoginReqPushShield => db(C::LoginResPushShield),
+        C::LoginReqQueryPushShield => db(C::LoginResQueryPushShield),
+        C::BuddyListRecentContactSessionRequest => db(C::BuddyListRecentContactSessionResponse),
+        C::BuddyListUserInfoRequest => db(C::BuddyListUserInfoResponse),
+        C::BuddyListRemoveSessionReq => db(C::BuddyListRemoveSessionRes),
+        C::BuddyListAllUserRequest => db(C::BuddyListAllUserResponse),
+        C::BuddyListDepartmentRequest => db(C::BuddyListDepartmentResponse),
+        C::BuddyListChangeSignInfoRequest => db(C::BuddyListChangeSignInfoResponse),
+        C::MsgUnreadCntRequest => db(C::MsgUnreadCntResponse),
+        C::MsgListRequest => db(C::MsgListResponse),
+        C::MsgGetLatestMsgIdReq => db(C::MsgGetLatestMsgIdRsp),
+        C::MsgGetByMsgIdReq => db(C::MsgGetByMsgIdRes),
+        C::BuddyListUsersStatusRequest => Some((Upstream::Route, C::BuddyListUsersStatusResponse)),
+        _ => None,
+    }
+}
+
+/// Replaces the requesting user's id in a forwarded request with the
+/// authenticated one. Returns false for messages this function does not
+/// know, which are then not forwarded: a request is only ever sent upstream
+/// with an identity we set.
+fn scope_request(msg: &mut Message, user_id: u32) -> bool {
+    match msg {
+        Message::LoginReqDevicetoken(m) => m.user_id = user_id,
+        Message::LoginReqPushShield(m) => m.user_id = user_id,
+        Message::LoginReqQueryPushShield(m) => m.user_id = user_id,
+        Message::BuddyListRecentContactSessionRequest(m) => m.user_id = user_id,
+        Message::BuddyListUserInfoRequest(m) => m.user_id = user_id,
+        Message::BuddyListRemoveSessionReq(m) => m.user_id = user_id,
+        Message::BuddyListAllUserRequest(m) => m.user_id = user_id,
+        Message::BuddyListDepartmentRequest(m) => m.user_id = user_id,
+        Message::BuddyListChangeSignInfoRequest(m) => m.user_id = user_id,
+        Message::BuddyListUsersStatusRequest(m) => m.user_id = user_id,
+        Message::MsgUnreadCntRequest(m) => m.user_id = user_id,
+        Message::MsgListRequest(m) => m.user_id = user_id,
+        Message::MsgGetLatestMsgIdReq(m) => m.user_id = user_id,
+        Message::MsgGetByMsgIdReq(m) => m.user_id = user_id,
+        _ => return false,
+    }
+    true
+}

@@ -1,0 +1,199 @@
+//! msg_server settings, from TeamTalk's `msgserver.conf` or built in code.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use teamtalk_conn::SessionConfig;
+use tracing::{info, warn};
+
+use super::app::Registration;
+use crate::conf::{Conf, ConfError};
+
+/// Everything a msg_server needs to start.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MsgConfig {
+    /// Client listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// How this server describes itself to login_server; port 0 means the
+    /// bound client port.
+    pub registration: Registration,
+    /// db_proxy_server addresses.
+    pub db: Vec<SocketAddr>,
+    /// login_server addresses (their msg_server port).
+    pub login: Vec<SocketAddr>,
+    /// route_server addresses.
+    pub route: Vec<SocketAddr>,
+    /// Client session settings (login gate, timeouts, caps).
+    pub session: SessionConfig,
+    /// Reactor threads for client connections.
+    pub threads: usize,
+    /// Most client connections held at once.
+    pub max_connections: usize,
+    /// Overrides the links' heartbeat interval and idle timeout (tests).
+    pub link_timers: Option<(Duration, Duration)>,
+}
+
+impl MsgConfig {
+    /// A msg_server on `listen` talking to the given upstreams, with
+    /// TeamTalk's timers.
+    #[must_use]
+    pub fn new(listen: SocketAddr, db: SocketAddr, login: SocketAddr, route: SocketAddr) -> Self {
+        let ip = match listen.ip() {
+            ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        };
+        Self {
+            listen,
+            registration: Registration {
+                ip1: ip.to_string(),
+                ip2: ip.to_string(),
+                port: listen.port(),
+                max_conn_cnt: 100_000,
+                host_name: host_name(),
+            },
+            db: vec![db],
+            login: vec![login],
+            route: vec![route],
+            session: SessionConfig::client(),
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            max_connections: 100_000,
+            link_timers: None,
+        }
+    }
+
+    /// Reads TeamTalk's `msgserver.conf` keys.
+    ///
+    /// Known but unused here: `ConcurrentDBConnCnt` (one link per db_proxy
+    /// is enough: requests are pipelined), `PushServerIP/Port`,
+    /// `FileServerIP/Port` (push and file transfer come later), `aesKey`.
+    ///
+    /// # Errors
+    /// [`MsgConfigError`] naming the file, line and key.
+    pub fn from_conf(conf: &Conf) -> Result<Self, MsgConfigError> {
+        for (line, key) in conf.unknown_keys(KNOWN) {
+            warn!(
+                file = conf.origin(),
+                line, key, "unknown key in msg_server configuration"
+            );
+        }
+        for key in ["ConcurrentDBConnCnt", "aesKey"] {
+            if conf.get(key).is_some() {
+                info!(key, "key accepted for compatibility and not used");
+            }
+        }
+        let ip: String = conf
+            .get_parsed("ListenIP")?
+            .unwrap_or_else(|| "0.0.0.0".into());
+        let port: u16 = conf.require("ListenPort")?;
+        let listen =
+            resolve(&ip, port).ok_or_else(|| MsgConfigError::Resolve(format!("{ip}:{port}")))?;
+        let upstream = |host: &str, port: &str| -> Result<Vec<SocketAddr>, MsgConfigError> {
+            conf.endpoints(host, port)?
+                .into_iter()
+                .map(|e| {
+                    resolve(&e.host, e.port).ok_or_else(|| MsgConfigError::Resolve(e.to_string()))
+                })
+                .collect()
+        };
+        let mut cfg = Self::new(
+            listen,
+            SocketAddr::from(([127, 0, 0, 1], 10600)),
+            SocketAddr::from(([127, 0, 0, 1], 8100)),
+            SocketAddr::from(([127, 0, 0, 1], 8200)),
+        );
+        cfg.db = upstream("DBServerIP", "DBServerPort")?;
+        cfg.login = upstream("LoginServerIP", "LoginServerPort")?;
+        cfg.route = upstream("RouteServerIP", "RouteServerPort")?;
+        if let Some(ip1) = conf.get("IpAddr1") {
+            cfg.registration.ip1 = ip1.to_owned();
+        }
+        cfg.registration.ip2 = conf
+            .get("IpAddr2")
+            .map_or_else(|| cfg.registration.ip1.clone(), str::to_owned);
+        if let Some(max) = conf.get_parsed("MaxConnCnt")? {
+            cfg.registration.max_conn_cnt = max;
+        }
+        Ok(cfg)
+    }
+}
+
+const KNOWN: &[&str] = &[
+    "ListenIP",
+    "ListenPort",
+    "ConcurrentDBConnCnt",
+    "DBServerIP*",
+    "DBServerPort*",
+    "LoginServerIP*",
+    "LoginServerPort*",
+    "RouteServerIP*",
+    "RouteServerPort*",
+    "PushServerIP*",
+    "PushServerPort*",
+    "FileServerIP*",
+    "FileServerPort*",
+    "IpAddr1",
+    "IpAddr2",
+    "MaxConnCnt",
+    "aesKey",
+];
+
+/// A bad msg_server configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MsgConfigError {
+    /// A key is missing or has a bad value.
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    /// A host name does not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+}
+
+/// Resolves `host:port`, preferring IPv4 (TeamTalk configs say `localhost`).
+fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().ok()?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_teamtalk_msgserver_conf() {
+        let text = "ListenIP=127.0.0.1\nListenPort=0\nConcurrentDBConnCnt=1\n\
+            DBServerIP1=127.0.0.1\nDBServerPort1=10600\n\
+            LoginServerIP1=localhost\nLoginServerPort1=8100\n\
+            RouteServerIP1=localhost\nRouteServerPort1=8200\n\
+            IpAddr1=10.0.0.1 # telecom\nIpAddr2=10.0.0.2\nMaxConnCnt=500\n";
+        let conf = Conf::parse_str(text, "msgserver.conf").unwrap();
+        let cfg = MsgConfig::from_conf(&conf).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(cfg.db, vec!["127.0.0.1:10600".parse().unwrap()]);
+        assert_eq!(cfg.login, vec!["127.0.0.1:8100".parse().unwrap()]);
+        assert_eq!(cfg.registration.ip1, "10.0.0.1");
+        assert_eq!(cfg.registration.ip2, "10.0.0.2");
+        assert_eq!(cfg.registration.max_conn_cnt, 500);
+    }
+
+    #[test]
+    fn bad_port_names_file_line_and_key() {
+        let conf = Conf::parse_str("ListenPort=80x\n", "msgserver.conf").unwrap();
+        let err = MsgConfig::from_conf(&conf).unwrap_err().to_string();
+        assert!(
+            err.contains("msgserver.conf") && err.contains("ListenPort"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! msg_server: holds client connections, logs users in through db_proxy,
+//! delivers messages, and keeps links to db_proxy, login and route servers.
+//!
+//! The logic is [`app::App`], a pure state machine; this module runs it:
+//! one reactor of client [`Session`]s, one reactor of upstream [`Link`]s,
+//! and one application thread that owns the `App`, turns reactor events
+//! into its inputs and its [`Action`]s into reactor commands.
+
+pub mod app;
+mod config;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, select, tick};
+use teamtalk_conn::{Link, LinkConfig, LinkEvent, Session, SessionEvent};
+use teamtalk_net::{ConnId, NetEvent, Reactor, ReactorConfig};
+use teamtalk_proto::{Command, Pdu};
+use tracing::{debug, info, warn};
+
+pub use app::{Action, App, AppStats, Registration, Upstream};
+pub use config::{MsgConfig, MsgConfigError};
+
+/// Why msg_server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MsgError {
+    /// Binding the client port or starting a reactor failed.
+    #[error("msg_server: {0}")]
+    Io(#[from] std::io::Error),
+    /// The reactor refused a command while starting.
+    #[error("msg_server: {0}")]
+    Net(#[from] teamtalk_net::NetError),
+    /// The configuration names no server of a required kind.
+    #[error("msg_server: no {0:?} server configured")]
+    MissingUpstream(Upstream),
+}
+
+/// A running msg_server. Dropping it stops it.
+#[derive(Debug)]
+pub struct RunningMsg {
+    addr: SocketAddr,
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<std::sync::Mutex<AppStats>>,
+}
+
+impl RunningMsg {
+    /// Where clients connect.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The application counters, as of the last second.
+    #[must_use]
+    pub fn stats(&self) -> AppStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Stops accepting, closes links and sessions, waits for the threads.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningMsg {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Starts a msg_server.
+///
+/// # Errors
+/// [`MsgError`] when the client port cannot be bound, a reactor cannot
+/// start, or a required upstream kind has no address.
+pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, MsgError> {
+    for (kind, addrs) in [
+        (Upstream::Db, &cfg.db),
+        (Upstream::Login, &cfg.login),
+        (Upstream::Route, &cfg.route),
+    ] {
+        if addrs.is_empty() {
+            return Err(MsgError::MissingUpstream(kind));
+        }
+    }
+    let clients: Reactor<Session> = Reactor::new(ReactorConfig {
+        threads: cfg.threads,
+        max_connections: cfg.max_connections,
+        ..ReactorConfig::default()
+    })?;
+    let session_cfg = cfg.session.clone();
+    let addr = clients.listen(cfg.listen, move |peer, now| {
+        Session::new(session_cfg.clone(), peer, now)
+    })?;
+    let links: Reactor<Link> = Reactor::new(ReactorConfig {
+        threads: 1,
+        ..ReactorConfig::default()
+    })?;
+    let mut link_kinds = HashMap::new();
+    for (kind, addrs) in [
+        (Upstream::Db, &cfg.db),
+        (Upstream::Login, &cfg.login),
+        (Upstream::Route, &cfg.route),
+    ] {
+        for a in addrs {
+            let mut lc = LinkConfig::new(*a);
+            if let Some(t) = cfg.link_timers {
+                lc.heartbeat_interval = t.0;
+                lc.idle_timeout = t.1;
+            }
+            let id = links.open(Link::new(lc, crate::clock::now()))?;
+            link_kinds.insert(id, LinkSlot { kind, up: false });
+        }
+    }
+    let mut registration = cfg.registration.clone();
+    if registration.port == 0 {
+        registration.port = addr.port();
+    }
+    let app = App::new(registration, Arc::new(crate::clock::unix_secs));
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    let stats = Arc::new(std::sync::Mutex::new(AppStats::default()));
+    let runner = Runner {
+        app,
+        clients,
+        links,
+        link_kinds,
+        stats: Arc::clone(&stats),
+    };
+    let thread = std::thread::Builder::new()
+        .name("msg_server".into())
+        .spawn(move || runner.run(&stop_rx))?;
+    info!(%addr, "msg_server listening");
+    Ok(RunningMsg {
+        addr,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+        stats,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LinkSlot {
+    kind: Upstream,
+    up: bool,
+}
+
+struct Runner {
+    app: App<ConnId>,
+    clients: Reactor<Session>,
+    links: Reactor<Link>,
+    link_kinds: HashMap<ConnId, LinkSlot>,
+    stats: Arc<std::sync::Mutex<AppStats>>,
+}
+
+impl Runner {
+    fn run(mut self, stop: &Receiver<()>) {
+        let client_events = self.clients.events();
+        let link_events = self.links.events();
+        let ticker = tick(Duration::from_secs(1));
+        loop {
+            select! {
+                recv(client_events) -> ev => match ev {
+                    Ok((id, ev)) => self.client_event(id, ev),
+                    Err(_) => break,
+                },
+                recv(link_events) -> ev => match ev {
+                    Ok((id, ev)) => self.link_event(id, ev),
+                    Err(_) => break,
+                },
+                recv(ticker) -> _ => {
+                    self.app.tick();
+                    if let Ok(mut s) = self.stats.lock() {
+                        *s = self.app.stats();
+                    }
+                }
+                recv(stop) -> _ => break,
+            }
+        }
+        info!("msg_server stopping");
+        let Self { clients, links, .. } = self;
+        clients.shutdown();
+        links.shutdown();
+    }
+
+    fn client_event(&mut self, id: ConnId, ev: NetEvent<SessionEvent>) {
+        let actions = match ev {
+            NetEvent::Accepted { .. } => {
+                self.app.client_open(id);
+                return;
+            }
+            NetEvent::Machine(SessionEvent::LoginRequest(pdu)) => self.app.login_request(id, &pdu),
+            NetEvent::Machine(SessionEvent::Pdu(pdu)) => self.app.client_pdu(id, &pdu),
+            NetEvent::Machine(SessionEvent::Closed(reason)) => {
+                debug!(conn = %id, %reason, "client session closed");
+                self.app.client_closed(id)
+            }
+            NetEvent::Finished => self.app.client_closed(id),
+            _ => return,
+        };
+        self.execute(actions, None);
+    }
+
+    fn link_event(&mut self, id: ConnId, ev: NetEvent<LinkEvent>) {
+        let Some(slot) = self.link_kinds.get(&id).copied() else {
+            return;
+        };
+        let kind = slot.kind;
+        let actions = match ev {
+            NetEvent::Machine(LinkEvent::Up) => {
+                self.set_up(id, true);
+                let greeting = self.app.link_up(kind);
+                // The greeting (registration, online snapshot) belongs to
+                // the link that just connected, not to every link of its kind.
+                self.execute(greeting, Some(id));
+                return;
+            }
+            NetEvent::Machine(LinkEvent::Down(reason)) => {
+                warn!(link = %id, ?kind, %reason, "upstream link down");
+                self.set_up(id, false);
+                if self.any_up(kind) {
+                    return;
+                }
+                self.app.link_down(kind)
+            }
+            NetEvent::Machine(LinkEvent::Unreachable(reason)) => {
+                debug!(link = %id, ?kind, %reason, "upstream unreachable; retrying");
+                return;
+            }
+            NetEvent::Machine(LinkEvent::Pdu(pdu)) => self.app.upstream_pdu(kind, &pdu),
+            _ => return,
+        };
+        self.execute(actions, None);
+    }
+
+    fn set_up(&mut self, id: ConnId, up: bool) {
+        if let Some(slot) = self.link_kinds.get_mut(&id) {
+            slot.up = up;
+        }
+    }
+
+    fn any_up(&self, kind: Upstream) -> bool {
+        self.link_kinds.values().any(|s| s.kind == kind && s.up)
+    }
+
+    /// Links of `kind` that are up, in a stable order (the first is the
+    /// "master" TeamTalk relays through).
+    fn up_links(&self, kind: Upstream) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = self
+            .link_kinds
+            .iter()
+            .filter(|(_, s)| s.kind == kind && s.up)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn execute(&mut self, actions: Vec<Action<ConnId>>, only_link: Option<ConnId>) {
+        for action in actions {
+            match action {
+                Action::Send(conn, pdu) => self.on_client(conn, move |s| {
+                    let _ = s.send(&pdu);
+                }),
+                Action::Accept {
+                    conn,
+                    user_id,
+                    client_type,
+                    reply,
+                } => self.on_client(conn, move |s| {
+                    if s.accept_login(user_id, client_type).is_ok() {
+                        let _ = s.send(&reply);
+                    }
+                }),
+                Action::Refuse { conn, reply } => self.on_client(conn, move |s| {
+                    let _ = s.reject_login(&reply);
+                }),
+                Action::Close { conn, notice } => self.on_client(conn, move |s| {
+                    if let Some(n) = notice {
+                        let _ = s.send(&n);
+                    }
+                    s.close();
+                }),
+                Action::Upstream(kind, pdu) => {
+                    let targets = match only_link {
+                        Some(id) => vec![id],
+                        None => self.targets(kind, &pdu),
+                    };
+                    for id in targets {
+                        let pdu = pdu.clone();
+                        let sent = self.links.exec(id, move |l| {
+                            if let Err(e) = l.send(&pdu) {
+                                debug!(error = %e, key = %pdu.key(), "upstream send failed");
+                            }
+                        });
+                        if sent.is_err() {
+                            warn!(link = %id, "link reactor stopped");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which links of `kind` get `pdu`: registration and load go to every
+    /// login_server; presence goes to every route_server (each keeps the
+    /// whole user map); everything else to one link, the first up.
+    fn targets(&self, kind: Upstream, pdu: &Pdu) -> Vec<ConnId> {
+        let all = self.up_links(kind);
+        let to_all = match kind {
+            Upstream::Login => true,
+            Upstream::Route => [
+                Command::OtherUserStatusUpdate,
+                Command::OtherOnlineUserInfo,
+                Command::OtherServerKickUser,
+            ]
+            .iter()
+            .any(|c| pdu.is(c.key())),
+            _ => false,
+        };
+        if to_all {
+            all
+        } else {
+            all.into_iter().take(1).collect()
+        }
+    }
+
+    fn on_client(&self, conn: ConnId, f: impl FnOnce(&mut Session) + Send + 'static) {
+        if self.clients.exec(conn, f).is_err() {
+            debug!(conn = %conn, "client reactor stopped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,387 @@
+//! Unit tests of the msg_server [`App`], with integers as connection ids.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use teamtalk_proto::pb::im::base_define::{ClientType, UserInfo};
+use teamtalk_proto::pb::im::login::ImLoginReq;
+use teamtalk_proto::pb::im::message::{ImMsgData, ImUnreadMsgCntReq};
+use teamtalk_proto::pb::im::server::ImValidateRsp;
+use teamtalk_proto::{Attach, Command, Message, Pdu};
+
+use super::app::{Action, App, Registration, Upstream};
+
+type A = Action<u32>;
+
+fn app() -> App<u32> {
+    let mut app = App::new(
+        Registration {
+            ip1: "127.0.0.1".into(),
+            ip2: "127.0.0.1".into(),
+            port: 8000,
+            max_conn_cnt: 10,
+            host_name: "test".into(),
+        },
+        Arc::new(|| 1_700_000_000),
+    );
+    for u in Upstream::ALL {
+        let _ = app.link_up(u);
+    }
+    app
+}
+
+fn login_pdu(name: &str, client_type: ClientType, seq: u16) -> Pdu {
+    Command::LoginReqUserlogin.pdu(
+        seq,
+        &ImLoginReq {
+            user_name: name.into(),
+            password: "x".into(),
+            online_status: 1,
+            client_type: client_type as i32,
+            client_version: None,
+        },
+    )
+}
+
+fn upstream_of(actions: &[A], up: Upstream, command: Command) -> Vec<Message> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Upstream(u, p) if *u == up && p.is(command.key()) => Message::decode(p).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_to(actions: &[A], conn: u32, command: Command) -> Vec<Pdu> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(c, p) if *c == conn && p.is(command.key()) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a whole login of `conn` as `user_id`, answering db_proxy's validate.
+fn log_in(app: &mut App<u32>, conn: u32, user_id: u32, client_type: ClientType) -> Vec<A> {
+    app.client_open(conn);
+    let out = app.login_request(conn, &login_pdu("u", client_type, 5));
+    let [Message::OtherValidateReq(req)] =
+        &upstream_of(&out, Upstream::Db, Command::OtherValidateReq)[..]
+    else {
+        panic!("no validate request in {out:?}");
+    };
+    let rsp = ImValidateRsp {
+        user_name: req.user_name.clone(),
+        result_code: 0,
+        result_string: None,
+        user_info: Some(UserInfo {
+            user_id,
+            ..UserInfo::default()
+        }),
+        attach_data: req.attach_data.clone(),
+    };
+    app.upstream_pdu(Upstream::Db, &Command::OtherValidateRsp.pdu(5, &rsp))
+}
+
+#[test]
+fn login_refused_while_a_link_is_down() {
+    let mut app = app();
+    let _ = app.link_down(Upstream::Route);
+    app.client_open(1);
+    let out = app.login_request(1, &login_pdu("alice", ClientType::Windows, 3));
+    let [Action::Refuse { conn: 1, reply }] = &out[..] else {
+        panic!("{out:?}");
+    };
+    assert_eq!(reply.seq(), 3);
+    let Ok(Message::LoginResUserlogin(res)) = Message::decode(reply) else {
+        panic!()
+    };
+    assert_eq!(res.result_code, 5, "NO_ROUTE_SERVER");
+}
+
+#[test]
+fn login_accepts_and_announces_presence() {
+    let mut app = app();
+    let out = log_in(&mut app, 1, 42, ClientType::Windows);
+    let accept = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Accept {
+                conn: 1,
+                user_id: 42,
+                client_type: 1,
+                reply,
+            } => Some(reply.clone()),
+            _ => None,
+        })
+        .expect("accepted");
+    assert_eq!(accept.seq(), 5);
+    assert_eq!(
+        upstream_of(&out, Upstream::Login, Command::OtherUserCntUpdate).len(),
+        1
+    );
+    assert_eq!(
+        upstream_of(&out, Upstream::Route, Command::OtherUserStatusUpdate).len(),
+        1
+    );
+    assert_eq!(
+        upstream_of(&out, Upstream::Route, Command::OtherServerKickUser).len(),
+        1
+    );
+    assert_eq!(app.logged_in(), 1);
+}
+
+#[test]
+fn bad_credentials_refused_with_code_6() {
+    let mut app = app();
+    app.client_open(1);
+    let out = app.login_request(1, &login_pdu("u", ClientType::Windows, 9));
+    let [Message::OtherValidateReq(req)] =
+        &upstream_of(&out, Upstream::Db, Command::OtherValidateReq)[..]
+    else {
+        panic!()
+    };
+    let rsp = ImValidateRsp {
+        user_name: "u".into(),
+        result_code: 1,
+        result_string: None,
+        user_info: None,
+        attach_data: req.attach_data.clone(),
+    };
+    let out = app.upstream_pdu(Upstream::Db, &Command::OtherValidateRsp.pdu(9, &rsp));
+    let [Action::Refuse { conn: 1, reply }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let Ok(Message::LoginResUserlogin(res)) = Message::decode(reply) else {
+        panic!()
+    };
+    assert_eq!((res.result_code, reply.seq()), (6, 9));
+}
+
+#[test]
+fn duplicate_login_kicks_the_older_session_of_the_same_class() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let _ = log_in(&mut app, 2, 42, ClientType::Android);
+    let out = log_in(&mut app, 3, 42, ClientType::Mac);
+    let kicked: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close {
+                conn,
+                notice: Some(n),
+            } if n.is(Command::LoginKickUser.key()) => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kicked,
+        vec![1],
+        "Mac login displaces the Windows session only"
+    );
+    assert_eq!(app.logged_in(), 2);
+    // The kicked session's close is not counted twice.
+    let out = app.client_closed(1);
+    assert!(upstream_of(&out, Upstream::Login, Command::OtherUserCntUpdate).is_empty());
+    assert_eq!(app.logged_in(), 2);
+}
+
+#[test]
+fn message_identity_comes_from_the_session_and_ack_follows_the_store() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let _ = log_in(&mut app, 2, 42, ClientType::Android);
+    let _ = log_in(&mut app, 3, 7, ClientType::Windows);
+    let spoofed = ImMsgData {
+        from_user_id: 999,
+        to_session_id: 7,
+        msg_id: 55,
+        create_time: 1,
+        msg_type: 1,
+        msg_data: Bytes::from_static(b"hi"),
+        attach_data: Some(Bytes::from_static(b"client junk")),
+    };
+    let out = app.client_pdu(1, &Command::MsgData.pdu(77, &spoofed));
+    assert!(
+        sent_to(&out, 1, Command::MsgDataAck).is_empty(),
+        "no ack before the store"
+    );
+    let [Message::MsgData(fwd)] = &upstream_of(&out, Upstream::Db, Command::MsgData)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(fwd.from_user_id, 42);
+    assert_eq!(fwd.msg_id, 0);
+    assert_eq!(fwd.create_time, 1_700_000_000);
+    let mut stored = fwd.clone();
+    stored.msg_id = 1234;
+    let out = app.upstream_pdu(Upstream::Db, &Command::MsgData.pdu(77, &stored));
+    let [ack] = &sent_to(&out, 1, Command::MsgDataAck)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(ack.seq(), 77);
+    let Ok(Message::MsgDataAck(ack)) = Message::decode(ack) else {
+        panic!()
+    };
+    assert_eq!((ack.user_id, ack.session_id, ack.msg_id), (42, 7, 1234));
+    // Recipient and the sender's other device get it; the sender's own
+    // session does not; route_server gets a copy for other msg_servers.
+    assert_eq!(sent_to(&out, 3, Command::MsgData).len(), 1);
+    assert_eq!(sent_to(&out, 2, Command::MsgData).len(), 1);
+    assert!(sent_to(&out, 1, Command::MsgData).is_empty());
+    let relayed = upstream_of(&out, Upstream::Route, Command::MsgData);
+    let [Message::MsgData(r)] = &relayed[..] else {
+        panic!()
+    };
+    assert_eq!(
+        (r.from_user_id, r.msg_id, r.attach_data.clone()),
+        (42, 1234, None)
+    );
+}
+
+#[test]
+fn store_failure_is_not_acked() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let msg = ImMsgData {
+        from_user_id: 42,
+        to_session_id: 7,
+        msg_id: 0,
+        create_time: 0,
+        msg_type: 1,
+        msg_data: Bytes::from_static(b"x"),
+        attach_data: None,
+    };
+    let out = app.client_pdu(1, &Command::MsgData.pdu(3, &msg));
+    let [Message::MsgData(fwd)] = &upstream_of(&out, Upstream::Db, Command::MsgData)[..] else {
+        panic!()
+    };
+    let out = app.upstream_pdu(Upstream::Db, &Command::MsgData.pdu(3, fwd));
+    assert!(out.is_empty(), "msg_id 0 means not stored: {out:?}");
+    assert_eq!(app.stats().messages_refused, 1);
+}
+
+#[test]
+fn queries_are_scoped_to_the_session_user_and_replies_restore_seq() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let req = ImUnreadMsgCntReq {
+        user_id: 999,
+        attach_data: None,
+    };
+    let out = app.client_pdu(1, &Command::MsgUnreadCntRequest.pdu(31, &req));
+    let [Action::Upstream(Upstream::Db, fwd)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let Ok(Message::MsgUnreadCntRequest(fwd_req)) = Message::decode(fwd) else {
+        panic!()
+    };
+    assert_eq!(fwd_req.user_id, 42);
+    let attach = Attach::decode(fwd_req.attach_data.as_ref().unwrap()).unwrap();
+    let rsp = teamtalk_proto::pb::im::message::ImUnreadMsgCntRsp {
+        user_id: 42,
+        total_cnt: 3,
+        unreadinfo_list: vec![],
+        attach_data: Some(attach.encode()),
+    };
+    let out = app.upstream_pdu(Upstream::Db, &Command::MsgUnreadCntResponse.pdu(31, &rsp));
+    let [reply] = &sent_to(&out, 1, Command::MsgUnreadCntResponse)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reply.seq(), 31);
+    let Ok(Message::MsgUnreadCntResponse(r)) = Message::decode(reply) else {
+        panic!()
+    };
+    assert_eq!(
+        (r.total_cnt, r.attach_data),
+        (3, None),
+        "attach cleared for the client"
+    );
+    // The same reply again is stale: dropped, never misdelivered.
+    let out = app.upstream_pdu(Upstream::Db, &Command::MsgUnreadCntResponse.pdu(31, &rsp));
+    assert!(out.is_empty());
+    assert_eq!(app.stats().stale_replies, 1);
+}
+
+#[test]
+fn db_link_down_refuses_pending_logins() {
+    let mut app = app();
+    app.client_open(1);
+    let _ = app.login_request(1, &login_pdu("u", ClientType::Windows, 4));
+    let out = app.link_down(Upstream::Db);
+    let [Action::Refuse { conn: 1, reply }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let Ok(Message::LoginResUserlogin(res)) = Message::decode(reply) else {
+        panic!()
+    };
+    assert_eq!(res.result_code, 3, "NO_DB_SERVER");
+    assert_eq!(app.pending(), 0);
+}
+
+#[test]
+fn route_relays_reach_every_local_session_of_the_user() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 7, ClientType::Windows);
+    let _ = log_in(&mut app, 2, 7, ClientType::Ios);
+    let msg = ImMsgData {
+        from_user_id: 42,
+        to_session_id: 7,
+        msg_id: 9,
+        create_time: 0,
+        msg_type: 1,
+        msg_data: Bytes::from_static(b"x"),
+        attach_data: None,
+    };
+    let out = app.upstream_pdu(Upstream::Route, &Command::MsgData.pdu(0, &msg));
+    assert_eq!(sent_to(&out, 1, Command::MsgData).len(), 1);
+    assert_eq!(sent_to(&out, 2, Command::MsgData).len(), 1);
+}
+
+#[test]
+fn registration_and_snapshot_on_link_up() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 7, ClientType::Windows);
+    let out = app.link_up(Upstream::Login);
+    let [Message::OtherMsgServInfo(info)] =
+        &upstream_of(&out, Upstream::Login, Command::OtherMsgServInfo)[..]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (info.cur_conn_cnt, info.max_conn_cnt, info.port),
+        (1, 10, 8000)
+    );
+    let out = app.link_up(Upstream::Route);
+    let [Message::OtherOnlineUserInfo(snap)] =
+        &upstream_of(&out, Upstream::Route, Command::OtherOnlineUserInfo)[..]
+    else {
+        panic!()
+    };
+    assert_eq!(snap.user_stat_list.len(), 1);
+    assert_eq!(snap.user_stat_list[0].user_id, 7);
+}
+
+#[test]
+fn unsupported_commands_get_a_failure_reply() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 7, ClientType::Windows);
+    let req = teamtalk_proto::pb::im::group::ImGroupCreateReq {
+        user_id: 7,
+        group_type: 2,
+        group_name: "g".into(),
+        group_avatar: "a".into(),
+        member_id_list: vec![1],
+        attach_data: None,
+    };
+    let out = app.client_pdu(1, &Command::GroupCreateRequest.pdu(8, &req));
+    let [reply] = &sent_to(&out, 1, Command::GroupCreateResponse)[..] else {
+        panic!("{out:?}")
+    };
+    let Ok(Message::GroupCreateResponse(r)) = Message::decode(reply) else {
+        panic!()
+    };
+    assert_eq!(r.result_code, 1);
+    assert_eq!(app.stats().unsupported, 1);
+}
