@@ -3,3 +3,6 @@
 pub mod conf;
 pub mod password;
 pub mod store;
+pub mod client;
+pub mod clock;
+pub mod msg;
