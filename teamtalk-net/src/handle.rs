@@ -169,6 +169,10 @@ where
     /// stale id), the closure is dropped without running; the
     /// [`NetEvent::Finished`] already delivered tells the application so.
     ///
+    /// `f` runs on the shard thread: it must not block, and a panic in it
+    /// takes the shard (and its connections) down, as a panic in the
+    /// machine would.
+    ///
     /// # Errors
     ///
     /// [`NetError::Stopped`] when the reactor no longer runs.

@@ -262,7 +262,14 @@ impl<M: Machine> Task<'_, M> {
                 },
             };
             match state {
-                Ok(false) => return,
+                Ok(false) => {
+                    // A spurious wake-up: clear the readiness so the next
+                    // wait really waits.
+                    let _ = s.try_io(::tokio::io::Interest::WRITABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
+                    return;
+                }
                 Ok(true) => {
                     if let Sock::Connecting(s) = std::mem::replace(&mut self.sock, Sock::None) {
                         self.sock = Sock::Open(s);
