@@ -6,3 +6,4 @@ pub mod store;
 pub mod client;
 pub mod clock;
 pub mod msg;
+pub mod route;
