@@ -1,9 +1,10 @@
 //! TeamTalk reference daemons (work in progress).
 #![forbid(unsafe_code)]
-pub mod conf;
-pub mod password;
-pub mod store;
 pub mod client;
 pub mod clock;
+pub mod conf;
+pub mod db_proxy;
 pub mod msg;
+pub mod password;
 pub mod route;
+pub mod store;

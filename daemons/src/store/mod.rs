@@ -374,6 +374,20 @@ pub trait Store: Send + Sync {
     /// for the recipient and refreshing both recent sessions, in one durable
     /// transaction.
     fn store_message(&self, msg: &NewMessage) -> StoreResult<StoredMessage>;
+    /// Stores several messages, in order, as [`Store::store_message`] would one
+    /// by one, but with a single commit (group commit): one fsync for the whole
+    /// batch instead of one per message, which is what bounds write throughput.
+    ///
+    /// Each message keeps its own result, and a failing message does not undo
+    /// the others. The outer `Err` means the batch as a whole failed (the
+    /// transaction could not start or commit) and nothing was stored. Returns
+    /// only after the commit is durable.
+    ///
+    /// The default implementation stores the messages one at a time (one
+    /// commit each); stores that can do better override it.
+    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<StoredMessage>>> {
+        Ok(msgs.iter().map(|m| self.store_message(m)).collect())
+    }
     /// History between `user` and `peer`, newest first: ids `<= begin` (0 = from
     /// the latest), at most `count` capped at [`MAX_MSG_LIST`].
     fn message_list(

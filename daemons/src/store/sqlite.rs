@@ -368,6 +368,91 @@ fn relation_id(conn: &Connection, a: UserId, b: UserId) -> StoreResult<Option<i6
         .map_err(sql("looking up conversation"))
 }
 
+/// Rejects messages that can never be stored, before touching the database.
+fn check_message(msg: &NewMessage) -> StoreResult<()> {
+    if msg.from == msg.to {
+        return Err(StoreError::Invalid("a message to oneself is not stored"));
+    }
+    if msg.from == 0 || msg.to == 0 {
+        return Err(StoreError::Invalid("user id 0 is not a user"));
+    }
+    Ok(())
+}
+
+/// Stores one checked message inside the caller's transaction: assigns the
+/// conversation's next id, counts it unread for the recipient and refreshes
+/// both recent sessions.
+fn insert_message(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<StoredMessage> {
+    let (small, big) = pair(msg.from, msg.to);
+    conn.prepare_cached(
+        "INSERT INTO relation (small_id, big_id, last_msg_id, created) VALUES (?1, ?2, 0, ?3)
+         ON CONFLICT (small_id, big_id) DO NOTHING",
+    )
+    .and_then(|mut s| s.execute(params![small, big, now]))
+    .map_err(sql("creating conversation"))?;
+    let next: Option<(i64, u32)> = conn
+        .prepare_cached(
+            "UPDATE relation SET last_msg_id = last_msg_id + 1
+             WHERE small_id = ?1 AND big_id = ?2 AND last_msg_id < ?3
+             RETURNING id, last_msg_id",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![small, big, u32::MAX], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(sql("assigning message id"))?;
+    let Some((relation, msg_id)) = next else {
+        return Err(StoreError::MsgIdsExhausted(small, big));
+    };
+    conn.prepare_cached(
+        "INSERT INTO message (relation_id, msg_id, from_id, to_id, msg_type, content, status, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            relation,
+            msg_id,
+            msg.from,
+            msg.to,
+            msg.msg_type,
+            msg.data,
+            msg.create_time
+        ])
+    })
+    .map_err(sql("inserting message"))?;
+    conn.prepare_cached(
+        "INSERT INTO single_unread (user_id, peer_id, count) VALUES (?1, ?2, 1)
+         ON CONFLICT (user_id, peer_id) DO UPDATE SET count = count + 1",
+    )
+    .and_then(|mut s| s.execute(params![msg.to, msg.from]))
+    .map_err(sql("counting unread"))?;
+    let mut touch = conn
+        .prepare_cached(
+            "INSERT INTO session (user_id, peer_id, session_type, status, created, updated)
+             VALUES (?1, ?2, ?3, 0, ?4, ?4)
+             ON CONFLICT (user_id, peer_id, session_type) DO UPDATE
+             SET status = 0, updated = excluded.updated",
+        )
+        .map_err(sql("updating sessions"))?;
+    let single = SessionType::Single.as_u32();
+    touch
+        .execute(params![msg.from, msg.to, single, now])
+        .map_err(sql("updating sender session"))?;
+    touch
+        .execute(params![msg.to, msg.from, single, now])
+        .map_err(sql("updating recipient session"))?;
+    Ok(StoredMessage {
+        msg_id,
+        from: msg.from,
+        to: msg.to,
+        msg_type: msg.msg_type,
+        create_time: msg.create_time,
+        data: msg.data.clone(),
+    })
+}
+
 const MSG_COLUMNS: &str = "msg_id, from_id, to_id, msg_type, created, content";
 
 impl Store for SqliteStore {
@@ -629,75 +714,46 @@ impl Store for SqliteStore {
     }
 
     fn store_message(&self, msg: &NewMessage) -> StoreResult<StoredMessage> {
-        if msg.from == msg.to {
-            return Err(StoreError::Invalid("a message to oneself is not stored"));
-        }
-        if msg.from == 0 || msg.to == 0 {
-            return Err(StoreError::Invalid("user id 0 is not a user"));
-        }
+        check_message(msg)?;
         let now = self.now();
-        let (small, big) = pair(msg.from, msg.to);
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("starting message transaction"))?;
-        tx.execute(
-            "INSERT INTO relation (small_id, big_id, last_msg_id, created) VALUES (?1, ?2, 0, ?3)
-             ON CONFLICT (small_id, big_id) DO NOTHING",
-            params![small, big, now],
-        )
-        .map_err(sql("creating conversation"))?;
-        let next: Option<(i64, u32)> = tx
-            .query_row(
-                "UPDATE relation SET last_msg_id = last_msg_id + 1
-                 WHERE small_id = ?1 AND big_id = ?2 AND last_msg_id < ?3
-                 RETURNING id, last_msg_id",
-                params![small, big, u32::MAX],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(sql("assigning message id"))?;
-        let Some((relation, msg_id)) = next else {
-            return Err(StoreError::MsgIdsExhausted(small, big));
-        };
-        tx.execute(
-            "INSERT INTO message (relation_id, msg_id, from_id, to_id, msg_type, content, status, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
-            params![relation, msg_id, msg.from, msg.to, msg.msg_type, msg.data, msg.create_time],
-        )
-        .map_err(sql("inserting message"))?;
-        tx.execute(
-            "INSERT INTO single_unread (user_id, peer_id, count) VALUES (?1, ?2, 1)
-             ON CONFLICT (user_id, peer_id) DO UPDATE SET count = count + 1",
-            params![msg.to, msg.from],
-        )
-        .map_err(sql("counting unread"))?;
-        {
-            let mut touch = tx
-                .prepare_cached(
-                    "INSERT INTO session (user_id, peer_id, session_type, status, created, updated)
-                     VALUES (?1, ?2, ?3, 0, ?4, ?4)
-                     ON CONFLICT (user_id, peer_id, session_type) DO UPDATE
-                     SET status = 0, updated = excluded.updated",
-                )
-                .map_err(sql("updating sessions"))?;
-            let single = SessionType::Single.as_u32();
-            touch
-                .execute(params![msg.from, msg.to, single, now])
-                .map_err(sql("updating sender session"))?;
-            touch
-                .execute(params![msg.to, msg.from, single, now])
-                .map_err(sql("updating recipient session"))?;
-        }
+        let stored = insert_message(&tx, msg, now)?;
         tx.commit().map_err(sql("committing message"))?;
-        Ok(StoredMessage {
-            msg_id,
-            from: msg.from,
-            to: msg.to,
-            msg_type: msg.msg_type,
-            create_time: msg.create_time,
-            data: msg.data.clone(),
-        })
+        Ok(stored)
+    }
+
+    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<StoredMessage>>> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let mut conn = self.lock();
+        let mut tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("starting message batch"))?;
+        let mut out = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            if let Err(e) = check_message(msg) {
+                out.push(Err(e));
+                continue;
+            }
+            // A savepoint per message: a failing one is rolled back alone and
+            // the rest of the batch still commits.
+            let sp = tx.savepoint().map_err(sql("starting message savepoint"))?;
+            match insert_message(&sp, msg, now) {
+                Ok(stored) => {
+                    sp.commit().map_err(sql("releasing message savepoint"))?;
+                    out.push(Ok(stored));
+                }
+                // Dropping the savepoint rolls this message back.
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        tx.commit().map_err(sql("committing message batch"))?;
+        Ok(out)
     }
 
     fn message_list(

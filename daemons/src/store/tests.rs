@@ -769,3 +769,58 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn store_messages_commits_a_batch_and_keeps_each_result() {
+    let clock = TestClock::new(50);
+    let (_dir, store) = temp_store(&clock);
+    let batch = [
+        msg(1, 2, "a"),
+        msg(2, 1, "b"),
+        msg(3, 3, "self"),
+        msg(1, 3, "c"),
+        msg(0, 1, "zero"),
+        msg(1, 2, "d"),
+    ];
+    let results = store.store_messages(&batch).unwrap();
+    assert_eq!(results.len(), batch.len());
+    let ids: Vec<Option<MsgId>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|m| m.msg_id))
+        .collect();
+    assert_eq!(ids, [Some(1), Some(2), None, Some(1), None, Some(3)]);
+    assert!(matches!(results[2], Err(StoreError::Invalid(_))));
+    // Everything that succeeded is there, with its side effects.
+    assert_eq!(store.latest_msg_id(2, 1).unwrap(), 3);
+    assert_eq!(store.latest_msg_id(3, 1).unwrap(), 1);
+    let page = store.message_list(1, 2, 0, 10).unwrap();
+    let bodies: Vec<&[u8]> = page.iter().map(|m| m.data.as_slice()).collect();
+    assert_eq!(bodies, [&b"d"[..], b"b", b"a"]);
+    let unread = store.unread(2).unwrap();
+    assert_eq!(unread.total, 2);
+    assert_eq!(store.unread(1).unwrap().total, 1);
+    // An empty batch is a no-op.
+    assert_eq!(store.store_messages(&[]).unwrap().len(), 0);
+}
+
+#[test]
+fn store_messages_matches_one_by_one() {
+    let clock = TestClock::new(7);
+    let (_d1, batched) = temp_store(&clock);
+    let (_d2, single) = temp_store(&clock);
+    let msgs: Vec<NewMessage> = (0..40u32)
+        .map(|i| msg(1 + i % 3, 1 + (i + 1) % 3, &format!("m{i}")))
+        .collect();
+    let a: Vec<MsgId> = batched
+        .store_messages(&msgs)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().msg_id)
+        .collect();
+    let b: Vec<MsgId> = msgs
+        .iter()
+        .map(|m| single.store_message(m).unwrap().msg_id)
+        .collect();
+    assert_eq!(a, b);
+    assert_eq!(batched.unread(2).unwrap(), single.unread(2).unwrap());
+}

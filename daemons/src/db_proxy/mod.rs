@@ -1,0 +1,205 @@
+//! db_proxy_server: the only daemon that touches storage. msg_servers send
+//! it their database requests (logins, messages, sessions, directory, push
+//! settings) over ordinary TeamTalk PDUs and get one reply per request.
+//!
+//! Three layers, each usable alone:
+//!
+//! - [`DbProxy`] (`handler.rs`): a pure request handler, PDU in, reply out,
+//!   against any [`Store`](crate::store::Store). The command map follows
+//!   TeamTalk's db_proxy (see [`DbProxy`] for the wire rules and the trust
+//!   model), with the login-failure limiter of [`limiter`].
+//! - [`StoreWorker`] (`worker.rs`): one thread applying requests in arrival
+//!   order with group commit, plus login threads.
+//! - [`spawn`] (`server.rs`): the listener, on the `teamtalk-net` reactor with
+//!   server-peer `teamtalk-conn` sessions.
+//!
+//! # Commands
+//!
+//! | request | reply | notes |
+//! |---|---|---|
+//! | 0x0703 validate | 0x0704 | 0 ok, 1 bad credentials, 2 server error, 6 too many failures |
+//! | 0x010c / 0x010e push shield set / query | 0x010d / 0x010f | 1 for an unknown user |
+//! | 0x0108 device token | 0x0109 | empty token unregisters |
+//! | 0x0705 device tokens | 0x0706 | iOS and Android only; `push_count` = total unread; iOS users with shield on left out 22:00–07:59 |
+//! | 0x0201 / 0x0206 recent / remove session | 0x0202 / 0x0207 | removing also clears the unread count |
+//! | 0x0204 / 0x0208 users by id / changed users | 0x0205 / 0x0209 | `latest_update_time` = newest change returned |
+//! | 0x0210 departments | 0x0211 | as 0x0208 |
+//! | 0x0213 sign info | 0x0214 | |
+//! | 0x0301 message | 0x0301 | `msg_id` set, 0 when not stored (group messages for now) |
+//! | 0x0303 read ack | none | clears the reader's unread count |
+//! | 0x0307 / 0x0309 / 0x030b / 0x030d | 0x0308 / 0x030a / 0x030c / 0x030e | unread, history (0 = latest, newest first, at most 200), latest id, by id |
+//!
+//! Not stored yet: groups (0x0401–0x0409), group shield (0x0711), offline
+//! files (0x0509, 0x050b, 0x050c), avatars (0x020c). They are logged and
+//! counted in [`DbProxyStats::unimplemented`]; those whose reply has a
+//! `result_code` (0x0405, 0x0407, 0x0409, 0x020c) are answered with 1.
+
+mod handler;
+pub mod limiter;
+mod server;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+pub use handler::{
+    DbProxy, DbProxyOptions, DbProxyStats, PreparedMessage, RESULT_FAILED,
+    VALIDATE_BAD_CREDENTIALS, VALIDATE_INTERNAL_ERROR, VALIDATE_OK, VALIDATE_TOO_MANY_FAILURES,
+};
+pub use server::{DbProxyServer, spawn};
+pub use worker::{
+    DEFAULT_BATCH_LIMIT, DEFAULT_LOGIN_THREADS, DEFAULT_QUEUE_CAPACITY, ReplySink, StoreWorker,
+    Submitter, WorkerConfig, WorkerStopped,
+};
+
+use crate::conf::{Conf, ConfError};
+
+/// TeamTalk's default db_proxy port.
+pub const DEFAULT_PORT: u16 = 10600;
+/// Default SQLite directory when the conf has no `DataDir`.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// Why db_proxy_server could not be configured or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbProxyError {
+    /// The configuration file is unusable.
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    /// Starting a thread or the poller failed.
+    #[error("cannot start db_proxy_server: {0}")]
+    Io(std::io::Error),
+    /// Binding the listener failed, or the reactor stopped.
+    #[error("db_proxy_server network: {0}")]
+    Net(#[from] teamtalk_net::NetError),
+}
+
+/// Everything [`spawn`] needs besides the store.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DbProxyConfig {
+    /// Address to listen on (`ListenIP`:`ListenPort`); port 0 picks one.
+    pub listen: SocketAddr,
+    /// SQLite directory (`DataDir`); the caller opens the store there.
+    pub data_dir: PathBuf,
+    /// Reactor threads; db_proxy has a handful of peers, so 1 is plenty.
+    pub reactor_threads: usize,
+    /// Queue, batching and login threads.
+    pub worker: WorkerConfig,
+    /// Clock and time zone of the handler.
+    pub options: DbProxyOptions,
+}
+
+impl DbProxyConfig {
+    /// Defaults listening on `listen`.
+    #[must_use]
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            reactor_threads: 1,
+            worker: WorkerConfig::default(),
+            options: DbProxyOptions::default(),
+        }
+    }
+}
+
+impl Default for DbProxyConfig {
+    fn default() -> Self {
+        Self::new(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            DEFAULT_PORT,
+        ))
+    }
+}
+
+/// Keys of TeamTalk's `dbproxyserver.conf` that we read.
+const USED_KEYS: &[&str] = &["ListenIP", "ListenPort", "DataDir", "UtcOffsetMinutes"];
+/// Keys of the C++ conf that mean nothing here: the thread pool (we use one
+/// ordered worker), the MySQL and Redis settings (storage is embedded
+/// SQLite), the msfs site and the AES key (db_proxy never encrypts).
+const IGNORED_KEYS: &[&str] = &[
+    "ThreadNum",
+    "MsfsSite",
+    "aesKey",
+    "DBInstances",
+    "CacheInstances",
+];
+/// Per-instance suffixes of the MySQL (`DBInstances`) and Redis
+/// (`CacheInstances`) settings, e.g. `teamtalk_master_host`, `unread_db`.
+const INSTANCE_SUFFIXES: &[&str] = &[
+    "host",
+    "port",
+    "dbname",
+    "username",
+    "password",
+    "maxconncnt",
+    "db",
+];
+
+/// Reads the settings that matter from a TeamTalk `dbproxyserver.conf`:
+/// `ListenIP` (default 0.0.0.0), `ListenPort` (default 10600), and our own
+/// `DataDir` (the SQLite directory, default `data`) and `UtcOffsetMinutes`
+/// (local time for the iOS quiet hours, default 0).
+///
+/// The C++ daemon's MySQL, Redis and thread settings are recognised and
+/// ignored with one info line; any other key is warned about (usually a
+/// typo), as are repeated keys.
+///
+/// # Errors
+/// A value that does not parse, naming file, line and key.
+pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DbProxyError> {
+    let ip: IpAddr = conf
+        .get_parsed("ListenIP")?
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let port: u16 = conf.get_parsed("ListenPort")?.unwrap_or(DEFAULT_PORT);
+    let mut config = DbProxyConfig::new(SocketAddr::new(ip, port));
+    if let Some(dir) = conf.get("DataDir") {
+        config.data_dir = PathBuf::from(dir);
+    }
+    if let Some(minutes) = conf.get_parsed::<i16>("UtcOffsetMinutes")? {
+        config.options.utc_offset_secs = i32::from(minutes) * 60;
+    }
+
+    // Everything the C++ conf may contain, instance keys included.
+    let mut instances: Vec<&str> = Vec::new();
+    for list in ["DBInstances", "CacheInstances"] {
+        if let Some(v) = conf.get(list) {
+            instances.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()));
+        }
+    }
+    let instance_keys: Vec<String> = instances
+        .iter()
+        .flat_map(|i| INSTANCE_SUFFIXES.iter().map(move |s| format!("{i}_{s}")))
+        .collect();
+    let mut known: Vec<&str> = USED_KEYS.iter().chain(IGNORED_KEYS).copied().collect();
+    known.extend(instance_keys.iter().map(String::as_str));
+    for (line, key) in conf.unknown_keys(&known) {
+        tracing::warn!(file = conf.origin(), line, key, "unknown setting ignored");
+    }
+    for (line, key) in conf.duplicates() {
+        tracing::warn!(
+            file = conf.origin(),
+            line,
+            key,
+            "repeated setting; the first one is used"
+        );
+    }
+    let ignored: Vec<&str> = conf
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| IGNORED_KEYS.contains(k) || instance_keys.iter().any(|i| i == k))
+        .collect();
+    if !ignored.is_empty() {
+        tracing::info!(
+            file = conf.origin(),
+            keys = ?ignored,
+            "MySQL, Redis and thread-pool settings are not used: storage is embedded SQLite \
+             in DataDir with one ordered worker"
+        );
+    }
+    Ok(config)
+}
