@@ -4,6 +4,7 @@ pub mod client;
 pub mod clock;
 pub mod conf;
 pub mod db_proxy;
+pub mod login;
 pub mod msg;
 pub mod password;
 pub mod route;

@@ -1,0 +1,243 @@
+//! login_server: tells clients which msg_server to connect to.
+//!
+//! It has three doors:
+//!
+//! - **msg_server port** (8100, `MsgServerPort`): every msg_server keeps a
+//!   connection here, registers with `CID_OTHER_MSG_SERV_INFO` (its
+//!   addresses, port and capacity) and reports each client connection it
+//!   gains or loses with `CID_OTHER_USER_CNT_UPDATE`. A msg_server whose
+//!   connection closes, including by silence (no heartbeat for 30 s), is no
+//!   longer offered.
+//! - **HTTP port** (8080, `HttpPort`): `GET /msg_server` answers the JSON
+//!   clients read (`code` 0 with `priorIP`, `backupIP`, `msfsPrior`,
+//!   `msfsBackup`, `discovery` and `port` as a string; `code` 1 when no
+//!   msg_server is registered, 2 when all are full). The least-loaded
+//!   msg_server below its maximum wins (see [`teamtalk_conn::LoadTable`]).
+//! - **legacy client port** (8008, `ClientPort`): `CID_LOGIN_REQ_MSGSERVER`
+//!   answered with `CID_LOGIN_RES_MSGSERVER`, then the connection is closed.
+//!   TeamTalk deprecated this path and its own implementation never
+//!   answers (a misplaced `else` keeps client connections out of its
+//!   dispatch table); this one works. Optional: without `ClientPort` the
+//!   port is not opened.
+//!
+//! # HTTP details
+//!
+//! The HTTP side is a deliberately small blocking server on std sockets
+//! (see the `http` module): one request per connection, any method (as in
+//! TeamTalk; `HEAD` gets no body), `Content-Type: text/html;charset=utf-8`
+//! as TeamTalk sends, `Connection: close`. Requests over 1024 bytes are
+//! closed without an answer (TeamTalk treats them as attacks), so is a
+//! client that has not sent its request 10 s after connecting (TeamTalk
+//! waits 60 s). Any path other than `/msg_server` gets a 404.
+//!
+//! # Structure
+//!
+//! [`LoginApp`] is the PDU side as a synchronous state machine; it writes
+//! the shared [`Directory`] (an `Arc<Mutex<LoadTable>>` plus the URLs),
+//! which the HTTP threads read. [`spawn`] runs both.
+
+mod app;
+mod http;
+mod run;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use teamtalk_conn::ServiceUrls;
+use teamtalk_net::ReactorConfig;
+
+use crate::conf::Conf;
+use crate::route::{listen_ips, warn_about_keys};
+
+pub use crate::route::ConfigError;
+pub use app::{Action, Directory, LoginApp, LoginCounters, PeerKind};
+pub use run::{Error, RunningLogin, spawn};
+
+/// The keys of `loginserver.conf` this daemon understands; any other key is
+/// reported as a probable typo.
+pub const KNOWN_KEYS: &[&str] = &[
+    "ClientListenIP",
+    "ClientPort",
+    "HttpListenIP",
+    "HttpPort",
+    "MsgServerListenIP",
+    "MsgServerPort",
+    "msfs",
+    "discovery",
+];
+
+/// TeamTalk's limit on an HTTP request; anything longer is closed.
+pub const MAX_HTTP_REQUEST: usize = 1024;
+/// How long an HTTP client has to send its request.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP connections served at once; more are closed on accept so a flood
+/// cannot exhaust threads.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 256;
+
+/// How to run a login_server.
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    /// Addresses for msg_servers (`MsgServerListenIP`, `;`-separated).
+    pub msg_server_ips: Vec<IpAddr>,
+    /// Port for msg_servers (`MsgServerPort`, 8100; 0 picks a free one).
+    pub msg_server_port: u16,
+    /// Addresses for HTTP (`HttpListenIP`).
+    pub http_ips: Vec<IpAddr>,
+    /// HTTP port (`HttpPort`, 8080; 0 picks a free one).
+    pub http_port: u16,
+    /// Addresses for the legacy client port (`ClientListenIP`).
+    pub client_ips: Vec<IpAddr>,
+    /// Legacy client port (`ClientPort`, 8008); `None` leaves it closed.
+    pub client_port: Option<u16>,
+    /// The URLs handed out with a msg_server: `msfs` (as both `msfsPrior`
+    /// and `msfsBackup`, as TeamTalk does) and `discovery`.
+    pub urls: ServiceUrls,
+    /// Time an HTTP client has to send its request.
+    pub http_timeout: Duration,
+    /// HTTP connections served at once.
+    pub http_max_connections: usize,
+    /// Reactor settings for the msg_server and legacy client ports.
+    pub reactor: ReactorConfig,
+}
+
+impl LoginConfig {
+    /// Reads TeamTalk's `loginserver.conf` keys. `MsgServerListenIP`,
+    /// `MsgServerPort`, `HttpListenIP`, `HttpPort`, `msfs` and `discovery`
+    /// are required, as in TeamTalk; the legacy client port is opened only
+    /// when `ClientPort` is set (and then needs `ClientListenIP`). Unknown
+    /// and repeated keys are logged as warnings.
+    ///
+    /// # Errors
+    /// A missing key, a port that is not a number, or a listen-address entry
+    /// that is not an IP address.
+    pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
+        warn_about_keys(conf, KNOWN_KEYS);
+        let client_port: Option<u16> = conf.get_parsed("ClientPort")?;
+        let client_ips = match client_port {
+            Some(_) => listen_ips(conf, "ClientListenIP")?,
+            None => Vec::new(),
+        };
+        let msfs: String = conf.require("msfs")?;
+        Ok(Self {
+            msg_server_ips: listen_ips(conf, "MsgServerListenIP")?,
+            msg_server_port: conf.require("MsgServerPort")?,
+            http_ips: listen_ips(conf, "HttpListenIP")?,
+            http_port: conf.require("HttpPort")?,
+            client_ips,
+            client_port,
+            urls: ServiceUrls {
+                msfs_prior: msfs.clone(),
+                msfs_backup: msfs,
+                discovery: conf.require("discovery")?,
+            },
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+            http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            reactor: ReactorConfig::default(),
+        })
+    }
+
+    /// Every port on 127.0.0.1 with a free port number (the legacy client
+    /// port included), empty URLs and a one-thread reactor: for tests and
+    /// for running every daemon in one process.
+    #[must_use]
+    pub fn loopback() -> Self {
+        let local = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        Self {
+            msg_server_ips: local.clone(),
+            msg_server_port: 0,
+            http_ips: local.clone(),
+            http_port: 0,
+            client_ips: local,
+            client_port: Some(0),
+            urls: ServiceUrls::default(),
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+            http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            reactor: ReactorConfig {
+                threads: 1,
+                ..ReactorConfig::default()
+            },
+        }
+    }
+
+    fn addrs(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
+        ips.iter().map(|&ip| SocketAddr::new(ip, port)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Same keys, values and comment style as TeamTalk's loginserver.conf.
+    const STOCK: &str = "\
+# config format spec
+# this is a commet
+
+ClientListenIP=0.0.0.0\t\t# can use multiple ip, seperate by ';'
+ClientPort=8008
+HttpListenIP=0.0.0.0
+HttpPort=8080
+MsgServerListenIP=0.0.0.0 \t# can use multiple ip, seperate by ';'
+MsgServerPort=8100
+
+msfs=http://127.0.0.1:8700/
+
+discovery=http://127.0.0.1/api/discovery
+";
+
+    #[test]
+    fn reads_the_stock_file() {
+        let conf = Conf::parse_str(STOCK, "loginserver.conf").unwrap();
+        assert!(conf.unknown_keys(KNOWN_KEYS).is_empty());
+        let cfg = LoginConfig::from_conf(&conf).unwrap();
+        let any = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
+        assert_eq!(cfg.msg_server_ips, any);
+        assert_eq!(cfg.msg_server_port, 8100);
+        assert_eq!(cfg.http_ips, any);
+        assert_eq!(cfg.http_port, 8080);
+        assert_eq!(cfg.client_ips, any);
+        assert_eq!(cfg.client_port, Some(8008));
+        assert_eq!(cfg.urls.msfs_prior, "http://127.0.0.1:8700/");
+        assert_eq!(cfg.urls.msfs_backup, "http://127.0.0.1:8700/");
+        assert_eq!(cfg.urls.discovery, "http://127.0.0.1/api/discovery");
+        assert_eq!(cfg.http_timeout, DEFAULT_HTTP_TIMEOUT);
+    }
+
+    #[test]
+    fn legacy_port_is_optional_and_required_keys_are_checked() {
+        let text: String = STOCK
+            .lines()
+            .filter(|l| !l.starts_with("Client"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let conf = Conf::parse_str(&text, "loginserver.conf").unwrap();
+        let cfg = LoginConfig::from_conf(&conf).unwrap();
+        assert_eq!(cfg.client_port, None);
+        assert!(cfg.client_ips.is_empty());
+
+        let text = STOCK.replace("ClientListenIP=0.0.0.0", "ClientListenIP=");
+        let conf = Conf::parse_str(&text, "loginserver.conf").unwrap();
+        let err = LoginConfig::from_conf(&conf).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "loginserver.conf: ClientListenIP: missing required setting"
+        );
+
+        let text = STOCK.replace("discovery=", "#discovery=");
+        let conf = Conf::parse_str(&text, "loginserver.conf").unwrap();
+        assert!(LoginConfig::from_conf(&conf).is_err());
+
+        let text = STOCK.replace("HttpPort=8080", "HttpPort=http");
+        let conf = Conf::parse_str(&text, "loginserver.conf").unwrap();
+        let err = LoginConfig::from_conf(&conf).unwrap_err();
+        assert!(err.to_string().contains("HttpPort"), "{err}");
+
+        let text = STOCK.replace(
+            "MsgServerListenIP=0.0.0.0",
+            "MsgServerListenIP=127.0.0.1;::1",
+        );
+        let conf = Conf::parse_str(&text, "loginserver.conf").unwrap();
+        let cfg = LoginConfig::from_conf(&conf).unwrap();
+        assert_eq!(LoginConfig::addrs(&cfg.msg_server_ips, 0).len(), 2);
+    }
+}
