@@ -130,6 +130,11 @@ fn http_offers_the_least_loaded_live_msg_server() {
         (&"10.0.0.1".into(), &"8000".into())
     );
 
+    // Our own client library reads the answer the way TeamTalk clients do.
+    let a = daemons::client::query_msg_server(http, PATIENCE).expect("assignment");
+    assert_eq!(a.addr().unwrap(), "10.0.0.1:8000".parse().unwrap());
+    assert_eq!(a.backup_ip, "10.0.0.10");
+
     // m1 goes away: only m2 is offered.
     m1.shutdown(std::net::Shutdown::Both).unwrap();
     drop(m1);
