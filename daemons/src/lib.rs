@@ -9,3 +9,5 @@ pub mod msg;
 pub mod password;
 pub mod route;
 pub mod store;
+pub mod system;
+pub mod cli;

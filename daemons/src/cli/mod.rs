@@ -1,0 +1,346 @@
+//! The `teamtalk` command and the per-daemon binaries' shared `main`.
+//!
+//! Binaries stay a few lines: they parse arguments with the types here and
+//! call [`run`] or [`run_daemon`], which return typed errors the binary
+//! prints.
+
+pub mod users;
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use crossbeam_channel::Receiver;
+use tracing::{info, warn};
+
+use crate::conf::{Conf, ConfError};
+use crate::system::{self, SystemConfig, SystemError};
+
+/// `teamtalk`: run and administer a TeamTalk-compatible system.
+#[derive(Debug, Parser)]
+#[command(name = "teamtalk", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+/// `teamtalk` subcommands.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum Commands {
+    /// Run every daemon in this process on loopback, with the embedded store.
+    Up(UpArgs),
+    /// Manage users in the store.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage departments in the store.
+    #[command(subcommand)]
+    Dept(DeptCommand),
+}
+
+/// Arguments of `teamtalk up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Directory of the SQLite store.
+    #[arg(long, default_value = "teamtalk-data")]
+    pub data_dir: PathBuf,
+    /// Address every daemon listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// How many msg_servers (ports 8000, 8001, …).
+    #[arg(long, default_value_t = 1)]
+    pub msg_servers: u16,
+    /// Let the kernel pick every port (prints them) instead of TeamTalk's.
+    #[arg(long)]
+    pub any_ports: bool,
+}
+
+/// `teamtalk user …`.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum UserCommand {
+    /// Add one user.
+    Add {
+        /// Login name.
+        name: String,
+        /// Password in plain text (stored as Argon2id of its md5hex).
+        #[arg(long)]
+        password: String,
+        /// Display name (defaults to the login name).
+        #[arg(long)]
+        nick: Option<String>,
+        /// Department id or name.
+        #[arg(long)]
+        dept: Option<String>,
+        /// Directory of the SQLite store.
+        #[arg(long, default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Add users `<prefix>1` … `<prefix><count>` in one go, for load tests.
+    Seed {
+        /// Name prefix.
+        #[arg(long)]
+        prefix: String,
+        /// How many.
+        #[arg(long)]
+        count: u32,
+        /// Password of every seeded user.
+        #[arg(long)]
+        password: String,
+        /// Directory of the SQLite store.
+        #[arg(long, default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// List users.
+    List {
+        /// Directory of the SQLite store.
+        #[arg(long, default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// `teamtalk dept …`.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum DeptCommand {
+    /// Add a department.
+    Add {
+        /// Name.
+        name: String,
+        /// Parent department id (0: top level).
+        #[arg(long, default_value_t = 0)]
+        parent: u32,
+        /// Directory of the SQLite store.
+        #[arg(long, default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// Starting the system failed.
+    #[error(transparent)]
+    System(#[from] SystemError),
+    /// A directory command failed.
+    #[error(transparent)]
+    Users(#[from] users::UsersError),
+    /// The configuration file is unusable.
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    /// A daemon could not be configured or started.
+    #[error("{0}")]
+    Daemon(String),
+    /// Installing the Ctrl-C handler failed.
+    #[error("cannot handle signals: {0}")]
+    Signal(#[from] ctrlc::Error),
+    /// Writing to the terminal failed.
+    #[error("output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Sets up logging: `RUST_LOG` decides the level (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a `teamtalk` command.
+///
+/// # Errors
+/// [`CliError`] describing what failed.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Commands::Up(args) => up(&args, &mut out),
+        Commands::User(UserCommand::Add {
+            name,
+            password,
+            nick,
+            dept,
+            data_dir,
+        }) => {
+            let id = users::add_user(
+                &data_dir,
+                &name,
+                &password,
+                nick.as_deref(),
+                dept.as_deref(),
+            )?;
+            writeln!(out, "added user {name} with id {id}")?;
+            Ok(())
+        }
+        Commands::User(UserCommand::Seed {
+            prefix,
+            count,
+            password,
+            data_dir,
+        }) => {
+            let ids = users::seed_users(&data_dir, &prefix, count, &password)?;
+            match (ids.first(), ids.last()) {
+                (Some(first), Some(last)) => writeln!(
+                    out,
+                    "added {} users {prefix}1..{prefix}{count} (ids {first}..{last})",
+                    ids.len()
+                )?,
+                _ => writeln!(out, "added no users")?,
+            }
+            Ok(())
+        }
+        Commands::User(UserCommand::List { data_dir }) => {
+            let n = users::list_users(&data_dir, &mut out)?;
+            writeln!(out, "{n} users")?;
+            Ok(())
+        }
+        Commands::Dept(DeptCommand::Add {
+            name,
+            parent,
+            data_dir,
+        }) => {
+            let id = users::add_dept(&data_dir, &name, parent)?;
+            writeln!(out, "added department {name} with id {id}")?;
+            Ok(())
+        }
+    }
+}
+
+/// A channel that receives one message on Ctrl-C or SIGTERM.
+fn stop_signal() -> Result<Receiver<()>, CliError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = tx.try_send(());
+    })?;
+    Ok(rx)
+}
+
+fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let cfg = if args.any_ports {
+        SystemConfig::ephemeral(&args.data_dir, args.msg_servers)
+    } else {
+        SystemConfig::teamtalk_ports(&args.data_dir, args.msg_servers)
+    };
+    let mut cfg = cfg;
+    cfg.host = args.host;
+    let stop = stop_signal()?;
+    let sys = system::start(cfg)?;
+    if !sys.wait_ready(Duration::from_secs(10)) {
+        warn!("not every msg_server registered with login_server within 10 s");
+    }
+    let msgs: Vec<String> = sys.msg_addrs().iter().map(ToString::to_string).collect();
+    writeln!(
+        out,
+        "teamtalk-rs is up; store in {}",
+        args.data_dir.display()
+    )?;
+    writeln!(
+        out,
+        "  clients start at   http://{}/msg_server  (then TCP to the msg_server it names)",
+        sys.http_addr()
+    )?;
+    writeln!(out, "  msg_server         {}", msgs.join(", "))?;
+    if let Some(c) = sys.login_client_addr() {
+        writeln!(out, "  login_server       legacy TCP {c}")?;
+    }
+    writeln!(out, "  route_server       {}", sys.route_addr())?;
+    writeln!(out, "  db_proxy_server    {}", sys.db_addr())?;
+    writeln!(
+        out,
+        "Add a user with `teamtalk user add NAME --password PW --data-dir {}`. Ctrl-C stops.",
+        args.data_dir.display()
+    )?;
+    out.flush()?;
+    let _ = stop.recv();
+    info!("stopping");
+    let stats: Vec<_> = sys
+        .msg_servers()
+        .iter()
+        .map(crate::msg::RunningMsg::stats)
+        .collect();
+    sys.shutdown();
+    for (addr, s) in msgs.iter().zip(stats) {
+        writeln!(
+            out,
+            "msg_server {addr}: {} logins, {} refused, {} messages acknowledged",
+            s.logins_ok, s.logins_refused, s.messages_acked
+        )?;
+    }
+    writeln!(out, "stopped cleanly")?;
+    Ok(())
+}
+
+/// The separate daemons, for multi-host deployments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[non_exhaustive]
+pub enum Daemon {
+    /// login_server.
+    Login,
+    /// msg_server.
+    Msg,
+    /// route_server.
+    Route,
+    /// db_proxy_server.
+    DbProxy,
+}
+
+/// Arguments every daemon binary takes.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "A TeamTalk daemon; reads TeamTalk's own .conf format"
+)]
+pub struct DaemonArgs {
+    /// Configuration file (TeamTalk's `key=value` format).
+    #[arg(short = 'c', long = "conf")]
+    pub conf: PathBuf,
+}
+
+/// The `main` of a daemon binary: reads its `.conf`, starts it, runs until
+/// Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// [`CliError`] when the configuration is bad or the daemon cannot start.
+pub fn run_daemon(daemon: Daemon, args: &DaemonArgs) -> Result<(), CliError> {
+    let conf = Conf::load(&args.conf)?;
+    let stop = stop_signal()?;
+    let running = start_daemon(daemon, &conf, &args.conf)?;
+    info!(?daemon, conf = %args.conf.display(), "running; Ctrl-C or SIGTERM stops");
+    let _ = stop.recv();
+    info!(?daemon, "stopping");
+    drop(running);
+    Ok(())
+}
+
+/// Something that stops its daemon when dropped.
+type Running = Box<dyn std::any::Any>;
+
+fn start_daemon(daemon: Daemon, conf: &Conf, path: &Path) -> Result<Running, CliError> {
+    let fail = |e: &dyn std::fmt::Display| CliError::Daemon(format!("{}: {e}", path.display()));
+    Ok(match daemon {
+        Daemon::Login => {
+            let cfg = crate::login::LoginConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            Box::new(crate::login::spawn(cfg).map_err(|e| fail(&e))?)
+        }
+        Daemon::Route => {
+            let cfg = crate::route::RouteConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            Box::new(crate::route::spawn(cfg).map_err(|e| fail(&e))?)
+        }
+        Daemon::Msg => {
+            let cfg = crate::msg::MsgConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            Box::new(crate::msg::spawn(cfg).map_err(|e| fail(&e))?)
+        }
+        Daemon::DbProxy => {
+            let cfg = crate::db_proxy::config_from_conf(conf).map_err(|e| fail(&e))?;
+            let store = crate::store::SqliteStore::open(&cfg.data_dir).map_err(|e| fail(&e))?;
+            let store: std::sync::Arc<dyn crate::store::Store> = std::sync::Arc::new(store);
+            Box::new(crate::db_proxy::spawn(cfg, store).map_err(|e| fail(&e))?)
+        }
+    })
+}

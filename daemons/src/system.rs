@@ -1,0 +1,290 @@
+//! All four daemons in one process, talking over loopback TCP exactly as
+//! separate processes would: what `teamtalk up` runs and what the
+//! end-to-end tests start.
+//!
+//! Start order follows the dependencies: db_proxy_server (with the store),
+//! route_server, login_server, then the msg_servers, which connect to the
+//! other three and register with login_server.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
+use crate::login::{self, LoginConfig, RunningLogin};
+use crate::msg::{self, MsgConfig, RunningMsg};
+use crate::password::HashParams;
+use crate::route::{self, RouteConfig, RunningRoute};
+use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
+
+/// Ports of each daemon; 0 picks a free one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports {
+    /// db_proxy_server (TeamTalk: 10600).
+    pub db: u16,
+    /// route_server (8200).
+    pub route: u16,
+    /// login_server's msg_server port (8100).
+    pub login_msg: u16,
+    /// login_server's HTTP port (8080): where clients start.
+    pub login_http: u16,
+    /// login_server's legacy client port (8008).
+    pub login_client: u16,
+    /// One client port per msg_server (8000, 8001, …).
+    pub msg: Vec<u16>,
+}
+
+/// How to run the whole system.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SystemConfig {
+    /// Where the SQLite store lives.
+    pub data_dir: PathBuf,
+    /// Address every daemon listens on.
+    pub host: IpAddr,
+    /// Ports.
+    pub ports: Ports,
+    /// Password hashing cost for users created through the store.
+    pub hash_params: HashParams,
+    /// Overrides server-link heartbeat interval and idle timeout (tests
+    /// that restart a daemon want failures noticed quickly).
+    pub link_timers: Option<(Duration, Duration)>,
+}
+
+impl SystemConfig {
+    /// TeamTalk's default ports on 127.0.0.1, `msg_servers` of them.
+    #[must_use]
+    pub fn teamtalk_ports(data_dir: impl Into<PathBuf>, msg_servers: u16) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: Ports {
+                db: 10600,
+                route: 8200,
+                login_msg: 8100,
+                login_http: 8080,
+                login_client: 8008,
+                msg: (0..msg_servers.max(1)).map(|i| 8000 + i).collect(),
+            },
+            hash_params: HashParams::RECOMMENDED,
+            link_timers: None,
+        }
+    }
+
+    /// Every port chosen by the kernel on 127.0.0.1: for tests.
+    #[must_use]
+    pub fn ephemeral(data_dir: impl Into<PathBuf>, msg_servers: u16) -> Self {
+        let mut cfg = Self::teamtalk_ports(data_dir, msg_servers);
+        cfg.ports = Ports {
+            db: 0,
+            route: 0,
+            login_msg: 0,
+            login_http: 0,
+            login_client: 0,
+            msg: vec![0; usize::from(msg_servers.max(1))],
+        };
+        cfg
+    }
+}
+
+/// Why the system could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SystemError {
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// db_proxy_server failed to start.
+    #[error(transparent)]
+    DbProxy(#[from] db_proxy::DbProxyError),
+    /// route_server failed to start.
+    #[error("route_server: {0}")]
+    Route(#[from] route::Error),
+    /// login_server failed to start.
+    #[error("login_server: {0}")]
+    Login(#[from] login::Error),
+    /// A msg_server failed to start.
+    #[error(transparent)]
+    Msg(#[from] msg::MsgError),
+}
+
+/// The running system. Dropping it stops every daemon.
+#[derive(Debug)]
+pub struct RunningSystem {
+    cfg: SystemConfig,
+    store: Arc<SqliteStore>,
+    db: Option<DbProxyServer>,
+    db_addr: SocketAddr,
+    route: RunningRoute,
+    login: RunningLogin,
+    msgs: Vec<RunningMsg>,
+}
+
+/// Starts everything. See the [module docs](self).
+///
+/// # Errors
+/// [`SystemError`] naming the daemon that failed; whatever had started is
+/// stopped again.
+pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
+    let store = Arc::new(SqliteStore::open_with(
+        &cfg.data_dir,
+        StoreOptions {
+            hash_params: cfg.hash_params,
+            ..StoreOptions::default()
+        },
+    )?);
+    let db = spawn_db(&cfg, SocketAddr::new(cfg.host, cfg.ports.db), &store)?;
+    let db_addr = db.local_addr();
+    let mut route_cfg = RouteConfig::loopback();
+    route_cfg.listen_ips = vec![cfg.host];
+    route_cfg.msg_port = cfg.ports.route;
+    let route = route::spawn(route_cfg)?;
+    let mut login_cfg = LoginConfig::loopback();
+    login_cfg.msg_server_ips = vec![cfg.host];
+    login_cfg.msg_server_port = cfg.ports.login_msg;
+    login_cfg.http_ips = vec![cfg.host];
+    login_cfg.http_port = cfg.ports.login_http;
+    login_cfg.client_ips = vec![cfg.host];
+    login_cfg.client_port = Some(cfg.ports.login_client);
+    let login = login::spawn(login_cfg)?;
+    let mut msgs = Vec::new();
+    for port in &cfg.ports.msg {
+        let mut m = MsgConfig::new(
+            SocketAddr::new(cfg.host, *port),
+            db_addr,
+            login.msg_server_addr(),
+            route.addr(),
+        );
+        m.link_timers = cfg.link_timers;
+        m.threads = 1;
+        msgs.push(msg::spawn(m)?);
+    }
+    Ok(RunningSystem {
+        cfg,
+        store,
+        db: Some(db),
+        db_addr,
+        route,
+        login,
+        msgs,
+    })
+}
+
+fn spawn_db(
+    cfg: &SystemConfig,
+    addr: SocketAddr,
+    store: &Arc<SqliteStore>,
+) -> Result<DbProxyServer, SystemError> {
+    let mut db_cfg = DbProxyConfig::new(addr);
+    db_cfg.data_dir.clone_from(&cfg.data_dir);
+    let store: Arc<dyn Store> = Arc::clone(store) as Arc<dyn Store>;
+    Ok(db_proxy::spawn(db_cfg, store)?)
+}
+
+impl RunningSystem {
+    /// login_server's HTTP address: where TeamTalk clients start.
+    #[must_use]
+    pub fn http_addr(&self) -> SocketAddr {
+        self.login.http_addr()
+    }
+
+    /// login_server's legacy TCP address for clients.
+    #[must_use]
+    pub fn login_client_addr(&self) -> Option<SocketAddr> {
+        self.login.client_addr()
+    }
+
+    /// Each msg_server's client address.
+    #[must_use]
+    pub fn msg_addrs(&self) -> Vec<SocketAddr> {
+        self.msgs.iter().map(RunningMsg::addr).collect()
+    }
+
+    /// db_proxy_server's address.
+    #[must_use]
+    pub fn db_addr(&self) -> SocketAddr {
+        self.db_addr
+    }
+
+    /// route_server's address.
+    #[must_use]
+    pub fn route_addr(&self) -> SocketAddr {
+        self.route.addr()
+    }
+
+    /// The store db_proxy_server uses (tests add users through it).
+    #[must_use]
+    pub fn store(&self) -> Arc<SqliteStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// The running msg_servers.
+    #[must_use]
+    pub fn msg_servers(&self) -> &[RunningMsg] {
+        &self.msgs
+    }
+
+    /// The login_server.
+    #[must_use]
+    pub fn login(&self) -> &RunningLogin {
+        &self.login
+    }
+
+    /// Whether every msg_server has registered with login_server, which
+    /// happens once all their links are up.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.login.msg_servers().len() == self.msgs.len()
+    }
+
+    /// Waits until [`is_ready`](Self::is_ready), at most `timeout`.
+    /// Returns whether it became ready.
+    #[must_use]
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = crate::clock::now() + timeout;
+        while crate::clock::now() < deadline {
+            if self.is_ready() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.is_ready()
+    }
+
+    /// Stops db_proxy_server (as a crash or restart would).
+    pub fn stop_db(&mut self) {
+        if let Some(db) = self.db.take() {
+            db.shutdown();
+        }
+    }
+
+    /// Starts db_proxy_server again on the same address and store.
+    ///
+    /// # Errors
+    /// When it cannot bind or start.
+    pub fn restart_db(&mut self) -> Result<(), SystemError> {
+        self.stop_db();
+        self.db = Some(spawn_db(&self.cfg, self.db_addr, &self.store)?);
+        Ok(())
+    }
+
+    /// Stops every daemon, msg_servers first.
+    pub fn shutdown(self) {
+        let Self {
+            msgs,
+            login,
+            route,
+            db,
+            ..
+        } = self;
+        for m in msgs {
+            m.shutdown();
+        }
+        login.shutdown();
+        route.shutdown();
+        if let Some(db) = db {
+            db.shutdown();
+        }
+    }
+}
