@@ -11,3 +11,4 @@ pub mod route;
 pub mod store;
 pub mod system;
 pub mod cli;
+pub mod chat;

@@ -33,6 +33,8 @@ pub struct Cli {
 pub enum Commands {
     /// Run every daemon in this process on loopback, with the embedded store.
     Up(UpArgs),
+    /// A terminal TeamTalk client: chat interactively or run scripted steps.
+    Chat(crate::chat::ChatArgs),
     /// Manage users in the store.
     #[command(subcommand)]
     User(UserCommand),
@@ -126,6 +128,9 @@ pub enum CliError {
     /// Starting the system failed.
     #[error(transparent)]
     System(#[from] SystemError),
+    /// A chat failed.
+    #[error(transparent)]
+    Chat(#[from] crate::chat::ChatError),
     /// A directory command failed.
     #[error(transparent)]
     Users(#[from] users::UsersError),
@@ -161,6 +166,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Commands::Up(args) => up(&args, &mut out),
+        Commands::Chat(args) => Ok(crate::chat::run(&args, &mut out)?),
         Commands::User(UserCommand::Add {
             name,
             password,

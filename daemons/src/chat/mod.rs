@@ -1,0 +1,527 @@
+//! `teamtalk chat`: a terminal TeamTalk client.
+//!
+//! It behaves like the real clients: it asks login_server's HTTP port which
+//! msg_server to use, logs in over TCP with the md5hex of the password,
+//! sends heartbeats, acknowledges deliveries, and when the connection drops
+//! it goes back through login_server and logs in again. It uses nothing of
+//! our servers beyond the protocol, so it works against the C++ ones too.
+//!
+//! Scripted use runs the given steps in order and exits:
+//! `teamtalk chat --user alice --password pw --send bob "hi" --receive 1`.
+//! Without steps it is interactive: incoming messages print as they arrive
+//! and lines typed are commands (`/help`).
+//!
+//! Message bodies are sent as plain UTF-8. TeamTalk's own clients encrypt
+//! text with a fixed AES key before sending; the servers store bodies
+//! opaquely either way.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, TryRecvError};
+use teamtalk_proto::pb::im::base_define::{ClientType, UserInfo, UserStatType};
+use teamtalk_proto::pb::im::buddy::{ImAllUserReq, ImUsersStatReq};
+use teamtalk_proto::pb::im::login::ImLogoutReq;
+use teamtalk_proto::pb::im::message::{
+    ImGetMsgListReq, ImMsgData, ImMsgDataAck, ImMsgDataReadAck, ImUnreadMsgCntReq,
+};
+use teamtalk_proto::pb::im::other::ImHeartBeat;
+use teamtalk_proto::{Command, Message, Pdu};
+
+use crate::client::{AssignError, Client, ClientError, query_msg_server};
+use crate::clock;
+
+/// How long a request may wait for its reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heartbeat cadence of the Windows client.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Reconnect attempts before giving up.
+const RECONNECT_ATTEMPTS: u32 = 8;
+
+/// Arguments of `teamtalk chat`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChatArgs {
+    /// login_server's HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub login: SocketAddr,
+    /// Connect to this msg_server directly instead of asking login_server.
+    #[arg(long)]
+    pub msg_server: Option<SocketAddr>,
+    /// User name.
+    #[arg(long)]
+    pub user: String,
+    /// Password in plain text (sent as its md5hex, like TeamTalk clients).
+    #[arg(long)]
+    pub password: String,
+    /// Client type to present: windows, mac, ios or android.
+    #[arg(long, default_value = "windows", value_parser = parse_client_type)]
+    pub client_type: ClientType,
+    /// Send a message: `--send USER TEXT` (repeatable; scripted mode).
+    #[arg(long, num_args = 2, value_names = ["USER", "TEXT"])]
+    pub send: Vec<String>,
+    /// Wait for this many incoming messages, print them, then continue.
+    #[arg(long)]
+    pub receive: Option<u32>,
+    /// Print the history with a user (scripted mode).
+    #[arg(long)]
+    pub history: Option<String>,
+    /// Print unread counts (scripted mode).
+    #[arg(long)]
+    pub unread: bool,
+    /// Print who is online (scripted mode).
+    #[arg(long)]
+    pub online: bool,
+    /// How long `--receive` waits, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub wait_secs: u64,
+}
+
+fn parse_client_type(s: &str) -> Result<ClientType, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "windows" | "pc" => Ok(ClientType::Windows),
+        "mac" => Ok(ClientType::Mac),
+        "ios" => Ok(ClientType::Ios),
+        "android" => Ok(ClientType::Android),
+        other => Err(format!(
+            "unknown client type {other:?} (windows, mac, ios, android)"
+        )),
+    }
+}
+
+/// What can go wrong in a chat.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChatError {
+    /// login_server refused or was unreachable.
+    #[error(transparent)]
+    Assign(#[from] AssignError),
+    /// The msg_server refused or the connection failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A user name that is not in the directory.
+    #[error("no user named {0:?} in the directory")]
+    NoSuchUser(String),
+    /// `--receive` did not get its messages in time.
+    #[error("received {got} of {want} messages within {secs} s")]
+    NotReceived {
+        /// Messages received.
+        got: u32,
+        /// Messages wanted.
+        want: u32,
+        /// Time waited.
+        secs: u64,
+    },
+    /// The terminal.
+    #[error("terminal: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A logged-in chat: the connection plus the directory.
+struct Chat {
+    args: ChatArgs,
+    client: Client,
+    me: u32,
+    users: HashMap<u32, UserInfo>,
+    last_sent: Instant,
+}
+
+impl Chat {
+    fn connect(args: &ChatArgs) -> Result<Self, ChatError> {
+        let addr = match args.msg_server {
+            Some(a) => a,
+            None => query_msg_server(args.login, REPLY_TIMEOUT)?.addr()?,
+        };
+        let mut client = Client::connect(addr, REPLY_TIMEOUT)?;
+        let res = client.login(&args.user, &args.password, args.client_type, REPLY_TIMEOUT)?;
+        let me = res.user_info.map_or(0, |u| u.user_id);
+        let mut chat = Self {
+            args: args.clone(),
+            client,
+            me,
+            users: HashMap::new(),
+            last_sent: clock::now(),
+        };
+        chat.load_directory()?;
+        Ok(chat)
+    }
+
+    /// Logs in again through login_server after the connection dropped,
+    /// waiting 1, 2, 4 … s between attempts.
+    fn reconnect(&mut self, out: &mut dyn Write) -> Result<(), ChatError> {
+        let mut wait = Duration::from_secs(1);
+        let mut last = None;
+        for attempt in 1..=RECONNECT_ATTEMPTS {
+            writeln!(out, "* connection lost; reconnecting (attempt {attempt})")?;
+            std::thread::sleep(wait);
+            match Self::connect(&self.args) {
+                Ok(fresh) => {
+                    *self = fresh;
+                    writeln!(out, "* reconnected")?;
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+        Err(last.unwrap_or(ChatError::Client(ClientError::Closed)))
+    }
+
+    fn load_directory(&mut self) -> Result<(), ChatError> {
+        let req = ImAllUserReq {
+            user_id: 0,
+            latest_update_time: 0,
+            attach_data: None,
+        };
+        if let Message::BuddyListAllUserResponse(rsp) = self.client.request(
+            Command::BuddyListAllUserRequest,
+            &req,
+            Command::BuddyListAllUserResponse,
+            REPLY_TIMEOUT,
+        )? {
+            self.users = rsp.user_list.into_iter().map(|u| (u.user_id, u)).collect();
+        }
+        Ok(())
+    }
+
+    /// A user id from a login name, a nick or a number.
+    fn resolve(&self, who: &str) -> Result<u32, ChatError> {
+        if let Ok(id) = who.parse() {
+            return Ok(id);
+        }
+        self.users
+            .values()
+            .find(|u| u.user_real_name == who || u.user_nick_name == who)
+            .map(|u| u.user_id)
+            .ok_or_else(|| ChatError::NoSuchUser(who.to_owned()))
+    }
+
+    fn name(&self, id: u32) -> String {
+        self.users
+            .get(&id)
+            .map_or_else(|| format!("#{id}"), |u| u.user_real_name.clone())
+    }
+
+    fn send(&mut self, who: &str, text: &str, out: &mut dyn Write) -> Result<(), ChatError> {
+        let to = self.resolve(who)?;
+        let msg = ImMsgData {
+            from_user_id: self.me,
+            to_session_id: to,
+            msg_id: 0,
+            create_time: clock::unix_secs(),
+            msg_type: 1,
+            msg_data: Bytes::copy_from_slice(text.as_bytes()),
+            attach_data: None,
+        };
+        self.last_sent = clock::now();
+        match self
+            .client
+            .request(Command::MsgData, &msg, Command::MsgDataAck, REPLY_TIMEOUT)?
+        {
+            Message::MsgDataAck(ack) => writeln!(out, "sent to {who} (msg_id {})", ack.msg_id)?,
+            other => writeln!(out, "unexpected reply {:?}", other.command())?,
+        }
+        Ok(())
+    }
+
+    fn history(&mut self, who: &str, out: &mut dyn Write) -> Result<(), ChatError> {
+        let peer = self.resolve(who)?;
+        let req = ImGetMsgListReq {
+            user_id: self.me,
+            session_type: 1,
+            session_id: peer,
+            msg_id_begin: 0,
+            msg_cnt: 20,
+            attach_data: None,
+        };
+        if let Message::MsgListResponse(rsp) = self.client.request(
+            Command::MsgListRequest,
+            &req,
+            Command::MsgListResponse,
+            REPLY_TIMEOUT,
+        )? {
+            writeln!(out, "history with {who} (newest last):")?;
+            for m in rsp.msg_list.iter().rev() {
+                writeln!(
+                    out,
+                    "  #{} {}: {}",
+                    m.msg_id,
+                    self.name(m.from_session_id),
+                    String::from_utf8_lossy(&m.msg_data)
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn unread(&mut self, out: &mut dyn Write) -> Result<(), ChatError> {
+        let req = ImUnreadMsgCntReq {
+            user_id: self.me,
+            attach_data: None,
+        };
+        if let Message::MsgUnreadCntResponse(rsp) = self.client.request(
+            Command::MsgUnreadCntRequest,
+            &req,
+            Command::MsgUnreadCntResponse,
+            REPLY_TIMEOUT,
+        )? {
+            writeln!(out, "{} unread", rsp.total_cnt)?;
+            for u in &rsp.unreadinfo_list {
+                writeln!(
+                    out,
+                    "  {}: {} (latest: {})",
+                    self.name(u.session_id),
+                    u.unread_cnt,
+                    String::from_utf8_lossy(&u.latest_msg_data)
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn online(&mut self, out: &mut dyn Write) -> Result<(), ChatError> {
+        let req = ImUsersStatReq {
+            user_id: self.me,
+            user_id_list: self.users.keys().copied().collect(),
+            attach_data: None,
+        };
+        if let Message::BuddyListUsersStatusResponse(rsp) = self.client.request(
+            Command::BuddyListUsersStatusRequest,
+            &req,
+            Command::BuddyListUsersStatusResponse,
+            REPLY_TIMEOUT,
+        )? {
+            let mut names: Vec<String> = rsp
+                .user_stat_list
+                .iter()
+                .filter(|s| s.status == UserStatType::UserStatusOnline as i32)
+                .map(|s| self.name(s.user_id))
+                .collect();
+            names.sort();
+            writeln!(out, "online (on a PC client): {}", names.join(", "))?;
+        }
+        Ok(())
+    }
+
+    /// Handles one PDU the server pushed. Returns whether it was a message.
+    fn incoming(&mut self, pdu: &Pdu, out: &mut dyn Write) -> Result<bool, ChatError> {
+        match Message::decode(pdu) {
+            Ok(Message::MsgData(m)) => {
+                let ack = ImMsgDataAck {
+                    user_id: self.me,
+                    session_id: m.from_user_id,
+                    msg_id: m.msg_id,
+                    session_type: 1,
+                };
+                self.client.send(Command::MsgDataAck, &ack)?;
+                if m.from_user_id == self.me {
+                    writeln!(
+                        out,
+                        "(you, elsewhere) -> {}: {}",
+                        self.name(m.to_session_id),
+                        String::from_utf8_lossy(&m.msg_data)
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}: {}",
+                        self.name(m.from_user_id),
+                        String::from_utf8_lossy(&m.msg_data)
+                    )?;
+                    let read = ImMsgDataReadAck {
+                        user_id: self.me,
+                        session_id: m.from_user_id,
+                        msg_id: m.msg_id,
+                        session_type: 1,
+                    };
+                    self.client.send(Command::MsgReadAck, &read)?;
+                }
+                return Ok(true);
+            }
+            Ok(Message::LoginKickUser(k)) => {
+                writeln!(
+                    out,
+                    "* logged out by the server (kick reason {})",
+                    k.kick_reason
+                )?;
+            }
+            Ok(Message::BuddyListStatusNotify(n)) => {
+                let s = n.user_stat;
+                let state = if s.status == UserStatType::UserStatusOnline as i32 {
+                    "online"
+                } else {
+                    "offline"
+                };
+                writeln!(out, "* {} is {state}", self.name(s.user_id))?;
+            }
+            Ok(Message::BuddyListSignInfoChangedNotify(n)) => {
+                writeln!(
+                    out,
+                    "* {} now signs {:?}",
+                    self.name(n.changed_user_id),
+                    n.sign_info
+                )?;
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn heartbeat_if_due(&mut self) -> Result<(), ChatError> {
+        if clock::now().duration_since(self.last_sent) >= HEARTBEAT {
+            self.client.send(Command::OtherHeartbeat, &ImHeartBeat {})?;
+            self.last_sent = clock::now();
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, want: u32, out: &mut dyn Write) -> Result<(), ChatError> {
+        let deadline = clock::now() + Duration::from_secs(self.args.wait_secs);
+        let mut got = 0;
+        while got < want {
+            let left = deadline.saturating_duration_since(clock::now());
+            if left.is_zero() {
+                return Err(ChatError::NotReceived {
+                    got,
+                    want,
+                    secs: self.args.wait_secs,
+                });
+            }
+            self.heartbeat_if_due()?;
+            if let Some(pdu) = self.client.recv(left.min(HEARTBEAT))?
+                && self.incoming(&pdu, out)?
+            {
+                got += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn logout(&mut self) {
+        let _ = self.client.request(
+            Command::LoginReqLoginout,
+            &ImLogoutReq {},
+            Command::LoginResLoginout,
+            Duration::from_secs(2),
+        );
+    }
+}
+
+/// Runs `teamtalk chat`.
+///
+/// # Errors
+/// [`ChatError`] when logging in fails, a named user does not exist, or a
+/// scripted step fails.
+pub fn run(args: &ChatArgs, out: &mut dyn Write) -> Result<(), ChatError> {
+    let mut chat = Chat::connect(args)?;
+    writeln!(out, "logged in as {} (id {})", args.user, chat.me)?;
+    let scripted = !args.send.is_empty()
+        || args.receive.is_some()
+        || args.history.is_some()
+        || args.unread
+        || args.online;
+    if scripted {
+        for pair in args.send.chunks(2) {
+            if let [who, text] = pair {
+                chat.send(who, text, out)?;
+            }
+        }
+        if let Some(n) = args.receive {
+            chat.receive(n, out)?;
+        }
+        if let Some(who) = &args.history {
+            chat.history(who, out)?;
+        }
+        if args.unread {
+            chat.unread(out)?;
+        }
+        if args.online {
+            chat.online(out)?;
+        }
+        chat.logout();
+        return Ok(());
+    }
+    interactive(&mut chat, out)
+}
+
+const HELP: &str = "\
+commands:
+  @USER TEXT          send TEXT to USER (or /send USER TEXT)
+  /history USER       the last 20 messages with USER
+  /unread             unread counts
+  /who                who is online
+  /logout             log out and quit (also Ctrl-D)";
+
+fn interactive(chat: &mut Chat, out: &mut dyn Write) -> Result<(), ChatError> {
+    writeln!(out, "{HELP}")?;
+    let lines = stdin_lines();
+    loop {
+        match lines.try_recv() {
+            Ok(line) => {
+                if !command(chat, line.trim(), out)? {
+                    chat.logout();
+                    return Ok(());
+                }
+            }
+            Err(TryRecvError::Disconnected) => {
+                chat.logout();
+                return Ok(());
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+        let polled = chat
+            .heartbeat_if_due()
+            .and_then(|()| Ok(chat.client.recv(Duration::from_millis(100))?));
+        match polled {
+            Ok(Some(pdu)) => {
+                chat.incoming(&pdu, out)?;
+            }
+            Ok(None) => {}
+            Err(ChatError::Client(ClientError::Closed | ClientError::Io(_))) => {
+                chat.reconnect(out)?
+            }
+            Err(e) => return Err(e),
+        }
+        out.flush()?;
+    }
+}
+
+/// Runs one typed line; returns false to quit.
+fn command(chat: &mut Chat, line: &str, out: &mut dyn Write) -> Result<bool, ChatError> {
+    let (head, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let result = match head {
+        "" => Ok(()),
+        "/logout" | "/quit" => return Ok(false),
+        "/help" => writeln!(out, "{HELP}").map_err(ChatError::from),
+        "/history" => chat.history(rest.trim(), out),
+        "/unread" => chat.unread(out),
+        "/who" => chat.online(out),
+        "/send" => match rest.split_once(' ') {
+            Some((who, text)) => chat.send(who, text, out),
+            None => writeln!(out, "usage: /send USER TEXT").map_err(ChatError::from),
+        },
+        h if h.starts_with('@') => chat.send(&h[1..], rest, out),
+        _ => writeln!(out, "unknown command; /help lists them").map_err(ChatError::from),
+    };
+    match result {
+        Ok(()) => {}
+        Err(ChatError::NoSuchUser(who)) => writeln!(out, "no user named {who:?}")?,
+        Err(e) => return Err(e),
+    }
+    Ok(true)
+}
+
+fn stdin_lines() -> Receiver<String> {
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
