@@ -1,14 +1,4 @@
-//! Reconnect delays for outbound links.
-//!
-//! Two schedules:
-//! - [`Backoff::teamtalk`] reproduces `ServInfo.h` exactly: waits of 4, 8,
-//!   16, 32 and 64 s, then back to 4 s, with no jitter. Use it when a
-//!   deployment must behave like the C++ daemons.
-//! - [`Backoff::exponential`] (our default) doubles from an initial delay
-//!   up to a cap and draws each wait from `[d/2, d]` with a seeded PRNG, so
-//!   that many msg_servers restarting together do not reconnect to a
-//!   db_proxy in lock-step. The PRNG lives in the value, so a given seed
-//!   always yields the same sequence and tests stay deterministic.
+//! [`Backoff`]: reconnect delays for outbound links.
 
 use std::time::Duration;
 
@@ -22,7 +12,17 @@ pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// Cap of the default exponential schedule.
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// A reconnect delay schedule. See the [module docs](self).
+/// A reconnect delay schedule.
+///
+/// Two schedules:
+/// - [`Backoff::teamtalk`] reproduces `ServInfo.h` exactly: waits of 4, 8,
+///   16, 32 and 64 s, then back to 4 s, with no jitter. Use it when a
+///   deployment must behave like the C++ daemons.
+/// - [`Backoff::exponential`] (our default) doubles from an initial delay
+///   up to a cap and draws each wait from `[d/2, d]` with a seeded PRNG, so
+///   that many msg_servers restarting together do not reconnect to a
+///   db_proxy in lock-step. The PRNG lives in the value, so a given seed
+///   always yields the same sequence and tests stay deterministic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backoff {
     mode: Mode,

@@ -6,7 +6,8 @@
 //! Invariants checked after every step (a violation panics, which is what
 //! both proptest and libFuzzer report):
 //! - a drain ends (bounded number of outputs);
-//! - every `Timeout(t)` has `t >=` the time of the last input;
+//! - every `Timeout(t)` has `t >` the time of the last input (never in the
+//!   past, and a driver never spins);
 //! - every `Transmit` holds whole PDUs;
 //! - after `Finished`, nothing but `Finished` ever comes out;
 //! - the receive buffer stays below the frame limit, the transmit buffer
@@ -102,7 +103,7 @@ impl Checker {
             }
             match out {
                 Output::Timeout(t) => {
-                    assert!(t >= self.now, "deadline in the past");
+                    assert!(t > self.now, "deadline not after the last input");
                     return;
                 }
                 Output::Finished => {

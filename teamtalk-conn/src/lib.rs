@@ -31,8 +31,8 @@
 //! 3. Application calls (`send`, `accept_login`, `close`, …) are
 //!    mutations too: drain after them.
 //! 4. Call back with [`Input::Timeout`] when the deadline passes. Waking
-//!    early is harmless; a deadline returned is never earlier than the
-//!    time of the last input.
+//!    early is harmless. A deadline returned is always strictly later than
+//!    the time of the last input, so a driver never spins.
 //! 5. The driver owns the socket's write queue and reports its size with
 //!    [`Machine::set_backlog`]; a machine whose unsent bytes exceed its
 //!    `max_tx_bytes` closes with [`CloseReason::SendBufferFull`], so a peer

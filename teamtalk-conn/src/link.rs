@@ -1,23 +1,4 @@
 //! [`Link`]: an outbound server-to-server connection that keeps itself up.
-//!
-//! msg_server keeps one to every db_proxy, login_server, route_server,
-//! file_server and push_server. The life cycle:
-//!
-//! ```text
-//!            Connected                 idle 30 s / peer closed / bad frame
-//! Connecting ─────────▶ Up ───────────────────────────────────────────┐
-//!   │  ▲                │ nothing sent for 5 s: heartbeat            │
-//!   │  │                ▼                                             ▼
-//!   │  └─────────── Backoff ◀──────────────────────────────────────────┘
-//!   └─ failed / 5 s connect timeout ──▶ Backoff
-//! ```
-//!
-//! On every successful connect the link sends its *greeting* (see
-//! [`Link::set_greeting`]) before anything else, then raises
-//! [`LinkEvent::Up`]. That is where msg_server's registration to
-//! login_server (`CID_OTHER_MSG_SERV_INFO`) or its online-user snapshot to
-//! route_server belongs: it is re-sent after every reconnect without the
-//! application having to remember.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -125,7 +106,24 @@ pub enum LinkEvent {
     Pdu(Pdu),
 }
 
-/// An outbound server-to-server connection. See the [module docs](self).
+/// An outbound server-to-server connection.
+///
+/// msg_server keeps one to every db_proxy, login_server, route_server,
+/// file_server and push_server. The life cycle:
+///
+/// ```text
+/// new ─▶ Connecting ──Connected──▶ Up ──idle 30 s | peer closed | bad frame | send cap──▶ Backoff
+///          │   ▲                    └─ nothing sent for 5 s: send a heartbeat, stay Up      │
+///          │   └────────────────────────── backoff elapsed ─────────────────────────────────┘
+///          └─ connect failed | 5 s connect timeout ──▶ Backoff
+/// ```
+///
+/// On every successful connect the link sends its *greeting* (see
+/// [`Link::set_greeting`]) before anything else, then raises
+/// [`LinkEvent::Up`]. That is where msg_server's registration to
+/// login_server (`CID_OTHER_MSG_SERV_INFO`) or its online-user snapshot to
+/// route_server belongs: it is re-sent after every reconnect without the
+/// application having to remember.
 #[derive(Debug)]
 pub struct Link {
     cfg: LinkConfig,

@@ -1,25 +1,4 @@
-//! [`Session`]: an accepted connection, from a client or from a server
-//! peer.
-//!
-//! Client sessions (msg_server's port 8000) are gated: until the
-//! application accepts the login, only the login request and heartbeats
-//! are allowed, and the login must complete within 15 s. Heartbeats from
-//! clients are echoed byte for byte; the session never sends its own. The
-//! idle timeout is 120 s, or 300 s once a mobile client (`client_type &
-//! 0x10`) is logged in, because phones wake up rarely to save battery.
-//!
-//! Server-peer sessions (route_server's, login_server's and db_proxy's
-//! listening side) have no gate, send a heartbeat when nothing was sent
-//! for 5 s and close after 30 s of silence, mirroring [`Link`](crate::Link).
-//!
-//! ```text
-//!            login request         accept_login
-//! Awaiting ───────────────▶ Pending ────────────▶ LoggedIn
-//!    │ other command           │ other command / 2nd login    │ 2nd login
-//!    ▼                         ▼                              ▼
-//!  Closed(Unauthenticated)   Closed(Unauthenticated|DuplicateLogin)
-//!    15 s after accept without LoggedIn: Closed(LoginTimedOut)
-//! ```
+//! [`Session`]: an accepted connection, from a client or a server peer.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -137,7 +116,28 @@ pub enum SessionEvent {
     Closed(CloseReason),
 }
 
-/// An accepted connection. See the [module docs](self).
+/// An accepted connection.
+/// peer.
+///
+/// Client sessions (msg_server's port 8000) are gated: until the
+/// application accepts the login, only the login request and heartbeats
+/// are allowed, and the login must complete within 15 s. Heartbeats from
+/// clients are echoed byte for byte; the session never sends its own. The
+/// idle timeout is 120 s, or 300 s once a mobile client (`client_type &
+/// 0x10`) is logged in, because phones wake up rarely to save battery.
+///
+/// Server-peer sessions (route_server's, login_server's and db_proxy's
+/// listening side) have no gate, send a heartbeat when nothing was sent
+/// for 5 s and close after 30 s of silence, mirroring [`Link`](crate::Link).
+///
+/// ```text
+///            login request         accept_login
+/// Awaiting ───────────────▶ Pending ────────────▶ LoggedIn
+///    │ other command           │ other command / 2nd login    │ 2nd login
+///    ▼                         ▼                              ▼
+///  Closed(Unauthenticated)   Closed(Unauthenticated|DuplicateLogin)
+///    15 s after accept without LoggedIn: Closed(LoginTimedOut)
+/// ```
 #[derive(Debug)]
 pub struct Session {
     cfg: SessionConfig,

@@ -79,7 +79,7 @@ impl<M: Machine> Drive<M> {
             let out = self.m.poll_output();
             match out {
                 Output::Timeout(t) => {
-                    assert!(t >= self.now, "deadline in the past");
+                    assert!(t > self.now, "deadline not after the last input");
                     self.deadline = Some(t);
                     return;
                 }

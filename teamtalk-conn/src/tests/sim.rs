@@ -141,7 +141,7 @@ impl Sim {
                 }
                 Output::Event(e) => self.link_events.push((self.now, e)),
                 Output::Timeout(t) => {
-                    assert!(t >= self.now);
+                    assert!(t > self.now, "deadline not after the last input");
                     self.link_deadline = Some(t);
                     return;
                 }
@@ -180,7 +180,7 @@ impl Sim {
                 Output::Event(e) => self.server_events.push((self.now, self.server_conn, e)),
                 Output::Connect(_) => unreachable!("sessions never connect"),
                 Output::Timeout(t) => {
-                    assert!(t >= self.now);
+                    assert!(t > self.now, "deadline not after the last input");
                     self.server_deadline = Some(t);
                     return;
                 }
