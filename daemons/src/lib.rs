@@ -1,5 +1,7 @@
 //! TeamTalk reference daemons (work in progress).
 #![forbid(unsafe_code)]
+pub mod chat;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod conf;
@@ -10,5 +12,3 @@ pub mod password;
 pub mod route;
 pub mod store;
 pub mod system;
-pub mod cli;
-pub mod chat;
