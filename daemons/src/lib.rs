@@ -7,6 +7,7 @@ pub mod clock;
 pub mod conf;
 pub mod db_proxy;
 pub mod login;
+pub mod metrics;
 pub mod msg;
 pub mod password;
 pub mod route;

@@ -8,11 +8,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
 use crate::login::{self, LoginConfig, RunningLogin};
+use crate::metrics::{AdminServer, Labelled, MetricsSource, Scrape};
 use crate::msg::{self, MsgConfig, RunningMsg};
 use crate::password::HashParams;
 use crate::route::{self, RouteConfig, RunningRoute};
@@ -50,6 +51,9 @@ pub struct SystemConfig {
     /// Overrides server-link heartbeat interval and idle timeout (tests
     /// that restart a daemon want failures noticed quickly).
     pub link_timers: Option<(Duration, Duration)>,
+    /// One admin endpoint for the whole system (`/metrics` with a `daemon`
+    /// label, `/healthz` ok only when every daemon is); `None` serves none.
+    pub admin: Option<SocketAddr>,
 }
 
 impl SystemConfig {
@@ -69,6 +73,10 @@ impl SystemConfig {
             },
             hash_params: HashParams::RECOMMENDED,
             link_timers: None,
+            admin: Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                DEFAULT_ADMIN_PORT,
+            )),
         }
     }
 
@@ -84,6 +92,7 @@ impl SystemConfig {
             login_client: 0,
             msg: vec![0; usize::from(msg_servers.max(1))],
         };
+        cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
         cfg
     }
 }
@@ -107,10 +116,81 @@ pub enum SystemError {
     /// A msg_server failed to start.
     #[error(transparent)]
     Msg(#[from] msg::MsgError),
+    /// The admin endpoint could not be bound.
+    #[error("admin endpoint on {addr}: {source}")]
+    Admin {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `teamtalk up`'s default admin port.
+pub const DEFAULT_ADMIN_PORT: u16 = 9090;
+
+/// Every daemon of the system behind one endpoint. db_proxy_server can be
+/// stopped and restarted ([`RunningSystem::restart_db`]), so its source is
+/// swapped in and out; while it is stopped the system is unhealthy.
+struct SystemMetrics {
+    db_instance: String,
+    db: Mutex<Option<Arc<dyn MetricsSource>>>,
+    others: Vec<Arc<dyn MetricsSource>>,
+}
+
+impl SystemMetrics {
+    fn set_db(&self, db: Option<&DbProxyServer>) {
+        let source = db.map(|db| {
+            Arc::new(Labelled::new(
+                "db_proxy_server",
+                self.db_instance.clone(),
+                db.metrics() as Arc<dyn MetricsSource>,
+            )) as Arc<dyn MetricsSource>
+        });
+        *self.db.lock().unwrap_or_else(PoisonError::into_inner) = source;
+    }
+
+    fn db(&self) -> Option<Arc<dyn MetricsSource>> {
+        self.db
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl MetricsSource for SystemMetrics {
+    fn collect(&self, out: &mut Scrape) {
+        match self.db() {
+            Some(db) => db.collect(out),
+            None => out.scoped(
+                &[
+                    ("daemon", "db_proxy_server"),
+                    ("instance", &self.db_instance),
+                ],
+                |out| {
+                    out.gauge(
+                        "teamtalk_healthy",
+                        "1 when the daemon's /healthz conditions hold, else 0.",
+                        &[],
+                        0.0,
+                    );
+                },
+            ),
+        }
+        self.others.collect(out);
+    }
+
+    fn health(&self, problems: &mut Vec<String>) {
+        match self.db() {
+            Some(db) => db.health(problems),
+            None => problems.push(format!("db_proxy_server {}: not running", self.db_instance)),
+        }
+        self.others.health(problems);
+    }
 }
 
 /// The running system. Dropping it stops every daemon.
-#[derive(Debug)]
 pub struct RunningSystem {
     cfg: SystemConfig,
     store: Arc<SqliteStore>,
@@ -119,6 +199,21 @@ pub struct RunningSystem {
     route: RunningRoute,
     login: RunningLogin,
     msgs: Vec<RunningMsg>,
+    metrics: Arc<SystemMetrics>,
+    admin: Option<AdminServer>,
+}
+
+impl std::fmt::Debug for RunningSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningSystem")
+            .field("cfg", &self.cfg)
+            .field("db_addr", &self.db_addr)
+            .field("route", &self.route)
+            .field("login", &self.login)
+            .field("msgs", &self.msgs)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Starts everything. See the [module docs](self).
@@ -160,6 +255,38 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         m.threads = 1;
         msgs.push(msg::spawn(m)?);
     }
+    let mut others: Vec<Arc<dyn MetricsSource>> = vec![
+        Arc::new(Labelled::new(
+            "route_server",
+            route.addr().to_string(),
+            route.metrics() as Arc<dyn MetricsSource>,
+        )),
+        Arc::new(Labelled::new(
+            "login_server",
+            login.msg_server_addr().to_string(),
+            login.metrics() as Arc<dyn MetricsSource>,
+        )),
+    ];
+    for m in &msgs {
+        others.push(Arc::new(Labelled::new(
+            "msg_server",
+            m.addr().to_string(),
+            m.metrics() as Arc<dyn MetricsSource>,
+        )));
+    }
+    let metrics = Arc::new(SystemMetrics {
+        db_instance: db_addr.to_string(),
+        db: Mutex::new(None),
+        others,
+    });
+    metrics.set_db(Some(&db));
+    let admin = match cfg.admin {
+        Some(addr) => Some(
+            AdminServer::start(addr, Arc::clone(&metrics) as Arc<dyn MetricsSource>)
+                .map_err(|source| SystemError::Admin { addr, source })?,
+        ),
+        None => None,
+    };
     Ok(RunningSystem {
         cfg,
         store,
@@ -168,6 +295,8 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         route,
         login,
         msgs,
+        metrics,
+        admin,
     })
 }
 
@@ -213,6 +342,13 @@ impl RunningSystem {
         self.route.addr()
     }
 
+    /// The admin endpoint (`/metrics`, `/healthz`) serving every daemon,
+    /// when [`SystemConfig::admin`] asked for one.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
+    }
+
     /// The store db_proxy_server uses (tests add users through it).
     #[must_use]
     pub fn store(&self) -> Arc<SqliteStore> {
@@ -255,6 +391,7 @@ impl RunningSystem {
     /// Stops db_proxy_server (as a crash or restart would).
     pub fn stop_db(&mut self) {
         if let Some(db) = self.db.take() {
+            self.metrics.set_db(None);
             db.shutdown();
         }
     }
@@ -265,7 +402,9 @@ impl RunningSystem {
     /// When it cannot bind or start.
     pub fn restart_db(&mut self) -> Result<(), SystemError> {
         self.stop_db();
-        self.db = Some(spawn_db(&self.cfg, self.db_addr, &self.store)?);
+        let db = spawn_db(&self.cfg, self.db_addr, &self.store)?;
+        self.metrics.set_db(Some(&db));
+        self.db = Some(db);
         Ok(())
     }
 
@@ -276,8 +415,12 @@ impl RunningSystem {
             login,
             route,
             db,
+            admin,
             ..
         } = self;
+        if let Some(mut admin) = admin {
+            admin.stop();
+        }
         for m in msgs {
             m.shutdown();
         }

@@ -7,7 +7,7 @@
 pub mod users;
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,6 +58,14 @@ pub struct UpArgs {
     /// Let the kernel pick every port (prints them) instead of TeamTalk's.
     #[arg(long)]
     pub any_ports: bool,
+    /// Admin endpoint for all daemons: `/metrics` (Prometheus) and
+    /// `/healthz`. Default: the host's port 9090 (a free port with
+    /// `--any-ports`).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Serve no admin endpoint.
+    #[arg(long, conflicts_with = "admin")]
+    pub no_admin: bool,
 }
 
 /// `teamtalk user …`.
@@ -235,6 +243,18 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     let mut cfg = cfg;
     cfg.host = args.host;
+    cfg.admin = match (args.no_admin, args.admin) {
+        (true, _) => None,
+        (false, Some(addr)) => Some(addr),
+        (false, None) => Some(SocketAddr::new(
+            args.host,
+            if args.any_ports {
+                0
+            } else {
+                system::DEFAULT_ADMIN_PORT
+            },
+        )),
+    };
     let stop = stop_signal()?;
     let sys = system::start(cfg)?;
     if !sys.wait_ready(Duration::from_secs(10)) {
@@ -257,6 +277,12 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     writeln!(out, "  route_server       {}", sys.route_addr())?;
     writeln!(out, "  db_proxy_server    {}", sys.db_addr())?;
+    if let Some(a) = sys.admin_addr() {
+        writeln!(
+            out,
+            "  admin              http://{a}/metrics  http://{a}/healthz"
+        )?;
+    }
     writeln!(
         out,
         "Add a user with `teamtalk user add NAME --password PW --data-dir {}`. Ctrl-C stops.",
@@ -306,6 +332,10 @@ pub struct DaemonArgs {
     /// Configuration file (TeamTalk's `key=value` format).
     #[arg(short = 'c', long = "conf")]
     pub conf: PathBuf,
+    /// Admin endpoint (`/metrics`, `/healthz`); overrides the conf's
+    /// `AdminListen`.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
 }
 
 /// The `main` of a daemon binary: reads its `.conf`, starts it, runs until
@@ -316,7 +346,7 @@ pub struct DaemonArgs {
 pub fn run_daemon(daemon: Daemon, args: &DaemonArgs) -> Result<(), CliError> {
     let conf = Conf::load(&args.conf)?;
     let stop = stop_signal()?;
-    let running = start_daemon(daemon, &conf, &args.conf)?;
+    let running = start_daemon(daemon, &conf, &args.conf, args.admin)?;
     info!(?daemon, conf = %args.conf.display(), "running; Ctrl-C or SIGTERM stops");
     let _ = stop.recv();
     info!(?daemon, "stopping");
@@ -327,23 +357,32 @@ pub fn run_daemon(daemon: Daemon, args: &DaemonArgs) -> Result<(), CliError> {
 /// Something that stops its daemon when dropped.
 type Running = Box<dyn std::any::Any>;
 
-fn start_daemon(daemon: Daemon, conf: &Conf, path: &Path) -> Result<Running, CliError> {
+fn start_daemon(
+    daemon: Daemon,
+    conf: &Conf,
+    path: &Path,
+    admin: Option<SocketAddr>,
+) -> Result<Running, CliError> {
     let fail = |e: &dyn std::fmt::Display| CliError::Daemon(format!("{}: {e}", path.display()));
     Ok(match daemon {
         Daemon::Login => {
-            let cfg = crate::login::LoginConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            let mut cfg = crate::login::LoginConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
             Box::new(crate::login::spawn(cfg).map_err(|e| fail(&e))?)
         }
         Daemon::Route => {
-            let cfg = crate::route::RouteConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            let mut cfg = crate::route::RouteConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
             Box::new(crate::route::spawn(cfg).map_err(|e| fail(&e))?)
         }
         Daemon::Msg => {
-            let cfg = crate::msg::MsgConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            let mut cfg = crate::msg::MsgConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
             Box::new(crate::msg::spawn(cfg).map_err(|e| fail(&e))?)
         }
         Daemon::DbProxy => {
-            let cfg = crate::db_proxy::config_from_conf(conf).map_err(|e| fail(&e))?;
+            let mut cfg = crate::db_proxy::config_from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
             let store = crate::store::SqliteStore::open(&cfg.data_dir).map_err(|e| fail(&e))?;
             let store: std::sync::Arc<dyn crate::store::Store> = std::sync::Arc::new(store);
             Box::new(crate::db_proxy::spawn(cfg, store).map_err(|e| fail(&e))?)

@@ -36,6 +36,7 @@
 
 mod handler;
 pub mod limiter;
+mod metrics;
 mod server;
 mod worker;
 
@@ -49,10 +50,11 @@ pub use handler::{
     DbProxy, DbProxyOptions, DbProxyStats, PreparedMessage, RESULT_FAILED,
     VALIDATE_BAD_CREDENTIALS, VALIDATE_INTERNAL_ERROR, VALIDATE_OK, VALIDATE_TOO_MANY_FAILURES,
 };
+pub use metrics::DbMetrics;
 pub use server::{DbProxyServer, spawn};
 pub use worker::{
     DEFAULT_BATCH_LIMIT, DEFAULT_LOGIN_THREADS, DEFAULT_QUEUE_CAPACITY, ReplySink, StoreWorker,
-    Submitter, WorkerConfig, WorkerStopped,
+    Submitter, WorkerConfig, WorkerMetrics, WorkerStopped,
 };
 
 use crate::conf::{Conf, ConfError};
@@ -75,6 +77,15 @@ pub enum DbProxyError {
     /// Binding the listener failed, or the reactor stopped.
     #[error("db_proxy_server network: {0}")]
     Net(#[from] teamtalk_net::NetError),
+    /// The admin endpoint could not be bound.
+    #[error("cannot start the db_proxy_server admin endpoint on {addr}: {source}")]
+    Admin {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Everything [`spawn`] needs besides the store.
@@ -91,6 +102,9 @@ pub struct DbProxyConfig {
     pub worker: WorkerConfig,
     /// Clock and time zone of the handler.
     pub options: DbProxyOptions,
+    /// Admin HTTP endpoint (`/metrics`, `/healthz`); our own conf key
+    /// `AdminListen`. `None` serves none; port 0 picks one.
+    pub admin: Option<SocketAddr>,
 }
 
 impl DbProxyConfig {
@@ -103,6 +117,7 @@ impl DbProxyConfig {
             reactor_threads: 1,
             worker: WorkerConfig::default(),
             options: DbProxyOptions::default(),
+            admin: None,
         }
     }
 }
@@ -117,7 +132,13 @@ impl Default for DbProxyConfig {
 }
 
 /// Keys of TeamTalk's `dbproxyserver.conf` that we read.
-const USED_KEYS: &[&str] = &["ListenIP", "ListenPort", "DataDir", "UtcOffsetMinutes"];
+const USED_KEYS: &[&str] = &[
+    "ListenIP",
+    "ListenPort",
+    "DataDir",
+    "UtcOffsetMinutes",
+    "AdminListen",
+];
 /// Keys of the C++ conf that mean nothing here: the thread pool (we use one
 /// ordered worker), the MySQL and Redis settings (storage is embedded
 /// SQLite), the msfs site and the AES key (db_proxy never encrypts).
@@ -163,6 +184,7 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DbProxyError> {
     if let Some(minutes) = conf.get_parsed::<i16>("UtcOffsetMinutes")? {
         config.options.utc_offset_secs = i32::from(minutes) * 60;
     }
+    config.admin = conf.get_parsed("AdminListen")?;
 
     // Everything the C++ conf may contain, instance keys included.
     let mut instances: Vec<&str> = Vec::new();

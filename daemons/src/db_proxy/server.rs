@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -15,8 +16,10 @@ use teamtalk_proto::pb::im::server::ImStopReceivePacket;
 use tracing::{debug, info, warn};
 
 use super::handler::{DbProxy, DbProxyStats};
+use super::metrics::DbMetrics;
 use super::worker::{StoreWorker, Submitter};
 use super::{DbProxyConfig, DbProxyError};
+use crate::metrics::{AdminServer, CommandCounters, Labelled, MetricsSource};
 use crate::store::Store;
 
 /// A running db_proxy_server. Stops on [`DbProxyServer::shutdown`] or drop.
@@ -27,6 +30,8 @@ pub struct DbProxyServer {
     events: Option<JoinHandle<()>>,
     worker: Option<StoreWorker<ConnId>>,
     reactor: Option<Reactor<Session>>,
+    metrics: Arc<DbMetrics>,
+    admin: Option<AdminServer>,
 }
 
 impl std::fmt::Debug for DbProxyServer {
@@ -56,20 +61,47 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
     .map_err(DbProxyError::Io)?;
     let handle = reactor.handle();
     let sink_handle = handle.clone();
+    let pdus_out = Arc::new(CommandCounters::new());
+    let sink_out = Arc::clone(&pdus_out);
     let worker = StoreWorker::spawn(Arc::clone(&proxy), &config.worker, move |id, pdu| {
+        sink_out.inc(pdu.key());
         send(&sink_handle, id, pdu);
     })
     .map_err(DbProxyError::Io)?;
+    let metrics = Arc::new(DbMetrics::new(
+        handle.clone(),
+        Arc::clone(&proxy),
+        worker.metrics(),
+        pdus_out,
+    ));
     let local_addr = reactor.listen(config.listen, |peer, now| {
         Session::new(SessionConfig::server_peer(), peer, now)
     })?;
     info!(%local_addr, "db_proxy_server listening");
+    let admin = match config.admin {
+        Some(addr) => {
+            let source: Arc<dyn MetricsSource> = Arc::new(Labelled::new(
+                "db_proxy_server",
+                local_addr.to_string(),
+                Arc::clone(&metrics) as Arc<dyn MetricsSource>,
+            ));
+            Some(
+                AdminServer::start(addr, source)
+                    .map_err(|source| DbProxyError::Admin { addr, source })?,
+            )
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     let events = reactor.events();
     let submitter = worker.submitter();
+    let loop_metrics = Arc::clone(&metrics);
     let events = std::thread::Builder::new()
         .name("db-proxy-events".to_owned())
-        .spawn(move || event_loop(&events, &stop_rx, &submitter, &handle))
+        .spawn(move || {
+            event_loop(&events, &stop_rx, &submitter, &handle, &loop_metrics);
+            loop_metrics.events_running.store(false, Ordering::Relaxed);
+        })
         .map_err(DbProxyError::Io)?;
     Ok(DbProxyServer {
         local_addr,
@@ -78,6 +110,8 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
         events: Some(events),
         worker: Some(worker),
         reactor: Some(reactor),
+        metrics,
+        admin,
     })
 }
 
@@ -101,6 +135,7 @@ fn event_loop(
     stop: &Receiver<()>,
     submitter: &Submitter<ConnId>,
     handle: &Handle<Session>,
+    metrics: &DbMetrics,
 ) {
     let mut conns: HashSet<ConnId> = HashSet::new();
     loop {
@@ -114,12 +149,14 @@ fn event_loop(
                         conns.insert(id);
                     }
                     NetEvent::Machine(SessionEvent::Pdu(pdu)) => {
+                        metrics.pdus_in.inc(pdu.key());
                         if submitter.submit(id, pdu).is_err() {
                             break;
                         }
                     }
                     NetEvent::Machine(SessionEvent::Closed(reason)) => {
                         info!(conn = %id, %reason, "connection closed");
+                        metrics.closes.inc(&reason);
                     }
                     NetEvent::Machine(SessionEvent::LoginRequest(_)) => {
                         // Server-peer sessions have no login gate.
@@ -137,7 +174,9 @@ fn event_loop(
     // so they can switch to another db_proxy instead of losing requests.
     let notice = ImStopReceivePacket { result: 0 };
     for id in conns {
-        send(handle, id, notice.to_pdu(0));
+        let pdu = notice.to_pdu(0);
+        metrics.pdus_out.inc(pdu.key());
+        send(handle, id, pdu);
     }
 }
 
@@ -152,6 +191,20 @@ impl DbProxyServer {
     #[must_use]
     pub fn stats(&self) -> DbProxyStats {
         self.proxy.stats()
+    }
+
+    /// Every counter and the store latency histogram, for an admin
+    /// endpoint (`teamtalk up` serves all daemons on one).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<DbMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The admin endpoint's address, when [`DbProxyConfig::admin`] asked
+    /// for one.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
     }
 
     /// The request handler (e.g. to reach its store).
@@ -170,6 +223,9 @@ impl DbProxyServer {
     }
 
     fn stop(&mut self) {
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
+        }
         if let Some(tx) = self.stop_tx.take() {
             let _ = tx.send(());
         }

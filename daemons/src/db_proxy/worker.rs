@@ -33,12 +33,14 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use teamtalk_proto::Pdu;
 
 use super::handler::{DbProxy, PreparedMessage};
+use crate::metrics::{Histogram, HistogramSnapshot};
 
 /// Default capacity of the request queue.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
@@ -163,6 +165,53 @@ impl<T: Send + 'static> Submitter<T> {
     }
 }
 
+/// What the store worker measures, readable from any thread while it runs.
+pub struct WorkerMetrics {
+    store_latency: Histogram,
+    alive: AtomicBool,
+    queued: Box<dyn Fn() -> usize + Send + Sync>,
+}
+
+impl std::fmt::Debug for WorkerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerMetrics")
+            .field("alive", &self.alive())
+            .field("queued", &self.queued())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerMetrics {
+    /// Seconds each group commit of messages took (one observation per
+    /// store transaction, whatever its size).
+    #[must_use]
+    pub fn store_latency(&self) -> HistogramSnapshot {
+        self.store_latency.snapshot()
+    }
+
+    /// Whether the store thread is running (false once it ended, by
+    /// shutdown or by a panic).
+    #[must_use]
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting in the store queue.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        (self.queued)()
+    }
+}
+
+/// Clears [`WorkerMetrics::alive`] when the store thread ends, however.
+struct AliveGuard(Arc<WorkerMetrics>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Relaxed);
+    }
+}
+
 /// The store worker thread and the login threads. See the [module docs](self).
 ///
 /// Dropping it (or [`StoreWorker::shutdown`]) lets the threads finish what was
@@ -170,6 +219,7 @@ impl<T: Send + 'static> Submitter<T> {
 pub struct StoreWorker<T> {
     submitter: Option<Submitter<T>>,
     threads: Vec<JoinHandle<()>>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl<T> std::fmt::Debug for StoreWorker<T> {
@@ -192,19 +242,36 @@ impl<T: Send + 'static> StoreWorker<T> {
     ) -> io::Result<Self> {
         let sink: ReplySink<T> = Arc::new(sink);
         let (store_tx, store_rx) = crossbeam_channel::bounded(cfg.queue_capacity.max(1));
+        // A receiver does not keep the channel open for the worker: its
+        // loop still ends once every sender is gone.
+        let depth = store_rx.clone();
+        let metrics = Arc::new(WorkerMetrics {
+            store_latency: Histogram::latency(),
+            alive: AtomicBool::new(true),
+            queued: Box::new(move || depth.len()),
+        });
         let mut worker = Self {
             submitter: None,
             threads: Vec::new(),
+            metrics: Arc::clone(&metrics),
         };
         let batch_limit = cfg.batch_limit.max(1);
         {
             let proxy = Arc::clone(&proxy);
             let sink = Arc::clone(&sink);
-            worker.threads.push(
-                std::thread::Builder::new()
-                    .name("db-proxy-store".to_owned())
-                    .spawn(move || store_loop(&proxy, &store_rx, batch_limit, &*sink))?,
-            );
+            let spawned = std::thread::Builder::new()
+                .name("db-proxy-store".to_owned())
+                .spawn(move || {
+                    let guard = AliveGuard(metrics);
+                    store_loop(&proxy, &store_rx, batch_limit, &guard.0, &*sink);
+                });
+            match spawned {
+                Ok(t) => worker.threads.push(t),
+                Err(e) => {
+                    worker.metrics.alive.store(false, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
         }
         let login_tx = if cfg.login_threads > 0 {
             let (tx, rx) = crossbeam_channel::bounded::<Job<T>>(cfg.queue_capacity.max(1));
@@ -243,6 +310,12 @@ impl<T: Send + 'static> StoreWorker<T> {
             .unwrap_or_else(|| unreachable!("submitter taken only on drop"))
     }
 
+    /// The worker's measurements (store latency, liveness, queue depth).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Stops taking requests once every [`Submitter`] is dropped, finishes
     /// the queued ones (stored and answered) and joins the threads.
     pub fn shutdown(self) {
@@ -267,6 +340,7 @@ fn store_loop<T>(
     proxy: &DbProxy,
     rx: &Receiver<Job<T>>,
     batch_limit: usize,
+    metrics: &WorkerMetrics,
     sink: &dyn Fn(T, Pdu),
 ) {
     let mut batch = Vec::with_capacity(batch_limit);
@@ -278,34 +352,48 @@ fn store_loop<T>(
                 Err(_) => break,
             }
         }
-        run_batch(proxy, batch.drain(..), sink);
+        run_batch(proxy, batch.drain(..), Some(&metrics.store_latency), sink);
     }
 }
 
 /// Applies one batch in order: consecutive storable messages are stored with
 /// one commit; any other request first flushes the run before it, so it sees
 /// those writes, then runs on its own.
-fn run_batch<T>(proxy: &DbProxy, jobs: impl Iterator<Item = Job<T>>, sink: &dyn Fn(T, Pdu)) {
+fn run_batch<T>(
+    proxy: &DbProxy,
+    jobs: impl Iterator<Item = Job<T>>,
+    latency: Option<&Histogram>,
+    sink: &dyn Fn(T, Pdu),
+) {
     let mut run: Vec<(T, PreparedMessage)> = Vec::new();
     for job in jobs {
         if let Some(prepared) = proxy.prepare_message(&job.pdu) {
             run.push((job.to, prepared));
             continue;
         }
-        flush(proxy, &mut run, sink);
+        flush(proxy, &mut run, latency, sink);
         if let Some(reply) = proxy.handle(&job.pdu) {
             sink(job.to, reply);
         }
     }
-    flush(proxy, &mut run, sink);
+    flush(proxy, &mut run, latency, sink);
 }
 
-fn flush<T>(proxy: &DbProxy, run: &mut Vec<(T, PreparedMessage)>, sink: &dyn Fn(T, Pdu)) {
+fn flush<T>(
+    proxy: &DbProxy,
+    run: &mut Vec<(T, PreparedMessage)>,
+    latency: Option<&Histogram>,
+    sink: &dyn Fn(T, Pdu),
+) {
     if run.is_empty() {
         return;
     }
     let (dests, prepared): (Vec<T>, Vec<PreparedMessage>) = run.drain(..).unzip();
+    let started = crate::clock::now();
     let replies = proxy.store_prepared(prepared);
+    if let Some(h) = latency {
+        h.observe_duration(crate::clock::now().saturating_duration_since(started));
+    }
     for (to, reply) in dests.into_iter().zip(replies) {
         sink(to, reply);
     }
@@ -316,6 +404,7 @@ pub(super) fn run_batch_for_test<T>(proxy: &DbProxy, jobs: Vec<(T, Pdu)>, sink: 
     run_batch(
         proxy,
         jobs.into_iter().map(|(to, pdu)| Job { to, pdu }),
+        None,
         sink,
     );
 }

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::MAX_HTTP_REQUEST;
 use crate::clock;
+use crate::metrics::CounterMap;
 
 /// Stack of a connection thread: it parses at most 1 KiB and writes a
 /// short answer.
@@ -32,7 +33,7 @@ const CONN_STACK: usize = 64 << 10;
 pub(crate) enum Scan<'a> {
     /// More bytes are needed.
     Partial,
-    /// Over [`MAX_HTTP_REQUEST`]: close without answering.
+    /// Over the size limit ([`MAX_HTTP_REQUEST`] for `/msg_server`).
     TooLarge,
     /// Not an HTTP/1.x request.
     Bad,
@@ -47,14 +48,20 @@ pub(crate) enum Scan<'a> {
 
 /// Looks at the bytes received so far.
 pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
+    scan_with_limit(buf, MAX_HTTP_REQUEST)
+}
+
+/// [`scan`] with another size limit (the admin port allows more, for
+/// scrapers' longer headers).
+pub(crate) fn scan_with_limit(buf: &[u8], limit: usize) -> Scan<'_> {
     let Some((head_len, sep_len)) = find_head_end(buf) else {
-        return if buf.len() >= MAX_HTTP_REQUEST {
+        return if buf.len() >= limit {
             Scan::TooLarge
         } else {
             Scan::Partial
         };
     };
-    if head_len + sep_len > MAX_HTTP_REQUEST {
+    if head_len + sep_len > limit {
         return Scan::TooLarge;
     }
     let Ok(head) = std::str::from_utf8(&buf[..head_len]) else {
@@ -87,7 +94,7 @@ pub(crate) fn scan(buf: &[u8]) -> Scan<'_> {
     }
     let total = head_len + sep_len;
     match total.checked_add(body_len) {
-        Some(t) if t <= MAX_HTTP_REQUEST => {
+        Some(t) if t <= limit => {
             if buf.len() < t {
                 Scan::Partial
             } else {
@@ -164,8 +171,14 @@ pub(crate) struct HttpServer {
 
 impl HttpServer {
     /// Binds every address and starts accepting. `json` produces the
-    /// `/msg_server` body.
-    pub(crate) fn start<F>(addrs: &[SocketAddr], opts: HttpOptions, json: F) -> io::Result<Self>
+    /// `/msg_server` body; every request's outcome is counted in
+    /// `outcomes` (the status code, or `dropped` when it got no answer).
+    pub(crate) fn start<F>(
+        addrs: &[SocketAddr],
+        opts: HttpOptions,
+        outcomes: Arc<CounterMap>,
+        json: F,
+    ) -> io::Result<Self>
     where
         F: Fn() -> String + Send + Sync + 'static,
     {
@@ -186,9 +199,10 @@ impl HttpServer {
             let stop = Arc::clone(&server.stop);
             let json = Arc::clone(&json);
             let active = Arc::clone(&active);
+            let outcomes = Arc::clone(&outcomes);
             let spawned = std::thread::Builder::new()
                 .name("login_http".into())
-                .spawn(move || accept_loop(&listener, &stop, &active, opts, &json));
+                .spawn(move || accept_loop(&listener, &stop, &active, opts, &outcomes, &json));
             match spawned {
                 Ok(t) => server.threads.push(t),
                 Err(e) => {
@@ -255,6 +269,7 @@ fn accept_loop<F>(
     stop: &AtomicBool,
     active: &Arc<AtomicUsize>,
     opts: HttpOptions,
+    outcomes: &Arc<CounterMap>,
     json: &Arc<F>,
 ) where
     F: Fn() -> String + Send + Sync + 'static,
@@ -277,17 +292,24 @@ fn accept_loop<F>(
         };
         if active.fetch_add(1, Ordering::SeqCst) >= opts.max_connections {
             active.fetch_sub(1, Ordering::SeqCst);
+            outcomes.inc("dropped");
             warn!(%peer, "too many HTTP connections; closing");
             continue;
         }
         let slot = Slot(Arc::clone(active));
         let json = Arc::clone(json);
+        let outcomes = Arc::clone(outcomes);
         let spawned = std::thread::Builder::new()
             .name("login_http_conn".into())
             .stack_size(CONN_STACK)
             .spawn(move || {
                 let _slot = slot;
-                if let Err(e) = serve(stream, opts.timeout, || json()) {
+                let outcome = serve(stream, opts.timeout, || json());
+                outcomes.inc(match outcome {
+                    Ok(Some(status)) => status,
+                    Ok(None) | Err(_) => "dropped",
+                });
+                if let Err(e) = outcome {
                     debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
             });
@@ -297,12 +319,13 @@ fn accept_loop<F>(
     }
 }
 
-/// Reads one request within `timeout`, answers it and closes.
+/// Reads one request within `timeout`, answers it and closes. Returns the
+/// status code sent, `None` when the request got no answer.
 fn serve(
     mut stream: TcpStream,
     timeout: Duration,
     json: impl FnOnce() -> String,
-) -> io::Result<()> {
+) -> io::Result<Option<&'static str>> {
     let peer = stream.peer_addr()?;
     let deadline = clock::now() + timeout;
     stream.set_write_timeout(Some(timeout))?;
@@ -312,13 +335,13 @@ fn serve(
         let left = deadline.saturating_duration_since(clock::now());
         if left.is_zero() {
             debug!(%peer, "HTTP request not received in time; closing");
-            return Ok(());
+            return Ok(None);
         }
         stream.set_read_timeout(Some(left))?;
         // Never hold more than one byte over the limit.
         let room = MAX_HTTP_REQUEST + 1 - buf.len();
         let n = match stream.read(&mut chunk[..room]) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(None),
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -327,7 +350,7 @@ fn serve(
                 ) =>
             {
                 debug!(%peer, "HTTP request not received in time; closing");
-                return Ok(());
+                return Ok(None);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -337,21 +360,26 @@ fn serve(
             Scan::Partial => {}
             Scan::TooLarge => {
                 debug!(%peer, "HTTP request over {MAX_HTTP_REQUEST} bytes; closing");
-                return Ok(());
+                return Ok(None);
             }
             Scan::Bad => {
                 debug!(%peer, "malformed HTTP request");
                 stream.write_all(
                     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 )?;
-                return Ok(());
+                return Ok(Some("400"));
             }
             Scan::Complete { method, target } => {
                 debug!(%peer, method, target, "HTTP request");
+                let status = if path_of(target) == "/msg_server" {
+                    "200"
+                } else {
+                    "404"
+                };
                 stream.write_all(&respond(method, target, json))?;
                 stream.flush()?;
                 let _ = stream.shutdown(Shutdown::Write);
-                return Ok(());
+                return Ok(Some(status));
             }
         }
     }

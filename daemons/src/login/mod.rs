@@ -37,7 +37,8 @@
 //! which the HTTP threads read. [`spawn`] runs both.
 
 mod app;
-mod http;
+pub(crate) mod http;
+mod metrics;
 mod run;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -51,6 +52,7 @@ use crate::route::{listen_ips, warn_about_keys};
 
 pub use crate::route::ConfigError;
 pub use app::{Action, Directory, LoginApp, LoginCounters, PeerKind};
+pub use metrics::LoginMetrics;
 pub use run::{Error, RunningLogin, spawn};
 
 /// The keys of `loginserver.conf` this daemon understands; any other key is
@@ -64,6 +66,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "MsgServerPort",
     "msfs",
     "discovery",
+    "AdminListen",
 ];
 
 /// TeamTalk's limit on an HTTP request; anything longer is closed.
@@ -98,6 +101,9 @@ pub struct LoginConfig {
     pub http_max_connections: usize,
     /// Reactor settings for the msg_server and legacy client ports.
     pub reactor: ReactorConfig,
+    /// Admin HTTP endpoint (`/metrics`, `/healthz`); our own conf key
+    /// `AdminListen`. `None` serves none; port 0 picks one.
+    pub admin: Option<SocketAddr>,
 }
 
 impl LoginConfig {
@@ -133,6 +139,7 @@ impl LoginConfig {
             http_timeout: DEFAULT_HTTP_TIMEOUT,
             http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             reactor: ReactorConfig::default(),
+            admin: conf.get_parsed("AdminListen")?,
         })
     }
 
@@ -156,6 +163,7 @@ impl LoginConfig {
                 threads: 1,
                 ..ReactorConfig::default()
             },
+            admin: None,
         }
     }
 
@@ -201,6 +209,13 @@ discovery=http://127.0.0.1/api/discovery
         assert_eq!(cfg.urls.msfs_backup, "http://127.0.0.1:8700/");
         assert_eq!(cfg.urls.discovery, "http://127.0.0.1/api/discovery");
         assert_eq!(cfg.http_timeout, DEFAULT_HTTP_TIMEOUT);
+        assert_eq!(cfg.admin, None);
+
+        let with_admin = format!("{STOCK}AdminListen=127.0.0.1:9101\n");
+        let conf = Conf::parse_str(&with_admin, "loginserver.conf").unwrap();
+        assert!(conf.unknown_keys(KNOWN_KEYS).is_empty());
+        let cfg = LoginConfig::from_conf(&conf).unwrap();
+        assert_eq!(cfg.admin, Some("127.0.0.1:9101".parse().unwrap()));
     }
 
     #[test]

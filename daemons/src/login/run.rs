@@ -1,9 +1,11 @@
 //! The login_server process: one reactor for the msg_server and legacy
 //! client ports, one thread running [`LoginApp`], and the HTTP threads.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use tracing::{debug, info, info_span, warn};
 use super::LoginConfig;
 use super::app::{Action, Directory, LoginApp, LoginCounters, PeerKind};
 use super::http::{HttpOptions, HttpServer};
+use super::metrics::LoginMetrics;
+use crate::metrics::{AdminServer, Labelled, MetricsSource};
 
 /// Largest PDU accepted on the legacy client port: the query is 16 bytes.
 const LEGACY_MAX_FRAME: u32 = 4096;
@@ -46,6 +50,15 @@ pub enum Error {
     /// The application thread could not be started.
     #[error("cannot start the login_server thread: {0}")]
     Thread(#[source] io::Error),
+    /// The admin endpoint could not be bound.
+    #[error("cannot start the admin endpoint on {addr}: {source}")]
+    Admin {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A login_server running in this process. Dropping it stops it like
@@ -58,7 +71,8 @@ pub struct RunningLogin {
     reactor: Option<Reactor<Session>>,
     app: Option<JoinHandle<()>>,
     dir: Directory<ConnId>,
-    counters: Arc<Mutex<LoginCounters>>,
+    metrics: Arc<LoginMetrics>,
+    admin: Option<AdminServer>,
 }
 
 /// Starts a login_server: binds the msg_server, legacy client and HTTP
@@ -90,6 +104,7 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, Error> {
     }
 
     let dir = Directory::new(config.urls.clone());
+    let metrics = Arc::new(LoginMetrics::new(reactor.handle(), dir.clone()));
     let http_addrs = LoginConfig::addrs(&config.http_ips, config.http_port);
     let http = HttpServer::start(
         &http_addrs,
@@ -97,6 +112,7 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, Error> {
             timeout: config.http_timeout,
             max_connections: config.http_max_connections.max(1),
         },
+        Arc::clone(&metrics.http),
         {
             let dir = dir.clone();
             move || dir.msg_server_json()
@@ -119,15 +135,29 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, Error> {
     info!(msg_servers = ?msg_server_addrs, http = ?http.addrs(), clients = ?client_addrs,
         "login_server listening");
 
-    let counters = Arc::new(Mutex::new(LoginCounters::default()));
+    let admin = match config.admin {
+        Some(addr) => {
+            let instance = msg_server_addrs
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let source: Arc<dyn MetricsSource> = Arc::new(Labelled::new(
+                "login_server",
+                instance,
+                Arc::clone(&metrics) as Arc<dyn MetricsSource>,
+            ));
+            Some(AdminServer::start(addr, source).map_err(|source| Error::Admin { addr, source })?)
+        }
+        None => None,
+    };
     let app = std::thread::Builder::new()
         .name("login_server".into())
         .spawn({
             let events = reactor.events();
             let handle = reactor.handle();
             let app = LoginApp::new(dir.clone());
-            let counters = Arc::clone(&counters);
-            move || run_app(app, &listeners, &events, &handle, &counters)
+            let metrics = Arc::clone(&metrics);
+            move || run_app(app, &listeners, &events, &handle, &metrics)
         })
         .map_err(Error::Thread)?;
     Ok(RunningLogin {
@@ -137,7 +167,8 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, Error> {
         reactor: Some(reactor),
         app: Some(app),
         dir,
-        counters,
+        metrics,
+        admin,
     })
 }
 
@@ -212,7 +243,25 @@ impl RunningLogin {
     /// The PDU-side counters.
     #[must_use]
     pub fn counters(&self) -> LoginCounters {
-        *self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .metrics
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every counter, for an admin endpoint (`teamtalk up` serves all
+    /// daemons on one).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<LoginMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The admin endpoint's address, when [`LoginConfig::admin`] asked for
+    /// one.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
     }
 
     /// Stops HTTP, closes every connection (flushing what was queued,
@@ -222,6 +271,9 @@ impl RunningLogin {
     }
 
     fn stop(&mut self) {
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
+        }
         if let Some(mut http) = self.http.take() {
             http.stop();
         }
@@ -267,14 +319,16 @@ fn run_app(
     listeners: &[(SocketAddr, PeerKind)],
     events: &EventRx<SessionEvent>,
     handle: &Handle<Session>,
-    counters: &Mutex<LoginCounters>,
+    metrics: &LoginMetrics,
 ) {
     let span = info_span!("login_server");
     let _entered = span.enter();
+    let mut kinds: HashMap<ConnId, PeerKind> = HashMap::new();
     while let Ok((conn, event)) = events.recv() {
         let actions = match event {
             NetEvent::Accepted { peer, local } => match classify(listeners, local) {
                 Some(kind) => {
+                    kinds.insert(conn, kind);
                     match kind {
                         PeerKind::MsgServer => info!(%conn, %peer, "msg_server connected"),
                         _ => debug!(%conn, %peer, "legacy client connected"),
@@ -288,13 +342,18 @@ fn run_app(
                 }
             },
             NetEvent::Machine(SessionEvent::Pdu(pdu) | SessionEvent::LoginRequest(pdu)) => {
+                if let Some(kind) = kinds.get(&conn) {
+                    metrics.pdus(*kind).0.inc(pdu.key());
+                }
                 app.handle_pdu(conn, &pdu)
             }
             NetEvent::Machine(SessionEvent::Closed(reason)) => {
                 debug!(%conn, %reason, "connection closing");
+                metrics.closes.inc(&reason);
                 Vec::new()
             }
             NetEvent::Finished => {
+                kinds.remove(&conn);
                 app.disconnected(conn);
                 Vec::new()
             }
@@ -304,10 +363,19 @@ fn run_app(
             }
         };
         for action in actions {
+            if let Action::Send(to, pdu) = &action
+                && let Some(kind) = kinds.get(to)
+            {
+                metrics.pdus(*kind).1.inc(pdu.key());
+            }
             perform(handle, action);
         }
-        *counters.lock().unwrap_or_else(PoisonError::into_inner) = app.counters();
+        *metrics
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = app.counters();
     }
+    metrics.running.store(false, Ordering::Relaxed);
     debug!("reactor gone; login_server thread ends");
 }
 

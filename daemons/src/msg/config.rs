@@ -32,6 +32,9 @@ pub struct MsgConfig {
     pub max_connections: usize,
     /// Overrides the links' heartbeat interval and idle timeout (tests).
     pub link_timers: Option<(Duration, Duration)>,
+    /// Admin HTTP endpoint (`/metrics`, `/healthz`); our own conf key
+    /// `AdminListen`. `None` serves none; port 0 picks one.
+    pub admin: Option<SocketAddr>,
 }
 
 impl MsgConfig {
@@ -59,6 +62,7 @@ impl MsgConfig {
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             max_connections: 100_000,
             link_timers: None,
+            admin: None,
         }
     }
 
@@ -114,6 +118,7 @@ impl MsgConfig {
         if let Some(max) = conf.get_parsed("MaxConnCnt")? {
             cfg.registration.max_conn_cnt = max;
         }
+        cfg.admin = conf.get_parsed("AdminListen")?;
         Ok(cfg)
     }
 }
@@ -136,6 +141,7 @@ const KNOWN: &[&str] = &[
     "IpAddr2",
     "MaxConnCnt",
     "aesKey",
+    "AdminListen",
 ];
 
 /// A bad msg_server configuration.
@@ -176,7 +182,8 @@ mod tests {
             DBServerIP1=127.0.0.1\nDBServerPort1=10600\n\
             LoginServerIP1=localhost\nLoginServerPort1=8100\n\
             RouteServerIP1=localhost\nRouteServerPort1=8200\n\
-            IpAddr1=10.0.0.1 # telecom\nIpAddr2=10.0.0.2\nMaxConnCnt=500\n";
+            IpAddr1=10.0.0.1 # telecom\nIpAddr2=10.0.0.2\nMaxConnCnt=500\n\
+            AdminListen=127.0.0.1:9100\n";
         let conf = Conf::parse_str(text, "msgserver.conf").unwrap();
         let cfg = MsgConfig::from_conf(&conf).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:0".parse().unwrap());
@@ -185,6 +192,8 @@ mod tests {
         assert_eq!(cfg.registration.ip1, "10.0.0.1");
         assert_eq!(cfg.registration.ip2, "10.0.0.2");
         assert_eq!(cfg.registration.max_conn_cnt, 500);
+        assert_eq!(cfg.admin, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(conf.unknown_keys(KNOWN).is_empty());
     }
 
     #[test]

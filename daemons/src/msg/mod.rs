@@ -8,10 +8,12 @@
 
 pub mod app;
 mod config;
+mod metrics;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,6 +25,10 @@ use tracing::{debug, info, warn};
 
 pub use app::{Action, App, AppStats, Registration, Upstream};
 pub use config::{MsgConfig, MsgConfigError};
+pub use metrics::MsgMetrics;
+
+use crate::metrics::{AdminServer, Labelled, MetricsSource};
+use metrics::{AppSnapshot, LinkState};
 
 /// Why msg_server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +51,8 @@ pub struct RunningMsg {
     addr: SocketAddr,
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    stats: Arc<std::sync::Mutex<AppStats>>,
+    metrics: Arc<MsgMetrics>,
+    admin: Option<AdminServer>,
 }
 
 impl RunningMsg {
@@ -58,7 +65,20 @@ impl RunningMsg {
     /// The application counters, as of the last second.
     #[must_use]
     pub fn stats(&self) -> AppStats {
-        self.stats.lock().map(|s| *s).unwrap_or_default()
+        self.metrics.app_stats()
+    }
+
+    /// Every counter and the link states, for an admin endpoint (`teamtalk
+    /// up` serves all daemons on one).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<MsgMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The admin endpoint's address, when [`MsgConfig::admin`] asked for one.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
     }
 
     /// Stops accepting, closes links and sessions, waits for the threads.
@@ -67,6 +87,9 @@ impl RunningMsg {
     }
 
     fn stop_now(&mut self) {
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -111,6 +134,7 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, MsgError> {
         ..ReactorConfig::default()
     })?;
     let mut link_kinds = HashMap::new();
+    let mut link_states = Vec::new();
     for (kind, addrs) in [
         (Upstream::Db, &cfg.db),
         (Upstream::Login, &cfg.login),
@@ -123,7 +147,19 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, MsgError> {
                 lc.idle_timeout = t.1;
             }
             let id = links.open(Link::new(lc, crate::clock::now()))?;
-            link_kinds.insert(id, LinkSlot { kind, up: false });
+            link_kinds.insert(
+                id,
+                LinkSlot {
+                    kind,
+                    addr: *a,
+                    up: false,
+                },
+            );
+            link_states.push(LinkState {
+                kind,
+                addr: *a,
+                up: false,
+            });
         }
     }
     let mut registration = cfg.registration.clone();
@@ -132,13 +168,28 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, MsgError> {
     }
     let app = App::new(registration, Arc::new(crate::clock::unix_secs));
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-    let stats = Arc::new(std::sync::Mutex::new(AppStats::default()));
+    let metrics = Arc::new(MsgMetrics::new(
+        clients.handle(),
+        links.handle(),
+        link_states,
+    ));
+    let admin = match cfg.admin {
+        Some(admin_addr) => {
+            let source: Arc<dyn MetricsSource> = Arc::new(Labelled::new(
+                "msg_server",
+                addr.to_string(),
+                Arc::clone(&metrics) as Arc<dyn MetricsSource>,
+            ));
+            Some(AdminServer::start(admin_addr, source)?)
+        }
+        None => None,
+    };
     let runner = Runner {
         app,
         clients,
         links,
         link_kinds,
-        stats: Arc::clone(&stats),
+        metrics: Arc::clone(&metrics),
     };
     let thread = std::thread::Builder::new()
         .name("msg_server".into())
@@ -148,13 +199,15 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, MsgError> {
         addr,
         stop: Some(stop_tx),
         thread: Some(thread),
-        stats,
+        metrics,
+        admin,
     })
 }
 
 #[derive(Debug, Clone, Copy)]
 struct LinkSlot {
     kind: Upstream,
+    addr: SocketAddr,
     up: bool,
 }
 
@@ -163,7 +216,7 @@ struct Runner {
     clients: Reactor<Session>,
     links: Reactor<Link>,
     link_kinds: HashMap<ConnId, LinkSlot>,
-    stats: Arc<std::sync::Mutex<AppStats>>,
+    metrics: Arc<MsgMetrics>,
 }
 
 impl Runner {
@@ -183,8 +236,12 @@ impl Runner {
                 },
                 recv(ticker) -> _ => {
                     self.app.tick();
-                    if let Ok(mut s) = self.stats.lock() {
-                        *s = self.app.stats();
+                    if let Ok(mut s) = self.metrics.app.lock() {
+                        *s = AppSnapshot {
+                            stats: self.app.stats(),
+                            pending: self.app.pending(),
+                            logged_in: self.app.logged_in(),
+                        };
                     }
                 }
                 recv(stop) -> _ => break,
@@ -202,10 +259,17 @@ impl Runner {
                 self.app.client_open(id);
                 return;
             }
-            NetEvent::Machine(SessionEvent::LoginRequest(pdu)) => self.app.login_request(id, &pdu),
-            NetEvent::Machine(SessionEvent::Pdu(pdu)) => self.app.client_pdu(id, &pdu),
+            NetEvent::Machine(SessionEvent::LoginRequest(pdu)) => {
+                self.metrics.client_in.inc(pdu.key());
+                self.app.login_request(id, &pdu)
+            }
+            NetEvent::Machine(SessionEvent::Pdu(pdu)) => {
+                self.metrics.client_in.inc(pdu.key());
+                self.app.client_pdu(id, &pdu)
+            }
             NetEvent::Machine(SessionEvent::Closed(reason)) => {
                 debug!(conn = %id, %reason, "client session closed");
+                self.metrics.client_closes.inc(&reason);
                 self.app.client_closed(id)
             }
             NetEvent::Finished => self.app.client_closed(id),
@@ -230,6 +294,7 @@ impl Runner {
             }
             NetEvent::Machine(LinkEvent::Down(reason)) => {
                 warn!(link = %id, ?kind, %reason, "upstream link down");
+                self.metrics.link_closed(&reason);
                 self.set_up(id, false);
                 if self.any_up(kind) {
                     return;
@@ -238,9 +303,13 @@ impl Runner {
             }
             NetEvent::Machine(LinkEvent::Unreachable(reason)) => {
                 debug!(link = %id, ?kind, %reason, "upstream unreachable; retrying");
+                self.metrics.link_closed(&reason);
                 return;
             }
-            NetEvent::Machine(LinkEvent::Pdu(pdu)) => self.app.upstream_pdu(kind, &pdu),
+            NetEvent::Machine(LinkEvent::Pdu(pdu)) => {
+                self.metrics.upstream_in.inc(pdu.key());
+                self.app.upstream_pdu(kind, &pdu)
+            }
             _ => return,
         };
         self.execute(actions, None);
@@ -249,6 +318,7 @@ impl Runner {
     fn set_up(&mut self, id: ConnId, up: bool) {
         if let Some(slot) = self.link_kinds.get_mut(&id) {
             slot.up = up;
+            self.metrics.set_link(slot.addr, slot.kind, up);
         }
     }
 
@@ -272,34 +342,51 @@ impl Runner {
     fn execute(&mut self, actions: Vec<Action<ConnId>>, only_link: Option<ConnId>) {
         for action in actions {
             match action {
-                Action::Send(conn, pdu) => self.on_client(conn, move |s| {
-                    let _ = s.send(&pdu);
-                }),
+                Action::Send(conn, pdu) => {
+                    self.metrics.client_out.inc(pdu.key());
+                    self.on_client(conn, move |s| {
+                        let _ = s.send(&pdu);
+                    });
+                }
                 Action::Accept {
                     conn,
                     user_id,
                     client_type,
                     reply,
-                } => self.on_client(conn, move |s| {
-                    if s.accept_login(user_id, client_type).is_ok() {
-                        let _ = s.send(&reply);
+                } => {
+                    self.metrics.client_out.inc(reply.key());
+                    self.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
+                    self.on_client(conn, move |s| {
+                        if s.accept_login(user_id, client_type).is_ok() {
+                            let _ = s.send(&reply);
+                        }
+                    });
+                }
+                Action::Refuse { conn, reply } => {
+                    self.metrics.client_out.inc(reply.key());
+                    self.metrics.login_refused(&reply);
+                    self.on_client(conn, move |s| {
+                        let _ = s.reject_login(&reply);
+                    });
+                }
+                Action::Close { conn, notice } => {
+                    if let Some(n) = &notice {
+                        self.metrics.client_out.inc(n.key());
                     }
-                }),
-                Action::Refuse { conn, reply } => self.on_client(conn, move |s| {
-                    let _ = s.reject_login(&reply);
-                }),
-                Action::Close { conn, notice } => self.on_client(conn, move |s| {
-                    if let Some(n) = notice {
-                        let _ = s.send(&n);
-                    }
-                    s.close();
-                }),
+                    self.on_client(conn, move |s| {
+                        if let Some(n) = notice {
+                            let _ = s.send(&n);
+                        }
+                        s.close();
+                    });
+                }
                 Action::Upstream(kind, pdu) => {
                     let targets = match only_link {
                         Some(id) => vec![id],
                         None => self.targets(kind, &pdu),
                     };
                     for id in targets {
+                        self.metrics.upstream_out.inc(pdu.key());
                         let pdu = pdu.clone();
                         let sent = self.links.exec(id, move |l| {
                             if let Err(e) = l.send(&pdu) {

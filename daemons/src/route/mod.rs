@@ -61,6 +61,7 @@
 //! use integers); [`spawn`] runs it behind a `teamtalk-net` reactor.
 
 mod app;
+mod metrics;
 mod run;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -70,11 +71,12 @@ use teamtalk_net::ReactorConfig;
 use crate::conf::{Conf, ConfError};
 
 pub use app::{Action, RouteApp, RouteCounters};
+pub use metrics::RouteMetrics;
 pub use run::{Error, RouteStats, RunningRoute, spawn};
 
 /// The keys of `routeserver.conf` this daemon understands; any other key is
 /// reported as a probable typo.
-pub const KNOWN_KEYS: &[&str] = &["ListenIP", "ListenMsgPort"];
+pub const KNOWN_KEYS: &[&str] = &["ListenIP", "ListenMsgPort", "AdminListen"];
 
 /// How to run a route_server.
 #[derive(Debug, Clone)]
@@ -87,6 +89,9 @@ pub struct RouteConfig {
     pub msg_port: u16,
     /// Reactor settings (threads, connection limit).
     pub reactor: ReactorConfig,
+    /// Admin HTTP endpoint (`/metrics`, `/healthz`); our own conf key
+    /// `AdminListen`. `None` serves none; port 0 picks one.
+    pub admin: Option<SocketAddr>,
 }
 
 impl RouteConfig {
@@ -102,6 +107,7 @@ impl RouteConfig {
             listen_ips: listen_ips(conf, "ListenIP")?,
             msg_port: conf.require("ListenMsgPort")?,
             reactor: ReactorConfig::default(),
+            admin: conf.get_parsed("AdminListen")?,
         })
     }
 
@@ -116,6 +122,7 @@ impl RouteConfig {
                 threads: 1,
                 ..ReactorConfig::default()
             },
+            admin: None,
         }
     }
 
@@ -204,6 +211,12 @@ mod tests {
         assert_eq!(cfg.listen_ips, vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]);
         assert_eq!(cfg.msg_port, 8200);
         assert_eq!(cfg.listen_addrs(), vec!["0.0.0.0:8200".parse().unwrap()]);
+        assert_eq!(cfg.admin, None);
+
+        let conf = Conf::parse_str(&format!("{text}AdminListen=[::1]:0\n"), "r.conf").unwrap();
+        assert!(conf.unknown_keys(KNOWN_KEYS).is_empty());
+        let cfg = RouteConfig::from_conf(&conf).unwrap();
+        assert_eq!(cfg.admin, Some("[::1]:0".parse().unwrap()));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use teamtalk_conn::{Session, SessionConfig, SessionEvent};
@@ -13,6 +14,8 @@ use tracing::{debug, info, info_span, warn};
 
 use super::RouteConfig;
 use super::app::{Action, RouteApp, RouteCounters};
+use super::metrics::RouteMetrics;
+use crate::metrics::{AdminServer, Labelled, MetricsSource};
 
 /// Why a route_server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,15 @@ pub enum Error {
     /// The application thread could not be started.
     #[error("cannot start the route_server thread: {0}")]
     Thread(#[source] io::Error),
+    /// The admin endpoint could not be bound.
+    #[error("cannot start the admin endpoint on {addr}: {source}")]
+    Admin {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A snapshot of a running route_server, for metrics and tests.
@@ -53,7 +65,8 @@ pub struct RunningRoute {
     addrs: Vec<SocketAddr>,
     reactor: Option<Reactor<Session>>,
     app: Option<JoinHandle<()>>,
-    stats: Arc<Mutex<RouteStats>>,
+    metrics: Arc<RouteMetrics>,
+    admin: Option<AdminServer>,
 }
 
 /// Starts a route_server: binds every listen address, then serves
@@ -74,21 +87,34 @@ pub fn spawn(config: RouteConfig) -> Result<RunningRoute, Error> {
         addrs.push(bound);
     }
     info!(?addrs, "route_server listening for msg_servers");
-    let stats = Arc::new(Mutex::new(RouteStats::default()));
+    let metrics = Arc::new(RouteMetrics::new(reactor.handle()));
+    let admin = match config.admin {
+        Some(addr) => {
+            let instance = addrs.first().map(ToString::to_string).unwrap_or_default();
+            let source: Arc<dyn MetricsSource> = Arc::new(Labelled::new(
+                "route_server",
+                instance,
+                Arc::clone(&metrics) as Arc<dyn MetricsSource>,
+            ));
+            Some(AdminServer::start(addr, source).map_err(|source| Error::Admin { addr, source })?)
+        }
+        None => None,
+    };
     let app = std::thread::Builder::new()
         .name("route_server".into())
         .spawn({
             let events = reactor.events();
             let handle = reactor.handle();
-            let stats = Arc::clone(&stats);
-            move || run_app(&events, &handle, &stats)
+            let metrics = Arc::clone(&metrics);
+            move || run_app(&events, &handle, &metrics)
         })
         .map_err(Error::Thread)?;
     Ok(RunningRoute {
         addrs,
         reactor: Some(reactor),
         app: Some(app),
-        stats,
+        metrics,
+        admin,
     })
 }
 
@@ -108,7 +134,21 @@ impl RunningRoute {
     /// Connected msg_servers, users and counters right now.
     #[must_use]
     pub fn stats(&self) -> RouteStats {
-        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+        self.metrics.stats()
+    }
+
+    /// Every counter, for an admin endpoint (`teamtalk up` serves all
+    /// daemons on one).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<RouteMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The admin endpoint's address, when [`RouteConfig::admin`] asked for
+    /// one.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
     }
 
     /// Closes every connection (flushing what was queued, within the
@@ -118,6 +158,9 @@ impl RunningRoute {
     }
 
     fn stop(&mut self) {
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
+        }
         if let Some(reactor) = self.reactor.take() {
             reactor.shutdown();
         }
@@ -139,7 +182,7 @@ impl Drop for RunningRoute {
     }
 }
 
-fn run_app(events: &EventRx<SessionEvent>, handle: &Handle<Session>, stats: &Mutex<RouteStats>) {
+fn run_app(events: &EventRx<SessionEvent>, handle: &Handle<Session>, metrics: &RouteMetrics) {
     let span = info_span!("route_server");
     let _entered = span.enter();
     let mut app: RouteApp<ConnId> = RouteApp::new();
@@ -151,10 +194,12 @@ fn run_app(events: &EventRx<SessionEvent>, handle: &Handle<Session>, stats: &Mut
                 Vec::new()
             }
             NetEvent::Machine(SessionEvent::Pdu(pdu) | SessionEvent::LoginRequest(pdu)) => {
+                metrics.pdus_in.inc(pdu.key());
                 app.handle_pdu(conn, &pdu)
             }
             NetEvent::Machine(SessionEvent::Closed(reason)) => {
                 debug!(%conn, %reason, "msg_server connection closing");
+                metrics.closes.inc(&reason);
                 Vec::new()
             }
             NetEvent::Finished => {
@@ -168,14 +213,19 @@ fn run_app(events: &EventRx<SessionEvent>, handle: &Handle<Session>, stats: &Mut
             }
         };
         for Action::Send(to, pdu) in actions {
+            metrics.pdus_out.inc(pdu.key());
             send(handle, to, pdu);
         }
-        *stats.lock().unwrap_or_else(PoisonError::into_inner) = RouteStats {
+        *metrics
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = RouteStats {
             servers: app.server_count(),
             users: app.user_count(),
             counters: app.counters(),
         };
     }
+    metrics.running.store(false, Ordering::Relaxed);
     debug!("reactor gone; route_server thread ends");
 }
 
