@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -19,7 +18,7 @@ use super::handler::{DbProxy, DbProxyStats};
 use super::metrics::DbMetrics;
 use super::worker::{StoreWorker, Submitter};
 use super::{DbProxyConfig, DbProxyError};
-use crate::metrics::{AdminServer, CommandCounters, Labelled, MetricsSource};
+use crate::metrics::{AdminServer, ClearOnDrop, CommandCounters, Labelled, MetricsSource};
 use crate::store::Store;
 
 /// A running db_proxy_server. Stops on [`DbProxyServer::shutdown`] or drop.
@@ -99,8 +98,8 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
     let events = std::thread::Builder::new()
         .name("db-proxy-events".to_owned())
         .spawn(move || {
+            let _running = ClearOnDrop(&loop_metrics.events_running);
             event_loop(&events, &stop_rx, &submitter, &handle, &loop_metrics);
-            loop_metrics.events_running.store(false, Ordering::Relaxed);
         })
         .map_err(DbProxyError::Io)?;
     Ok(DbProxyServer {

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use super::LoginConfig;
 use super::app::{Action, Directory, LoginApp, LoginCounters, PeerKind};
 use super::http::{HttpOptions, HttpServer};
 use super::metrics::LoginMetrics;
-use crate::metrics::{AdminServer, Labelled, MetricsSource};
+use crate::metrics::{AdminServer, ClearOnDrop, Labelled, MetricsSource};
 
 /// Largest PDU accepted on the legacy client port: the query is 16 bytes.
 const LEGACY_MAX_FRAME: u32 = 4096;
@@ -321,6 +320,7 @@ fn run_app(
     handle: &Handle<Session>,
     metrics: &LoginMetrics,
 ) {
+    let _running = ClearOnDrop(&metrics.running);
     let span = info_span!("login_server");
     let _entered = span.enter();
     let mut kinds: HashMap<ConnId, PeerKind> = HashMap::new();
@@ -375,7 +375,6 @@ fn run_app(
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = app.counters();
     }
-    metrics.running.store(false, Ordering::Relaxed);
     debug!("reactor gone; login_server thread ends");
 }
 

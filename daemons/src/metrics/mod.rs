@@ -25,6 +25,7 @@ mod histogram;
 mod text;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use admin::{AdminServer, MAX_REQUEST, REQUEST_TIMEOUT};
 pub use counters::{CloseCounters, CommandCounters, CounterMap, close_kind, render_net};
@@ -43,6 +44,18 @@ pub trait MetricsSource: Send + Sync {
     /// job right now (a required link down, the store worker gone); none
     /// means healthy.
     fn health(&self, problems: &mut Vec<String>);
+}
+
+/// Clears a liveness flag when dropped: held by a daemon thread for its
+/// whole life, it reports the thread stopped however it ends, panics
+/// included.
+#[derive(Debug)]
+pub struct ClearOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// A source whose samples get `daemon` and `instance` labels and whose
@@ -139,6 +152,19 @@ mod tests {
                 problems.push("db link down".into());
             }
         }
+    }
+
+    #[test]
+    fn clear_on_drop_reports_a_panicked_thread_stopped() {
+        let flag = Arc::new(AtomicBool::new(true));
+        let f = Arc::clone(&flag);
+        let ended = std::thread::spawn(move || {
+            let _running = ClearOnDrop(&f);
+            panic!("the thread dies");
+        })
+        .join();
+        assert!(ended.is_err());
+        assert!(!flag.load(Ordering::Relaxed));
     }
 
     #[test]

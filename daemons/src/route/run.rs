@@ -4,7 +4,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use teamtalk_conn::{Session, SessionConfig, SessionEvent};
@@ -15,7 +14,7 @@ use tracing::{debug, info, info_span, warn};
 use super::RouteConfig;
 use super::app::{Action, RouteApp, RouteCounters};
 use super::metrics::RouteMetrics;
-use crate::metrics::{AdminServer, Labelled, MetricsSource};
+use crate::metrics::{AdminServer, ClearOnDrop, Labelled, MetricsSource};
 
 /// Why a route_server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +182,7 @@ impl Drop for RunningRoute {
 }
 
 fn run_app(events: &EventRx<SessionEvent>, handle: &Handle<Session>, metrics: &RouteMetrics) {
+    let _running = ClearOnDrop(&metrics.running);
     let span = info_span!("route_server");
     let _entered = span.enter();
     let mut app: RouteApp<ConnId> = RouteApp::new();
@@ -225,7 +225,6 @@ fn run_app(events: &EventRx<SessionEvent>, handle: &Handle<Session>, metrics: &R
             counters: app.counters(),
         };
     }
-    metrics.running.store(false, Ordering::Relaxed);
     debug!("reactor gone; route_server thread ends");
 }
 
