@@ -128,7 +128,8 @@ pub enum SystemError {
 }
 
 /// `teamtalk up`'s default admin port.
-pub const DEFAULT_ADMIN_PORT: u16 = 9090;
+/// 8090: free among TeamTalk's ports and not Prometheus's own 9090.
+pub const DEFAULT_ADMIN_PORT: u16 = 8090;
 
 /// Every daemon of the system behind one endpoint. db_proxy_server can be
 /// stopped and restarted ([`RunningSystem::restart_db`]), so its source is
