@@ -334,6 +334,23 @@ impl Conf {
             .collect()
     }
 
+    /// Logs unknown keys (probable typos) and repeated keys (only the
+    /// first counts), so an operator sees why a setting seems ignored.
+    /// `known` is as for [`unknown_keys`](Self::unknown_keys).
+    pub fn warn_about_keys(&self, known: &[&str]) {
+        for (line, key) in self.unknown_keys(known) {
+            tracing::warn!(file = self.origin(), line, key, "unknown setting ignored");
+        }
+        for (line, key) in self.duplicates() {
+            tracing::warn!(
+                file = self.origin(),
+                line,
+                key,
+                "setting repeated; the first value is used"
+            );
+        }
+    }
+
     /// Keys set more than once, as `(line, key)` of each ignored repeat.
     ///
     /// The first value is the one in effect (see the module docs).

@@ -199,17 +199,7 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DbProxyError> {
         .collect();
     let mut known: Vec<&str> = USED_KEYS.iter().chain(IGNORED_KEYS).copied().collect();
     known.extend(instance_keys.iter().map(String::as_str));
-    for (line, key) in conf.unknown_keys(&known) {
-        tracing::warn!(file = conf.origin(), line, key, "unknown setting ignored");
-    }
-    for (line, key) in conf.duplicates() {
-        tracing::warn!(
-            file = conf.origin(),
-            line,
-            key,
-            "repeated setting; the first one is used"
-        );
-    }
+    conf.warn_about_keys(&known);
     let ignored: Vec<&str> = conf
         .iter()
         .map(|(k, _)| k)

@@ -48,7 +48,7 @@ use teamtalk_conn::ServiceUrls;
 use teamtalk_net::ReactorConfig;
 
 use crate::conf::Conf;
-use crate::route::{listen_ips, warn_about_keys};
+use crate::route::listen_ips;
 
 pub use crate::route::ConfigError;
 pub use app::{Action, Directory, LoginApp, LoginCounters, PeerKind};
@@ -117,7 +117,7 @@ impl LoginConfig {
     /// A missing key, a port that is not a number, or a listen-address entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        warn_about_keys(conf, KNOWN_KEYS);
+        conf.warn_about_keys(KNOWN_KEYS);
         let client_port: Option<u16> = conf.get_parsed("ClientPort")?;
         let client_ips = match client_port {
             Some(_) => listen_ips(conf, "ClientListenIP")?,

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use teamtalk_conn::SessionConfig;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::app::Registration;
 use crate::conf::{Conf, ConfError};
@@ -75,12 +75,7 @@ impl MsgConfig {
     /// # Errors
     /// [`MsgConfigError`] naming the file, line and key.
     pub fn from_conf(conf: &Conf) -> Result<Self, MsgConfigError> {
-        for (line, key) in conf.unknown_keys(KNOWN) {
-            warn!(
-                file = conf.origin(),
-                line, key, "unknown key in msg_server configuration"
-            );
-        }
+        conf.warn_about_keys(KNOWN);
         for key in ["ConcurrentDBConnCnt", "aesKey"] {
             if conf.get(key).is_some() {
                 info!(key, "key accepted for compatibility and not used");

@@ -102,7 +102,7 @@ impl RouteConfig {
     /// A missing key, a port that is not a number, or a `ListenIP` entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        warn_about_keys(conf, KNOWN_KEYS);
+        conf.warn_about_keys(KNOWN_KEYS);
         Ok(Self {
             listen_ips: listen_ips(conf, "ListenIP")?,
             msg_port: conf.require("ListenMsgPort")?,
@@ -179,22 +179,6 @@ pub(crate) fn listen_ips(conf: &Conf, key: &str) -> Result<Vec<IpAddr>, ConfigEr
         });
     }
     Ok(ips)
-}
-
-/// Logs unknown keys (probable typos) and repeated keys (only the first
-/// counts) so an operator sees why a setting seems ignored.
-pub(crate) fn warn_about_keys(conf: &Conf, known: &[&str]) {
-    for (line, key) in conf.unknown_keys(known) {
-        tracing::warn!(file = conf.origin(), line, key, "unknown setting ignored");
-    }
-    for (line, key) in conf.duplicates() {
-        tracing::warn!(
-            file = conf.origin(),
-            line,
-            key,
-            "setting repeated; the first value is used"
-        );
-    }
 }
 
 #[cfg(test)]
