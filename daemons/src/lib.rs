@@ -1,5 +1,6 @@
 //! TeamTalk reference daemons (work in progress).
 #![forbid(unsafe_code)]
+pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod client;

@@ -41,6 +41,8 @@ pub enum Commands {
     /// Manage departments in the store.
     #[command(subcommand)]
     Dept(DeptCommand),
+    /// Load-test a TeamTalk cluster (ours or the C++ one) over the client protocol.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Arguments of `teamtalk up`.
@@ -154,6 +156,9 @@ pub enum CliError {
     /// Writing to the terminal failed.
     #[error("output: {0}")]
     Io(#[from] std::io::Error),
+    /// A benchmark could not run.
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
 }
 
 /// Sets up logging: `RUST_LOG` decides the level (default `info`).
@@ -174,6 +179,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Commands::Up(args) => up(&args, &mut out),
+        Commands::Bench(args) => Ok(crate::bench::run(&args, &mut out)?),
         Commands::Chat(args) => Ok(crate::chat::run(&args, &mut out)?),
         Commands::User(UserCommand::Add {
             name,
@@ -236,6 +242,8 @@ fn stop_signal() -> Result<Receiver<()>, CliError> {
 }
 
 fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    // Every client is a descriptor; the default soft limit (often 1024) would cap connections.
+    let _ = teamtalk_net::raise_fd_limit();
     let cfg = if args.any_ports {
         SystemConfig::ephemeral(&args.data_dir, args.msg_servers)
     } else {
@@ -345,6 +353,7 @@ pub struct DaemonArgs {
 /// [`CliError`] when the configuration is bad or the daemon cannot start.
 pub fn run_daemon(daemon: Daemon, args: &DaemonArgs) -> Result<(), CliError> {
     let conf = Conf::load(&args.conf)?;
+    let _ = teamtalk_net::raise_fd_limit();
     let stop = stop_signal()?;
     let running = start_daemon(daemon, &conf, &args.conf, args.admin)?;
     info!(?daemon, conf = %args.conf.display(), "running; Ctrl-C or SIGTERM stops");
