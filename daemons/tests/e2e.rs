@@ -55,6 +55,8 @@ impl World {
     fn login(&self, i: usize, name: &str, ct: ClientType) -> Client {
         let mut c = Client::connect(self.msg(i), T).expect("connect");
         c.login(name, "secret", ct, T).expect("login");
+        let me = c.user_id().expect("user id");
+        sync_route(&mut c, me);
         c
     }
 
@@ -90,6 +92,25 @@ fn send(c: &mut Client, to: u32, body: &str) -> u32 {
     };
     assert_eq!(ack.session_id, to);
     ack.msg_id
+}
+
+/// A round trip through route_server on this client's msg_server link.
+/// route_server reads that link in order, so once the answer is back it
+/// has also seen the presence update of this client's login: a relay to
+/// this user from another msg_server cannot race it any more.
+fn sync_route(c: &mut Client, user: u32) {
+    let req = ImUsersStatReq {
+        user_id: 0,
+        user_id_list: vec![user],
+        attach_data: None,
+    };
+    c.request(
+        Command::BuddyListUsersStatusRequest,
+        &req,
+        Command::BuddyListUsersStatusResponse,
+        T,
+    )
+    .expect("users status answered by route_server");
 }
 
 /// Reads until the server closes the connection (other PDUs, such as

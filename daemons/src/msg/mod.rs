@@ -190,6 +190,7 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, MsgError> {
         links,
         link_kinds,
         metrics: Arc::clone(&metrics),
+        outbox: Outbox::default(),
     };
     let thread = std::thread::Builder::new()
         .name("msg_server".into())
@@ -217,6 +218,34 @@ struct Runner {
     links: Reactor<Link>,
     link_kinds: HashMap<ConnId, LinkSlot>,
     metrics: Arc<MsgMetrics>,
+    outbox: Outbox,
+}
+
+/// Events handled before the outbox is flushed. Under load, events queue
+/// up; handling a batch and then sending each connection its PDUs in one
+/// command (one channel send, one wake-up) is what keeps the application
+/// thread from paying per PDU.
+const EVENT_BATCH: usize = 512;
+
+/// One thing to do to a client session, in order.
+enum ClientOp {
+    Send(Pdu),
+    Accept {
+        user_id: u32,
+        client_type: u32,
+        reply: Pdu,
+    },
+    Refuse(Pdu),
+    Close(Option<Pdu>),
+}
+
+/// What the app asked for since the last flush, grouped by connection in
+/// the order asked (order across connections does not matter; order on
+/// one connection does, and is kept).
+#[derive(Default)]
+struct Outbox {
+    clients: HashMap<ConnId, Vec<ClientOp>>,
+    links: HashMap<ConnId, Vec<Pdu>>,
 }
 
 impl Runner {
@@ -225,6 +254,7 @@ impl Runner {
         let link_events = self.links.events();
         let ticker = tick(Duration::from_secs(1));
         loop {
+            self.flush();
             select! {
                 recv(client_events) -> ev => match ev {
                     Ok((id, ev)) => self.client_event(id, ev),
@@ -246,7 +276,21 @@ impl Runner {
                 }
                 recv(stop) -> _ => break,
             }
+            // Take what else is already queued before flushing.
+            for _ in 0..EVENT_BATCH {
+                let Ok((id, ev)) = client_events.try_recv() else {
+                    break;
+                };
+                self.client_event(id, ev);
+            }
+            for _ in 0..EVENT_BATCH {
+                let Ok((id, ev)) = link_events.try_recv() else {
+                    break;
+                };
+                self.link_event(id, ev);
+            }
         }
+        self.flush();
         info!("msg_server stopping");
         let Self { clients, links, .. } = self;
         clients.shutdown();
@@ -341,12 +385,10 @@ impl Runner {
 
     fn execute(&mut self, actions: Vec<Action<ConnId>>, only_link: Option<ConnId>) {
         for action in actions {
-            match action {
+            let (conn, op) = match action {
                 Action::Send(conn, pdu) => {
                     self.metrics.client_out.inc(pdu.key());
-                    self.on_client(conn, move |s| {
-                        let _ = s.send(&pdu);
-                    });
+                    (conn, ClientOp::Send(pdu))
                 }
                 Action::Accept {
                     conn,
@@ -356,29 +398,23 @@ impl Runner {
                 } => {
                     self.metrics.client_out.inc(reply.key());
                     self.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
-                    self.on_client(conn, move |s| {
-                        if s.accept_login(user_id, client_type).is_ok() {
-                            let _ = s.send(&reply);
-                        }
-                    });
+                    let op = ClientOp::Accept {
+                        user_id,
+                        client_type,
+                        reply,
+                    };
+                    (conn, op)
                 }
                 Action::Refuse { conn, reply } => {
                     self.metrics.client_out.inc(reply.key());
                     self.metrics.login_refused(&reply);
-                    self.on_client(conn, move |s| {
-                        let _ = s.reject_login(&reply);
-                    });
+                    (conn, ClientOp::Refuse(reply))
                 }
                 Action::Close { conn, notice } => {
                     if let Some(n) = &notice {
                         self.metrics.client_out.inc(n.key());
                     }
-                    self.on_client(conn, move |s| {
-                        if let Some(n) = notice {
-                            let _ = s.send(&n);
-                        }
-                        s.close();
-                    });
+                    (conn, ClientOp::Close(notice))
                 }
                 Action::Upstream(kind, pdu) => {
                     let targets = match only_link {
@@ -387,15 +423,59 @@ impl Runner {
                     };
                     for id in targets {
                         self.metrics.upstream_out.inc(pdu.key());
-                        let pdu = pdu.clone();
-                        let sent = self.links.exec(id, move |l| {
-                            if let Err(e) = l.send(&pdu) {
-                                debug!(error = %e, key = %pdu.key(), "upstream send failed");
+                        self.outbox.links.entry(id).or_default().push(pdu.clone());
+                    }
+                    continue;
+                }
+            };
+            self.outbox.clients.entry(conn).or_default().push(op);
+        }
+    }
+
+    /// Hands every connection its queued operations in one reactor command.
+    fn flush(&mut self) {
+        // Upstream first: a login's presence update should be on its way to
+        // route_server before the client hears it is logged in.
+        for (id, pdus) in self.outbox.links.drain() {
+            let sent = self.links.exec(id, move |l| {
+                for pdu in pdus {
+                    if let Err(e) = l.send(&pdu) {
+                        debug!(error = %e, key = %pdu.key(), "upstream send failed");
+                    }
+                }
+            });
+            if sent.is_err() {
+                warn!(link = %id, "link reactor stopped");
+                for (conn, ops) in self.outbox.clients.drain() {
+                    let sent = self.clients.exec(conn, move |s| {
+                        for op in ops {
+                            match op {
+                                ClientOp::Send(pdu) => {
+                                    let _ = s.send(&pdu);
+                                }
+                                ClientOp::Accept {
+                                    user_id,
+                                    client_type,
+                                    reply,
+                                } => {
+                                    if s.accept_login(user_id, client_type).is_ok() {
+                                        let _ = s.send(&reply);
+                                    }
+                                }
+                                ClientOp::Refuse(reply) => {
+                                    let _ = s.reject_login(&reply);
+                                }
+                                ClientOp::Close(notice) => {
+                                    if let Some(n) = notice {
+                                        let _ = s.send(&n);
+                                    }
+                                    s.close();
+                                }
                             }
-                        });
-                        if sent.is_err() {
-                            warn!(link = %id, "link reactor stopped");
                         }
+                    });
+                    if sent.is_err() {
+                        debug!(conn = %conn, "client reactor stopped");
                     }
                 }
             }
@@ -422,12 +502,6 @@ impl Runner {
             all
         } else {
             all.into_iter().take(1).collect()
-        }
-    }
-
-    fn on_client(&self, conn: ConnId, f: impl FnOnce(&mut Session) + Send + 'static) {
-        if self.clients.exec(conn, f).is_err() {
-            debug!(conn = %conn, "client reactor stopped");
         }
     }
 }
