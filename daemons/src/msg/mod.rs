@@ -446,38 +446,38 @@ impl Runner {
             });
             if sent.is_err() {
                 warn!(link = %id, "link reactor stopped");
-                for (conn, ops) in self.outbox.clients.drain() {
-                    let sent = self.clients.exec(conn, move |s| {
-                        for op in ops {
-                            match op {
-                                ClientOp::Send(pdu) => {
-                                    let _ = s.send(&pdu);
-                                }
-                                ClientOp::Accept {
-                                    user_id,
-                                    client_type,
-                                    reply,
-                                } => {
-                                    if s.accept_login(user_id, client_type).is_ok() {
-                                        let _ = s.send(&reply);
-                                    }
-                                }
-                                ClientOp::Refuse(reply) => {
-                                    let _ = s.reject_login(&reply);
-                                }
-                                ClientOp::Close(notice) => {
-                                    if let Some(n) = notice {
-                                        let _ = s.send(&n);
-                                    }
-                                    s.close();
-                                }
+            }
+        }
+        for (conn, ops) in self.outbox.clients.drain() {
+            let sent = self.clients.exec(conn, move |s| {
+                for op in ops {
+                    match op {
+                        ClientOp::Send(pdu) => {
+                            let _ = s.send(&pdu);
+                        }
+                        ClientOp::Accept {
+                            user_id,
+                            client_type,
+                            reply,
+                        } => {
+                            if s.accept_login(user_id, client_type).is_ok() {
+                                let _ = s.send(&reply);
                             }
                         }
-                    });
-                    if sent.is_err() {
-                        debug!(conn = %conn, "client reactor stopped");
+                        ClientOp::Refuse(reply) => {
+                            let _ = s.reject_login(&reply);
+                        }
+                        ClientOp::Close(notice) => {
+                            if let Some(n) = notice {
+                                let _ = s.send(&n);
+                            }
+                            s.close();
+                        }
                     }
                 }
+            });
+            if sent.is_err() {
+                debug!(conn = %conn, "client reactor stopped");
             }
         }
     }
