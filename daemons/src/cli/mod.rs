@@ -61,7 +61,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub any_ports: bool,
     /// Admin endpoint for all daemons: `/metrics` (Prometheus) and
-    /// `/healthz`. Default: the host's port 9090 (a free port with
+    /// `/healthz`. Default: the host's port 8090 (a free port with
     /// `--any-ports`).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
