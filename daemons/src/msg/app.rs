@@ -14,9 +14,15 @@
 //! - a message is acknowledged only when db_proxy has stored it (its reply
 //!   carries the `msg_id`), then delivered to every local session of the
 //!   recipient and the sender's other sessions, and relayed to
-//!   route_server for the other msg_servers.
+//!   route_server for the other msg_servers;
+//! - presence pushes (`CID_BUDDY_LIST_STATUS_NOTIFY`) go to the PC sessions
+//!   that have asked about other users (the directory or their statuses),
+//!   which TeamTalk's PC clients do right after logging in. TeamTalk pushes
+//!   every change to every PC session, so filling a server with N sessions
+//!   costs O(N²) notices even when nobody looks; sessions that never ask
+//!   get none here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -177,6 +183,9 @@ pub struct App<C> {
     up: HashMap<Upstream, bool>,
     conns: HashMap<C, ConnState>,
     presence: Presence<C>,
+    /// PC sessions that asked about other users (directory or status), and
+    /// so get presence changes pushed. See [`App::client_pdu`].
+    presence_watchers: HashSet<C>,
     pending: HashMap<u32, Pending<C>>,
     next_request: u32,
     logged_in: u32,
@@ -207,6 +216,7 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
             up: Upstream::ALL.iter().map(|u| (*u, false)).collect(),
             conns: HashMap::new(),
             presence: Presence::new(),
+            presence_watchers: HashSet::new(),
             pending: HashMap::new(),
             next_request: 0,
             logged_in: 0,
@@ -406,6 +416,7 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
     /// A client session ended, for whatever reason.
     pub fn client_closed(&mut self, conn: C) -> Actions<C> {
         let mut out = Vec::new();
+        self.presence_watchers.remove(&conn);
         if let Some(state) = self.conns.remove(&conn)
             && let Some((user_id, client_type)) = state.user
         {
@@ -432,6 +443,14 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
             }
         };
         let seq = pdu.seq();
+        if ClientClass::of(client_type) == ClientClass::Pc
+            && matches!(
+                msg,
+                Message::BuddyListAllUserRequest(_) | Message::BuddyListUsersStatusRequest(_)
+            )
+        {
+            self.presence_watchers.insert(conn);
+        }
         match &mut msg {
             Message::MsgData(m) => self.client_message(conn, seq, user_id, m.clone(), &mut out),
             Message::MsgDataAck(_) => {
@@ -739,8 +758,8 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
                 self.send_all(&all, pdu, &mut out);
             }
             Message::BuddyListStatusNotify(_) => {
-                let pcs = self.logged_in_sessions(|ct| ClientClass::of(ct) == ClientClass::Pc);
-                self.send_all(&pcs, pdu, &mut out);
+                let watchers: Vec<C> = self.presence_watchers.iter().copied().collect();
+                self.send_all(&watchers, pdu, &mut out);
             }
             Message::OtherLoginStatusNotify(m) => {
                 let notify = ImpcLoginStatusNotify {
@@ -885,6 +904,7 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
 
     fn kick(&mut self, conn: C, user_id: u32, reason: KickReason, out: &mut Actions<C>) {
         info!(?conn, user_id, ?reason, "kicking session");
+        self.presence_watchers.remove(&conn);
         if let Some(state) = self.conns.get_mut(&conn)
             && let Some((uid, ct)) = state.user.take()
         {

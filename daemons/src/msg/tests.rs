@@ -385,3 +385,49 @@ fn unsupported_commands_get_a_failure_reply() {
     assert_eq!(r.result_code, 1);
     assert_eq!(app.stats().unsupported, 1);
 }
+
+#[test]
+fn presence_pushes_go_to_pc_sessions_that_asked_about_users() {
+    use teamtalk_proto::pb::im::base_define::UserStat;
+    use teamtalk_proto::pb::im::buddy::{ImAllUserReq, ImUserStatNotify};
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 7, ClientType::Windows);
+    let _ = log_in(&mut app, 2, 8, ClientType::Windows);
+    let _ = log_in(&mut app, 3, 9, ClientType::Android);
+    let ask = ImAllUserReq {
+        user_id: 7,
+        latest_update_time: 0,
+        attach_data: None,
+    };
+    let _ = app.client_pdu(1, &Command::BuddyListAllUserRequest.pdu(2, &ask));
+    let _ = app.client_pdu(3, &Command::BuddyListAllUserRequest.pdu(2, &ask));
+    let notify = ImUserStatNotify {
+        user_stat: UserStat {
+            user_id: 42,
+            status: 1,
+        },
+    };
+    let out = app.upstream_pdu(
+        Upstream::Route,
+        &Command::BuddyListStatusNotify.pdu(0, &notify),
+    );
+    assert_eq!(
+        sent_to(&out, 1, Command::BuddyListStatusNotify).len(),
+        1,
+        "asked, PC"
+    );
+    assert!(
+        sent_to(&out, 2, Command::BuddyListStatusNotify).is_empty(),
+        "never asked"
+    );
+    assert!(
+        sent_to(&out, 3, Command::BuddyListStatusNotify).is_empty(),
+        "mobile"
+    );
+    let _ = app.client_closed(1);
+    let out = app.upstream_pdu(
+        Upstream::Route,
+        &Command::BuddyListStatusNotify.pdu(0, &notify),
+    );
+    assert!(out.is_empty(), "a closed watcher gets nothing: {out:?}");
+}
