@@ -34,9 +34,11 @@ use teamtalk_proto::pb::im::server::{
 use teamtalk_proto::{Command, Message, Pdu};
 use tracing::{debug, error, info, warn};
 
+use super::credcache::{CredentialCache, DEFAULT_CAPACITY, DEFAULT_TTL_SECS};
 use super::limiter::LoginLimiter;
 use crate::store::{
-    Clock, LatestMessage, NewMessage, SessionType, Store, StoreError, StoredMessage, User,
+    Clock, LatestMessage, NewMessage, SessionType, Store, StoreError, StoreResult, StoredMessage,
+    USER_STATUS_DEPARTED, User,
 };
 
 /// `IMValidateRsp.result_code`: the password matched.
@@ -119,6 +121,7 @@ struct Counters {
     messages_refused: AtomicU64,
     message_batches: AtomicU64,
     logins_ok: AtomicU64,
+    logins_cached: AtomicU64,
     logins_failed: AtomicU64,
     logins_locked: AtomicU64,
 }
@@ -152,6 +155,8 @@ pub struct DbProxyStats {
     pub message_batches: u64,
     /// Successful logins.
     pub logins_ok: u64,
+    /// Successful logins answered from the credential cache (no Argon2).
+    pub logins_cached: u64,
     /// Logins refused for bad credentials.
     pub logins_failed: u64,
     /// Logins refused by the failure limiter.
@@ -193,6 +198,9 @@ pub struct PreparedMessage {
 pub struct DbProxy {
     store: Arc<dyn Store>,
     limiter: LoginLimiter,
+    /// Recently verified logins; `None` when the OS gave no randomness for
+    /// its key (then every login runs Argon2).
+    credentials: Option<CredentialCache>,
     options: DbProxyOptions,
     counters: Counters,
 }
@@ -265,6 +273,9 @@ impl DbProxy {
         Self {
             store,
             limiter: LoginLimiter::new(),
+            credentials: CredentialCache::new(DEFAULT_TTL_SECS, DEFAULT_CAPACITY)
+                .inspect_err(|e| warn!(error = %e, "no randomness for the credential cache; every login runs Argon2"))
+                .ok(),
             options,
             counters: Counters::default(),
         }
@@ -292,6 +303,7 @@ impl DbProxy {
             messages_refused: get(&c.messages_refused),
             message_batches: get(&c.message_batches),
             logins_ok: get(&c.logins_ok),
+            logins_cached: get(&c.logins_cached),
             logins_failed: get(&c.logins_failed),
             logins_locked: get(&c.logins_locked),
         }
@@ -461,6 +473,25 @@ impl DbProxy {
         }
     }
 
+    /// Checks a login: the credential cache first, then the store (Argon2
+    /// or TeamTalk's salted MD5), remembering what the store verified.
+    fn verify(&self, name: &str, password: &str, now: u32) -> StoreResult<Option<User>> {
+        if let Some(cache) = &self.credentials
+            && let Some(id) = cache.check(name, password, now)
+            && let Some(user) = self.store.users_by_ids(&[id])?.into_iter().next()
+            && user.name == name
+            && user.status != USER_STATUS_DEPARTED
+        {
+            bump(&self.counters.logins_cached);
+            return Ok(Some(user));
+        }
+        let user = self.store.verify_login(name, password)?;
+        if let (Some(cache), Some(u)) = (&self.credentials, &user) {
+            cache.remember(name, password, u.id, now);
+        }
+        Ok(user)
+    }
+
     fn validate(&self, seq: u16, req: ImValidateReq) -> Pdu {
         let now = (self.options.clock)();
         let mut rsp = ImValidateRsp {
@@ -480,11 +511,11 @@ impl DbProxy {
             ));
             return self.reply(seq, &rsp);
         }
-        match self.store.verify_login(&req.user_name, &req.password) {
+        match self.verify(&req.user_name, &req.password, now) {
             Ok(Some(user)) => {
                 bump(&self.counters.logins_ok);
                 self.limiter.record_success(&req.user_name);
-                info!(user = %req.user_name, id = user.id, "login validated");
+                debug!(user = %req.user_name, id = user.id, "login validated");
                 let mut ui = user_info(&user);
                 // TeamTalk reports status 0 in the login reply.
                 ui.status = 0;
@@ -492,6 +523,9 @@ impl DbProxy {
                 rsp.user_info = Some(ui);
             }
             Ok(None) => {
+                if let Some(cache) = &self.credentials {
+                    cache.forget(&req.user_name);
+                }
                 bump(&self.counters.logins_failed);
                 self.limiter.record_failure(&req.user_name, now);
                 info!(user = %req.user_name, "login refused: bad credentials");

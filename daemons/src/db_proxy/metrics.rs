@@ -115,6 +115,11 @@ impl MetricsSource for DbMetrics {
                 s.logins_ok,
             ),
             (
+                "teamtalk_db_logins_cached_total",
+                "Successful logins answered from the credential cache, without Argon2.",
+                s.logins_cached,
+            ),
+            (
                 "teamtalk_db_logins_failed_total",
                 "Login validations refused for bad credentials.",
                 s.logins_failed,

@@ -200,6 +200,34 @@ fn validate_fills_user_info_like_teamtalk() {
 }
 
 #[test]
+fn repeated_logins_skip_argon2_until_a_wrong_password() {
+    let f = fixture();
+    let good = |f: &Fixture| validate(&f.proxy, "user2", &pw(2)).result_code;
+    assert_eq!(good(&f), VALIDATE_OK);
+    assert_eq!(
+        f.proxy.stats().logins_cached,
+        0,
+        "first login runs the hash"
+    );
+    assert_eq!(good(&f), VALIDATE_OK);
+    assert_eq!(good(&f), VALIDATE_OK);
+    assert_eq!(f.proxy.stats().logins_cached, 2);
+    // Another value is checked by the store, refused, and forgets the entry.
+    let bad = validate(&f.proxy, "user2", &pw(1));
+    assert_eq!(bad.result_code, VALIDATE_BAD_CREDENTIALS);
+    assert_eq!(good(&f), VALIDATE_OK);
+    assert_eq!(
+        f.proxy.stats().logins_cached,
+        2,
+        "verified by the store again"
+    );
+    // The cached answer is the same user info the store gives.
+    let cached = validate(&f.proxy, "user2", &pw(2));
+    assert_eq!(f.proxy.stats().logins_cached, 3);
+    assert_eq!(cached.user_info.map(|u| u.user_id), Some(2));
+}
+
+#[test]
 fn validate_refuses_bad_credentials_with_1() {
     let f = fixture();
     for (name, password) in [("user1", pw(2)), ("nobody", pw(1)), ("", String::new())] {
