@@ -102,6 +102,11 @@ pub enum UserCommand {
         /// Password of every seeded user.
         #[arg(long)]
         password: String,
+        /// Store TeamTalk's salted-MD5 form instead of Argon2id (as users
+        /// imported from a C++ deployment): logins cost no password hash.
+        /// For load-test accounts only.
+        #[arg(long)]
+        teamtalk_md5: bool,
         /// Directory of the SQLite store.
         #[arg(long, default_value = "teamtalk-data")]
         data_dir: PathBuf,
@@ -202,9 +207,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             prefix,
             count,
             password,
+            teamtalk_md5,
             data_dir,
         }) => {
-            let ids = users::seed_users(&data_dir, &prefix, count, &password)?;
+            let ids = users::seed_users(&data_dir, &prefix, count, &password, teamtalk_md5)?;
             match (ids.first(), ids.last()) {
                 (Some(first), Some(last)) => writeln!(
                     out,

@@ -63,7 +63,9 @@ pub fn add_user(
 }
 
 /// Adds `count` users named `<prefix><n>` (n from 1) in one transaction,
-/// for load tests; returns the first and last ids.
+/// for load tests; returns their ids. `teamtalk_form` stores TeamTalk's
+/// salted-MD5 form instead of Argon2id, so that logging in as thousands of
+/// distinct users measures the servers rather than the password hash.
 ///
 /// # Errors
 /// As [`add_user`].
@@ -72,9 +74,15 @@ pub fn seed_users(
     prefix: &str,
     count: u32,
     password: &str,
+    teamtalk_form: bool,
 ) -> Result<Vec<u32>, UsersError> {
     let store = SqliteStore::open(data_dir)?;
-    Ok(store.seed_users(prefix, count, &md5_hex(password.as_bytes()))?)
+    let md5 = md5_hex(password.as_bytes());
+    Ok(if teamtalk_form {
+        store.seed_teamtalk_users(prefix, count, &md5)?
+    } else {
+        store.seed_users(prefix, count, &md5)?
+    })
 }
 
 /// Writes the directory as a table: id, name, nick, department.
@@ -124,10 +132,12 @@ mod tests {
             Some("engineering"),
         )
         .unwrap();
-        let ids = seed_users(dir.path(), "load", 3, "pw").unwrap();
+        let ids = seed_users(dir.path(), "load", 3, "pw", false).unwrap();
         assert_eq!(ids.len(), 3);
+        let fast = seed_users(dir.path(), "fast", 2, "pw", true).unwrap();
+        assert_eq!(fast.len(), 2);
         let mut out = Vec::new();
-        assert_eq!(list_users(dir.path(), &mut out).unwrap(), 4);
+        assert_eq!(list_users(dir.path(), &mut out).unwrap(), 6);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("alice") && text.contains("Alice") && text.contains("load3"),
@@ -139,6 +149,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((alice.id, alice.dept_id), (id, dept));
+        for name in ["load2", "fast2"] {
+            let u = store.verify_login(name, &md5_hex(b"pw")).unwrap();
+            assert_eq!(u.map(|u| u.name), Some(name.to_owned()), "{name} logs in");
+            assert!(store.verify_login(name, &md5_hex(b"no")).unwrap().is_none());
+        }
         assert!(matches!(
             add_user(dir.path(), "bob", "pw", None, Some("nowhere")),
             Err(UsersError::NoSuchDept(_))

@@ -367,6 +367,17 @@ pub trait Store: Send + Sync {
         count: u32,
         password_md5hex: &str,
     ) -> StoreResult<Vec<UserId>>;
+    /// Load-test helper like [`seed_users`](Self::seed_users), but storing
+    /// TeamTalk's own `md5hex(md5hex + salt)` form, as users imported from a
+    /// C++ deployment have. Logging in as them costs no Argon2, so a login
+    /// benchmark over thousands of distinct users measures the servers, not
+    /// the password hash. Test accounts only: the salted MD5 form is weak.
+    fn seed_teamtalk_users(
+        &self,
+        prefix: &str,
+        count: u32,
+        password_md5hex: &str,
+    ) -> StoreResult<Vec<UserId>>;
 
     // ---- single-chat messages ----
 

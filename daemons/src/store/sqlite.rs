@@ -237,6 +237,46 @@ impl SqliteStore {
         (self.options.clock)()
     }
 
+    /// Inserts `prefix1` ..= `prefix{count}` sharing one stored password
+    /// (`salt` set for TeamTalk's form), in one transaction.
+    fn seed(
+        &self,
+        prefix: &str,
+        count: u32,
+        stored: &str,
+        salt: Option<&str>,
+    ) -> StoreResult<Vec<UserId>> {
+        let now = self.now();
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("seeding users"))?;
+        let mut ids = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO user (name, nick, password, salt, created, updated)
+                     VALUES (?1, ?1, ?2, ?3, ?4, ?4)",
+                )
+                .map_err(sql("seeding users"))?;
+            for i in 1..=count {
+                let name = format!("{prefix}{i}");
+                match stmt.execute(params![name, stored, salt, now]) {
+                    Ok(_) => ids.push(row_id(tx.last_insert_rowid())?),
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameTaken(name)),
+                    Err(e) => {
+                        return Err(StoreError::Sql {
+                            context: "seeding users",
+                            source: e,
+                        });
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(sql("committing seeded users"))?;
+        Ok(ids)
+    }
+
     fn insert_user(
         &self,
         user: &NewUser,
@@ -682,35 +722,18 @@ impl Store for SqliteStore {
         password_md5hex: &str,
     ) -> StoreResult<Vec<UserId>> {
         let phc = password::hash_password(&self.options.hash_params, password_md5hex)?;
-        let now = self.now();
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("seeding users"))?;
-        let mut ids = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO user (name, nick, password, created, updated)
-                     VALUES (?1, ?1, ?2, ?3, ?3)",
-                )
-                .map_err(sql("seeding users"))?;
-            for i in 1..=count {
-                let name = format!("{prefix}{i}");
-                match stmt.execute(params![name, phc, now]) {
-                    Ok(_) => ids.push(row_id(tx.last_insert_rowid())?),
-                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameTaken(name)),
-                    Err(e) => {
-                        return Err(StoreError::Sql {
-                            context: "seeding users",
-                            source: e,
-                        });
-                    }
-                }
-            }
-        }
-        tx.commit().map_err(sql("committing seeded users"))?;
-        Ok(ids)
+        self.seed(prefix, count, &phc, None)
+    }
+
+    fn seed_teamtalk_users(
+        &self,
+        prefix: &str,
+        count: u32,
+        password_md5hex: &str,
+    ) -> StoreResult<Vec<UserId>> {
+        const SALT: &str = "seed";
+        let stored = password::teamtalk_salted(password_md5hex, SALT);
+        self.seed(prefix, count, &stored, Some(SALT))
     }
 
     fn store_message(&self, msg: &NewMessage) -> StoreResult<StoredMessage> {
