@@ -45,7 +45,13 @@ impl Wire {
     }
 
     pub(crate) fn next_pdu(&mut self) -> Result<Option<Pdu>, FrameError> {
-        self.codec.decode(&mut self.rx)
+        let next = self.codec.decode(&mut self.rx);
+        if matches!(next, Ok(None)) && self.rx.is_empty() && self.rx.capacity() > 0 {
+            // Let the allocation go with the last PDU split off it: an idle
+            // connection keeps no receive buffer.
+            self.rx = BytesMut::new();
+        }
+        next
     }
 
     /// Queues `pdu`, refusing it when it is over the frame limit or would
@@ -92,9 +98,11 @@ impl Wire {
         self.codec.max_len()
     }
 
-    /// Everything queued since the last call, as one buffer.
+    /// Everything queued since the last call, as one buffer. The whole
+    /// allocation goes with it (not just the filled part), so it is freed
+    /// once the driver has written it and an idle connection keeps none.
     pub(crate) fn take_tx(&mut self) -> Option<Bytes> {
-        (!self.tx.is_empty()).then(|| self.tx.split().freeze())
+        (!self.tx.is_empty()).then(|| std::mem::take(&mut self.tx).freeze())
     }
 
     pub(crate) fn clear_tx(&mut self) {
@@ -162,6 +170,10 @@ impl<E> Outbox<E> {
         }
         if let Some(bytes) = wire.take_tx() {
             return Output::Transmit(bytes);
+        }
+        if self.queue.capacity() > 0 {
+            // Drained: an idle connection keeps no output queue.
+            self.queue = VecDeque::new();
         }
         next()
     }
