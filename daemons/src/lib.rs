@@ -1,4 +1,20 @@
-//! TeamTalk reference daemons (work in progress).
+//! The TeamTalk reference daemons, the store behind them, a TeamTalk
+//! client, and the `teamtalk` command.
+//!
+//! Each daemon's logic is a pure state machine in its own module, driven by
+//! a thin runner that owns the sockets (see `docs/architecture.md`):
+//!
+//! | module | daemon | default port |
+//! |---|---|---|
+//! | [`login`] | login_server: msg_server registry, `GET /msg_server` | 8080 HTTP, 8100, 8008 |
+//! | [`msg`] | msg_server: client sessions, logins, messages | 8000 |
+//! | [`route`] | route_server: presence and relay between msg_servers | 8200 |
+//! | [`db_proxy`] | db_proxy_server: every storage request, on a [`store::Store`] | 10600 |
+//!
+//! [`system`] starts all four in one process (`teamtalk up`); [`client`] is
+//! a blocking TeamTalk client used by [`chat`], [`bench`] and the tests;
+//! [`conf`] reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics`
+//! and `/healthz`.
 #![forbid(unsafe_code)]
 pub mod bench;
 pub mod chat;
