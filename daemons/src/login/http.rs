@@ -225,16 +225,8 @@ impl HttpServer {
         self.stop.store(true, Ordering::SeqCst);
         let threads = std::mem::take(&mut self.threads);
         for (t, addr) in threads.into_iter().zip(&self.addrs) {
-            // Wake the blocking accept with a connection of our own.
-            let mut wake = *addr;
-            if wake.ip().is_unspecified() {
-                wake.set_ip(match wake {
-                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                });
-            }
-            match TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
-                Ok(_) => {
+            match crate::metrics::admin::wake_accept(*addr) {
+                Ok(()) => {
                     if t.join().is_err() {
                         tracing::error!("an HTTP accept thread panicked");
                     }

@@ -71,16 +71,8 @@ impl AdminServer {
             return;
         };
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept with a connection of our own.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        match TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
-            Ok(_) => {
+        match wake_accept(self.addr) {
+            Ok(()) => {
                 if thread.join().is_err() {
                     tracing::error!("the admin HTTP thread panicked");
                 }
@@ -90,6 +82,22 @@ impl AdminServer {
             }
         }
     }
+}
+
+/// Wakes a thread blocked in `accept` on `addr` (a listener of ours) by
+/// connecting to it, so that it sees its stop flag.
+///
+/// # Errors
+/// When the connection cannot be made within a second.
+pub(crate) fn wake_accept(addr: SocketAddr) -> std::io::Result<()> {
+    let mut wake = addr;
+    if wake.ip().is_unspecified() {
+        wake.set_ip(match wake {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    TcpStream::connect_timeout(&wake, Duration::from_secs(1)).map(drop)
 }
 
 impl Drop for AdminServer {

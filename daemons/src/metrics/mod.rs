@@ -19,7 +19,7 @@
 //!
 //! The metric names and their meaning are listed in `docs/operations.md`.
 
-mod admin;
+pub(crate) mod admin;
 mod counters;
 mod histogram;
 mod text;
