@@ -1,0 +1,181 @@
+//! What the end-to-end tests share: a running system with three users,
+//! and the client steps they repeat.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use daemons::client::{Client, ClientError};
+use daemons::password::{HashParams, md5_hex};
+use daemons::store::{NewUser, Store};
+use daemons::system::{self, RunningSystem, SystemConfig};
+use teamtalk_proto::pb::im::base_define::ClientType;
+use teamtalk_proto::pb::im::buddy::ImUsersStatReq;
+use teamtalk_proto::pb::im::message::{ImGetMsgListReq, ImMsgData, ImUnreadMsgCntReq};
+use teamtalk_proto::{Command, Message};
+
+pub const T: Duration = Duration::from_secs(10);
+
+pub struct World {
+    pub sys: RunningSystem,
+    _dir: tempfile::TempDir,
+}
+
+pub fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = SystemConfig::ephemeral(dir.path(), 2);
+    cfg.hash_params = HashParams::INSECURE_FAST;
+    cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+    let sys = system::start(cfg).expect("system starts");
+    assert!(
+        sys.wait_ready(T),
+        "msg_servers registered with login_server"
+    );
+    let store = sys.store();
+    for name in ["alice", "bob", "carol"] {
+        let user = NewUser {
+            name: name.into(),
+            nick: name.to_uppercase(),
+            ..NewUser::default()
+        };
+        store
+            .add_user(&user, &md5_hex(b"secret"))
+            .expect("add user");
+    }
+    World { sys, _dir: dir }
+}
+
+impl World {
+    pub fn msg(&self, i: usize) -> std::net::SocketAddr {
+        self.sys.msg_addrs()[i]
+    }
+
+    pub fn login(&self, i: usize, name: &str, ct: ClientType) -> Client {
+        let mut c = Client::connect(self.msg(i), T).expect("connect");
+        c.login(name, "secret", ct, T).expect("login");
+        let me = c.user_id().expect("user id");
+        sync_route(&mut c, me);
+        c
+    }
+
+    pub fn user_id(&self, name: &str) -> u32 {
+        self.sys
+            .store()
+            .verify_login(name, &md5_hex(b"secret"))
+            .expect("store")
+            .expect("user exists")
+            .id
+    }
+}
+
+pub fn text(to: u32, body: &str) -> ImMsgData {
+    ImMsgData {
+        from_user_id: 0,
+        to_session_id: to,
+        msg_id: 0,
+        create_time: 0,
+        msg_type: 1,
+        msg_data: Bytes::copy_from_slice(body.as_bytes()),
+        attach_data: None,
+    }
+}
+
+/// Sends a message and waits for its ack; returns the server's msg_id.
+pub fn send(c: &mut Client, to: u32, body: &str) -> u32 {
+    let reply = c
+        .request(Command::MsgData, &text(to, body), Command::MsgDataAck, T)
+        .expect("ack");
+    let Message::MsgDataAck(ack) = reply else {
+        panic!("not an ack: {reply:?}")
+    };
+    assert_eq!(ack.session_id, to);
+    ack.msg_id
+}
+
+/// A round trip through route_server on this client's msg_server link.
+/// route_server reads that link in order, so once the answer is back it
+/// has also seen the presence update of this client's login: a relay to
+/// this user from another msg_server cannot race it any more.
+pub fn sync_route(c: &mut Client, user: u32) {
+    let req = ImUsersStatReq {
+        user_id: 0,
+        user_id_list: vec![user],
+        attach_data: None,
+    };
+    c.request(
+        Command::BuddyListUsersStatusRequest,
+        &req,
+        Command::BuddyListUsersStatusResponse,
+        T,
+    )
+    .expect("users status answered by route_server");
+}
+
+/// Reads until the server closes the connection (other PDUs, such as
+/// presence notices, may come first).
+pub fn closed(c: &mut Client) -> bool {
+    loop {
+        match c.recv(T) {
+            Err(ClientError::Closed) => return true,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
+pub fn receive(c: &mut Client) -> ImMsgData {
+    match c.wait_command(Command::MsgData, T).expect("delivery") {
+        Message::MsgData(m) => m,
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn history(c: &mut Client, peer: u32) -> Vec<(u32, u32, String)> {
+    let req = ImGetMsgListReq {
+        user_id: 0,
+        session_type: 1,
+        session_id: peer,
+        msg_id_begin: 0,
+        msg_cnt: 100,
+        attach_data: None,
+    };
+    let Message::MsgListResponse(rsp) = c
+        .request(Command::MsgListRequest, &req, Command::MsgListResponse, T)
+        .expect("history")
+    else {
+        panic!()
+    };
+    rsp.msg_list
+        .into_iter()
+        .map(|m| {
+            (
+                m.msg_id,
+                m.from_session_id,
+                String::from_utf8_lossy(&m.msg_data).into_owned(),
+            )
+        })
+        .collect()
+}
+
+pub fn unread(c: &mut Client) -> (u32, Vec<(u32, u32)>) {
+    let Message::MsgUnreadCntResponse(rsp) = c
+        .request(
+            Command::MsgUnreadCntRequest,
+            &ImUnreadMsgCntReq {
+                user_id: 0,
+                attach_data: None,
+            },
+            Command::MsgUnreadCntResponse,
+            T,
+        )
+        .expect("unread")
+    else {
+        panic!()
+    };
+    let per = rsp
+        .unreadinfo_list
+        .iter()
+        .map(|u| (u.session_id, u.unread_cnt))
+        .collect();
+    (rsp.total_cnt, per)
+}
