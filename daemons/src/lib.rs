@@ -12,7 +12,7 @@
 //! | [`db_proxy`] | db_proxy_server: every storage request, on a [`store::Store`] | 10600 |
 //!
 //! [`system`] starts all four in one process (`teamtalk up`); [`client`] is
-//! a blocking TeamTalk client used by [`chat`], [`bench`] and the tests;
+//! a blocking TeamTalk client used by [`chat`], [`mod@bench`] and the tests;
 //! [`conf`] reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics`
 //! and `/healthz`.
 #![forbid(unsafe_code)]

@@ -6,7 +6,7 @@
 //!
 //! - [`Reactor`]: the blocking driver the daemons use. A few threads hold
 //!   tens of thousands of connections.
-//! - [`tokio`] (feature `tokio`): one task per connection, for backends
+//! - `teamtalk_net::tokio` (feature `tokio`): one task per connection, for backends
 //!   that already live in async Rust.
 //!
 //! Both interpret the machine's outputs the same way, so a connection

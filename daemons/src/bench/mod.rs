@@ -18,7 +18,7 @@
 //! (or, with `--json`, one JSON object) goes to the given writer.
 //!
 //! `msg` and `conns` run on a few `mio` worker threads that each own many
-//! nonblocking connections ([`engine`]); `login` uses one blocking
+//! nonblocking connections (`engine.rs`); `login` uses one blocking
 //! [`Client`](crate::client::Client) per concurrent login, which is what
 //! the workload is. The bench reports its own CPU use so a saturated bench
 //! is visible.
@@ -140,7 +140,7 @@ pub struct LoginArgs {
     /// Logins in progress at once (one thread each).
     #[arg(long, default_value_t = 8)]
     pub concurrency: u32,
-    /// Users to cycle through, PREFIX1…PREFIX<users> (default: concurrency);
+    /// Users to cycle through, `PREFIX1`…`PREFIX<users>` (default: concurrency);
     /// no user logs in twice at the same time.
     #[arg(long)]
     pub users: Option<u32>,
@@ -158,7 +158,7 @@ pub struct ConnsArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
-    /// Connections to open and log in (users PREFIX1…PREFIX<N>).
+    /// Connections to open and log in (users `PREFIX1`…`PREFIX<N>`).
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub connections: u32,
     /// Seconds to hold them once logged in.

@@ -212,7 +212,7 @@ impl Drop for AliveGuard {
     }
 }
 
-/// The store worker thread and the login threads. See the [module docs](self).
+/// The store worker thread and the login threads. See the `db_proxy` module docs.
 ///
 /// Dropping it (or [`StoreWorker::shutdown`]) lets the threads finish what was
 /// queued, once every [`Submitter`] is gone, and joins them.
