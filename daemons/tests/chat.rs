@@ -71,6 +71,13 @@ fn chat_send_reaches_a_second_scripted_client() {
         "history: {alice_out}"
     );
 
+    // On the wire and in the store the text is encoded as TeamTalk clients
+    // encode it, so they can read it too.
+    let stored = sys.store().message_list(2, 1, 0, 10).unwrap();
+    let encoded =
+        daemons::client::text::encode("hello from alice", daemons::client::text::DEFAULT_KEY);
+    assert_eq!(stored[0].data, encoded.as_bytes());
+
     let bob = bob.wait_with_output().unwrap();
     let bob_out = String::from_utf8_lossy(&bob.stdout);
     assert!(bob.status.success(), "bob: {bob_out}");

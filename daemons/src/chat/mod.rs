@@ -11,9 +11,10 @@
 //! Without steps it is interactive: incoming messages print as they arrive
 //! and lines typed are commands (`/help`).
 //!
-//! Message bodies are sent as plain UTF-8. TeamTalk's own clients encrypt
-//! text with a fixed AES key before sending; the servers store bodies
-//! opaquely either way.
+//! Text goes out encoded the way TeamTalk's own clients encode it
+//! ([`crate::client::text`]), so they can read it; `--plain` sends raw
+//! UTF-8 instead. Incoming bodies are shown decoded when they are in that
+//! form and as they are otherwise.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -31,7 +32,7 @@ use teamtalk_proto::pb::im::message::{
 use teamtalk_proto::pb::im::other::ImHeartBeat;
 use teamtalk_proto::{Command, Message, Pdu};
 
-use crate::client::{AssignError, Client, ClientError, query_msg_server};
+use crate::client::{AssignError, Client, ClientError, query_msg_server, text};
 use crate::clock;
 
 /// How long a request may wait for its reply.
@@ -74,6 +75,9 @@ pub struct ChatArgs {
     /// Print who is online (scripted mode).
     #[arg(long)]
     pub online: bool,
+    /// Send text as raw UTF-8 instead of TeamTalk's client encoding.
+    #[arg(long)]
+    pub plain: bool,
     /// How long `--receive` waits, in seconds.
     #[arg(long, default_value_t = 30)]
     pub wait_secs: u64,
@@ -212,7 +216,11 @@ impl Chat {
             msg_id: 0,
             create_time: clock::unix_secs(),
             msg_type: 1,
-            msg_data: Bytes::copy_from_slice(text.as_bytes()),
+            msg_data: if self.args.plain {
+                Bytes::copy_from_slice(text.as_bytes())
+            } else {
+                Bytes::from(text::encode(text, text::DEFAULT_KEY))
+            },
             attach_data: None,
         };
         self.last_sent = clock::now();
@@ -249,7 +257,7 @@ impl Chat {
                     "  #{} {}: {}",
                     m.msg_id,
                     self.name(m.from_session_id),
-                    String::from_utf8_lossy(&m.msg_data)
+                    shown(&m.msg_data)
                 )?;
             }
         }
@@ -274,7 +282,7 @@ impl Chat {
                     "  {}: {} (latest: {})",
                     self.name(u.session_id),
                     u.unread_cnt,
-                    String::from_utf8_lossy(&u.latest_msg_data)
+                    shown(&u.latest_msg_data)
                 )?;
             }
         }
@@ -321,15 +329,10 @@ impl Chat {
                         out,
                         "(you, elsewhere) -> {}: {}",
                         self.name(m.to_session_id),
-                        String::from_utf8_lossy(&m.msg_data)
+                        shown(&m.msg_data)
                     )?;
                 } else {
-                    writeln!(
-                        out,
-                        "{}: {}",
-                        self.name(m.from_user_id),
-                        String::from_utf8_lossy(&m.msg_data)
-                    )?;
+                    writeln!(out, "{}: {}", self.name(m.from_user_id), shown(&m.msg_data))?;
                     let read = ImMsgDataReadAck {
                         user_id: self.me,
                         session_id: m.from_user_id,
@@ -407,6 +410,13 @@ impl Chat {
             Duration::from_secs(2),
         );
     }
+}
+
+/// A message body for the terminal: decoded TeamTalk text, or the raw
+/// bytes (lossy UTF-8) when it is not in that form.
+fn shown(body: &[u8]) -> String {
+    text::decode(body, text::DEFAULT_KEY)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
 /// Runs `teamtalk chat`.

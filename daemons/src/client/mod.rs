@@ -7,6 +7,7 @@
 //! servers too.
 
 mod assign;
+pub mod text;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
