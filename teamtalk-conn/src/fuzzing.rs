@@ -94,6 +94,38 @@ struct Checker {
 }
 
 impl Checker {
+    fn new() -> Self {
+        Self {
+            now: t0(),
+            finished: false,
+            codec: PduCodec::new(MAX_FRAME),
+        }
+    }
+
+    /// Applies the steps every machine understands (inputs and the
+    /// driver's backlog report). Returns false for machine-specific steps.
+    fn feed<M: Machine>(&mut self, m: &mut M, step: &Step) -> bool {
+        let now = self.now;
+        match step {
+            Step::Advance(ms) => m.handle_input(Input::Timeout(self.advance(*ms))),
+            Step::Recv(data) => m.handle_input(Input::Received(now, data)),
+            Step::RecvPdu {
+                kind,
+                seq,
+                body_len,
+            } => {
+                let bytes = pdu(*kind, *seq, usize::from(*body_len)).to_bytes();
+                m.handle_input(Input::Received(now, &bytes));
+            }
+            Step::Connected => m.handle_input(Input::Connected(now)),
+            Step::ConnectFailed => m.handle_input(Input::ConnectFailed(now)),
+            Step::Closed => m.handle_input(Input::Closed(now)),
+            Step::Backlog(n) => m.set_backlog(now, usize::from(*n)),
+            _ => return false,
+        }
+        true
+    }
+
     fn drain<M: Machine>(&mut self, m: &mut M) {
         for _ in 0..10_000 {
             let out = m.poll_output();
@@ -157,44 +189,28 @@ pub fn run_peer_session(steps: &[Step]) {
 fn run_session_with(mut cfg: SessionConfig, steps: &[Step]) {
     cfg.max_frame_len = MAX_FRAME;
     cfg.max_tx_bytes = MAX_TX;
-    let mut c = Checker {
-        now: t0(),
-        finished: false,
-        codec: PduCodec::new(MAX_FRAME),
-    };
+    let mut c = Checker::new();
     let mut s = Session::new(cfg, addr(), c.now);
     c.drain(&mut s);
     for step in steps {
-        let now = c.now;
-        match step {
-            Step::Advance(ms) => s.handle_input(Input::Timeout(c.advance(*ms))),
-            Step::Recv(data) => s.handle_input(Input::Received(now, data)),
-            Step::RecvPdu {
-                kind,
-                seq,
-                body_len,
-            } => {
-                let bytes = pdu(*kind, *seq, usize::from(*body_len)).to_bytes();
-                s.handle_input(Input::Received(now, &bytes));
+        if !c.feed(&mut s, step) {
+            match step {
+                Step::Send(len) => {
+                    let _ = s.send(&pdu(2, 0, usize::from(*len)));
+                }
+                Step::AcceptLogin {
+                    user_id,
+                    client_type,
+                } => {
+                    let _ = s.accept_login(*user_id, u32::from(*client_type));
+                }
+                Step::RejectLogin => {
+                    let _ = s.reject_login(&pdu(1, 0, 4));
+                }
+                Step::Close => s.close(),
+                // Links only; inputs and backlog reports went to `feed`.
+                _ => {}
             }
-            Step::Connected => s.handle_input(Input::Connected(now)),
-            Step::ConnectFailed => s.handle_input(Input::ConnectFailed(now)),
-            Step::Closed => s.handle_input(Input::Closed(now)),
-            Step::Send(len) => {
-                let _ = s.send(&pdu(2, 0, usize::from(*len)));
-            }
-            Step::AcceptLogin {
-                user_id,
-                client_type,
-            } => {
-                let _ = s.accept_login(*user_id, u32::from(*client_type));
-            }
-            Step::RejectLogin => {
-                let _ = s.reject_login(&pdu(1, 0, 4));
-            }
-            Step::Close => s.close(),
-            Step::Backlog(n) => s.set_backlog(now, usize::from(*n)),
-            Step::SetGreeting(_) => {}
         }
         check_buffers(s.buffered());
         c.drain(&mut s);
@@ -210,38 +226,23 @@ pub fn run_link(steps: &[Step]) {
     if steps.len().is_multiple_of(2) {
         cfg.backoff = Backoff::teamtalk();
     }
-    let mut c = Checker {
-        now: t0(),
-        finished: false,
-        codec: PduCodec::new(MAX_FRAME),
-    };
+    let mut c = Checker::new();
     let mut l = Link::new(cfg, c.now);
     c.drain(&mut l);
     for step in steps {
-        let now = c.now;
-        match step {
-            Step::Advance(ms) => l.handle_input(Input::Timeout(c.advance(*ms))),
-            Step::Recv(data) => l.handle_input(Input::Received(now, data)),
-            Step::RecvPdu {
-                kind,
-                seq,
-                body_len,
-            } => {
-                let bytes = pdu(*kind, *seq, usize::from(*body_len)).to_bytes();
-                l.handle_input(Input::Received(now, &bytes));
-            }
-            Step::Connected => l.handle_input(Input::Connected(now)),
-            Step::ConnectFailed => l.handle_input(Input::ConnectFailed(now)),
-            Step::Closed => l.handle_input(Input::Closed(now)),
-            Step::Send(len) => {
-                let _ = l.send(&pdu(2, 0, usize::from(*len)));
-            }
-            Step::AcceptLogin { .. } | Step::RejectLogin => {}
-            Step::Close => l.close(),
-            Step::Backlog(n) => l.set_backlog(now, usize::from(*n)),
-            Step::SetGreeting(n) => {
-                let greeting: Vec<Pdu> = (0..*n % 8).map(|i| pdu(9, u16::from(i), 100)).collect();
-                let _ = l.set_greeting(&greeting);
+        if !c.feed(&mut l, step) {
+            match step {
+                Step::Send(len) => {
+                    let _ = l.send(&pdu(2, 0, usize::from(*len)));
+                }
+                Step::Close => l.close(),
+                Step::SetGreeting(n) => {
+                    let greeting: Vec<Pdu> =
+                        (0..*n % 8).map(|i| pdu(9, u16::from(i), 100)).collect();
+                    let _ = l.set_greeting(&greeting);
+                }
+                // Sessions only; inputs and backlog reports went to `feed`.
+                _ => {}
             }
         }
         check_buffers(l.buffered());
@@ -253,11 +254,7 @@ pub fn run_link(steps: &[Step]) {
 /// checker itself).
 #[cfg(test)]
 pub(crate) fn check_drain<M: Machine>(m: &mut M) {
-    let mut c = Checker {
-        now: t0(),
-        finished: false,
-        codec: PduCodec::new(MAX_FRAME),
-    };
+    let mut c = Checker::new();
     c.drain(m);
 }
 
