@@ -53,19 +53,8 @@ impl MetricsSource for DbMetrics {
         let side = [("side", "peers")];
         render_net(out, &side, &self.net.stats());
         self.closes.render(out, &side);
-        let peer = [("peer", "msg_server")];
-        self.pdus_in.render(
-            out,
-            "teamtalk_pdus_in_total",
-            "PDUs received, by peer kind and command (heartbeats absorbed by the session excluded).",
-            &peer,
-        );
-        self.pdus_out.render(
-            out,
-            "teamtalk_pdus_out_total",
-            "PDUs queued for sending, by peer kind and command.",
-            &peer,
-        );
+        self.pdus_in.render_in(out, "msg_server");
+        self.pdus_out.render_out(out, "msg_server");
         let s = self.proxy.stats();
         for (name, help, v) in [
             (

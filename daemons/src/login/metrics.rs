@@ -63,18 +63,10 @@ impl MetricsSource for LoginMetrics {
         let side = [("side", "peers")];
         render_net(out, &side, &self.net.stats());
         self.closes.render(out, &side);
-        let pin = "teamtalk_pdus_in_total";
-        let pin_help = "PDUs received, by peer kind and command (heartbeats absorbed by the session excluded).";
-        let pout = "teamtalk_pdus_out_total";
-        let pout_help = "PDUs queued for sending, by peer kind and command.";
-        self.msg_server_in
-            .render(out, pin, pin_help, &[("peer", "msg_server")]);
-        self.client_in
-            .render(out, pin, pin_help, &[("peer", "client")]);
-        self.msg_server_out
-            .render(out, pout, pout_help, &[("peer", "msg_server")]);
-        self.client_out
-            .render(out, pout, pout_help, &[("peer", "client")]);
+        self.msg_server_in.render_in(out, "msg_server");
+        self.client_in.render_in(out, "client");
+        self.msg_server_out.render_out(out, "msg_server");
+        self.client_out.render_out(out, "client");
         out.gauge(
             "teamtalk_login_msg_servers",
             "msg_servers registered (offered to clients when not full).",

@@ -65,6 +65,29 @@ impl CommandCounters {
             .map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
     }
 
+    /// Renders these counters as `teamtalk_pdus_in_total{peer}`: the one
+    /// family every daemon uses for PDUs received, so its name and help are
+    /// written once.
+    pub fn render_in(&self, out: &mut Scrape, peer: &str) {
+        self.render(
+            out,
+            "teamtalk_pdus_in_total",
+            "PDUs received, by peer kind and command (heartbeats absorbed by the session excluded).",
+            &[("peer", peer)],
+        );
+    }
+
+    /// Renders these counters as `teamtalk_pdus_out_total{peer}`, the family
+    /// for PDUs queued for sending (relays, notices and answers alike).
+    pub fn render_out(&self, out: &mut Scrape, peer: &str) {
+        self.render(
+            out,
+            "teamtalk_pdus_out_total",
+            "PDUs queued for sending, by peer kind and command.",
+            &[("peer", peer)],
+        );
+    }
+
     /// Adds one sample per command seen so far (zeros are left out: most
     /// daemons see a handful of the ~100 commands), labelled
     /// `command="CID_…"` or `command="unknown"`.

@@ -135,18 +135,10 @@ impl MetricsSource for MsgMetrics {
         render_net(out, &[("side", "links")], &self.links.stats());
         self.client_closes.render(out, &[("side", "clients")]);
         self.link_closes.render(out, &[("side", "links")]);
-        let pin = "teamtalk_pdus_in_total";
-        let pin_help = "PDUs received, by peer kind and command (heartbeats absorbed by the session excluded).";
-        let pout = "teamtalk_pdus_out_total";
-        let pout_help = "PDUs queued for sending, by peer kind and command.";
-        self.client_in
-            .render(out, pin, pin_help, &[("peer", "client")]);
-        self.upstream_in
-            .render(out, pin, pin_help, &[("peer", "upstream")]);
-        self.client_out
-            .render(out, pout, pout_help, &[("peer", "client")]);
-        self.upstream_out
-            .render(out, pout, pout_help, &[("peer", "upstream")]);
+        self.client_in.render_in(out, "client");
+        self.upstream_in.render_in(out, "upstream");
+        self.client_out.render_out(out, "client");
+        self.upstream_out.render_out(out, "upstream");
         out.counter(
             "teamtalk_msg_logins_ok_total",
             "Client logins accepted.",
