@@ -13,6 +13,13 @@ pub fn now() -> Instant {
     Instant::now()
 }
 
+/// Wall-clock now.
+#[allow(clippy::disallowed_methods)]
+#[must_use]
+pub fn wall() -> SystemTime {
+    SystemTime::now()
+}
+
 /// Wall-clock seconds since the Unix epoch, as TeamTalk's `u32` timestamps.
 #[allow(clippy::disallowed_methods)]
 #[must_use]

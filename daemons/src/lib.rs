@@ -28,5 +28,6 @@ pub mod metrics;
 pub mod msg;
 pub mod password;
 pub mod route;
+pub mod runtime;
 pub mod store;
 pub mod system;

@@ -107,9 +107,9 @@ pub enum SystemError {
     /// db_proxy_server failed to start.
     #[error(transparent)]
     DbProxy(#[from] db_proxy::DbProxyError),
-    /// route_server failed to start.
-    #[error("route_server: {0}")]
-    Route(#[from] route::Error),
+    /// A daemon failed to start.
+    #[error(transparent)]
+    Daemon(#[from] crate::runtime::DaemonError),
     /// login_server failed to start.
     #[error("login_server: {0}")]
     Login(#[from] login::Error),
@@ -426,7 +426,7 @@ impl RunningSystem {
             m.shutdown();
         }
         login.shutdown();
-        route.shutdown();
+        route.stop();
         if let Some(db) = db {
             db.shutdown();
         }

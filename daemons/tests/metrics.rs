@@ -272,7 +272,7 @@ fn a_single_daemon_serves_its_own_admin_port() {
     );
     assert!(body.contains("# TYPE teamtalk_connections_open gauge\n"));
     assert_eq!(get(admin, "/nope").0, 404);
-    route.shutdown();
+    route.stop();
     assert!(
         TcpStream::connect(admin).is_err(),
         "admin port closed on shutdown"

@@ -156,10 +156,12 @@ fn messages_reach_only_the_recipients_msg_server() {
     let (_, skipped) = c.query(4, &[]);
     assert!(skipped.iter().all(|p| !p.is(Command::MsgData.key())));
 
-    let stats = route.stats();
-    assert_eq!(stats.servers, 3);
-    assert_eq!(stats.users, 2);
-    assert_eq!(stats.counters.malformed, 0);
+    let (servers, users, counters) = route
+        .inspect(|app| (app.server_count(), app.user_count(), app.counters()))
+        .expect("route_server answers");
+    assert_eq!(servers, 3);
+    assert_eq!(users, 2);
+    assert_eq!(counters.malformed, 0);
 
     // B goes away: user 2 had the only PC there, so A hears "offline".
     drop(b);
@@ -167,7 +169,7 @@ fn messages_reach_only_the_recipients_msg_server() {
     assert!(is_stat_notify(&note, 2, 2), "{note:?}");
     assert_eq!(a.query(5, &[2]).0, [(2, 2)]);
 
-    route.shutdown();
+    route.stop();
 }
 
 #[test]
@@ -176,7 +178,7 @@ fn shutdown_closes_msg_server_connections() {
     let mut a = RawServer::connect(route.addr());
     a.send(&snapshot());
     a.query(1, &[]);
-    route.shutdown();
+    route.stop();
     let mut rest = Vec::new();
     // EOF (or a reset) once the reactor is gone, not the read timeout.
     match a.stream.read_to_end(&mut rest) {

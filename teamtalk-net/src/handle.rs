@@ -24,6 +24,19 @@ pub struct ConnId {
 }
 
 impl ConnId {
+    /// An id from its parts, for application tests and tables that need
+    /// ids without a reactor. A made-up id refers to no connection: a
+    /// command aimed at it is dropped like one aimed at a closed
+    /// connection.
+    #[must_use]
+    pub const fn from_parts(shard: u16, slot: u32, generation: u32) -> Self {
+        Self {
+            shard,
+            slot,
+            generation,
+        }
+    }
+
     /// The shard (thread) that owns the connection.
     #[must_use]
     pub fn shard(self) -> usize {

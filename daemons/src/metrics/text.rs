@@ -215,6 +215,41 @@ impl Scrape {
         out.push('\n');
     }
 
+    /// An empty scrape whose samples will carry the labels `parent` has in
+    /// scope right now: for collecting on another thread and
+    /// [`merge`](Self::merge)-ing back.
+    #[must_use]
+    pub fn child(parent: &Self) -> Self {
+        Self {
+            scope: parent.scope.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Appends `other`'s samples, family by family (made with
+    /// [`child`](Self::child), they already carry this scrape's labels).
+    pub fn merge(&mut self, other: Self) {
+        for f in other.families {
+            let idx = match self.index.get(f.name) {
+                Some(&i) => i,
+                None => {
+                    self.families.push(Family {
+                        name: f.name,
+                        help: f.help,
+                        kind: f.kind,
+                        lines: String::new(),
+                    });
+                    self.index.insert(f.name, self.families.len() - 1);
+                    self.families.len() - 1
+                }
+            };
+            let fam = &mut self.families[idx];
+            if fam.kind == f.kind {
+                fam.lines.push_str(&f.lines);
+            }
+        }
+    }
+
     /// The exposition text: for each family `# HELP`, `# TYPE`, samples.
     #[must_use]
     pub fn render(&self) -> String {

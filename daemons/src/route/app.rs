@@ -11,18 +11,16 @@ use teamtalk_proto::pb::im::server::ImServerPcLoginStatusNotify;
 use teamtalk_proto::{Command, Message, Pdu};
 use tracing::{debug, info, warn};
 
+use crate::metrics::Scrape;
+use crate::runtime::{self, Conn, Input, NoJob, Now, Out};
+
+/// What [`RouteApp`] asks for: sends to msg_server connections.
+pub type Action<C> = runtime::Action<NoJob, C>;
+
 /// `login_status` of `CID_OTHER_LOGIN_STATUS_NOTIFY`: the user's PC is on.
 const PC_LOGIN_ON: u32 = 1;
 /// `login_status` of `CID_OTHER_LOGIN_STATUS_NOTIFY`: no PC session left.
 const PC_LOGIN_OFF: u32 = 0;
-
-/// What [`RouteApp`] asks its driver to do.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Action<C> {
-    /// Send this PDU to this msg_server connection.
-    Send(C, Pdu),
-}
 
 /// Counters for metrics and tests. Every PDU that is not acted upon lands
 /// in exactly one of the drop counters.
@@ -488,6 +486,96 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
     }
 }
 
+impl runtime::App for RouteApp<Conn> {
+    type Job = NoJob;
+    type Done = NoJob;
+
+    fn name(&self) -> &'static str {
+        "route_server"
+    }
+
+    fn handle(&mut self, _now: Now, input: Input<'_, NoJob>, out: &mut Out<NoJob>) {
+        let actions = match input {
+            Input::Opened { conn, peer, .. } => {
+                info!(%conn, %peer, "msg_server connected");
+                self.server_connected(conn);
+                return;
+            }
+            Input::Pdu { conn, pdu } => self.handle_pdu(conn, pdu),
+            Input::Closed { conn, reason } => {
+                let actions = self.server_disconnected(conn);
+                info!(%conn, %reason, servers = self.server_count(), "msg_server disconnected");
+                actions
+            }
+            other => {
+                debug!(input = ?other, "input route_server does not use");
+                return;
+            }
+        };
+        out.extend(actions);
+    }
+
+    fn collect(&self, out: &mut Scrape) {
+        out.gauge(
+            "teamtalk_route_msg_servers",
+            "msg_servers connected.",
+            &[],
+            self.server_count() as f64,
+        );
+        out.gauge(
+            "teamtalk_route_users_online",
+            "Users with at least one session on some msg_server.",
+            &[],
+            self.user_count() as f64,
+        );
+        let c = self.counters;
+        for (name, help, v) in [
+            (
+                "teamtalk_route_received_total",
+                "PDUs received from msg_servers.",
+                c.received,
+            ),
+            (
+                "teamtalk_route_sent_total",
+                "PDU copies sent to msg_servers.",
+                c.sent,
+            ),
+            (
+                "teamtalk_route_no_recipient_total",
+                "Relayable PDUs dropped because no recipient was online on another msg_server.",
+                c.no_recipient,
+            ),
+            (
+                "teamtalk_route_unsupported_total",
+                "Group-member and file notices dropped (not supported yet).",
+                c.unsupported,
+            ),
+            (
+                "teamtalk_route_unexpected_total",
+                "Commands a msg_server has no business sending here.",
+                c.unexpected,
+            ),
+            (
+                "teamtalk_route_malformed_total",
+                "Bodies that did not decode or carried impossible values.",
+                c.malformed,
+            ),
+            (
+                "teamtalk_route_stray_offline_total",
+                "Logouts for sessions never seen logging in.",
+                c.stray_offline,
+            ),
+        ] {
+            out.counter(name, help, &[], v);
+        }
+    }
+
+    fn health(&self, _problems: &mut Vec<String>) {
+        // route_server needs nothing but its own thread, which the runner
+        // watches.
+    }
+}
+
 /// `CID_BUDDY_LIST_STATUS_NOTIFY` for `user`.
 fn stat_notify(user_id: u32, status: UserStatType) -> Pdu {
     let msg = ImUserStatNotify {
@@ -577,15 +665,22 @@ mod tests {
     fn targets(actions: &[Action<u32>], cmd: Command) -> Vec<u32> {
         actions
             .iter()
-            .filter_map(|Action::Send(to, p)| p.is(cmd.key()).then_some(*to))
+            .filter_map(|a| match a {
+                Action::Send(to, p) if p.is(cmd.key()) => Some(*to),
+                _ => None,
+            })
             .collect()
     }
 
     fn decoded(actions: &[Action<u32>], cmd: Command) -> Vec<(u32, Message)> {
         actions
             .iter()
-            .filter(|Action::Send(_, p)| p.is(cmd.key()))
-            .map(|Action::Send(to, p)| (*to, Message::decode(p).expect("valid body")))
+            .filter_map(|a| match a {
+                Action::Send(to, p) if p.is(cmd.key()) => {
+                    Some((*to, Message::decode(p).expect("valid body")))
+                }
+                _ => None,
+            })
             .collect()
     }
 
@@ -901,7 +996,9 @@ mod tests {
             &stats_req(77, &[20, 30, 40, 20], Some(b"\x00\x00\x00\x02ctx")),
         );
         assert_eq!(out.len(), 1);
-        let Action::Send(to, pdu) = &out[0];
+        let Action::Send(to, pdu) = &out[0] else {
+            panic!("expected a send, got {:?}", out[0]);
+        };
         assert_eq!(*to, 1);
         assert_eq!(pdu.seq(), 77);
         let Message::BuddyListUsersStatusResponse(rsp) = Message::decode(pdu).unwrap() else {
@@ -921,7 +1018,9 @@ mod tests {
         assert_eq!(stats, [(20, 1), (30, 2), (40, 2), (20, 1)]);
 
         let out = app.handle_pdu(1, &stats_req(0, &[], None));
-        let Action::Send(_, pdu) = &out[0];
+        let Action::Send(_, pdu) = &out[0] else {
+            panic!("expected a send, got {:?}", out[0]);
+        };
         let Message::BuddyListUsersStatusResponse(rsp) = Message::decode(pdu).unwrap() else {
             panic!("wrong reply");
         };
@@ -1013,7 +1112,10 @@ mod tests {
                         }
                         Step::Disconnect(server) => app.server_disconnected(server),
                     };
-                    for Action::Send(_, p) in &out {
+                    for p in out.iter().filter_map(|a| match a {
+                        Action::Send(_, p) => Some(p),
+                        _ => None,
+                    }) {
                         if let Ok(Message::BuddyListStatusNotify(n)) = Message::decode(p) {
                             announced.insert(n.user_stat.user_id, n.user_stat.status);
                         }

@@ -61,18 +61,39 @@
 //! use integers); [`spawn`] runs it behind a `teamtalk-net` reactor.
 
 mod app;
-mod metrics;
-mod run;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use teamtalk_conn::SessionConfig;
 use teamtalk_net::ReactorConfig;
 
 use crate::conf::{Conf, ConfError};
+use crate::runtime::{self, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
 
 pub use app::{Action, RouteApp, RouteCounters};
-pub use metrics::RouteMetrics;
-pub use run::{Error, RouteStats, RunningRoute, spawn};
+
+/// A running route_server.
+pub type RunningRoute = Running<RouteApp<Conn>>;
+
+/// Starts a route_server: binds every listen address, then serves
+/// msg_servers until stopped.
+///
+/// # Errors
+/// [`DaemonError`] when a listener or thread cannot be set up.
+pub fn spawn(config: RouteConfig) -> Result<RunningRoute, DaemonError> {
+    let mut plan = Plan::<NoWorker>::new();
+    plan.side("peers", config.reactor.clone());
+    for addr in config.listen_addrs() {
+        plan.listen(
+            "peers",
+            "msg_server",
+            addr,
+            PortKind::Peers(SessionConfig::server_peer()),
+        );
+    }
+    plan.admin(config.admin);
+    runtime::start(RouteApp::new(), plan)
+}
 
 /// The keys of `routeserver.conf` this daemon understands; any other key is
 /// reported as a probable typo.

@@ -1,0 +1,146 @@
+//! [`Plan`]: what a daemon listens on, which links it keeps, which workers
+//! it runs. The glue of each daemon builds one and hands it to
+//! [`start`](super::start) with the App.
+
+use std::net::SocketAddr;
+
+use teamtalk_conn::{LinkConfig, SessionConfig};
+use teamtalk_net::ReactorConfig;
+
+use super::contract::{LinkId, PortId};
+
+/// Default capacity of each worker's job queue. A full queue blocks the
+/// App's thread, which stops it reading, which pushes back on the peers.
+pub const DEFAULT_WORKER_QUEUE: usize = 4096;
+/// Default largest batch a worker takes at once.
+pub const DEFAULT_BATCH_LIMIT: usize = 256;
+
+/// What connections a listener accepts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PortKind {
+    /// TeamTalk clients: sessions behind the login gate
+    /// ([`Input::LoginRequest`](super::Input::LoginRequest) first).
+    Clients(SessionConfig),
+    /// Other servers: sessions without a login gate.
+    Peers(SessionConfig),
+}
+
+/// One listener of a plan.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenSpec {
+    pub(crate) addr: SocketAddr,
+    pub(crate) kind: PortKind,
+    pub(crate) side: &'static str,
+    pub(crate) peer: &'static str,
+}
+
+/// One link of a plan.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkSpec {
+    pub(crate) config: LinkConfig,
+    pub(crate) peer: &'static str,
+}
+
+/// The side a plan's links live on (`side` label of the transport metrics).
+pub(crate) const LINKS_SIDE: &str = "links";
+
+/// A daemon's sockets and workers. Ids come back in declaration order, so
+/// the glue can hand them to the App it builds next.
+#[derive(Debug)]
+pub struct Plan<W> {
+    pub(crate) listeners: Vec<ListenSpec>,
+    pub(crate) links: Vec<LinkSpec>,
+    pub(crate) workers: Vec<W>,
+    pub(crate) sides: Vec<(&'static str, ReactorConfig)>,
+    pub(crate) worker_queue: usize,
+    pub(crate) batch_limit: usize,
+    pub(crate) admin: Option<SocketAddr>,
+}
+
+impl<W> Default for Plan<W> {
+    fn default() -> Self {
+        Self {
+            listeners: Vec::new(),
+            links: Vec::new(),
+            workers: Vec::new(),
+            sides: Vec::new(),
+            worker_queue: DEFAULT_WORKER_QUEUE,
+            batch_limit: DEFAULT_BATCH_LIMIT,
+            admin: None,
+        }
+    }
+}
+
+impl<W> Plan<W> {
+    /// Nothing declared.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reactor settings for the connections of one side (`"clients"`,
+    /// `"peers"`, `"links"`, …). Sides not configured run one thread with
+    /// the default limits.
+    pub fn side(&mut self, side: &'static str, config: ReactorConfig) -> &mut Self {
+        match self.sides.iter_mut().find(|(s, _)| *s == side) {
+            Some(entry) => entry.1 = config,
+            None => self.sides.push((side, config)),
+        }
+        self
+    }
+
+    /// Declares a listener. `side` groups listeners for the transport
+    /// metrics (`side` label, one reactor per side); `peer` labels the PDU
+    /// counters (`teamtalk_pdus_in_total{peer}`).
+    pub fn listen(
+        &mut self,
+        side: &'static str,
+        peer: &'static str,
+        addr: SocketAddr,
+        kind: PortKind,
+    ) -> PortId {
+        let id = PortId(u8::try_from(self.listeners.len()).unwrap_or(u8::MAX));
+        self.listeners.push(ListenSpec {
+            addr,
+            kind,
+            side,
+            peer,
+        });
+        id
+    }
+
+    /// Declares an outbound link; `peer` labels its PDU counters.
+    pub fn link(&mut self, peer: &'static str, config: LinkConfig) -> LinkId {
+        let id = LinkId(u16::try_from(self.links.len()).unwrap_or(u16::MAX));
+        self.links.push(LinkSpec { config, peer });
+        id
+    }
+
+    /// Declares a worker thread; returns its index for
+    /// [`Action::Job`](super::Action::Job).
+    pub fn worker(&mut self, worker: W) -> usize {
+        self.workers.push(worker);
+        self.workers.len() - 1
+    }
+
+    /// Capacity of each worker's queue and its largest batch.
+    pub fn worker_limits(&mut self, queue: usize, batch: usize) -> &mut Self {
+        self.worker_queue = queue.max(1);
+        self.batch_limit = batch.max(1);
+        self
+    }
+
+    /// Serves the daemon's `/metrics` and `/healthz` on `addr` (port 0
+    /// picks one); `None` serves none.
+    pub fn admin(&mut self, addr: Option<SocketAddr>) -> &mut Self {
+        self.admin = addr;
+        self
+    }
+
+    /// Number of links declared.
+    #[must_use]
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+}

@@ -1,0 +1,657 @@
+//! The generic runner: drives any [`App`] over teamtalk-net.
+//!
+//! ```text
+//!  reactors (one per side)      app thread (this file)             workers
+//! ┌──────────────────────┐ events ┌─────────────────────────┐ jobs ┌──────────┐
+//! │ clients: Session …   │──────▶│ read clock once per batch│────▶│ Worker 0 │
+//! │ peers:   Session …   │       │ App::handle(now, input)  │◀────│ Worker 1 │
+//! │ links:   Link …      │◀──────│ flush: one exec per conn │ done└──────────┘
+//! └──────────────────────┘ exec  └─────────────────────────┘
+//!                                    ▲ control (stop, inspect)
+//!                                    │ Running handle
+//! ```
+//!
+//! The runner holds no policy: it turns reactor events into [`Input`]s,
+//! carries out [`Action`]s, and counts what the transport does
+//! ([`Traffic`]). Events are handled in batches: after the first event
+//! it takes whatever else is already queued (up to [`EVENT_BATCH`]), and
+//! only then hands each connection its operations in one reactor command,
+//! so a busy daemon pays one channel send and one wake-up per connection
+//! per batch, not per PDU.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use teamtalk_conn::{CloseReason, Link, LinkEvent, Session, SessionEvent};
+use teamtalk_net::{ConnId, NetEvent, Reactor, ReactorConfig};
+use teamtalk_proto::Pdu;
+use tracing::{debug, error, info, warn};
+
+use super::contract::{Action, App, Conn, Input, LinkId, Now, Out, PortId, Worker};
+use super::error::DaemonError;
+use super::plan::{LINKS_SIDE, ListenSpec, Plan, PortKind};
+use super::running::{Control, Running, Shared};
+use super::traffic::{Peer, Side, Traffic};
+use super::wire::{Wire, WireEvent};
+use crate::clock;
+
+/// Events handled before the outbox is flushed.
+pub const EVENT_BATCH: usize = 512;
+/// How often the App gets [`Input::Tick`].
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Starts `app` with the sockets and workers of `plan`.
+///
+/// Listeners are bound before this returns, so a port in use is reported
+/// here; links start connecting at once.
+///
+/// # Errors
+/// [`DaemonError`] when a reactor, listener, link or thread cannot be set
+/// up; whatever had started is stopped again.
+pub fn start<A, W>(app: A, plan: Plan<W>) -> Result<Running<A>, DaemonError>
+where
+    A: App,
+    W: Worker<Job = A::Job, Done = A::Done>,
+{
+    let name = app.name();
+    let Plan {
+        listeners,
+        links,
+        workers,
+        sides: side_configs,
+        worker_queue,
+        batch_limit,
+        admin,
+    } = plan;
+
+    // One reactor per side, in order of first mention.
+    let mut side_names: Vec<&'static str> = Vec::new();
+    for l in &listeners {
+        if !side_names.contains(&l.side) {
+            side_names.push(l.side);
+        }
+    }
+    if !links.is_empty() && !side_names.contains(&LINKS_SIDE) {
+        side_names.push(LINKS_SIDE);
+    }
+    let mut reactors = Vec::new();
+    for side in &side_names {
+        let config = side_configs.iter().find(|(s, _)| s == side).map_or_else(
+            || ReactorConfig {
+                threads: 1,
+                ..ReactorConfig::default()
+            },
+            |(_, c)| c.clone(),
+        );
+        let reactor: Reactor<Wire> =
+            Reactor::new(config).map_err(|source| DaemonError::Reactor {
+                daemon: name,
+                source,
+            })?;
+        reactors.push(reactor);
+    }
+    let side_of = |side: &str| side_names.iter().position(|s| *s == side).unwrap_or(0);
+
+    // Listeners, then links.
+    let mut peers: Vec<Peer> = Vec::new();
+    let mut ports: HashMap<(usize, SocketAddr), Port> = HashMap::new();
+    let mut bound = Vec::new();
+    for (i, spec) in listeners.into_iter().enumerate() {
+        let ListenSpec {
+            addr,
+            kind,
+            side,
+            peer,
+        } = spec;
+        let side = side_of(side);
+        let local = reactors[side]
+            .listen(addr, factory(&kind))
+            .map_err(|source| DaemonError::Listen {
+                daemon: name,
+                addr,
+                source,
+            })?;
+        let port = Port {
+            id: PortId(u8::try_from(i).unwrap_or(u8::MAX)),
+            peer: Traffic::peer_index(&mut peers, peer),
+        };
+        ports.insert((side, local), port);
+        bound.push(local);
+    }
+    let mut link_ids = HashMap::new();
+    let mut link_conns = Vec::new();
+    let links_side = side_of(LINKS_SIDE);
+    for (i, spec) in links.into_iter().enumerate() {
+        let addr = spec.config.addr;
+        let peer = Traffic::peer_index(&mut peers, spec.peer);
+        let id = reactors[links_side]
+            .open(Wire::Link(Link::new(spec.config, clock::now())))
+            .map_err(|source| DaemonError::Link {
+                daemon: name,
+                addr,
+                source,
+            })?;
+        let link = LinkId(u16::try_from(i).unwrap_or(u16::MAX));
+        link_ids.insert(id, (link, peer));
+        link_conns.push(id);
+    }
+
+    let traffic = Arc::new(Traffic {
+        sides: side_names
+            .iter()
+            .zip(&reactors)
+            .map(|(name, r)| Side {
+                name,
+                net: r.handle(),
+                closes: crate::metrics::CloseCounters::new(),
+            })
+            .collect(),
+        peers,
+    });
+
+    // Workers.
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let mut worker_txs = Vec::new();
+    let mut worker_threads = Vec::new();
+    for (i, worker) in workers.into_iter().enumerate() {
+        let (tx, rx) = crossbeam_channel::bounded(worker_queue);
+        let done = done_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-worker-{i}"))
+            .spawn(move || run_worker(worker, &rx, &done, batch_limit))
+            .map_err(|source| DaemonError::Thread {
+                daemon: name,
+                source,
+            })?;
+        worker_txs.push(tx);
+        worker_threads.push(thread);
+    }
+    drop(done_tx);
+
+    let shared = Arc::new(Shared::new(name, Arc::clone(&traffic)));
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let events = reactors.iter().map(Reactor::events).collect();
+    let runner = Runner {
+        app,
+        reactors,
+        events,
+        traffic,
+        ports,
+        conns: HashMap::new(),
+        link_ids,
+        link_conns,
+        worker_txs,
+        worker_threads,
+        done_rx,
+        outbox: Outbox::default(),
+        out: Out::new(),
+    };
+    let thread = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn({
+            let shared = Arc::clone(&shared);
+            move || {
+                let _alive = shared.alive_guard();
+                runner.run(&control_rx);
+            }
+        })
+        .map_err(|source| DaemonError::Thread {
+            daemon: name,
+            source,
+        })?;
+    info!(daemon = name, addrs = ?bound, "listening");
+    let mut running = Running::new(shared, bound, control_tx, thread);
+    if let Some(addr) = admin {
+        running.serve_admin(addr)?;
+    }
+    Ok(running)
+}
+
+/// Builds the machine for each connection a listener accepts.
+fn factory(kind: &PortKind) -> impl Fn(SocketAddr, std::time::Instant) -> Wire + Send + 'static {
+    let config = match kind {
+        PortKind::Clients(c) | PortKind::Peers(c) => c.clone(),
+    };
+    move |peer, now| Wire::Session(Session::new(config.clone(), peer, now))
+}
+
+/// Where an accepted connection came from.
+#[derive(Debug, Clone, Copy)]
+struct Port {
+    id: PortId,
+    /// Index of its peer kind in [`Traffic::peers`].
+    peer: usize,
+}
+
+/// What the runner remembers of an accepted connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnInfo {
+    peer: usize,
+    /// The reason its machine gave when it closed, reported with
+    /// [`Input::Closed`] once the connection is finished.
+    reason: Option<CloseReason>,
+}
+
+/// One thing to do to an accepted connection, in order.
+enum Op {
+    Send(Pdu),
+    Accept {
+        user_id: u32,
+        client_type: u32,
+        reply: Pdu,
+    },
+    Refuse(Pdu),
+    Close(Option<Pdu>),
+}
+
+/// What the App asked for since the last flush, grouped by connection in
+/// the order asked (order across connections does not matter; order on one
+/// connection does, and is kept).
+#[derive(Default)]
+struct Outbox {
+    conns: HashMap<Conn, Vec<Op>>,
+    links: HashMap<ConnId, Vec<Pdu>>,
+}
+
+struct Runner<A: App> {
+    app: A,
+    reactors: Vec<Reactor<Wire>>,
+    events: Vec<teamtalk_net::EventRx<WireEvent>>,
+    traffic: Arc<Traffic>,
+    ports: HashMap<(usize, SocketAddr), Port>,
+    conns: HashMap<Conn, ConnInfo>,
+    link_ids: HashMap<ConnId, (LinkId, usize)>,
+    link_conns: Vec<ConnId>,
+    worker_txs: Vec<Sender<A::Job>>,
+    worker_threads: Vec<std::thread::JoinHandle<()>>,
+    done_rx: Receiver<A::Done>,
+    outbox: Outbox,
+    out: Out<A::Job>,
+}
+
+/// Which source a [`Select`] operation belongs to.
+enum Source {
+    Side(usize),
+    Done,
+    Control,
+    Tick,
+}
+
+fn read_now() -> Now {
+    Now::new(clock::now(), clock::wall())
+}
+
+impl<A: App> Runner<A> {
+    fn run(mut self, control: &Receiver<Control<A>>) {
+        let ticker = crossbeam_channel::tick(TICK);
+        let events = self.events.clone();
+        let done_rx = self.done_rx.clone();
+        let mut sel = Select::new();
+        let mut sources = Vec::new();
+        for (i, rx) in events.iter().enumerate() {
+            sel.recv(rx);
+            sources.push(Source::Side(i));
+        }
+        sel.recv(&done_rx);
+        sources.push(Source::Done);
+        sel.recv(control);
+        sources.push(Source::Control);
+        sel.recv(&ticker);
+        sources.push(Source::Tick);
+
+        let stop = loop {
+            self.flush();
+            let op = sel.select();
+            let index = op.index();
+            let now = read_now();
+            match sources[index] {
+                Source::Side(side) => match op.recv(&events[side]) {
+                    Ok((id, ev)) => self.event(now, side, id, ev),
+                    Err(_) => {
+                        error!(daemon = self.app.name(), "a reactor stopped; stopping");
+                        break None;
+                    }
+                },
+                Source::Done => match op.recv(&done_rx) {
+                    Ok(done) => self.input(now, Input::Done(done)),
+                    Err(_) => {
+                        // Every worker has exited (or there were none):
+                        // nothing more will come this way.
+                        sel.remove(index);
+                    }
+                },
+                Source::Control => match op.recv(control) {
+                    Ok(Control::Call(f)) => f(&mut self.app),
+                    Ok(Control::Stop(ack)) => break Some(ack),
+                    Err(_) => break None,
+                },
+                Source::Tick => {
+                    let _ = op.recv(&ticker);
+                    self.input(now, Input::Tick);
+                }
+            }
+            // Take what else is already queued before flushing.
+            for (side, rx) in events.iter().enumerate() {
+                for _ in 0..EVENT_BATCH {
+                    match rx.try_recv() {
+                        Ok((id, ev)) => self.event(now, side, id, ev),
+                        Err(_) => break,
+                    }
+                }
+            }
+            for _ in 0..EVENT_BATCH {
+                match done_rx.try_recv() {
+                    Ok(done) => self.input(now, Input::Done(done)),
+                    Err(_) => break,
+                }
+            }
+        };
+        self.stop(stop);
+    }
+
+    /// Says goodbye, finishes the workers' jobs, flushes, shuts the
+    /// reactors down.
+    fn stop(mut self, ack: Option<Sender<()>>) {
+        let name = self.app.name();
+        self.input(read_now(), Input::Stopping);
+        self.flush();
+        // No new jobs: workers finish what they hold, then their channel
+        // of results closes.
+        self.worker_txs.clear();
+        loop {
+            match self.done_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(done) => {
+                    self.input(read_now(), Input::Done(done));
+                    self.flush();
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    warn!(
+                        daemon = name,
+                        "workers still busy after 30 s; stopping anyway"
+                    );
+                    break;
+                }
+            }
+        }
+        for t in self.worker_threads.drain(..) {
+            if t.join().is_err() {
+                error!(daemon = name, "a worker thread panicked");
+            }
+        }
+        for r in self.reactors.drain(..) {
+            r.shutdown();
+        }
+        info!(daemon = name, "stopped");
+        if let Some(ack) = ack {
+            let _ = ack.send(());
+        }
+    }
+
+    fn input(&mut self, now: Now, input: Input<'_, A::Done>) {
+        self.app.handle(now, input, &mut self.out);
+        self.execute();
+    }
+
+    fn event(&mut self, now: Now, side: usize, id: ConnId, ev: NetEvent<WireEvent>) {
+        if let Some(&(link, peer)) = self.link_ids.get(&id) {
+            self.link_event(now, link, peer, ev);
+            return;
+        }
+        let conn = Conn::new(u8::try_from(side).unwrap_or(u8::MAX), id);
+        match ev {
+            NetEvent::Accepted { peer, local } => {
+                let Some(port) = self.ports.get(&(side, local)).copied() else {
+                    warn!(%conn, %local, "accepted on an unknown listener; closing");
+                    self.outbox
+                        .conns
+                        .entry(conn)
+                        .or_default()
+                        .push(Op::Close(None));
+                    return;
+                };
+                self.conns.insert(
+                    conn,
+                    ConnInfo {
+                        peer: port.peer,
+                        reason: None,
+                    },
+                );
+                self.input(
+                    now,
+                    Input::Opened {
+                        conn,
+                        port: port.id,
+                        peer,
+                    },
+                );
+            }
+            NetEvent::Machine(WireEvent::Session(ev)) => {
+                let Some(info) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                match ev {
+                    SessionEvent::LoginRequest(pdu) => {
+                        self.traffic.pdu_in(info.peer, pdu.key());
+                        self.input(now, Input::LoginRequest { conn, pdu: &pdu });
+                    }
+                    SessionEvent::Pdu(pdu) => {
+                        self.traffic.pdu_in(info.peer, pdu.key());
+                        self.input(now, Input::Pdu { conn, pdu: &pdu });
+                    }
+                    SessionEvent::Closed(reason) => {
+                        debug!(%conn, %reason, "connection closing");
+                        info.reason = Some(reason);
+                        self.traffic.closed(side, &reason);
+                    }
+                    _ => {}
+                }
+            }
+            NetEvent::Finished => {
+                if let Some(info) = self.conns.remove(&conn) {
+                    let reason = info.reason.unwrap_or(CloseReason::Local);
+                    self.input(now, Input::Closed { conn, reason });
+                }
+            }
+            NetEvent::Machine(WireEvent::Link(_)) | _ => {}
+        }
+    }
+
+    fn link_event(&mut self, now: Now, link: LinkId, peer: usize, ev: NetEvent<WireEvent>) {
+        let NetEvent::Machine(WireEvent::Link(ev)) = ev else {
+            return;
+        };
+        let side = self.link_side();
+        match ev {
+            LinkEvent::Up => self.input(now, Input::LinkUp(link)),
+            LinkEvent::Down(reason) => {
+                self.traffic.closed(side, &reason);
+                self.input(now, Input::LinkDown(link, reason));
+            }
+            LinkEvent::Unreachable(reason) => {
+                self.traffic.closed(side, &reason);
+                self.input(now, Input::LinkUnreachable(link, reason));
+            }
+            LinkEvent::Pdu(pdu) => {
+                self.traffic.pdu_in(peer, pdu.key());
+                self.input(now, Input::LinkPdu(link, &pdu));
+            }
+            _ => {}
+        }
+    }
+
+    fn link_side(&self) -> usize {
+        self.traffic
+            .sides
+            .iter()
+            .position(|s| s.name == LINKS_SIDE)
+            .unwrap_or(0)
+    }
+
+    /// Moves the App's actions into the outbox (jobs go to their worker at
+    /// once).
+    fn execute(&mut self) {
+        for action in self.out.take() {
+            match action {
+                Action::Send(conn, pdu) => self.op(conn, Op::Send(pdu)),
+                Action::Accept {
+                    conn,
+                    user_id,
+                    client_type,
+                    reply,
+                } => self.op(
+                    conn,
+                    Op::Accept {
+                        user_id,
+                        client_type,
+                        reply,
+                    },
+                ),
+                Action::Refuse { conn, reply } => self.op(conn, Op::Refuse(reply)),
+                Action::Close { conn, notice } => self.op(conn, Op::Close(notice)),
+                Action::Link(link, pdu) => {
+                    let Some(&id) = self.link_conns.get(usize::from(link.0)) else {
+                        warn!(?link, "PDU for a link the plan did not declare");
+                        continue;
+                    };
+                    if let Some(&(_, peer)) = self.link_ids.get(&id) {
+                        self.traffic.pdu_out(peer, pdu.key());
+                    }
+                    self.outbox.links.entry(id).or_default().push(pdu);
+                }
+                Action::Respond(conn, _) => {
+                    warn!(%conn, "HTTP response for a daemon without an HTTP port; closing");
+                    self.op(conn, Op::Close(None));
+                }
+                Action::Job { worker, job } => {
+                    let Some(tx) = self.worker_txs.get(worker) else {
+                        error!(worker, "job for a worker the plan did not declare; dropped");
+                        continue;
+                    };
+                    // A full queue blocks here: the App stops reading,
+                    // which pushes back on whoever sends the work.
+                    if tx.send(job).is_err() {
+                        error!(worker, "worker gone; job dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    fn op(&mut self, conn: Conn, op: Op) {
+        if let Some(info) = self.conns.get(&conn) {
+            match &op {
+                Op::Send(p) | Op::Refuse(p) | Op::Close(Some(p)) => {
+                    self.traffic.pdu_out(info.peer, p.key());
+                }
+                Op::Accept { reply, .. } => self.traffic.pdu_out(info.peer, reply.key()),
+                Op::Close(None) => {}
+            }
+        }
+        self.outbox.conns.entry(conn).or_default().push(op);
+    }
+
+    /// Hands every connection its queued operations in one reactor command.
+    fn flush(&mut self) {
+        // Links first: a login's presence update should be on its way to
+        // route_server before the client hears it is logged in.
+        if !self.outbox.links.is_empty() {
+            let side = self.link_side();
+            for (id, pdus) in self.outbox.links.drain() {
+                let sent = self.reactors[side].exec(id, move |w| {
+                    let Wire::Link(l) = w else { return };
+                    for pdu in pdus {
+                        if let Err(e) = l.send(&pdu) {
+                            debug!(error = %e, key = %pdu.key(), "link send failed");
+                        }
+                    }
+                });
+                if sent.is_err() {
+                    debug!(link = %id, "link reactor stopped");
+                }
+            }
+        }
+        for (conn, ops) in self.outbox.conns.drain() {
+            let Some(reactor) = self.reactors.get(usize::from(conn.side())) else {
+                continue;
+            };
+            let sent = reactor.exec(conn.id(), move |w| {
+                let Wire::Session(s) = w else { return };
+                for op in ops {
+                    apply(s, op);
+                }
+            });
+            if sent.is_err() {
+                debug!(%conn, "reactor stopped");
+            }
+        }
+    }
+}
+
+/// Carries out one operation on a session. Failures (the connection is
+/// closing, the PDU too large) are logged by the session's own close event.
+fn apply(s: &mut Session, op: Op) {
+    match op {
+        Op::Send(pdu) => {
+            if let Err(e) = s.send(&pdu) {
+                debug!(error = %e, key = %pdu.key(), "send failed");
+            }
+        }
+        Op::Accept {
+            user_id,
+            client_type,
+            reply,
+        } => {
+            if s.accept_login(user_id, client_type).is_ok() {
+                let _ = s.send(&reply);
+            }
+        }
+        Op::Refuse(reply) => {
+            let _ = s.reject_login(&reply);
+        }
+        Op::Close(notice) => {
+            if let Some(n) = notice {
+                let _ = s.send(&n);
+            }
+            s.close();
+        }
+    }
+}
+
+/// A worker thread: takes what is queued (up to `batch_limit`) as one
+/// batch, runs it, hands the results back; ends when the App's side of
+/// the queue is gone and the queue is empty.
+fn run_worker<W: Worker>(
+    mut worker: W,
+    jobs: &Receiver<W::Job>,
+    done: &Sender<W::Done>,
+    batch_limit: usize,
+) {
+    let mut results = Vec::new();
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < batch_limit {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        worker.run(batch, &mut results);
+        for r in results.drain(..) {
+            if done.send(r).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Now {
+    /// The real clock, read once (what the runner hands in).
+    #[must_use]
+    pub fn read() -> Self {
+        read_now()
+    }
+}

@@ -1,0 +1,245 @@
+//! [`Running`]: the one handle every started daemon returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, bounded};
+
+use super::contract::App;
+use super::error::DaemonError;
+use super::traffic::Traffic;
+use crate::metrics::{AdminServer, ClearOnDrop, Labelled, MetricsSource, Scrape};
+
+/// How long a question to the App's thread may wait for its answer (a
+/// scrape, a test's inspection) before the daemon counts as wedged.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request to the App's thread.
+pub(crate) enum Control<A> {
+    /// Run this with the App, between two inputs.
+    Call(Box<dyn FnOnce(&mut A) + Send>),
+    /// Stop; answer on the channel when stopped.
+    Stop(Sender<()>),
+}
+
+/// What a daemon's handle and its metrics source share.
+pub(crate) struct Shared {
+    pub(crate) name: &'static str,
+    pub(crate) traffic: Arc<Traffic>,
+    alive: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(name: &'static str, traffic: Arc<Traffic>) -> Self {
+        Self {
+            name,
+            traffic,
+            alive: AtomicBool::new(true),
+        }
+    }
+
+    /// Held by the App's thread for its whole life: the daemon reads as
+    /// stopped however the thread ends, panics included.
+    pub(crate) fn alive_guard(&self) -> ClearOnDrop<'_> {
+        ClearOnDrop(&self.alive)
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+}
+
+/// A running daemon: its bound addresses, questions to its App, its
+/// metrics, and stopping. Dropping it stops the daemon.
+pub struct Running<A: App> {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    control: Sender<Control<A>>,
+    thread: Option<JoinHandle<()>>,
+    admin: Option<AdminServer>,
+}
+
+impl<A: App> std::fmt::Debug for Running<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("daemon", &self.shared.name)
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: App> Running<A> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        addrs: Vec<SocketAddr>,
+        control: Sender<Control<A>>,
+        thread: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            shared,
+            addrs,
+            control,
+            thread: Some(thread),
+            admin: None,
+        }
+    }
+
+    /// Serves this daemon's `/metrics` and `/healthz` on `addr`, labelled
+    /// with its name and first address.
+    pub(crate) fn serve_admin(&mut self, addr: SocketAddr) -> Result<(), DaemonError> {
+        let instance = self
+            .addrs
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let source: Arc<dyn MetricsSource> =
+            Arc::new(Labelled::new(self.shared.name, instance, self.metrics()));
+        let server = AdminServer::start(addr, source)
+            .map_err(|source| DaemonError::Admin { addr, source })?;
+        self.admin = Some(server);
+        Ok(())
+    }
+
+    /// The admin endpoint's address, when the plan asked for one.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
+    }
+
+    /// The daemon's name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.shared.name
+    }
+
+    /// Every listener's bound address, in the plan's order (the real port
+    /// where port 0 was asked).
+    #[must_use]
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The first listener's address (most daemons have one main port).
+    ///
+    /// # Panics
+    /// When the plan declared no listener; every daemon of this crate
+    /// declares at least one.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Runs `f` with the App on its thread, between two inputs, and
+    /// returns its result: how tests and tools read an App's state.
+    ///
+    /// # Errors
+    /// [`DaemonError::Stopped`] when the daemon is not running or does
+    /// not answer within [`CALL_TIMEOUT`].
+    pub fn inspect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&A) -> R + Send + 'static,
+    ) -> Result<R, DaemonError> {
+        call(&self.control, self.shared.name, move |app| f(app))
+    }
+
+    /// Whether the App's thread is running.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.shared.is_alive()
+    }
+
+    /// The daemon's metrics and health, for an admin endpoint: transport
+    /// counters read directly, the App's own asked of its thread.
+    #[must_use]
+    pub fn metrics(&self) -> Arc<dyn MetricsSource> {
+        Arc::new(DaemonMetrics {
+            shared: Arc::clone(&self.shared),
+            control: self.control.clone(),
+        })
+    }
+
+    /// Stops the daemon: the App says goodbye ([`Input::Stopping`]),
+    /// workers finish their jobs, replies are flushed, threads end.
+    ///
+    /// [`Input::Stopping`]: super::Input::Stopping
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
+        }
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let (ack_tx, ack_rx) = bounded(1);
+        if self.control.send(Control::Stop(ack_tx)).is_ok() {
+            let _ = ack_rx.recv();
+        }
+        if thread.join().is_err() {
+            tracing::error!(daemon = self.shared.name, "the daemon's thread panicked");
+        }
+    }
+}
+
+impl<A: App> Drop for Running<A> {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn call<A: App, R: Send + 'static>(
+    control: &Sender<Control<A>>,
+    name: &'static str,
+    f: impl FnOnce(&mut A) -> R + Send + 'static,
+) -> Result<R, DaemonError> {
+    let (tx, rx) = bounded(1);
+    control
+        .send(Control::Call(Box::new(move |app| {
+            let _ = tx.send(f(app));
+        })))
+        .map_err(|_| DaemonError::Stopped(name))?;
+    rx.recv_timeout(CALL_TIMEOUT)
+        .map_err(|_| DaemonError::Stopped(name))
+}
+
+/// A daemon as an admin endpoint sees it.
+struct DaemonMetrics<A: App> {
+    shared: Arc<Shared>,
+    control: Sender<Control<A>>,
+}
+
+impl<A: App> MetricsSource for DaemonMetrics<A> {
+    fn collect(&self, out: &mut Scrape) {
+        self.shared.traffic.collect(out);
+        let mut child = Scrape::child(out);
+        if let Ok(app) = call(&self.control, self.shared.name, move |app: &mut A| {
+            app.collect(&mut child);
+            child
+        }) {
+            out.merge(app);
+        }
+    }
+
+    fn health(&self, problems: &mut Vec<String>) {
+        if !self.shared.is_alive() {
+            problems.push("not running".to_owned());
+            return;
+        }
+        match call(&self.control, self.shared.name, |app: &mut A| {
+            let mut p = Vec::new();
+            app.health(&mut p);
+            p
+        }) {
+            Ok(p) => problems.extend(p),
+            Err(_) => problems.push(format!(
+                "application thread did not answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The transport's counters, kept by the runner for every daemon alike:
+//! connections and bytes per side (from the reactors), closes by reason
+//! per side, and PDUs in and out by command per peer kind.
+//!
+//! These are facts about sockets, not decisions, so they are the one
+//! thing the runner counts; everything a daemon decides is counted by its
+//! App.
+
+use teamtalk_conn::CloseReason;
+use teamtalk_net::Handle;
+use teamtalk_proto::CommandKey;
+
+use super::wire::Wire;
+use crate::metrics::{CloseCounters, CommandCounters, Scrape, render_net};
+
+/// One side: a reactor and the closes of its connections.
+pub(crate) struct Side {
+    pub(crate) name: &'static str,
+    pub(crate) net: Handle<Wire>,
+    pub(crate) closes: CloseCounters,
+}
+
+/// PDU counters of one peer kind.
+pub(crate) struct Peer {
+    pub(crate) name: &'static str,
+    pub(crate) pdus_in: CommandCounters,
+    pub(crate) pdus_out: CommandCounters,
+}
+
+/// Every transport counter of one daemon; shared with its metrics source.
+pub(crate) struct Traffic {
+    pub(crate) sides: Vec<Side>,
+    pub(crate) peers: Vec<Peer>,
+}
+
+impl Traffic {
+    /// The index of `name` among the peers, adding it if new.
+    pub(crate) fn peer_index(peers: &mut Vec<Peer>, name: &'static str) -> usize {
+        if let Some(i) = peers.iter().position(|p| p.name == name) {
+            return i;
+        }
+        peers.push(Peer {
+            name,
+            pdus_in: CommandCounters::new(),
+            pdus_out: CommandCounters::new(),
+        });
+        peers.len() - 1
+    }
+
+    pub(crate) fn pdu_in(&self, peer: usize, key: CommandKey) {
+        if let Some(p) = self.peers.get(peer) {
+            p.pdus_in.inc(key);
+        }
+    }
+
+    pub(crate) fn pdu_out(&self, peer: usize, key: CommandKey) {
+        if let Some(p) = self.peers.get(peer) {
+            p.pdus_out.inc(key);
+        }
+    }
+
+    pub(crate) fn closed(&self, side: usize, reason: &CloseReason) {
+        if let Some(s) = self.sides.get(side) {
+            s.closes.inc(reason);
+        }
+    }
+
+    pub(crate) fn collect(&self, out: &mut Scrape) {
+        for s in &self.sides {
+            let side = [("side", s.name)];
+            render_net(out, &side, &s.net.stats());
+            s.closes.render(out, &side);
+        }
+        for p in &self.peers {
+            p.pdus_in.render_in(out, p.name);
+            p.pdus_out.render_out(out, p.name);
+        }
+    }
+}

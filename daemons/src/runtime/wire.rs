@@ -1,0 +1,63 @@
+//! The one machine type the runner's reactors drive: whichever
+//! teamtalk-conn machine a connection needs.
+//!
+//! A daemon listens for clients, server peers and HTTP, and keeps links;
+//! each is its own teamtalk-conn machine. Wrapping them in one enum lets
+//! one reactor type (and one event loop) carry them all, while every
+//! protocol rule stays in the machine it belongs to.
+
+use teamtalk_conn::{Input, Link, LinkEvent, Machine, Output, Session, SessionEvent};
+
+/// A connection's machine.
+#[derive(Debug)]
+pub(crate) enum Wire {
+    /// An accepted TeamTalk connection: a client or a server peer.
+    Session(Session),
+    /// An outbound server link.
+    Link(Link),
+}
+
+/// An event of any of the machines.
+#[derive(Debug)]
+pub(crate) enum WireEvent {
+    /// From a session.
+    Session(SessionEvent),
+    /// From a link.
+    Link(LinkEvent),
+}
+
+impl Machine for Wire {
+    type Event = WireEvent;
+
+    fn handle_input(&mut self, input: Input<'_>) {
+        match self {
+            Self::Session(m) => m.handle_input(input),
+            Self::Link(m) => m.handle_input(input),
+        }
+    }
+
+    fn poll_output(&mut self) -> Output<WireEvent> {
+        match self {
+            Self::Session(m) => map(m.poll_output(), WireEvent::Session),
+            Self::Link(m) => map(m.poll_output(), WireEvent::Link),
+        }
+    }
+
+    fn set_backlog(&mut self, now: std::time::Instant, bytes: usize) {
+        match self {
+            Self::Session(m) => m.set_backlog(now, bytes),
+            Self::Link(m) => m.set_backlog(now, bytes),
+        }
+    }
+}
+
+fn map<E>(out: Output<E>, f: impl FnOnce(E) -> WireEvent) -> Output<WireEvent> {
+    match out {
+        Output::Transmit(b) => Output::Transmit(b),
+        Output::Connect(a) => Output::Connect(a),
+        Output::Close => Output::Close,
+        Output::Event(e) => Output::Event(f(e)),
+        Output::Timeout(t) => Output::Timeout(t),
+        Output::Finished => Output::Finished,
+    }
+}
