@@ -113,9 +113,6 @@ pub enum SystemError {
     /// login_server failed to start.
     #[error("login_server: {0}")]
     Login(#[from] login::Error),
-    /// A msg_server failed to start.
-    #[error(transparent)]
-    Msg(#[from] msg::MsgError),
     /// The admin endpoint could not be bound.
     #[error("admin endpoint on {addr}: {source}")]
     Admin {
@@ -423,7 +420,7 @@ impl RunningSystem {
             admin.stop();
         }
         for m in msgs {
-            m.shutdown();
+            m.stop();
         }
         login.shutdown();
         route.stop();

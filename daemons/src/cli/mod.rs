@@ -308,7 +308,7 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let stats: Vec<_> = sys
         .msg_servers()
         .iter()
-        .map(crate::msg::RunningMsg::stats)
+        .map(|m| m.inspect(crate::msg::MsgApp::stats).unwrap_or_default())
         .collect();
     sys.shutdown();
     for (addr, s) in msgs.iter().zip(stats) {

@@ -25,7 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::net::SocketAddr;
 
 use teamtalk_conn::{ClientClass, KickReason, Presence};
 use teamtalk_proto::pb::im::base_define::{
@@ -40,6 +40,9 @@ use teamtalk_proto::pb::im::server::{
 };
 use teamtalk_proto::{Attach, Command, Message, Pdu};
 use tracing::{debug, info, warn};
+
+use crate::metrics::{CounterMap, Scrape};
+use crate::runtime::{self, Conn, Input, LinkId, NoJob, Now, Out};
 
 /// The servers msg_server keeps links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +60,24 @@ impl Upstream {
     /// Every upstream, for code that must cover all.
     pub const ALL: [Self; 3] = [Self::Db, Self::Login, Self::Route];
 
+    /// The `kind` label of `teamtalk_msg_link_up`.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Db => "db",
+            Self::Login => "login",
+            Self::Route => "route",
+        }
+    }
+
+    /// The daemon at the other end, for health reasons.
+    fn daemon(self) -> &'static str {
+        match self {
+            Self::Db => "db_proxy_server",
+            Self::Login => "login_server",
+            Self::Route => "route_server",
+        }
+    }
+
     /// The login refusal code TeamTalk sends while this link is down.
     fn refusal(self) -> ResultType {
         match self {
@@ -67,39 +88,18 @@ impl Upstream {
     }
 }
 
-/// What the runner must do.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Action<C> {
-    /// Send a PDU to a client session.
-    Send(C, Pdu),
-    /// Accept the session's pending login, then send `reply`.
-    Accept {
-        /// The session.
-        conn: C,
-        /// Authenticated user.
-        user_id: u32,
-        /// Its client type.
-        client_type: u32,
-        /// The login reply.
-        reply: Pdu,
-    },
-    /// Answer the session's pending login with `reply`, then close it.
-    Refuse {
-        /// The session.
-        conn: C,
-        /// The login reply carrying the refusal code.
-        reply: Pdu,
-    },
-    /// Send `notice` if any, then close the session.
-    Close {
-        /// The session.
-        conn: C,
-        /// Last PDU to send (a kick notice or logout reply).
-        notice: Option<Pdu>,
-    },
-    /// Send a PDU to an upstream server.
-    Upstream(Upstream, Pdu),
+/// What msg_server asks the runner to do.
+pub type Action<C> = runtime::Action<NoJob, C>;
+
+/// One upstream link, as the plan declared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamLink {
+    /// The link's id in the plan.
+    pub id: LinkId,
+    /// Which server it leads to.
+    pub kind: Upstream,
+    /// Its address, for the link gauge and health reasons.
+    pub addr: SocketAddr,
 }
 
 /// How this msg_server describes itself to login_server.
@@ -139,9 +139,6 @@ pub struct AppStats {
     pub unsupported: u64,
 }
 
-/// Seconds since the Unix epoch, injected so tests control time.
-pub type Clock = Arc<dyn Fn() -> u32 + Send + Sync>;
-
 /// Requests waiting for an upstream reply, bounded so a silent upstream
 /// cannot grow memory without limit.
 const MAX_PENDING: usize = 200_000;
@@ -177,10 +174,15 @@ struct ConnState {
 }
 
 /// msg_server's state. See the [module docs](self).
-pub struct App<C> {
+pub struct MsgApp<C> {
     registration: Registration,
-    clock: Clock,
-    up: HashMap<Upstream, bool>,
+    /// Wall-clock seconds of the input being handled.
+    now: u32,
+    /// Every upstream link and whether it is up, in plan order (the first
+    /// link of a kind that is up is the one requests go to).
+    links: Vec<(UpstreamLink, bool)>,
+    /// Logins refused, by TeamTalk result code name.
+    logins_refused: CounterMap,
     conns: HashMap<C, ConnState>,
     presence: Presence<C>,
     /// PC sessions that asked about other users (directory or status), and
@@ -192,11 +194,11 @@ pub struct App<C> {
     stats: AppStats,
 }
 
-impl<C: Debug> Debug for App<C> {
+impl<C: Debug> Debug for MsgApp<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
+        f.debug_struct("MsgApp")
             .field("registration", &self.registration)
-            .field("up", &self.up)
+            .field("links", &self.links)
             .field("conns", &self.conns.len())
             .field("pending", &self.pending.len())
             .field("stats", &self.stats)
@@ -206,14 +208,15 @@ impl<C: Debug> Debug for App<C> {
 
 type Actions<C> = Vec<Action<C>>;
 
-impl<C: Copy + Eq + Hash + Debug> App<C> {
-    /// A msg_server with every link down and no sessions.
+impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
+    /// A msg_server with `links` (every one down) and no sessions.
     #[must_use]
-    pub fn new(registration: Registration, clock: Clock) -> Self {
+    pub fn new(registration: Registration, links: Vec<UpstreamLink>) -> Self {
         Self {
             registration,
-            clock,
-            up: Upstream::ALL.iter().map(|u| (*u, false)).collect(),
+            now: 0,
+            links: links.into_iter().map(|l| (l, false)).collect(),
+            logins_refused: CounterMap::new(),
             conns: HashMap::new(),
             presence: Presence::new(),
             presence_watchers: HashSet::new(),
@@ -236,10 +239,28 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
         self.logged_in
     }
 
-    /// Whether a link is up.
+    /// Whether some link of this kind is up.
     #[must_use]
     pub fn is_up(&self, upstream: Upstream) -> bool {
-        self.up.get(&upstream).copied().unwrap_or(false)
+        self.links.iter().any(|(l, up)| *up && l.kind == upstream)
+    }
+
+    /// Sets the wall-clock time of the input being handled (the runner's
+    /// [`Now`]; tests set it directly).
+    pub fn set_time(&mut self, unix_secs: u32) {
+        self.now = unix_secs;
+    }
+
+    /// The links of `kind` that are up, in plan order.
+    fn up_links(&self, kind: Upstream) -> impl Iterator<Item = LinkId> + '_ {
+        self.links
+            .iter()
+            .filter(move |(l, up)| *up && l.kind == kind)
+            .map(|(l, _)| l.id)
+    }
+
+    fn link(&self, id: LinkId) -> Option<UpstreamLink> {
+        self.links.iter().find(|(l, _)| l.id == id).map(|(l, _)| *l)
     }
 
     /// Requests waiting for a reply.
@@ -249,17 +270,27 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
     }
 
     fn now(&self) -> u32 {
-        (self.clock)()
+        self.now
     }
 
     // ----- upstream links -------------------------------------------------
 
     /// A link came up: register with login_server, or give route_server the
     /// snapshot of who is online here, as TeamTalk does on every connect.
-    pub fn link_up(&mut self, upstream: Upstream) -> Actions<C> {
-        info!(?upstream, "link up");
-        self.up.insert(upstream, true);
-        match upstream {
+    /// The greeting goes to the link that came up, not to every link of
+    /// its kind.
+    pub fn link_up(&mut self, link: LinkId) -> Actions<C> {
+        let Some(l) = self.link(link) else {
+            warn!(?link, "unknown link up");
+            return Vec::new();
+        };
+        info!(upstream = ?l.kind, addr = %l.addr, "link up");
+        for (x, up) in &mut self.links {
+            if x.id == link {
+                *up = true;
+            }
+        }
+        let greeting = match l.kind {
             Upstream::Db => Vec::new(),
             Upstream::Login => {
                 let r = &self.registration;
@@ -271,10 +302,7 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
                     cur_conn_cnt: self.logged_in,
                     host_name: r.host_name.clone(),
                 };
-                vec![Action::Upstream(
-                    Upstream::Login,
-                    Command::OtherMsgServInfo.pdu(0, &info),
-                )]
+                vec![Command::OtherMsgServInfo.pdu(0, &info)]
             }
             Upstream::Route => {
                 let user_stat_list = self
@@ -288,25 +316,35 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
                     })
                     .collect();
                 vec![
-                    Action::Upstream(
-                        Upstream::Route,
-                        Command::OtherOnlineUserInfo.pdu(0, &ImOnlineUserInfo { user_stat_list }),
-                    ),
-                    Action::Upstream(
-                        Upstream::Route,
-                        Command::OtherRoleSet.pdu(0, &ImRoleSet { master: 1 }),
-                    ),
+                    Command::OtherOnlineUserInfo.pdu(0, &ImOnlineUserInfo { user_stat_list }),
+                    Command::OtherRoleSet.pdu(0, &ImRoleSet { master: 1 }),
                 ]
             }
-        }
+        };
+        greeting
+            .into_iter()
+            .map(|pdu| Action::Link(link, pdu))
+            .collect()
     }
 
-    /// A link went down. Requests waiting on it will get no reply: logins
-    /// are refused now with TeamTalk's code for that server; the other
-    /// requests are dropped (the clients retry; nothing was acknowledged).
-    pub fn link_down(&mut self, upstream: Upstream) -> Actions<C> {
-        if self.up.insert(upstream, false) == Some(true) {
-            warn!(?upstream, "link down");
+    /// A link went down. While another link of its kind is up nothing
+    /// changes. Otherwise requests waiting on that kind will get no reply:
+    /// logins are refused now with TeamTalk's code for that server; the
+    /// other requests are dropped (the clients retry; nothing was
+    /// acknowledged).
+    pub fn link_down(&mut self, link: LinkId) -> Actions<C> {
+        let Some(l) = self.link(link) else {
+            return Vec::new();
+        };
+        for (x, up) in &mut self.links {
+            if x.id == link && *up {
+                *up = false;
+                warn!(upstream = ?l.kind, addr = %l.addr, "link down");
+            }
+        }
+        let upstream = l.kind;
+        if self.is_up(upstream) {
+            return Vec::new();
         }
         let lost: Vec<u32> = self
             .pending
@@ -328,7 +366,10 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
     }
 
     /// A PDU from an upstream server.
-    pub fn upstream_pdu(&mut self, upstream: Upstream, pdu: &Pdu) -> Actions<C> {
+    pub fn upstream_pdu(&mut self, link: LinkId, pdu: &Pdu) -> Actions<C> {
+        let Some(upstream) = self.link(link).map(|l| l.kind) else {
+            return Vec::new();
+        };
         let msg = match Message::decode(pdu) {
             Ok(m) => m,
             Err(e) => {
@@ -828,12 +869,33 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
         self.send_all(&targets, pdu, out);
     }
 
+    /// Sends `pdu` to the links of `upstream` it belongs on: registration
+    /// and load go to every login_server; presence and kicks to every
+    /// route_server (each keeps the whole user map); everything else to
+    /// one link, the first of its kind that is up (TeamTalk's "master").
     fn send_upstream(&mut self, upstream: Upstream, pdu: Pdu, out: &mut Actions<C>) {
-        if self.is_up(upstream) {
-            out.push(Action::Upstream(upstream, pdu));
+        let to_all = match upstream {
+            Upstream::Login => true,
+            Upstream::Route => [
+                Command::OtherUserStatusUpdate,
+                Command::OtherOnlineUserInfo,
+                Command::OtherServerKickUser,
+            ]
+            .iter()
+            .any(|c| pdu.is(c.key())),
+            Upstream::Db => false,
+        };
+        let targets: Vec<LinkId> = if to_all {
+            self.up_links(upstream).collect()
         } else {
+            self.up_links(upstream).take(1).collect()
+        };
+        if targets.is_empty() {
             debug!(?upstream, key = %pdu.key(), "link down; not sent");
             self.stats.forward_failed += 1;
+        }
+        for id in targets {
+            out.push(Action::Link(id, pdu.clone()));
         }
     }
 
@@ -883,12 +945,16 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
                 created,
             },
         );
-        out.push(Action::Upstream(upstream, msg.to_pdu(seq)));
+        let Some(link) = self.up_links(upstream).next() else {
+            return false;
+        };
+        out.push(Action::Link(link, msg.to_pdu(seq)));
         true
     }
 
     fn refuse_login(&mut self, conn: C, seq: u16, code: ResultType, out: &mut Actions<C>) {
         self.stats.logins_refused += 1;
+        self.logins_refused.inc(code.as_str_name());
         let reply = ImLoginRes {
             server_time: self.now(),
             result_code: code as i32,
@@ -1032,6 +1098,158 @@ impl<C: Copy + Eq + Hash + Debug> App<C> {
             _ => return,
         };
         out.push(Action::Send(conn, reply));
+    }
+}
+
+impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
+    /// Handles one input: what [`runtime::App::handle`] does, for any
+    /// connection id type (tests use integers).
+    pub fn step(&mut self, now: Now, input: Input<'_, NoJob, C>, out: &mut Out<NoJob, C>) {
+        self.now = now.unix();
+        let actions = match input {
+            Input::Listening { addr, .. } => {
+                if self.registration.port == 0 {
+                    self.registration.port = addr.port();
+                }
+                return;
+            }
+            Input::Opened { conn, .. } => {
+                self.client_open(conn);
+                return;
+            }
+            Input::LoginRequest { conn, pdu } => self.login_request(conn, pdu),
+            Input::Pdu { conn, pdu } => self.client_pdu(conn, pdu),
+            Input::Closed { conn, reason } => {
+                debug!(?conn, %reason, "client session closed");
+                self.client_closed(conn)
+            }
+            Input::LinkUp(link) => self.link_up(link),
+            Input::LinkDown(link, reason) => {
+                debug!(?link, %reason, "link down");
+                self.link_down(link)
+            }
+            Input::LinkUnreachable(link, reason) => {
+                if let Some(l) = self.link(link) {
+                    debug!(upstream = ?l.kind, addr = %l.addr, %reason, "upstream unreachable; retrying");
+                }
+                return;
+            }
+            Input::LinkPdu(link, pdu) => self.upstream_pdu(link, pdu),
+            Input::Tick => {
+                self.tick();
+                return;
+            }
+            Input::Http { conn, .. } => {
+                warn!(?conn, "HTTP request on msg_server; closing");
+                vec![Action::Close { conn, notice: None }]
+            }
+            Input::Done(job) => match job {},
+            Input::Stopping => return,
+        };
+        out.extend(actions);
+    }
+}
+
+impl runtime::App for MsgApp<Conn> {
+    type Job = NoJob;
+    type Done = NoJob;
+
+    fn name(&self) -> &'static str {
+        "msg_server"
+    }
+
+    fn handle(&mut self, now: Now, input: Input<'_, NoJob>, out: &mut Out<NoJob>) {
+        self.step(now, input, out);
+    }
+
+    fn collect(&self, out: &mut Scrape) {
+        let s = self.stats;
+        out.counter(
+            "teamtalk_msg_logins_ok_total",
+            "Client logins accepted.",
+            &[],
+            s.logins_ok,
+        );
+        self.logins_refused.render(
+            out,
+            "teamtalk_msg_logins_refused_total",
+            "Client logins refused, by result code.",
+            &[],
+            "reason",
+        );
+        for (name, help, v) in [
+            (
+                "teamtalk_msg_messages_acked_total",
+                "Messages stored and acknowledged to their sender.",
+                s.messages_acked,
+            ),
+            (
+                "teamtalk_msg_messages_refused_total",
+                "Messages refused (to oneself, empty, unsupported type, store failed, db_proxy down).",
+                s.messages_refused,
+            ),
+            (
+                "teamtalk_msg_delivered_total",
+                "PDUs delivered to local sessions.",
+                s.delivered,
+            ),
+            (
+                "teamtalk_msg_stale_replies_total",
+                "Upstream replies whose request or session was gone.",
+                s.stale_replies,
+            ),
+            (
+                "teamtalk_msg_forward_failed_total",
+                "Requests that could not be forwarded upstream.",
+                s.forward_failed,
+            ),
+            (
+                "teamtalk_msg_unsupported_total",
+                "Client commands answered as unsupported.",
+                s.unsupported,
+            ),
+        ] {
+            out.counter(name, help, &[], v);
+        }
+        out.gauge(
+            "teamtalk_msg_pending_requests",
+            "Requests waiting for an upstream reply.",
+            &[],
+            self.pending.len() as f64,
+        );
+        out.gauge(
+            "teamtalk_msg_logged_in_sessions",
+            "Logged-in client sessions.",
+            &[],
+            f64::from(self.logged_in),
+        );
+        for (l, up) in &self.links {
+            let addr = l.addr.to_string();
+            out.gauge(
+                "teamtalk_msg_link_up",
+                "1 while the link to this upstream server is up, else 0.",
+                &[("kind", l.kind.label()), ("addr", &addr)],
+                if *up { 1.0 } else { 0.0 },
+            );
+        }
+    }
+
+    fn health(&self, problems: &mut Vec<String>) {
+        for kind in Upstream::ALL {
+            if !self.is_up(kind) {
+                let addrs: Vec<String> = self
+                    .links
+                    .iter()
+                    .filter(|(l, _)| l.kind == kind)
+                    .map(|(l, _)| l.addr.to_string())
+                    .collect();
+                problems.push(format!(
+                    "no {} link up ({})",
+                    kind.daemon(),
+                    addrs.join(", ")
+                ));
+            }
+        }
     }
 }
 

@@ -1,6 +1,5 @@
-//! Unit tests of the msg_server [`App`], with integers as connection ids.
-
-use std::sync::Arc;
+//! Unit tests of the msg_server [`MsgApp`], with integers as connection
+//! ids.
 
 use bytes::Bytes;
 use teamtalk_proto::pb::im::base_define::{ClientType, UserInfo};
@@ -9,12 +8,30 @@ use teamtalk_proto::pb::im::message::{ImMsgData, ImUnreadMsgCntReq};
 use teamtalk_proto::pb::im::server::ImValidateRsp;
 use teamtalk_proto::{Attach, Command, Message, Pdu};
 
-use super::app::{Action, App, Registration, Upstream};
+use super::app::{Action, MsgApp, Registration, Upstream, UpstreamLink};
+use crate::runtime::LinkId;
 
 type A = Action<u32>;
 
-fn app() -> App<u32> {
-    let mut app = App::new(
+/// The test server's links: one of each kind.
+const DB: LinkId = LinkId(0);
+const LOGIN: LinkId = LinkId(1);
+const ROUTE: LinkId = LinkId(2);
+
+fn app() -> MsgApp<u32> {
+    let links = [
+        (DB, Upstream::Db),
+        (LOGIN, Upstream::Login),
+        (ROUTE, Upstream::Route),
+    ]
+    .into_iter()
+    .map(|(id, kind)| UpstreamLink {
+        id,
+        kind,
+        addr: "127.0.0.1:1".parse().unwrap(),
+    })
+    .collect();
+    let mut app = MsgApp::new(
         Registration {
             ip1: "127.0.0.1".into(),
             ip2: "127.0.0.1".into(),
@@ -22,10 +39,11 @@ fn app() -> App<u32> {
             max_conn_cnt: 10,
             host_name: "test".into(),
         },
-        Arc::new(|| 1_700_000_000),
+        links,
     );
-    for u in Upstream::ALL {
-        let _ = app.link_up(u);
+    app.set_time(1_700_000_000);
+    for l in [DB, LOGIN, ROUTE] {
+        let _ = app.link_up(l);
     }
     app
 }
@@ -43,11 +61,11 @@ fn login_pdu(name: &str, client_type: ClientType, seq: u16) -> Pdu {
     )
 }
 
-fn upstream_of(actions: &[A], up: Upstream, command: Command) -> Vec<Message> {
+fn upstream_of(actions: &[A], link: LinkId, command: Command) -> Vec<Message> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Upstream(u, p) if *u == up && p.is(command.key()) => Message::decode(p).ok(),
+            Action::Link(l, p) if *l == link && p.is(command.key()) => Message::decode(p).ok(),
             _ => None,
         })
         .collect()
@@ -64,11 +82,10 @@ fn sent_to(actions: &[A], conn: u32, command: Command) -> Vec<Pdu> {
 }
 
 /// Runs a whole login of `conn` as `user_id`, answering db_proxy's validate.
-fn log_in(app: &mut App<u32>, conn: u32, user_id: u32, client_type: ClientType) -> Vec<A> {
+fn log_in(app: &mut MsgApp<u32>, conn: u32, user_id: u32, client_type: ClientType) -> Vec<A> {
     app.client_open(conn);
     let out = app.login_request(conn, &login_pdu("u", client_type, 5));
-    let [Message::OtherValidateReq(req)] =
-        &upstream_of(&out, Upstream::Db, Command::OtherValidateReq)[..]
+    let [Message::OtherValidateReq(req)] = &upstream_of(&out, DB, Command::OtherValidateReq)[..]
     else {
         panic!("no validate request in {out:?}");
     };
@@ -82,13 +99,13 @@ fn log_in(app: &mut App<u32>, conn: u32, user_id: u32, client_type: ClientType) 
         }),
         attach_data: req.attach_data.clone(),
     };
-    app.upstream_pdu(Upstream::Db, &Command::OtherValidateRsp.pdu(5, &rsp))
+    app.upstream_pdu(DB, &Command::OtherValidateRsp.pdu(5, &rsp))
 }
 
 #[test]
 fn login_refused_while_a_link_is_down() {
     let mut app = app();
-    let _ = app.link_down(Upstream::Route);
+    let _ = app.link_down(ROUTE);
     app.client_open(1);
     let out = app.login_request(1, &login_pdu("alice", ClientType::Windows, 3));
     let [Action::Refuse { conn: 1, reply }] = &out[..] else {
@@ -119,15 +136,15 @@ fn login_accepts_and_announces_presence() {
         .expect("accepted");
     assert_eq!(accept.seq(), 5);
     assert_eq!(
-        upstream_of(&out, Upstream::Login, Command::OtherUserCntUpdate).len(),
+        upstream_of(&out, LOGIN, Command::OtherUserCntUpdate).len(),
         1
     );
     assert_eq!(
-        upstream_of(&out, Upstream::Route, Command::OtherUserStatusUpdate).len(),
+        upstream_of(&out, ROUTE, Command::OtherUserStatusUpdate).len(),
         1
     );
     assert_eq!(
-        upstream_of(&out, Upstream::Route, Command::OtherServerKickUser).len(),
+        upstream_of(&out, ROUTE, Command::OtherServerKickUser).len(),
         1
     );
     assert_eq!(app.logged_in(), 1);
@@ -138,8 +155,7 @@ fn bad_credentials_refused_with_code_6() {
     let mut app = app();
     app.client_open(1);
     let out = app.login_request(1, &login_pdu("u", ClientType::Windows, 9));
-    let [Message::OtherValidateReq(req)] =
-        &upstream_of(&out, Upstream::Db, Command::OtherValidateReq)[..]
+    let [Message::OtherValidateReq(req)] = &upstream_of(&out, DB, Command::OtherValidateReq)[..]
     else {
         panic!()
     };
@@ -150,7 +166,7 @@ fn bad_credentials_refused_with_code_6() {
         user_info: None,
         attach_data: req.attach_data.clone(),
     };
-    let out = app.upstream_pdu(Upstream::Db, &Command::OtherValidateRsp.pdu(9, &rsp));
+    let out = app.upstream_pdu(DB, &Command::OtherValidateRsp.pdu(9, &rsp));
     let [Action::Refuse { conn: 1, reply }] = &out[..] else {
         panic!("{out:?}")
     };
@@ -184,7 +200,7 @@ fn duplicate_login_kicks_the_older_session_of_the_same_class() {
     assert_eq!(app.logged_in(), 2);
     // The kicked session's close is not counted twice.
     let out = app.client_closed(1);
-    assert!(upstream_of(&out, Upstream::Login, Command::OtherUserCntUpdate).is_empty());
+    assert!(upstream_of(&out, LOGIN, Command::OtherUserCntUpdate).is_empty());
     assert_eq!(app.logged_in(), 2);
 }
 
@@ -208,7 +224,7 @@ fn message_identity_comes_from_the_session_and_ack_follows_the_store() {
         sent_to(&out, 1, Command::MsgDataAck).is_empty(),
         "no ack before the store"
     );
-    let [Message::MsgData(fwd)] = &upstream_of(&out, Upstream::Db, Command::MsgData)[..] else {
+    let [Message::MsgData(fwd)] = &upstream_of(&out, DB, Command::MsgData)[..] else {
         panic!("{out:?}")
     };
     assert_eq!(fwd.from_user_id, 42);
@@ -216,7 +232,7 @@ fn message_identity_comes_from_the_session_and_ack_follows_the_store() {
     assert_eq!(fwd.create_time, 1_700_000_000);
     let mut stored = fwd.clone();
     stored.msg_id = 1234;
-    let out = app.upstream_pdu(Upstream::Db, &Command::MsgData.pdu(77, &stored));
+    let out = app.upstream_pdu(DB, &Command::MsgData.pdu(77, &stored));
     let [ack] = &sent_to(&out, 1, Command::MsgDataAck)[..] else {
         panic!("{out:?}")
     };
@@ -230,7 +246,7 @@ fn message_identity_comes_from_the_session_and_ack_follows_the_store() {
     assert_eq!(sent_to(&out, 3, Command::MsgData).len(), 1);
     assert_eq!(sent_to(&out, 2, Command::MsgData).len(), 1);
     assert!(sent_to(&out, 1, Command::MsgData).is_empty());
-    let relayed = upstream_of(&out, Upstream::Route, Command::MsgData);
+    let relayed = upstream_of(&out, ROUTE, Command::MsgData);
     let [Message::MsgData(r)] = &relayed[..] else {
         panic!()
     };
@@ -254,10 +270,10 @@ fn store_failure_is_not_acked() {
         attach_data: None,
     };
     let out = app.client_pdu(1, &Command::MsgData.pdu(3, &msg));
-    let [Message::MsgData(fwd)] = &upstream_of(&out, Upstream::Db, Command::MsgData)[..] else {
+    let [Message::MsgData(fwd)] = &upstream_of(&out, DB, Command::MsgData)[..] else {
         panic!()
     };
-    let out = app.upstream_pdu(Upstream::Db, &Command::MsgData.pdu(3, fwd));
+    let out = app.upstream_pdu(DB, &Command::MsgData.pdu(3, fwd));
     assert!(out.is_empty(), "msg_id 0 means not stored: {out:?}");
     assert_eq!(app.stats().messages_refused, 1);
 }
@@ -271,7 +287,7 @@ fn queries_are_scoped_to_the_session_user_and_replies_restore_seq() {
         attach_data: None,
     };
     let out = app.client_pdu(1, &Command::MsgUnreadCntRequest.pdu(31, &req));
-    let [Action::Upstream(Upstream::Db, fwd)] = &out[..] else {
+    let [Action::Link(DB, fwd)] = &out[..] else {
         panic!("{out:?}")
     };
     let Ok(Message::MsgUnreadCntRequest(fwd_req)) = Message::decode(fwd) else {
@@ -285,7 +301,7 @@ fn queries_are_scoped_to_the_session_user_and_replies_restore_seq() {
         unreadinfo_list: vec![],
         attach_data: Some(attach.encode()),
     };
-    let out = app.upstream_pdu(Upstream::Db, &Command::MsgUnreadCntResponse.pdu(31, &rsp));
+    let out = app.upstream_pdu(DB, &Command::MsgUnreadCntResponse.pdu(31, &rsp));
     let [reply] = &sent_to(&out, 1, Command::MsgUnreadCntResponse)[..] else {
         panic!("{out:?}")
     };
@@ -299,7 +315,7 @@ fn queries_are_scoped_to_the_session_user_and_replies_restore_seq() {
         "attach cleared for the client"
     );
     // The same reply again is stale: dropped, never misdelivered.
-    let out = app.upstream_pdu(Upstream::Db, &Command::MsgUnreadCntResponse.pdu(31, &rsp));
+    let out = app.upstream_pdu(DB, &Command::MsgUnreadCntResponse.pdu(31, &rsp));
     assert!(out.is_empty());
     assert_eq!(app.stats().stale_replies, 1);
 }
@@ -309,7 +325,7 @@ fn db_link_down_refuses_pending_logins() {
     let mut app = app();
     app.client_open(1);
     let _ = app.login_request(1, &login_pdu("u", ClientType::Windows, 4));
-    let out = app.link_down(Upstream::Db);
+    let out = app.link_down(DB);
     let [Action::Refuse { conn: 1, reply }] = &out[..] else {
         panic!("{out:?}")
     };
@@ -334,7 +350,7 @@ fn route_relays_reach_every_local_session_of_the_user() {
         msg_data: Bytes::from_static(b"x"),
         attach_data: None,
     };
-    let out = app.upstream_pdu(Upstream::Route, &Command::MsgData.pdu(0, &msg));
+    let out = app.upstream_pdu(ROUTE, &Command::MsgData.pdu(0, &msg));
     assert_eq!(sent_to(&out, 1, Command::MsgData).len(), 1);
     assert_eq!(sent_to(&out, 2, Command::MsgData).len(), 1);
 }
@@ -343,9 +359,9 @@ fn route_relays_reach_every_local_session_of_the_user() {
 fn registration_and_snapshot_on_link_up() {
     let mut app = app();
     let _ = log_in(&mut app, 1, 7, ClientType::Windows);
-    let out = app.link_up(Upstream::Login);
+    let out = app.link_up(LOGIN);
     let [Message::OtherMsgServInfo(info)] =
-        &upstream_of(&out, Upstream::Login, Command::OtherMsgServInfo)[..]
+        &upstream_of(&out, LOGIN, Command::OtherMsgServInfo)[..]
     else {
         panic!()
     };
@@ -353,9 +369,9 @@ fn registration_and_snapshot_on_link_up() {
         (info.cur_conn_cnt, info.max_conn_cnt, info.port),
         (1, 10, 8000)
     );
-    let out = app.link_up(Upstream::Route);
+    let out = app.link_up(ROUTE);
     let [Message::OtherOnlineUserInfo(snap)] =
-        &upstream_of(&out, Upstream::Route, Command::OtherOnlineUserInfo)[..]
+        &upstream_of(&out, ROUTE, Command::OtherOnlineUserInfo)[..]
     else {
         panic!()
     };
@@ -407,10 +423,7 @@ fn presence_pushes_go_to_pc_sessions_that_asked_about_users() {
             status: 1,
         },
     };
-    let out = app.upstream_pdu(
-        Upstream::Route,
-        &Command::BuddyListStatusNotify.pdu(0, &notify),
-    );
+    let out = app.upstream_pdu(ROUTE, &Command::BuddyListStatusNotify.pdu(0, &notify));
     assert_eq!(
         sent_to(&out, 1, Command::BuddyListStatusNotify).len(),
         1,
@@ -425,9 +438,6 @@ fn presence_pushes_go_to_pc_sessions_that_asked_about_users() {
         "mobile"
     );
     let _ = app.client_closed(1);
-    let out = app.upstream_pdu(
-        Upstream::Route,
-        &Command::BuddyListStatusNotify.pdu(0, &notify),
-    );
+    let out = app.upstream_pdu(ROUTE, &Command::BuddyListStatusNotify.pdu(0, &notify));
     assert!(out.is_empty(), "a closed watcher gets nothing: {out:?}");
 }

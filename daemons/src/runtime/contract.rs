@@ -106,19 +106,29 @@ pub struct PortId(pub u8);
 
 /// Something that happened, for the App to decide about.
 ///
+/// `C` is the connection id, as for [`Action`].
+///
 /// For one connection the order is: `Opened`, then its `LoginRequest`s,
 /// `Pdu`s or `Http` requests, then exactly one `Closed`. For one link:
 /// any number of `LinkUp` … `LinkDown` rounds with `LinkPdu`s between,
 /// and `LinkUnreachable` for failed attempts.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Input<'a, D> {
+pub enum Input<'a, D, C = Conn> {
+    /// A listener is bound, before any other input: where it really
+    /// listens (the port chosen when the plan asked for port 0).
+    Listening {
+        /// Which listener.
+        port: PortId,
+        /// Its bound address.
+        addr: SocketAddr,
+    },
     /// About once a second: expire what has waited too long.
     Tick,
     /// A listener accepted a connection.
     Opened {
         /// The new connection.
-        conn: Conn,
+        conn: C,
         /// Which listener.
         port: PortId,
         /// The remote address.
@@ -128,7 +138,7 @@ pub enum Input<'a, D> {
     /// [`Action::Accept`] or [`Action::Refuse`].
     LoginRequest {
         /// The session.
-        conn: Conn,
+        conn: C,
         /// The login request as received.
         pdu: &'a Pdu,
     },
@@ -136,7 +146,7 @@ pub enum Input<'a, D> {
     /// handled by the session).
     Pdu {
         /// Who sent it.
-        conn: Conn,
+        conn: C,
         /// The PDU.
         pdu: &'a Pdu,
     },
@@ -144,14 +154,14 @@ pub enum Input<'a, D> {
     /// [`Action::Respond`].
     Http {
         /// The connection.
-        conn: Conn,
+        conn: C,
         /// The whole request, body included.
         request: &'a Request,
     },
     /// The connection is gone; its id will not be seen again.
     Closed {
         /// The connection.
-        conn: Conn,
+        conn: C,
         /// Why, as far as the session knew.
         reason: CloseReason,
     },

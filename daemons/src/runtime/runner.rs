@@ -99,6 +99,7 @@ where
     let mut peers: Vec<Peer> = Vec::new();
     let mut ports: HashMap<(usize, SocketAddr), Port> = HashMap::new();
     let mut bound = Vec::new();
+    let mut bound_ids = Vec::new();
     for (i, spec) in listeners.into_iter().enumerate() {
         let ListenSpec {
             addr,
@@ -120,6 +121,7 @@ where
         };
         ports.insert((side, local), port);
         bound.push(local);
+        bound_ids.push((local, port.id));
     }
     let mut link_ids = HashMap::new();
     let mut link_conns = Vec::new();
@@ -180,7 +182,9 @@ where
         events,
         traffic,
         ports,
+        bound: bound_ids,
         conns: HashMap::new(),
+        links_side: (!link_conns.is_empty()).then_some(links_side),
         link_ids,
         link_conns,
         worker_txs,
@@ -262,9 +266,11 @@ struct Runner<A: App> {
     events: Vec<teamtalk_net::EventRx<WireEvent>>,
     traffic: Arc<Traffic>,
     ports: HashMap<(usize, SocketAddr), Port>,
+    bound: Vec<(SocketAddr, PortId)>,
     conns: HashMap<Conn, ConnInfo>,
     link_ids: HashMap<ConnId, (LinkId, usize)>,
     link_conns: Vec<ConnId>,
+    links_side: Option<usize>,
     worker_txs: Vec<Sender<A::Job>>,
     worker_threads: Vec<std::thread::JoinHandle<()>>,
     done_rx: Receiver<A::Done>,
@@ -302,6 +308,10 @@ impl<A: App> Runner<A> {
         sel.recv(&ticker);
         sources.push(Source::Tick);
 
+        let now = read_now();
+        for (addr, id) in self.bound.clone() {
+            self.input(now, Input::Listening { port: id, addr });
+        }
         let stop = loop {
             self.flush();
             let op = sel.select();
@@ -397,7 +407,10 @@ impl<A: App> Runner<A> {
     }
 
     fn event(&mut self, now: Now, side: usize, id: ConnId, ev: NetEvent<WireEvent>) {
-        if let Some(&(link, peer)) = self.link_ids.get(&id) {
+        // Ids are per reactor: only the links side's ids name links.
+        if side == self.link_side()
+            && let Some(&(link, peer)) = self.link_ids.get(&id)
+        {
             self.link_event(now, link, peer, ev);
             return;
         }
@@ -483,12 +496,10 @@ impl<A: App> Runner<A> {
         }
     }
 
+    /// The reactor holding the links (only meaningful when there are
+    /// links).
     fn link_side(&self) -> usize {
-        self.traffic
-            .sides
-            .iter()
-            .position(|s| s.name == LINKS_SIDE)
-            .unwrap_or(0)
+        self.links_side.unwrap_or(usize::MAX)
     }
 
     /// Moves the App's actions into the outbox (jobs go to their worker at
@@ -558,8 +569,7 @@ impl<A: App> Runner<A> {
     fn flush(&mut self) {
         // Links first: a login's presence update should be on its way to
         // route_server before the client hears it is logged in.
-        if !self.outbox.links.is_empty() {
-            let side = self.link_side();
+        if let Some(side) = self.links_side {
             for (id, pdus) in self.outbox.links.drain() {
                 let sent = self.reactors[side].exec(id, move |w| {
                     let Wire::Link(l) = w else { return };
