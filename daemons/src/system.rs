@@ -104,9 +104,6 @@ pub enum SystemError {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// db_proxy_server failed to start.
-    #[error(transparent)]
-    DbProxy(#[from] db_proxy::DbProxyError),
     /// A daemon failed to start.
     #[error(transparent)]
     Daemon(#[from] crate::runtime::DaemonError),
@@ -228,7 +225,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         },
     )?);
     let db = spawn_db(&cfg, SocketAddr::new(cfg.host, cfg.ports.db), &store)?;
-    let db_addr = db.local_addr();
+    let db_addr = db.addr();
     let mut route_cfg = RouteConfig::loopback();
     route_cfg.listen_ips = vec![cfg.host];
     route_cfg.msg_port = cfg.ports.route;
@@ -390,7 +387,7 @@ impl RunningSystem {
     pub fn stop_db(&mut self) {
         if let Some(db) = self.db.take() {
             self.metrics.set_db(None);
-            db.shutdown();
+            db.stop();
         }
     }
 
@@ -425,7 +422,7 @@ impl RunningSystem {
         login.shutdown();
         route.stop();
         if let Some(db) = db {
-            db.shutdown();
+            db.stop();
         }
     }
 }

@@ -8,10 +8,11 @@
 //!   against any [`Store`](crate::store::Store). The command map follows
 //!   TeamTalk's db_proxy (see [`DbProxy`] for the wire rules and the trust
 //!   model), with the login-failure limiter of [`limiter`].
-//! - [`StoreWorker`] (`worker.rs`): one thread applying requests in arrival
-//!   order with group commit, plus login threads.
-//! - [`spawn`] (`server.rs`): the listener, on the `teamtalk-net` reactor with
-//!   server-peer `teamtalk-conn` sessions.
+//! - [`DbWorker`] (`worker.rs`): the store lane applying requests in
+//!   arrival order with group commit, and the login lanes, as workers of
+//!   the shared [runtime](crate::runtime).
+//! - [`DbProxyApp`] and [`spawn`] (`server.rs`): which lane a request goes
+//!   to and where its reply goes, on the shared runtime.
 //!
 //! # Commands
 //!
@@ -37,7 +38,6 @@
 pub mod credcache;
 mod handler;
 pub mod limiter;
-mod metrics;
 mod server;
 mod worker;
 
@@ -51,43 +51,19 @@ pub use handler::{
     DbProxy, DbProxyOptions, DbProxyStats, PreparedMessage, RESULT_FAILED,
     VALIDATE_BAD_CREDENTIALS, VALIDATE_INTERNAL_ERROR, VALIDATE_OK, VALIDATE_TOO_MANY_FAILURES,
 };
-pub use metrics::DbMetrics;
-pub use server::{DbProxyServer, spawn};
+pub use server::{DbProxyApp, DbProxyServer, spawn};
 pub use worker::{
-    DEFAULT_BATCH_LIMIT, DEFAULT_LOGIN_THREADS, DEFAULT_QUEUE_CAPACITY, ReplySink, StoreWorker,
-    Submitter, WorkerConfig, WorkerMetrics, WorkerStopped,
+    DEFAULT_BATCH_LIMIT, DEFAULT_LOGIN_THREADS, DEFAULT_QUEUE_CAPACITY, DbWorker, Job, Reply,
+    WorkerConfig,
 };
 
-use crate::conf::{Conf, ConfError};
+use crate::conf::Conf;
+use crate::runtime::DaemonError;
 
 /// TeamTalk's default db_proxy port.
 pub const DEFAULT_PORT: u16 = 10600;
 /// Default SQLite directory when the conf has no `DataDir`.
 pub const DEFAULT_DATA_DIR: &str = "data";
-
-/// Why db_proxy_server could not be configured or started.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DbProxyError {
-    /// The configuration file is unusable.
-    #[error(transparent)]
-    Conf(#[from] ConfError),
-    /// Starting a thread or the poller failed.
-    #[error("cannot start db_proxy_server: {0}")]
-    Io(std::io::Error),
-    /// Binding the listener failed, or the reactor stopped.
-    #[error("db_proxy_server network: {0}")]
-    Net(#[from] teamtalk_net::NetError),
-    /// The admin endpoint could not be bound.
-    #[error("cannot start the db_proxy_server admin endpoint on {addr}: {source}")]
-    Admin {
-        /// The configured address.
-        addr: SocketAddr,
-        /// The operating system's reason.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// Everything [`spawn`] needs besides the store.
 #[derive(Debug, Clone)]
@@ -173,7 +149,7 @@ const INSTANCE_SUFFIXES: &[&str] = &[
 ///
 /// # Errors
 /// A value that does not parse, naming file, line and key.
-pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DbProxyError> {
+pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
     let ip: IpAddr = conf
         .get_parsed("ListenIP")?
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));

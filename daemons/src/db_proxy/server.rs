@@ -1,43 +1,66 @@
-//! The network side of db_proxy: a listener whose connections are
-//! server-peer [`Session`]s on the `teamtalk-net` reactor, feeding the
-//! [`StoreWorker`] and sending its replies back.
+//! [`DbProxyApp`]: db_proxy_server's network side on the shared runtime.
+//! It takes requests from msg_servers, hands them to the store lane or a
+//! login lane, and sends each reply back to the connection that asked.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
-use teamtalk_conn::{Session, SessionConfig, SessionEvent};
-use teamtalk_net::{ConnId, Handle, NetEvent, Reactor, ReactorConfig};
+use teamtalk_proto::Pdu;
 use teamtalk_proto::command::CommandMessage;
 use teamtalk_proto::pb::im::server::ImStopReceivePacket;
 use tracing::{debug, info, warn};
 
-use super::handler::{DbProxy, DbProxyStats};
-use super::metrics::DbMetrics;
-use super::worker::{StoreWorker, Submitter};
-use super::{DbProxyConfig, DbProxyError};
-use crate::metrics::{AdminServer, ClearOnDrop, CommandCounters, Labelled, MetricsSource};
+use super::DbProxyConfig;
+use super::handler::DbProxy;
+use super::worker::{DbWorker, Job, Reply};
+use crate::metrics::{Histogram, Scrape};
+use crate::runtime::{self, App, Conn, DaemonError, Input, Now, Out, Plan, PortKind, Running};
 use crate::store::Store;
 
-/// A running db_proxy_server. Stops on [`DbProxyServer::shutdown`] or drop.
-pub struct DbProxyServer {
-    local_addr: SocketAddr,
+/// A running db_proxy_server.
+pub type DbProxyServer = Running<DbProxyApp>;
+
+/// The store lane's worker index in the plan.
+const STORE_LANE: usize = 0;
+
+/// db_proxy_server's decisions: which lane a request goes to, where a
+/// reply goes, and the goodbye to peers when stopping.
+pub struct DbProxyApp {
     proxy: Arc<DbProxy>,
-    stop_tx: Option<Sender<()>>,
-    events: Option<JoinHandle<()>>,
-    worker: Option<StoreWorker<ConnId>>,
-    reactor: Option<Reactor<Session>>,
-    metrics: Arc<DbMetrics>,
-    admin: Option<AdminServer>,
+    peers: BTreeSet<Conn>,
+    login_lanes: usize,
+    next_login: usize,
+    /// Requests handed to the store lane and not answered yet.
+    store_queued: usize,
+    store_latency: Arc<Histogram>,
 }
 
-impl std::fmt::Debug for DbProxyServer {
+impl std::fmt::Debug for DbProxyApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DbProxyServer")
-            .field("local_addr", &self.local_addr)
+        f.debug_struct("DbProxyApp")
+            .field("peers", &self.peers.len())
+            .field("store_queued", &self.store_queued)
             .finish_non_exhaustive()
+    }
+}
+
+impl DbProxyApp {
+    /// The request handler (e.g. to reach its store).
+    #[must_use]
+    pub fn proxy(&self) -> &Arc<DbProxy> {
+        &self.proxy
+    }
+
+    /// The lane a request goes to: logins to the login lanes in turn (so
+    /// an Argon2 check never stalls message storing), everything else to
+    /// the store lane, in arrival order.
+    fn lane(&mut self, pdu: &Pdu) -> usize {
+        if self.login_lanes > 0 && DbProxy::is_login(pdu) {
+            self.next_login = (self.next_login + 1) % self.login_lanes;
+            1 + self.next_login
+        } else {
+            STORE_LANE
+        }
     }
 }
 
@@ -48,204 +71,196 @@ impl std::fmt::Debug for DbProxyServer {
 /// receiving. Peers' heartbeats are consumed by the session and never
 /// echoed, as TeamTalk's db_proxy does.
 ///
+/// Stopping is clean: peers get `CID_OTHER_STOP_RECV_PACKET`, requests
+/// already taken are stored and answered, replies are flushed. Requests
+/// arriving meanwhile are not read, so their senders can retry elsewhere
+/// without creating duplicates.
+///
 /// # Errors
-/// The reactor or a worker thread could not start, or the address could not
-/// be bound.
-pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServer, DbProxyError> {
+/// The address cannot be bound or a thread cannot start.
+pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServer, DaemonError> {
     let proxy = Arc::new(DbProxy::with_options(store, config.options.clone()));
-    let reactor: Reactor<Session> = Reactor::new(ReactorConfig {
-        threads: config.reactor_threads.max(1),
-        ..ReactorConfig::default()
-    })
-    .map_err(DbProxyError::Io)?;
-    let handle = reactor.handle();
-    let sink_handle = handle.clone();
-    let pdus_out = Arc::new(CommandCounters::new());
-    let sink_out = Arc::clone(&pdus_out);
-    let worker = StoreWorker::spawn(Arc::clone(&proxy), &config.worker, move |id, pdu| {
-        sink_out.inc(pdu.key());
-        send(&sink_handle, id, pdu);
-    })
-    .map_err(DbProxyError::Io)?;
-    let metrics = Arc::new(DbMetrics::new(
-        handle.clone(),
+    let store_latency = Arc::new(Histogram::latency());
+    let mut plan = Plan::new();
+    plan.side(
+        "peers",
+        teamtalk_net::ReactorConfig {
+            threads: config.reactor_threads.max(1),
+            ..teamtalk_net::ReactorConfig::default()
+        },
+    );
+    plan.listen(
+        "peers",
+        "msg_server",
+        config.listen,
+        PortKind::Peers(teamtalk_conn::SessionConfig::server_peer()),
+    );
+    plan.worker_limits(config.worker.queue_capacity, config.worker.batch_limit);
+    let store_lane = plan.worker(DbWorker::store(
         Arc::clone(&proxy),
-        worker.metrics(),
-        pdus_out,
+        Arc::clone(&store_latency),
     ));
-    let local_addr = reactor.listen(config.listen, |peer, now| {
-        Session::new(SessionConfig::server_peer(), peer, now)
-    })?;
-    info!(%local_addr, "db_proxy_server listening");
-    let admin = match config.admin {
-        Some(addr) => {
-            let source: Arc<dyn MetricsSource> = Arc::new(Labelled::new(
-                "db_proxy_server",
-                local_addr.to_string(),
-                Arc::clone(&metrics) as Arc<dyn MetricsSource>,
-            ));
-            Some(
-                AdminServer::start(addr, source)
-                    .map_err(|source| DbProxyError::Admin { addr, source })?,
-            )
-        }
-        None => None,
-    };
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-    let events = reactor.events();
-    let submitter = worker.submitter();
-    let loop_metrics = Arc::clone(&metrics);
-    let events = std::thread::Builder::new()
-        .name("db-proxy-events".to_owned())
-        .spawn(move || {
-            let _running = ClearOnDrop(&loop_metrics.events_running);
-            event_loop(&events, &stop_rx, &submitter, &handle, &loop_metrics);
-        })
-        .map_err(DbProxyError::Io)?;
-    Ok(DbProxyServer {
-        local_addr,
-        proxy,
-        stop_tx: Some(stop_tx),
-        events: Some(events),
-        worker: Some(worker),
-        reactor: Some(reactor),
-        metrics,
-        admin,
-    })
-}
-
-/// Queues a reply on its connection. A connection that is gone (stale id)
-/// or a stopped reactor just loses the reply: its peer is gone too.
-fn send(handle: &Handle<Session>, id: ConnId, pdu: teamtalk_proto::Pdu) {
-    let sent = handle.exec(id, move |s: &mut Session| {
-        if let Err(e) = s.send(&pdu) {
-            debug!(conn = %id, error = %e, "reply not sent");
-        }
-    });
-    if sent.is_err() {
-        debug!(conn = %id, "reply dropped: reactor stopped");
+    debug_assert_eq!(store_lane, STORE_LANE);
+    for _ in 0..config.worker.login_threads {
+        plan.worker(DbWorker::login(Arc::clone(&proxy)));
     }
+    plan.admin(config.admin);
+    let app = DbProxyApp {
+        proxy,
+        peers: BTreeSet::new(),
+        login_lanes: config.worker.login_threads,
+        next_login: 0,
+        store_queued: 0,
+        store_latency,
+    };
+    runtime::start(app, plan)
 }
 
-/// Moves PDUs from the reactor to the worker, in arrival order, until told
-/// to stop; then tells every peer to stop sending.
-fn event_loop(
-    events: &Receiver<(ConnId, NetEvent<SessionEvent>)>,
-    stop: &Receiver<()>,
-    submitter: &Submitter<ConnId>,
-    handle: &Handle<Session>,
-    metrics: &DbMetrics,
-) {
-    let mut conns: HashSet<ConnId> = HashSet::new();
-    loop {
-        crossbeam_channel::select! {
-            recv(stop) -> _ => break,
-            recv(events) -> ev => {
-                let Ok((id, ev)) = ev else { break };
-                match ev {
-                    NetEvent::Accepted { peer, .. } => {
-                        info!(conn = %id, %peer, "msg_server connected");
-                        conns.insert(id);
-                    }
-                    NetEvent::Machine(SessionEvent::Pdu(pdu)) => {
-                        metrics.pdus_in.inc(pdu.key());
-                        if submitter.submit(id, pdu).is_err() {
-                            break;
-                        }
-                    }
-                    NetEvent::Machine(SessionEvent::Closed(reason)) => {
-                        info!(conn = %id, %reason, "connection closed");
-                        metrics.closes.inc(&reason);
-                    }
-                    NetEvent::Machine(SessionEvent::LoginRequest(_)) => {
-                        // Server-peer sessions have no login gate.
-                        warn!(conn = %id, "unexpected login request on a server link");
-                    }
-                    NetEvent::Finished => {
-                        conns.remove(&id);
-                    }
-                    other => debug!(conn = %id, event = ?other, "ignored event"),
+impl App for DbProxyApp {
+    type Job = Job<Conn>;
+    type Done = Reply<Conn>;
+
+    fn name(&self) -> &'static str {
+        "db_proxy_server"
+    }
+
+    fn handle(&mut self, _now: Now, input: Input<'_, Reply<Conn>>, out: &mut Out<Job<Conn>>) {
+        match input {
+            Input::Opened { conn, peer, .. } => {
+                info!(%conn, %peer, "msg_server connected");
+                self.peers.insert(conn);
+            }
+            Input::Pdu { conn, pdu } => {
+                let lane = self.lane(pdu);
+                if lane == STORE_LANE {
+                    self.store_queued += 1;
+                }
+                out.job(
+                    lane,
+                    Job {
+                        to: conn,
+                        pdu: pdu.clone(),
+                    },
+                );
+            }
+            Input::Done(Reply {
+                to,
+                pdu,
+                from_store,
+            }) => {
+                if from_store {
+                    self.store_queued = self.store_queued.saturating_sub(1);
+                }
+                if let Some(pdu) = pdu {
+                    out.send(to, pdu);
                 }
             }
+            Input::Closed { conn, reason } => {
+                info!(%conn, %reason, "msg_server connection closed");
+                self.peers.remove(&conn);
+            }
+            Input::Stopping => {
+                // TeamTalk's db_proxy tells its peers to stop sending before
+                // it exits, so they can switch to another db_proxy instead
+                // of losing requests.
+                let notice = ImStopReceivePacket { result: 0 };
+                for conn in &self.peers {
+                    out.send(*conn, notice.to_pdu(0));
+                }
+            }
+            Input::LoginRequest { conn, .. } => {
+                // Server-peer sessions have no login gate.
+                warn!(%conn, "login request on a server port; closing");
+                out.close(conn, None);
+            }
+            other => debug!(input = ?other, "input db_proxy_server does not use"),
         }
     }
-    // TeamTalk's db_proxy tells its peers to stop sending before it exits,
-    // so they can switch to another db_proxy instead of losing requests.
-    let notice = ImStopReceivePacket { result: 0 };
-    for id in conns {
-        let pdu = notice.to_pdu(0);
-        metrics.pdus_out.inc(pdu.key());
-        send(handle, id, pdu);
-    }
-}
 
-impl DbProxyServer {
-    /// The address the listener is bound to (the real port when 0 was asked).
-    #[must_use]
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The handler's counters.
-    #[must_use]
-    pub fn stats(&self) -> DbProxyStats {
-        self.proxy.stats()
-    }
-
-    /// Every counter and the store latency histogram, for an admin
-    /// endpoint (`teamtalk up` serves all daemons on one).
-    #[must_use]
-    pub fn metrics(&self) -> Arc<DbMetrics> {
-        Arc::clone(&self.metrics)
-    }
-
-    /// The admin endpoint's address, when [`DbProxyConfig::admin`] asked
-    /// for one.
-    #[must_use]
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(AdminServer::addr)
-    }
-
-    /// The request handler (e.g. to reach its store).
-    #[must_use]
-    pub fn proxy(&self) -> &Arc<DbProxy> {
-        &self.proxy
-    }
-
-    /// Stops cleanly: peers get `CID_OTHER_STOP_RECV_PACKET`, requests
-    /// already taken are stored and answered, replies are flushed (for at
-    /// most the reactor's shutdown grace), then every thread is joined.
-    /// Requests arriving meanwhile are dropped unanswered and unstored, so
-    /// their senders can retry elsewhere without creating duplicates.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut admin) = self.admin.take() {
-            admin.stop();
+    fn collect(&self, out: &mut Scrape) {
+        let s = self.proxy.stats();
+        for (name, help, v) in [
+            (
+                "teamtalk_db_requests_total",
+                "Requests handled, message stores included.",
+                s.requests,
+            ),
+            ("teamtalk_db_replies_total", "Replies produced.", s.replies),
+            (
+                "teamtalk_db_unimplemented_total",
+                "Requests for features not stored yet (groups, group shield, offline files, avatars).",
+                s.unimplemented,
+            ),
+            (
+                "teamtalk_db_unexpected_total",
+                "PDUs db_proxy never serves.",
+                s.unexpected,
+            ),
+            (
+                "teamtalk_db_decode_errors_total",
+                "Bodies that did not decode as their command's message.",
+                s.decode_errors,
+            ),
+            (
+                "teamtalk_db_store_errors_total",
+                "Store operations that failed.",
+                s.store_errors,
+            ),
+            (
+                "teamtalk_db_messages_stored_total",
+                "Single-chat messages stored.",
+                s.messages_stored,
+            ),
+            (
+                "teamtalk_db_messages_refused_total",
+                "Messages answered with msg_id 0 (not stored).",
+                s.messages_refused,
+            ),
+            (
+                "teamtalk_db_message_batches_total",
+                "Store transactions used for messages (one per group commit).",
+                s.message_batches,
+            ),
+            (
+                "teamtalk_db_logins_ok_total",
+                "Login validations that succeeded.",
+                s.logins_ok,
+            ),
+            (
+                "teamtalk_db_logins_cached_total",
+                "Successful logins answered from the credential cache, without Argon2.",
+                s.logins_cached,
+            ),
+            (
+                "teamtalk_db_logins_failed_total",
+                "Login validations refused for bad credentials.",
+                s.logins_failed,
+            ),
+            (
+                "teamtalk_db_logins_locked_total",
+                "Login validations refused by the failure limiter.",
+                s.logins_locked,
+            ),
+        ] {
+            out.counter(name, help, &[], v);
         }
-        if let Some(tx) = self.stop_tx.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.events.take()
-            && t.join().is_err()
-        {
-            tracing::error!("db_proxy event thread panicked");
-        }
-        // The event thread's submitter is gone: the worker drains and ends.
-        if let Some(w) = self.worker.take() {
-            w.shutdown();
-        }
-        if let Some(r) = self.reactor.take() {
-            r.shutdown();
-        }
-        info!(addr = %self.local_addr, "db_proxy_server stopped");
+        out.histogram(
+            "teamtalk_db_store_latency_seconds",
+            "Time each group commit of messages took in the store worker.",
+            &[],
+            &self.store_latency.snapshot(),
+        );
+        out.gauge(
+            "teamtalk_db_queue_depth",
+            "Requests waiting in the store worker's queue.",
+            &[],
+            self.store_queued as f64,
+        );
     }
-}
 
-impl Drop for DbProxyServer {
-    fn drop(&mut self) {
-        self.stop();
+    fn health(&self, problems: &mut Vec<String>) {
+        if let Err(e) = self.proxy.store().user_count() {
+            problems.push(format!("store unusable: {e}"));
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Handler, worker and loopback tests for db_proxy.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -33,6 +33,7 @@ use teamtalk_proto::{Command, Pdu};
 use super::limiter::FAILURE_WINDOW_SECS;
 use super::*;
 use crate::password::HashParams;
+use crate::runtime::Worker;
 use crate::store::{NewUser, SqliteStore, Store, StoreOptions};
 
 /// A 12-byte `CDbAttachData` as msg_server sends it (type 1, handle 14).
@@ -1055,11 +1056,13 @@ fn a_batch_splits_runs_so_reads_see_earlier_writes() {
         (6, text(1, 2, "d").to_pdu(7)),
         (7, latest_req(8)),
     ];
-    let out = Mutex::new(Vec::new());
-    super::worker::run_batch_for_test(&f.proxy, jobs, &|to, pdu| {
-        out.lock().unwrap().push((to, pdu));
-    });
-    let out = out.into_inner().unwrap();
+    let jobs = jobs.into_iter().map(|(to, pdu)| Job { to, pdu }).collect();
+    let mut done = Vec::new();
+    super::worker::run_batch(&f.proxy, jobs, None, &mut done);
+    let out: Vec<(usize, Pdu)> = done
+        .into_iter()
+        .filter_map(|r| r.pdu.map(|p| (r.to, p)))
+        .collect();
     // Every request but the read ack answered, in order, with its own seq.
     assert_eq!(
         out.iter().map(|(to, p)| (*to, p.seq())).collect::<Vec<_>>(),
@@ -1097,16 +1100,9 @@ fn thousand_messages_keep_arrival_order_through_the_worker() {
         .unwrap(),
     );
     let proxy = Arc::new(DbProxy::new(Arc::clone(&store)));
-    let (tx, rx) = crossbeam_channel::unbounded::<((u32, u32), Pdu)>();
-    let worker = StoreWorker::spawn(
-        Arc::clone(&proxy),
-        &WorkerConfig::default().with_batch_limit(64),
-        move |to, pdu| {
-            let _ = tx.send((to, pdu));
-        },
-    )
-    .unwrap();
-    let submitter = worker.submitter();
+    let latency = Arc::new(crate::metrics::Histogram::latency());
+    let mut lane = DbWorker::store(Arc::clone(&proxy), Arc::clone(&latency));
+    let mut queued: Vec<Job<(u32, u32)>> = Vec::new();
     // Four connections (two per user) interleaved in one conversation, plus
     // a read every 100 requests; tag = (connection, arrival index).
     const N: u32 = 1_000;
@@ -1117,20 +1113,33 @@ fn thousand_messages_keep_arrival_order_through_the_worker() {
         let tag = (conn, i);
         if i % 100 == 99 {
             expected_reads.push((i, stored));
-            submitter.submit(tag, latest_req(i as u16)).unwrap();
+            queued.push(Job {
+                to: tag,
+                pdu: latest_req(i as u16),
+            });
         } else {
             let (from, to) = if conn < 2 { (1, 2) } else { (2, 1) };
             let m = ImMsgData {
                 create_time: i,
                 ..text(from, to, &format!("#{i}"))
             };
-            submitter.submit(tag, m.to_pdu(i as u16)).unwrap();
+            queued.push(Job {
+                to: tag,
+                pdu: m.to_pdu(i as u16),
+            });
             stored += 1;
         }
     }
-    drop(submitter);
-    worker.shutdown();
-    let replies: Vec<((u32, u32), Pdu)> = rx.iter().collect();
+    // The runtime hands the lane at most the batch limit at a time.
+    let mut done = Vec::new();
+    while !queued.is_empty() {
+        let batch: Vec<_> = queued.drain(..queued.len().min(64)).collect();
+        lane.run(batch, &mut done);
+    }
+    let replies: Vec<((u32, u32), Pdu)> = done
+        .into_iter()
+        .filter_map(|r| r.pdu.map(|p| (r.to, p)))
+        .collect();
     assert_eq!(replies.len(), N as usize);
     let mut next_id = 1;
     let mut reads = Vec::new();
@@ -1158,35 +1167,43 @@ fn thousand_messages_keep_arrival_order_through_the_worker() {
     let s = proxy.stats();
     assert_eq!(s.messages_stored, u64::from(stored));
     assert!(s.message_batches >= 10 && s.message_batches <= u64::from(stored));
+    assert_eq!(latency.snapshot().count, s.message_batches);
 }
 
 #[test]
-fn logins_on_their_own_threads_still_answer() {
+fn login_lanes_and_the_store_lane_both_answer() {
     let f = fixture();
     let proxy = Arc::new(f.proxy);
-    let (tx, rx) = crossbeam_channel::unbounded::<(u32, Pdu)>();
-    let worker = StoreWorker::spawn(
+    let mut login = DbWorker::login(Arc::clone(&proxy));
+    let mut store = DbWorker::store(
         Arc::clone(&proxy),
-        &WorkerConfig::default(),
-        move |to, pdu| {
-            let _ = tx.send((to, pdu));
-        },
-    )
-    .unwrap();
-    let sub = worker.submitter();
-    for i in 1..=4u32 {
-        let req = ImValidateReq {
-            user_name: format!("user{i}"),
-            password: pw(i),
-            attach_data: attach(),
-        };
-        sub.submit(i, req.to_pdu(i as u16)).unwrap();
-    }
-    sub.submit(9, text(1, 2, "x").to_pdu(9)).unwrap();
-    drop(sub);
-    worker.shutdown();
-    let mut got: Vec<(u32, u16, u32)> = rx
-        .iter()
+        Arc::new(crate::metrics::Histogram::latency()),
+    );
+    let mut done = Vec::new();
+    let logins = (1..=4u32)
+        .map(|i| Job {
+            to: i,
+            pdu: ImValidateReq {
+                user_name: format!("user{i}"),
+                password: pw(i),
+                attach_data: attach(),
+            }
+            .to_pdu(i as u16),
+        })
+        .collect();
+    login.run(logins, &mut done);
+    assert!(done.iter().all(|r| !r.from_store));
+    store.run(
+        vec![Job {
+            to: 9,
+            pdu: text(1, 2, "x").to_pdu(9),
+        }],
+        &mut done,
+    );
+    assert!(done.last().is_some_and(|r| r.from_store));
+    let mut got: Vec<(u32, u16, u32)> = done
+        .into_iter()
+        .filter_map(|r| r.pdu.map(|p| (r.to, p)))
         .map(|(to, p)| {
             let code = if p.is(Command::OtherValidateRsp.key()) {
                 p.decode_body::<ImValidateRsp>().unwrap().result_code
@@ -1249,7 +1266,7 @@ fn loopback_validate_store_and_list_over_tcp() {
         store as Arc<dyn Store>,
     )
     .unwrap();
-    let addr = server.local_addr();
+    let addr = server.addr();
     assert_ne!(addr.port(), 0);
 
     let mut sock = std::net::TcpStream::connect(addr).unwrap();
@@ -1313,10 +1330,15 @@ fn loopback_validate_store_and_list_over_tcp() {
     let l: ImGetMsgListRsp = p.decode_body().unwrap();
     let bodies: Vec<&[u8]> = l.msg_list.iter().map(|m| m.msg_data.as_ref()).collect();
     assert_eq!(bodies, [&b"three"[..], b"two", b"one"]);
-    assert_eq!(server.stats().messages_stored, 3);
+    assert_eq!(
+        server
+            .inspect(|app| app.proxy().stats().messages_stored)
+            .unwrap(),
+        3
+    );
 
     // Shutting down tells the peer to stop sending, then closes.
-    server.shutdown();
+    server.stop();
     let p = next(&mut sock);
     assert_eq!(p.key(), Command::OtherStopRecvPacket.key());
     assert_eq!(p.body.as_ref(), [0x08, 0x00]);
