@@ -94,10 +94,13 @@ mod running;
 mod traffic;
 mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use contract::{
     Action, App, Conn, Input, LinkId, NoJob, NoWorker, Now, Out, PortId, Request, Response, Worker,
 };
 pub use error::DaemonError;
 pub use plan::{DEFAULT_BATCH_LIMIT, DEFAULT_WORKER_QUEUE, Plan, PortKind};
 pub use runner::{EVENT_BATCH, TICK, start};
-pub use running::{CALL_TIMEOUT, Running};
+pub use running::{CALL_TIMEOUT, Running, RunningDaemon};

@@ -192,6 +192,49 @@ impl<A: App> Drop for Running<A> {
     }
 }
 
+/// Any running daemon, whatever its App: what tools that start daemons
+/// by name (the daemon binaries, `teamtalk up`) hold.
+pub trait RunningDaemon: Send {
+    /// The daemon's name.
+    fn name(&self) -> &'static str;
+    /// Every listener's bound address, in the plan's order.
+    fn addrs(&self) -> &[SocketAddr];
+    /// The admin endpoint's address, when there is one.
+    fn admin_addr(&self) -> Option<SocketAddr>;
+    /// Metrics and health, for an admin endpoint.
+    fn metrics(&self) -> Arc<dyn MetricsSource>;
+    /// Whether the App's thread runs.
+    fn is_running(&self) -> bool;
+    /// Stops the daemon (as [`Running::stop`]).
+    fn stop(self: Box<Self>);
+}
+
+impl<A: App> RunningDaemon for Running<A> {
+    fn name(&self) -> &'static str {
+        Self::name(self)
+    }
+
+    fn addrs(&self) -> &[SocketAddr] {
+        Self::addrs(self)
+    }
+
+    fn admin_addr(&self) -> Option<SocketAddr> {
+        Self::admin_addr(self)
+    }
+
+    fn metrics(&self) -> Arc<dyn MetricsSource> {
+        Self::metrics(self)
+    }
+
+    fn is_running(&self) -> bool {
+        Self::is_running(self)
+    }
+
+    fn stop(self: Box<Self>) {
+        Self::stop(*self);
+    }
+}
+
 fn call<A: App, R: Send + 'static>(
     control: &Sender<Control<A>>,
     name: &'static str,

@@ -1,0 +1,295 @@
+//! The runner against real sockets on 127.0.0.1, with tiny Apps.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use teamtalk_conn::{LinkConfig, SessionConfig};
+use teamtalk_proto::pb::im::message::ImClientTimeReq;
+use teamtalk_proto::{Command, Pdu, PduCodec};
+
+use super::*;
+use crate::metrics::Scrape;
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn pdu(seq: u16) -> Pdu {
+    Command::MsgTimeRequest.pdu(seq, &ImClientTimeReq {})
+}
+
+/// Reads PDUs until one that is not a heartbeat.
+fn read_pdu(sock: &mut TcpStream, buf: &mut BytesMut) -> Pdu {
+    let mut codec = PduCodec::default();
+    loop {
+        if let Some(p) = codec.decode(buf).unwrap() {
+            if p.is(Command::OtherHeartbeat.key()) {
+                continue;
+            }
+            return p;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = sock.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Echoes PDUs; remembers what the runner told it.
+#[derive(Default)]
+struct Echo {
+    listening: Vec<SocketAddr>,
+    ticks: u32,
+    opened: u32,
+    closed: u32,
+}
+
+impl App for Echo {
+    type Job = NoJob;
+    type Done = NoJob;
+
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn handle(&mut self, _now: Now, input: Input<'_, NoJob>, out: &mut Out<NoJob>) {
+        match input {
+            Input::Listening { addr, .. } => self.listening.push(addr),
+            Input::Tick => self.ticks += 1,
+            Input::Opened { .. } => self.opened += 1,
+            Input::Closed { .. } => self.closed += 1,
+            Input::Pdu { conn, pdu } => out.send(conn, pdu.clone()),
+            _ => {}
+        }
+    }
+
+    fn collect(&self, scrape: &mut Scrape) {
+        scrape.gauge(
+            "echo_opened",
+            "Connections opened.",
+            &[],
+            f64::from(self.opened),
+        );
+    }
+
+    fn health(&self, problems: &mut Vec<String>) {
+        if self.closed > 0 {
+            problems.push("a peer left".into());
+        }
+    }
+}
+
+fn echo() -> Running<Echo> {
+    let mut plan = Plan::<NoWorker>::new();
+    plan.listen(
+        "peers",
+        "peer",
+        loopback(),
+        PortKind::Peers(SessionConfig::server_peer()),
+    );
+    start(Echo::default(), plan).unwrap()
+}
+
+#[test]
+fn listening_comes_first_and_inspect_sees_the_app() {
+    let d = echo();
+    let mut s = connect(d.addr());
+    let mut buf = BytesMut::new();
+    s.write_all(&pdu(3).to_bytes()).unwrap();
+    assert_eq!(read_pdu(&mut s, &mut buf), pdu(3));
+    let (listening, opened) = d.inspect(|e| (e.listening.clone(), e.opened)).unwrap();
+    assert_eq!(listening, vec![d.addr()]);
+    assert_eq!(opened, 1);
+    drop(s);
+    // The close arrives as one Closed input.
+    let deadline = crate::clock::now() + Duration::from_secs(10);
+    while d.inspect(|e| e.closed).unwrap() == 0 {
+        assert!(crate::clock::now() < deadline, "no Closed input");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(d.inspect(|e| e.closed).unwrap(), 1);
+}
+
+#[test]
+fn metrics_carry_transport_and_app_samples_and_health() {
+    let d = echo();
+    let mut s = connect(d.addr());
+    let mut buf = BytesMut::new();
+    s.write_all(&pdu(1).to_bytes()).unwrap();
+    let _ = read_pdu(&mut s, &mut buf);
+    let source = d.metrics();
+    let mut scrape = Scrape::new();
+    scrape.scoped(&[("daemon", "echo")], |out| source.collect(out));
+    let text = scrape.render();
+    assert!(text.contains("echo_opened{daemon=\"echo\"} 1\n"), "{text}");
+    assert!(
+        text.contains("teamtalk_pdus_in_total{daemon=\"echo\",peer=\"peer\",command=\"CID_MSG_TIME_REQUEST\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("teamtalk_connections_open{daemon=\"echo\",side=\"peers\"} 1\n"),
+        "{text}"
+    );
+    let mut problems = Vec::new();
+    source.health(&mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    d.stop();
+    let mut problems = Vec::new();
+    source.health(&mut problems);
+    assert_eq!(problems, vec!["not running".to_owned()]);
+}
+
+/// Forwards whatever a client sends over its one link, and what comes back
+/// to the client that sent last: exercises ids of an accepted connection
+/// and a link that are equal inside their own reactors.
+#[derive(Default)]
+struct Relay {
+    client: Option<Conn>,
+    link_up: bool,
+}
+
+impl App for Relay {
+    type Job = NoJob;
+    type Done = NoJob;
+
+    fn name(&self) -> &'static str {
+        "relay"
+    }
+
+    fn handle(&mut self, _now: Now, input: Input<'_, NoJob>, out: &mut Out<NoJob>) {
+        match input {
+            Input::LinkUp(_) => self.link_up = true,
+            Input::Pdu { conn, pdu } => {
+                self.client = Some(conn);
+                out.link(LinkId(0), pdu.clone());
+            }
+            Input::LinkPdu(_, pdu) => {
+                if let Some(c) = self.client {
+                    out.send(c, pdu.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn collect(&self, _scrape: &mut Scrape) {}
+
+    fn health(&self, _problems: &mut Vec<String>) {}
+}
+
+#[test]
+fn accepted_connections_and_links_never_mix_up() {
+    let far = echo();
+    let mut plan = Plan::<NoWorker>::new();
+    plan.listen(
+        "peers",
+        "peer",
+        loopback(),
+        PortKind::Peers(SessionConfig::server_peer()),
+    );
+    plan.link("far", LinkConfig::new(far.addr()));
+    let relay = start(Relay::default(), plan).unwrap();
+    let deadline = crate::clock::now() + Duration::from_secs(10);
+    while !relay.inspect(|r| r.link_up).unwrap() {
+        assert!(crate::clock::now() < deadline, "link never came up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut s = connect(relay.addr());
+    let mut buf = BytesMut::new();
+    for seq in 1..=3 {
+        s.write_all(&pdu(seq).to_bytes()).unwrap();
+        assert_eq!(read_pdu(&mut s, &mut buf), pdu(seq));
+    }
+}
+
+/// Sums numbers on a worker; answers each PDU with the running total in
+/// its seq once the worker is done.
+struct Summer;
+
+struct Adder {
+    total: u16,
+}
+
+impl Worker for Adder {
+    type Job = (Conn, u16);
+    type Done = (Conn, u16, usize);
+
+    fn run(&mut self, jobs: Vec<(Conn, u16)>, done: &mut Vec<(Conn, u16, usize)>) {
+        let batch = jobs.len();
+        for (conn, n) in jobs {
+            self.total = self.total.wrapping_add(n);
+            done.push((conn, self.total, batch));
+        }
+    }
+}
+
+impl App for Summer {
+    type Job = (Conn, u16);
+    type Done = (Conn, u16, usize);
+
+    fn name(&self) -> &'static str {
+        "summer"
+    }
+
+    fn handle(&mut self, _now: Now, input: Input<'_, Self::Done>, out: &mut Out<Self::Job>) {
+        match input {
+            Input::Pdu { conn, pdu } => out.job(0, (conn, pdu.seq())),
+            Input::Done((conn, total, _)) => out.send(conn, pdu(total)),
+            _ => {}
+        }
+    }
+
+    fn collect(&self, _scrape: &mut Scrape) {}
+
+    fn health(&self, _problems: &mut Vec<String>) {}
+}
+
+#[test]
+fn jobs_run_in_order_on_the_worker_and_answers_come_back() {
+    let mut plan = Plan::new();
+    plan.listen(
+        "peers",
+        "peer",
+        loopback(),
+        PortKind::Peers(SessionConfig::server_peer()),
+    );
+    plan.worker(Adder { total: 0 });
+    let d = start(Summer, plan).unwrap();
+    let mut s = connect(d.addr());
+    let mut wire = Vec::new();
+    for n in 1..=100u16 {
+        wire.extend_from_slice(&pdu(n).to_bytes());
+    }
+    s.write_all(&wire).unwrap();
+    let mut buf = BytesMut::new();
+    let mut total = 0u16;
+    for n in 1..=100u16 {
+        total += n;
+        assert_eq!(read_pdu(&mut s, &mut buf).seq(), total);
+    }
+    d.stop();
+}
+
+#[test]
+fn a_port_in_use_is_an_error_naming_it() {
+    let d = echo();
+    let mut plan = Plan::<NoWorker>::new();
+    plan.listen(
+        "peers",
+        "peer",
+        d.addr(),
+        PortKind::Peers(SessionConfig::server_peer()),
+    );
+    let err = start(Echo::default(), plan).unwrap_err();
+    assert!(matches!(err, DaemonError::Listen { addr, .. } if addr == d.addr()));
+    assert!(err.to_string().contains(&d.addr().to_string()), "{err}");
+}
