@@ -34,6 +34,7 @@
 //! counted in [`DbProxyStats::unimplemented`]; those whose reply has a
 //! `result_code` (0x0405, 0x0407, 0x0409, 0x020c) are answered with 1.
 
+mod cmd;
 pub mod credcache;
 mod handler;
 pub mod limiter;
