@@ -62,7 +62,16 @@ impl MetricsSource for DbMetrics {
                 "Requests handled, message stores included.",
                 s.requests,
             ),
-            ("teamtalk_db_replies_total", "Replies produced.", s.replies),
+            (
+                "teamtalk_db_replies_total",
+                "Replies produced, failure answers included.",
+                s.replies,
+            ),
+            (
+                "teamtalk_db_failures_total",
+                "Requests answered with a failure: the reply's failure result_code, or IMRequestFailed.",
+                s.failures,
+            ),
             (
                 "teamtalk_db_unimplemented_total",
                 "Requests for features not stored yet (groups, group shield, offline files, avatars).",
@@ -90,7 +99,7 @@ impl MetricsSource for DbMetrics {
             ),
             (
                 "teamtalk_db_messages_refused_total",
-                "Messages answered with msg_id 0 (not stored).",
+                "Messages refused as not storable (answered with msg_id 0).",
                 s.messages_refused,
             ),
             (
