@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-/// The nine TeamTalk packages, one file each.
-const PROTOS: [&str; 9] = [
+/// The nine TeamTalk packages, one file each, and our extensions (`IM.Ext`).
+const PROTOS: [&str; 10] = [
     "IM.BaseDefine.proto",
     "IM.Login.proto",
     "IM.Buddy.proto",
@@ -18,6 +18,7 @@ const PROTOS: [&str; 9] = [
     "IM.SwitchService.proto",
     "IM.Other.proto",
     "IM.Server.proto",
+    "IM.Ext.proto",
 ];
 
 fn main() {

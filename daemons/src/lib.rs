@@ -14,7 +14,8 @@
 //! [`system`] starts all four in one process (`teamtalk up`); [`client`] is
 //! a blocking TeamTalk client used by [`chat`], [`mod@bench`] and the tests;
 //! [`conf`] reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics`
-//! and `/healthz`.
+//! and `/healthz`; [`rules`] holds protocol rules every daemon applies the
+//! same way (the failure answer of each request).
 #![forbid(unsafe_code)]
 pub mod bench;
 pub mod chat;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod msg;
 pub mod password;
 pub mod route;
+pub mod rules;
 pub mod runtime;
 pub mod store;
 pub mod system;

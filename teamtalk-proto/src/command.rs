@@ -1,5 +1,7 @@
 //! The command table: every (service id, command id) pair TeamTalk defines,
-//! its `CID_*` name and the protobuf message its body carries.
+//! plus our extensions in SID_OTHER 0x0780–0x07ff (`IM.Ext`, see
+//! `proto/IM.Ext.proto`), its `CID_*` name and the protobuf message its body
+//! carries.
 //!
 //! The table in this file is the single place where these three facts are
 //! written down. Everything else is generated from it:
@@ -64,7 +66,9 @@ macro_rules! command_table {
         $variant:ident = $sid:literal / $cid:literal,
             $name:literal, $module:ident :: $ty:ident, $msg:literal;
     )*) => {
-        /// Every command TeamTalk defines, named after its `CID_*` constant.
+        /// Every command TeamTalk defines, named after its `CID_*` constant,
+        /// and the teamtalk-rs extensions (SID_OTHER 0x0780–0x07ff, package
+        /// `IM.Ext`), which TeamTalk peers ignore.
         ///
         /// A command is the (service id, command id) pair of a PDU header;
         /// it decides which protobuf message the body holds. Variant names
@@ -467,6 +471,12 @@ command_table! {
         "CID_OTHER_FILE_SERVER_IP_REQ", server::ImFileServerIpReq, "IM.Server.IMFileServerIPReq";
     OtherFileServerIpRsp = 0x0007 / 0x0734,
         "CID_OTHER_FILE_SERVER_IP_RSP", server::ImFileServerIpRsp, "IM.Server.IMFileServerIPRsp";
+
+    // teamtalk-rs extensions (IM.Ext): 0x0780-0x07ff of SID_OTHER is ours,
+    // empty in TeamTalk; 0x0780-0x078f is kept for link authentication.
+    // TeamTalk peers log and drop commands they do not know.
+    OtherRequestFailed = 0x0007 / 0x0790,
+        "CID_OTHER_REQUEST_FAILED", ext::ImRequestFailed, "IM.Ext.IMRequestFailed";
 }
 
 impl Command {
@@ -574,7 +584,14 @@ mod tests {
             6 => bd::SwitchServiceCmdId::try_from(v)
                 .ok()
                 .map(|e| e.as_str_name()),
-            7 => bd::OtherCmdId::try_from(v).ok().map(|e| e.as_str_name()),
+            7 => bd::OtherCmdId::try_from(v)
+                .ok()
+                .map(|e| e.as_str_name())
+                .or_else(|| {
+                    pb::im::ext::ExtCmdId::try_from(v)
+                        .ok()
+                        .map(|e| e.as_str_name())
+                }),
             _ => None,
         }
     }
@@ -586,7 +603,23 @@ mod tests {
             .collect();
         let in_table: Vec<u16> = Command::ALL.iter().map(|c| c.key().command_id).collect();
         assert_eq!(in_table, in_protos);
-        assert_eq!(Command::ALL.len(), 95);
+        assert_eq!(Command::ALL.len(), 96);
+    }
+
+    #[test]
+    fn extensions_stay_in_their_reserved_range() {
+        // Our commands are the only ones in SID_OTHER 0x0780-0x07ff, and
+        // TeamTalk's never reach it.
+        for &cmd in Command::ALL {
+            let ours = cmd.message_name().starts_with("IM.Ext.");
+            let key = cmd.key();
+            let in_range = key.service_id == 0x0007 && (0x0780..=0x07ff).contains(&key.command_id);
+            assert_eq!(ours, in_range, "{cmd}");
+        }
+        assert_eq!(
+            Command::from_key(CommandKey::new(0x0007, 0x0790)),
+            Some(Command::OtherRequestFailed)
+        );
     }
 
     #[test]

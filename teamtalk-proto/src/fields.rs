@@ -1,10 +1,13 @@
-//! Which messages carry `attach_data` (field 20), in one place.
+//! Which messages carry `attach_data` (field 20) and which carry a
+//! `result_code`, in one place.
 //!
-//! Servers correlate asynchronous replies through this field (see
+//! Servers correlate asynchronous replies through `attach_data` (see
 //! [`crate::attach`]); a msg_server sets it on what it forwards and clears it
-//! before a reply reaches a client. The list below is the set of messages
-//! whose `.proto` definition has field 20; `tests` checks it against the
-//! descriptors so it cannot drift.
+//! before a reply reaches a client. `result_code` is how a reply says it
+//! failed, where its type has the field. The lists below are the messages
+//! whose `.proto` definition has field 20, and those with a field named
+//! `result_code`; `tests/props.rs` checks both against the descriptors so
+//! they cannot drift.
 
 use bytes::Bytes;
 
@@ -84,6 +87,7 @@ attached!(
     server::ImGroupGetShieldRsp,
     server::ImFileTransferReq,
     server::ImFileTransferRsp,
+    ext::ImRequestFailed,
 );
 
 impl Message {
@@ -143,8 +147,39 @@ impl Message {
             Self::OtherGetShieldRsp(m) => Some(m),
             Self::OtherFileTransferReq(m) => Some(m),
             Self::OtherFileTransferRsp(m) => Some(m),
+            Self::OtherRequestFailed(m) => Some(m),
             _ => None,
         }
+    }
+
+    /// The reply's `result_code` (0 is success) for the messages that have
+    /// one; `None` for the others, whose type cannot say that a request
+    /// failed. The two `ResultType` fields (`IMMsgServRsp`, `IMLoginRes`)
+    /// come back as their wire value.
+    #[must_use]
+    pub fn result_code(&self) -> Option<u32> {
+        let wire = |v: i32| u32::from_ne_bytes(v.to_ne_bytes());
+        Some(match self {
+            Self::LoginResMsgserver(m) => wire(m.result_code),
+            Self::LoginResUserlogin(m) => wire(m.result_code),
+            Self::LoginResLoginout(m) => m.result_code,
+            Self::LoginResKickpcclient(m) => m.result_code,
+            Self::LoginResPushShield(m) => m.result_code,
+            Self::LoginResQueryPushShield(m) => m.result_code,
+            Self::BuddyListRemoveSessionRes(m) => m.result_code,
+            Self::BuddyListChangeAvatarResponse(m) => m.result_code,
+            Self::BuddyListChangeSignInfoResponse(m) => m.result_code,
+            Self::GroupCreateResponse(m) => m.result_code,
+            Self::GroupChangeMemberResponse(m) => m.result_code,
+            Self::GroupShieldGroupResponse(m) => m.result_code,
+            Self::FileLoginRes(m) => m.result_code,
+            Self::FilePullDataRsp(m) => m.result_code,
+            Self::FileResponse(m) => m.result_code,
+            Self::OtherValidateRsp(m) => m.result_code,
+            Self::OtherFileTransferRsp(m) => m.result_code,
+            Self::OtherRequestFailed(m) => m.result_code,
+            _ => return None,
+        })
     }
 
     /// The `attach_data` bytes, if the message has the field and it is set.

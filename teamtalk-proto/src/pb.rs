@@ -1,4 +1,5 @@
-//! Generated prost types for the nine TeamTalk packages.
+//! Generated prost types for the nine TeamTalk packages and our extension
+//! package `IM.Ext` ([`im::ext`]).
 //!
 //! Built by `build.rs` from `proto/IM.*.proto`. Package `IM.BaseDefine`
 //! becomes [`im::base_define`], `IM.Login` becomes [`im::login`], and so

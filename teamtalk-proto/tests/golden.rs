@@ -264,3 +264,44 @@ fn repeated_ids_are_unpacked_and_packed_input_is_accepted() {
         Message::BuddyListUsersStatusRequest(req)
     );
 }
+
+#[test]
+fn request_failed_extension() {
+    let wire: Vec<u8> = [
+        // header
+        &[0x00, 0x00, 0x00, 0x2d][..], // length 45 = 16 + 29
+        &[0x00, 0x01],                 // version 1
+        &[0x00, 0x00],                 // flag
+        &[0x00, 0x07],                 // SID_OTHER
+        &[0x07, 0x90],                 // CID_OTHER_REQUEST_FAILED (teamtalk-rs)
+        &[0x00, 0x0b],                 // seq 11
+        &[0x00, 0x00],                 // reserved
+        // body: IM.Ext.IMRequestFailed
+        &[0x08, 0x03], // field 1 service_id = SID_MSG
+        // field 2 command_id = 0x0309 (777): 7-bit groups 0x09, 0x06
+        &[0x10, 0x89, 0x06],
+        &[0x18, 0x01], // field 3 result_code = REQUEST_FAILED_SERVER_ERROR
+        &[0x22, 0x05], // field 4 reason, LEN, 5 bytes
+        b"store",
+        &[0xa2, 0x01, 0x0c], // field 20 attach_data, LEN, 12 bytes
+        &[0x00, 0x00, 0x00, 0x01],
+        &[0x00, 0x00, 0x00, 0x07],
+        &[0x00, 0x00, 0x00, 0x00],
+    ]
+    .concat();
+
+    let mut msg = decode_golden(&wire, Command::OtherRequestFailed, 11);
+    let Message::OtherRequestFailed(failed) = &msg else {
+        panic!("not a request failure");
+    };
+    assert_eq!(
+        (failed.service_id, failed.command_id, failed.result_code),
+        (0x0003, 0x0309, 1)
+    );
+    assert_eq!(failed.reason.as_deref(), Some("store"));
+    assert_eq!(msg.result_code(), Some(1));
+    assert_eq!(
+        msg.attach_data(),
+        Some(Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0]))
+    );
+}

@@ -139,6 +139,32 @@ fn attached_list_matches_descriptors() {
     }
 }
 
+/// `Message::result_code` covers exactly the messages whose descriptor has
+/// a field named `result_code`, and reads that field.
+#[test]
+fn result_code_list_matches_descriptors() {
+    let set = descriptors();
+    for &c in Command::ALL {
+        let desc = find_message(set, c.message_name()).expect("descriptor");
+        let field = desc.field.iter().find(|f| f.name() == "result_code");
+        let empty = c.decode_body(Bytes::new()).expect("defaults decode");
+        assert_eq!(
+            empty.result_code().is_some(),
+            field.is_some(),
+            "{}",
+            c.name()
+        );
+        if let Some(f) = field {
+            // A body holding only result_code = 5 reads back as 5.
+            let tag = u8::try_from(f.number() << 3).expect("small field number");
+            let msg = c
+                .decode_body(Bytes::from(vec![tag, 5]))
+                .expect("one varint field decodes");
+            assert_eq!(msg.result_code(), Some(5), "{}", c.name());
+        }
+    }
+}
+
 fn descriptors() -> &'static FileDescriptorSet {
     static SET: std::sync::OnceLock<FileDescriptorSet> = std::sync::OnceLock::new();
     SET.get_or_init(|| {

@@ -5,7 +5,11 @@
 //! Three layers, each usable alone:
 //!
 //! - [`DbProxy`] (`handler.rs`): a pure request handler, PDU in, reply out,
-//!   against any [`Store`](crate::store::Store). The command map follows
+//!   against any [`Store`](crate::store::Store). The requests are served by
+//!   domain in `cmd/` (`login.rs`, `users.rs`, `messages.rs`,
+//!   `sessions.rs`, `push.rs`; groups and files will join as `groups.rs`
+//!   and `files.rs`), each file documenting its wire rules; one dispatch
+//!   table says which file serves which command. The command map follows
 //!   TeamTalk's db_proxy (see [`DbProxy`] for the wire rules and the trust
 //!   model), with the login-failure limiter of [`limiter`].
 //! - [`DbWorker`] (`worker.rs`): the store lane applying requests in
@@ -16,25 +20,38 @@
 //!
 //! # Commands
 //!
-//! | request | reply | notes |
-//! |---|---|---|
-//! | 0x0703 validate | 0x0704 | 0 ok, 1 bad credentials, 2 server error, 6 too many failures |
-//! | 0x010c / 0x010e push shield set / query | 0x010d / 0x010f | 1 for an unknown user |
-//! | 0x0108 device token | 0x0109 | empty token unregisters |
-//! | 0x0705 device tokens | 0x0706 | iOS and Android only; `push_count` = total unread; iOS users with shield on left out 22:00–07:59 |
-//! | 0x0201 / 0x0206 recent / remove session | 0x0202 / 0x0207 | removing also clears the unread count |
-//! | 0x0204 / 0x0208 users by id / changed users | 0x0205 / 0x0209 | `latest_update_time` = newest change returned |
-//! | 0x0210 departments | 0x0211 | as 0x0208 |
-//! | 0x0213 sign info | 0x0214 | |
-//! | 0x0301 message | 0x0301 | `msg_id` set, 0 when not stored (group messages for now) |
-//! | 0x0303 read ack | none | clears the reader's unread count |
-//! | 0x0307 / 0x0309 / 0x030b / 0x030d | 0x0308 / 0x030a / 0x030c / 0x030e | unread, history (0 = latest, newest first, at most 200), latest id, by id |
+//! | request | reply | served by | notes | failure answer |
+//! |---|---|---|---|---|
+//! | 0x0703 validate | 0x0704 | `login.rs` | 0 ok, 1 bad credentials, 2 server error, 6 too many failures | 0x0704, 2 |
+//! | 0x0204 / 0x0208 users by id / changed users | 0x0205 / 0x0209 | `users.rs` | `latest_update_time` = newest change returned | `IMRequestFailed` |
+//! | 0x0210 departments | 0x0211 | `users.rs` | as 0x0208 | `IMRequestFailed` |
+//! | 0x0213 sign info | 0x0214 | `users.rs` | 1 for an unknown user | 0x0214, 1 |
+//! | 0x020c avatar | 0x020d | `users.rs` | not stored yet | 0x020d, 1 |
+//! | 0x0301 message | 0x0301 | `messages.rs` | `msg_id` set; 0 = refused as not storable (group messages for now, empty, to oneself) | `IMRequestFailed` |
+//! | 0x0303 read ack | none | `messages.rs` | clears the reader's unread count | `IMRequestFailed` |
+//! | 0x0307 / 0x0309 / 0x030b / 0x030d | 0x0308 / 0x030a / 0x030c / 0x030e | `messages.rs` | unread, history (0 = latest, newest first, at most 200), latest id, by id | `IMRequestFailed` |
+//! | 0x0201 / 0x0206 recent / remove session | 0x0202 / 0x0207 | `sessions.rs` | removing also clears the unread count; 1 when there was no session | `IMRequestFailed` / 0x0207, 1 |
+//! | 0x0108 device token | 0x0109 | `push.rs` | empty token unregisters | `IMRequestFailed` |
+//! | 0x010c / 0x010e push shield set / query | 0x010d / 0x010f | `push.rs` | 1 for an unknown user | 0x010d / 0x010f, 1 |
+//! | 0x0705 device tokens | 0x0706 | `push.rs` | iOS and Android only; `push_count` = total unread; iOS users with shield on left out 22:00–07:59 | `IMRequestFailed` |
+//! | 0x0401–0x0409, 0x0711 groups | | (`groups.rs`) | not stored yet | 0x0406 / 0x0408 / 0x040a with 1, else `IMRequestFailed` |
+//! | 0x0509 / 0x050b / 0x050c offline files | | (`files.rs`) | not stored yet | `IMRequestFailed` |
 //!
-//! Not stored yet: groups (0x0401–0x0409), group shield (0x0711), offline
-//! files (0x0509, 0x050b, 0x050c), avatars (0x020c). They are logged and
-//! counted in [`DbProxyStats::unimplemented`]; those whose reply has a
-//! `result_code` (0x0405, 0x0407, 0x0409, 0x020c) are answered with 1.
+//! The last column is what a request that cannot be served gets (the store
+//! failed, the feature is not stored yet, a value is invalid): the rule of
+//! [`crate::rules::failure`], its own reply with the failure `result_code`
+//! where the reply type has one, else our extension `IMRequestFailed`
+//! (0x0007/0x0790) naming the request and echoing its `attach_data`, with a
+//! `RequestFailedCode` (1 server error, 2 not implemented, 3 bad request).
+//! Never an empty list that reads as success, never silence. A command
+//! db_proxy never serves (client-only, unknown ids) or cannot decode gets
+//! `IMRequestFailed` with code 4 (unsupported) or 3; heartbeats and
+//! `IMRequestFailed` from a peer are never answered. Everything unserved is
+//! logged and counted ([`DbProxyStats::failures`],
+//! [`DbProxyStats::unimplemented`], [`DbProxyStats::unexpected`],
+//! [`DbProxyStats::decode_errors`]).
 
+mod cmd;
 pub mod credcache;
 mod handler;
 pub mod limiter;

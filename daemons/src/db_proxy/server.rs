@@ -185,7 +185,16 @@ impl App for DbProxyApp {
                 "Requests handled, message stores included.",
                 s.requests,
             ),
-            ("teamtalk_db_replies_total", "Replies produced.", s.replies),
+            (
+                "teamtalk_db_replies_total",
+                "Replies produced, failure answers included.",
+                s.replies,
+            ),
+            (
+                "teamtalk_db_failures_total",
+                "Requests answered with a failure: the reply's failure result_code, or IMRequestFailed.",
+                s.failures,
+            ),
             (
                 "teamtalk_db_unimplemented_total",
                 "Requests for features not stored yet (groups, group shield, offline files, avatars).",
@@ -213,7 +222,7 @@ impl App for DbProxyApp {
             ),
             (
                 "teamtalk_db_messages_refused_total",
-                "Messages answered with msg_id 0 (not stored).",
+                "Messages refused as not storable (answered with msg_id 0).",
                 s.messages_refused,
             ),
             (

@@ -214,3 +214,17 @@ fn flush<T>(
         });
     }
 }
+
+/// Runs one batch through the store lane's logic and hands each reply to
+/// `sink`, for handler tests that do not care about lanes.
+#[cfg(test)]
+pub(super) fn run_batch_for_test<T>(proxy: &DbProxy, jobs: Vec<(T, Pdu)>, sink: &dyn Fn(T, Pdu)) {
+    let jobs = jobs.into_iter().map(|(to, pdu)| Job { to, pdu }).collect();
+    let mut done = Vec::new();
+    run_batch(proxy, jobs, None, &mut done);
+    for r in done {
+        if let Some(pdu) = r.pdu {
+            sink(r.to, pdu);
+        }
+    }
+}

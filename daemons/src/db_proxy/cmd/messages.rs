@@ -1,0 +1,317 @@
+//! Single-chat messages: 0x0301 store → 0x0301, 0x0303 read ack (no
+//! reply), 0x0307 unread counts → 0x0308, 0x0309 history → 0x030a, 0x030b
+//! latest id → 0x030c, 0x030d by id → 0x030e.
+//!
+//! # Wire rules (TeamTalk)
+//!
+//! - The reply to 0x0301 is the request itself with `msg_id` set (absent
+//!   `attach_data` stays absent). `msg_id` 0 means "not stored": msg_server
+//!   then sends the sender no ack, so the client may resend.
+//! - A read ack clears the reader's unread count of that conversation and
+//!   has no reply.
+//! - History: ids up to `msg_id_begin` (0 = from the latest), newest first,
+//!   at most `msg_cnt`; by id: the listed ids that exist, newest first.
+//!   Unknown ids are simply absent.
+//! - Latest id: 0 for a conversation without messages.
+//! - Unread: per conversation the count and its latest message, plus the
+//!   total.
+//!
+//! # Where we differ
+//!
+//! - Storable messages are taken out by [`DbProxy::prepare_message`] and
+//!   stored in runs with one commit each ([`DbProxy::store_prepared`],
+//!   group commit), in arrival order.
+//! - Messages that cannot be stored by rule (group messages while groups
+//!   are not stored, unknown types, empty bodies, to oneself, from user 0)
+//!   are answered with `msg_id` 0; TeamTalk sent nothing for some of these.
+//! - A message the store failed to write is answered with `IMRequestFailed`
+//!   (0x0301's reply has no result field), not `msg_id` 0: "try again
+//!   later", not "refused".
+//! - History is capped at [`MAX_MSG_LIST`](crate::store::MAX_MSG_LIST)
+//!   per page (TeamTalk had no cap).
+//! - Store failures and invalid session types are failure answers
+//!   (`IMRequestFailed`: these replies cannot say "failed"); TeamTalk sent
+//!   an empty list or, for an invalid session type, nothing. A read ack
+//!   that could not be applied is reported the same way, though nothing
+//!   waits for it.
+//! - Group history, latest id and read acks have nothing stored yet: an
+//!   empty page and id 0, as TeamTalk answers a user who is not in the
+//!   group; a group read ack is accepted.
+
+use teamtalk_proto::pb::im::base_define::UnreadInfo;
+use teamtalk_proto::pb::im::message::{
+    ImGetLatestMsgIdReq, ImGetLatestMsgIdRsp, ImGetMsgByIdReq, ImGetMsgByIdRsp, ImGetMsgListReq,
+    ImGetMsgListRsp, ImMsgData, ImMsgDataReadAck, ImUnreadMsgCntReq, ImUnreadMsgCntRsp,
+};
+use teamtalk_proto::{Command, Message, Pdu};
+use tracing::{debug, error, info, warn};
+
+use super::{Failed, Served, echo, latest_fields, misrouted, msg_info, wire_i32, wire_u32};
+use crate::db_proxy::handler::{DbProxy, bump};
+use crate::store::{NewMessage, SessionType, StoreError};
+
+/// `MsgType` wire values.
+const MSG_TYPE_SINGLE_TEXT: i32 = 0x01;
+const MSG_TYPE_SINGLE_AUDIO: i32 = 0x02;
+const MSG_TYPE_GROUP_TEXT: i32 = 0x11;
+const MSG_TYPE_GROUP_AUDIO: i32 = 0x12;
+
+/// A single-chat message accepted for storing, waiting for its batch.
+///
+/// Made by [`DbProxy::prepare_message`], consumed by
+/// [`DbProxy::store_prepared`].
+#[derive(Debug, Clone)]
+pub struct PreparedMessage {
+    seq: u16,
+    request: ImMsgData,
+    new: NewMessage,
+}
+
+impl DbProxy {
+    /// If `pdu` is a storable single-chat `CID_MSG_DATA`, takes it out for
+    /// batching; `None` for anything else (including messages that will be
+    /// refused: [`DbProxy::handle`] answers those). Counts the request.
+    pub fn prepare_message(&self, pdu: &Pdu) -> Option<PreparedMessage> {
+        if !pdu.is(Command::MsgData.key()) {
+            return None;
+        }
+        let request: ImMsgData = pdu.decode_body().ok()?;
+        if !matches!(
+            request.msg_type,
+            MSG_TYPE_SINGLE_TEXT | MSG_TYPE_SINGLE_AUDIO
+        ) || request.msg_data.is_empty()
+        {
+            return None;
+        }
+        bump(&self.counters.requests);
+        let new = NewMessage {
+            from: request.from_user_id,
+            to: request.to_session_id,
+            msg_type: wire_u32(request.msg_type),
+            create_time: request.create_time,
+            data: request.msg_data.to_vec(),
+        };
+        Some(PreparedMessage {
+            seq: pdu.seq(),
+            request,
+            new,
+        })
+    }
+
+    /// Stores a run of prepared messages in one transaction (group commit)
+    /// and returns their replies in the same order: the request with
+    /// `msg_id` set, `msg_id` 0 for a message refused as not storable, or
+    /// `IMRequestFailed` for one the store failed to write (every message
+    /// of the run when the transaction itself failed).
+    pub fn store_prepared(&self, batch: Vec<PreparedMessage>) -> Vec<Pdu> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let news: Vec<NewMessage> = batch.iter().map(|p| p.new.clone()).collect();
+        bump(&self.counters.message_batches);
+        let mut results = match self.store.store_messages(&news) {
+            Ok(r) => r.into_iter(),
+            Err(e) => {
+                error!(error = %e, count = news.len(), "storing a message batch failed");
+                bump(&self.counters.store_errors);
+                Vec::new().into_iter()
+            }
+        };
+        batch
+            .into_iter()
+            .map(|p| {
+                let failed = match results.next() {
+                    Some(Ok(stored)) => {
+                        bump(&self.counters.messages_stored);
+                        return self.stored_reply(p, stored.msg_id);
+                    }
+                    Some(Err(e)) => match self.message_store_failed(&p.new, &e) {
+                        None => return self.stored_reply(p, 0),
+                        Some(failed) => failed,
+                    },
+                    // The whole batch failed (logged above).
+                    None => Failed::store("storing a message batch"),
+                };
+                self.fail(p.seq, &Message::MsgData(p.request), failed)
+            })
+            .collect()
+    }
+
+    /// The reply to a stored (or refused, `msg_id` 0) message.
+    fn stored_reply(&self, p: PreparedMessage, msg_id: u32) -> Pdu {
+        let mut reply = p.request;
+        reply.msg_id = msg_id;
+        self.reply(p.seq, &reply)
+    }
+
+    /// One message of a batch was not stored: `None` when the store refused
+    /// it as invalid (answered `msg_id` 0), else the failure to answer.
+    fn message_store_failed(&self, m: &NewMessage, e: &StoreError) -> Option<Failed> {
+        if matches!(e, StoreError::Invalid(_)) {
+            bump(&self.counters.messages_refused);
+            info!(from = m.from, to = m.to, error = %e, "message refused");
+            None
+        } else {
+            bump(&self.counters.store_errors);
+            error!(from = m.from, to = m.to, error = %e, "storing a message failed");
+            Some(Failed::store("storing a message"))
+        }
+    }
+
+    /// The message family's share of the dispatch table (storable messages
+    /// never get here: [`DbProxy::handle`] batches them first).
+    pub(super) fn serve_messages(&self, seq: u16, msg: &Message) -> Served<Option<Pdu>> {
+        match msg {
+            Message::MsgData(req) => Ok(Some(self.refuse_message(seq, req.clone()))),
+            Message::MsgReadAck(req) => self.read_ack(req).map(|()| None),
+            Message::MsgUnreadCntRequest(req) => self.answer(seq, self.unread(req)),
+            Message::MsgListRequest(req) => self.answer(seq, self.message_list(req)),
+            Message::MsgGetLatestMsgIdReq(req) => self.answer(seq, self.latest_msg_id(req)),
+            Message::MsgGetByMsgIdReq(req) => self.answer(seq, self.messages_by_id(req)),
+            other => misrouted(other),
+        }
+    }
+
+    /// A `CID_MSG_DATA` that [`DbProxy::prepare_message`] did not take: group
+    /// messages (not stored yet), unknown types, empty bodies. Answered with
+    /// `msg_id` 0, which msg_server treats as "not stored" (the sender gets no
+    /// ack and may resend). TeamTalk sent no reply at all for some of these;
+    /// answering keeps every request paired with a reply.
+    fn refuse_message(&self, seq: u16, mut req: ImMsgData) -> Pdu {
+        bump(&self.counters.messages_refused);
+        match req.msg_type {
+            MSG_TYPE_GROUP_TEXT | MSG_TYPE_GROUP_AUDIO => {
+                bump(&self.counters.unimplemented);
+                warn!(
+                    from = req.from_user_id,
+                    group = req.to_session_id,
+                    "group message refused: group chat is not stored yet"
+                );
+            }
+            t if t != MSG_TYPE_SINGLE_TEXT && t != MSG_TYPE_SINGLE_AUDIO => {
+                warn!(
+                    from = req.from_user_id,
+                    msg_type = t,
+                    "message of unknown type refused"
+                );
+            }
+            _ => info!(
+                from = req.from_user_id,
+                to = req.to_session_id,
+                "empty message refused"
+            ),
+        }
+        req.msg_id = 0;
+        self.reply(seq, &req)
+    }
+
+    fn read_ack(&self, req: &ImMsgDataReadAck) -> Served<()> {
+        match query_kind(req.session_type, "read ack")? {
+            SessionType::Single => self
+                .store
+                .clear_unread(req.user_id, req.session_id)
+                .map_err(|e| self.store_failed("clearing unread", &e)),
+            SessionType::Group => {
+                debug!(
+                    user = req.user_id,
+                    group = req.session_id,
+                    "group read ack: no group unread kept"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn unread(&self, req: &ImUnreadMsgCntReq) -> Served<ImUnreadMsgCntRsp> {
+        let summary = self
+            .store
+            .unread(req.user_id)
+            .map_err(|e| self.store_failed("reading unread counts", &e))?;
+        let list = summary
+            .sessions
+            .into_iter()
+            .map(|s| {
+                let (latest_msg_id, latest_msg_data, latest_msg_type, from) =
+                    latest_fields(s.latest);
+                UnreadInfo {
+                    session_id: s.peer,
+                    session_type: wire_i32(s.session_type.as_u32()),
+                    unread_cnt: s.count,
+                    latest_msg_id,
+                    latest_msg_data,
+                    latest_msg_type,
+                    latest_msg_from_user_id: from,
+                }
+            })
+            .collect();
+        Ok(ImUnreadMsgCntRsp {
+            user_id: req.user_id,
+            total_cnt: summary.total,
+            unreadinfo_list: list,
+            attach_data: echo(&req.attach_data),
+        })
+    }
+
+    fn message_list(&self, req: &ImGetMsgListReq) -> Served<ImGetMsgListRsp> {
+        let msgs = match query_kind(req.session_type, "message list")? {
+            SessionType::Single => self
+                .store
+                .message_list(req.user_id, req.session_id, req.msg_id_begin, req.msg_cnt)
+                .map_err(|e| self.store_failed("listing messages", &e))?,
+            // No group history is stored yet: an empty page, as TeamTalk
+            // answers a user who is not in the group.
+            SessionType::Group => Vec::new(),
+        };
+        Ok(ImGetMsgListRsp {
+            user_id: req.user_id,
+            session_type: req.session_type,
+            session_id: req.session_id,
+            msg_id_begin: req.msg_id_begin,
+            msg_list: msgs.into_iter().map(msg_info).collect(),
+            attach_data: echo(&req.attach_data),
+        })
+    }
+
+    fn latest_msg_id(&self, req: &ImGetLatestMsgIdReq) -> Served<ImGetLatestMsgIdRsp> {
+        let latest = match query_kind(req.session_type, "latest message id")? {
+            SessionType::Single => self
+                .store
+                .latest_msg_id(req.user_id, req.session_id)
+                .map_err(|e| self.store_failed("reading the latest message id", &e))?,
+            SessionType::Group => 0,
+        };
+        Ok(ImGetLatestMsgIdRsp {
+            user_id: req.user_id,
+            session_type: req.session_type,
+            session_id: req.session_id,
+            latest_msg_id: latest,
+            attach_data: echo(&req.attach_data),
+        })
+    }
+
+    fn messages_by_id(&self, req: &ImGetMsgByIdReq) -> Served<ImGetMsgByIdRsp> {
+        let msgs = match query_kind(req.session_type, "messages by id")? {
+            SessionType::Single => self
+                .store
+                .messages_by_ids(req.user_id, req.session_id, &req.msg_id_list)
+                .map_err(|e| self.store_failed("reading messages by id", &e))?,
+            SessionType::Group => Vec::new(),
+        };
+        Ok(ImGetMsgByIdRsp {
+            user_id: req.user_id,
+            session_type: req.session_type,
+            session_id: req.session_id,
+            msg_list: msgs.into_iter().map(msg_info).collect(),
+            attach_data: echo(&req.attach_data),
+        })
+    }
+}
+
+/// The session kind of a message query, or a bad request for an invalid
+/// one (TeamTalk sent no reply).
+fn query_kind(session_type: i32, what: &'static str) -> Served<SessionType> {
+    SessionType::from_u32(wire_u32(session_type)).ok_or_else(|| {
+        warn!(session_type, "{what}: invalid session type");
+        Failed::bad_request("invalid session type")
+    })
+}

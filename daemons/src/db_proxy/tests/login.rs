@@ -1,0 +1,159 @@
+//! 0x0703 login checks (`cmd/login.rs`).
+
+use bytes::Bytes;
+use prost::Message as _;
+use teamtalk_proto::command::CommandMessage;
+use teamtalk_proto::pb::im::base_define::UserInfo;
+use teamtalk_proto::pb::im::server::{ImValidateReq, ImValidateRsp};
+use teamtalk_proto::{Command, Pdu};
+
+use super::{Fixture, attach, failing_fixture, fixture, pw, validate};
+use crate::db_proxy::limiter::FAILURE_WINDOW_SECS;
+use crate::db_proxy::{
+    VALIDATE_BAD_CREDENTIALS, VALIDATE_INTERNAL_ERROR, VALIDATE_OK, VALIDATE_TOO_MANY_FAILURES,
+};
+
+#[test]
+fn validate_fills_user_info_like_teamtalk() {
+    let f = fixture();
+    let rsp = validate(&f.proxy, "user2", &pw(2));
+    assert_eq!(rsp.result_code, VALIDATE_OK);
+    assert_eq!(rsp.user_name, "user2");
+    assert!(rsp.result_string.is_some());
+    assert_eq!(rsp.attach_data, attach());
+    assert_eq!(
+        rsp.user_info,
+        Some(UserInfo {
+            user_id: 2,
+            user_gender: 1,
+            user_nick_name: "nick2".into(),
+            avatar_url: String::new(),
+            department_id: 1,
+            email: "user2@example.com".into(),
+            user_real_name: "user2".into(),
+            user_tel: "13800000002".into(),
+            user_domain: "user2".into(),
+            status: 0,
+            sign_info: Some(String::new()),
+        })
+    );
+    // Empty strings and zeros are on the wire: avatar_url (field 4) and
+    // sign_info (field 11) present and empty, status (field 10) 0.
+    let body = rsp.user_info.unwrap().encode_to_vec();
+    assert!(body.windows(2).any(|w| w == [0x22, 0x00]));
+    assert!(body.ends_with(&[0x50, 0x00, 0x5a, 0x00]));
+    assert_eq!(f.proxy.stats().logins_ok, 1);
+}
+
+#[test]
+fn repeated_logins_skip_argon2_until_a_wrong_password() {
+    let f = fixture();
+    let good = |f: &Fixture| validate(&f.proxy, "user2", &pw(2)).result_code;
+    assert_eq!(good(&f), VALIDATE_OK);
+    assert_eq!(
+        f.proxy.stats().logins_cached,
+        0,
+        "first login runs the hash"
+    );
+    assert_eq!(good(&f), VALIDATE_OK);
+    assert_eq!(good(&f), VALIDATE_OK);
+    assert_eq!(f.proxy.stats().logins_cached, 2);
+    // Another value is checked by the store, refused, and forgets the entry.
+    let bad = validate(&f.proxy, "user2", &pw(1));
+    assert_eq!(bad.result_code, VALIDATE_BAD_CREDENTIALS);
+    assert_eq!(good(&f), VALIDATE_OK);
+    assert_eq!(
+        f.proxy.stats().logins_cached,
+        2,
+        "verified by the store again"
+    );
+    // The cached answer is the same user info the store gives.
+    let cached = validate(&f.proxy, "user2", &pw(2));
+    assert_eq!(f.proxy.stats().logins_cached, 3);
+    assert_eq!(cached.user_info.map(|u| u.user_id), Some(2));
+}
+
+#[test]
+fn validate_refuses_bad_credentials_with_1() {
+    let f = fixture();
+    for (name, password) in [("user1", pw(2)), ("nobody", pw(1)), ("", String::new())] {
+        let rsp = validate(&f.proxy, name, &password);
+        assert_eq!(rsp.result_code, VALIDATE_BAD_CREDENTIALS, "{name}");
+        assert_eq!(rsp.user_name, name);
+        assert!(rsp.user_info.is_none());
+        assert!(rsp.result_string.is_some());
+        assert_eq!(rsp.attach_data, attach());
+    }
+    assert_eq!(f.proxy.stats().logins_failed, 3);
+}
+
+#[test]
+fn limiter_refuses_with_6_then_unlocks_after_thirty_minutes() {
+    let f = fixture();
+    let start = f.clock.get();
+    for i in 0..11 {
+        f.clock.set(start + i * 10);
+        assert_eq!(
+            validate(&f.proxy, "user3", "wrong").result_code,
+            1,
+            "try {i}"
+        );
+    }
+    // Twelfth attempt, right password: refused without checking it.
+    f.clock.set(start + 200);
+    let rsp = validate(&f.proxy, "user3", &pw(3));
+    assert_eq!(rsp.result_code, VALIDATE_TOO_MANY_FAILURES);
+    assert!(rsp.user_info.is_none());
+    let msg = rsp.result_string.unwrap();
+    assert!(msg.contains("too many"), "{msg}");
+    assert_eq!(f.proxy.stats().logins_locked, 1);
+    // Another user is not affected.
+    assert_eq!(validate(&f.proxy, "user1", &pw(1)).result_code, 0);
+    // Once the first failure is older than the window, ten remain: allowed.
+    f.clock.set(start + FAILURE_WINDOW_SECS + 1);
+    assert_eq!(validate(&f.proxy, "user3", &pw(3)).result_code, 0);
+    // Success forgot the failures.
+    assert_eq!(validate(&f.proxy, "user3", "wrong").result_code, 1);
+    assert_eq!(validate(&f.proxy, "user3", &pw(3)).result_code, 0);
+}
+
+#[test]
+fn unreadable_validate_gets_2_and_absent_attach_comes_back_empty() {
+    let f = fixture();
+    let bad = Pdu::new(
+        Command::OtherValidateReq.key(),
+        5,
+        Bytes::from_static(&[0xff]),
+    );
+    let rsp: ImValidateRsp = f.proxy.handle(&bad).unwrap().decode_body().unwrap();
+    assert_eq!(rsp.result_code, VALIDATE_INTERNAL_ERROR);
+    // A request without attach_data gets an empty one, as TeamTalk's copy
+    // of an absent field produces (a2 01 00).
+    let req = ImValidateReq {
+        user_name: "user1".into(),
+        password: "x".into(),
+        attach_data: None,
+    };
+    let reply = f.proxy.handle(&req.to_pdu(3)).unwrap();
+    assert!(reply.body.ends_with(&[0xa2, 0x01, 0x00]));
+}
+
+#[test]
+fn a_store_failure_is_2_and_not_a_wrong_password() {
+    let f = failing_fixture();
+    f.store.fail("verify_login");
+    for _ in 0..12 {
+        let rsp = validate(&f.proxy, "user2", &pw(2));
+        assert_eq!(rsp.result_code, VALIDATE_INTERNAL_ERROR);
+        assert_eq!(rsp.user_name, "user2");
+        assert_eq!(rsp.user_info, None);
+        assert!(rsp.result_string.is_some());
+        assert_eq!(rsp.attach_data, attach());
+    }
+    let s = f.proxy.stats();
+    assert_eq!((s.store_errors, s.failures, s.logins_failed), (12, 12, 0));
+    // Store failures are not password failures: the limiter did not lock
+    // the name, so the login works once the store does.
+    f.store.heal("verify_login");
+    assert_eq!(validate(&f.proxy, "user2", &pw(2)).result_code, VALIDATE_OK);
+}

@@ -1,0 +1,344 @@
+//! The store worker (`worker.rs`), the conf reader and a loopback server.
+
+use std::sync::{Arc, Mutex};
+
+use teamtalk_proto::command::CommandMessage;
+use teamtalk_proto::pb::im::message::{
+    ImGetLatestMsgIdReq, ImGetLatestMsgIdRsp, ImGetMsgListReq, ImGetMsgListRsp, ImMsgData,
+    ImMsgDataReadAck,
+};
+use teamtalk_proto::pb::im::server::{ImValidateReq, ImValidateRsp};
+use teamtalk_proto::{Command, Pdu};
+
+use super::{attach, fixture, new_user, pw, text};
+use crate::db_proxy::{
+    DEFAULT_DATA_DIR, DbProxy, DbProxyConfig, DbWorker, Job, config_from_conf, spawn,
+};
+use crate::password::HashParams;
+use crate::runtime::Worker;
+use crate::store::{SqliteStore, Store, StoreOptions};
+
+fn latest_req(seq: u16) -> Pdu {
+    ImGetLatestMsgIdReq {
+        user_id: 1,
+        session_type: 1,
+        session_id: 2,
+        attach_data: None,
+    }
+    .to_pdu(seq)
+}
+
+#[test]
+fn a_batch_splits_runs_so_reads_see_earlier_writes() {
+    let f = fixture();
+    let jobs: Vec<(usize, Pdu)> = vec![
+        (0, text(1, 2, "a").to_pdu(1)),
+        (1, text(2, 1, "b").to_pdu(2)),
+        (2, latest_req(3)),
+        (
+            3,
+            ImMsgData {
+                msg_type: 0x11,
+                ..text(1, 9, "g")
+            }
+            .to_pdu(4),
+        ),
+        (4, text(1, 2, "c").to_pdu(5)),
+        (
+            5,
+            ImMsgDataReadAck {
+                user_id: 2,
+                session_id: 1,
+                msg_id: 3,
+                session_type: 1,
+            }
+            .to_pdu(6),
+        ),
+        (6, text(1, 2, "d").to_pdu(7)),
+        (7, latest_req(8)),
+    ];
+    let out = Mutex::new(Vec::new());
+    crate::db_proxy::worker::run_batch_for_test(&f.proxy, jobs, &|to, pdu| {
+        out.lock().unwrap().push((to, pdu));
+    });
+    let out = out.into_inner().unwrap();
+    // Every request but the read ack answered, in order, with its own seq.
+    assert_eq!(
+        out.iter().map(|(to, p)| (*to, p.seq())).collect::<Vec<_>>(),
+        [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (6, 7), (7, 8)]
+    );
+    let id = |i: usize| out[i].1.decode_body::<ImMsgData>().unwrap().msg_id;
+    let latest = |i: usize| {
+        out[i]
+            .1
+            .decode_body::<ImGetLatestMsgIdRsp>()
+            .unwrap()
+            .latest_msg_id
+    };
+    assert_eq!(
+        (id(0), id(1), latest(2), id(3), id(4), id(5), latest(6)),
+        (1, 2, 2, 0, 3, 4, 4)
+    );
+    // The ack cleared user 2's count before message 4 arrived.
+    assert_eq!(f.store.unread(2).unwrap().total, 1);
+    // Three runs of messages: [a b] [c] [d].
+    assert_eq!(f.proxy.stats().message_batches, 3);
+}
+
+#[test]
+fn thousand_messages_keep_arrival_order_through_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_with(
+            dir.path(),
+            StoreOptions {
+                hash_params: HashParams::INSECURE_FAST,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let proxy = Arc::new(DbProxy::new(Arc::clone(&store)));
+    let latency = Arc::new(crate::metrics::Histogram::latency());
+    let mut lane = DbWorker::store(Arc::clone(&proxy), Arc::clone(&latency));
+    let mut queued: Vec<Job<(u32, u32)>> = Vec::new();
+    // Four connections (two per user) interleaved in one conversation, plus
+    // a read every 100 requests; tag = (connection, arrival index).
+    const N: u32 = 1_000;
+    let mut expected_reads = Vec::new();
+    let mut stored = 0u32;
+    for i in 0..N {
+        let conn = i % 4;
+        let tag = (conn, i);
+        if i % 100 == 99 {
+            expected_reads.push((i, stored));
+            queued.push(Job {
+                to: tag,
+                pdu: latest_req(i as u16),
+            });
+        } else {
+            let (from, to) = if conn < 2 { (1, 2) } else { (2, 1) };
+            let m = ImMsgData {
+                create_time: i,
+                ..text(from, to, &format!("#{i}"))
+            };
+            queued.push(Job {
+                to: tag,
+                pdu: m.to_pdu(i as u16),
+            });
+            stored += 1;
+        }
+    }
+    // The runtime hands the lane at most the batch limit at a time.
+    let mut done = Vec::new();
+    while !queued.is_empty() {
+        let batch: Vec<_> = queued.drain(..queued.len().min(64)).collect();
+        lane.run(batch, &mut done);
+    }
+    let replies: Vec<((u32, u32), Pdu)> = done
+        .into_iter()
+        .filter_map(|r| r.pdu.map(|p| (r.to, p)))
+        .collect();
+    assert_eq!(replies.len(), N as usize);
+    let mut next_id = 1;
+    let mut reads = Vec::new();
+    for (k, ((conn, i), pdu)) in replies.iter().enumerate() {
+        // Replies come out in arrival order, each to its own connection.
+        assert_eq!((*i as usize, *conn), (k, *i % 4));
+        assert_eq!(pdu.seq(), *i as u16);
+        if pdu.is(Command::MsgData.key()) {
+            let m: ImMsgData = pdu.decode_body().unwrap();
+            assert_eq!(m.create_time, *i);
+            assert_eq!(m.msg_id, next_id, "ids strictly increase in arrival order");
+            next_id += 1;
+        } else {
+            let r: ImGetLatestMsgIdRsp = pdu.decode_body().unwrap();
+            reads.push((*i, r.latest_msg_id));
+        }
+    }
+    assert_eq!(reads, expected_reads, "each read sees every earlier write");
+    // The stored history has the same order.
+    let history = store.message_list(1, 2, 0, 200).unwrap();
+    let bodies: Vec<u32> = history.iter().map(|m| m.create_time).collect();
+    let mut sorted = bodies.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(bodies, sorted);
+    let s = proxy.stats();
+    assert_eq!(s.messages_stored, u64::from(stored));
+    assert!(s.message_batches >= 10 && s.message_batches <= u64::from(stored));
+    assert_eq!(latency.snapshot().count, s.message_batches);
+}
+
+#[test]
+fn login_lanes_and_the_store_lane_both_answer() {
+    let f = fixture();
+    let proxy = Arc::new(f.proxy);
+    let mut login = DbWorker::login(Arc::clone(&proxy));
+    let mut store = DbWorker::store(
+        Arc::clone(&proxy),
+        Arc::new(crate::metrics::Histogram::latency()),
+    );
+    let mut done = Vec::new();
+    let logins = (1..=4u32)
+        .map(|i| Job {
+            to: i,
+            pdu: ImValidateReq {
+                user_name: format!("user{i}"),
+                password: pw(i),
+                attach_data: attach(),
+            }
+            .to_pdu(i as u16),
+        })
+        .collect();
+    login.run(logins, &mut done);
+    assert!(done.iter().all(|r| !r.from_store));
+    store.run(
+        vec![Job {
+            to: 9,
+            pdu: text(1, 2, "x").to_pdu(9),
+        }],
+        &mut done,
+    );
+    assert!(done.last().is_some_and(|r| r.from_store));
+    let mut got: Vec<(u32, u16, u32)> = done
+        .into_iter()
+        .filter_map(|r| r.pdu.map(|p| (r.to, p)))
+        .map(|(to, p)| {
+            let code = if p.is(Command::OtherValidateRsp.key()) {
+                p.decode_body::<ImValidateRsp>().unwrap().result_code
+            } else {
+                p.decode_body::<ImMsgData>().unwrap().msg_id
+            };
+            (to, p.seq(), code)
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [(1, 1, 0), (2, 2, 0), (3, 3, 0), (4, 4, 0), (9, 9, 1)]);
+}
+
+// -------------------------------------------------------------- config
+
+#[test]
+fn config_from_stock_conf() {
+    let text = "ListenIP=127.0.0.1\nListenPort=10601\nThreadNum=48\t\t# cores\nMsfsSite=127.0.0.1\n\
+        DBInstances=teamtalk_master,teamtalk_slave\nteamtalk_master_host=127.0.0.1\n\
+        teamtalk_master_port=3306\nteamtalk_slave_dbname=teamtalk\n\
+        CacheInstances=unread,token\nunread_db=1\ntoken_maxconncnt=16\naesKey=0123\n\
+        DataDir=/var/lib/teamtalk\nUtcOffsetMinutes=480\nListenPrt=1\n";
+    let conf = crate::conf::Conf::parse_str(text, "dbproxyserver.conf").unwrap();
+    let cfg = config_from_conf(&conf).unwrap();
+    assert_eq!(cfg.listen, "127.0.0.1:10601".parse().unwrap());
+    assert_eq!(cfg.data_dir, std::path::PathBuf::from("/var/lib/teamtalk"));
+    assert_eq!(cfg.options.utc_offset_secs, 8 * 3600);
+
+    let empty = crate::conf::Conf::parse_str("", "x.conf").unwrap();
+    let cfg = config_from_conf(&empty).unwrap();
+    assert_eq!(cfg.listen, "0.0.0.0:10600".parse().unwrap());
+    assert_eq!(cfg.data_dir, std::path::PathBuf::from(DEFAULT_DATA_DIR));
+
+    let bad = crate::conf::Conf::parse_str("ListenPort=99999\n", "x.conf").unwrap();
+    let err = config_from_conf(&bad).unwrap_err().to_string();
+    assert!(err.contains("ListenPort"), "{err}");
+}
+
+// ------------------------------------------------------------ loopback
+
+#[test]
+fn loopback_validate_store_and_list_over_tcp() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open_with(
+            dir.path(),
+            StoreOptions {
+                hash_params: HashParams::INSECURE_FAST,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    store.add_user(&new_user(1), &pw(1)).unwrap();
+    store.add_user(&new_user(2), &pw(2)).unwrap();
+    let server = spawn(
+        DbProxyConfig::new("127.0.0.1:0".parse().unwrap()),
+        store as Arc<dyn Store>,
+    )
+    .unwrap();
+    let addr = server.addr();
+    assert_ne!(addr.port(), 0);
+
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut codec = teamtalk_proto::PduCodec::default();
+    let mut buf = bytes::BytesMut::new();
+    let mut next = |sock: &mut std::net::TcpStream| -> Pdu {
+        loop {
+            if let Some(p) = codec.decode(&mut buf).unwrap() {
+                if p.is(Command::OtherHeartbeat.key()) {
+                    continue;
+                }
+                return p;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = sock.read(&mut chunk).unwrap();
+            assert!(n > 0, "server closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+
+    // Raw bytes on the wire: validate.
+    let req = ImValidateReq {
+        user_name: "user1".into(),
+        password: pw(1),
+        attach_data: attach(),
+    }
+    .to_pdu(1);
+    sock.write_all(&req.to_bytes()).unwrap();
+    let rsp = next(&mut sock);
+    assert_eq!((rsp.key(), rsp.seq()), (Command::OtherValidateRsp.key(), 1));
+    let v: ImValidateRsp = rsp.decode_body().unwrap();
+    assert_eq!(v.result_code, 0);
+    assert_eq!(v.user_info.unwrap().user_id, 1);
+
+    // Three messages in one write, then the history.
+    let mut wire = Vec::new();
+    for (i, body) in ["one", "two", "three"].iter().enumerate() {
+        wire.extend_from_slice(&text(1, 2, body).to_pdu(10 + i as u16).to_bytes());
+    }
+    sock.write_all(&wire).unwrap();
+    for i in 0..3u16 {
+        let p = next(&mut sock);
+        assert_eq!(p.seq(), 10 + i);
+        let m: ImMsgData = p.decode_body().unwrap();
+        assert_eq!(m.msg_id, u32::from(i) + 1);
+        assert_eq!(m.attach_data, attach());
+    }
+    let req = ImGetMsgListReq {
+        user_id: 2,
+        session_type: 1,
+        session_id: 1,
+        msg_id_begin: 0,
+        msg_cnt: 10,
+        attach_data: attach(),
+    };
+    sock.write_all(&req.to_pdu(20).to_bytes()).unwrap();
+    let p = next(&mut sock);
+    assert_eq!((p.key(), p.seq()), (Command::MsgListResponse.key(), 20));
+    let l: ImGetMsgListRsp = p.decode_body().unwrap();
+    let bodies: Vec<&[u8]> = l.msg_list.iter().map(|m| m.msg_data.as_ref()).collect();
+    assert_eq!(bodies, [&b"three"[..], b"two", b"one"]);
+    assert_eq!(
+        server
+            .inspect(|app| app.proxy().stats().messages_stored)
+            .unwrap(),
+        3
+    );
+
+    // Shutting down tells the peer to stop sending, then closes.
+    server.stop();
+    let p = next(&mut sock);
+    assert_eq!(p.key(), Command::OtherStopRecvPacket.key());
+    assert_eq!(p.body.as_ref(), [0x08, 0x00]);
+}
