@@ -200,40 +200,47 @@ fn db_proxy_restart_mid_conversation_loses_no_acked_message() {
     let mut acked = vec![send(&mut alice, bob_id, "before")];
 
     w.sys.stop_db();
-    // While db_proxy is down nothing is acknowledged.
+    // While db_proxy is down nothing is acknowledged: the message is
+    // answered with IMRequestFailed at once and, since an ack cannot say
+    // "failed", the session is closed for the client to come back.
     let seq = alice
         .send(Command::MsgData, &text(bob_id, "during"))
         .unwrap();
+    let failed = alice
+        .wait_for(Duration::from_secs(10), "failure answer", |p| {
+            p.is(Command::MsgDataAck.key()) || p.is(Command::OtherRequestFailed.key())
+        })
+        .expect("the message is answered");
     assert!(
-        alice
-            .wait_for(Duration::from_millis(500), "ack", |p| p
-                .is(Command::MsgDataAck.key())
-                && p.seq() == seq)
-            .is_err(),
-        "no ack without a store"
+        failed.is(Command::OtherRequestFailed.key()) && failed.seq() == seq,
+        "no ack without a store: {failed:?}"
     );
     w.sys.restart_db().expect("db_proxy restarts");
 
-    // The msg_server reconnects by itself; later messages flow again.
+    // The msg_server reconnects by itself; a new session's messages flow.
     let deadline = daemons::clock::now() + Duration::from_secs(30);
     loop {
-        let seq = alice
-            .send(Command::MsgData, &text(bob_id, "after"))
-            .unwrap();
-        match alice.wait_for(Duration::from_millis(500), "ack", |p| {
+        assert!(
+            daemons::clock::now() < deadline,
+            "msg_server never reconnected to db_proxy"
+        );
+        let mut c = match Client::connect(w.msg(0), T) {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        if c.login("alice", "secret", ClientType::Windows, T).is_err() {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let seq = c.send(Command::MsgData, &text(bob_id, "after")).unwrap();
+        if let Ok(p) = c.wait_for(Duration::from_secs(5), "ack", |p| {
             p.is(Command::MsgDataAck.key()) && p.seq() == seq
         }) {
-            Ok(p) => {
-                let Ok(Message::MsgDataAck(ack)) = Message::decode(&p) else {
-                    panic!()
-                };
-                acked.push(ack.msg_id);
-                break;
-            }
-            Err(_) => assert!(
-                daemons::clock::now() < deadline,
-                "msg_server never reconnected to db_proxy"
-            ),
+            let Ok(Message::MsgDataAck(ack)) = Message::decode(&p) else {
+                panic!()
+            };
+            acked.push(ack.msg_id);
+            break;
         }
     }
     let mut bob = w.login(1, "bob", ClientType::Windows);

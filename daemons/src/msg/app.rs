@@ -32,16 +32,21 @@ use teamtalk_proto::pb::im::base_define::{
     ClientType, ResultType, ServerUserStat, SessionType, UserStatType,
 };
 use teamtalk_proto::pb::im::buddy::{ImRemoveSessionNotify, ImpcLoginStatusNotify};
+use teamtalk_proto::pb::im::ext::RequestFailedCode;
 use teamtalk_proto::pb::im::login::{ImKickPcClientRsp, ImKickUser, ImLoginRes, ImLogoutRsp};
 use teamtalk_proto::pb::im::message::{ImClientTimeRsp, ImMsgData, ImMsgDataReadNotify};
 use teamtalk_proto::pb::im::server::{
     ImMsgServInfo, ImOnlineUserInfo, ImRoleSet, ImServerKickUser, ImUserCntUpdate,
     ImUserStatusUpdate, ImValidateReq,
 };
-use teamtalk_proto::{Attach, Command, Message, Pdu};
+use teamtalk_proto::{Attach, Command, CommandKey, Message, Pdu};
 use tracing::{debug, info, warn};
 
 use crate::metrics::{CounterMap, Scrape};
+use crate::rules::failure::{FailureAnswer, failure_reply, request_failed};
+use crate::rules::relay::{Audience, audience};
+use crate::rules::requests::{ServedBy, forwarded, scope};
+use crate::rules::sessions::session_type_of;
 use crate::runtime::{self, Conn, Input, LinkId, NoJob, Now, Out};
 
 /// The servers msg_server keeps links to.
@@ -156,7 +161,7 @@ enum PendingKind {
     Reply(Command),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pending<C> {
     conn: C,
     seq: u16,
@@ -164,6 +169,11 @@ struct Pending<C> {
     upstream: Upstream,
     kind: PendingKind,
     created: u32,
+    /// The request's command, for `IMRequestFailed`.
+    request: CommandKey,
+    /// What the client gets if no reply comes (the rules' failure answer,
+    /// computed when the request was forwarded).
+    on_failure: FailureAnswer,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -328,10 +338,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     }
 
     /// A link went down. While another link of its kind is up nothing
-    /// changes. Otherwise requests waiting on that kind will get no reply:
-    /// logins are refused now with TeamTalk's code for that server; the
-    /// other requests are dropped (the clients retry; nothing was
-    /// acknowledged).
+    /// changes. Otherwise every request waiting on that kind gets its
+    /// failure answer now (logins TeamTalk's refusal code for that
+    /// server): nothing was acknowledged, and nobody waits for a reply
+    /// that cannot come.
     pub fn link_down(&mut self, link: LinkId) -> Actions<C> {
         let Some(l) = self.link(link) else {
             return Vec::new();
@@ -357,10 +367,13 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             let Some(p) = self.pending.remove(&id) else {
                 continue;
             };
-            self.stats.forward_failed += 1;
-            if let PendingKind::Login { .. } = p.kind {
-                self.refuse_login(p.conn, p.seq, upstream.refusal(), &mut out);
-            }
+            self.fail_pending(
+                p,
+                upstream.refusal(),
+                RequestFailedCode::RequestFailedServerError,
+                "upstream server unreachable",
+                &mut out,
+            );
         }
         out
     }
@@ -387,18 +400,34 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         }
     }
 
-    /// Drops requests that have waited too long, so a peer that never
-    /// answers cannot fill the table. Call about once a second.
-    pub fn tick(&mut self) {
+    /// Answers requests that have waited too long with their failure
+    /// answer, so a peer that never answers can neither fill the table nor
+    /// leave a client waiting. Call about once a second.
+    pub fn tick(&mut self) -> Actions<C> {
         let now = self.now();
-        let before = self.pending.len();
-        self.pending
-            .retain(|_, p| now.saturating_sub(p.created) < PENDING_TTL_SECS);
-        let expired = before - self.pending.len();
-        if expired > 0 {
-            warn!(expired, "requests expired without a reply");
-            self.stats.forward_failed += expired as u64;
+        let expired: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.created) >= PENDING_TTL_SECS)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::new();
+        if !expired.is_empty() {
+            warn!(expired = expired.len(), "requests expired without a reply");
         }
+        for id in expired {
+            if let Some(p) = self.pending.remove(&id) {
+                let refusal = p.upstream.refusal();
+                self.fail_pending(
+                    p,
+                    refusal,
+                    RequestFailedCode::RequestFailedServerError,
+                    "no reply from the upstream server in time",
+                    &mut out,
+                );
+            }
+        }
+        out
     }
 
     // ----- client sessions ------------------------------------------------
@@ -564,20 +593,51 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 let Some(command) = msg.command() else {
                     warn!(?conn, user_id, key = %pdu.key(), "unknown command from client");
                     self.stats.unsupported += 1;
+                    self.fail_request(
+                        conn,
+                        seq,
+                        user_id,
+                        &msg,
+                        RequestFailedCode::RequestFailedUnsupported,
+                        "unknown command",
+                        &mut out,
+                    );
                     return out;
                 };
-                match route_of(command) {
-                    Some((upstream, reply)) => {
-                        if scope_request(&mut msg, user_id) {
-                            let kind = PendingKind::Reply(reply);
-                            if !self.forward(conn, seq, user_id, upstream, kind, msg, &mut out) {
-                                debug!(?conn, %command, "request not forwarded");
-                            }
-                        } else {
-                            self.unsupported(conn, seq, user_id, &msg, &mut out);
+                match forwarded(command) {
+                    Some((served_by, reply)) if scope(&mut msg, user_id) => {
+                        let upstream = match served_by {
+                            ServedBy::Db => Upstream::Db,
+                            ServedBy::Route => Upstream::Route,
+                        };
+                        let kind = PendingKind::Reply(reply);
+                        if !self.forward(conn, seq, user_id, upstream, kind, msg.clone(), &mut out)
+                        {
+                            debug!(?conn, %command, "request not forwarded");
+                            self.fail_request(
+                                conn,
+                                seq,
+                                user_id,
+                                &msg,
+                                RequestFailedCode::RequestFailedServerError,
+                                "upstream server unreachable",
+                                &mut out,
+                            );
                         }
                     }
-                    None => self.unsupported(conn, seq, user_id, &msg, &mut out),
+                    _ => {
+                        warn!(?conn, user_id, %command, "command not supported by this msg_server");
+                        self.stats.unsupported += 1;
+                        self.fail_request(
+                            conn,
+                            seq,
+                            user_id,
+                            &msg,
+                            RequestFailedCode::RequestFailedNotImplemented,
+                            "not supported by this msg_server",
+                            &mut out,
+                        );
+                    }
                 }
             }
         }
@@ -595,37 +655,76 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         out: &mut Actions<C>,
     ) {
         let single = session_type_of(m.msg_type) == Some(SessionType::Single);
-        if !single || m.to_session_id == user_id || m.to_session_id == 0 || m.msg_data.is_empty() {
+        let refusal = if !single {
+            Some((
+                RequestFailedCode::RequestFailedNotImplemented,
+                "group messages are not supported yet",
+            ))
+        } else if m.to_session_id == user_id {
+            Some((
+                RequestFailedCode::RequestFailedBadRequest,
+                "a message to oneself",
+            ))
+        } else if m.to_session_id == 0 {
+            Some((RequestFailedCode::RequestFailedBadRequest, "no recipient"))
+        } else if m.msg_data.is_empty() {
+            Some((
+                RequestFailedCode::RequestFailedBadRequest,
+                "an empty message",
+            ))
+        } else {
+            None
+        };
+        if let Some((code, reason)) = refusal {
             warn!(
                 ?conn,
                 user_id,
                 to = m.to_session_id,
                 msg_type = m.msg_type,
-                "message refused: group, empty, or to oneself"
+                reason,
+                "message refused"
             );
             self.stats.messages_refused += 1;
+            self.fail_request(conn, seq, user_id, &Message::MsgData(m), code, reason, out);
             return;
         }
         m.from_user_id = user_id;
         m.create_time = self.now();
         m.msg_id = 0;
+        let msg = Message::MsgData(m);
         if !self.forward(
             conn,
             seq,
             user_id,
             Upstream::Db,
             PendingKind::Message,
-            m.into(),
+            msg.clone(),
             out,
         ) {
             self.stats.messages_refused += 1;
+            self.fail_request(
+                conn,
+                seq,
+                user_id,
+                &msg,
+                RequestFailedCode::RequestFailedServerError,
+                "db_proxy_server unreachable",
+                out,
+            );
         }
     }
 
     fn stored_message(&mut self, p: Pending<C>, mut m: ImMsgData, out: &mut Actions<C>) {
         if m.msg_id == 0 {
-            warn!(conn = ?p.conn, user_id = p.user_id, "db_proxy could not store the message");
+            warn!(conn = ?p.conn, user_id = p.user_id, "db_proxy refused to store the message");
             self.stats.messages_refused += 1;
+            self.fail_pending(
+                p,
+                ResultType::RefuseReasonNoDbServer,
+                RequestFailedCode::RequestFailedBadRequest,
+                "db_proxy_server refused to store the message",
+                out,
+            );
             return;
         }
         m.attach_data = None;
@@ -669,20 +768,111 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 self.validated(p, client_type, online_status, rsp, &mut out);
             }
             (PendingKind::Message, Message::MsgData(m)) => self.stored_message(p, m, &mut out),
+            (_, Message::OtherRequestFailed(f)) => {
+                let code = RequestFailedCode::try_from(i32::try_from(f.result_code).unwrap_or(1))
+                    .unwrap_or(RequestFailedCode::RequestFailedServerError);
+                info!(conn = ?p.conn, user_id = p.user_id, code = f.result_code,
+                    reason = f.reason.as_deref().unwrap_or(""), "upstream could not serve a request");
+                self.fail_pending(
+                    p,
+                    ResultType::RefuseReasonNoDbServer,
+                    code,
+                    "the upstream server could not serve the request",
+                    &mut out,
+                );
+            }
             (PendingKind::Reply(expected), msg) if msg.command() == Some(expected) => {
                 if !self.conns.contains_key(&p.conn) {
                     self.stats.stale_replies += 1;
                     return out;
                 }
-                self.reply_side_effects(p, &msg, &mut out);
+                self.reply_side_effects(&p, &msg, &mut out);
                 out.push(Action::Send(p.conn, msg.to_pdu(p.seq)));
             }
             (kind, msg) => {
-                warn!(?kind, command = ?msg.command(), "reply of the wrong type; dropped");
+                warn!(?kind, command = ?msg.command(), "reply of the wrong type");
                 self.stats.stale_replies += 1;
+                self.fail_pending(
+                    p,
+                    ResultType::RefuseReasonNoDbServer,
+                    RequestFailedCode::RequestFailedServerError,
+                    "the upstream server answered with the wrong reply",
+                    &mut out,
+                );
             }
         }
         out
+    }
+
+    /// Answers a request that will get no reply: a login with TeamTalk's
+    /// refusal code `refusal`; anything else with its failure answer
+    /// (computed from the request when it was forwarded).
+    fn fail_pending(
+        &mut self,
+        p: Pending<C>,
+        refusal: ResultType,
+        code: RequestFailedCode,
+        reason: &str,
+        out: &mut Actions<C>,
+    ) {
+        self.stats.forward_failed += 1;
+        if !self.conns.contains_key(&p.conn) {
+            return;
+        }
+        match p.kind {
+            PendingKind::Login { .. } => self.refuse_login(p.conn, p.seq, refusal, out),
+            _ => self.apply_failure(p.conn, p.seq, p.request, p.on_failure, code, reason, out),
+        }
+    }
+
+    /// Answers a client request that this msg_server cannot serve, as
+    /// [`rules::failure`](crate::rules::failure) prescribes.
+    #[allow(clippy::too_many_arguments)]
+    fn fail_request(
+        &mut self,
+        conn: C,
+        seq: u16,
+        user_id: u32,
+        request: &Message,
+        code: RequestFailedCode,
+        reason: &str,
+        out: &mut Actions<C>,
+    ) {
+        match failure_reply(request, user_id, seq) {
+            Some(answer) => {
+                self.apply_failure(conn, seq, request.key(), answer, code, reason, out);
+            }
+            // Not a request (a client sending a notice only servers send):
+            // nothing waits for an answer.
+            None => debug!(?conn, user_id, key = %request.key(), "not a request; ignored"),
+        }
+    }
+
+    /// A failure answer on the wire: the reply with its failure code, or
+    /// `IMRequestFailed` (for clients that understand our extension) and
+    /// a close, when the reply type cannot say "failed".
+    #[allow(clippy::too_many_arguments)]
+    fn apply_failure(
+        &mut self,
+        conn: C,
+        seq: u16,
+        request: CommandKey,
+        answer: FailureAnswer,
+        code: RequestFailedCode,
+        reason: &str,
+        out: &mut Actions<C>,
+    ) {
+        match answer {
+            FailureAnswer::Reply(pdu) => out.push(Action::Send(conn, pdu)),
+            FailureAnswer::Close => {
+                info!(?conn, key = %request, reason, "closing the session: its request failed and the reply cannot say so");
+                out.push(Action::Send(
+                    conn,
+                    request_failed(request, None, code, reason, seq),
+                ));
+                out.push(Action::Close { conn, notice: None });
+            }
+        }
     }
 
     fn take_pending(&mut self, msg: &mut Message) -> Option<Pending<C>> {
@@ -693,7 +883,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         self.pending.remove(&attach.handle)
     }
 
-    fn reply_side_effects(&mut self, p: Pending<C>, msg: &Message, out: &mut Actions<C>) {
+    fn reply_side_effects(&mut self, p: &Pending<C>, msg: &Message, out: &mut Actions<C>) {
         match msg {
             Message::BuddyListRemoveSessionRes(rsp) if rsp.result_code == 0 => {
                 let notify = ImRemoveSessionNotify {
@@ -779,29 +969,15 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
 
     // ----- PDUs relayed by route_server ------------------------------------
 
+    /// A PDU route_server relayed from another msg_server: delivered to
+    /// the local sessions of its audience ([`rules::relay`]), except the
+    /// few that carry instructions rather than content (kicks, the answer
+    /// to a status query).
+    ///
+    /// [`rules::relay`]: crate::rules::relay
     fn route_pdu(&mut self, pdu: &Pdu, msg: Message) -> Actions<C> {
         let mut out = Vec::new();
         match msg {
-            Message::MsgData(m) => {
-                self.deliver(m.to_session_id, None, pdu, &mut out);
-                self.deliver(m.from_user_id, None, pdu, &mut out);
-            }
-            Message::MsgReadNotify(m) => self.deliver(m.user_id, None, pdu, &mut out),
-            Message::SwitchP2pCmd(m) => {
-                self.deliver(m.to_user_id, None, pdu, &mut out);
-                self.deliver(m.from_user_id, None, pdu, &mut out);
-            }
-            Message::BuddyListRemoveSessionNotify(m) => {
-                self.deliver(m.user_id, None, pdu, &mut out)
-            }
-            Message::BuddyListSignInfoChangedNotify(_) => {
-                let all: Vec<C> = self.logged_in_sessions(|_| true);
-                self.send_all(&all, pdu, &mut out);
-            }
-            Message::BuddyListStatusNotify(_) => {
-                let watchers: Vec<C> = self.presence_watchers.iter().copied().collect();
-                self.send_all(&watchers, pdu, &mut out);
-            }
             Message::OtherLoginStatusNotify(m) => {
                 let notify = ImpcLoginStatusNotify {
                     user_id: m.user_id,
@@ -836,9 +1012,27 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             msg @ Message::BuddyListUsersStatusResponse(_) => {
                 return self.reply_pdu(Upstream::Route, pdu, msg);
             }
-            other => {
-                debug!(command = ?other.command(), "route pdu not handled by this msg_server");
-            }
+            msg => match audience(&msg) {
+                Some(Audience::Users(users)) => {
+                    self.deliver(users[0], None, pdu, &mut out);
+                    if users[1] != users[0] {
+                        self.deliver(users[1], None, pdu, &mut out);
+                    }
+                }
+                Some(Audience::User(user)) => self.deliver(user, None, pdu, &mut out),
+                Some(Audience::Everyone) => {
+                    let all: Vec<C> = self.logged_in_sessions(|_| true);
+                    self.send_all(&all, pdu, &mut out);
+                }
+                Some(Audience::PresenceWatchers) => {
+                    let watchers: Vec<C> = self.presence_watchers.iter().copied().collect();
+                    self.send_all(&watchers, pdu, &mut out);
+                }
+                other => {
+                    debug!(command = ?msg.command(), audience = ?other,
+                        "route pdu not handled by this msg_server");
+                }
+            },
         }
         out
     }
@@ -934,6 +1128,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         attached.set_attach_data(Some(Attach::handle(id).encode()));
         let created = self.now();
+        let on_failure = failure_reply(&msg, user_id, seq).unwrap_or(FailureAnswer::Close);
+        let request = msg.key();
         self.pending.insert(
             id,
             Pending {
@@ -943,6 +1139,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 upstream,
                 kind,
                 created,
+                request,
+                on_failure,
             },
         );
         let Some(link) = self.up_links(upstream).next() else {
@@ -1027,78 +1225,6 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             out,
         );
     }
-
-    /// Answers a command this msg_server does not implement: with the
-    /// reply's failure code where the reply has one, so the client is not
-    /// left waiting, and always with a log line and a counter.
-    fn unsupported(
-        &mut self,
-        conn: C,
-        seq: u16,
-        user_id: u32,
-        msg: &Message,
-        out: &mut Actions<C>,
-    ) {
-        use teamtalk_proto::pb::im::{buddy, file, group};
-        warn!(?conn, user_id, command = ?msg.command(), "command not supported by this msg_server");
-        self.stats.unsupported += 1;
-        let reply = match msg {
-            Message::BuddyListChangeAvatarRequest(_) => Command::BuddyListChangeAvatarResponse.pdu(
-                seq,
-                &buddy::ImChangeAvatarRsp {
-                    user_id,
-                    result_code: 1,
-                    attach_data: None,
-                },
-            ),
-            Message::GroupCreateRequest(req) => Command::GroupCreateResponse.pdu(
-                seq,
-                &group::ImGroupCreateRsp {
-                    user_id,
-                    result_code: 1,
-                    group_id: None,
-                    group_name: req.group_name.clone(),
-                    user_id_list: Vec::new(),
-                    attach_data: None,
-                },
-            ),
-            Message::GroupChangeMemberRequest(req) => Command::GroupChangeMemberResponse.pdu(
-                seq,
-                &group::ImGroupChangeMemberRsp {
-                    user_id,
-                    change_type: req.change_type,
-                    result_code: 1,
-                    group_id: req.group_id,
-                    cur_user_id_list: Vec::new(),
-                    chg_user_id_list: Vec::new(),
-                    attach_data: None,
-                },
-            ),
-            Message::GroupShieldGroupRequest(req) => Command::GroupShieldGroupResponse.pdu(
-                seq,
-                &group::ImGroupShieldRsp {
-                    user_id,
-                    group_id: req.group_id,
-                    result_code: 1,
-                    attach_data: None,
-                },
-            ),
-            Message::FileRequest(req) => Command::FileResponse.pdu(
-                seq,
-                &file::ImFileRsp {
-                    result_code: 1,
-                    from_user_id: user_id,
-                    to_user_id: req.to_user_id,
-                    file_name: req.file_name.clone(),
-                    task_id: String::new(),
-                    ip_addr_list: Vec::new(),
-                    trans_mode: req.trans_mode,
-                },
-            ),
-            _ => return,
-        };
-        out.push(Action::Send(conn, reply));
-    }
 }
 
 impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
@@ -1135,10 +1261,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 return;
             }
             Input::LinkPdu(link, pdu) => self.upstream_pdu(link, pdu),
-            Input::Tick => {
-                self.tick();
-                return;
-            }
+            Input::Tick => self.tick(),
             Input::Http { conn, .. } => {
                 warn!(?conn, "HTTP request on msg_server; closing");
                 vec![Action::Close { conn, notice: None }]
@@ -1253,15 +1376,6 @@ impl runtime::App for MsgApp<Conn> {
     }
 }
 
-/// Which session type a `MsgType` belongs to.
-fn session_type_of(msg_type: i32) -> Option<SessionType> {
-    use teamtalk_proto::pb::im::base_define::MsgType;
-    match MsgType::try_from(msg_type).ok()? {
-        MsgType::SingleText | MsgType::SingleAudio => Some(SessionType::Single),
-        MsgType::GroupText | MsgType::GroupAudio => Some(SessionType::Group),
-    }
-}
-
 fn refusal_text(code: ResultType) -> &'static str {
     match code {
         ResultType::RefuseReasonNone => "",
@@ -1273,53 +1387,4 @@ fn refusal_text(code: ResultType) -> &'static str {
         ResultType::RefuseReasonDbValidateFailed => "wrong user name or password",
         ResultType::RefuseReasonVersionTooOld => "client version too old",
     }
-}
-
-/// Where a client request goes and which reply comes back, for the
-/// requests msg_server forwards as they are.
-fn route_of(command: Command) -> Option<(Upstream, Command)> {
-    use Command as C;
-    let db = |reply| Some((Upstream::Db, reply));
-    match command {
-        C::LoginReqDevicetoken => db(C::LoginResDevicetoken),
-        C::LoginReqPushShield => db(C::LoginResPushShield),
-        C::LoginReqQueryPushShield => db(C::LoginResQueryPushShield),
-        C::BuddyListRecentContactSessionRequest => db(C::BuddyListRecentContactSessionResponse),
-        C::BuddyListUserInfoRequest => db(C::BuddyListUserInfoResponse),
-        C::BuddyListRemoveSessionReq => db(C::BuddyListRemoveSessionRes),
-        C::BuddyListAllUserRequest => db(C::BuddyListAllUserResponse),
-        C::BuddyListDepartmentRequest => db(C::BuddyListDepartmentResponse),
-        C::BuddyListChangeSignInfoRequest => db(C::BuddyListChangeSignInfoResponse),
-        C::MsgUnreadCntRequest => db(C::MsgUnreadCntResponse),
-        C::MsgListRequest => db(C::MsgListResponse),
-        C::MsgGetLatestMsgIdReq => db(C::MsgGetLatestMsgIdRsp),
-        C::MsgGetByMsgIdReq => db(C::MsgGetByMsgIdRes),
-        C::BuddyListUsersStatusRequest => Some((Upstream::Route, C::BuddyListUsersStatusResponse)),
-        _ => None,
-    }
-}
-
-/// Replaces the requesting user's id in a forwarded request with the
-/// authenticated one. Returns false for messages this function does not
-/// know, which are then not forwarded: a request is only ever sent upstream
-/// with an identity we set.
-fn scope_request(msg: &mut Message, user_id: u32) -> bool {
-    match msg {
-        Message::LoginReqDevicetoken(m) => m.user_id = user_id,
-        Message::LoginReqPushShield(m) => m.user_id = user_id,
-        Message::LoginReqQueryPushShield(m) => m.user_id = user_id,
-        Message::BuddyListRecentContactSessionRequest(m) => m.user_id = user_id,
-        Message::BuddyListUserInfoRequest(m) => m.user_id = user_id,
-        Message::BuddyListRemoveSessionReq(m) => m.user_id = user_id,
-        Message::BuddyListAllUserRequest(m) => m.user_id = user_id,
-        Message::BuddyListDepartmentRequest(m) => m.user_id = user_id,
-        Message::BuddyListChangeSignInfoRequest(m) => m.user_id = user_id,
-        Message::BuddyListUsersStatusRequest(m) => m.user_id = user_id,
-        Message::MsgUnreadCntRequest(m) => m.user_id = user_id,
-        Message::MsgListRequest(m) => m.user_id = user_id,
-        Message::MsgGetLatestMsgIdReq(m) => m.user_id = user_id,
-        Message::MsgGetByMsgIdReq(m) => m.user_id = user_id,
-        _ => return false,
-    }
-    true
 }

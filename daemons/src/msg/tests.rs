@@ -274,8 +274,126 @@ fn store_failure_is_not_acked() {
         panic!()
     };
     let out = app.upstream_pdu(DB, &Command::MsgData.pdu(3, fwd));
-    assert!(out.is_empty(), "msg_id 0 means not stored: {out:?}");
+    assert!(
+        sent_to(&out, 1, Command::MsgDataAck).is_empty(),
+        "msg_id 0 means not stored: {out:?}"
+    );
+    assert_failed_and_closed(&out, 1, Command::MsgData, 3);
     assert_eq!(app.stats().messages_refused, 1);
+}
+
+/// `conn` got `IMRequestFailed` for `request` with `seq`, then a close:
+/// the failure answer of requests whose reply cannot say "failed".
+fn assert_failed_and_closed(out: &[A], conn: u32, request: Command, seq: u16) {
+    let [failed] = &sent_to(out, conn, Command::OtherRequestFailed)[..] else {
+        panic!("no IMRequestFailed in {out:?}")
+    };
+    assert_eq!(failed.seq(), seq);
+    let Ok(Message::OtherRequestFailed(f)) = Message::decode(failed) else {
+        panic!()
+    };
+    assert_eq!(
+        (f.service_id, f.command_id),
+        (
+            u32::from(request.key().service_id),
+            u32::from(request.key().command_id)
+        )
+    );
+    assert!(f.result_code != 0);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Close { conn: c, notice: None } if *c == conn)),
+        "not closed: {out:?}"
+    );
+}
+
+#[test]
+fn a_message_to_oneself_is_answered_not_dropped() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let msg = ImMsgData {
+        from_user_id: 42,
+        to_session_id: 42,
+        msg_id: 0,
+        create_time: 0,
+        msg_type: 1,
+        msg_data: Bytes::from_static(b"me"),
+        attach_data: None,
+    };
+    let out = app.client_pdu(1, &Command::MsgData.pdu(6, &msg));
+    assert!(upstream_of(&out, DB, Command::MsgData).is_empty());
+    assert_failed_and_closed(&out, 1, Command::MsgData, 6);
+}
+
+#[test]
+fn pending_requests_are_answered_when_the_db_link_dies_or_they_expire() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let req = ImUnreadMsgCntReq {
+        user_id: 42,
+        attach_data: None,
+    };
+    let _ = app.client_pdu(1, &Command::MsgUnreadCntRequest.pdu(8, &req));
+    let sign = teamtalk_proto::pb::im::buddy::ImChangeSignInfoReq {
+        user_id: 42,
+        sign_info: "hi".into(),
+        attach_data: None,
+    };
+    let _ = app.client_pdu(1, &Command::BuddyListChangeSignInfoRequest.pdu(9, &sign));
+    assert_eq!(app.pending(), 2);
+    let out = app.link_down(DB);
+    // The reply with a result code says so; the other cannot, so the
+    // session hears IMRequestFailed and is closed.
+    let [sign_rsp] = &sent_to(&out, 1, Command::BuddyListChangeSignInfoResponse)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(sign_rsp.seq(), 9);
+    let Ok(Message::BuddyListChangeSignInfoResponse(r)) = Message::decode(sign_rsp) else {
+        panic!()
+    };
+    assert_ne!(r.result_code, 0);
+    assert_failed_and_closed(&out, 1, Command::MsgUnreadCntRequest, 8);
+    assert_eq!(app.pending(), 0);
+
+    // Expiry: a request older than the limit is answered by the tick.
+    let mut app = self::app();
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let _ = app.client_pdu(1, &Command::BuddyListChangeSignInfoRequest.pdu(4, &sign));
+    app.set_time(1_700_000_000 + 59);
+    assert!(app.tick().is_empty());
+    app.set_time(1_700_000_000 + 60);
+    let out = app.tick();
+    assert_eq!(
+        sent_to(&out, 1, Command::BuddyListChangeSignInfoResponse).len(),
+        1
+    );
+    assert_eq!(app.pending(), 0);
+}
+
+#[test]
+fn request_failed_from_db_proxy_reaches_the_client() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let req = ImUnreadMsgCntReq {
+        user_id: 42,
+        attach_data: None,
+    };
+    let out = app.client_pdu(1, &Command::MsgUnreadCntRequest.pdu(5, &req));
+    let [Message::MsgUnreadCntRequest(fwd)] =
+        &upstream_of(&out, DB, Command::MsgUnreadCntRequest)[..]
+    else {
+        panic!("{out:?}")
+    };
+    let failed = crate::rules::failure::request_failed(
+        Command::MsgUnreadCntRequest.key(),
+        fwd.attach_data.clone(),
+        teamtalk_proto::pb::im::ext::RequestFailedCode::RequestFailedServerError,
+        "store failed",
+        5,
+    );
+    let out = app.upstream_pdu(DB, &failed);
+    assert_failed_and_closed(&out, 1, Command::MsgUnreadCntRequest, 5);
+    assert_eq!(app.pending(), 0);
 }
 
 #[test]

@@ -5,13 +5,14 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 use teamtalk_conn::is_mobile;
-use teamtalk_proto::pb::im::base_define::{MsgType, ServerUserStat, UserStat, UserStatType};
+use teamtalk_proto::pb::im::base_define::{ServerUserStat, UserStat, UserStatType};
 use teamtalk_proto::pb::im::buddy::{ImUserStatNotify, ImUsersStatReq, ImUsersStatRsp};
 use teamtalk_proto::pb::im::server::ImServerPcLoginStatusNotify;
 use teamtalk_proto::{Command, Message, Pdu};
 use tracing::{debug, info, warn};
 
 use crate::metrics::Scrape;
+use crate::rules::relay::{Audience, audience};
 use crate::runtime::{self, Conn, Input, NoJob, Now, Out};
 
 /// What [`RouteApp`] asks for: sends to msg_server connections.
@@ -169,36 +170,27 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
             Message::BuddyListUsersStatusRequest(req) => {
                 out.push(Action::Send(from, self.users_stat_rsp(pdu.seq(), req)));
             }
-            Message::MsgData(m) => match MsgType::try_from(m.msg_type) {
-                Ok(MsgType::SingleText | MsgType::SingleAudio) => {
-                    self.relay(from, pdu, &[m.to_session_id, m.from_user_id], &mut out);
-                }
-                Ok(MsgType::GroupText | MsgType::GroupAudio) => {
+            ref m @ (Message::MsgData(_)
+            | Message::MsgReadNotify(_)
+            | Message::SwitchP2pCmd(_)
+            | Message::OtherServerKickUser(_)
+            | Message::BuddyListRemoveSessionNotify(_)
+            | Message::BuddyListSignInfoChangedNotify(_)) => match audience(m) {
+                Some(Audience::Group(_)) => {
                     // Members are looked up by each msg_server.
                     self.broadcast(pdu, Some(from), &mut out);
                 }
-                Err(_) => {
-                    warn!(
-                        ?from,
-                        msg_type = m.msg_type,
-                        "message of unknown type dropped"
-                    );
+                Some(Audience::Everyone) => {
+                    // Everyone, the sender included: its msg_server tells
+                    // its own clients when this comes back.
+                    self.broadcast(pdu, None, &mut out);
+                }
+                Some(a) => self.relay(from, pdu, a.users(), &mut out),
+                None => {
+                    warn!(?from, key = %pdu.key(), "relayed PDU of unknown type dropped");
                     self.counters.malformed += 1;
                 }
             },
-            Message::MsgReadNotify(n) => self.relay(from, pdu, &[n.user_id], &mut out),
-            Message::SwitchP2pCmd(p) => {
-                self.relay(from, pdu, &[p.to_user_id, p.from_user_id], &mut out);
-            }
-            Message::OtherServerKickUser(k) => self.relay(from, pdu, &[k.user_id], &mut out),
-            Message::BuddyListRemoveSessionNotify(n) => {
-                self.relay(from, pdu, &[n.user_id], &mut out);
-            }
-            Message::BuddyListSignInfoChangedNotify(_) => {
-                // Everyone, the sender included: its msg_server tells its
-                // own clients when this comes back.
-                self.broadcast(pdu, None, &mut out);
-            }
             Message::OtherRoleSet(r) => {
                 info!(
                     ?from,
@@ -599,7 +591,7 @@ fn pc_login_notify(user_id: u32, login_status: u32) -> Pdu {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use teamtalk_proto::pb::im::base_define::{ClientType, SessionType};
+    use teamtalk_proto::pb::im::base_define::{ClientType, MsgType, SessionType};
     use teamtalk_proto::pb::im::buddy::{ImRemoveSessionNotify, ImSignInfoChangedNotify};
     use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
     use teamtalk_proto::pb::im::message::{ImMsgData, ImMsgDataReadNotify};

@@ -3,5 +3,13 @@
 //!
 //! - [`failure`]: what a request that cannot be served is answered with,
 //!   for every request a client or a msg_server can send.
+//! - [`requests`]: where a client request msg_server forwards is served,
+//!   and how its sender's identity is overwritten with the session's.
+//! - [`relay`]: who receives a PDU relayed between msg_servers, for
+//!   route_server's targeting and each msg_server's delivery.
+//! - [`sessions`]: message types and their session types.
 
 pub mod failure;
+pub mod relay;
+pub mod requests;
+pub mod sessions;
