@@ -224,9 +224,8 @@ fn db_proxy_restart_mid_conversation_loses_no_acked_message() {
             daemons::clock::now() < deadline,
             "msg_server never reconnected to db_proxy"
         );
-        let mut c = match Client::connect(w.msg(0), T) {
-            Ok(c) => c,
-            Err(_) => continue,
+        let Ok(mut c) = Client::connect(w.msg(0), T) else {
+            continue;
         };
         if c.login("alice", "secret", ClientType::Windows, T).is_err() {
             std::thread::sleep(Duration::from_millis(100));
