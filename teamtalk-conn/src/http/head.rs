@@ -239,7 +239,7 @@ fn framing(map: &HeaderMap, version: Version) -> Result<Framing, HttpCloseReason
     }
     let mut length: Option<u64> = None;
     for t in tokens(map, &CONTENT_LENGTH) {
-        let n = parse_length(t).ok_or(bad(BadRequest::ContentLength))?;
+        let n = parse_length(t).ok_or_else(|| bad(BadRequest::ContentLength))?;
         if length.is_some_and(|l| l != n) {
             return Err(bad(BadRequest::ContentLength));
         }
@@ -371,10 +371,7 @@ mod tests {
 
     #[test]
     fn failures_are_classified() {
-        let c = |s: &str| match check(s.as_bytes(), 4) {
-            Ok(_) => None,
-            Err(e) => Some(e),
-        };
+        let c = |s: &str| check(s.as_bytes(), 4).err();
         assert_eq!(
             c("GET / HTTP/2.0\r\n\r\n"),
             Some(HttpCloseReason::VersionNotSupported)

@@ -151,9 +151,9 @@ const QUIET_WAKEUP: Duration = Duration::from_secs(60);
 
 /// Settings of one [`HttpConn`] (usually one per listener).
 ///
-/// Start from [`HttpConfig::default`] and change fields.
+/// Build it with struct update syntax over the defaults:
+/// `HttpConfig { max_body_bytes: 10 << 20, ..HttpConfig::default() }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct HttpConfig {
     /// The whole head must arrive within this, counted from connection
     /// start (first request) or the request's first byte (later ones).
@@ -200,8 +200,12 @@ impl Default for HttpConfig {
 }
 
 /// What an [`HttpConn`] tells the application.
+///
+/// Not boxed although `Closed` is much smaller: it comes once per
+/// connection, and a box would cost an allocation per request.
 #[derive(Debug)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)]
 pub enum HttpEvent {
     /// A complete request, body included. Answer it with
     /// [`HttpConn::respond`]; no further request is parsed until then.
@@ -379,12 +383,9 @@ pub struct Upgrade {
 enum State {
     /// Reading a request head; `started` once its header deadline runs.
     Head { started: bool },
-    /// Reading the body of a parsed head.
-    Body {
-        request: Request<()>,
-        info: Info,
-        body: BodyReader,
-    },
+    /// Reading the body of a parsed head (boxed: an idle connection
+    /// should not carry a request's size).
+    Body(Box<BodyState>),
     /// A request was delivered; waiting for `respond`.
     Awaiting(Info),
     /// A 101 was sent; waiting for `take_upgrade`.
@@ -393,6 +394,14 @@ enum State {
     HandedOff,
     /// No more HTTP: closing or closed.
     Closed,
+}
+
+/// A parsed head whose body is being read.
+#[derive(Debug)]
+struct BodyState {
+    request: Request<()>,
+    info: Info,
+    body: BodyReader,
 }
 
 /// What respond needs to know about the request being answered.
@@ -410,8 +419,9 @@ enum BodyReader {
     Chunked(Chunked),
 }
 
-/// Queued outputs, in order.
+/// Queued outputs, in order (few at a time, so not boxed).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Item {
     Data(Bytes),
     Event(HttpEvent),
@@ -740,8 +750,8 @@ impl HttpConn {
                         Err(reason) => return self.fail(reason),
                     }
                 }
-                State::Body { body, .. } => {
-                    let done = match body {
+                State::Body(state) => {
+                    let done = match &mut state.body {
                         BodyReader::Length(n) => {
                             if self.rx.len() < *n {
                                 return;
@@ -769,12 +779,11 @@ impl HttpConn {
                             }
                         }
                     };
-                    let State::Body { request, info, .. } =
-                        std::mem::replace(&mut self.state, State::Closed)
+                    let State::Body(state) = std::mem::replace(&mut self.state, State::Closed)
                     else {
                         return;
                     };
-                    self.deliver(request, info, done.freeze());
+                    self.deliver(state.request, state.info, done.freeze());
                 }
                 State::Awaiting(_) | State::Upgraded | State::HandedOff | State::Closed => {
                     return;
@@ -843,11 +852,11 @@ impl HttpConn {
         }
         self.timers
             .set(Timer::Body, self.now + self.cfg.body_timeout);
-        self.state = State::Body {
+        self.state = State::Body(Box::new(BodyState {
             request: head.request,
             info,
             body,
-        };
+        }));
     }
 
     fn deliver(&mut self, request: Request<()>, info: Info, body: Bytes) {
