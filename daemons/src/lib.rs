@@ -14,7 +14,9 @@
 //! [`system`] starts all four in one process (`teamtalk up`); [`client`] is
 //! a blocking TeamTalk client used by [`chat`], [`mod@bench`] and the tests;
 //! [`conf`] reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics`
-//! and `/healthz`.
+//! and `/healthz`; [`mod@http`] holds what every HTTP endpoint shares
+//! (routing, JSON, ranges, CORS, multipart) on top of
+//! `teamtalk_conn::http::HttpConn`.
 #![forbid(unsafe_code)]
 pub mod bench;
 pub mod chat;
@@ -23,6 +25,7 @@ pub mod client;
 pub mod clock;
 pub mod conf;
 pub mod db_proxy;
+pub mod http;
 pub mod login;
 pub mod metrics;
 pub mod msg;
