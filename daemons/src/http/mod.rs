@@ -8,7 +8,7 @@
 //!
 //! - [`Route`]: method, percent-decoded path segments and query pairs, for
 //!   a `match`; traversal segments are refused.
-//! - Responses: [`json`], [`text`], [`bytes`], [`empty`], and the standard
+//! - Responses: [`json()`], [`text()`], [`bytes()`], [`empty()`], and the standard
 //!   error body ([`error`], [`ErrorBody`], [`not_found`], [`bad_request`],
 //!   [`method_not_allowed`], [`internal_error`]).
 //! - [`parse_json`]: a JSON body into a typed struct, with a typed,
