@@ -12,10 +12,12 @@
 //!
 //! The machine raises [`HttpEvent::Request`] for a complete request (head
 //! and body) and then waits for the application's [`HttpConn::respond`].
-//! Bytes of a next, pipelined request are kept (at most
-//! [`HttpConfig::max_head_bytes`] of them) and parsed only once the
-//! response is answered and handed to the driver. A request without
-//! keep-alive is the last one: bytes after it are discarded.
+//! Bytes of a next, pipelined request are kept, at most one request's
+//! worth ([`HttpConfig::max_head_bytes`] plus
+//! [`HttpConfig::max_body_bytes`], what a single request may cost anyway),
+//! and parsed only once the response is answered and handed to the
+//! driver. A request without keep-alive is the last one: bytes after it
+//! are discarded.
 //!
 //! # Deadlines ([`HttpConfig`])
 //!
@@ -89,7 +91,7 @@
 //! `Upgrade`). The application may answer it normally, or with `101
 //! Switching Protocols` (refused with [`RespondError::Status`] for any
 //! other request). After a 101 the machine parses no more HTTP: it keeps
-//! the bytes that follow (at most `max_head_bytes`) and
+//! the bytes that follow (within the same bound as pipelined bytes) and
 //! [`HttpConn::is_upgraded`] turns true once the 101 is handed out.
 //!
 //! The reactor runs one machine type per listener, so the WebSocket
@@ -291,8 +293,9 @@ pub enum HttpCloseReason {
     /// A transfer coding other than `chunked` (501 sent).
     #[error("transfer coding not implemented")]
     NotImplemented,
-    /// More than `max_head_bytes` arrived while a response was pending or
-    /// after an upgrade. Nothing is sent (a response may be in progress).
+    /// More than `max_head_bytes + max_body_bytes` arrived ahead of a
+    /// pending response, or after an upgrade. Nothing is sent (a response
+    /// may be in progress).
     #[error("too many bytes ahead of the response")]
     PipelineOverflow,
     /// The connection was taken over by [`HttpConn::take_upgrade`].
@@ -709,14 +712,25 @@ impl HttpConn {
             _ => {}
         }
         self.rx.extend_from_slice(data);
-        match self.state {
-            State::Awaiting(_) | State::Upgraded => {
-                if self.rx.len() > self.cfg.max_head_bytes {
-                    self.abort(HttpCloseReason::PipelineOverflow);
-                }
-            }
-            _ => self.process_rx(),
+        let waiting = match self.state {
+            State::Awaiting(_) | State::Upgraded => true,
+            // The previous response is still going out.
+            State::Head { .. } => self.queued_bytes > 0,
+            _ => false,
+        };
+        if !waiting {
+            self.process_rx();
+        } else if self.rx.len() > self.ahead_limit() {
+            self.abort(HttpCloseReason::PipelineOverflow);
         }
+    }
+
+    /// How many bytes may wait while they cannot be parsed: one request's
+    /// worth.
+    fn ahead_limit(&self) -> usize {
+        self.cfg
+            .max_head_bytes
+            .saturating_add(self.cfg.max_body_bytes)
     }
 
     /// Parses what the receive buffer holds, as far as the state allows.
@@ -725,10 +739,8 @@ impl HttpConn {
             match &mut self.state {
                 State::Head { started } => {
                     if self.queued_bytes > 0 {
-                        // The previous response is still going out.
-                        if self.rx.len() > self.cfg.max_head_bytes {
-                            self.abort(HttpCloseReason::PipelineOverflow);
-                        }
+                        // The previous response is still going out; its
+                        // release parses on.
                         return;
                     }
                     if self.rx.is_empty() {

@@ -342,6 +342,20 @@ fn the_application_can_ask_to_close() {
 }
 
 #[test]
+fn a_pipelined_upload_in_the_same_read_survives_the_response() {
+    let mut d = conn();
+    let mut bytes = GET.to_vec();
+    bytes.extend_from_slice(b"PUT /img HTTP/1.1\r\nContent-Length: 20000\r\n\r\n");
+    bytes.extend_from_slice(&[b'i'; 20000]);
+    d.recv(&bytes);
+    d.call(|m| m.respond(text("first"))).unwrap();
+    let reqs = requests(&d);
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].body().len(), 20000);
+    assert!(wire(&d).ends_with("first"));
+}
+
+#[test]
 fn pipelined_requests_are_delivered_one_at_a_time() {
     let mut d = conn();
     d.recv(b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nok");
@@ -360,9 +374,15 @@ fn pipelined_requests_are_delivered_one_at_a_time() {
 
 #[test]
 fn too_much_ahead_of_a_response_closes() {
-    let mut d = conn();
+    let cfg = HttpConfig {
+        max_body_bytes: 1000,
+        ..HttpConfig::default()
+    };
+    let mut d = conn_with(cfg);
     d.recv(GET);
     d.recv(&[b'G'; 9000]);
+    assert!(!d.finished(), "one request's worth may wait");
+    d.recv(&[b'G'; 193]);
     assert!(d.transmitted().is_empty());
     assert_closed(&d, HttpCloseReason::PipelineOverflow);
     assert_eq!(
