@@ -27,7 +27,7 @@ fn any_port() -> SocketAddr {
 /// second; the others generous, for a loaded machine.
 fn cfg() -> HttpConfig {
     HttpConfig {
-        header_timeout: Duration::from_millis(300),
+        header_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(10),
         max_tx_bytes: 8 << 20,
         ..HttpConfig::default()
@@ -96,10 +96,24 @@ fn closed_by_peer(s: &mut TcpStream) -> bool {
 fn scenario(addr: SocketAddr) {
     const SLOW: usize = 20;
     let mut slow: Vec<TcpStream> = (0..SLOW).map(|_| connect(addr)).collect();
+    let started = now();
     for s in &mut slow {
         s.write_all(b"GET / HTTP/1.1\r\n").expect("write");
     }
-    let started = now();
+    // They trickle in the background, well inside their 1 s deadline
+    // (writing to a connection the server has closed would reset it).
+    let trickle = std::thread::spawn(move || {
+        let mut line = 0;
+        while now() < started + Duration::from_millis(600) {
+            line += 1;
+            for s in &mut slow {
+                s.write_all(format!("X-{line}: x\r\n").as_bytes())
+                    .expect("write");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        slow
+    });
 
     let mut fast = connect(addr);
     fast.write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -108,24 +122,14 @@ fn scenario(addr: SocketAddr) {
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert_eq!(body, b"/hello");
 
-    // A large response, read in small bites with pauses: it arrives whole.
+    // A large response, read late: it arrives whole.
     fast.write_all(b"GET /big HTTP/1.1\r\n\r\n").expect("write");
     std::thread::sleep(Duration::from_millis(50));
     let (head, body) = read_response(&mut fast);
     assert!(head.contains("content-length: 7340032\r\n"), "{head}");
     assert!(body == big_body(), "large body intact");
 
-    // The slow ones trickle until they are cut off.
-    let mut line = 0;
-    while now() < started + PATIENCE && !slow.is_empty() {
-        line += 1;
-        slow.retain_mut(|s| s.write_all(format!("X-{line}: x\r\n").as_bytes()).is_ok());
-        std::thread::sleep(Duration::from_millis(100));
-        if now() > started + Duration::from_secs(2) {
-            break;
-        }
-    }
-    for mut s in slow {
+    for mut s in trickle.join().expect("trickle") {
         let mut head = [0u8; 28];
         s.read_exact(&mut head).expect("408 status line");
         assert_eq!(&head, b"HTTP/1.1 408 Request Timeout");
@@ -219,4 +223,92 @@ fn slow_clients_are_cut_off_while_others_are_served_by_the_tokio_driver() {
     });
     scenario(addr);
     assert_eq!(rt.block_on(app).expect("app"), 20);
+}
+
+/// The login_server finding, on the reactor: 300 connections from one
+/// address each sending a header line every 100 ms. With a per-source cap
+/// of 50 the rest are refused at once; the 50 are cut off with 408 at
+/// their header deadline; and clients from another address are served
+/// at once all along.
+#[test]
+fn three_hundred_slowloris_connections_do_not_starve_other_clients() {
+    const SLOW: usize = 300;
+    const CAP: usize = 50;
+    let reactor = Reactor::<HttpConn>::new(ReactorConfig {
+        threads: 2,
+        ..ReactorConfig::default()
+    })
+    .expect("reactor");
+    let opts = ListenOptions {
+        max_per_source: Some(CAP),
+    };
+    let addr = reactor
+        .listen_with(any_port(), opts, |peer, t| {
+            HttpConn::new(
+                HttpConfig {
+                    header_timeout: Duration::from_secs(2),
+                    ..cfg()
+                },
+                peer,
+                t,
+            )
+        })
+        .expect("listen");
+    let app = serve_blocking(reactor.events(), reactor.handle());
+
+    let started = now();
+    let mut slow: Vec<TcpStream> = (0..SLOW).map(|_| connect(addr)).collect();
+    for s in &mut slow {
+        // Refused ones may already be gone: ignore write errors.
+        let _ = s.write_all(b"GET /msg_server HTTP/1.1\r\n");
+    }
+    // Trickle well inside the 2 s deadline (writing to a connection the
+    // server has closed would reset it and could swallow its 408).
+    for round in 0..5 {
+        if now() > started + Duration::from_secs(1) {
+            break;
+        }
+        for s in &mut slow {
+            let _ = s.write_all(format!("X-{round}: x\r\n").as_bytes());
+        }
+        // Another address is served at once, every round.
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .expect("bind");
+        s.connect(&addr.into()).expect("connect");
+        let mut other: TcpStream = s.into();
+        other.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        other
+            .write_all(b"GET /msg_server HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let (head, body) = read_response(&mut other);
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\n"),
+            "round {round}: {head}"
+        );
+        assert_eq!(body, b"/msg_server");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut timed_out = 0;
+    let mut refused = 0;
+    for mut s in slow {
+        let mut all = Vec::new();
+        match s.read_to_end(&mut all) {
+            Ok(_) if all.starts_with(b"HTTP/1.1 408 ") => timed_out += 1,
+            Ok(_) if all.is_empty() => refused += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => refused += 1,
+            other => panic!("unexpected end of a slow client: {other:?} {all:?}"),
+        }
+    }
+    assert_eq!((timed_out, refused), (CAP, SLOW - CAP));
+    let stats = reactor.stats();
+    assert_eq!(stats.refused_per_source, (SLOW - CAP) as u64);
+    reactor.shutdown();
+    let closes = app.join().expect("app");
+    let header_timeouts = closes
+        .iter()
+        .filter(|r| **r == HttpCloseReason::HeaderTimedOut)
+        .count();
+    assert_eq!(header_timeouts, CAP);
 }
