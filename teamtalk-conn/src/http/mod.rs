@@ -877,7 +877,7 @@ impl HttpConn {
         debug!(
             peer = %self.peer,
             method = %request.method(),
-            path = request.uri().path(),
+            path = bounded(request.uri().path(), 120),
             body = body.len(),
             "http request"
         );
@@ -1013,6 +1013,16 @@ impl Machine for HttpConn {
         self.update_tx_timers();
         self.fire_timers();
     }
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), for log lines
+/// quoting client input.
+fn bounded(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 impl HttpConn {
