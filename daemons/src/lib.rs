@@ -15,7 +15,9 @@
 //! a blocking TeamTalk client used by [`chat`], [`mod@bench`] and the tests;
 //! [`conf`] reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics`
 //! and `/healthz`; [`rules`] holds protocol rules every daemon applies the
-//! same way (the failure answer of each request).
+//! same way (the failure answer of each request, who receives a relay);
+//! [`mod@http`] holds what every HTTP endpoint shares (routing, JSON,
+//! ranges, CORS, multipart) on top of `teamtalk_conn::http::HttpConn`.
 #![forbid(unsafe_code)]
 pub mod bench;
 pub mod chat;
@@ -24,6 +26,7 @@ pub mod client;
 pub mod clock;
 pub mod conf;
 pub mod db_proxy;
+pub mod http;
 pub mod login;
 pub mod metrics;
 pub mod msg;

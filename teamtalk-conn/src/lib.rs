@@ -114,6 +114,9 @@
 //! - [`LoadTable`]: login_server's least-loaded msg_server choice and its
 //!   `/msg_server` JSON.
 //! - [`Presence`]: the one-PC-plus-one-mobile multi-login policy.
+//! - [`HttpConn`] (module [`http`]): a server-side HTTP/1.1 connection
+//!   with header, body, idle and send deadlines, body limits, chunked
+//!   bodies and keep-alive, for every HTTP endpoint of the daemons.
 //!
 //! # Timers
 //!
@@ -128,6 +131,9 @@
 //! | [`TEAMTALK_MIN_RECONNECT`] … [`TEAMTALK_MAX_RECONNECT`] | 4 s … 64 s | `MIN_RECONNECT_CNT`, `MAX_RECONNECT_CNT` | [`Backoff::teamtalk`]: 4, 8, 16, 32, 64, 4, … |
 //! | [`DEFAULT_INITIAL_BACKOFF`] … [`DEFAULT_MAX_BACKOFF`] | 1 s … 60 s | (ours) | default [`Backoff::exponential`], jittered to `[d/2, d]` |
 //!
+//! HTTP connections have their own deadlines (header 10 s, body 30 s,
+//! keep-alive idle 15 s, send 30 s): see the [`http`] module.
+//!
 //! TeamTalk polls these on a 1 s timer, so its deadlines fire up to a second
 //! late; ours fire exactly at `last activity + interval`.
 #![forbid(unsafe_code)]
@@ -139,6 +145,7 @@ pub mod balance;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod http;
 mod link;
 mod machine;
 pub mod presence;
@@ -149,6 +156,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use self::http::{HttpCloseReason, HttpConfig, HttpConn, HttpEvent, RespondError};
 pub use backoff::{
     Backoff, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, TEAMTALK_MAX_RECONNECT,
     TEAMTALK_MIN_RECONNECT,

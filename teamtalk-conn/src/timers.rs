@@ -17,22 +17,32 @@ pub(crate) enum Timer {
     Idle,
     /// Close: a client's login did not complete in time.
     Login,
+    /// HTTP: the request head did not arrive in time (408).
+    Header,
+    /// HTTP: the request body did not arrive in time (408).
+    Body,
+    /// HTTP: the peer took none of the response for this long.
+    Send,
 }
 
 impl Timer {
-    const ALL: [Self; 5] = [
+    const COUNT: usize = 8;
+    const ALL: [Self; Self::COUNT] = [
         Self::Connect,
         Self::Backoff,
         Self::Heartbeat,
         Self::Idle,
         Self::Login,
+        Self::Header,
+        Self::Body,
+        Self::Send,
     ];
 }
 
 /// One optional deadline per [`Timer`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; 5],
+    deadlines: [Option<Instant>; Timer::COUNT],
 }
 
 impl TimerTable {
@@ -45,7 +55,7 @@ impl TimerTable {
     }
 
     pub(crate) fn clear_all(&mut self) {
-        self.deadlines = [None; 5];
+        self.deadlines = [None; Timer::COUNT];
     }
 
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {

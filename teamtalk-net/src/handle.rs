@@ -9,6 +9,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use teamtalk_conn::Machine;
 
+use crate::source::{ListenOptions, SourceLimit, SourceSlot};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// Identifies one connection of one reactor, for its whole life.
@@ -99,14 +100,19 @@ pub(crate) enum Cmd<M> {
     Exec(ConnId, ExecFn<M>),
     /// Take a new outbound machine and reply with its id.
     Open(M, Sender<ConnId>),
-    /// Start accepting on a listener.
-    Listen(mio::net::TcpListener, Factory<M>),
+    /// Start accepting on a listener, with its per-source limit.
+    Listen(
+        mio::net::TcpListener,
+        Factory<M>,
+        Option<std::sync::Arc<SourceLimit>>,
+    ),
     /// Take over a connection another shard accepted.
     Adopt {
         stream: mio::net::TcpStream,
         peer: SocketAddr,
         local: SocketAddr,
         machine: M,
+        source: Option<SourceSlot>,
     },
     /// Stop accepting, flush, exit.
     Shutdown,
@@ -237,11 +243,30 @@ where
     where
         F: Fn(SocketAddr, Instant) -> M + Send + 'static,
     {
+        self.listen_with(addr, ListenOptions::default(), factory)
+    }
+
+    /// [`Handle::listen`] with options, such as a cap on the connections
+    /// of one source address ([`ListenOptions::max_per_source`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::listen`].
+    pub fn listen_with<F>(
+        &self,
+        addr: SocketAddr,
+        opts: ListenOptions,
+        factory: F,
+    ) -> Result<SocketAddr, NetError>
+    where
+        F: Fn(SocketAddr, Instant) -> M + Send + 'static,
+    {
         let std_listener = crate::socket::bind_listener(addr, self.backlog)?;
         let local = std_listener.local_addr()?;
         let listener = mio::net::TcpListener::from_std(std_listener);
+        let limit = SourceLimit::for_options(&opts);
         self.pick_shard()
-            .send(Cmd::Listen(listener, Box::new(factory)))?;
+            .send(Cmd::Listen(listener, Box::new(factory), limit))?;
         Ok(local)
     }
 

@@ -53,7 +53,10 @@
 //!   (reads go through the shard's buffer) and the write queue allocates
 //!   only while a socket is full. Resource limits: at most
 //!   [`ReactorConfig::max_connections`]; connections above it are closed
-//!   at once and counted in [`Stats`].
+//!   at once and counted in [`Stats`]. A listener may also cap the
+//!   connections of one source address ([`ListenOptions::max_per_source`],
+//!   through [`Handle::listen_with`]), so one client cannot take the
+//!   slots of everyone else.
 //! - [`Reactor::shutdown`] stops accepting, drops the machines, flushes
 //!   queued bytes for a bounded time and closes everything.
 //!
@@ -110,6 +113,7 @@ mod handle;
 mod limits;
 mod reactor;
 pub mod socket;
+mod source;
 mod stats;
 mod timer_heap;
 #[cfg(feature = "tokio")]
@@ -119,4 +123,5 @@ mod txqueue;
 pub use handle::{ConnId, Handle, NetError, NetEvent};
 pub use limits::raise_fd_limit;
 pub use reactor::{EventRx, Reactor, ReactorConfig};
+pub use source::ListenOptions;
 pub use stats::{Stats, StatsSnapshot};

@@ -17,6 +17,7 @@ use teamtalk_conn::{Input, Machine, Output};
 use crate::clock;
 use crate::handle::{Cmd, ConnId, Factory, Handle, NetError, NetEvent, ON_SHARD, ShardTx};
 use crate::socket::{self, ConnectState};
+use crate::source::{self as sources, ListenOptions, SourceLimit, SourceSlot};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::timer_heap::{Entry, TimerHeap};
 use crate::txqueue::TxQueue;
@@ -227,6 +228,23 @@ where
         self.handle.listen(addr, factory)
     }
 
+    /// See [`Handle::listen_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::listen`].
+    pub fn listen_with<F>(
+        &self,
+        addr: SocketAddr,
+        opts: ListenOptions,
+        factory: F,
+    ) -> Result<SocketAddr, NetError>
+    where
+        F: Fn(SocketAddr, Instant) -> M + Send + 'static,
+    {
+        self.handle.listen_with(addr, opts, factory)
+    }
+
     /// See [`Handle::open`].
     ///
     /// # Errors
@@ -315,10 +333,13 @@ struct Conn<M> {
     linger_until: Option<Instant>,
     /// The earliest live timer-heap entry of this connection.
     scheduled: Option<Instant>,
+    /// Its place in the listener's per-source count, given back when the
+    /// connection is dropped (on whichever shard that happens).
+    _source: Option<SourceSlot>,
 }
 
 impl<M: Machine> Conn<M> {
-    fn new(generation: u32, machine: M, sock: Sock) -> Self {
+    fn new(generation: u32, machine: M, sock: Sock, source: Option<SourceSlot>) -> Self {
         Self {
             generation,
             machine: Some(machine),
@@ -329,6 +350,7 @@ impl<M: Machine> Conn<M> {
             deadline: None,
             linger_until: None,
             scheduled: None,
+            _source: source,
         }
     }
 
@@ -391,6 +413,8 @@ struct Listener<M> {
     listener: TcpListener,
     local: SocketAddr,
     factory: Factory<M>,
+    /// The per-source limit, shared by all shards; `None`: unlimited.
+    limit: Option<Arc<SourceLimit>>,
 }
 
 /// One shard thread's state.
@@ -509,7 +533,7 @@ where
 
     /// Inserts a connection; `None` if the slab is beyond what a
     /// [`ConnId`] can name or registration failed.
-    fn insert(&mut self, machine: M, sock: Sock) -> Option<usize> {
+    fn insert(&mut self, machine: M, sock: Sock, source: Option<SourceSlot>) -> Option<usize> {
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if u32::try_from(slot).is_err() || slot >= LISTENER_FLOOR {
@@ -517,7 +541,7 @@ where
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let mut conn = Conn::new(generation, machine, sock);
+        let mut conn = Conn::new(generation, machine, sock, source);
         if let Sock::Open(s) | Sock::Connecting(s) = &mut conn.sock
             && let Err(e) = self.poll.registry().register(
                 s,
@@ -873,6 +897,14 @@ where
             };
             match l.listener.accept() {
                 Ok((stream, peer)) => {
+                    // Per source first: an unlimited listener pays nothing,
+                    // and a refused source never takes a global slot.
+                    let Ok(source) = sources::admit(l.limit.as_ref(), peer.ip()) else {
+                        tracing::debug!(%peer, "per-source limit reached; closing");
+                        self.stats.refused_per_source();
+                        drop(stream);
+                        continue;
+                    };
                     if !self.stats.try_admit(self.cfg.max_connections) {
                         tracing::debug!(%peer, "connection limit reached; closing");
                         drop(stream);
@@ -884,13 +916,14 @@ where
                     self.next_target = (self.next_target + 1) % self.peers.len();
                     let target = self.next_target;
                     if target == self.index {
-                        self.adopt(stream, peer, local, machine, now);
+                        self.adopt(stream, peer, local, machine, source, now);
                     } else {
                         let cmd = Cmd::Adopt {
                             stream,
                             peer,
                             local,
                             machine,
+                            source,
                         };
                         if self.peers[target].send(cmd).is_err() {
                             self.stats.closed();
@@ -917,13 +950,14 @@ where
         peer: SocketAddr,
         local: SocketAddr,
         machine: M,
+        source: Option<SourceSlot>,
         now: Instant,
     ) {
         if self.shutdown_at.is_some() {
             self.stats.closed();
             return;
         }
-        let Some(slot) = self.insert(machine, Sock::Open(stream)) else {
+        let Some(slot) = self.insert(machine, Sock::Open(stream), source) else {
             self.stats.closed();
             return;
         };
@@ -965,7 +999,7 @@ where
                 if self.shutdown_at.is_some() {
                     return;
                 }
-                if let Some(slot) = self.insert(machine, Sock::None) {
+                if let Some(slot) = self.insert(machine, Sock::None, None) {
                     self.stats.opened();
                     let id = self.id(slot, self.conns[slot].generation);
                     // If the caller gave up waiting, the link still runs.
@@ -973,7 +1007,7 @@ where
                     self.drain(slot, now);
                 }
             }
-            Cmd::Listen(mut listener, factory) => {
+            Cmd::Listen(mut listener, factory, limit) => {
                 if self.shutdown_at.is_some() {
                     return;
                 }
@@ -1002,6 +1036,7 @@ where
                     listener,
                     local,
                     factory,
+                    limit,
                 });
                 self.accept(idx, now);
             }
@@ -1010,7 +1045,8 @@ where
                 peer,
                 local,
                 machine,
-            } => self.adopt(stream, peer, local, machine, now),
+                source,
+            } => self.adopt(stream, peer, local, machine, source, now),
             Cmd::Shutdown => self.begin_shutdown(now),
         }
     }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 pub struct Stats {
     accepted: AtomicU64,
     refused_over_limit: AtomicU64,
+    refused_per_source: AtomicU64,
     open: AtomicUsize,
     closed: AtomicU64,
     bytes_in: AtomicU64,
@@ -26,6 +27,9 @@ pub struct StatsSnapshot {
     /// Connections accepted and closed at once because the reactor held
     /// `max_connections` already.
     pub refused_over_limit: u64,
+    /// Connections accepted and closed at once because their source held
+    /// its listener's `max_per_source` already (`ListenOptions`).
+    pub refused_per_source: u64,
     /// Connections currently held: accepted or opened, not yet closed
     /// (including ones still flushing after their machine finished).
     pub open: usize,
@@ -49,6 +53,7 @@ impl Stats {
         StatsSnapshot {
             accepted: self.accepted.load(Relaxed),
             refused_over_limit: self.refused_over_limit.load(Relaxed),
+            refused_per_source: self.refused_per_source.load(Relaxed),
             open: self.open.load(Relaxed),
             closed: self.closed.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
@@ -70,6 +75,11 @@ impl Stats {
             self.refused_over_limit.fetch_add(1, Relaxed);
         }
         admitted
+    }
+
+    /// Counts a connection refused by its listener's per-source limit.
+    pub(crate) fn refused_per_source(&self) {
+        self.refused_per_source.fetch_add(1, Relaxed);
     }
 
     /// Counts a connection the application opened (never refused).

@@ -32,6 +32,7 @@ use teamtalk_conn::{Input, Machine, Output};
 use crate::clock;
 use crate::handle::{ConnId, NetError, NetEvent};
 use crate::socket;
+use crate::source::{self as sources, ListenOptions, SourceLimit, SourceSlot};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::txqueue::TxQueue;
 
@@ -555,6 +556,30 @@ where
     where
         F: Fn(SocketAddr, Instant) -> M + Send + 'static,
     {
+        self.listen_with(addr, ListenOptions::default(), factory)
+    }
+
+    /// [`Driver::listen`] with options, such as a cap on the connections
+    /// of one source address ([`ListenOptions::max_per_source`]), as
+    /// [`Handle::listen_with`](crate::Handle::listen_with).
+    ///
+    /// # Errors
+    ///
+    /// Binding failed.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime.
+    pub fn listen_with<F>(
+        &self,
+        addr: SocketAddr,
+        opts: ListenOptions,
+        factory: F,
+    ) -> io::Result<SocketAddr>
+    where
+        F: Fn(SocketAddr, Instant) -> M + Send + 'static,
+    {
+        let limit: Option<Arc<SourceLimit>> = SourceLimit::for_options(&opts);
         let listener =
             TcpListener::from_std(socket::bind_listener(addr, self.shared.cfg.backlog)?)?;
         let local = listener.local_addr()?;
@@ -568,6 +593,11 @@ where
                 };
                 match accepted {
                     Ok((stream, peer)) => {
+                        let Ok(source) = sources::admit(limit.as_ref(), peer.ip()) else {
+                            tracing::debug!(%peer, "per-source limit reached; closing");
+                            driver.shared.stats.refused_per_source();
+                            continue;
+                        };
                         if !driver
                             .shared
                             .stats
@@ -578,7 +608,7 @@ where
                         }
                         socket::set_nodelay(&stream);
                         let machine = factory(peer, clock::now());
-                        driver.spawn(machine, Some(stream), Some((peer, local)));
+                        driver.spawn(machine, Some(stream), Some((peer, local)), source);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -597,7 +627,7 @@ where
     /// When called outside a Tokio runtime.
     pub fn open(&self, machine: M) -> ConnId {
         self.shared.stats.opened();
-        self.spawn(machine, None, None)
+        self.spawn(machine, None, None, None)
     }
 
     /// Runs `f` with the connection's machine on its task, then drains
@@ -640,6 +670,7 @@ where
         machine: M,
         stream: Option<TcpStream>,
         accepted: Option<(SocketAddr, SocketAddr)>,
+        source: Option<SourceSlot>,
     ) -> ConnId {
         let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
         let generation = {
@@ -676,6 +707,8 @@ where
             };
             let cmds = Source::Unbounded(&mut cmd_rx);
             run(machine, stream, cmds, &mut sink, &shared.cfg, &shared.stats).await;
+            // The socket is gone: give the source's place back.
+            drop(source);
             shared
                 .conns
                 .lock()

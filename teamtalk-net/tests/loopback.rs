@@ -15,7 +15,9 @@ use crossbeam_channel::Receiver;
 use teamtalk_conn::{
     Backoff, CloseReason, Link, LinkConfig, LinkEvent, Session, SessionConfig, SessionEvent,
 };
-use teamtalk_net::{ConnId, NetEvent, Reactor, ReactorConfig, raise_fd_limit};
+use teamtalk_net::{
+    ConnId, ListenOptions, NetEvent, Reactor, ReactorConfig, StatsSnapshot, raise_fd_limit,
+};
 use teamtalk_proto::{Command, Pdu};
 
 /// How long any single wait may take before the test fails.
@@ -393,6 +395,75 @@ fn connections_over_the_limit_are_closed_at_once() {
     assert_eq!(read_n(&mut late, 16), heartbeat(2));
 }
 
+/// A connection from `src` (another loopback address: the whole 127/8
+/// is local), for tests that need two sources.
+fn connect_from(src: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from((src, 0)).into())
+        .expect("bind source");
+    s.connect(&addr.into()).expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s
+}
+
+/// Two connections per source: a third from the same address is closed at
+/// once, another address is unaffected, and closed connections give their
+/// places back (on whichever shard they lived), round after round.
+fn per_source_scenario(addr: SocketAddr, stats: &dyn Fn() -> StatsSnapshot) {
+    const ROUNDS: u64 = 3;
+    for round in 0..ROUNDS {
+        let mut kept: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
+        for c in &mut kept {
+            c.write_all(&heartbeat(1)).expect("write");
+            assert_eq!(read_n(c, 16), heartbeat(1), "round {round}: admitted");
+        }
+        let mut extra = connect(addr);
+        assert!(closed_by_peer(&mut extra), "round {round}: third is closed");
+        let mut other = connect_from([127, 0, 0, 2], addr);
+        other.write_all(&heartbeat(2)).expect("write");
+        assert_eq!(read_n(&mut other, 16), heartbeat(2), "another source");
+        drop((kept, extra, other));
+        wait_until("every connection gone", || stats().open == 0);
+    }
+    let s = stats();
+    assert_eq!(s.refused_per_source, ROUNDS);
+    assert_eq!(s.refused_over_limit, 0);
+    assert_eq!(s.accepted, 3 * ROUNDS);
+}
+
+#[test]
+fn connections_over_the_per_source_limit_are_closed_at_once() {
+    // Two shards: connections are adopted across shards and close there.
+    let server = Reactor::<Session>::new(reactor_cfg(2)).expect("server");
+    let opts = ListenOptions {
+        max_per_source: Some(2),
+    };
+    let addr = server
+        .listen_with(any_port(), opts, |peer, t| {
+            Session::new(echo_cfg(), peer, t)
+        })
+        .expect("listen");
+    // A listener without the limit on the same reactor takes many.
+    let open = server
+        .listen(any_port(), |peer, t| Session::new(echo_cfg(), peer, t))
+        .expect("listen");
+    let mut many: Vec<TcpStream> = (0..5).map(|_| connect(open)).collect();
+    for c in &mut many {
+        c.write_all(&heartbeat(3)).expect("write");
+        assert_eq!(read_n(c, 16), heartbeat(3));
+    }
+    drop(many);
+    wait_until("unlimited ones gone", || server.stats().open == 0);
+    let base = server.stats().accepted;
+    per_source_scenario(addr, &|| {
+        let mut s = server.stats();
+        s.accepted -= base;
+        s
+    });
+}
+
 #[test]
 fn a_stale_id_never_reaches_a_reused_slot() {
     let server = Reactor::<Session>::new(reactor_cfg(1)).expect("server");
@@ -624,6 +695,30 @@ mod both_drivers {
         task.await.expect("drive");
         seen.push("Finished".to_owned());
         (seen, app.await.expect("app"))
+    }
+
+    #[test]
+    fn the_tokio_driver_enforces_the_per_source_limit_too() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (server, mut events) = Driver::<Session>::new(DriveConfig::default());
+        let opts = ListenOptions {
+            max_per_source: Some(2),
+        };
+        let addr = {
+            let _in_runtime = rt.enter();
+            server
+                .listen_with(any_port(), opts, |peer, t| {
+                    Session::new(echo_cfg(), peer, t)
+                })
+                .expect("listen")
+        };
+        // Nobody needs the events; keep the channel open and drained.
+        rt.spawn(async move { while events.recv().await.is_some() {} });
+        per_source_scenario(addr, &|| server.stats());
     }
 
     #[test]

@@ -298,6 +298,12 @@ pub fn render_net(out: &mut Scrape, labels: &[(&str, &str)], s: &StatsSnapshot) 
         s.refused_over_limit,
     );
     out.counter(
+        "teamtalk_connections_refused_per_source_total",
+        "Connections closed on accept because their source address held its listener's per-source limit.",
+        labels,
+        s.refused_per_source,
+    );
+    out.counter(
         "teamtalk_bytes_in_total",
         "Bytes read from sockets.",
         labels,

@@ -28,3 +28,8 @@ fn session_steps_corpus() {
 fn link_steps_corpus() {
     replay("link_steps", teamtalk_conn::fuzzing::run_link_steps);
 }
+
+#[test]
+fn http_steps_corpus() {
+    replay("http_steps", teamtalk_conn::fuzzing::run_http_steps);
+}

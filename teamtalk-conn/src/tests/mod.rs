@@ -1,7 +1,9 @@
 //! Virtual-time tests of the machines: [`Drive`] steps one machine through
-//! scripted inputs (a client-side fake), `sim` pairs a link with a
+//! scripted inputs (a client-side fake; `http_conn` drives an HTTP
+//! connection the same way), `sim` pairs a link with a
 //! server-peer session over in-memory pipes.
 
+mod http_conn;
 mod link;
 mod prop;
 mod session;

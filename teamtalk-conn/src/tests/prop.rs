@@ -80,3 +80,276 @@ fn checker_rejects_partial_transmits() {
     }
     crate::fuzzing::check_drain(&mut Broken(false));
 }
+
+mod http {
+    //! HttpConn: splits, arbitrary bytes and step sequences.
+
+    use std::net::SocketAddr;
+
+    use ::http::{Request, Response};
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use crate::fuzzing::{HttpStep, run_http, sample_request, t0};
+    use crate::http::{HttpCloseReason, HttpConfig, HttpConn, HttpEvent};
+    use crate::tests::secs;
+    use crate::{Input, Machine, Output};
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], 4000))
+    }
+
+    /// Feeds `pieces` in order, answering each request with 200; returns
+    /// the requests.
+    fn feed(pieces: &[&[u8]]) -> Vec<Request<Bytes>> {
+        let t = t0();
+        let mut m = HttpConn::new(HttpConfig::default(), peer(), t);
+        let mut reqs = Vec::new();
+        let drain = |m: &mut HttpConn, reqs: &mut Vec<Request<Bytes>>| loop {
+            match m.poll_output() {
+                Output::Event(HttpEvent::Request(r)) => {
+                    reqs.push(r);
+                    m.respond(Response::new(Bytes::from_static(b"ok"))).unwrap();
+                }
+                Output::Timeout(_) | Output::Finished => return,
+                _ => {}
+            }
+        };
+        drain(&mut m, &mut reqs);
+        for p in pieces {
+            m.handle_input(Input::Received(t, p));
+            drain(&mut m, &mut reqs);
+        }
+        reqs
+    }
+
+    fn token() -> impl Strategy<Value = String> {
+        "[a-zA-Z][a-zA-Z0-9-]{0,12}"
+    }
+
+    /// A valid HTTP/1.0 or HTTP/1.1 request.
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        request_of(any::<bool>())
+    }
+
+    /// A valid request: method, target, fields, and a body sent with
+    /// `Content-Length` or chunked in random pieces; HTTP/1.0 when
+    /// `http10` says so.
+    fn request_of(http10: impl Strategy<Value = bool>) -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop_oneof![
+                Just("GET"),
+                Just("POST"),
+                Just("PUT"),
+                Just("DELETE"),
+                Just("OPTIONS")
+            ],
+            proptest::collection::vec("[a-z0-9._~-]{1,8}", 0..4),
+            proptest::option::of("[a-z]{1,5}=[a-z0-9%]{0,6}"),
+            proptest::collection::vec((token(), "[ -~]{0,20}"), 0..6),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            proptest::option::of(proptest::collection::vec(1usize..80, 1..6)),
+            http10,
+        )
+            .prop_map(|(method, segs, query, fields, body, chunks, http10)| {
+                let mut target = format!("/{}", segs.join("/"));
+                if let Some(q) = query {
+                    target = format!("{target}?{q}");
+                }
+                let chunked = chunks.is_some() && !http10;
+                let version = if http10 { "1.0" } else { "1.1" };
+                let mut out = format!("{method} {target} HTTP/{version}\r\n").into_bytes();
+                for (name, value) in fields {
+                    let lower = name.to_ascii_lowercase();
+                    if [
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "expect",
+                        "upgrade",
+                    ]
+                    .contains(&lower.as_str())
+                    {
+                        continue;
+                    }
+                    out.extend_from_slice(format!("{name}: {}\r\n", value.trim()).as_bytes());
+                }
+                if chunked {
+                    out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    let sizes = chunks.unwrap_or_default();
+                    let mut rest = &body[..];
+                    let mut i = 0;
+                    while !rest.is_empty() {
+                        let n = sizes[i % sizes.len()].min(rest.len());
+                        out.extend_from_slice(format!("{n:X}\r\n").as_bytes());
+                        out.extend_from_slice(&rest[..n]);
+                        out.extend_from_slice(b"\r\n");
+                        rest = &rest[n..];
+                        i += 1;
+                    }
+                    out.extend_from_slice(b"0\r\n\r\n");
+                } else {
+                    out.extend_from_slice(
+                        format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                    );
+                    out.extend_from_slice(&body);
+                }
+                out
+            })
+    }
+
+    fn describe(r: &Request<Bytes>) -> String {
+        let mut fields: Vec<String> = r
+            .headers()
+            .iter()
+            .map(|(n, v)| format!("{n}={v:?}"))
+            .collect();
+        fields.sort();
+        format!(
+            "{} {} {:?} {fields:?} {:?}",
+            r.method(),
+            r.uri(),
+            r.version(),
+            r.body()
+        )
+    }
+
+    fn http_step() -> impl Strategy<Value = HttpStep> {
+        prop_oneof![
+            5 => (0u16..5000).prop_map(HttpStep::Advance),
+            1 => (0u16..=u16::MAX).prop_map(|ms| HttpStep::Advance(ms.saturating_mul(8))),
+            1 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(HttpStep::Recv),
+            // Printable junk and header-looking lines.
+            1 => "[ -~\r\n]{0,80}".prop_map(|s| HttpStep::Recv(s.into_bytes())),
+            8 => (any::<u8>(), 0u16..5000, 1u8..6)
+                .prop_map(|(kind, body_len, pieces)| HttpStep::RecvRequest { kind, body_len, pieces }),
+            8 => (any::<u16>(), prop_oneof![0u32..100, 0u32..300_000], any::<bool>())
+                .prop_map(|(status, body_len, close)| HttpStep::Respond { status, body_len, close }),
+            1 => Just(HttpStep::TakeUpgrade),
+            1 => Just(HttpStep::Close),
+            1 => Just(HttpStep::Closed),
+            1 => any::<u32>().prop_map(HttpStep::Backlog),
+            2 => (0u32..300_000).prop_map(HttpStep::Backlog),
+            2 => Just(HttpStep::Backlog(0)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_split_of_a_valid_request_gives_the_same_request(
+            req in request(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let whole = feed(&[&req]);
+            prop_assert_eq!(whole.len(), 1);
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(req.len() + 1)).collect();
+            at.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for a in at {
+                pieces.push(&req[start..a]);
+                start = a;
+            }
+            pieces.push(&req[start..]);
+            let split = feed(&pieces);
+            prop_assert_eq!(split.len(), 1);
+            prop_assert_eq!(describe(&whole[0]), describe(&split[0]));
+        }
+
+        #[test]
+        fn two_pipelined_requests_in_any_split_are_both_served(
+            // Only HTTP/1.1 keeps the connection for a second request.
+            a in request_of(Just(false)),
+            b in 0u8..8,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let b = sample_request(b % 4, 10);
+            let all = [a.clone(), b].concat();
+            let at = cut.index(all.len() + 1);
+            let reqs = feed(&[&all[..at], &all[at..]]);
+            prop_assert_eq!(reqs.len(), 2);
+        }
+
+        #[test]
+        fn arbitrary_bytes_end_in_a_request_or_a_close(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..12),
+        ) {
+            let t = t0();
+            let mut m = HttpConn::new(HttpConfig::default(), peer(), t);
+            let mut request = false;
+            let mut closed = false;
+            let mut drain = |m: &mut HttpConn| loop {
+                match m.poll_output() {
+                    Output::Event(HttpEvent::Request(_)) => request = true,
+                    Output::Event(HttpEvent::Closed(_)) => closed = true,
+                    Output::Timeout(_) | Output::Finished => return,
+                    _ => {}
+                }
+            };
+            drain(&mut m);
+            for c in &chunks {
+                m.handle_input(Input::Received(t, c));
+                drain(&mut m);
+            }
+            m.handle_input(Input::Timeout(t + secs(3600)));
+            drain(&mut m);
+            prop_assert!(request || closed);
+        }
+
+        #[test]
+        fn http_conn_keeps_the_contract(steps in proptest::collection::vec(http_step(), 0..80)) {
+            let _ = run_http(&steps);
+        }
+    }
+
+    /// The step runner reaches the machine: a scripted run through a
+    /// chunked upload, a large response, a 100-continue and keep-alive.
+    #[test]
+    fn the_step_runner_serves_requests() {
+        let run = run_http(&[
+            HttpStep::RecvRequest {
+                kind: 3,
+                body_len: 700,
+                pieces: 4,
+            },
+            HttpStep::Respond {
+                status: 5,
+                body_len: 150_000,
+                close: false,
+            },
+            HttpStep::Backlog(100_000),
+            HttpStep::Backlog(0),
+            HttpStep::RecvRequest {
+                kind: 4,
+                body_len: 20,
+                pieces: 2,
+            },
+            HttpStep::Respond {
+                status: 3,
+                body_len: 10,
+                close: false,
+            },
+            HttpStep::RecvRequest {
+                kind: 7,
+                body_len: 0,
+                pieces: 1,
+            },
+            HttpStep::Respond {
+                status: 5,
+                body_len: 1,
+                close: false,
+            },
+        ]);
+        assert_eq!(run.requests, 3);
+        assert_eq!(run.responses, 3);
+        assert_eq!(run.closed, Some(HttpCloseReason::Done));
+        let idle = run_http(&[HttpStep::RecvRequest {
+            kind: 0,
+            body_len: 0,
+            pieces: 1,
+        }]);
+        assert_eq!((idle.requests, idle.closed), (1, None));
+    }
+}
