@@ -134,6 +134,7 @@
 
 use std::time::Duration;
 
+pub mod auth;
 mod backoff;
 pub mod balance;
 mod error;
@@ -149,12 +150,13 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use auth::{ClusterAuth, ClusterKey, DEFAULT_AUTH_TIMEOUT, KeyError, NonceSource, PeerAuth};
 pub use backoff::{
     Backoff, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, TEAMTALK_MAX_RECONNECT,
     TEAMTALK_MIN_RECONNECT,
 };
 pub use balance::{LoadTable, MsgServerLoad, Refusal, ServiceUrls};
-pub use error::{CloseReason, LoginError, SendError};
+pub use error::{AuthFailure, CloseReason, LoginError, SendError};
 pub use link::{Link, LinkConfig, LinkEvent, LinkState};
 pub use machine::{Input, Machine, Output};
 pub use presence::{ClientClass, Kick, KickReason, Presence};

@@ -17,22 +17,25 @@ pub(crate) enum Timer {
     Idle,
     /// Close: a client's login did not complete in time.
     Login,
+    /// Close: the link-authentication handshake did not complete in time.
+    Auth,
 }
 
 impl Timer {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Connect,
         Self::Backoff,
         Self::Heartbeat,
         Self::Idle,
         Self::Login,
+        Self::Auth,
     ];
 }
 
 /// One optional deadline per [`Timer`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; 5],
+    deadlines: [Option<Instant>; Timer::ALL.len()],
 }
 
 impl TimerTable {
@@ -45,7 +48,7 @@ impl TimerTable {
     }
 
     pub(crate) fn clear_all(&mut self) {
-        self.deadlines = [None; 5];
+        self.deadlines = [None; Timer::ALL.len()];
     }
 
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
