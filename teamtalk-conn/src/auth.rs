@@ -100,13 +100,24 @@ pub enum KeyError {
 /// The cluster secret every daemon of one deployment shares, ready to MAC.
 ///
 /// The raw secret is not kept: only the HMAC state keyed with it, which is
-/// wiped from memory when the key is dropped (`hmac`'s `zeroize` feature).
-/// `Debug` prints the key id only, never the secret.
+/// wiped from memory when the key (or any clone) is dropped (`sha2`'s
+/// `zeroize` feature, checked at compile time). The caller wipes its own
+/// copy of the secret. `Debug` prints the key id only, never the secret.
 #[derive(Clone)]
 pub struct ClusterKey {
     mac: Hmac<Sha256>,
     id: [u8; KEY_ID_LEN],
 }
+
+/// Compile-time guard that the keyed HMAC state (all a [`ClusterKey`]
+/// keeps of the secret: the two SHA-256 states absorbed from the key's
+/// inner and outer pads) wipes itself on drop. `Hmac` has no `Drop` of its
+/// own; its two hash cores do, with `sha2`'s `zeroize` feature. This fails
+/// to build if the feature goes missing.
+const _: fn() = || {
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    wiped_on_drop::<<Sha256 as hmac::EagerHash>::Core>();
+};
 
 impl ClusterKey {
     /// A key from the secret's bytes (for example the `ClusterSecret=` conf
