@@ -51,6 +51,59 @@ pub enum CloseReason {
     /// The application closed the connection.
     #[error("closed locally")]
     Local,
+    /// Link authentication failed (see [`crate::auth`]): the peer does not
+    /// hold the cluster secret, refused ours, or did not finish the
+    /// handshake in time. A peer that sent an ordinary command instead of
+    /// the handshake closes with [`CloseReason::Unauthenticated`] instead.
+    #[error("link authentication failed: {0}")]
+    AuthFailed(AuthFailure),
+}
+
+/// Why a link-authentication handshake failed (inside
+/// [`CloseReason::AuthFailed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// The peer's proof did not verify: it does not hold our secret, or it
+    /// replayed or reflected a proof from another handshake, or the bytes
+    /// were altered on the way.
+    #[error("the peer's proof is wrong")]
+    BadProof,
+    /// The peer's hello names another key id: it is configured with
+    /// another secret.
+    #[error("the peer uses another cluster key")]
+    UnknownKey,
+    /// The peer's hello asks for a handshake version we do not speak.
+    #[error("the peer asks for handshake version {0}")]
+    Version(u32),
+    /// A handshake message did not decode, had a nonce or proof of the
+    /// wrong length, or came when no handshake was in progress.
+    #[error("malformed or misplaced handshake message")]
+    Malformed,
+    /// The peer refused our side of the handshake with this
+    /// `IMLinkAuthResult` code (`IM.Ext.LinkAuthResultCode`: 1 bad proof,
+    /// 2 unknown key, 3 unsupported version, 4 malformed).
+    #[error("refused by the peer (code {0})")]
+    Refused(u32),
+    /// The handshake did not complete within the auth timeout.
+    #[error("handshake not completed in time")]
+    TimedOut,
+}
+
+impl AuthFailure {
+    /// A short fixed label for metrics and logs (`bad_proof`,
+    /// `unknown_key`, `version`, `malformed`, `refused`, `timed_out`).
+    #[must_use]
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Self::BadProof => "bad_proof",
+            Self::UnknownKey => "unknown_key",
+            Self::Version(_) => "version",
+            Self::Malformed => "malformed",
+            Self::Refused(_) => "refused",
+            Self::TimedOut => "timed_out",
+        }
+    }
 }
 
 /// Why a PDU could not be queued for sending.
@@ -68,6 +121,10 @@ pub enum SendError {
     /// The machine is closed or finished.
     #[error("connection closed")]
     Closed,
+    /// A session whose peer has not completed link authentication yet:
+    /// nothing but the handshake goes to a peer before it proved itself.
+    #[error("peer not authenticated yet")]
+    NotAuthenticated,
     /// The PDU is longer than the frame limit a peer with our settings
     /// would accept. Nothing was queued and the connection stays open.
     #[error("pdu of {len} bytes exceeds the frame limit of {max}")]

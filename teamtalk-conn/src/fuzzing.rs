@@ -18,15 +18,36 @@
 //! `Content-Length`, and after the steps the connection must end up
 //! closed or holding a request for the application once every deadline
 //! has passed: no byte sequence leaves it stuck.
+//!
+//! With link authentication on ([`run_auth_link`],
+//! [`run_auth_peer_session`]) the runner also plays an honest peer that
+//! holds the secret (steps [`Step::AuthHello`] and [`Step::AuthProof`],
+//! valid or deliberately wrong: another key, a flipped byte, a replay, a
+//! reflection, a refusal), and checks:
+//! - nothing but handshake PDUs is transmitted before the peer is admitted
+//!   (sessions) or the link is up;
+//! - no PDU event before that;
+//! - a link comes up only after a genuine challenge on that connection, a
+//!   session admits a peer as authenticated only after a genuine proof, and
+//!   as unauthenticated only when its config allows it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use teamtalk_proto::{Command, CommandKey, Pdu, PduCodec};
+use teamtalk_proto::command::CommandMessage;
+use teamtalk_proto::pb::im::ext::{
+    ImLinkAuthChallenge, ImLinkAuthHello, ImLinkAuthProof, ImLinkAuthResult,
+};
+use teamtalk_proto::{Command, CommandKey, Message, Pdu, PduCodec};
 
+use crate::auth::{Initiator, Responder, is_handshake};
 use crate::http::{HttpCloseReason, HttpConfig, HttpConn, HttpEvent};
-use crate::{Backoff, Input, Link, LinkConfig, Machine, Output, Session, SessionConfig};
+use crate::{
+    Backoff, CloseReason, ClusterAuth, ClusterKey, Input, Link, LinkConfig, LinkEvent, Machine,
+    NonceSource, Output, PeerAuth, Session, SessionConfig, SessionEvent,
+};
 
 /// Frame limit used by the step runners: small, so limits are reached.
 pub const MAX_FRAME: u32 = 1024;
@@ -74,6 +95,17 @@ pub enum Step {
     Backlog(u16),
     /// The application sets a greeting of this many PDUs (links only).
     SetGreeting(u8),
+    /// With authentication on, the honest peer speaks first: to a session,
+    /// a hello (`0` mod 4 valid, `1` another key, `2` another version, `3`
+    /// a replay of an earlier successful hello and proof); to a link, the
+    /// answer to its last hello (`0` a genuine challenge, `1` a forged
+    /// proof, `2` a replay of an earlier challenge, `3` a refusal).
+    AuthHello(u8),
+    /// With authentication on, the honest peer's second step: to a
+    /// session, the proof for its last challenge (`0` mod 4 genuine, `1` a
+    /// flipped byte, `2` the session's own proof reflected, `3` a
+    /// refusal); to a link, a refusal at any time.
+    AuthProof(u8),
 }
 
 /// The base instant of virtual time for tests and fuzzing: the one place
@@ -84,10 +116,52 @@ pub fn t0() -> Instant {
     Instant::now()
 }
 
+/// A nonce source for tests and fuzzing: SplitMix64 from `seed`,
+/// deterministic, so runs reproduce. Never for production (see
+/// [`NonceSource`]).
+#[must_use]
+pub fn seeded_nonces(seed: u64) -> NonceSource {
+    const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+    let state = AtomicU64::new(seed);
+    NonceSource::new(move || {
+        let mut out = [0; 32];
+        for chunk in out.chunks_mut(8) {
+            let mut z = state
+                .fetch_add(GAMMA, Ordering::Relaxed)
+                .wrapping_add(GAMMA);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        out
+    })
+}
+
+/// The cluster secret of the step runners.
+#[must_use]
+pub fn test_key() -> ClusterKey {
+    ClusterKey::new(b"teamtalk-rs test cluster secret!").unwrap_or_else(|_| unreachable!())
+}
+
+/// A secret other than [`test_key`]'s, for impostors.
+#[must_use]
+pub fn other_key() -> ClusterKey {
+    ClusterKey::new(b"an impostor's guess at the secret").unwrap_or_else(|_| unreachable!())
+}
+
+/// Authentication with [`test_key`] and nonces seeded with `seed`.
+#[must_use]
+pub fn test_auth(seed: u64) -> ClusterAuth {
+    ClusterAuth::new(test_key(), seeded_nonces(seed))
+}
+
+/// A PDU of the step runners' traffic: `kind` 0 heartbeat, 1 login
+/// request, 0x80..=0x83 the handshake commands, else a SID_MSG command.
 fn pdu(kind: u8, seq: u16, body_len: usize) -> Pdu {
     let key = match kind {
         0 => Command::OtherHeartbeat.key(),
         1 => Command::LoginReqUserlogin.key(),
+        0x80..=0x83 => CommandKey::new(7, 0x0700 | u16::from(kind)),
         k => CommandKey::new(3, 0x0300 | u16::from(k)),
     };
     Pdu::new(key, seq, Bytes::from(vec![0x5a; body_len]))
@@ -141,24 +215,25 @@ impl Checker {
         true
     }
 
-    /// Drains `m`, checking every output; returns the events.
-    fn drain<M: Machine>(&mut self, m: &mut M) -> Vec<M::Event> {
-        let mut events = Vec::new();
+    /// Drains `m`, checking every output, and returns what the peer and
+    /// the application saw, in order.
+    fn drain<M: Machine>(&mut self, m: &mut M) -> Vec<Seen<M::Event>> {
+        let mut seen = Vec::new();
         for _ in 0..10_000 {
             let out = m.poll_output();
             if self.finished {
                 assert!(matches!(out, Output::Finished), "output after Finished");
-                return events;
+                return seen;
             }
             match out {
                 Output::Timeout(t) => {
                     assert!(t > self.now, "deadline not after the last input");
-                    return events;
+                    return seen;
                 }
                 Output::Finished => {
                     self.finished = true;
                     assert!(matches!(m.poll_output(), Output::Finished));
-                    return events;
+                    return seen;
                 }
                 Output::Transmit(bytes) => {
                     assert!(!bytes.is_empty(), "empty transmit");
@@ -167,23 +242,46 @@ impl Checker {
                             let mut buf = BytesMut::from(&bytes[..]);
                             while let Some(p) = codec.decode(&mut buf).expect("valid frames") {
                                 assert!(p.wire_len() <= MAX_FRAME as usize);
+                                seen.push(Seen::Sent(p));
                             }
                             assert!(buf.is_empty(), "transmit with a partial PDU");
                         }
                         Frames::Http(stream) => stream.push(&bytes),
                     }
                 }
-                Output::Event(e) => events.push(e),
-                Output::Connect(_) | Output::Close => {}
+                Output::Connect(_) => seen.push(Seen::Connect),
+                Output::Close => {}
+                Output::Event(e) => seen.push(Seen::Event(e)),
             }
         }
         panic!("drain did not end");
+    }
+
+    /// [`drain`](Self::drain), keeping only the application's events.
+    fn drain_events<M: Machine>(&mut self, m: &mut M) -> Vec<M::Event> {
+        self.drain(m)
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Event(e) => Some(e),
+                Seen::Sent(_) | Seen::Connect => None,
+            })
+            .collect()
     }
 
     fn advance(&mut self, ms: u16) -> Instant {
         self.now += Duration::from_millis(u64::from(ms));
         self.now
     }
+}
+
+/// What a drain showed the peer and the application.
+enum Seen<E> {
+    /// A PDU transmitted.
+    Sent(Pdu),
+    /// A connect started (links).
+    Connect,
+    /// An application event.
+    Event(E),
 }
 
 fn check_buffers((rx, tx, queued): (usize, usize, usize)) {
@@ -271,6 +369,290 @@ pub fn run_link(steps: &[Step]) {
         check_buffers(l.buffered());
         c.drain(&mut l);
     }
+}
+
+/// A copy of `pdu` with one body byte flipped (the last one, where the
+/// proof ends).
+fn flipped(pdu: &Pdu) -> Pdu {
+    let mut body = pdu.body.to_vec();
+    if let Some(last) = body.last_mut() {
+        *last ^= 0x01;
+    }
+    Pdu::new(pdu.key(), pdu.seq(), Bytes::from(body))
+}
+
+fn refusal(code: u8) -> Pdu {
+    ImLinkAuthResult {
+        result_code: u32::from(code),
+    }
+    .to_pdu(0)
+}
+
+/// An honest handshake with a link: it connects, the runner answers its
+/// hello with a genuine challenge. Put before arbitrary steps so they
+/// also exercise an authenticated connection (a random sequence rarely
+/// finds one).
+pub const HONEST_LINK_OPENING: [Step; 2] = [Step::Connected, Step::AuthHello(0)];
+
+/// An honest handshake with a session: a genuine hello, then a genuine
+/// proof.
+pub const HONEST_PEER_OPENING: [Step; 2] = [Step::AuthHello(0), Step::AuthProof(0)];
+
+/// `opening` then `steps`.
+#[must_use]
+pub fn after(opening: &[Step], steps: &[Step]) -> Vec<Step> {
+    opening.iter().chain(steps).cloned().collect()
+}
+
+/// How often a run with authentication got through, so tests can check
+/// that the runner reaches the success paths, not only the refusals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthRun {
+    /// Links up, or peers admitted as authenticated.
+    pub authenticated: usize,
+    /// Peers admitted as unauthenticated.
+    pub unauthenticated: usize,
+    /// Connections closed with `AuthFailed` or `Unauthenticated`.
+    pub refused: usize,
+}
+
+fn is_refusal(reason: CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::AuthFailed(_) | CloseReason::Unauthenticated(_)
+    )
+}
+
+/// Runs `steps` against a [`Link`] that authenticates with [`test_auth`],
+/// the runner answering its hellos as the listening side would.
+pub fn run_auth_link(steps: &[Step]) -> AuthRun {
+    let auth = test_auth(steps.len() as u64);
+    let mut cfg = LinkConfig::new(addr()).with_auth(auth);
+    cfg.max_frame_len = MAX_FRAME;
+    cfg.max_tx_bytes = MAX_TX;
+    let key = test_key();
+    let peer_nonces = seeded_nonces(!(steps.len() as u64));
+    let mut c = Checker::new();
+    let mut l = Link::new(cfg, c.now);
+    // The hello of the current connection, the last genuine challenge
+    // (for replays), whether the current connection saw a genuine one,
+    // and whether the link is up.
+    let mut hello: Option<Pdu> = None;
+    let mut old_challenge: Option<Pdu> = None;
+    let mut genuine = false;
+    let mut up = false;
+    let mut run = AuthRun::default();
+    let mut observe = |seen: Vec<Seen<LinkEvent>>, hello: &mut Option<Pdu>, genuine: &mut bool| {
+        for s in seen {
+            match s {
+                Seen::Connect => {
+                    *hello = None;
+                    *genuine = false;
+                    up = false;
+                }
+                Seen::Sent(p) => {
+                    assert!(up || is_handshake(p.key()), "{} sent before Up", p.key());
+                    if p.is(Command::OtherLinkAuthHello.key()) {
+                        *hello = Some(p);
+                    }
+                }
+                Seen::Event(LinkEvent::Up) => {
+                    assert!(*genuine, "link up without a genuine challenge");
+                    up = true;
+                    run.authenticated += 1;
+                }
+                Seen::Event(LinkEvent::Down(reason) | LinkEvent::Unreachable(reason)) => {
+                    up = false;
+                    *genuine = false;
+                    run.refused += usize::from(is_refusal(reason));
+                }
+                Seen::Event(LinkEvent::Pdu(p)) => {
+                    assert!(up, "{} delivered before Up", p.key());
+                }
+            }
+        }
+    };
+    let seen = c.drain(&mut l);
+    observe(seen, &mut hello, &mut genuine);
+    for step in steps {
+        if !c.feed(&mut l, step) {
+            match step {
+                Step::Send(len) => {
+                    let _ = l.send(&pdu(2, 0, usize::from(*len)));
+                }
+                Step::Close => l.close(),
+                Step::SetGreeting(n) => {
+                    let greeting: Vec<Pdu> =
+                        (0..*n % 8).map(|i| pdu(9, u16::from(i), 100)).collect();
+                    let _ = l.set_greeting(&greeting);
+                }
+                Step::AuthHello(variant) => {
+                    let answer = hello.as_ref().and_then(|h| match variant % 4 {
+                        0 => {
+                            let (_, challenge) = Responder::on_hello(&key, h, peer_nonces.next())
+                                .unwrap_or_else(|e| panic!("our own hello refused: {e:?}"));
+                            genuine = true;
+                            old_challenge = Some(challenge.clone());
+                            Some(challenge)
+                        }
+                        1 => Some(
+                            ImLinkAuthChallenge {
+                                nonce: Bytes::copy_from_slice(&peer_nonces.next()),
+                                proof: Bytes::copy_from_slice(&peer_nonces.next()),
+                            }
+                            .to_pdu(0),
+                        ),
+                        2 => old_challenge.clone(),
+                        _ => Some(refusal(*variant)),
+                    });
+                    if let Some(answer) = answer {
+                        l.handle_input(Input::Received(c.now, &answer.to_bytes()));
+                    }
+                }
+                Step::AuthProof(code) => {
+                    l.handle_input(Input::Received(c.now, &refusal(*code).to_bytes()));
+                }
+                // Sessions only; inputs and backlog reports went to `feed`.
+                _ => {}
+            }
+        }
+        check_buffers(l.buffered());
+        let seen = c.drain(&mut l);
+        observe(seen, &mut hello, &mut genuine);
+    }
+    run
+}
+
+/// Runs `steps` against a server-peer [`Session`] that requires
+/// authentication with [`test_auth`] (admitting unauthenticated peers when
+/// `allow_unauthenticated`), the runner playing a connecting peer.
+pub fn run_auth_peer_session(steps: &[Step], allow_unauthenticated: bool) -> AuthRun {
+    let mut cfg = SessionConfig::server_peer()
+        .with_auth(test_auth(steps.len() as u64))
+        .with_unauthenticated_allowed(allow_unauthenticated);
+    cfg.max_frame_len = MAX_FRAME;
+    cfg.max_tx_bytes = MAX_TX;
+    let (key, other) = (test_key(), other_key());
+    let peer_nonces = seeded_nonces(!(steps.len() as u64));
+    let mut c = Checker::new();
+    let mut s = Session::new(cfg, addr(), c.now);
+    // The peer's handshake in progress, the session's last challenge, an
+    // earlier successful hello and proof (for replays), and whether a
+    // genuine proof was delivered.
+    let mut initiator: Option<Initiator> = None;
+    let mut challenge: Option<Pdu> = None;
+    let mut recorded: Option<(Pdu, Pdu)> = None;
+    let mut last_hello: Option<Pdu> = None;
+    let mut genuine = false;
+    let mut admitted = false;
+    let mut run = AuthRun::default();
+    let mut observe =
+        |seen: Vec<Seen<SessionEvent>>, challenge: &mut Option<Pdu>, genuine: bool| {
+            for s in seen {
+                match s {
+                    Seen::Sent(p) => {
+                        assert!(
+                            admitted || is_handshake(p.key()),
+                            "{} sent to a peer not admitted",
+                            p.key()
+                        );
+                        if p.is(Command::OtherLinkAuthChallenge.key()) {
+                            *challenge = Some(p);
+                        }
+                    }
+                    Seen::Event(SessionEvent::Admitted(how)) => {
+                        assert!(!admitted, "admitted twice");
+                        match how {
+                            PeerAuth::Authenticated => {
+                                assert!(genuine, "admitted without a proof");
+                                run.authenticated += 1;
+                            }
+                            PeerAuth::Unauthenticated => {
+                                assert!(allow_unauthenticated);
+                                run.unauthenticated += 1;
+                            }
+                            other => panic!("admitted as {other:?}"),
+                        }
+                        admitted = true;
+                    }
+                    Seen::Event(SessionEvent::Closed(reason)) => {
+                        run.refused += usize::from(is_refusal(reason));
+                    }
+                    Seen::Event(SessionEvent::Pdu(p) | SessionEvent::LoginRequest(p)) => {
+                        assert!(admitted, "{} delivered before admission", p.key());
+                    }
+                    Seen::Connect => {}
+                }
+            }
+        };
+    let seen = c.drain(&mut s);
+    observe(seen, &mut challenge, genuine);
+    for step in steps {
+        if !c.feed(&mut s, step) {
+            match step {
+                Step::Send(len) => {
+                    let _ = s.send(&pdu(2, 0, usize::from(*len)));
+                }
+                Step::Close => s.close(),
+                Step::AuthHello(variant) => {
+                    let init = Initiator::new(peer_nonces.next());
+                    let bytes = match variant % 4 {
+                        0 => init.hello(&key).to_bytes(),
+                        1 => init.hello(&other).to_bytes(),
+                        2 => ImLinkAuthHello {
+                            version: 2,
+                            key_id: Bytes::copy_from_slice(&key.id()),
+                            nonce: Bytes::copy_from_slice(&peer_nonces.next()),
+                        }
+                        .to_pdu(0)
+                        .to_bytes(),
+                        _ => recorded.as_ref().map_or_else(
+                            || init.hello(&key).to_bytes(),
+                            |(h, p)| [h.to_bytes(), p.to_bytes()].concat().into(),
+                        ),
+                    };
+                    last_hello = Some(init.hello(&key));
+                    initiator = Some(init);
+                    s.handle_input(Input::Received(c.now, &bytes));
+                }
+                Step::AuthProof(variant) => {
+                    let proof = match (variant % 4, &initiator, &challenge) {
+                        (0 | 1, Some(init), Some(ch)) => {
+                            init.on_challenge(&key, ch).ok().map(|proof| {
+                                if variant % 4 == 0 {
+                                    genuine = true;
+                                    if let Some(h) = &last_hello {
+                                        recorded = Some((h.clone(), proof.clone()));
+                                    }
+                                    proof
+                                } else {
+                                    flipped(&proof)
+                                }
+                            })
+                        }
+                        (2, _, Some(ch)) => match Message::decode(ch) {
+                            Ok(Message::OtherLinkAuthChallenge(c)) => {
+                                Some(ImLinkAuthProof { proof: c.proof }.to_pdu(0))
+                            }
+                            _ => None,
+                        },
+                        (3, _, _) => Some(refusal(*variant)),
+                        _ => None,
+                    };
+                    if let Some(proof) = proof {
+                        s.handle_input(Input::Received(c.now, &proof.to_bytes()));
+                    }
+                }
+                // Client sessions and links only; inputs and backlog
+                // reports went to `feed`.
+                _ => {}
+            }
+        }
+        check_buffers(s.buffered());
+        let seen = c.drain(&mut s);
+        observe(seen, &mut challenge, genuine);
+    }
+    run
 }
 
 /// Head limit used by the HTTP step runner: small, so it is reached.
@@ -469,7 +851,7 @@ pub fn run_http(steps: &[HttpStep]) -> HttpRun {
             }
         }
     };
-    let events = c.drain(&mut m);
+    let events = c.drain_events(&mut m);
     handle(events, &mut pending_head);
     for step in steps {
         let now = c.now;
@@ -485,7 +867,7 @@ pub fn run_http(steps: &[HttpStep]) -> HttpRun {
                 let size = bytes.len().div_ceil(usize::from(*pieces).max(1)).max(1);
                 for piece in bytes.chunks(size) {
                     m.handle_input(Input::Received(now, piece));
-                    let events = c.drain(&mut m);
+                    let events = c.drain_events(&mut m);
                     handle(events, &mut pending_head);
                 }
             }
@@ -537,7 +919,7 @@ pub fn run_http(steps: &[HttpStep]) -> HttpRun {
         );
         assert!(queued <= HTTP_MAX_TX, "queued response bytes {queued}");
         assert!(items < 16, "output queue grew to {items}");
-        let events = c.drain(&mut m);
+        let events = c.drain_events(&mut m);
         handle(events, &mut pending_head);
     }
     // Liveness: once every deadline has passed, nothing is left hanging.
@@ -546,7 +928,7 @@ pub fn run_http(steps: &[HttpStep]) -> HttpRun {
             break;
         }
         m.handle_input(Input::Timeout(c.advance(u16::MAX)));
-        let events = c.drain(&mut m);
+        let events = c.drain_events(&mut m);
         handle(events, &mut pending_head);
     }
     assert!(
@@ -574,21 +956,28 @@ pub(crate) fn check_drain<M: Machine>(m: &mut M) {
 }
 
 /// Fuzz entry point: decodes steps from raw bytes and runs them against a
-/// client session and a server-peer session.
+/// client session, a server-peer session, and server-peer sessions that
+/// require authentication (strict, and admitting unauthenticated peers).
 #[cfg(feature = "fuzzing")]
 pub fn run_session_steps(data: &[u8]) {
     if let Some(steps) = steps_from(data) {
         run_session(&steps);
         run_peer_session(&steps);
+        for allow in [false, true] {
+            let _ = run_auth_peer_session(&steps, allow);
+            let _ = run_auth_peer_session(&after(&HONEST_PEER_OPENING, &steps), allow);
+        }
     }
 }
 
 /// Fuzz entry point: decodes steps from raw bytes and runs them against a
-/// link.
+/// link, and against a link that authenticates.
 #[cfg(feature = "fuzzing")]
 pub fn run_link_steps(data: &[u8]) {
     if let Some(steps) = steps_from(data) {
         run_link(&steps);
+        let _ = run_auth_link(&steps);
+        let _ = run_auth_link(&after(&HONEST_LINK_OPENING, &steps));
     }
 }
 

@@ -37,6 +37,12 @@
 //!    [`Machine::set_backlog`]; a machine whose unsent bytes exceed its
 //!    `max_tx_bytes` closes with [`CloseReason::SendBufferFull`], so a peer
 //!    that stops reading costs bounded memory.
+//! 6. Machines read no OS randomness either. Link authentication (below)
+//!    needs a fresh nonce per handshake: it calls the [`NonceSource`] in
+//!    its [`ClusterAuth`], which the driver builds around the OS generator
+//!    (`getrandom`) and tests build around a seeded one
+//!    (`fuzzing::seeded_nonces`). The source is called synchronously,
+//!    once per handshake, from inside [`Machine::handle_input`].
 //!
 //! A machine that emitted `Close` has given up on the current socket, even
 //! when the driver reported the failure itself (closing a dead socket is a
@@ -108,9 +114,20 @@
 //! # Machines and pure pieces
 //!
 //! - [`Link`]: an outbound server-to-server connection that connects,
-//!   greets, heartbeats, times out and reconnects with a [`Backoff`].
+//!   authenticates (optionally), greets, heartbeats, times out and
+//!   reconnects with a [`Backoff`].
 //! - [`Session`]: an accepted connection, either a client behind the login
-//!   gate or a server peer.
+//!   gate or a server peer (optionally required to authenticate).
+//! - [`auth`]: link authentication, a mutual HMAC-SHA256 challenge-response
+//!   over a shared cluster secret ([`ClusterKey`]) that [`Link`] and
+//!   server-peer [`Session`]s run before any other PDU when their config
+//!   has a [`ClusterAuth`]. A failure closes with
+//!   [`CloseReason::AuthFailed`]; a peer that sends anything else first,
+//!   with [`CloseReason::Unauthenticated`]. A session can admit peers that
+//!   do not speak it (C++ TeamTalk daemons) through
+//!   [`SessionConfig::allow_unauthenticated`], and tells the application
+//!   how each peer got in ([`SessionEvent::Admitted`],
+//!   [`Session::peer_auth`]).
 //! - [`LoadTable`]: login_server's least-loaded msg_server choice and its
 //!   `/msg_server` JSON.
 //! - [`Presence`]: the one-PC-plus-one-mobile multi-login policy.
@@ -128,6 +145,7 @@
 //! | [`MOBILE_CLIENT_TIMEOUT`] | 300 s | `MOBILE_CLIENT_TIMEOUT` | logged-in mobile clients (`client_type & 0x10`) |
 //! | [`LOGIN_TIMEOUT`] | 15 s | `TIMEOUT_WATI_LOGIN_RESPONSE` | a client must be logged in this long after connecting |
 //! | [`DEFAULT_CONNECT_TIMEOUT`] | 5 s | (none: TeamTalk waits for the kernel) | link connect attempts |
+//! | [`DEFAULT_AUTH_TIMEOUT`] ([`ClusterAuth::timeout`]) | 5 s | (ours: TeamTalk has no authentication) | the handshake: from the connect (links), the accept (sessions requiring it) or the hello (sessions that also admit unauthenticated peers); no heartbeat is sent before it completes |
 //! | [`TEAMTALK_MIN_RECONNECT`] … [`TEAMTALK_MAX_RECONNECT`] | 4 s … 64 s | `MIN_RECONNECT_CNT`, `MAX_RECONNECT_CNT` | [`Backoff::teamtalk`]: 4, 8, 16, 32, 64, 4, … |
 //! | [`DEFAULT_INITIAL_BACKOFF`] … [`DEFAULT_MAX_BACKOFF`] | 1 s … 60 s | (ours) | default [`Backoff::exponential`], jittered to `[d/2, d]` |
 //!
@@ -140,6 +158,7 @@
 
 use std::time::Duration;
 
+pub mod auth;
 mod backoff;
 pub mod balance;
 mod error;
@@ -157,12 +176,13 @@ mod wire;
 mod tests;
 
 pub use self::http::{HttpCloseReason, HttpConfig, HttpConn, HttpEvent, RespondError};
+pub use auth::{ClusterAuth, ClusterKey, DEFAULT_AUTH_TIMEOUT, KeyError, NonceSource, PeerAuth};
 pub use backoff::{
     Backoff, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, TEAMTALK_MAX_RECONNECT,
     TEAMTALK_MIN_RECONNECT,
 };
 pub use balance::{LoadTable, MsgServerLoad, Refusal, ServiceUrls};
-pub use error::{CloseReason, LoginError, SendError};
+pub use error::{AuthFailure, CloseReason, LoginError, SendError};
 pub use link::{Link, LinkConfig, LinkEvent, LinkState};
 pub use machine::{Input, Machine, Output};
 pub use presence::{ClientClass, Kick, KickReason, Presence};

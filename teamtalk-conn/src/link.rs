@@ -8,8 +8,9 @@ use bytes::{Bytes, BytesMut};
 use teamtalk_proto::{Command, DEFAULT_MAX_PDU_LEN, Pdu};
 use tracing::{debug, warn};
 
+use crate::auth::{self, ClusterAuth, Initiator, PeerAuth, Rejection};
 use crate::backoff::Backoff;
-use crate::error::{CloseReason, SendError};
+use crate::error::{AuthFailure, CloseReason, SendError};
 use crate::machine::{Input, Machine, Output};
 use crate::timers::{Timer, TimerTable};
 use crate::wire::{Outbox, Wire, input_kind};
@@ -40,6 +41,12 @@ pub struct LinkConfig {
     /// Cap on bytes not yet accepted by the socket; beyond it the
     /// connection closes with [`CloseReason::SendBufferFull`].
     pub max_tx_bytes: usize,
+    /// `Some`: after every connect, run the link-authentication handshake
+    /// (see [`crate::auth`]) before the greeting and before
+    /// [`LinkEvent::Up`]; the peer must prove it holds the cluster secret
+    /// within [`ClusterAuth::timeout`]. `None` (the default): TeamTalk's
+    /// unauthenticated links, the only kind a C++ TeamTalk server accepts.
+    pub auth: Option<ClusterAuth>,
 }
 
 impl LinkConfig {
@@ -59,6 +66,7 @@ impl LinkConfig {
             backoff: Backoff::default_jittered(h.finish()),
             max_frame_len: DEFAULT_MAX_PDU_LEN,
             max_tx_bytes: DEFAULT_MAX_TX_BYTES,
+            auth: None,
         }
     }
 
@@ -66,6 +74,13 @@ impl LinkConfig {
     #[must_use]
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Authenticates every connection of the link with `auth`.
+    #[must_use]
+    pub fn with_auth(mut self, auth: ClusterAuth) -> Self {
+        self.auth = Some(auth);
         self
     }
 }
@@ -77,6 +92,12 @@ pub enum LinkState {
     /// A connect is in flight and must complete by `deadline`.
     Connecting {
         /// When the attempt times out.
+        deadline: Instant,
+    },
+    /// Connected, running the link-authentication handshake, which must
+    /// complete by `deadline`. PDUs cannot be sent yet.
+    Authenticating {
+        /// When the handshake times out.
         deadline: Instant,
     },
     /// Connected; PDUs can be sent.
@@ -100,7 +121,11 @@ pub enum LinkEvent {
     /// (unless the application closed the link).
     Down(CloseReason),
     /// A connect attempt failed ([`CloseReason::ConnectFailed`] or
-    /// [`CloseReason::ConnectTimedOut`]); a retry is scheduled.
+    /// [`CloseReason::ConnectTimedOut`]), or the connection closed during
+    /// the authentication handshake, before it was up
+    /// ([`CloseReason::AuthFailed`], [`CloseReason::Unauthenticated`] when
+    /// the peer does not speak the handshake, [`CloseReason::PeerClosed`],
+    /// …); a retry is scheduled.
     Unreachable(CloseReason),
     /// A PDU from the peer (heartbeats are consumed by the link).
     Pdu(Pdu),
@@ -118,6 +143,14 @@ pub enum LinkEvent {
 ///          └─ connect failed | 5 s connect timeout ──▶ Backoff
 /// ```
 ///
+/// With [`LinkConfig::auth`] set, `Connected` leads to `Authenticating`
+/// instead: the link sends its hello, checks the peer's challenge, sends
+/// its proof and only then its greeting, and raises [`LinkEvent::Up`]. A
+/// peer that fails, refuses, sends anything else or is silent past the
+/// auth timeout closes the attempt with [`LinkEvent::Unreachable`] and the
+/// usual backoff (which is reset only by a link that came up, so a
+/// misconfigured peer is retried ever more slowly).
+///
 /// On every successful connect the link sends its *greeting* (see
 /// [`Link::set_greeting`]) before anything else, then raises
 /// [`LinkEvent::Up`]. That is where msg_server's registration to
@@ -134,11 +167,14 @@ pub struct Link {
     out: Outbox<LinkEvent>,
     /// Encoded greeting PDUs, sent first on every connect.
     greeting: Bytes,
+    /// The handshake in progress (state `Authenticating`).
+    initiator: Option<Initiator>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Connecting,
+    Authenticating,
     Up,
     Backoff,
     Closed,
@@ -157,6 +193,7 @@ impl Link {
             wire,
             out: Outbox::default(),
             greeting: Bytes::new(),
+            initiator: None,
         };
         link.start_connect();
         link
@@ -175,6 +212,9 @@ impl Link {
             State::Connecting => LinkState::Connecting {
                 deadline: self.timers.get(Timer::Connect).unwrap_or(self.now),
             },
+            State::Authenticating => LinkState::Authenticating {
+                deadline: self.timers.get(Timer::Auth).unwrap_or(self.now),
+            },
             State::Up => LinkState::Up,
             State::Backoff => LinkState::Backoff {
                 until: self.timers.get(Timer::Backoff).unwrap_or(self.now),
@@ -187,6 +227,19 @@ impl Link {
     #[must_use]
     pub fn is_up(&self) -> bool {
         self.state == State::Up
+    }
+
+    /// Whether the current connection's peer proved itself:
+    /// [`PeerAuth::NotRequired`] without [`LinkConfig::auth`],
+    /// [`PeerAuth::Authenticated`] while up with it, [`PeerAuth::Pending`]
+    /// otherwise.
+    #[must_use]
+    pub fn peer_auth(&self) -> PeerAuth {
+        match (&self.cfg.auth, self.state) {
+            (None, _) => PeerAuth::NotRequired,
+            (Some(_), State::Up) => PeerAuth::Authenticated,
+            (Some(_), _) => PeerAuth::Pending,
+        }
     }
 
     /// Queues `pdu` for the peer. Follow with a drain.
@@ -206,7 +259,9 @@ impl Link {
         match self.state {
             State::Up => {}
             State::Closed => return Err(SendError::Closed),
-            State::Connecting | State::Backoff => return Err(SendError::NotConnected),
+            State::Connecting | State::Authenticating | State::Backoff => {
+                return Err(SendError::NotConnected);
+            }
         }
         match self.wire.queue(pdu) {
             Ok(()) => {
@@ -252,10 +307,11 @@ impl Link {
                 self.out.push(Output::Close);
                 self.out.event(LinkEvent::Down(CloseReason::Local));
             }
-            State::Connecting => self.out.push(Output::Close),
+            State::Connecting | State::Authenticating => self.out.push(Output::Close),
             State::Backoff => {}
         }
         debug!(addr = %self.cfg.addr, "link closed locally");
+        self.initiator = None;
         self.wire.reset();
         self.state = State::Closed;
         self.timers.clear_all();
@@ -276,11 +332,59 @@ impl Link {
     }
 
     fn on_connected(&mut self) {
+        self.wire.reset();
+        self.timers.clear(Timer::Connect);
+        let Some(auth) = &self.cfg.auth else {
+            self.go_up();
+            return;
+        };
+        debug!(addr = %self.cfg.addr, "link connected, authenticating");
+        let initiator = Initiator::new(auth.nonces.next());
+        let hello = initiator.hello(&auth.key);
+        self.timers.set(Timer::Auth, self.now + auth.timeout);
+        self.state = State::Authenticating;
+        self.initiator = Some(initiator);
+        // Not `sent()`: no heartbeat is due before the handshake is over.
+        if self.wire.queue(&hello).is_err() {
+            self.attempt_failed(CloseReason::SendBufferFull);
+        }
+    }
+
+    /// One PDU while authenticating: the peer's challenge (or refusal).
+    fn on_handshake(&mut self, pdu: &Pdu) {
+        let (Some(auth), Some(initiator)) = (&self.cfg.auth, self.initiator.take()) else {
+            return;
+        };
+        match initiator.on_challenge(&auth.key, pdu) {
+            Ok(proof) => {
+                debug!(addr = %self.cfg.addr, key_id = %auth.key.id_hex(), "link authenticated");
+                if self.wire.queue(&proof).is_err() {
+                    self.attempt_failed(CloseReason::SendBufferFull);
+                    return;
+                }
+                self.timers.clear(Timer::Auth);
+                self.go_up();
+            }
+            Err(rejection) => self.refuse(rejection),
+        }
+    }
+
+    /// The handshake failed: tell the peer why (if it is to be told),
+    /// close, back off.
+    fn refuse(&mut self, rejection: Rejection) {
+        if let Some(notify) = &rejection.notify
+            && self.wire.queue(notify).is_ok()
+        {
+            self.out.flush(&mut self.wire);
+        }
+        self.attempt_failed(rejection.reason);
+    }
+
+    /// The connection is usable: send the greeting, raise `Up`.
+    fn go_up(&mut self) {
         debug!(addr = %self.cfg.addr, "link up");
         self.state = State::Up;
         self.cfg.backoff.reset();
-        self.wire.reset();
-        self.timers.clear(Timer::Connect);
         self.timers
             .set(Timer::Idle, self.now + self.cfg.idle_timeout);
         self.sent();
@@ -306,9 +410,16 @@ impl Link {
         self.back_off();
     }
 
-    /// A connect attempt failed: back off.
+    /// A connect attempt (or its handshake) failed: back off.
     fn attempt_failed(&mut self, reason: CloseReason) {
-        debug!(addr = %self.cfg.addr, %reason, "link connect failed");
+        match reason {
+            CloseReason::AuthFailed(_) | CloseReason::Unauthenticated(_) => {
+                warn!(addr = %self.cfg.addr, %reason, "link refused");
+            }
+            _ => debug!(addr = %self.cfg.addr, %reason, "link connect failed"),
+        }
+        self.wire.reset();
+        self.initiator = None;
         self.out.push(Output::Close);
         self.out.event(LinkEvent::Unreachable(reason));
         self.back_off();
@@ -328,14 +439,26 @@ impl Link {
             .set(Timer::Idle, self.now + self.cfg.idle_timeout);
         loop {
             match self.wire.next_pdu() {
-                Ok(Some(pdu)) => {
-                    if !pdu.is(Command::OtherHeartbeat.key()) {
-                        self.out.event(LinkEvent::Pdu(pdu));
+                Ok(Some(pdu)) => match self.state {
+                    State::Authenticating => self.on_handshake(&pdu),
+                    State::Up if self.cfg.auth.is_some() && auth::is_handshake(pdu.key()) => {
+                        self.go_down(auth::after_handshake(&pdu));
                     }
-                }
+                    State::Up => {
+                        if !pdu.is(Command::OtherHeartbeat.key()) {
+                            self.out.event(LinkEvent::Pdu(pdu));
+                        }
+                    }
+                    State::Connecting | State::Backoff | State::Closed => break,
+                },
                 Ok(None) => break,
                 Err(e) => {
-                    self.go_down(CloseReason::Frame(e));
+                    let reason = CloseReason::Frame(e);
+                    if self.state == State::Authenticating {
+                        self.attempt_failed(reason);
+                    } else {
+                        self.go_down(reason);
+                    }
                     break;
                 }
             }
@@ -355,6 +478,7 @@ impl Link {
                     }
                 }
                 Timer::Idle => self.go_down(CloseReason::TimedOut),
+                Timer::Auth => self.attempt_failed(CloseReason::AuthFailed(AuthFailure::TimedOut)),
                 Timer::Login | Timer::Header | Timer::Body | Timer::Send => {}
             }
         }
@@ -386,8 +510,13 @@ impl Machine for Link {
             (State::Connecting, Input::ConnectFailed(_) | Input::Closed(_)) => {
                 self.attempt_failed(CloseReason::ConnectFailed);
             }
-            (State::Up, Input::Received(_, data)) => self.on_received(data),
+            (State::Up | State::Authenticating, Input::Received(_, data)) => {
+                self.on_received(data);
+            }
             (State::Up, Input::Closed(_)) => self.go_down(CloseReason::PeerClosed),
+            (State::Authenticating, Input::Closed(_)) => {
+                self.attempt_failed(CloseReason::PeerClosed);
+            }
             (_, Input::Timeout(_)) => {}
             (state, input) => {
                 // Leftovers of a socket we already gave up on.
@@ -407,13 +536,17 @@ impl Machine for Link {
     }
 
     fn set_backlog(&mut self, now: Instant, bytes: usize) {
-        if self.state != State::Up {
+        if !matches!(self.state, State::Up | State::Authenticating) {
             return;
         }
         self.tick(now);
         self.wire.set_backlog(bytes);
         if self.wire.over_cap() {
-            self.go_down(CloseReason::SendBufferFull);
+            if self.state == State::Up {
+                self.go_down(CloseReason::SendBufferFull);
+            } else {
+                self.attempt_failed(CloseReason::SendBufferFull);
+            }
         }
         self.fire_timers();
     }

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use teamtalk_proto::{Command, DEFAULT_MAX_PDU_LEN, Pdu};
 use tracing::{debug, warn};
 
-use crate::error::{CloseReason, LoginError, SendError};
+use crate::auth::{self, ClusterAuth, PeerAuth, Rejection, Responder};
+use crate::error::{AuthFailure, CloseReason, LoginError, SendError};
 use crate::machine::{Input, Machine, Output};
 use crate::timers::{Timer, TimerTable};
 use crate::wire::{Outbox, Wire, input_kind};
@@ -47,6 +48,23 @@ pub struct SessionConfig {
     /// Cap on bytes not yet accepted by the socket; beyond it the session
     /// closes with [`CloseReason::SendBufferFull`].
     pub max_tx_bytes: usize,
+    /// `Some`: the peer must run the link-authentication handshake (see
+    /// [`crate::auth`]) before anything else: the first PDU must be its
+    /// hello, and until its proof checks out no [`SessionEvent::Pdu`] is
+    /// raised, nothing but the handshake is sent (no heartbeat either) and
+    /// any other PDU closes the session. `None` (the default): no
+    /// authentication, as TeamTalk.
+    pub auth: Option<ClusterAuth>,
+    /// With [`SessionConfig::auth`] set, also admit a peer that does not
+    /// authenticate: if its first PDU is not a hello, it is let in as
+    /// [`PeerAuth::Unauthenticated`] (a C++ TeamTalk daemon, which does not
+    /// speak the handshake); if it is a hello, the handshake must succeed.
+    /// Decided per session by the daemon from the peer's address
+    /// (`AllowUnauthenticatedPeers=`), so clone the port's config and set
+    /// it before [`Session::new`]. The auth deadline then starts at the
+    /// hello, not at the accept: a silent C++ peer is left to the idle
+    /// timeout. Meaningless without `auth`.
+    pub allow_unauthenticated: bool,
 }
 
 impl SessionConfig {
@@ -62,6 +80,8 @@ impl SessionConfig {
             login_timeout: Some(LOGIN_TIMEOUT),
             max_frame_len: DEFAULT_MAX_PDU_LEN,
             max_tx_bytes: DEFAULT_MAX_TX_BYTES,
+            auth: None,
+            allow_unauthenticated: false,
         }
     }
 
@@ -76,7 +96,24 @@ impl SessionConfig {
             login_timeout: None,
             max_frame_len: DEFAULT_MAX_PDU_LEN,
             max_tx_bytes: DEFAULT_MAX_TX_BYTES,
+            auth: None,
+            allow_unauthenticated: false,
         }
+    }
+
+    /// Requires link authentication with `auth` (see
+    /// [`SessionConfig::auth`]).
+    #[must_use]
+    pub fn with_auth(mut self, auth: ClusterAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Sets [`SessionConfig::allow_unauthenticated`].
+    #[must_use]
+    pub fn with_unauthenticated_allowed(mut self, allow: bool) -> Self {
+        self.allow_unauthenticated = allow;
+        self
     }
 }
 
@@ -111,6 +148,12 @@ pub enum SessionEvent {
     LoginRequest(Pdu),
     /// A PDU from an authorised peer (heartbeats are handled inside).
     Pdu(Pdu),
+    /// Sessions with [`SessionConfig::auth`] only, raised once, before the
+    /// peer's first [`SessionEvent::Pdu`]: the peer is admitted, either
+    /// [`PeerAuth::Authenticated`] or, where allowed,
+    /// [`PeerAuth::Unauthenticated`]. For counting and logging; the
+    /// application may send from now on.
+    Admitted(PeerAuth),
     /// The session ended; raised exactly once, just before
     /// [`Output::Finished`].
     Closed(CloseReason),
@@ -130,6 +173,19 @@ pub enum SessionEvent {
 /// listening side) have no gate, send a heartbeat when nothing was sent
 /// for 5 s and close after 30 s of silence, mirroring [`Link`](crate::Link).
 ///
+/// With [`SessionConfig::auth`], a session answers the link-authentication
+/// handshake first (it is the responder), raises
+/// [`SessionEvent::Admitted`] when the peer proved itself, and only then
+/// delivers PDUs, sends heartbeats and accepts [`Session::send`]:
+///
+/// ```text
+///            hello                     proof ok
+/// Pending ─────────▶ challenge sent ───────────▶ Admitted(Authenticated)
+///    │ other PDU, allowed peer ───────────────▶ Admitted(Unauthenticated)
+///    │ other PDU ─▶ Closed(Unauthenticated)   bad hello/proof ─▶ Closed(AuthFailed)
+///    auth timeout without admission ─▶ Closed(AuthFailed(TimedOut))
+/// ```
+///
 /// ```text
 ///            login request         accept_login
 /// Awaiting ───────────────▶ Pending ────────────▶ LoggedIn
@@ -148,6 +204,20 @@ pub struct Session {
     timers: TimerTable,
     wire: Wire,
     out: Outbox<SessionEvent>,
+    auth: AuthState,
+}
+
+/// Where a session is in link authentication.
+#[derive(Debug)]
+enum AuthState {
+    /// Waiting for the first PDU (a hello, or anything from an allowed
+    /// unauthenticated peer).
+    AwaitingHello,
+    /// Challenge sent, waiting for the proof.
+    Challenged(Responder),
+    /// Decided: [`PeerAuth::NotRequired`] (no auth configured),
+    /// `Authenticated` or `Unauthenticated`.
+    Admitted(PeerAuth),
 }
 
 impl Session {
@@ -156,7 +226,16 @@ impl Session {
     pub fn new(cfg: SessionConfig, peer: SocketAddr, now: Instant) -> Self {
         let mut timers = TimerTable::default();
         timers.set(Timer::Idle, now + cfg.idle_timeout);
-        if let Heartbeat::Send(every) = cfg.heartbeat {
+        let auth = match &cfg.auth {
+            None => AuthState::Admitted(PeerAuth::NotRequired),
+            Some(auth) => {
+                if !cfg.allow_unauthenticated {
+                    timers.set(Timer::Auth, now + auth.timeout);
+                }
+                AuthState::AwaitingHello
+            }
+        };
+        if let (Heartbeat::Send(every), AuthState::Admitted(_)) = (cfg.heartbeat, &auth) {
             timers.set(Timer::Heartbeat, now + every);
         }
         let login = match cfg.login_timeout {
@@ -176,6 +255,7 @@ impl Session {
             last_rx: now,
             timers,
             out: Outbox::default(),
+            auth,
         }
     }
 
@@ -189,6 +269,18 @@ impl Session {
     #[must_use]
     pub fn login(&self) -> Login {
         self.login
+    }
+
+    /// Where link authentication stands: [`PeerAuth::NotRequired`] without
+    /// [`SessionConfig::auth`], else `Pending` until the peer is admitted,
+    /// then `Authenticated` or `Unauthenticated` (see
+    /// [`SessionEvent::Admitted`]).
+    #[must_use]
+    pub fn peer_auth(&self) -> PeerAuth {
+        match self.auth {
+            AuthState::AwaitingHello | AuthState::Challenged(_) => PeerAuth::Pending,
+            AuthState::Admitted(how) => how,
+        }
     }
 
     /// Whether the session has closed (its remaining outputs may still
@@ -205,12 +297,16 @@ impl Session {
     ///
     /// # Errors
     /// [`SendError::Closed`] after the session closed,
-    /// [`SendError::TooLarge`] for a PDU over the frame limit,
-    /// [`SendError::BufferFull`] when the peer reads too slowly (the
-    /// session then closes).
+    /// [`SendError::NotAuthenticated`] before the peer was admitted (with
+    /// [`SessionConfig::auth`]), [`SendError::TooLarge`] for a PDU over the
+    /// frame limit, [`SendError::BufferFull`] when the peer reads too
+    /// slowly (the session then closes).
     pub fn send(&mut self, pdu: &Pdu) -> Result<(), SendError> {
         if self.is_closed() {
             return Err(SendError::Closed);
+        }
+        if !matches!(self.auth, AuthState::Admitted(_)) {
+            return Err(SendError::NotAuthenticated);
         }
         match self.wire.queue(pdu) {
             Ok(()) => {
@@ -300,6 +396,7 @@ impl Session {
     fn close_with(&mut self, reason: CloseReason) {
         match reason {
             CloseReason::Unauthenticated(_)
+            | CloseReason::AuthFailed(_)
             | CloseReason::DuplicateLogin
             | CloseReason::Frame(_)
             | CloseReason::SendBufferFull => {
@@ -334,6 +431,18 @@ impl Session {
 
     fn on_pdu(&mut self, pdu: Pdu) {
         let key = pdu.key();
+        match self.auth {
+            AuthState::AwaitingHello | AuthState::Challenged(_) => {
+                self.on_handshake(pdu);
+                return;
+            }
+            AuthState::Admitted(PeerAuth::NotRequired) => {}
+            AuthState::Admitted(_) if auth::is_handshake(key) => {
+                self.close_with(auth::after_handshake(&pdu));
+                return;
+            }
+            AuthState::Admitted(_) => {}
+        }
         if key == Command::OtherHeartbeat.key() {
             if self.cfg.heartbeat == Heartbeat::Echo {
                 if self.wire.queue(&pdu).is_err() {
@@ -362,11 +471,72 @@ impl Session {
         }
     }
 
+    /// One PDU before the peer is admitted: the handshake (or, from an
+    /// allowed peer, the first PDU of an unauthenticated one).
+    fn on_handshake(&mut self, pdu: Pdu) {
+        // A clone (an Arc and a keyed HMAC state), twice per connection:
+        // the handshake below needs `self` mutably.
+        let Some(auth) = self.cfg.auth.clone() else {
+            return;
+        };
+        let key = pdu.key();
+        match std::mem::replace(&mut self.auth, AuthState::AwaitingHello) {
+            AuthState::AwaitingHello => {
+                if self.cfg.allow_unauthenticated && key != Command::OtherLinkAuthHello.key() {
+                    debug!(peer = %self.peer, %key, "unauthenticated peer admitted");
+                    self.admit(PeerAuth::Unauthenticated);
+                    self.on_pdu(pdu);
+                    return;
+                }
+                match Responder::on_hello(&auth.key, &pdu, auth.nonces.next()) {
+                    Ok((responder, challenge)) => {
+                        if self.timers.get(Timer::Auth).is_none() {
+                            self.timers.set(Timer::Auth, self.now + auth.timeout);
+                        }
+                        self.auth = AuthState::Challenged(responder);
+                        // Not `send`/`sent()`: no heartbeat is due before
+                        // the peer is admitted.
+                        if self.wire.queue(&challenge).is_err() {
+                            self.close_with(CloseReason::SendBufferFull);
+                        }
+                    }
+                    Err(rejection) => self.refuse(rejection),
+                }
+            }
+            AuthState::Challenged(responder) => match responder.on_proof(&auth.key, &pdu) {
+                Ok(()) => {
+                    debug!(peer = %self.peer, key_id = %auth.key.id_hex(), "peer authenticated");
+                    self.admit(PeerAuth::Authenticated);
+                }
+                Err(rejection) => self.refuse(rejection),
+            },
+            AuthState::Admitted(how) => self.auth = AuthState::Admitted(how),
+        }
+    }
+
+    /// The peer is in: PDUs flow, our heartbeats start.
+    fn admit(&mut self, how: PeerAuth) {
+        self.auth = AuthState::Admitted(how);
+        self.timers.clear(Timer::Auth);
+        self.sent();
+        self.out.event(SessionEvent::Admitted(how));
+    }
+
+    /// The handshake failed: tell the peer why (if it is to be told), close.
+    fn refuse(&mut self, rejection: Rejection) {
+        if let Some(notify) = &rejection.notify {
+            // Best effort: the session closes either way.
+            let _ = self.wire.queue(notify);
+        }
+        self.close_with(rejection.reason);
+    }
+
     fn fire_timers(&mut self) {
         while let Some(timer) = self.timers.pop_expired(self.now) {
             match timer {
                 Timer::Idle => self.close_with(CloseReason::TimedOut),
                 Timer::Login => self.close_with(CloseReason::LoginTimedOut),
+                Timer::Auth => self.close_with(CloseReason::AuthFailed(AuthFailure::TimedOut)),
                 Timer::Heartbeat => {
                     let hb = Pdu::new(Command::OtherHeartbeat.key(), 0, Bytes::new());
                     if self.wire.queue(&hb).is_err() {

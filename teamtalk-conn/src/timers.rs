@@ -23,10 +23,12 @@ pub(crate) enum Timer {
     Body,
     /// HTTP: the peer took none of the response for this long.
     Send,
+    /// Close: the link-authentication handshake did not complete in time.
+    Auth,
 }
 
 impl Timer {
-    const COUNT: usize = 8;
+    const COUNT: usize = 9;
     const ALL: [Self; Self::COUNT] = [
         Self::Connect,
         Self::Backoff,
@@ -36,6 +38,7 @@ impl Timer {
         Self::Header,
         Self::Body,
         Self::Send,
+        Self::Auth,
     ];
 }
 

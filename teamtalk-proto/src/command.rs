@@ -475,6 +475,14 @@ command_table! {
     // teamtalk-rs extensions (IM.Ext): 0x0780-0x07ff of SID_OTHER is ours,
     // empty in TeamTalk; 0x0780-0x078f is kept for link authentication.
     // TeamTalk peers log and drop commands they do not know.
+    OtherLinkAuthHello = 0x0007 / 0x0780,
+        "CID_OTHER_LINK_AUTH_HELLO", ext::ImLinkAuthHello, "IM.Ext.IMLinkAuthHello";
+    OtherLinkAuthChallenge = 0x0007 / 0x0781,
+        "CID_OTHER_LINK_AUTH_CHALLENGE", ext::ImLinkAuthChallenge, "IM.Ext.IMLinkAuthChallenge";
+    OtherLinkAuthProof = 0x0007 / 0x0782,
+        "CID_OTHER_LINK_AUTH_PROOF", ext::ImLinkAuthProof, "IM.Ext.IMLinkAuthProof";
+    OtherLinkAuthResult = 0x0007 / 0x0783,
+        "CID_OTHER_LINK_AUTH_RESULT", ext::ImLinkAuthResult, "IM.Ext.IMLinkAuthResult";
     OtherRequestFailed = 0x0007 / 0x0790,
         "CID_OTHER_REQUEST_FAILED", ext::ImRequestFailed, "IM.Ext.IMRequestFailed";
 }
@@ -603,7 +611,7 @@ mod tests {
             .collect();
         let in_table: Vec<u16> = Command::ALL.iter().map(|c| c.key().command_id).collect();
         assert_eq!(in_table, in_protos);
-        assert_eq!(Command::ALL.len(), 96);
+        assert_eq!(Command::ALL.len(), 100);
     }
 
     #[test]
@@ -620,6 +628,29 @@ mod tests {
             Command::from_key(CommandKey::new(0x0007, 0x0790)),
             Some(Command::OtherRequestFailed)
         );
+    }
+
+    #[test]
+    fn link_authentication_stays_in_its_reserved_block() {
+        let auth: Vec<Command> = Command::ALL
+            .iter()
+            .copied()
+            .filter(|c| c.name().starts_with("CID_OTHER_LINK_AUTH_"))
+            .collect();
+        assert_eq!(
+            auth,
+            [
+                Command::OtherLinkAuthHello,
+                Command::OtherLinkAuthChallenge,
+                Command::OtherLinkAuthProof,
+                Command::OtherLinkAuthResult,
+            ]
+        );
+        for cmd in auth {
+            let key = cmd.key();
+            assert_eq!(key.service_id, 0x0007, "{cmd}");
+            assert!((0x0780..=0x078f).contains(&key.command_id), "{cmd}");
+        }
     }
 
     #[test]

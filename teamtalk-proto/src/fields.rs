@@ -177,6 +177,7 @@ impl Message {
             Self::FileResponse(m) => m.result_code,
             Self::OtherValidateRsp(m) => m.result_code,
             Self::OtherFileTransferRsp(m) => m.result_code,
+            Self::OtherLinkAuthResult(m) => m.result_code,
             Self::OtherRequestFailed(m) => m.result_code,
             _ => return None,
         })

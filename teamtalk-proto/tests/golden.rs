@@ -305,3 +305,109 @@ fn request_failed_extension() {
         Some(Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0]))
     );
 }
+
+/// The link-authentication hello: 16-byte header, then version, an 8-byte
+/// key id and a 32-byte nonce.
+#[test]
+fn link_auth_hello_extension() {
+    let key_id = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+    let nonce: Vec<u8> = (0u8..32).collect();
+    let wire: Vec<u8> = [
+        // header
+        &[0x00, 0x00, 0x00, 0x3e][..], // length 62 = 16 + 46
+        &[0x00, 0x01],                 // version 1
+        &[0x00, 0x00],                 // flag
+        &[0x00, 0x07],                 // SID_OTHER
+        &[0x07, 0x80],                 // CID_OTHER_LINK_AUTH_HELLO (teamtalk-rs)
+        &[0x00, 0x00],                 // seq 0
+        &[0x00, 0x00],                 // reserved
+        // body: IM.Ext.IMLinkAuthHello
+        &[0x08, 0x01], // field 1 version = LINK_AUTH_VERSION_1
+        &[0x12, 0x08], // field 2 key_id, LEN, 8 bytes
+        &key_id,
+        &[0x1a, 0x20], // field 3 nonce, LEN, 32 bytes
+        &nonce,
+    ]
+    .concat();
+    let msg = decode_golden(&wire, Command::OtherLinkAuthHello, 0);
+    let Message::OtherLinkAuthHello(hello) = &msg else {
+        panic!("not a hello");
+    };
+    assert_eq!(hello.version, 1);
+    assert_eq!(&hello.key_id[..], &key_id);
+    assert_eq!(&hello.nonce[..], &nonce[..]);
+}
+
+/// The responder's challenge: its nonce and its proof, 32 bytes each.
+#[test]
+fn link_auth_challenge_extension() {
+    let nonce = [0xa5; 32];
+    let proof = [0x5a; 32];
+    let wire: Vec<u8> = [
+        // header
+        &[0x00, 0x00, 0x00, 0x54][..], // length 84 = 16 + 68
+        &[0x00, 0x01],                 // version 1
+        &[0x00, 0x00],                 // flag
+        &[0x00, 0x07],                 // SID_OTHER
+        &[0x07, 0x81],                 // CID_OTHER_LINK_AUTH_CHALLENGE (teamtalk-rs)
+        &[0x00, 0x00],                 // seq 0
+        &[0x00, 0x00],                 // reserved
+        // body: IM.Ext.IMLinkAuthChallenge
+        &[0x0a, 0x20], // field 1 nonce, LEN, 32 bytes
+        &nonce,
+        &[0x12, 0x20], // field 2 proof, LEN, 32 bytes
+        &proof,
+    ]
+    .concat();
+    let msg = decode_golden(&wire, Command::OtherLinkAuthChallenge, 0);
+    let Message::OtherLinkAuthChallenge(challenge) = &msg else {
+        panic!("not a challenge");
+    };
+    assert_eq!(&challenge.nonce[..], &nonce);
+    assert_eq!(&challenge.proof[..], &proof);
+}
+
+/// The initiator's proof.
+#[test]
+fn link_auth_proof_extension() {
+    let proof: Vec<u8> = (0u8..32).rev().collect();
+    let wire: Vec<u8> = [
+        // header
+        &[0x00, 0x00, 0x00, 0x32][..], // length 50 = 16 + 34
+        &[0x00, 0x01],                 // version 1
+        &[0x00, 0x00],                 // flag
+        &[0x00, 0x07],                 // SID_OTHER
+        &[0x07, 0x82],                 // CID_OTHER_LINK_AUTH_PROOF (teamtalk-rs)
+        &[0x00, 0x00],                 // seq 0
+        &[0x00, 0x00],                 // reserved
+        // body: IM.Ext.IMLinkAuthProof
+        &[0x0a, 0x20], // field 1 proof, LEN, 32 bytes
+        &proof,
+    ]
+    .concat();
+    let msg = decode_golden(&wire, Command::OtherLinkAuthProof, 0);
+    let Message::OtherLinkAuthProof(p) = &msg else {
+        panic!("not a proof");
+    };
+    assert_eq!(&p.proof[..], &proof[..]);
+}
+
+/// A refusal: the peer's proof was wrong.
+#[test]
+fn link_auth_result_extension() {
+    let wire: Vec<u8> = [
+        // header
+        &[0x00, 0x00, 0x00, 0x12][..], // length 18 = 16 + 2
+        &[0x00, 0x01],                 // version 1
+        &[0x00, 0x00],                 // flag
+        &[0x00, 0x07],                 // SID_OTHER
+        &[0x07, 0x83],                 // CID_OTHER_LINK_AUTH_RESULT (teamtalk-rs)
+        &[0x00, 0x00],                 // seq 0
+        &[0x00, 0x00],                 // reserved
+        // body: IM.Ext.IMLinkAuthResult
+        &[0x08, 0x01], // field 1 result_code = LINK_AUTH_BAD_PROOF
+    ]
+    .concat();
+    let msg = decode_golden(&wire, Command::OtherLinkAuthResult, 0);
+    assert_eq!(msg.result_code(), Some(1));
+}

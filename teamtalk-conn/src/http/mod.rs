@@ -905,7 +905,8 @@ impl HttpConn {
                 Timer::Body => self.fail(HttpCloseReason::BodyTimedOut),
                 Timer::Idle => self.abort(HttpCloseReason::IdleTimedOut),
                 Timer::Send => self.abort(HttpCloseReason::SendTimedOut),
-                Timer::Connect | Timer::Backoff | Timer::Heartbeat | Timer::Login => {}
+                Timer::Connect | Timer::Backoff | Timer::Heartbeat | Timer::Login | Timer::Auth => {
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 //! connection the same way), `sim` pairs a link with a
 //! server-peer session over in-memory pipes.
 
+mod auth;
 mod http_conn;
 mod link;
 mod prop;
