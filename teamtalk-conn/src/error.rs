@@ -2,6 +2,8 @@
 
 use teamtalk_proto::{CommandKey, FrameError};
 
+use crate::tls::TlsError;
+
 /// Why a machine closed its socket.
 ///
 /// Inputs never return errors: every failure, whether the peer's, the
@@ -51,6 +53,11 @@ pub enum CloseReason {
     /// The application closed the connection.
     #[error("closed locally")]
     Local,
+    /// TLS failed: an alert, a rejected certificate, bytes that are not
+    /// TLS, or a handshake that did not complete in time (only for
+    /// machines wrapped in [`Tls`](crate::tls::Tls)).
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Why a PDU could not be queued for sending.

@@ -21,6 +21,12 @@ use teamtalk_proto::{Command, CommandKey, Pdu, PduCodec};
 
 use crate::{Backoff, Input, Link, LinkConfig, Machine, Output, Session, SessionConfig};
 
+mod tls;
+
+#[cfg(test)]
+pub(crate) use tls::TestPki;
+pub use tls::{run_tls_server_bytes, run_tls_session};
+
 /// Frame limit used by the step runners: small, so limits are reached.
 pub const MAX_FRAME: u32 = 1024;
 /// Send cap used by the step runners: small, so overflow is reached.
@@ -127,6 +133,19 @@ impl Checker {
     }
 
     fn drain<M: Machine>(&mut self, m: &mut M) {
+        let mut codec = self.codec;
+        self.drain_with(m, |bytes| {
+            let mut buf = BytesMut::from(bytes);
+            while let Some(p) = codec.decode(&mut buf).expect("valid frames") {
+                assert!(p.wire_len() <= MAX_FRAME as usize);
+            }
+            assert!(buf.is_empty(), "transmit with a partial PDU");
+        });
+    }
+
+    /// Drains `m`, checking the contract, and hands every transmit to
+    /// `on_transmit` (which checks what the bytes must hold).
+    fn drain_with<M: Machine>(&mut self, m: &mut M, mut on_transmit: impl FnMut(&[u8])) {
         for _ in 0..10_000 {
             let out = m.poll_output();
             if self.finished {
@@ -145,11 +164,7 @@ impl Checker {
                 }
                 Output::Transmit(bytes) => {
                     assert!(!bytes.is_empty(), "empty transmit");
-                    let mut buf = BytesMut::from(&bytes[..]);
-                    while let Some(p) = self.codec.decode(&mut buf).expect("valid frames") {
-                        assert!(p.wire_len() <= MAX_FRAME as usize);
-                    }
-                    assert!(buf.is_empty(), "transmit with a partial PDU");
+                    on_transmit(&bytes);
                 }
                 Output::Connect(_) | Output::Close | Output::Event(_) => {}
             }
@@ -274,6 +289,15 @@ pub fn run_session_steps(data: &[u8]) {
 pub fn run_link_steps(data: &[u8]) {
     if let Some(steps) = steps_from(data) {
         run_link(&steps);
+    }
+}
+
+/// Fuzz entry point: decodes steps from raw bytes and runs them against a
+/// client session behind a TLS server wrapper (see [`run_tls_session`]).
+#[cfg(feature = "fuzzing")]
+pub fn run_tls_session_steps(data: &[u8]) {
+    if let Some(steps) = steps_from(data) {
+        run_tls_session(&steps);
     }
 }
 

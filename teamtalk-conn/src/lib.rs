@@ -144,6 +144,7 @@ mod machine;
 pub mod presence;
 mod session;
 mod timers;
+pub mod tls;
 mod wire;
 
 #[cfg(test)]
@@ -159,6 +160,7 @@ pub use link::{Link, LinkConfig, LinkEvent, LinkState};
 pub use machine::{Input, Machine, Output};
 pub use presence::{ClientClass, Kick, KickReason, Presence};
 pub use session::{Heartbeat, Login, Session, SessionConfig, SessionEvent};
+pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, Tls, TlsError};
 
 /// Heartbeat period between servers (TeamTalk `SERVER_HEARTBEAT_INTERVAL`).
 pub const SERVER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);

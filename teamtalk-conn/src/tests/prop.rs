@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use crate::fuzzing::{Step, run_link, run_peer_session, run_session};
+use crate::fuzzing::{Step, run_link, run_peer_session, run_session, run_tls_session};
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
@@ -52,6 +52,25 @@ proptest! {
     #[test]
     fn link_keeps_the_contract(steps in steps()) {
         run_link(&steps);
+    }
+}
+
+proptest! {
+    // Each case may run TLS handshakes: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A client session behind a TLS server wrapper, with an honest TLS
+    /// client joining at a `Connected` step.
+    #[test]
+    fn tls_client_session_keeps_the_contract(steps in steps()) {
+        run_tls_session(&steps);
+    }
+
+    /// Raw bytes into a TLS server never panic, and its handshake
+    /// deadline always closes it.
+    #[test]
+    fn tls_server_survives_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        crate::fuzzing::run_tls_server_bytes(&data);
     }
 }
 

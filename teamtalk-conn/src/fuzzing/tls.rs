@@ -1,0 +1,357 @@
+//! The TLS server wrapper under arbitrary steps: [`Tls`]`<`[`Session`]`>`
+//! fed garbage, plaintext PDUs and, when a step says so, the records of an
+//! honest rustls client that shuttles bytes with it.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::BytesMut;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+use teamtalk_proto::PduCodec;
+
+use super::{Checker, MAX_FRAME, MAX_TX, Step, addr, check_buffers, pdu};
+use crate::tls::crypto_provider;
+use crate::{Input, Login, Machine, Session, SessionConfig, Tls};
+
+/// A throw-away PKI made at run time: a CA, a server certificate for
+/// `localhost` and 127.0.0.1, and a client certificate, all signed by the
+/// CA. Nothing secret is ever committed.
+pub(crate) struct TestPki {
+    /// The CA certificate (the trust anchor).
+    pub(crate) ca: CertificateDer<'static>,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: PrivatePkcs8KeyDer<'static>,
+    client_chain: Vec<CertificateDer<'static>>,
+    client_key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl TestPki {
+    /// Generates a new CA and its two leaves.
+    pub(crate) fn generate() -> Self {
+        // Every CA gets its own name, so a certificate from another one is
+        // an unknown issuer, not a bad signature.
+        static SERIAL: AtomicUsize = AtomicUsize::new(0);
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+        let mut ca_params = CertificateParams::new(Vec::new()).expect("no names");
+        ca_params.distinguished_name = DistinguishedName::new();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("teamtalk test CA {serial}"));
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("ca key");
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<SanType>| {
+            let mut params = CertificateParams::new(Vec::new()).expect("no names");
+            params.subject_alt_names = names;
+            let key = KeyPair::generate().expect("leaf key");
+            let cert = params.signed_by(&key, &issuer).expect("leaf cert");
+            (
+                vec![cert.der().clone()],
+                PrivatePkcs8KeyDer::from(key.serialize_der()),
+            )
+        };
+        let (server_chain, server_key) = leaf(vec![
+            SanType::DnsName("localhost".try_into().expect("dns name")),
+            SanType::IpAddress([127, 0, 0, 1].into()),
+        ]);
+        let (client_chain, client_key) = leaf(vec![SanType::DnsName(
+            "client.localhost".try_into().expect("dns name"),
+        )]);
+        Self {
+            ca: ca.der().clone(),
+            server_chain,
+            server_key,
+            client_chain,
+            client_key,
+        }
+    }
+
+    /// One PKI per process: key generation is the slow part.
+    pub(crate) fn shared() -> &'static Self {
+        static PKI: OnceLock<TestPki> = OnceLock::new();
+        PKI.get_or_init(Self::generate)
+    }
+
+    /// The chain the client presents.
+    #[cfg(test)]
+    pub(crate) fn client_chain(&self) -> &[CertificateDer<'static>] {
+        &self.client_chain
+    }
+
+    fn roots(&self) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.clone()).expect("ca accepted");
+        Arc::new(roots)
+    }
+
+    /// A server config; with `client_auth`, clients must present a
+    /// certificate signed by this CA.
+    pub(crate) fn server_config(&self, client_auth: bool) -> Arc<ServerConfig> {
+        let builder = ServerConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = if client_auth {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(self.roots(), crypto_provider())
+                    .build()
+                    .expect("verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let key = PrivateKeyDer::Pkcs8(self.server_key.clone_key());
+        Arc::new(
+            builder
+                .with_single_cert(self.server_chain.clone(), key)
+                .expect("server cert"),
+        )
+    }
+
+    /// A client config trusting `trusted`'s CA; with `with_cert`, it
+    /// presents this PKI's client certificate.
+    pub(crate) fn client_config(&self, trusted: &Self, with_cert: bool) -> Arc<ClientConfig> {
+        let builder = ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(trusted.roots());
+        let config = if with_cert {
+            let key = PrivateKeyDer::Pkcs8(self.client_key.clone_key());
+            builder
+                .with_client_auth_cert(self.client_chain.clone(), key)
+                .expect("client cert")
+        } else {
+            builder.with_no_client_auth()
+        };
+        Arc::new(config)
+    }
+}
+
+/// The honest peer: a rustls client and the plaintext it decrypted so
+/// far (checked to hold whole PDUs).
+struct Peer {
+    conn: ClientConnection,
+    rx: BytesMut,
+    codec: PduCodec,
+}
+
+impl Peer {
+    fn new() -> Self {
+        let pki = TestPki::shared();
+        let config = pki.client_config(pki, false);
+        let name = ServerName::try_from("localhost").expect("name");
+        Self {
+            conn: ClientConnection::new(config, name).expect("client connection"),
+            rx: BytesMut::new(),
+            codec: PduCodec::new(MAX_FRAME),
+        }
+    }
+
+    /// Takes what the server transmitted. Returns false when the client
+    /// gave up (an alert, or bytes it cannot accept).
+    fn receive(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            match self.conn.read_tls(&mut bytes) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            let Ok(state) = self.conn.process_new_packets() else {
+                return false;
+            };
+            let n = state.plaintext_bytes_to_read();
+            let start = self.rx.len();
+            self.rx.resize(start + n, 0);
+            self.conn
+                .reader()
+                .read_exact(&mut self.rx[start..])
+                .expect("announced plaintext");
+        }
+        // What the wrapper encrypts is whole transmits of the inner
+        // session, so the decrypted stream never ends in a partial PDU.
+        while let Some(p) = self.codec.decode(&mut self.rx).expect("valid frames") {
+            assert!(p.wire_len() <= MAX_FRAME as usize);
+        }
+        assert!(self.rx.is_empty(), "decrypted stream ends in a partial PDU");
+        true
+    }
+
+    fn records(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut out).unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Runs `steps` against a client [`Session`] wrapped in a TLS server
+/// [`Tls`], checking the contract after each (as [`run_session`]
+/// does). Steps mean what they mean for a plain session, except:
+/// - `Connected`: an honest rustls client starts a handshake; from then on
+///   bytes flow between it and the server after every step, and what the
+///   server transmits must decrypt to whole PDUs;
+/// - `RecvPdu`: the PDU arrives encrypted by the honest client once its
+///   handshake is done, in plaintext otherwise;
+/// - `Recv`: raw bytes into the TLS stream (garbage, mostly).
+///
+/// [`run_session`]: super::run_session
+pub fn run_tls_session(steps: &[Step]) {
+    let _ = run_tls_session_login(steps);
+}
+
+/// [`run_tls_session`], returning whether the TLS handshake completed and
+/// where the session's login ended (for checking the runner reaches the
+/// interesting states).
+fn run_tls_session_login(steps: &[Step]) -> (bool, Login) {
+    let mut cfg = SessionConfig::client();
+    cfg.max_frame_len = MAX_FRAME;
+    cfg.max_tx_bytes = MAX_TX;
+    let mut c = Checker::new();
+    let server_config = TestPki::shared().server_config(false);
+    let mut s = Tls::server(server_config, Session::new(cfg, addr(), c.now), c.now);
+    let mut peer: Option<Peer> = None;
+    drain_to(&mut c, &mut s, &mut peer);
+    for step in steps {
+        match step {
+            Step::Connected => {
+                if peer.is_none() {
+                    peer = Some(Peer::new());
+                }
+            }
+            Step::RecvPdu {
+                kind,
+                seq,
+                body_len,
+            } if peer.as_ref().is_some_and(|p| !p.conn.is_handshaking()) => {
+                let bytes = pdu(*kind, *seq, usize::from(*body_len)).to_bytes();
+                let p = peer.as_mut().expect("checked");
+                p.conn.writer().write_all(&bytes).expect("client writer");
+            }
+            Step::Send(len) => {
+                let _ = s.send(&pdu(2, 0, usize::from(*len)));
+            }
+            Step::AcceptLogin {
+                user_id,
+                client_type,
+            } => {
+                let _ = s.accept_login(*user_id, u32::from(*client_type));
+            }
+            Step::RejectLogin => {
+                let _ = s.reject_login(&pdu(1, 0, 4));
+            }
+            Step::Close => s.close(),
+            other => {
+                c.feed(&mut s, other);
+            }
+        }
+        check_buffers(s.inner().buffered());
+        drain_to(&mut c, &mut s, &mut peer);
+        // Let the honest client and the server talk until both are quiet.
+        for _ in 0..16 {
+            let Some(p) = peer.as_mut() else { break };
+            let records = p.records();
+            if records.is_empty() {
+                break;
+            }
+            s.handle_input(Input::Received(c.now, &records));
+            drain_to(&mut c, &mut s, &mut peer);
+        }
+        assert!(
+            s.pending_len() <= MAX_TX + MAX_FRAME as usize,
+            "plaintext waiting for the handshake over the send cap"
+        );
+    }
+    (s.is_established(), s.login())
+}
+
+/// One drain; transmits go to the honest client, if any.
+fn drain_to(c: &mut Checker, s: &mut Tls<Session>, peer: &mut Option<Peer>) {
+    let mut wire = Vec::new();
+    c.drain_with(s, |bytes| wire.extend_from_slice(bytes));
+    if let Some(p) = peer.as_mut()
+        && !wire.is_empty()
+        && !p.receive(&wire)
+    {
+        *peer = None;
+    }
+}
+
+/// Fuzz entry point: arbitrary bytes straight into a TLS server wrapper
+/// around a client session, once whole and once split at every 7th byte
+/// (records and handshake messages then arrive in pieces). Must never
+/// panic and must keep the drain contract.
+pub fn run_tls_server_bytes(data: &[u8]) {
+    let server_config = TestPki::shared().server_config(false);
+    for chunk in [data.len().max(1), 7] {
+        let mut c = Checker::new();
+        let session = Session::new(SessionConfig::client(), addr(), c.now);
+        let mut s = Tls::server(Arc::clone(&server_config), session, c.now);
+        c.drain_with(&mut s, |_| {});
+        for piece in data.chunks(chunk) {
+            s.handle_input(Input::Received(c.now, piece));
+            c.drain_with(&mut s, |_| {});
+            if c.finished {
+                break;
+            }
+        }
+        // Then the handshake deadline must close it.
+        let later = c.advance(u16::MAX);
+        s.handle_input(Input::Timeout(later));
+        c.drain_with(&mut s, |_| {});
+        assert!(
+            c.finished,
+            "a TLS server without a handshake outlived its deadline"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_honest_client_logs_in_through_the_wrapper() {
+        let steps = [
+            Step::Connected,
+            Step::RecvPdu {
+                kind: 1,
+                seq: 1,
+                body_len: 4,
+            },
+            Step::AcceptLogin {
+                user_id: 9,
+                client_type: 1,
+            },
+            Step::RecvPdu {
+                kind: 0,
+                seq: 2,
+                body_len: 0,
+            },
+            Step::Send(300),
+        ];
+        let (established, login) = run_tls_session_login(&steps);
+        assert!(established);
+        assert_eq!(
+            login,
+            Login::LoggedIn {
+                user_id: 9,
+                client_type: 1
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_ends_the_handshake() {
+        let steps = [Step::Connected, Step::Recv(vec![0; 40])];
+        assert_eq!(run_tls_session_login(&steps), (false, Login::Awaiting));
+    }
+}
