@@ -28,3 +28,13 @@ fn session_steps_corpus() {
 fn link_steps_corpus() {
     replay("link_steps", teamtalk_conn::fuzzing::run_link_steps);
 }
+
+#[test]
+fn tls_session_steps_corpus() {
+    replay("tls_session_steps", teamtalk_conn::fuzzing::run_tls_session_steps);
+}
+
+#[test]
+fn tls_server_bytes_corpus() {
+    replay("tls_server_bytes", teamtalk_conn::fuzzing::run_tls_server_bytes);
+}
