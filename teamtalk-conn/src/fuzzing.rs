@@ -23,8 +23,6 @@ use crate::{Backoff, Input, Link, LinkConfig, Machine, Output, Session, SessionC
 
 mod tls;
 
-#[cfg(test)]
-pub(crate) use tls::TestPki;
 pub use tls::{run_tls_server_bytes, run_tls_session};
 
 /// Frame limit used by the step runners: small, so limits are reached.

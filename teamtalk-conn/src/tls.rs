@@ -56,6 +56,9 @@ use tracing::debug;
 use crate::error::CloseReason;
 use crate::machine::{Input, Machine, Output};
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 /// The rustls this crate is built with, for building configs and naming
 /// certificates with the same types.
 pub use rustls;

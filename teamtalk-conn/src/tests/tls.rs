@@ -12,7 +12,7 @@ use rustls::pki_types::ServerName;
 use teamtalk_proto::{Command, Pdu};
 
 use super::{Drive, MSG_DATA, heartbeat, login_req, ms, msg, secs, t0};
-use crate::fuzzing::TestPki;
+use crate::tls::testing::TestPki;
 use crate::{
     Backoff, CloseReason, DEFAULT_HANDSHAKE_TIMEOUT, Input, Link, LinkConfig, LinkEvent, Machine,
     Output, SendError, Session, SessionConfig, SessionEvent, Tls, TlsError,
