@@ -15,7 +15,9 @@
 //! a blocking TeamTalk client used by [`chat`], [`mod@bench`] and the tests;
 //! [`conf`] reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics`
 //! and `/healthz`; [`rules`] holds protocol rules every daemon applies the
-//! same way (the failure answer of each request).
+//! same way (the failure answer of each request); [`mod@tls`] turns a
+//! conf's `TlsCertFile`/`TlsKeyFile`/`TlsCaFile` keys into rustls configs
+//! for `teamtalk_conn::Tls`.
 #![forbid(unsafe_code)]
 pub mod bench;
 pub mod chat;
@@ -33,3 +35,4 @@ pub mod rules;
 pub mod runtime;
 pub mod store;
 pub mod system;
+pub mod tls;
