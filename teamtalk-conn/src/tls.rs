@@ -256,10 +256,11 @@ impl<M: Machine> Tls<M> {
     }
 
     /// Replaces the handshake timeout (also for a handshake already
-    /// under way, counted from its start).
+    /// under way, counted from its start). At least 1 ms, so the deadline
+    /// is always later than the input that started the handshake.
     #[must_use]
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.handshake_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 

@@ -585,6 +585,20 @@ fn handshake_timeout_is_configurable_and_a_late_input_still_fires_it() {
 }
 
 #[test]
+fn a_zero_handshake_timeout_still_gives_a_deadline_after_now() {
+    let pki = TestPki::shared();
+    let t = t0();
+    let session = Session::new(SessionConfig::client(), peer(), t);
+    let tls =
+        Tls::server(pki.server_config(false), session, t).with_handshake_timeout(Duration::ZERO);
+    // `Drive` asserts every deadline is after the last input.
+    let mut d = Drive::new(tls, t);
+    assert_eq!(d.deadline, Some(t + ms(1)));
+    d.advance(ms(1));
+    assert!(d.finished());
+}
+
+#[test]
 fn a_client_handshake_is_bounded_by_the_link_connect_timeout_or_its_own() {
     let pki = TestPki::shared();
     let t = t0();
