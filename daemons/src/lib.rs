@@ -17,7 +17,9 @@
 //! and `/healthz`; [`rules`] holds protocol rules every daemon applies the
 //! same way (the failure answer of each request, who receives a relay);
 //! [`mod@http`] holds what every HTTP endpoint shares (routing, JSON,
-//! ranges, CORS, multipart) on top of `teamtalk_conn::http::HttpConn`.
+//! ranges, CORS, multipart) on top of `teamtalk_conn::http::HttpConn`;
+//! [`mod@tls`] turns a conf's `TlsCertFile`/`TlsKeyFile`/`TlsCaFile` keys
+//! into rustls configs for `teamtalk_conn::Tls`.
 #![forbid(unsafe_code)]
 pub mod bench;
 pub mod chat;
@@ -36,3 +38,4 @@ pub mod rules;
 pub mod runtime;
 pub mod store;
 pub mod system;
+pub mod tls;

@@ -2,6 +2,8 @@
 
 use teamtalk_proto::{CommandKey, FrameError};
 
+use crate::tls::TlsError;
+
 /// Why a machine closed its socket.
 ///
 /// Inputs never return errors: every failure, whether the peer's, the
@@ -57,6 +59,11 @@ pub enum CloseReason {
     /// the handshake closes with [`CloseReason::Unauthenticated`] instead.
     #[error("link authentication failed: {0}")]
     AuthFailed(AuthFailure),
+    /// TLS failed: an alert, a rejected certificate, bytes that are not
+    /// TLS, or a handshake that did not complete in time (only for
+    /// machines wrapped in [`Tls`](crate::tls::Tls)).
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Why a link-authentication handshake failed (inside

@@ -49,6 +49,10 @@ use crate::{
     NonceSource, Output, PeerAuth, Session, SessionConfig, SessionEvent,
 };
 
+mod tls;
+
+pub use tls::{run_tls_server_bytes, run_tls_session};
+
 /// Frame limit used by the step runners: small, so limits are reached.
 pub const MAX_FRAME: u32 = 1024;
 /// Send cap used by the step runners: small, so overflow is reached.
@@ -173,6 +177,9 @@ enum Frames {
     Pdus(PduCodec),
     /// A stream of HTTP/1.1 responses.
     Http(ResponseStream),
+    /// Bytes the checker cannot read (TLS records); the caller checks
+    /// them.
+    Opaque,
 }
 
 /// Drives a machine and checks the invariants after each mutation.
@@ -216,8 +223,34 @@ impl Checker {
     }
 
     /// Drains `m`, checking every output, and returns what the peer and
-    /// the application saw, in order.
+    /// the application saw, in order. Transmits are checked against the
+    /// checker's [`Frames`].
     fn drain<M: Machine>(&mut self, m: &mut M) -> Vec<Seen<M::Event>> {
+        let mut frames = std::mem::replace(&mut self.frames, Frames::Opaque);
+        let seen = self.drain_with(m, |bytes, seen| match &mut frames {
+            Frames::Pdus(codec) => {
+                let mut buf = BytesMut::from(bytes);
+                while let Some(p) = codec.decode(&mut buf).expect("valid frames") {
+                    assert!(p.wire_len() <= MAX_FRAME as usize);
+                    seen.push(Seen::Sent(p));
+                }
+                assert!(buf.is_empty(), "transmit with a partial PDU");
+            }
+            Frames::Http(stream) => stream.push(bytes),
+            Frames::Opaque => {}
+        });
+        self.frames = frames;
+        seen
+    }
+
+    /// Drains `m`, checking the contract, and hands every transmit to
+    /// `on_transmit` (which checks what the bytes must hold and may record
+    /// what it saw, in order with the events).
+    fn drain_with<M: Machine>(
+        &mut self,
+        m: &mut M,
+        mut on_transmit: impl FnMut(&[u8], &mut Vec<Seen<M::Event>>),
+    ) -> Vec<Seen<M::Event>> {
         let mut seen = Vec::new();
         for _ in 0..10_000 {
             let out = m.poll_output();
@@ -237,17 +270,7 @@ impl Checker {
                 }
                 Output::Transmit(bytes) => {
                     assert!(!bytes.is_empty(), "empty transmit");
-                    match &mut self.frames {
-                        Frames::Pdus(codec) => {
-                            let mut buf = BytesMut::from(&bytes[..]);
-                            while let Some(p) = codec.decode(&mut buf).expect("valid frames") {
-                                assert!(p.wire_len() <= MAX_FRAME as usize);
-                                seen.push(Seen::Sent(p));
-                            }
-                            assert!(buf.is_empty(), "transmit with a partial PDU");
-                        }
-                        Frames::Http(stream) => stream.push(&bytes),
-                    }
+                    on_transmit(&bytes, &mut seen);
                 }
                 Output::Connect(_) => seen.push(Seen::Connect),
                 Output::Close => {}
@@ -987,6 +1010,15 @@ pub fn run_link_steps(data: &[u8]) {
 pub fn run_http_steps(data: &[u8]) {
     if let Some(steps) = steps_from::<HttpStep>(data) {
         let _ = run_http(&steps);
+    }
+}
+
+/// Fuzz entry point: decodes steps from raw bytes and runs them against a
+/// client session behind a TLS server wrapper (see [`run_tls_session`]).
+#[cfg(feature = "fuzzing")]
+pub fn run_tls_session_steps(data: &[u8]) {
+    if let Some(steps) = steps_from(data) {
+        run_tls_session(&steps);
     }
 }
 

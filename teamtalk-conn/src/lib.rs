@@ -134,6 +134,102 @@
 //! - [`HttpConn`] (module [`http`]): a server-side HTTP/1.1 connection
 //!   with header, body, idle and send deadlines, body limits, chunked
 //!   bodies and keep-alive, for every HTTP endpoint of the daemons.
+//! - [`Tls`]: any of the machines above over TLS (see below).
+//!
+//! # TLS
+//!
+//! [`Tls`] wraps any machine (`Tls<Session>`, `Tls<Link>`, or an HTTP
+//! connection machine) and runs it over TLS with rustls's sans-IO
+//! connection API, keeping the machine's events and application calls
+//! (reached through `Deref`). Received bytes are decrypted before the
+//! inner machine sees them, and what it transmits is encrypted. The
+//! client side starts a fresh handshake on every `Connected` and reports
+//! `Connected` to the inner machine only once the server's certificate
+//! is verified. Failures close with [`CloseReason::Tls`] carrying a
+//! [`TlsError`]; a handshake that does not complete within
+//! [`DEFAULT_HANDSHAKE_TIMEOUT`] is one of them. Plain TCP stays the
+//! default: TeamTalk clients cannot speak TLS. rustls uses its `ring`
+//! crypto provider for randomness and the wall clock for certificate
+//! validity; the machine's own timing still comes only from its inputs.
+//! Building configs from PEM files needs the file system and so lives in
+//! the daemons (`daemons::tls`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//!
+//! use bytes::Bytes;
+//! use teamtalk_conn::tls::rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
+//! use teamtalk_conn::tls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+//! use teamtalk_conn::tls::crypto_provider;
+//! use teamtalk_conn::{
+//!     Input, Link, LinkConfig, LinkEvent, Machine, Output, Session, SessionConfig,
+//!     SessionEvent, Tls,
+//! };
+//! use teamtalk_proto::{Command, Pdu};
+//!
+//! // A self-signed certificate, trusted by the client as its only root.
+//! let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+//! let key = PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+//! let server_config = ServerConfig::builder_with_provider(crypto_provider())
+//!     .with_safe_default_protocol_versions()?
+//!     .with_no_client_auth()
+//!     .with_single_cert(vec![cert.cert.der().clone()], key.into())?;
+//! let mut roots = RootCertStore::empty();
+//! roots.add(cert.cert.der().clone())?;
+//! let client_config = ClientConfig::builder_with_provider(crypto_provider())
+//!     .with_safe_default_protocol_versions()?
+//!     .with_root_certificates(roots)
+//!     .with_no_client_auth();
+//!
+//! // A TLS link and the TLS server-peer session it reaches: the same
+//! // machines as in plain TCP, wrapped.
+//! let t0 = Instant::now();
+//! let addr = "127.0.0.1:10600".parse()?;
+//! let name = ServerName::try_from("localhost")?;
+//! let link = Link::new(LinkConfig::new(addr), t0);
+//! let mut link = Tls::client(Arc::new(client_config), name, link, t0);
+//! let session = Session::new(SessionConfig::server_peer(), addr, t0);
+//! let mut server = Tls::server(Arc::new(server_config), session, t0);
+//!
+//! /// One drain: bytes to `wire`, events to `events`.
+//! fn drain<M: Machine>(m: &mut M, wire: &mut Vec<u8>, events: &mut Vec<M::Event>) {
+//!     loop {
+//!         match m.poll_output() {
+//!             Output::Transmit(bytes) => wire.extend_from_slice(&bytes),
+//!             Output::Event(e) => events.push(e),
+//!             Output::Connect(_) | Output::Close => {}
+//!             Output::Timeout(_) | Output::Finished => return,
+//!         }
+//!     }
+//! }
+//! let (mut to_server, mut to_link) = (Vec::new(), Vec::new());
+//! let (mut link_events, mut server_events) = (Vec::new(), Vec::new());
+//! drain(&mut link, &mut to_server, &mut link_events); // asks to connect
+//! drain(&mut server, &mut to_link, &mut server_events);
+//!
+//! // The TCP connect completed: the link starts its handshake. Carry the
+//! // bytes back and forth until both sides are quiet.
+//! link.handle_input(Input::Connected(t0));
+//! drain(&mut link, &mut to_server, &mut link_events);
+//! while !to_server.is_empty() || !to_link.is_empty() {
+//!     server.handle_input(Input::Received(t0, &std::mem::take(&mut to_server)));
+//!     drain(&mut server, &mut to_link, &mut server_events);
+//!     link.handle_input(Input::Received(t0, &std::mem::take(&mut to_link)));
+//!     drain(&mut link, &mut to_server, &mut link_events);
+//! }
+//! assert_eq!(link_events, [LinkEvent::Up]);
+//!
+//! // Application calls reach the inner machine; the wire carries records.
+//! let pdu = Pdu::new(Command::MsgData.key(), 1, Bytes::from_static(b"secret"));
+//! link.send(&pdu)?;
+//! drain(&mut link, &mut to_server, &mut link_events);
+//! assert!(!to_server.windows(6).any(|w| w == b"secret"));
+//! server.handle_input(Input::Received(t0, &to_server));
+//! drain(&mut server, &mut to_link, &mut server_events);
+//! assert_eq!(server_events, [SessionEvent::Pdu(pdu)]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Timers
 //!
@@ -170,6 +266,7 @@ mod machine;
 pub mod presence;
 mod session;
 mod timers;
+pub mod tls;
 mod wire;
 
 #[cfg(test)]
@@ -187,6 +284,7 @@ pub use link::{Link, LinkConfig, LinkEvent, LinkState};
 pub use machine::{Input, Machine, Output};
 pub use presence::{ClientClass, Kick, KickReason, Presence};
 pub use session::{Heartbeat, Login, Session, SessionConfig, SessionEvent};
+pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, Tls, TlsError};
 
 /// Heartbeat period between servers (TeamTalk `SERVER_HEARTBEAT_INTERVAL`).
 pub const SERVER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);

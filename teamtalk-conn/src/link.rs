@@ -550,4 +550,16 @@ impl Machine for Link {
         }
         self.fire_timers();
     }
+
+    fn transport_failed(&mut self, now: Instant, reason: CloseReason) {
+        self.tick(now);
+        match self.state {
+            // TLS on a connect that has not reached `Up` yet (the wrapper
+            // reports `Connected` only after the handshake).
+            State::Connecting | State::Authenticating => self.attempt_failed(reason),
+            State::Up => self.go_down(reason),
+            State::Backoff | State::Closed => {}
+        }
+        self.fire_timers();
+    }
 }

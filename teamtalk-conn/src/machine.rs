@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::error::CloseReason;
+
 /// Something that happened to the connection, fed to [`Machine::handle_input`].
 ///
 /// Every input carries the current time: machines never read a clock.
@@ -90,5 +92,18 @@ pub trait Machine {
     /// nothing, for machines without a send cap.
     fn set_backlog(&mut self, now: Instant, bytes: usize) {
         let _ = (now, bytes);
+    }
+
+    /// The layer carrying this machine's bytes failed for `reason` (a TLS
+    /// alert, a rejected certificate, a handshake deadline: see
+    /// [`Tls`](crate::tls::Tls)). Close the current connection as on
+    /// [`Input::Closed`], but report `reason` instead of
+    /// [`CloseReason::PeerClosed`]. Follow with a drain.
+    ///
+    /// The default treats it as [`Input::Closed`], so a machine that does
+    /// not override it still closes, only with a less precise reason.
+    fn transport_failed(&mut self, now: Instant, reason: CloseReason) {
+        let _ = reason;
+        self.handle_input(Input::Closed(now));
     }
 }

@@ -596,4 +596,12 @@ impl Machine for Session {
         }
         self.fire_timers();
     }
+
+    fn transport_failed(&mut self, now: Instant, reason: CloseReason) {
+        if self.is_closed() {
+            return;
+        }
+        self.now = self.now.max(now);
+        self.close_with(reason);
+    }
 }

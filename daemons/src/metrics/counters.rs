@@ -120,7 +120,7 @@ pub struct CloseCounters {
 }
 
 /// Label values of the close reasons, in slot order.
-const CLOSE_KINDS: [&str; 12] = [
+const CLOSE_KINDS: [&str; 13] = [
     "timed_out",
     "login_timed_out",
     "connect_timed_out",
@@ -132,6 +132,7 @@ const CLOSE_KINDS: [&str; 12] = [
     "login_rejected",
     "send_buffer_full",
     "local",
+    "tls",
     "other",
 ];
 
@@ -154,7 +155,8 @@ fn close_slot(reason: &CloseReason) -> usize {
         CloseReason::LoginRejected => 8,
         CloseReason::SendBufferFull => 9,
         CloseReason::Local => 10,
-        _ => 11,
+        CloseReason::Tls(_) => 11,
+        _ => 12,
     }
 }
 
@@ -373,6 +375,10 @@ mod tests {
         c.inc(&CloseReason::PeerClosed);
         assert_eq!(c.get(&CloseReason::PeerClosed), 2);
         assert_eq!(close_kind(&CloseReason::Local), "local");
+        assert_eq!(
+            close_kind(&CloseReason::Tls(teamtalk_conn::TlsError::NotTls)),
+            "tls"
+        );
         let mut s = Scrape::new();
         c.render(&mut s, &[("side", "clients")]);
         let text = s.render();

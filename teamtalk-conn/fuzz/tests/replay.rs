@@ -33,3 +33,13 @@ fn link_steps_corpus() {
 fn http_steps_corpus() {
     replay("http_steps", teamtalk_conn::fuzzing::run_http_steps);
 }
+
+#[test]
+fn tls_session_steps_corpus() {
+    replay("tls_session_steps", teamtalk_conn::fuzzing::run_tls_session_steps);
+}
+
+#[test]
+fn tls_server_bytes_corpus() {
+    replay("tls_server_bytes", teamtalk_conn::fuzzing::run_tls_server_bytes);
+}

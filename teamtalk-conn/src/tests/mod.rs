@@ -9,6 +9,7 @@ mod link;
 mod prop;
 mod session;
 mod sim;
+mod tls;
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@ use teamtalk_proto::{CommandKey, Pdu};
 
 use crate::fuzzing::{
     HONEST_LINK_OPENING, HONEST_PEER_OPENING, Step, after, run_auth_link, run_auth_peer_session,
-    run_link, run_peer_session, run_session, test_auth,
+    run_link, run_peer_session, run_session, run_tls_session, test_auth,
 };
 use crate::machine::{Input, Machine, Output};
 use crate::{PeerAuth, Session, SessionConfig, SessionEvent};
@@ -170,6 +170,25 @@ fn auth_runners_reach_success_and_refusal() {
     ];
     assert_eq!(run_auth_peer_session(&hatch, true).unauthenticated, 1);
     assert_eq!(run_auth_peer_session(&hatch, false).refused, 1);
+}
+
+proptest! {
+    // Each case may run TLS handshakes: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A client session behind a TLS server wrapper, with an honest TLS
+    /// client joining at a `Connected` step.
+    #[test]
+    fn tls_client_session_keeps_the_contract(steps in steps()) {
+        run_tls_session(&steps);
+    }
+
+    /// Raw bytes into a TLS server never panic, and its handshake
+    /// deadline always closes it.
+    #[test]
+    fn tls_server_survives_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        crate::fuzzing::run_tls_server_bytes(&data);
+    }
 }
 
 /// The checker itself must catch a violation, or the properties above
