@@ -1,13 +1,14 @@
 //! msg_server's logic as a pure state machine: events in, actions out.
 //!
-//! [`App`] never touches a socket. The runner in `msg/mod.rs` feeds it
-//! what the reactors report (client logins and PDUs, upstream links going
-//! up and down and their PDUs) and carries out the [`Action`]s it returns.
+//! [`MsgApp`] never touches a socket. The shared runtime feeds it what
+//! the reactors report (client logins and PDUs, upstream links going up
+//! and down and their PDUs) and carries out the [`Action`]s it returns.
 //! Tests drive it with plain integers as connection ids.
 //!
-//! Rules kept here, each in one place:
+//! Rules kept here, each in one place (those shared with other daemons in
+//! [`crate::rules`]):
 //! - identity: every user id a client names about itself is replaced with
-//!   the authenticated session's (`scope_request`);
+//!   the authenticated session's ([`crate::rules::requests::scope`]);
 //! - replies from db_proxy and route_server find their client through the
 //!   pending-request table (request ids in `attach_data`, never socket
 //!   handles), and a reply whose connection has gone is dropped;

@@ -2,8 +2,8 @@
 //! delivers messages, and keeps links to db_proxy, login and route servers.
 //!
 //! The logic is [`MsgApp`], a pure state machine; [`spawn`] runs it on the
-//! shared [runtime](crate::runtime): one listener of client sessions and
-//! one link per configured upstream server.
+//! shared [`crate::runtime`] (one listener of client sessions and
+//! one link per configured upstream server).
 
 pub mod app;
 mod config;
