@@ -80,7 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         listen,
         PortKind::Peers(SessionConfig::server_peer()),
     );
-    plan.admin(admin);
+    plan.admin(admin.map(daemons::runtime::AdminSettings::local));
     let running = runtime::start(Ping::default(), plan)?;
     println!("ping_daemon on {}", running.addr());
     if let Some(a) = running.admin_addr() {

@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
 use crate::login::{self, LoginConfig, RunningLogin};
-use crate::metrics::{AdminServer, Labelled, MetricsSource, Scrape};
+use crate::metrics::{Labelled, MetricsSource, Scrape};
 use crate::msg::{self, MsgConfig, RunningMsg};
 use crate::password::HashParams;
 use crate::route::{self, RouteConfig, RunningRoute};
+use crate::runtime::admin::AdminApp;
+use crate::runtime::{AdminSettings, DaemonError, Running, serve_admin};
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 
 /// Ports of each daemon; 0 picks a free one.
@@ -54,6 +56,9 @@ pub struct SystemConfig {
     /// One admin endpoint for the whole system (`/metrics` with a `daemon`
     /// label, `/healthz` ok only when every daemon is); `None` serves none.
     pub admin: Option<SocketAddr>,
+    /// Bearer token the admin endpoint requires (needed when it listens
+    /// beyond loopback).
+    pub admin_token: Option<String>,
 }
 
 impl SystemConfig {
@@ -77,6 +82,7 @@ impl SystemConfig {
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 DEFAULT_ADMIN_PORT,
             )),
+            admin_token: None,
         }
     }
 
@@ -104,21 +110,9 @@ pub enum SystemError {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// A daemon failed to start.
+    /// A daemon (or the admin endpoint) failed to start.
     #[error(transparent)]
-    Daemon(#[from] crate::runtime::DaemonError),
-    /// login_server failed to start.
-    #[error("login_server: {0}")]
-    Login(#[from] login::Error),
-    /// The admin endpoint could not be bound.
-    #[error("admin endpoint on {addr}: {source}")]
-    Admin {
-        /// The configured address.
-        addr: SocketAddr,
-        /// The operating system's reason.
-        #[source]
-        source: std::io::Error,
-    },
+    Daemon(#[from] DaemonError),
 }
 
 /// `teamtalk up`'s default admin port.
@@ -140,7 +134,7 @@ impl SystemMetrics {
             Arc::new(Labelled::new(
                 "db_proxy_server",
                 self.db_instance.clone(),
-                db.metrics() as Arc<dyn MetricsSource>,
+                db.metrics(),
             )) as Arc<dyn MetricsSource>
         });
         *self.db.lock().unwrap_or_else(PoisonError::into_inner) = source;
@@ -195,7 +189,7 @@ pub struct RunningSystem {
     login: RunningLogin,
     msgs: Vec<RunningMsg>,
     metrics: Arc<SystemMetrics>,
-    admin: Option<AdminServer>,
+    admin: Option<Running<AdminApp>>,
 }
 
 impl std::fmt::Debug for RunningSystem {
@@ -254,19 +248,19 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         Arc::new(Labelled::new(
             "route_server",
             route.addr().to_string(),
-            route.metrics() as Arc<dyn MetricsSource>,
+            route.metrics(),
         )),
         Arc::new(Labelled::new(
             "login_server",
             login.msg_server_addr().to_string(),
-            login.metrics() as Arc<dyn MetricsSource>,
+            login.metrics(),
         )),
     ];
     for m in &msgs {
         others.push(Arc::new(Labelled::new(
             "msg_server",
             m.addr().to_string(),
-            m.metrics() as Arc<dyn MetricsSource>,
+            m.metrics(),
         )));
     }
     let metrics = Arc::new(SystemMetrics {
@@ -276,10 +270,10 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     });
     metrics.set_db(Some(&db));
     let admin = match cfg.admin {
-        Some(addr) => Some(
-            AdminServer::start(addr, Arc::clone(&metrics) as Arc<dyn MetricsSource>)
-                .map_err(|source| SystemError::Admin { addr, source })?,
-        ),
+        Some(addr) => Some(serve_admin(
+            &AdminSettings::with_token(addr, cfg.admin_token.clone()),
+            Arc::clone(&metrics) as Arc<dyn MetricsSource>,
+        )?),
         None => None,
     };
     Ok(RunningSystem {
@@ -341,7 +335,7 @@ impl RunningSystem {
     /// when [`SystemConfig::admin`] asked for one.
     #[must_use]
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(AdminServer::addr)
+        self.admin.as_ref().map(Running::addr)
     }
 
     /// The store db_proxy_server uses (tests add users through it).
@@ -413,13 +407,13 @@ impl RunningSystem {
             admin,
             ..
         } = self;
-        if let Some(mut admin) = admin {
+        if let Some(admin) = admin {
             admin.stop();
         }
         for m in msgs {
             m.stop();
         }
-        login.shutdown();
+        login.stop();
         route.stop();
         if let Some(db) = db {
             db.stop();

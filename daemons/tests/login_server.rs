@@ -144,7 +144,7 @@ fn http_offers_the_least_loaded_live_msg_server() {
     drop(m2);
     wait_for(&login, "m2 gone", |l| l.msg_servers().is_empty());
     assert_eq!(assignment(http)["code"], 1);
-    login.shutdown();
+    login.stop();
 }
 
 #[test]
@@ -154,14 +154,20 @@ fn http_rejects_other_paths_and_oversized_requests() {
     let (status, _, _) = get(http, "/other");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
+    // Over TeamTalk's 1024-byte limit: answered 431, then closed.
     let mut big = b"GET /msg_server HTTP/1.1\r\nX-Pad: ".to_vec();
     big.extend(std::iter::repeat_n(b'x', 1100));
     big.extend_from_slice(b"\r\n\r\n");
-    assert!(http_raw(http, &big).is_empty(), "closed without an answer");
+    let got = http_raw(http, &big);
+    assert!(
+        got.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
 
     let bad = http_raw(http, b"HELLO\r\n\r\n");
     assert!(bad.starts_with(b"HTTP/1.1 400"), "{bad:?}");
-    login.shutdown();
+    login.stop();
 }
 
 #[test]
@@ -193,7 +199,7 @@ fn legacy_tcp_query_is_answered_then_closed() {
     assert_eq!(rsp.backip_ip.as_deref(), Some("192.0.2.70"));
     assert_eq!(rsp.port, Some(8000));
     wait_for(&login, "the counter", |l| l.counters().tcp_queries == 1);
-    login.shutdown();
+    login.stop();
 }
 
 #[test]
@@ -201,8 +207,11 @@ fn silent_http_clients_are_dropped_after_the_timeout() {
     let mut cfg = LoginConfig::loopback();
     cfg.http_timeout = Duration::from_millis(100);
     let login = login::spawn(cfg).expect("login_server starts");
-    // Half a request, then silence: closed without an answer.
+    // Half a request, then silence: 408 at the deadline, then closed.
     let got = http_raw(login.http_addr(), b"GET /msg_server HTTP/1.1\r\n");
+    assert!(got.starts_with(b"HTTP/1.1 408"), "{got:?}");
+    // Nothing at all: closed without a word.
+    let got = http_raw(login.http_addr(), b"");
     assert!(got.is_empty(), "{got:?}");
-    login.shutdown();
+    login.stop();
 }

@@ -70,7 +70,7 @@ fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
     let head = String::from_utf8(buf).expect("utf-8 head");
     let len: usize = head
         .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
+        .find_map(|l| l.strip_prefix("Content-Length: "))
         .map_or(0, |v| v.trim().parse().expect("length"));
     let mut body = vec![0; len];
     s.read_exact(&mut body).expect("read body");
@@ -126,7 +126,7 @@ fn scenario(addr: SocketAddr) {
     fast.write_all(b"GET /big HTTP/1.1\r\n\r\n").expect("write");
     std::thread::sleep(Duration::from_millis(50));
     let (head, body) = read_response(&mut fast);
-    assert!(head.contains("content-length: 7340032\r\n"), "{head}");
+    assert!(head.contains("Content-Length: 7340032\r\n"), "{head}");
     assert!(body == big_body(), "large body intact");
 
     for mut s in trickle.join().expect("trickle") {

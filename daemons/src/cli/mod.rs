@@ -365,12 +365,12 @@ pub fn run_daemon(daemon: Daemon, args: &DaemonArgs) -> Result<(), CliError> {
     info!(?daemon, conf = %args.conf.display(), "running; Ctrl-C or SIGTERM stops");
     let _ = stop.recv();
     info!(?daemon, "stopping");
-    drop(running);
+    running.stop();
     Ok(())
 }
 
-/// Something that stops its daemon when dropped.
-type Running = Box<dyn std::any::Any>;
+/// Any of the daemons, running.
+type Running = Box<dyn crate::runtime::RunningDaemon>;
 
 fn start_daemon(
     daemon: Daemon,

@@ -99,6 +99,9 @@ pub struct DbProxyConfig {
     /// Admin HTTP endpoint (`/metrics`, `/healthz`); our own conf key
     /// `AdminListen`. `None` serves none; port 0 picks one.
     pub admin: Option<SocketAddr>,
+    /// Bearer token the admin endpoint requires (`AdminToken`; required
+    /// when it listens beyond loopback).
+    pub admin_token: Option<String>,
 }
 
 impl DbProxyConfig {
@@ -112,6 +115,7 @@ impl DbProxyConfig {
             worker: WorkerConfig::default(),
             options: DbProxyOptions::default(),
             admin: None,
+            admin_token: None,
         }
     }
 }
@@ -132,6 +136,7 @@ const USED_KEYS: &[&str] = &[
     "DataDir",
     "UtcOffsetMinutes",
     "AdminListen",
+    "AdminToken",
 ];
 /// Keys of the C++ conf that mean nothing here: the thread pool (we use one
 /// ordered worker), the MySQL and Redis settings (storage is embedded
@@ -179,6 +184,7 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
         config.options.utc_offset_secs = i32::from(minutes) * 60;
     }
     config.admin = conf.get_parsed("AdminListen")?;
+    config.admin_token = conf.get("AdminToken").map(str::to_owned);
 
     // Everything the C++ conf may contain, instance keys included.
     let mut instances: Vec<&str> = Vec::new();

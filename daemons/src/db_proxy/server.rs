@@ -104,7 +104,11 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
     for _ in 0..config.worker.login_threads {
         plan.worker(DbWorker::login(Arc::clone(&proxy)));
     }
-    plan.admin(config.admin);
+    plan.admin(
+        config
+            .admin
+            .map(|a| runtime::AdminSettings::with_token(a, config.admin_token.clone())),
+    );
     let app = DbProxyApp {
         proxy,
         peers: BTreeSet::new(),

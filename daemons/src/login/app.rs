@@ -1,10 +1,13 @@
-//! [`LoginApp`]: login_server's PDU side as a pure state machine, and the
-//! [`Directory`] it shares with the HTTP side.
+//! [`LoginApp`]: login_server as a pure state machine: the msg_server
+//! port, the legacy client port and the `/msg_server` HTTP endpoint over
+//! one [`Directory`] of registered msg_servers.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ::http::{HeaderValue, Method, StatusCode, header};
+use bytes::Bytes;
 
 use teamtalk_conn::{LoadTable, MsgServerLoad, ServiceUrls};
 use teamtalk_proto::pb::im::base_define::ResultType;
@@ -13,35 +16,23 @@ use teamtalk_proto::pb::im::server::{ImMsgServInfo, ImUserCntUpdate};
 use teamtalk_proto::{Command, Message, Pdu};
 use tracing::{debug, info, warn};
 
+use crate::metrics::{CounterMap, Scrape};
+use crate::runtime::{self, CloseCause, Conn, Input, NoJob, Now, Out, PortId, Request, Response};
+
 /// `user_action` of `CID_OTHER_USER_CNT_UPDATE`: a client connected.
 const USER_CNT_INC: u32 = 1;
 /// `user_action` of `CID_OTHER_USER_CNT_UPDATE`: a client left.
 const USER_CNT_DEC: u32 = 2;
 
-/// Registered msg_servers plus the ids, since [`LoadTable`] only looks up
-/// by id.
-#[derive(Debug)]
-struct Registry<C> {
-    table: LoadTable<C>,
-    ids: BTreeSet<C>,
-}
-
-/// The msg_server load table and the URLs handed out with it, shared
-/// between the PDU side (which writes it) and the HTTP threads (which read
-/// it). Cloning shares the same table.
+/// The registered msg_servers with their load, and the URLs handed out
+/// with them: what every answer of login_server is made from.
 #[derive(Debug)]
 pub struct Directory<C> {
-    inner: Arc<Mutex<Registry<C>>>,
-    urls: Arc<ServiceUrls>,
-}
-
-impl<C> Clone for Directory<C> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-            urls: Arc::clone(&self.urls),
-        }
-    }
+    table: LoadTable<C>,
+    /// The registered ids, for listing them in a stable order
+    /// ([`LoadTable`] only looks up by id).
+    ids: BTreeSet<C>,
+    urls: ServiceUrls,
 }
 
 impl<C: Copy + Ord> Directory<C> {
@@ -49,52 +40,41 @@ impl<C: Copy + Ord> Directory<C> {
     #[must_use]
     pub fn new(urls: ServiceUrls) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(Registry {
-                table: LoadTable::new(),
-                ids: BTreeSet::new(),
-            })),
-            urls: Arc::new(urls),
+            table: LoadTable::new(),
+            ids: BTreeSet::new(),
+            urls,
         }
     }
 
-    /// A poisoned lock only means another thread panicked mid-update of a
-    /// plain table; the data is still usable, and login_server must keep
-    /// answering.
-    fn lock(&self) -> MutexGuard<'_, Registry<C>> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Registers msg_server `id` or replaces what it announced.
-    pub fn register(&self, id: C, load: MsgServerLoad) {
-        let mut reg = self.lock();
-        reg.table.upsert(id, load);
-        reg.ids.insert(id);
+    pub fn register(&mut self, id: C, load: MsgServerLoad) {
+        self.table.upsert(id, load);
+        self.ids.insert(id);
     }
 
     /// Forgets msg_server `id`.
-    pub fn unregister(&self, id: C) -> Option<MsgServerLoad> {
-        let mut reg = self.lock();
-        reg.ids.remove(&id);
-        reg.table.remove(id)
+    pub fn unregister(&mut self, id: C) -> Option<MsgServerLoad> {
+        self.ids.remove(&id);
+        self.table.remove(id)
     }
 
     /// One client connection more or less on `id`; false if `id` never
     /// registered.
-    pub fn user_connected(&self, id: C, connected: bool) -> bool {
-        self.lock().table.user_connected(id, connected)
+    pub fn user_connected(&mut self, id: C, connected: bool) -> bool {
+        self.table.user_connected(id, connected)
     }
 
     /// The body of the `/msg_server` HTTP answer.
     #[must_use]
     pub fn msg_server_json(&self) -> String {
-        self.lock().table.msg_server_json(&self.urls)
+        self.table.msg_server_json(&self.urls)
     }
 
     /// The legacy TCP answer (`CID_LOGIN_RES_MSGSERVER`): the same choice
     /// as HTTP, refusals as TeamTalk's `ResultType` codes.
     #[must_use]
     pub fn msg_serv_rsp(&self) -> ImMsgServRsp {
-        match self.lock().table.pick() {
+        match self.table.pick() {
             Ok((_, s)) => ImMsgServRsp {
                 result_code: ResultType::RefuseReasonNone as i32,
                 prior_ip: Some(s.ip1.clone()),
@@ -113,17 +93,16 @@ impl<C: Copy + Ord> Directory<C> {
     /// Every registered msg_server with its current load, in id order.
     #[must_use]
     pub fn msg_servers(&self) -> Vec<MsgServerLoad> {
-        let reg = self.lock();
-        reg.ids
+        self.ids
             .iter()
-            .filter_map(|&id| reg.table.get(id).cloned())
+            .filter_map(|&id| self.table.get(id).cloned())
             .collect()
     }
 
     /// Client connections over all msg_servers.
     #[must_use]
     pub fn total_online(&self) -> u64 {
-        self.lock().table.total_online()
+        self.table.total_online()
     }
 
     /// The URLs handed out with a msg_server.
@@ -141,17 +120,12 @@ pub enum PeerKind {
     MsgServer,
     /// The legacy client port.
     Client,
+    /// The HTTP port (`/msg_server`).
+    Http,
 }
 
-/// What [`LoginApp`] asks its driver to do.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Action<C> {
-    /// Send this PDU on this connection.
-    Send(C, Pdu),
-    /// Close this connection once what was queued is sent.
-    Close(C),
-}
+/// What [`LoginApp`] asks the runner to do.
+pub type Action<C> = runtime::Action<NoJob, C>;
 
 /// Counters for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -165,30 +139,35 @@ pub struct LoginCounters {
     pub malformed: u64,
 }
 
-/// login_server's PDU side. The driver reports connections with
-/// [`LoginApp::connected`] / [`LoginApp::disconnected`] and PDUs with
-/// [`LoginApp::handle_pdu`], and performs the returned [`Action`]s in
-/// order. `C` identifies a connection (`ConnId` in the daemon, integers in
-/// tests).
+/// login_server's state and rules. The runtime reports connections
+/// ([`LoginApp::connected`] / [`LoginApp::disconnected`]), PDUs
+/// ([`LoginApp::handle_pdu`]) and HTTP requests ([`LoginApp::http`]); `C`
+/// identifies a connection ([`Conn`] in the daemon, integers in tests).
 #[derive(Debug)]
 pub struct LoginApp<C> {
     dir: Directory<C>,
     peers: HashMap<C, PeerKind>,
+    /// Which door each listener is.
+    ports: HashMap<PortId, PeerKind>,
     counters: LoginCounters,
+    /// `/msg_server` requests by outcome (`200`, `404`, or `dropped`).
+    http: CounterMap,
 }
 
 impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
-    /// An app writing `dir`.
+    /// An app over `dir`, whose listeners are the doors in `ports`.
     #[must_use]
-    pub fn new(dir: Directory<C>) -> Self {
+    pub fn new(dir: Directory<C>, ports: HashMap<PortId, PeerKind>) -> Self {
         Self {
             dir,
             peers: HashMap::new(),
+            ports,
             counters: LoginCounters::default(),
+            http: CounterMap::new(),
         }
     }
 
-    /// The shared directory.
+    /// The directory of msg_servers.
     #[must_use]
     pub fn directory(&self) -> &Directory<C> {
         &self.dir
@@ -227,7 +206,9 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
                 warn!(?conn, ?kind, error = %e, "undecodable PDU");
                 self.counters.malformed += 1;
                 return match kind {
-                    PeerKind::Client => vec![Action::Close(conn)],
+                    PeerKind::Client | PeerKind::Http => {
+                        vec![Action::Close { conn, notice: None }]
+                    }
                     PeerKind::MsgServer => Vec::new(),
                 };
             }
@@ -239,6 +220,7 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
                 Vec::new()
             }
             PeerKind::Client => self.client_pdu(conn, pdu.seq(), msg),
+            PeerKind::Http => vec![Action::Close { conn, notice: None }],
         }
     }
 
@@ -314,15 +296,150 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
                 self.counters.tcp_queries += 1;
                 vec![
                     Action::Send(conn, Command::LoginResMsgserver.pdu(seq, &rsp)),
-                    Action::Close(conn),
+                    Action::Close { conn, notice: None },
                 ]
             }
             other => {
                 warn!(?conn, key = ?other.key(), "unexpected command on the client port; closing");
                 self.counters.unexpected += 1;
-                vec![Action::Close(conn)]
+                vec![Action::Close { conn, notice: None }]
             }
         }
+    }
+}
+
+/// The only path login_server serves; matched by prefix, as TeamTalk does
+/// (`/msg_server?anything` and `/msg_server/` are the same request).
+pub const MSG_SERVER_PATH: &str = "/msg_server";
+
+/// The `Content-Type` TeamTalk's login_server sends with the JSON.
+const TEAMTALK_CONTENT_TYPE: &str = "text/html;charset=utf-8";
+
+impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
+    /// Answers one HTTP request: `/msg_server` (any method, as in TeamTalk)
+    /// with the JSON clients read, anything else with 404. One request per
+    /// connection, `Connection: close`, as TeamTalk's clients expect.
+    pub fn http(&mut self, request: &Request) -> Response {
+        let mut response = if request.uri().path().starts_with(MSG_SERVER_PATH) {
+            self.http.inc("200");
+            let mut r = Response::new(Bytes::from(self.dir.msg_server_json().into_bytes()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(TEAMTALK_CONTENT_TYPE),
+            );
+            r
+        } else {
+            self.http.inc("404");
+            crate::http::text(StatusCode::NOT_FOUND, "not found; try /msg_server\n")
+        };
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if request.method() == Method::HEAD {
+            debug!("HEAD /msg_server: headers only");
+        }
+        response
+    }
+
+    /// Handles one input: what [`runtime::App::handle`] does, for any
+    /// connection id type (tests use integers).
+    pub fn step(&mut self, input: Input<'_, NoJob, C>, out: &mut Out<NoJob, C>) {
+        let actions = match input {
+            Input::Opened { conn, port, peer } => {
+                let kind = self
+                    .ports
+                    .get(&port)
+                    .copied()
+                    .unwrap_or(PeerKind::MsgServer);
+                match kind {
+                    PeerKind::MsgServer => info!(?conn, %peer, "msg_server connected"),
+                    PeerKind::Client => debug!(?conn, %peer, "legacy client connected"),
+                    PeerKind::Http => {}
+                }
+                self.connected(conn, kind);
+                return;
+            }
+            Input::Pdu { conn, pdu } | Input::LoginRequest { conn, pdu } => {
+                self.handle_pdu(conn, pdu)
+            }
+            Input::Http { conn, request } => vec![Action::Respond(conn, self.http(request))],
+            Input::Closed { conn, reason } => {
+                if let CloseCause::Http(r) = reason
+                    && r.status().is_some()
+                {
+                    // Too large, too slow, malformed: answered by the HTTP
+                    // machine, never by us.
+                    self.http.inc("dropped");
+                }
+                self.disconnected(conn);
+                return;
+            }
+            other => {
+                debug!(input = ?other, "input login_server does not use");
+                return;
+            }
+        };
+        out.extend(actions);
+    }
+}
+
+impl runtime::App for LoginApp<Conn> {
+    type Job = NoJob;
+    type Done = NoJob;
+
+    fn name(&self) -> &'static str {
+        "login_server"
+    }
+
+    fn handle(&mut self, _now: Now, input: Input<'_, NoJob>, out: &mut Out<NoJob>) {
+        self.step(input, out);
+    }
+
+    fn collect(&self, out: &mut Scrape) {
+        out.gauge(
+            "teamtalk_login_msg_servers",
+            "msg_servers registered (offered to clients when not full).",
+            &[],
+            self.dir.msg_servers().len() as f64,
+        );
+        out.gauge(
+            "teamtalk_login_online_users",
+            "Client connections over all msg_servers, as they report them.",
+            &[],
+            self.dir.total_online() as f64,
+        );
+        let c = self.counters;
+        out.counter(
+            "teamtalk_login_tcp_queries_total",
+            "Legacy TCP msg_server queries answered.",
+            &[],
+            c.tcp_queries,
+        );
+        out.counter(
+            "teamtalk_login_unexpected_total",
+            "Commands a peer had no business sending.",
+            &[],
+            c.unexpected,
+        );
+        out.counter(
+            "teamtalk_login_malformed_total",
+            "PDU bodies that did not decode or carried impossible values.",
+            &[],
+            c.malformed,
+        );
+        self.http.render(
+            out,
+            "teamtalk_login_http_requests_total",
+            "HTTP requests by outcome: the status sent, or dropped (too large, too slow, malformed).",
+            &[],
+            "status",
+        );
+    }
+
+    fn health(&self, _problems: &mut Vec<String>) {
+        // login_server needs nothing but its own thread, which the runner
+        // watches; no msg_server registered is a state clients are told
+        // about (code 1), not a fault of this daemon.
     }
 }
 
@@ -356,11 +473,14 @@ mod tests {
     }
 
     fn app() -> LoginApp<u32> {
-        LoginApp::new(Directory::new(ServiceUrls {
-            msfs_prior: "http://msfs/".into(),
-            msfs_backup: "http://msfs/".into(),
-            discovery: "http://d/".into(),
-        }))
+        LoginApp::new(
+            Directory::new(ServiceUrls {
+                msfs_prior: "http://msfs/".into(),
+                msfs_backup: "http://msfs/".into(),
+                discovery: "http://d/".into(),
+            }),
+            HashMap::new(),
+        )
     }
 
     fn json(app: &LoginApp<u32>) -> serde_json::Value {
@@ -463,7 +583,13 @@ mod tests {
         let Action::Send(50, pdu) = &out[0] else {
             panic!("{out:?}")
         };
-        assert_eq!(out[1], Action::Close(50));
+        assert_eq!(
+            out[1],
+            Action::Close {
+                conn: 50,
+                notice: None
+            }
+        );
         assert_eq!(pdu.seq(), 33);
         let Message::LoginResMsgserver(rsp) = Message::decode(pdu).unwrap() else {
             panic!("{pdu:?}")
@@ -481,14 +607,23 @@ mod tests {
         app.connected(51, PeerKind::Client);
         assert_eq!(
             app.handle_pdu(51, &info("1.2.3.4", 1, 0, 1)),
-            [Action::Close(51)]
+            [Action::Close {
+                conn: 51,
+                notice: None
+            }]
         );
         let garbage = Pdu::new(
             Command::LoginReqMsgserver.key(),
             0,
             Bytes::from_static(b"\xff"),
         );
-        assert_eq!(app.handle_pdu(51, &garbage), [Action::Close(51)]);
+        assert_eq!(
+            app.handle_pdu(51, &garbage),
+            [Action::Close {
+                conn: 51,
+                notice: None
+            }]
+        );
         assert_eq!(app.directory().msg_servers().len(), 1);
 
         // With nobody registered: code 1 (no msg_server).

@@ -22,38 +22,165 @@
 //!
 //! # HTTP details
 //!
-//! The HTTP side is a deliberately small blocking server on std sockets
-//! (see the `http` module): one request per connection, any method (as in
-//! TeamTalk; `HEAD` gets no body), `Content-Type: text/html;charset=utf-8`
-//! as TeamTalk sends, `Connection: close`. Requests over 1024 bytes are
-//! closed without an answer (TeamTalk treats them as attacks), so is a
-//! client that has not sent its request 10 s after connecting (TeamTalk
-//! waits 60 s). Any path other than `/msg_server` gets a 404.
+//! The HTTP port runs on the shared HTTP layer (`teamtalk_conn::HttpConn`):
+//! one request per connection, any method (as in TeamTalk; `HEAD` gets no
+//! body), `Content-Type: text/html;charset=utf-8` as TeamTalk sends,
+//! `Connection: close`. A request head over 1024 bytes is answered 431
+//! (TeamTalk treats it as an attack and closes), a client that has not
+//! sent its request 10 s after connecting gets 408 (TeamTalk waits 60 s),
+//! and one address may hold at most [`DEFAULT_HTTP_MAX_PER_SOURCE`]
+//! connections, so slow clients never keep others out. Any path other
+//! than `/msg_server` gets a 404.
 //!
 //! # Structure
 //!
-//! [`LoginApp`] is the PDU side as a synchronous state machine; it writes
-//! the shared [`Directory`] (an `Arc<Mutex<LoadTable>>` plus the URLs),
-//! which the HTTP threads read. [`spawn`] runs both.
+//! [`LoginApp`] is the whole daemon as a pure state machine over one
+//! [`Directory`]; [`spawn`] runs it on the shared [runtime](crate::runtime).
 
 mod app;
-pub(crate) mod http;
-mod metrics;
-mod run;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use teamtalk_conn::ServiceUrls;
+use teamtalk_conn::{Heartbeat, HttpConfig, MsgServerLoad, ServiceUrls, SessionConfig};
 use teamtalk_net::ReactorConfig;
 
 use crate::conf::Conf;
 use crate::route::listen_ips;
+use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
 
 pub use crate::route::ConfigError;
-pub use app::{Action, Directory, LoginApp, LoginCounters, PeerKind};
-pub use metrics::LoginMetrics;
-pub use run::{Error, RunningLogin, spawn};
+pub use app::{Action, Directory, LoginApp, LoginCounters, MSG_SERVER_PATH, PeerKind};
+
+/// A running login_server.
+pub type RunningLogin = Running<LoginApp<Conn>>;
+
+/// Largest PDU on the legacy client port: the query is a few bytes.
+const LEGACY_MAX_FRAME: u32 = 4096;
+
+/// Starts a login_server: binds every port, then serves until stopped.
+///
+/// # Errors
+/// [`DaemonError`] when a port cannot be bound or a thread cannot start;
+/// nothing keeps running then.
+pub fn spawn(config: LoginConfig) -> Result<RunningLogin, DaemonError> {
+    let mut plan = Plan::<NoWorker>::new();
+    plan.side("peers", config.reactor.clone());
+    let mut ports = HashMap::new();
+    for addr in LoginConfig::addrs(&config.msg_server_ips, config.msg_server_port) {
+        let id = plan.listen(
+            "peers",
+            "msg_server",
+            addr,
+            PortKind::Peers(SessionConfig::server_peer()),
+        );
+        ports.insert(id, PeerKind::MsgServer);
+    }
+    let http = HttpConfig {
+        header_timeout: config.http_timeout,
+        body_timeout: config.http_timeout,
+        keep_alive: false,
+        max_head_bytes: MAX_HTTP_REQUEST,
+        max_body_bytes: MAX_HTTP_REQUEST,
+        ..HttpConfig::default()
+    };
+    for addr in LoginConfig::addrs(&config.http_ips, config.http_port) {
+        let id = plan.listen(
+            "http",
+            "http",
+            addr,
+            PortKind::Http {
+                config: http.clone(),
+                max_per_source: Some(config.http_max_per_source.max(1)),
+            },
+        );
+        ports.insert(id, PeerKind::Http);
+    }
+    if let Some(port) = config.client_port {
+        let client_cfg = legacy_client_config(config.http_timeout);
+        for addr in LoginConfig::addrs(&config.client_ips, port) {
+            let id = plan.listen("peers", "client", addr, PortKind::Peers(client_cfg.clone()));
+            ports.insert(id, PeerKind::Client);
+        }
+    }
+    plan.admin(
+        config
+            .admin
+            .map(|a| AdminSettings::with_token(a, config.admin_token.clone())),
+    );
+    let app = LoginApp::new(Directory::new(config.urls.clone()), ports);
+    runtime::start(app, plan)
+}
+
+/// The legacy client port: no login gate (the query is all there is),
+/// heartbeats echoed like on msg_server's client port, and a short idle
+/// limit because a client has nothing to do here but ask once.
+fn legacy_client_config(timeout: Duration) -> SessionConfig {
+    let mut cfg = SessionConfig::server_peer();
+    cfg.heartbeat = Heartbeat::Echo;
+    cfg.idle_timeout = timeout;
+    cfg.mobile_idle_timeout = timeout;
+    cfg.max_frame_len = LEGACY_MAX_FRAME;
+    cfg
+}
+
+impl RunningLogin {
+    /// The first msg_server address (actual port when 0 was configured).
+    ///
+    /// # Panics
+    /// Never for a login_server started by [`spawn`], which always has a
+    /// msg_server port.
+    #[must_use]
+    pub fn msg_server_addr(&self) -> SocketAddr {
+        self.addrs_of("msg_server")[0]
+    }
+
+    /// The first HTTP address: `http://<it>/msg_server` is what clients
+    /// are configured with.
+    ///
+    /// # Panics
+    /// Never for a login_server started by [`spawn`], which always has an
+    /// HTTP port.
+    #[must_use]
+    pub fn http_addr(&self) -> SocketAddr {
+        self.addrs_of("http")[0]
+    }
+
+    /// The first legacy client address, if that port is open.
+    #[must_use]
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.addrs_of("client").first().copied()
+    }
+
+    /// The registered msg_servers with their current load (empty when the
+    /// daemon does not answer).
+    #[must_use]
+    pub fn msg_servers(&self) -> Vec<MsgServerLoad> {
+        self.inspect(|app| app.directory().msg_servers())
+            .unwrap_or_default()
+    }
+
+    /// Client connections over all msg_servers, as they report them.
+    #[must_use]
+    pub fn total_online(&self) -> u64 {
+        self.inspect(|app| app.directory().total_online())
+            .unwrap_or_default()
+    }
+
+    /// What `GET /msg_server` would answer right now.
+    #[must_use]
+    pub fn msg_server_json(&self) -> String {
+        self.inspect(|app| app.directory().msg_server_json())
+            .unwrap_or_default()
+    }
+
+    /// The PDU-side counters.
+    #[must_use]
+    pub fn counters(&self) -> LoginCounters {
+        self.inspect(LoginApp::counters).unwrap_or_default()
+    }
+}
 
 /// The keys of `loginserver.conf` this daemon understands; any other key is
 /// reported as a probable typo.
@@ -67,15 +194,16 @@ pub const KNOWN_KEYS: &[&str] = &[
     "msfs",
     "discovery",
     "AdminListen",
+    "AdminToken",
 ];
 
 /// TeamTalk's limit on an HTTP request; anything longer is closed.
 pub const MAX_HTTP_REQUEST: usize = 1024;
 /// How long an HTTP client has to send its request.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP connections served at once; more are closed on accept so a flood
-/// cannot exhaust threads.
-pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 256;
+/// HTTP connections one address may hold at once; more are closed on
+/// accept, so a flood from one place cannot keep other clients out.
+pub const DEFAULT_HTTP_MAX_PER_SOURCE: usize = 64;
 
 /// How to run a login_server.
 #[derive(Debug, Clone)]
@@ -97,13 +225,16 @@ pub struct LoginConfig {
     pub urls: ServiceUrls,
     /// Time an HTTP client has to send its request.
     pub http_timeout: Duration,
-    /// HTTP connections served at once.
-    pub http_max_connections: usize,
+    /// HTTP connections one address may hold at once.
+    pub http_max_per_source: usize,
     /// Reactor settings for the msg_server and legacy client ports.
     pub reactor: ReactorConfig,
     /// Admin HTTP endpoint (`/metrics`, `/healthz`); our own conf key
     /// `AdminListen`. `None` serves none; port 0 picks one.
     pub admin: Option<SocketAddr>,
+    /// Bearer token the admin endpoint requires (`AdminToken`; required
+    /// when it listens beyond loopback).
+    pub admin_token: Option<String>,
 }
 
 impl LoginConfig {
@@ -137,9 +268,10 @@ impl LoginConfig {
                 discovery: conf.require("discovery")?,
             },
             http_timeout: DEFAULT_HTTP_TIMEOUT,
-            http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            http_max_per_source: DEFAULT_HTTP_MAX_PER_SOURCE,
             reactor: ReactorConfig::default(),
             admin: conf.get_parsed("AdminListen")?,
+            admin_token: conf.get("AdminToken").map(str::to_owned),
         })
     }
 
@@ -158,12 +290,13 @@ impl LoginConfig {
             client_port: Some(0),
             urls: ServiceUrls::default(),
             http_timeout: DEFAULT_HTTP_TIMEOUT,
-            http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            http_max_per_source: DEFAULT_HTTP_MAX_PER_SOURCE,
             reactor: ReactorConfig {
                 threads: 1,
                 ..ReactorConfig::default()
             },
             admin: None,
+            admin_token: None,
         }
     }
 

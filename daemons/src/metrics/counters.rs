@@ -120,7 +120,7 @@ pub struct CloseCounters {
 }
 
 /// Label values of the close reasons, in slot order.
-const CLOSE_KINDS: [&str; 13] = [
+const CLOSE_KINDS: [&str; 14] = [
     "timed_out",
     "login_timed_out",
     "connect_timed_out",
@@ -133,6 +133,7 @@ const CLOSE_KINDS: [&str; 13] = [
     "send_buffer_full",
     "local",
     "tls",
+    "auth_failed",
     "other",
 ];
 
@@ -156,7 +157,8 @@ fn close_slot(reason: &CloseReason) -> usize {
         CloseReason::SendBufferFull => 9,
         CloseReason::Local => 10,
         CloseReason::Tls(_) => 11,
-        _ => 12,
+        CloseReason::AuthFailed(_) => 12,
+        _ => 13,
     }
 }
 

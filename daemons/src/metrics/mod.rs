@@ -14,12 +14,11 @@
 //!   [`CounterMap`] (rare labelled events).
 //! - [`MetricsSource`]: what a daemon implements; [`Labelled`] puts its
 //!   samples under `daemon`/`instance` labels and adds `teamtalk_healthy`.
-//! - [`AdminServer`]: the blocking HTTP endpoint serving `GET /metrics`
-//!   and `GET /healthz` (200 `ok`, or 503 with one reason per line).
+//! - The admin port serving `GET /metrics` and `GET /healthz` is a daemon
+//!   of its own on the shared runtime: [`crate::runtime::admin`].
 //!
 //! The metric names and their meaning are listed in `docs/operations.md`.
 
-pub(crate) mod admin;
 mod counters;
 mod histogram;
 mod text;
@@ -27,7 +26,6 @@ mod text;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use admin::{AdminServer, MAX_REQUEST, REQUEST_TIMEOUT};
 pub use counters::{CloseCounters, CommandCounters, CounterMap, close_kind, render_net};
 pub use histogram::{Histogram, HistogramSnapshot, LATENCY_BUCKETS};
 pub use text::{CONTENT_TYPE, Kind, Scrape};

@@ -35,6 +35,9 @@ pub struct MsgConfig {
     /// Admin HTTP endpoint (`/metrics`, `/healthz`); our own conf key
     /// `AdminListen`. `None` serves none; port 0 picks one.
     pub admin: Option<SocketAddr>,
+    /// Bearer token the admin endpoint requires (`AdminToken`; required
+    /// when it listens beyond loopback).
+    pub admin_token: Option<String>,
 }
 
 impl MsgConfig {
@@ -63,6 +66,7 @@ impl MsgConfig {
             max_connections: 100_000,
             link_timers: None,
             admin: None,
+            admin_token: None,
         }
     }
 
@@ -114,6 +118,7 @@ impl MsgConfig {
             cfg.registration.max_conn_cnt = max;
         }
         cfg.admin = conf.get_parsed("AdminListen")?;
+        cfg.admin_token = conf.get("AdminToken").map(str::to_owned);
         Ok(cfg)
     }
 }
@@ -137,6 +142,7 @@ const KNOWN: &[&str] = &[
     "MaxConnCnt",
     "aesKey",
     "AdminListen",
+    "AdminToken",
 ];
 
 /// A bad msg_server configuration.

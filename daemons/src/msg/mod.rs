@@ -14,7 +14,7 @@ use teamtalk_net::ReactorConfig;
 pub use app::{Action, AppStats, MsgApp, Registration, Upstream, UpstreamLink};
 pub use config::{MsgConfig, MsgConfigError};
 
-use crate::runtime::{self, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
+use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
 
 /// A running msg_server.
 pub type RunningMsg = Running<MsgApp<Conn>>;
@@ -66,7 +66,10 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
             });
         }
     }
-    plan.admin(cfg.admin);
+    plan.admin(
+        cfg.admin
+            .map(|a| AdminSettings::with_token(a, cfg.admin_token.clone())),
+    );
     runtime::start(MsgApp::new(cfg.registration.clone(), links), plan)
 }
 

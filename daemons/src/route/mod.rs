@@ -68,7 +68,7 @@ use teamtalk_conn::SessionConfig;
 use teamtalk_net::ReactorConfig;
 
 use crate::conf::{Conf, ConfError};
-use crate::runtime::{self, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
+use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
 
 pub use app::{Action, RouteApp, RouteCounters};
 
@@ -91,13 +91,17 @@ pub fn spawn(config: RouteConfig) -> Result<RunningRoute, DaemonError> {
             PortKind::Peers(SessionConfig::server_peer()),
         );
     }
-    plan.admin(config.admin);
+    plan.admin(
+        config
+            .admin
+            .map(|a| AdminSettings::with_token(a, config.admin_token.clone())),
+    );
     runtime::start(RouteApp::new(), plan)
 }
 
 /// The keys of `routeserver.conf` this daemon understands; any other key is
 /// reported as a probable typo.
-pub const KNOWN_KEYS: &[&str] = &["ListenIP", "ListenMsgPort", "AdminListen"];
+pub const KNOWN_KEYS: &[&str] = &["ListenIP", "ListenMsgPort", "AdminListen", "AdminToken"];
 
 /// How to run a route_server.
 #[derive(Debug, Clone)]
@@ -113,6 +117,9 @@ pub struct RouteConfig {
     /// Admin HTTP endpoint (`/metrics`, `/healthz`); our own conf key
     /// `AdminListen`. `None` serves none; port 0 picks one.
     pub admin: Option<SocketAddr>,
+    /// Bearer token the admin endpoint requires (`AdminToken`; required
+    /// when it listens beyond loopback).
+    pub admin_token: Option<String>,
 }
 
 impl RouteConfig {
@@ -129,6 +136,7 @@ impl RouteConfig {
             msg_port: conf.require("ListenMsgPort")?,
             reactor: ReactorConfig::default(),
             admin: conf.get_parsed("AdminListen")?,
+            admin_token: conf.get("AdminToken").map(str::to_owned),
         })
     }
 
@@ -144,6 +152,7 @@ impl RouteConfig {
                 ..ReactorConfig::default()
             },
             admin: None,
+            admin_token: None,
         }
     }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use teamtalk_conn::CloseReason;
+use teamtalk_conn::{CloseReason, HttpCloseReason};
 use teamtalk_net::ConnId;
 use teamtalk_proto::Pdu;
 
@@ -94,6 +94,25 @@ impl std::fmt::Display for Conn {
     }
 }
 
+/// Why an accepted connection ended, as its machine reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// A TeamTalk session (client or server peer).
+    Pdu(CloseReason),
+    /// An HTTP connection.
+    Http(HttpCloseReason),
+}
+
+impl std::fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pdu(r) => r.fmt(f),
+            Self::Http(r) => f.write_str(r.label()),
+        }
+    }
+}
+
 /// One of the outbound links a daemon's [`Plan`](super::Plan) declared, by
 /// declaration order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -162,8 +181,8 @@ pub enum Input<'a, D, C = Conn> {
     Closed {
         /// The connection.
         conn: C,
-        /// Why, as far as the session knew.
-        reason: CloseReason,
+        /// Why, as far as the connection's machine knew.
+        reason: CloseCause,
     },
     /// A link connected (and sent its greeting, if any).
     LinkUp(LinkId),

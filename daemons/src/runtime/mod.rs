@@ -86,6 +86,7 @@
 //! concerns, every action names where it goes, and jobs name their worker,
 //! so a sharding runner only has to route inputs and hand actions on.
 
+pub mod admin;
 mod contract;
 mod error;
 mod plan;
@@ -97,8 +98,10 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{AdminSettings, serve_admin};
 pub use contract::{
-    Action, App, Conn, Input, LinkId, NoJob, NoWorker, Now, Out, PortId, Request, Response, Worker,
+    Action, App, CloseCause, Conn, Input, LinkId, NoJob, NoWorker, Now, Out, PortId, Request,
+    Response, Worker,
 };
 pub use error::DaemonError;
 pub use plan::{DEFAULT_BATCH_LIMIT, DEFAULT_WORKER_QUEUE, Plan, PortKind};

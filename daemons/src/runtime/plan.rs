@@ -4,9 +4,10 @@
 
 use std::net::SocketAddr;
 
-use teamtalk_conn::{LinkConfig, SessionConfig};
+use teamtalk_conn::{HttpConfig, LinkConfig, SessionConfig};
 use teamtalk_net::ReactorConfig;
 
+use super::admin::AdminSettings;
 use super::contract::{LinkId, PortId};
 
 /// Default capacity of each worker's job queue. A full queue blocks the
@@ -24,6 +25,15 @@ pub enum PortKind {
     Clients(SessionConfig),
     /// Other servers: sessions without a login gate.
     Peers(SessionConfig),
+    /// HTTP/1.1 ([`Input::Http`](super::Input::Http) per request, answered
+    /// with [`Action::Respond`](super::Action::Respond)); at most
+    /// `max_per_source` connections from one address at once.
+    Http {
+        /// Deadlines and size limits of every connection.
+        config: HttpConfig,
+        /// Connections one source address may hold (`None`: no limit).
+        max_per_source: Option<usize>,
+    },
 }
 
 /// One listener of a plan.
@@ -55,7 +65,7 @@ pub struct Plan<W> {
     pub(crate) sides: Vec<(&'static str, ReactorConfig)>,
     pub(crate) worker_queue: usize,
     pub(crate) batch_limit: usize,
-    pub(crate) admin: Option<SocketAddr>,
+    pub(crate) admin: Option<AdminSettings>,
 }
 
 impl<W> Default for Plan<W> {
@@ -131,10 +141,10 @@ impl<W> Plan<W> {
         self
     }
 
-    /// Serves the daemon's `/metrics` and `/healthz` on `addr` (port 0
-    /// picks one); `None` serves none.
-    pub fn admin(&mut self, addr: Option<SocketAddr>) -> &mut Self {
-        self.admin = addr;
+    /// Serves the daemon's `/metrics` and `/healthz` as `settings` say
+    /// (port 0 picks one); `None` serves none.
+    pub fn admin(&mut self, settings: Option<AdminSettings>) -> &mut Self {
+        self.admin = settings;
         self
     }
 

@@ -25,12 +25,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
-use teamtalk_conn::{CloseReason, Link, LinkEvent, Session, SessionEvent};
-use teamtalk_net::{ConnId, NetEvent, Reactor, ReactorConfig};
+use teamtalk_conn::{CloseReason, HttpConn, HttpEvent, Link, LinkEvent, Session, SessionEvent};
+use teamtalk_net::{ConnId, ListenOptions, NetEvent, Reactor, ReactorConfig};
 use teamtalk_proto::Pdu;
 use tracing::{debug, error, info, warn};
 
-use super::contract::{Action, App, Conn, Input, LinkId, Now, Out, PortId, Worker};
+use super::contract::{
+    Action, App, CloseCause, Conn, Input, LinkId, Now, Out, PortId, Response, Worker,
+};
 use super::error::DaemonError;
 use super::plan::{LINKS_SIDE, ListenSpec, Plan, PortKind};
 use super::running::{Control, Running, Shared};
@@ -108,8 +110,14 @@ where
             peer,
         } = spec;
         let side = side_of(side);
+        let options = ListenOptions {
+            max_per_source: match &kind {
+                PortKind::Http { max_per_source, .. } => *max_per_source,
+                PortKind::Clients(_) | PortKind::Peers(_) => None,
+            },
+        };
         let local = reactors[side]
-            .listen(addr, factory(&kind))
+            .listen_with(addr, options, factory(&kind))
             .map_err(|source| DaemonError::Listen {
                 daemon: name,
                 addr,
@@ -120,7 +128,7 @@ where
             peer: Traffic::peer_index(&mut peers, peer),
         };
         ports.insert((side, local), port);
-        bound.push(local);
+        bound.push((local, peer));
         bound_ids.push((local, port.id));
     }
     let mut link_ids = HashMap::new();
@@ -149,6 +157,7 @@ where
                 name,
                 net: r.handle(),
                 closes: crate::metrics::CloseCounters::new(),
+                http_closes: crate::metrics::CounterMap::new(),
             })
             .collect(),
         peers,
@@ -206,20 +215,26 @@ where
             daemon: name,
             source,
         })?;
-    info!(daemon = name, addrs = ?bound, "listening");
+    info!(daemon = name, addrs = ?bound.iter().map(|(a, _)| a).collect::<Vec<_>>(), "listening");
     let mut running = Running::new(shared, bound, control_tx, thread);
-    if let Some(addr) = admin {
-        running.serve_admin(addr)?;
+    if let Some(settings) = admin {
+        running.serve_admin(&settings)?;
     }
     Ok(running)
 }
 
 /// Builds the machine for each connection a listener accepts.
-fn factory(kind: &PortKind) -> impl Fn(SocketAddr, std::time::Instant) -> Wire + Send + 'static {
-    let config = match kind {
-        PortKind::Clients(c) | PortKind::Peers(c) => c.clone(),
-    };
-    move |peer, now| Wire::Session(Session::new(config.clone(), peer, now))
+fn factory(kind: &PortKind) -> Box<dyn Fn(SocketAddr, std::time::Instant) -> Wire + Send> {
+    match kind {
+        PortKind::Clients(c) | PortKind::Peers(c) => {
+            let config = c.clone();
+            Box::new(move |peer, now| Wire::Session(Session::new(config.clone(), peer, now)))
+        }
+        PortKind::Http { config, .. } => {
+            let config = config.clone();
+            Box::new(move |peer, now| Wire::Http(HttpConn::new(config.clone(), peer, now)))
+        }
+    }
 }
 
 /// Where an accepted connection came from.
@@ -236,7 +251,7 @@ struct ConnInfo {
     peer: usize,
     /// The reason its machine gave when it closed, reported with
     /// [`Input::Closed`] once the connection is finished.
-    reason: Option<CloseReason>,
+    reason: Option<CloseCause>,
 }
 
 /// One thing to do to an accepted connection, in order.
@@ -249,6 +264,7 @@ enum Op {
     },
     Refuse(Pdu),
     Close(Option<Pdu>),
+    Respond(Response),
 }
 
 /// What the App asked for since the last flush, grouped by connection in
@@ -457,15 +473,37 @@ impl<A: App> Runner<A> {
                     }
                     SessionEvent::Closed(reason) => {
                         debug!(%conn, %reason, "connection closing");
-                        info.reason = Some(reason);
+                        info.reason = Some(CloseCause::Pdu(reason));
                         self.traffic.closed(side, &reason);
+                    }
+                    _ => {}
+                }
+            }
+            NetEvent::Machine(WireEvent::Http(ev)) => {
+                let Some(info) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                match ev {
+                    HttpEvent::Request(request) => {
+                        self.input(
+                            now,
+                            Input::Http {
+                                conn,
+                                request: &request,
+                            },
+                        );
+                    }
+                    HttpEvent::Closed(reason) => {
+                        debug!(%conn, reason = reason.label(), "HTTP connection closing");
+                        info.reason = Some(CloseCause::Http(reason));
+                        self.traffic.http_closed(side, reason.label());
                     }
                     _ => {}
                 }
             }
             NetEvent::Finished => {
                 if let Some(info) = self.conns.remove(&conn) {
-                    let reason = info.reason.unwrap_or(CloseReason::Local);
+                    let reason = info.reason.unwrap_or(CloseCause::Pdu(CloseReason::Local));
                     self.input(now, Input::Closed { conn, reason });
                 }
             }
@@ -533,10 +571,7 @@ impl<A: App> Runner<A> {
                     }
                     self.outbox.links.entry(id).or_default().push(pdu);
                 }
-                Action::Respond(conn, _) => {
-                    warn!(%conn, "HTTP response for a daemon without an HTTP port; closing");
-                    self.op(conn, Op::Close(None));
-                }
+                Action::Respond(conn, response) => self.op(conn, Op::Respond(response)),
                 Action::Job { worker, job } => {
                     let Some(tx) = self.worker_txs.get(worker) else {
                         error!(worker, "job for a worker the plan did not declare; dropped");
@@ -559,7 +594,7 @@ impl<A: App> Runner<A> {
                     self.traffic.pdu_out(info.peer, p.key());
                 }
                 Op::Accept { reply, .. } => self.traffic.pdu_out(info.peer, reply.key()),
-                Op::Close(None) => {}
+                Op::Close(None) | Op::Respond(_) => {}
             }
         }
         self.outbox.conns.entry(conn).or_default().push(op);
@@ -588,11 +623,18 @@ impl<A: App> Runner<A> {
             let Some(reactor) = self.reactors.get(usize::from(conn.side())) else {
                 continue;
             };
-            let sent = reactor.exec(conn.id(), move |w| {
-                let Wire::Session(s) = w else { return };
-                for op in ops {
-                    apply(s, op);
+            let sent = reactor.exec(conn.id(), move |w| match w {
+                Wire::Session(s) => {
+                    for op in ops {
+                        apply(s, op);
+                    }
                 }
+                Wire::Http(h) => {
+                    for op in ops {
+                        apply_http(h, op);
+                    }
+                }
+                Wire::Link(_) => {}
             });
             if sent.is_err() {
                 debug!(%conn, "reactor stopped");
@@ -627,6 +669,25 @@ fn apply(s: &mut Session, op: Op) {
                 let _ = s.send(&n);
             }
             s.close();
+        }
+        Op::Respond(_) => debug!("HTTP response for a TeamTalk session ignored"),
+    }
+}
+
+/// Carries out one operation on an HTTP connection. A response the
+/// machine refuses (over its size cap) becomes a 500, so the client is
+/// never left waiting.
+fn apply_http(h: &mut HttpConn, op: Op) {
+    match op {
+        Op::Respond(response) => {
+            if let Err(e) = h.respond(response) {
+                warn!(error = %e, "response refused by the HTTP connection; answering 500");
+                let _ = h.respond(crate::http::internal_error());
+            }
+        }
+        Op::Close(_) => h.close(),
+        Op::Send(_) | Op::Accept { .. } | Op::Refuse(_) => {
+            debug!("PDU operation on an HTTP connection ignored");
         }
     }
 }

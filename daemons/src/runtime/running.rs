@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
+use super::admin::{AdminApp, AdminSettings, serve_admin};
 use super::contract::App;
 use super::error::DaemonError;
 use super::traffic::Traffic;
-use crate::metrics::{AdminServer, ClearOnDrop, Labelled, MetricsSource, Scrape};
+use crate::metrics::{ClearOnDrop, Labelled, MetricsSource, Scrape};
 
 /// How long a question to the App's thread may wait for its answer (a
 /// scrape, a test's inspection) before the daemon counts as wedged.
@@ -57,9 +58,11 @@ impl Shared {
 pub struct Running<A: App> {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
+    /// Each listener's peer label, in the same order as `addrs`.
+    peers: Vec<&'static str>,
     control: Sender<Control<A>>,
     thread: Option<JoinHandle<()>>,
-    admin: Option<AdminServer>,
+    admin: Option<Box<Running<AdminApp>>>,
 }
 
 impl<A: App> std::fmt::Debug for Running<A> {
@@ -74,22 +77,23 @@ impl<A: App> std::fmt::Debug for Running<A> {
 impl<A: App> Running<A> {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        addrs: Vec<SocketAddr>,
+        listeners: Vec<(SocketAddr, &'static str)>,
         control: Sender<Control<A>>,
         thread: JoinHandle<()>,
     ) -> Self {
         Self {
             shared,
-            addrs,
+            addrs: listeners.iter().map(|(a, _)| *a).collect(),
+            peers: listeners.iter().map(|(_, p)| *p).collect(),
             control,
             thread: Some(thread),
             admin: None,
         }
     }
 
-    /// Serves this daemon's `/metrics` and `/healthz` on `addr`, labelled
-    /// with its name and first address.
-    pub(crate) fn serve_admin(&mut self, addr: SocketAddr) -> Result<(), DaemonError> {
+    /// Serves this daemon's `/metrics` and `/healthz` as `settings` say,
+    /// labelled with its name and first address.
+    pub(crate) fn serve_admin(&mut self, settings: &AdminSettings) -> Result<(), DaemonError> {
         let instance = self
             .addrs
             .first()
@@ -97,16 +101,14 @@ impl<A: App> Running<A> {
             .unwrap_or_default();
         let source: Arc<dyn MetricsSource> =
             Arc::new(Labelled::new(self.shared.name, instance, self.metrics()));
-        let server = AdminServer::start(addr, source)
-            .map_err(|source| DaemonError::Admin { addr, source })?;
-        self.admin = Some(server);
+        self.admin = Some(Box::new(serve_admin(settings, source)?));
         Ok(())
     }
 
     /// The admin endpoint's address, when the plan asked for one.
     #[must_use]
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(AdminServer::addr)
+        self.admin.as_ref().map(|a| a.addr())
     }
 
     /// The daemon's name.
@@ -120,6 +122,18 @@ impl<A: App> Running<A> {
     #[must_use]
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound addresses of the listeners declared with this peer label
+    /// (`"client"`, `"msg_server"`, `"http"`, …), in the plan's order.
+    #[must_use]
+    pub fn addrs_of(&self, peer: &str) -> Vec<SocketAddr> {
+        self.addrs
+            .iter()
+            .zip(&self.peers)
+            .filter(|(_, p)| **p == peer)
+            .map(|(a, _)| *a)
+            .collect()
     }
 
     /// The first listener's address (most daemons have one main port).
@@ -170,7 +184,7 @@ impl<A: App> Running<A> {
     }
 
     fn stop_now(&mut self) {
-        if let Some(mut admin) = self.admin.take() {
+        if let Some(admin) = self.admin.take() {
             admin.stop();
         }
         let Some(thread) = self.thread.take() else {
@@ -211,11 +225,11 @@ pub trait RunningDaemon: Send {
 
 impl<A: App> RunningDaemon for Running<A> {
     fn name(&self) -> &'static str {
-        Self::name(self)
+        self.shared.name
     }
 
     fn addrs(&self) -> &[SocketAddr] {
-        Self::addrs(self)
+        &self.addrs
     }
 
     fn admin_addr(&self) -> Option<SocketAddr> {
@@ -227,7 +241,7 @@ impl<A: App> RunningDaemon for Running<A> {
     }
 
     fn is_running(&self) -> bool {
-        Self::is_running(self)
+        self.shared.is_alive()
     }
 
     fn stop(self: Box<Self>) {

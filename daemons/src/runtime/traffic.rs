@@ -11,13 +11,15 @@ use teamtalk_net::Handle;
 use teamtalk_proto::CommandKey;
 
 use super::wire::Wire;
-use crate::metrics::{CloseCounters, CommandCounters, Scrape, render_net};
+use crate::metrics::{CloseCounters, CommandCounters, CounterMap, Scrape, render_net};
 
 /// One side: a reactor and the closes of its connections.
 pub(crate) struct Side {
     pub(crate) name: &'static str,
     pub(crate) net: Handle<Wire>,
     pub(crate) closes: CloseCounters,
+    /// Closes of HTTP connections, by the HTTP machine's reason label.
+    pub(crate) http_closes: CounterMap,
 }
 
 /// PDU counters of one peer kind.
@@ -65,11 +67,24 @@ impl Traffic {
         }
     }
 
+    pub(crate) fn http_closed(&self, side: usize, label: &'static str) {
+        if let Some(s) = self.sides.get(side) {
+            s.http_closes.inc(label);
+        }
+    }
+
     pub(crate) fn collect(&self, out: &mut Scrape) {
         for s in &self.sides {
             let side = [("side", s.name)];
             render_net(out, &side, &s.net.stats());
             s.closes.render(out, &side);
+            s.http_closes.render(
+                out,
+                "teamtalk_http_closes_total",
+                "HTTP connections closed, by reason (done, peer_closed, header_timed_out, …).",
+                &side,
+                "reason",
+            );
         }
         for p in &self.peers {
             p.pdus_in.render_in(out, p.name);

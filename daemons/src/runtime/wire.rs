@@ -6,7 +6,10 @@
 //! one reactor type (and one event loop) carry them all, while every
 //! protocol rule stays in the machine it belongs to.
 
-use teamtalk_conn::{Input, Link, LinkEvent, Machine, Output, Session, SessionEvent};
+use teamtalk_conn::{
+    CloseReason, HttpConn, HttpEvent, Input, Link, LinkEvent, Machine, Output, Session,
+    SessionEvent,
+};
 
 /// A connection's machine.
 #[derive(Debug)]
@@ -15,6 +18,8 @@ pub(crate) enum Wire {
     Session(Session),
     /// An outbound server link.
     Link(Link),
+    /// An accepted HTTP/1.1 connection.
+    Http(HttpConn),
 }
 
 /// An event of any of the machines.
@@ -24,6 +29,8 @@ pub(crate) enum WireEvent {
     Session(SessionEvent),
     /// From a link.
     Link(LinkEvent),
+    /// From an HTTP connection.
+    Http(HttpEvent),
 }
 
 impl Machine for Wire {
@@ -33,6 +40,7 @@ impl Machine for Wire {
         match self {
             Self::Session(m) => m.handle_input(input),
             Self::Link(m) => m.handle_input(input),
+            Self::Http(m) => m.handle_input(input),
         }
     }
 
@@ -40,6 +48,7 @@ impl Machine for Wire {
         match self {
             Self::Session(m) => map(m.poll_output(), WireEvent::Session),
             Self::Link(m) => map(m.poll_output(), WireEvent::Link),
+            Self::Http(m) => map(m.poll_output(), WireEvent::Http),
         }
     }
 
@@ -47,6 +56,15 @@ impl Machine for Wire {
         match self {
             Self::Session(m) => m.set_backlog(now, bytes),
             Self::Link(m) => m.set_backlog(now, bytes),
+            Self::Http(m) => m.set_backlog(now, bytes),
+        }
+    }
+
+    fn transport_failed(&mut self, now: std::time::Instant, reason: CloseReason) {
+        match self {
+            Self::Session(m) => m.transport_failed(now, reason),
+            Self::Link(m) => m.transport_failed(now, reason),
+            Self::Http(m) => m.transport_failed(now, reason),
         }
     }
 }

@@ -90,8 +90,16 @@ pub(super) fn encode(parts: &response::Parts, body: Bytes, req: Answering, close
     }
 }
 
+/// Writes one header field with its name in the customary title case
+/// (`Content-Type`). Names are case-insensitive, but TeamTalk's clients
+/// and older HTTP code in the wild match some of them literally, and
+/// TeamTalk's own servers send title case.
 fn put_field(buf: &mut BytesMut, name: &str, value: &[u8]) {
-    buf.put_slice(name.as_bytes());
+    let mut upper = true;
+    for b in name.bytes() {
+        buf.put_u8(if upper { b.to_ascii_uppercase() } else { b });
+        upper = b == b'-';
+    }
     buf.put_slice(b": ");
     buf.put_slice(value);
     buf.put_slice(b"\r\n");
@@ -105,7 +113,7 @@ pub(super) fn error(status: StatusCode) -> Bytes {
     b.put_slice(status.as_str().as_bytes());
     b.put_u8(b' ');
     b.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    b.put_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    b.put_slice(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     b.freeze()
 }
 
@@ -143,7 +151,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             enc(resp, GET11, true),
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
         );
         let ten = Answering {
             head: false,
@@ -151,7 +159,7 @@ mod tests {
         };
         assert_eq!(
             enc(Response::new("x"), ten, false),
-            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: keep-alive\r\n\r\nx"
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\nx"
         );
     }
 
@@ -163,7 +171,7 @@ mod tests {
         };
         assert_eq!(
             enc(Response::new("four"), head, false),
-            "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
         );
         let declared = Response::builder()
             .header(header::CONTENT_LENGTH, "1234")
@@ -171,7 +179,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             enc(declared, head, false),
-            "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
         );
         let none = Response::builder().status(204).body("ignored").unwrap();
         assert_eq!(enc(none, GET11, false), "HTTP/1.1 204 No Content\r\n\r\n");
@@ -182,7 +190,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             enc(not_modified, GET11, false),
-            "HTTP/1.1 304 Not Modified\r\ncontent-length: 77\r\n\r\n"
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 77\r\n\r\n"
         );
         let switching = Response::builder()
             .status(101)
@@ -192,12 +200,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             enc(switching, GET11, false),
-            "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
         );
         let odd = Response::builder().status(599).body("").unwrap();
         assert_eq!(
             enc(odd, GET11, false),
-            "HTTP/1.1 599 \r\ncontent-length: 0\r\n\r\n"
+            "HTTP/1.1 599 \r\nContent-Length: 0\r\n\r\n"
         );
     }
 
@@ -205,7 +213,7 @@ mod tests {
     fn error_responses_close() {
         assert_eq!(
             &error(StatusCode::REQUEST_TIMEOUT)[..],
-            b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
     }
 }

@@ -81,7 +81,7 @@ fn a_request_is_delivered_and_answered_with_keep_alive() {
     d.call(|m| m.respond(text("{\"code\":0}"))).unwrap();
     assert_eq!(
         wire(&d),
-        "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{\"code\":0}"
+        "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"code\":0}"
     );
     assert!(!d.finished());
     assert_eq!(d.m.requests_served(), 1);
@@ -108,7 +108,7 @@ fn slowloris_is_closed_at_the_header_deadline_with_408() {
     assert!(d.finished());
     assert!(requests(&d).is_empty());
     assert!(wire(&d).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
-    assert!(wire(&d).contains("connection: close\r\n"));
+    assert!(wire(&d).contains("Connection: close\r\n"));
     assert_closed(&d, HttpCloseReason::HeaderTimedOut);
     assert_eq!(d.outputs.last().unwrap().0, t + secs(10));
 }
@@ -290,7 +290,7 @@ fn heads_over_the_limits_get_431() {
         ..HttpConfig::default()
     };
     let mut d = conn_with(cfg);
-    d.recv(b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n");
+    d.recv(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
     assert_closed(&d, HttpCloseReason::HeadTooLarge);
 
     // A complete head just over the limit, in one read with a body.
@@ -316,7 +316,7 @@ fn http10_and_connection_close_end_after_the_response() {
         d.call(|m| m.respond(text("bye"))).unwrap();
         assert_eq!(
             wire(&d),
-            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbye"
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye"
         );
         assert_closed(&d, HttpCloseReason::Done);
     }
@@ -324,7 +324,7 @@ fn http10_and_connection_close_end_after_the_response() {
     let mut d = conn();
     d.recv(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     d.call(|m| m.respond(text("hi"))).unwrap();
-    assert!(wire(&d).contains("connection: keep-alive\r\n"));
+    assert!(wire(&d).contains("Connection: keep-alive\r\n"));
     assert!(!d.finished());
 }
 
@@ -337,7 +337,7 @@ fn the_application_can_ask_to_close() {
         .body(Bytes::from_static(b"x"))
         .unwrap();
     d.call(|m| m.respond(resp)).unwrap();
-    assert!(wire(&d).contains("connection: close\r\n"));
+    assert!(wire(&d).contains("Connection: close\r\n"));
     assert_closed(&d, HttpCloseReason::Done);
 }
 
@@ -368,7 +368,7 @@ fn pipelined_requests_are_delivered_one_at_a_time() {
     d.call(|m| m.respond(text("two"))).unwrap();
     assert_eq!(
         wire(&d),
-        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\noneHTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo"
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\noneHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo"
     );
 }
 
@@ -400,10 +400,10 @@ fn max_requests_and_keep_alive_off_close_with_the_last_response() {
     let mut d = conn_with(cfg);
     d.recv(GET);
     d.call(|m| m.respond(text("1"))).unwrap();
-    assert!(!wire(&d).contains("connection: close"));
+    assert!(!wire(&d).contains("Connection: close"));
     d.recv(GET);
     d.call(|m| m.respond(text("2"))).unwrap();
-    assert!(wire(&d).ends_with("connection: close\r\n\r\n2"));
+    assert!(wire(&d).ends_with("Connection: close\r\n\r\n2"));
     assert_closed(&d, HttpCloseReason::Done);
 
     let cfg = HttpConfig {
@@ -413,7 +413,7 @@ fn max_requests_and_keep_alive_off_close_with_the_last_response() {
     let mut d = conn_with(cfg);
     d.recv(GET);
     d.call(|m| m.respond(text("1"))).unwrap();
-    assert!(wire(&d).contains("connection: close\r\n"));
+    assert!(wire(&d).contains("Connection: close\r\n"));
     assert_closed(&d, HttpCloseReason::Done);
 }
 
@@ -428,7 +428,7 @@ fn head_gets_the_get_headers_without_body() {
     d.call(|m| m.respond(resp)).unwrap();
     assert_eq!(
         wire(&d),
-        "HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: 1000\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
     );
     assert!(!d.finished());
 }
@@ -632,7 +632,7 @@ fn an_upgrade_hands_over_the_bytes_that_follow() {
     d.call(|m| m.respond(switching())).unwrap();
     assert_eq!(
         wire(&d),
-        "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     );
     assert!(d.m.is_upgraded());
     d.recv(b"\x81\x01!");

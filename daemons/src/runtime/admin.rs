@@ -1,0 +1,377 @@
+//! The admin port: `GET /metrics` (Prometheus text) and `GET /healthz`
+//! (200 `ok`, or 503 with one reason per line), as a daemon of its own on
+//! the shared runtime.
+//!
+//! It is an ordinary App with one HTTP listener: slow or idle clients are
+//! cut off by the HTTP machine's deadlines and a per-source connection
+//! cap, so they never delay another scrape. Collecting asks every daemon's
+//! App thread (a blocking question with a time limit), so that work runs
+//! on the admin's worker, never on its App thread.
+//!
+//! Listening beyond loopback requires a bearer token (`AdminToken=`):
+//! metrics and health say a lot about a deployment. With a token, every
+//! request must carry `Authorization: Bearer <token>`; the comparison
+//! takes the same time whatever the guess.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{Method, StatusCode, header};
+use bytes::Bytes;
+use subtle::ConstantTimeEq;
+use teamtalk_conn::HttpConfig;
+use tracing::{debug, info};
+
+use super::contract::{App, Conn, Input, Now, Out, Request, Response, Worker};
+use super::error::DaemonError;
+use super::plan::{Plan, PortKind};
+use super::running::Running;
+use crate::http;
+use crate::metrics::{CONTENT_TYPE, MetricsSource, Scrape};
+
+/// Largest request head; scrapers send a few hundred bytes.
+pub const MAX_REQUEST: usize = 8192;
+/// Time a client has to send its request head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections one address may hold on the admin port.
+pub const MAX_PER_SOURCE: usize = 16;
+
+/// Where and how to serve the admin port.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdminSettings {
+    /// Listen address (port 0 picks one).
+    pub addr: SocketAddr,
+    /// Bearer token every request must carry; required when `addr` is not
+    /// a loopback address.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl AdminSettings {
+    /// Loopback-only settings without a token.
+    #[must_use]
+    pub fn local(addr: SocketAddr) -> Self {
+        Self { addr, token: None }
+    }
+
+    /// `addr` with `token`.
+    #[must_use]
+    pub fn with_token(addr: SocketAddr, token: Option<String>) -> Self {
+        Self { addr, token }
+    }
+}
+
+/// What the worker is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminQuery {
+    /// `/metrics`.
+    Metrics,
+    /// `/healthz`.
+    Health,
+}
+
+/// The admin port's decisions: which path, whether the token is right.
+pub struct AdminApp {
+    token: Option<Vec<u8>>,
+    answered: u64,
+    refused: u64,
+}
+
+impl std::fmt::Debug for AdminApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminApp")
+            .field("answered", &self.answered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminApp {
+    fn authorized(&self, request: &Request) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(given) = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        else {
+            return false;
+        };
+        given.ct_eq(token).into()
+    }
+
+    fn route(&mut self, request: &Request) -> Result<AdminQuery, Box<Response>> {
+        let path = request.uri().path();
+        let query = match path {
+            "/metrics" => AdminQuery::Metrics,
+            "/healthz" => AdminQuery::Health,
+            _ => {
+                return Err(Box::new(http::text(
+                    StatusCode::NOT_FOUND,
+                    "not found; try /metrics or /healthz\n",
+                )));
+            }
+        };
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return Err(Box::new(http::method_not_allowed(&[
+                Method::GET,
+                Method::HEAD,
+            ])));
+        }
+        if !self.authorized(request) {
+            self.refused += 1;
+            let mut r = http::text(StatusCode::UNAUTHORIZED, "bearer token required\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return Err(Box::new(r));
+        }
+        Ok(query)
+    }
+}
+
+impl App for AdminApp {
+    type Job = (Conn, AdminQuery);
+    type Done = (Conn, Response);
+
+    fn name(&self) -> &'static str {
+        "admin"
+    }
+
+    fn handle(&mut self, _now: Now, input: Input<'_, Self::Done>, out: &mut Out<Self::Job>) {
+        match input {
+            Input::Http { conn, request } => match self.route(request) {
+                Ok(query) => out.job(0, (conn, query)),
+                Err(response) => out.respond(conn, *response),
+            },
+            Input::Done((conn, response)) => {
+                self.answered += 1;
+                out.respond(conn, response);
+            }
+            other => debug!(input = ?other, "input the admin port does not use"),
+        }
+    }
+
+    fn collect(&self, scrape: &mut Scrape) {
+        scrape.counter(
+            "teamtalk_admin_answered_total",
+            "Admin requests answered.",
+            &[],
+            self.answered,
+        );
+        scrape.counter(
+            "teamtalk_admin_unauthorized_total",
+            "Admin requests refused for a missing or wrong token.",
+            &[],
+            self.refused,
+        );
+    }
+
+    fn health(&self, _problems: &mut Vec<String>) {}
+}
+
+/// Collects from the daemons, off the admin's App thread.
+pub struct AdminWorker {
+    source: Arc<dyn MetricsSource>,
+}
+
+impl Worker for AdminWorker {
+    type Job = (Conn, AdminQuery);
+    type Done = (Conn, Response);
+
+    fn run(&mut self, jobs: Vec<Self::Job>, done: &mut Vec<Self::Done>) {
+        for (conn, query) in jobs {
+            done.push((conn, answer(&*self.source, query)));
+        }
+    }
+}
+
+/// The answer to one admin query.
+#[must_use]
+pub fn answer(source: &dyn MetricsSource, query: AdminQuery) -> Response {
+    match query {
+        AdminQuery::Metrics => {
+            let mut scrape = Scrape::new();
+            source.collect(&mut scrape);
+            http::bytes(
+                StatusCode::OK,
+                CONTENT_TYPE,
+                Bytes::from(scrape.render().into_bytes()),
+            )
+        }
+        AdminQuery::Health => {
+            let mut problems = Vec::new();
+            source.health(&mut problems);
+            if problems.is_empty() {
+                http::text(StatusCode::OK, "ok\n")
+            } else {
+                let mut body = String::from("unhealthy\n");
+                for p in problems {
+                    body.push_str(&p);
+                    body.push('\n');
+                }
+                http::text(StatusCode::SERVICE_UNAVAILABLE, body)
+            }
+        }
+    }
+}
+
+/// Serves `/metrics` and `/healthz` for `source` as `settings` say.
+///
+/// # Errors
+/// [`DaemonError::Config`] when the address is not loopback and no token
+/// is set; [`DaemonError::Listen`] when it cannot be bound.
+pub fn serve_admin(
+    settings: &AdminSettings,
+    source: Arc<dyn MetricsSource>,
+) -> Result<Running<AdminApp>, DaemonError> {
+    if !settings.addr.ip().is_loopback() && settings.token.as_deref().is_none_or(str::is_empty) {
+        return Err(DaemonError::Config {
+            daemon: "admin",
+            reason: format!(
+                "the admin port {} is not on loopback: set AdminToken= (a bearer token every \
+                 request must carry) or listen on 127.0.0.1",
+                settings.addr
+            ),
+        });
+    }
+    let mut plan = Plan::new();
+    plan.listen(
+        "admin",
+        "admin",
+        settings.addr,
+        PortKind::Http {
+            config: HttpConfig {
+                header_timeout: REQUEST_TIMEOUT,
+                body_timeout: REQUEST_TIMEOUT,
+                max_head_bytes: MAX_REQUEST,
+                max_body_bytes: 0,
+                ..HttpConfig::default()
+            },
+            max_per_source: Some(MAX_PER_SOURCE),
+        },
+    );
+    plan.worker(AdminWorker { source });
+    let app = AdminApp {
+        token: settings.token.as_ref().map(|t| t.as_bytes().to_vec()),
+        answered: 0,
+        refused: 0,
+    };
+    let running = super::start(app, plan)?;
+    info!(addr = %running.addr(), token = settings.token.is_some(), "admin endpoint: /metrics and /healthz");
+    Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    fn app(token: Option<&str>) -> AdminApp {
+        AdminApp {
+            token: token.map(|t| t.as_bytes().to_vec()),
+            answered: 0,
+            refused: 0,
+        }
+    }
+
+    fn req(method: &str, path: &str, auth: Option<&str>) -> Request {
+        let mut b = ::http::Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(Bytes::new()).unwrap()
+    }
+
+    #[test]
+    fn paths_methods_and_tokens() {
+        let mut open = app(None);
+        assert_eq!(
+            open.route(&req("GET", "/metrics", None)).ok(),
+            Some(AdminQuery::Metrics)
+        );
+        assert_eq!(
+            open.route(&req("HEAD", "/healthz?x=1", None)).ok(),
+            Some(AdminQuery::Health)
+        );
+        let r = open.route(&req("POST", "/metrics", None)).unwrap_err();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let r = open.route(&req("GET", "/", None)).unwrap_err();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+        let mut locked = app(Some("s3cret"));
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("s3cret"),
+            Some("Bearer s3cre"),
+        ] {
+            let r = locked.route(&req("GET", "/metrics", auth)).unwrap_err();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+            assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        }
+        assert_eq!(
+            locked
+                .route(&req("GET", "/metrics", Some("Bearer s3cret")))
+                .ok(),
+            Some(AdminQuery::Metrics)
+        );
+        assert_eq!(locked.refused, 4);
+    }
+
+    struct Fake(AtomicBool);
+
+    impl MetricsSource for Fake {
+        fn collect(&self, out: &mut Scrape) {
+            out.counter("fake_total", "Fake.", &[], 3);
+        }
+
+        fn health(&self, problems: &mut Vec<String>) {
+            if !self.0.load(Ordering::Relaxed) {
+                problems.push("fake link down".into());
+            }
+        }
+    }
+
+    #[test]
+    fn answers_render_metrics_and_health() {
+        let fake = Fake(AtomicBool::new(true));
+        let m = answer(&fake, AdminQuery::Metrics);
+        assert_eq!(m.status(), StatusCode::OK);
+        assert_eq!(m.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+        assert!(
+            std::str::from_utf8(m.body())
+                .unwrap()
+                .contains("fake_total 3\n")
+        );
+        assert_eq!(answer(&fake, AdminQuery::Health).body().as_ref(), b"ok\n");
+        fake.0.store(false, Ordering::Relaxed);
+        let h = answer(&fake, AdminQuery::Health);
+        assert_eq!(h.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(h.body().as_ref(), b"unhealthy\nfake link down\n");
+    }
+
+    #[test]
+    fn beyond_loopback_a_token_is_required() {
+        let source: Arc<dyn MetricsSource> = Arc::new(Fake(AtomicBool::new(true)));
+        let open = AdminSettings::local("0.0.0.0:0".parse().unwrap());
+        let err = serve_admin(&open, Arc::clone(&source)).unwrap_err();
+        assert!(err.to_string().contains("AdminToken"), "{err}");
+        let empty = AdminSettings::with_token("0.0.0.0:0".parse().unwrap(), Some(String::new()));
+        assert!(serve_admin(&empty, Arc::clone(&source)).is_err());
+        let ok = AdminSettings::with_token("0.0.0.0:0".parse().unwrap(), Some("t".into()));
+        serve_admin(&ok, source).unwrap().stop();
+    }
+}
