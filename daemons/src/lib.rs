@@ -26,6 +26,7 @@ pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod conf;
 pub mod db_proxy;
 pub mod http;

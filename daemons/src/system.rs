@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::cluster::PeerPolicy;
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
 use crate::login::{self, LoginConfig, RunningLogin};
 use crate::metrics::{Labelled, MetricsSource, Scrape};
@@ -59,6 +60,10 @@ pub struct SystemConfig {
     /// Bearer token the admin endpoint requires (needed when it listens
     /// beyond loopback).
     pub admin_token: Option<String>,
+    /// The cluster secret every daemon's server links prove; `None` uses
+    /// (and on first start creates) `cluster.secret` in the data
+    /// directory.
+    pub cluster_secret: Option<Vec<u8>>,
 }
 
 impl SystemConfig {
@@ -83,6 +88,7 @@ impl SystemConfig {
                 DEFAULT_ADMIN_PORT,
             )),
             admin_token: None,
+            cluster_secret: None,
         }
     }
 
@@ -110,6 +116,14 @@ pub enum SystemError {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The cluster secret could not be created, read or used.
+    #[error("cluster secret in {dir}: {reason}")]
+    Secret {
+        /// The data directory.
+        dir: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A daemon (or the admin endpoint) failed to start.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -182,6 +196,7 @@ impl MetricsSource for SystemMetrics {
 /// The running system. Dropping it stops every daemon.
 pub struct RunningSystem {
     cfg: SystemConfig,
+    peers: PeerPolicy,
     store: Arc<SqliteStore>,
     db: Option<DbProxyServer>,
     db_addr: SocketAddr,
@@ -218,13 +233,30 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             ..StoreOptions::default()
         },
     )?);
-    let db = spawn_db(&cfg, SocketAddr::new(cfg.host, cfg.ports.db), &store)?;
+    let secret_error = |reason: String| SystemError::Secret {
+        dir: cfg.data_dir.clone(),
+        reason,
+    };
+    let secret = match &cfg.cluster_secret {
+        Some(s) => s.clone(),
+        None => crate::cluster::ensure_secret_file(&cfg.data_dir)
+            .map_err(|e| secret_error(e.to_string()))?,
+    };
+    let peers = PeerPolicy::with_secret(&secret).map_err(|e| secret_error(e.to_string()))?;
+    let db = spawn_db(
+        &cfg,
+        SocketAddr::new(cfg.host, cfg.ports.db),
+        &store,
+        &peers,
+    )?;
     let db_addr = db.addr();
     let mut route_cfg = RouteConfig::loopback();
     route_cfg.listen_ips = vec![cfg.host];
     route_cfg.msg_port = cfg.ports.route;
+    route_cfg.peers = peers.clone();
     let route = route::spawn(route_cfg)?;
     let mut login_cfg = LoginConfig::loopback();
+    login_cfg.peers = peers.clone();
     login_cfg.msg_server_ips = vec![cfg.host];
     login_cfg.msg_server_port = cfg.ports.login_msg;
     login_cfg.http_ips = vec![cfg.host];
@@ -241,6 +273,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             route.addr(),
         );
         m.link_timers = cfg.link_timers;
+        m.peers = peers.clone();
         m.threads = 1;
         msgs.push(msg::spawn(m)?);
     }
@@ -278,6 +311,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     };
     Ok(RunningSystem {
         cfg,
+        peers,
         store,
         db: Some(db),
         db_addr,
@@ -293,9 +327,11 @@ fn spawn_db(
     cfg: &SystemConfig,
     addr: SocketAddr,
     store: &Arc<SqliteStore>,
+    peers: &PeerPolicy,
 ) -> Result<DbProxyServer, SystemError> {
     let mut db_cfg = DbProxyConfig::new(addr);
     db_cfg.data_dir.clone_from(&cfg.data_dir);
+    db_cfg.peers = peers.clone();
     let store: Arc<dyn Store> = Arc::clone(store) as Arc<dyn Store>;
     Ok(db_proxy::spawn(db_cfg, store)?)
 }
@@ -391,7 +427,7 @@ impl RunningSystem {
     /// When it cannot bind or start.
     pub fn restart_db(&mut self) -> Result<(), SystemError> {
         self.stop_db();
-        let db = spawn_db(&self.cfg, self.db_addr, &self.store)?;
+        let db = spawn_db(&self.cfg, self.db_addr, &self.store, &self.peers)?;
         self.metrics.set_db(Some(&db));
         self.db = Some(db);
         Ok(())

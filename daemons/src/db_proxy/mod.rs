@@ -102,6 +102,9 @@ pub struct DbProxyConfig {
     /// Bearer token the admin endpoint requires (`AdminToken`; required
     /// when it listens beyond loopback).
     pub admin_token: Option<String>,
+    /// The cluster secret and who may skip it (`ClusterSecret`,
+    /// `ClusterSecretFile`, `AllowUnauthenticatedPeers`).
+    pub peers: crate::cluster::PeerPolicy,
 }
 
 impl DbProxyConfig {
@@ -116,6 +119,7 @@ impl DbProxyConfig {
             options: DbProxyOptions::default(),
             admin: None,
             admin_token: None,
+            peers: crate::cluster::PeerPolicy::open(),
         }
     }
 }
@@ -185,6 +189,11 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
     }
     config.admin = conf.get_parsed("AdminListen")?;
     config.admin_token = conf.get("AdminToken").map(str::to_owned);
+    config.peers =
+        crate::cluster::PeerPolicy::from_conf(conf).map_err(|e| DaemonError::Config {
+            daemon: "db_proxy_server",
+            reason: e.to_string(),
+        })?;
 
     // Everything the C++ conf may contain, instance keys included.
     let mut instances: Vec<&str> = Vec::new();
@@ -197,7 +206,12 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
         .iter()
         .flat_map(|i| INSTANCE_SUFFIXES.iter().map(move |s| format!("{i}_{s}")))
         .collect();
-    let mut known: Vec<&str> = USED_KEYS.iter().chain(IGNORED_KEYS).copied().collect();
+    let mut known: Vec<&str> = USED_KEYS
+        .iter()
+        .chain(IGNORED_KEYS)
+        .chain(crate::cluster::KEYS)
+        .copied()
+        .collect();
     known.extend(instance_keys.iter().map(String::as_str));
     conf.warn_about_keys(&known);
     let ignored: Vec<&str> = conf

@@ -109,6 +109,7 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
             .admin
             .map(|a| runtime::AdminSettings::with_token(a, config.admin_token.clone())),
     );
+    plan.peer_policy(config.peers.clone());
     let app = DbProxyApp {
         proxy,
         peers: BTreeSet::new(),

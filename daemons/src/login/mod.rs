@@ -46,6 +46,7 @@ use std::time::Duration;
 use teamtalk_conn::{Heartbeat, HttpConfig, MsgServerLoad, ServiceUrls, SessionConfig};
 use teamtalk_net::ReactorConfig;
 
+use crate::cluster::PeerPolicy;
 use crate::conf::Conf;
 use crate::route::listen_ips;
 use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
@@ -109,6 +110,7 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, DaemonError> {
             .admin
             .map(|a| AdminSettings::with_token(a, config.admin_token.clone())),
     );
+    plan.peer_policy(config.peers.clone());
     let app = LoginApp::new(Directory::new(config.urls.clone()), ports);
     runtime::start(app, plan)
 }
@@ -235,6 +237,8 @@ pub struct LoginConfig {
     /// Bearer token the admin endpoint requires (`AdminToken`; required
     /// when it listens beyond loopback).
     pub admin_token: Option<String>,
+    /// The cluster secret and who may skip it, for the msg_server port.
+    pub peers: PeerPolicy,
 }
 
 impl LoginConfig {
@@ -248,7 +252,7 @@ impl LoginConfig {
     /// A missing key, a port that is not a number, or a listen-address entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        conf.warn_about_keys(KNOWN_KEYS);
+        conf.warn_about_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat());
         let client_port: Option<u16> = conf.get_parsed("ClientPort")?;
         let client_ips = match client_port {
             Some(_) => listen_ips(conf, "ClientListenIP")?,
@@ -272,6 +276,7 @@ impl LoginConfig {
             reactor: ReactorConfig::default(),
             admin: conf.get_parsed("AdminListen")?,
             admin_token: conf.get("AdminToken").map(str::to_owned),
+            peers: PeerPolicy::from_conf(conf)?,
         })
     }
 
@@ -297,6 +302,7 @@ impl LoginConfig {
             },
             admin: None,
             admin_token: None,
+            peers: PeerPolicy::open(),
         }
     }
 

@@ -7,6 +7,7 @@ use teamtalk_conn::SessionConfig;
 use tracing::info;
 
 use super::app::Registration;
+use crate::cluster::{ClusterError, PeerPolicy};
 use crate::conf::{Conf, ConfError};
 
 /// Everything a msg_server needs to start.
@@ -38,6 +39,9 @@ pub struct MsgConfig {
     /// Bearer token the admin endpoint requires (`AdminToken`; required
     /// when it listens beyond loopback).
     pub admin_token: Option<String>,
+    /// The cluster secret its links prove (`ClusterSecret`,
+    /// `ClusterSecretFile`).
+    pub peers: PeerPolicy,
 }
 
 impl MsgConfig {
@@ -67,6 +71,7 @@ impl MsgConfig {
             link_timers: None,
             admin: None,
             admin_token: None,
+            peers: PeerPolicy::open(),
         }
     }
 
@@ -79,7 +84,7 @@ impl MsgConfig {
     /// # Errors
     /// [`MsgConfigError`] naming the file, line and key.
     pub fn from_conf(conf: &Conf) -> Result<Self, MsgConfigError> {
-        conf.warn_about_keys(KNOWN);
+        conf.warn_about_keys(&[KNOWN, crate::cluster::KEYS].concat());
         for key in ["ConcurrentDBConnCnt", "aesKey"] {
             if conf.get(key).is_some() {
                 info!(key, "key accepted for compatibility and not used");
@@ -119,6 +124,7 @@ impl MsgConfig {
         }
         cfg.admin = conf.get_parsed("AdminListen")?;
         cfg.admin_token = conf.get("AdminToken").map(str::to_owned);
+        cfg.peers = PeerPolicy::from_conf(conf)?;
         Ok(cfg)
     }
 }
@@ -152,6 +158,9 @@ pub enum MsgConfigError {
     /// A key is missing or has a bad value.
     #[error(transparent)]
     Conf(#[from] ConfError),
+    /// The cluster secret is unusable.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// A host name does not resolve.
     #[error("cannot resolve {0}")]
     Resolve(String),

@@ -70,6 +70,7 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
         cfg.admin
             .map(|a| AdminSettings::with_token(a, cfg.admin_token.clone())),
     );
+    plan.peer_policy(cfg.peers.clone());
     runtime::start(MsgApp::new(cfg.registration.clone(), links), plan)
 }
 

@@ -67,6 +67,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use teamtalk_conn::SessionConfig;
 use teamtalk_net::ReactorConfig;
 
+use crate::cluster::{ClusterError, PeerPolicy};
 use crate::conf::{Conf, ConfError};
 use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
 
@@ -96,6 +97,7 @@ pub fn spawn(config: RouteConfig) -> Result<RunningRoute, DaemonError> {
             .admin
             .map(|a| AdminSettings::with_token(a, config.admin_token.clone())),
     );
+    plan.peer_policy(config.peers.clone());
     runtime::start(RouteApp::new(), plan)
 }
 
@@ -120,6 +122,9 @@ pub struct RouteConfig {
     /// Bearer token the admin endpoint requires (`AdminToken`; required
     /// when it listens beyond loopback).
     pub admin_token: Option<String>,
+    /// The cluster secret and who may skip it (`ClusterSecret`,
+    /// `ClusterSecretFile`, `AllowUnauthenticatedPeers`).
+    pub peers: PeerPolicy,
 }
 
 impl RouteConfig {
@@ -130,13 +135,14 @@ impl RouteConfig {
     /// A missing key, a port that is not a number, or a `ListenIP` entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        conf.warn_about_keys(KNOWN_KEYS);
+        conf.warn_about_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat());
         Ok(Self {
             listen_ips: listen_ips(conf, "ListenIP")?,
             msg_port: conf.require("ListenMsgPort")?,
             reactor: ReactorConfig::default(),
             admin: conf.get_parsed("AdminListen")?,
             admin_token: conf.get("AdminToken").map(str::to_owned),
+            peers: PeerPolicy::from_conf(conf)?,
         })
     }
 
@@ -153,6 +159,7 @@ impl RouteConfig {
             },
             admin: None,
             admin_token: None,
+            peers: PeerPolicy::open(),
         }
     }
 
@@ -174,6 +181,9 @@ pub enum ConfigError {
     /// key).
     #[error(transparent)]
     Conf(#[from] ConfError),
+    /// The cluster secret or the unauthenticated-peer list is unusable.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// A listen-address list contains something that is not an IP address.
     #[error("{origin}: {key}: invalid value {value:?}: expected IP addresses separated by ';'")]
     ListenIp {

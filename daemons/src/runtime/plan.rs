@@ -9,6 +9,7 @@ use teamtalk_net::ReactorConfig;
 
 use super::admin::AdminSettings;
 use super::contract::{LinkId, PortId};
+use crate::cluster::PeerPolicy;
 
 /// Default capacity of each worker's job queue. A full queue blocks the
 /// App's thread, which stops it reading, which pushes back on the peers.
@@ -66,6 +67,7 @@ pub struct Plan<W> {
     pub(crate) worker_queue: usize,
     pub(crate) batch_limit: usize,
     pub(crate) admin: Option<AdminSettings>,
+    pub(crate) peers: PeerPolicy,
 }
 
 impl<W> Default for Plan<W> {
@@ -78,6 +80,7 @@ impl<W> Default for Plan<W> {
             worker_queue: DEFAULT_WORKER_QUEUE,
             batch_limit: DEFAULT_BATCH_LIMIT,
             admin: None,
+            peers: PeerPolicy::open(),
         }
     }
 }
@@ -145,6 +148,16 @@ impl<W> Plan<W> {
     /// (port 0 picks one); `None` serves none.
     pub fn admin(&mut self, settings: Option<AdminSettings>) -> &mut Self {
         self.admin = settings;
+        self
+    }
+
+    /// Who may use the daemon's server ports ([`PortKind::Peers`]) and how
+    /// its links prove themselves: with a cluster secret, every link
+    /// authenticates and every server-port peer must, except those
+    /// `AllowUnauthenticatedPeers` lists. Without one, server ports must
+    /// listen on loopback only, or name who may connect.
+    pub fn peer_policy(&mut self, policy: PeerPolicy) -> &mut Self {
+        self.peers = policy;
         self
     }
 

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
-use teamtalk_conn::{CloseReason, HttpConn, HttpEvent, Link, LinkEvent, Session, SessionEvent};
+use teamtalk_conn::{
+    CloseReason, HttpConn, HttpEvent, Link, LinkEvent, PeerAuth, Session, SessionEvent,
+};
 use teamtalk_net::{ConnId, ListenOptions, NetEvent, Reactor, ReactorConfig};
 use teamtalk_proto::Pdu;
 use tracing::{debug, error, info, warn};
@@ -39,6 +41,7 @@ use super::running::{Control, Running, Shared};
 use super::traffic::{Peer, Side, Traffic};
 use super::wire::{Wire, WireEvent};
 use crate::clock;
+use crate::cluster::PeerPolicy;
 
 /// Events handled before the outbox is flushed.
 pub const EVENT_BATCH: usize = 512;
@@ -67,7 +70,17 @@ where
         worker_queue,
         batch_limit,
         admin,
+        peers: policy,
     } = plan;
+    check_exposure(name, &listeners, &policy)?;
+    if !policy.has_secret() && !policy.allowed().is_empty() {
+        warn!(
+            daemon = name,
+            allowed = ?policy.allowed(),
+            "no ClusterSecret: server ports admit the peers AllowUnauthenticatedPeers lists \
+             without any proof of who they are"
+        );
+    }
 
     // One reactor per side, in order of first mention.
     let mut side_names: Vec<&'static str> = Vec::new();
@@ -117,7 +130,7 @@ where
             },
         };
         let local = reactors[side]
-            .listen_with(addr, options, factory(&kind))
+            .listen_with(addr, options, factory(&kind, &policy))
             .map_err(|source| DaemonError::Listen {
                 daemon: name,
                 addr,
@@ -126,6 +139,7 @@ where
         let port = Port {
             id: PortId(u8::try_from(i).unwrap_or(u8::MAX)),
             peer: Traffic::peer_index(&mut peers, peer),
+            server: matches!(kind, PortKind::Peers(_)),
         };
         ports.insert((side, local), port);
         bound.push((local, peer));
@@ -134,8 +148,11 @@ where
     let mut link_ids = HashMap::new();
     let mut link_conns = Vec::new();
     let links_side = side_of(LINKS_SIDE);
-    for (i, spec) in links.into_iter().enumerate() {
+    for (i, mut spec) in links.into_iter().enumerate() {
         let addr = spec.config.addr;
+        if spec.config.auth.is_none() {
+            spec.config.auth = policy.auth();
+        }
         let peer = Traffic::peer_index(&mut peers, spec.peer);
         let id = reactors[links_side]
             .open(Wire::Link(Link::new(spec.config, clock::now())))
@@ -161,6 +178,8 @@ where
             })
             .collect(),
         peers,
+        admitted: crate::metrics::CounterMap::new(),
+        refused: std::sync::atomic::AtomicU64::new(0),
     });
 
     // Workers.
@@ -201,6 +220,8 @@ where
         done_rx,
         outbox: Outbox::default(),
         out: Out::new(),
+        policy,
+        gates: Gates::default(),
     };
     let thread = std::thread::Builder::new()
         .name(name.to_owned())
@@ -223,12 +244,54 @@ where
     Ok(running)
 }
 
+/// Refuses a plan whose server ports would let anyone in: a peer port
+/// beyond loopback with neither a cluster secret nor a list of who may
+/// connect.
+fn check_exposure(
+    name: &'static str,
+    listeners: &[ListenSpec],
+    policy: &PeerPolicy,
+) -> Result<(), DaemonError> {
+    if policy.has_secret() || !policy.allowed().is_empty() {
+        return Ok(());
+    }
+    for l in listeners {
+        if matches!(l.kind, PortKind::Peers(_)) && !l.addr.ip().is_loopback() {
+            return Err(DaemonError::Config {
+                daemon: name,
+                reason: format!(
+                    "server port {} listens beyond loopback without a cluster secret: set \
+                     ClusterSecret= (or ClusterSecretFile=) on every daemon of the cluster, or \
+                     AllowUnauthenticatedPeers= with the addresses of C++ TeamTalk peers, or \
+                     listen on 127.0.0.1",
+                    l.addr
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Builds the machine for each connection a listener accepts.
-fn factory(kind: &PortKind) -> Box<dyn Fn(SocketAddr, std::time::Instant) -> Wire + Send> {
+fn factory(
+    kind: &PortKind,
+    policy: &PeerPolicy,
+) -> Box<dyn Fn(SocketAddr, std::time::Instant) -> Wire + Send> {
     match kind {
-        PortKind::Clients(c) | PortKind::Peers(c) => {
+        PortKind::Clients(c) => {
             let config = c.clone();
             Box::new(move |peer, now| Wire::Session(Session::new(config.clone(), peer, now)))
+        }
+        PortKind::Peers(c) => {
+            let mut config = c.clone();
+            config.auth = policy.auth();
+            let policy = policy.clone();
+            Box::new(move |peer, now| {
+                let config = config
+                    .clone()
+                    .with_unauthenticated_allowed(policy.lists(peer.ip()));
+                Wire::Session(Session::new(config, peer, now))
+            })
         }
         PortKind::Http { config, .. } => {
             let config = config.clone();
@@ -243,12 +306,39 @@ struct Port {
     id: PortId,
     /// Index of its peer kind in [`Traffic::peers`].
     peer: usize,
+    /// A server port ([`PortKind::Peers`]), subject to the peer policy.
+    server: bool,
+}
+
+/// At most one log line per [`LogGate::EVERY`] for one kind of event a
+/// flood could multiply (refused or failed peers); the lines in between
+/// are counted and the count reported with the next line.
+#[derive(Debug, Default)]
+struct LogGate {
+    next: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogGate {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// `Some(suppressed since the last line)` when a line may be written.
+    fn pass(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self.next.is_some_and(|n| now < n) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = Some(now + Self::EVERY);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 /// What the runner remembers of an accepted connection.
 #[derive(Debug, Clone, Copy)]
 struct ConnInfo {
     peer: usize,
+    /// The remote address, for log lines about the connection.
+    addr: SocketAddr,
     /// The reason its machine gave when it closed, reported with
     /// [`Input::Closed`] once the connection is finished.
     reason: Option<CloseCause>,
@@ -292,6 +382,17 @@ struct Runner<A: App> {
     done_rx: Receiver<A::Done>,
     outbox: Outbox,
     out: Out<A::Job>,
+    policy: PeerPolicy,
+    gates: Gates,
+}
+
+/// The rate limits of the runner's log lines that a flood could multiply.
+#[derive(Debug, Default)]
+struct Gates {
+    refused: LogGate,
+    auth_failed: LogGate,
+    unauthenticated: LogGate,
+    link_auth: LogGate,
 }
 
 /// Which source a [`Select`] operation belongs to.
@@ -442,10 +543,24 @@ impl<A: App> Runner<A> {
                         .push(Op::Close(None));
                     return;
                 };
+                if port.server && self.policy.refuses(peer.ip()) {
+                    self.traffic.peer_refused();
+                    if let Some(suppressed) = self.gates.refused.pass(now.mono) {
+                        warn!(%peer, suppressed, "server-port peer refused: no cluster secret \
+                            and not listed in AllowUnauthenticatedPeers");
+                    }
+                    self.outbox
+                        .conns
+                        .entry(conn)
+                        .or_default()
+                        .push(Op::Close(None));
+                    return;
+                }
                 self.conns.insert(
                     conn,
                     ConnInfo {
                         peer: port.peer,
+                        addr: peer,
                         reason: None,
                     },
                 );
@@ -475,6 +590,25 @@ impl<A: App> Runner<A> {
                         debug!(%conn, %reason, "connection closing");
                         info.reason = Some(CloseCause::Pdu(reason));
                         self.traffic.closed(side, &reason);
+                        if matches!(
+                            reason,
+                            CloseReason::AuthFailed(_) | CloseReason::Unauthenticated(_)
+                        ) && self.policy.has_secret()
+                            && let Some(suppressed) = self.gates.auth_failed.pass(now.mono)
+                        {
+                            warn!(peer = %info.addr, %reason, suppressed,
+                                "server-port peer failed to authenticate; closed");
+                        }
+                    }
+                    SessionEvent::Admitted(how) => {
+                        let authenticated = how == PeerAuth::Authenticated;
+                        self.traffic.peer_admitted(authenticated);
+                        if !authenticated
+                            && let Some(suppressed) = self.gates.unauthenticated.pass(now.mono)
+                        {
+                            warn!(peer = %info.addr, suppressed,
+                                "peer admitted WITHOUT authentication (AllowUnauthenticatedPeers)");
+                        }
                     }
                     _ => {}
                 }
@@ -524,6 +658,12 @@ impl<A: App> Runner<A> {
             }
             LinkEvent::Unreachable(reason) => {
                 self.traffic.closed(side, &reason);
+                if matches!(reason, CloseReason::AuthFailed(_))
+                    && let Some(suppressed) = self.gates.link_auth.pass(now.mono)
+                {
+                    warn!(?link, %reason, suppressed,
+                        "link failed to authenticate: is the ClusterSecret the same on both ends?");
+                }
                 self.input(now, Input::LinkUnreachable(link, reason));
             }
             LinkEvent::Pdu(pdu) => {

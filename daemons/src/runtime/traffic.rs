@@ -33,6 +33,10 @@ pub(crate) struct Peer {
 pub(crate) struct Traffic {
     pub(crate) sides: Vec<Side>,
     pub(crate) peers: Vec<Peer>,
+    /// Server-port peers admitted, by whether they authenticated.
+    pub(crate) admitted: CounterMap,
+    /// Server-port peers turned away on accept by the peer policy.
+    pub(crate) refused: std::sync::atomic::AtomicU64,
 }
 
 impl Traffic {
@@ -67,6 +71,19 @@ impl Traffic {
         }
     }
 
+    pub(crate) fn peer_admitted(&self, authenticated: bool) {
+        self.admitted.inc(if authenticated {
+            "authenticated"
+        } else {
+            "unauthenticated"
+        });
+    }
+
+    pub(crate) fn peer_refused(&self) {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(crate) fn http_closed(&self, side: usize, label: &'static str) {
         if let Some(s) = self.sides.get(side) {
             s.http_closes.inc(label);
@@ -90,5 +107,18 @@ impl Traffic {
             p.pdus_in.render_in(out, p.name);
             p.pdus_out.render_out(out, p.name);
         }
+        self.admitted.render(
+            out,
+            "teamtalk_peers_admitted_total",
+            "Server-port peers admitted, by whether they proved the cluster secret.",
+            &[],
+            "auth",
+        );
+        out.counter(
+            "teamtalk_peers_refused_total",
+            "Server-port peers closed on accept: no cluster secret and not in AllowUnauthenticatedPeers.",
+            &[],
+            self.refused.load(std::sync::atomic::Ordering::Relaxed),
+        );
     }
 }
