@@ -341,7 +341,9 @@ impl DbProxy {
                 bump(&self.counters.unexpected);
                 warn!(command, %key, "request db_proxy does not serve");
             }
-            RequestFailedCode::RequestFailedBadRequest | RequestFailedCode::RequestFailedNone => {
+            RequestFailedCode::RequestFailedBadRequest
+            | RequestFailedCode::RequestFailedNone
+            | RequestFailedCode::RequestFailedRateLimited => {
                 warn!(command, what = failed.what, "bad request");
             }
         }

@@ -143,13 +143,24 @@ pub struct AppStats {
     pub forward_failed: u64,
     /// Commands answered as unsupported.
     pub unsupported: u64,
+    /// Messages refused for exceeding the per-session rate limit.
+    pub rate_limited: u64,
 }
 
 /// Requests waiting for an upstream reply, bounded so a silent upstream
 /// cannot grow memory without limit.
 const MAX_PENDING: usize = 200_000;
-/// Pending requests older than this are dropped by [`App::tick`].
-const PENDING_TTL_SECS: u32 = 60;
+/// Pending requests older than this are answered with their failure by
+/// [`MsgApp::tick`].
+const PENDING_TTL_SECS: u32 = 30;
+/// Pending logins older than this are refused (`NO_DB_SERVER`) by the
+/// tick: sooner than the 15 s a client gets to complete its login, so a
+/// client waiting on a frozen db_proxy hears why instead of being cut off.
+const LOGIN_TTL_SECS: u32 = 10;
+/// Longest user name or password accepted from a client: TeamTalk's
+/// passwords are 32 hex digits, and names are short; anything longer is
+/// refused at the door, before it reaches a log, a table or db_proxy.
+pub const MAX_CREDENTIAL_LEN: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PendingKind {
@@ -182,6 +193,21 @@ struct ConnState {
     /// `(user_id, client_type)` once logged in.
     user: Option<(u32, u32)>,
     online_status: i32,
+    /// The second (wall clock) the message count below is for.
+    rate_second: u32,
+    /// Messages this session sent in `rate_second`.
+    rate_count: u32,
+}
+
+/// Limits a msg_server applies to each client session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SessionLimits {
+    /// Most messages (`CID_MSG_DATA`) one session may send per second;
+    /// beyond it a message is answered with `IMRequestFailed`
+    /// (`REQUEST_FAILED_RATE_LIMITED`) and not stored. `None`: no limit.
+    /// TeamTalk drops messages beyond 20 a second without a word.
+    pub messages_per_second: Option<u32>,
 }
 
 /// msg_server's state. See the [module docs](self).
@@ -194,6 +220,7 @@ pub struct MsgApp<C> {
     links: Vec<(UpstreamLink, bool)>,
     /// Logins refused, by TeamTalk result code name.
     logins_refused: CounterMap,
+    limits: SessionLimits,
     conns: HashMap<C, ConnState>,
     presence: Presence<C>,
     /// PC sessions that asked about other users (directory or status), and
@@ -228,6 +255,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             now: 0,
             links: links.into_iter().map(|l| (l, false)).collect(),
             logins_refused: CounterMap::new(),
+            limits: SessionLimits::default(),
             conns: HashMap::new(),
             presence: Presence::new(),
             presence_watchers: HashSet::new(),
@@ -254,6 +282,31 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     #[must_use]
     pub fn is_up(&self, upstream: Upstream) -> bool {
         self.links.iter().any(|(l, up)| *up && l.kind == upstream)
+    }
+
+    /// Applies `limits` to every session from now on.
+    #[must_use]
+    pub fn with_limits(mut self, limits: SessionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Counts one message of `conn` against its per-second limit; false
+    /// when over it.
+    fn within_rate(&mut self, conn: C) -> bool {
+        let Some(limit) = self.limits.messages_per_second else {
+            return true;
+        };
+        let now = self.now;
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return true;
+        };
+        if state.rate_second != now {
+            state.rate_second = now;
+            state.rate_count = 0;
+        }
+        state.rate_count = state.rate_count.saturating_add(1);
+        state.rate_count <= limit
     }
 
     /// Sets the wall-clock time of the input being handled (the runner's
@@ -409,7 +462,13 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         let expired: Vec<u32> = self
             .pending
             .iter()
-            .filter(|(_, p)| now.saturating_sub(p.created) >= PENDING_TTL_SECS)
+            .filter(|(_, p)| {
+                let ttl = match p.kind {
+                    PendingKind::Login { .. } => LOGIN_TTL_SECS,
+                    _ => PENDING_TTL_SECS,
+                };
+                now.saturating_sub(p.created) >= ttl
+            })
             .map(|(id, _)| *id)
             .collect();
         let mut out = Vec::new();
@@ -451,8 +510,23 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             );
             return out;
         };
+        if req.user_name.len() > MAX_CREDENTIAL_LEN || req.password.len() > MAX_CREDENTIAL_LEN {
+            info!(
+                ?conn,
+                name_len = req.user_name.len(),
+                password_len = req.password.len(),
+                "login refused: user name or password too long"
+            );
+            self.refuse_login(
+                conn,
+                pdu.seq(),
+                ResultType::RefuseReasonDbValidateFailed,
+                &mut out,
+            );
+            return out;
+        }
         if let Some(down) = Upstream::ALL.into_iter().find(|u| !self.is_up(*u)) {
-            info!(?conn, user = %req.user_name, ?down, "login refused: link down");
+            info!(?conn, user = %clip(&req.user_name), ?down, "login refused: link down");
             self.refuse_login(conn, pdu.seq(), down.refusal(), &mut out);
             return out;
         }
@@ -676,6 +750,21 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         } else {
             None
         };
+        if refusal.is_none() && !self.within_rate(conn) {
+            // Over the rate: told so, not closed (the session is healthy,
+            // just too fast), and not stored.
+            self.stats.rate_limited += 1;
+            debug!(?conn, user_id, "message over the session's rate limit");
+            let failed = request_failed(
+                Command::MsgData.key(),
+                None,
+                RequestFailedCode::RequestFailedRateLimited,
+                "too many messages per second",
+                seq,
+            );
+            out.push(Action::Send(conn, failed));
+            return;
+        }
         if let Some((code, reason)) = refusal {
             warn!(
                 ?conn,
@@ -928,7 +1017,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         let user = match (rsp.result_code, rsp.user_info) {
             (0, Some(user)) => user,
             (code, _) => {
-                info!(conn = ?p.conn, user = %rsp.user_name, code, "login refused by db_proxy");
+                info!(conn = ?p.conn, user = %clip(&rsp.user_name), code, "login refused by db_proxy");
                 self.refuse_login(p.conn, p.seq, ResultType::RefuseReasonDbValidateFailed, out);
                 return;
             }
@@ -1332,6 +1421,11 @@ impl runtime::App for MsgApp<Conn> {
                 "Client commands answered as unsupported.",
                 s.unsupported,
             ),
+            (
+                "teamtalk_msg_rate_limited_total",
+                "Messages refused for exceeding the per-session rate limit (MsgRateLimit).",
+                s.rate_limited,
+            ),
         ] {
             out.counter(name, help, &[], v);
         }
@@ -1374,6 +1468,17 @@ impl runtime::App for MsgApp<Conn> {
                 ));
             }
         }
+    }
+}
+
+/// A client-supplied string for a log line: at most 64 characters, with
+/// the full length noted when cut, so a hostile client cannot fill the
+/// logs.
+pub(crate) fn clip(s: &str) -> String {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        None => s.to_owned(),
+        Some((cut, _)) => format!("{}…({} bytes)", &s[..cut], s.len()),
     }
 }
 

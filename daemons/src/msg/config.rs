@@ -6,7 +6,7 @@ use std::time::Duration;
 use teamtalk_conn::SessionConfig;
 use tracing::info;
 
-use super::app::Registration;
+use super::app::{Registration, SessionLimits};
 use crate::cluster::{ClusterError, PeerPolicy};
 use crate::conf::{Conf, ConfError};
 
@@ -39,6 +39,8 @@ pub struct MsgConfig {
     /// Bearer token the admin endpoint requires (`AdminToken`; required
     /// when it listens beyond loopback).
     pub admin_token: Option<String>,
+    /// Limits per client session (`MsgRateLimit=`: messages per second).
+    pub limits: SessionLimits,
     /// The cluster secret its links prove (`ClusterSecret`,
     /// `ClusterSecretFile`).
     pub peers: PeerPolicy,
@@ -72,6 +74,7 @@ impl MsgConfig {
             admin: None,
             admin_token: None,
             peers: PeerPolicy::open(),
+            limits: SessionLimits::default(),
         }
     }
 
@@ -125,6 +128,7 @@ impl MsgConfig {
         cfg.admin = conf.get_parsed("AdminListen")?;
         cfg.admin_token = conf.get("AdminToken").map(str::to_owned);
         cfg.peers = PeerPolicy::from_conf(conf)?;
+        cfg.limits.messages_per_second = conf.get_parsed::<u32>("MsgRateLimit")?.filter(|n| *n > 0);
         Ok(cfg)
     }
 }
@@ -149,6 +153,7 @@ const KNOWN: &[&str] = &[
     "aesKey",
     "AdminListen",
     "AdminToken",
+    "MsgRateLimit",
 ];
 
 /// A bad msg_server configuration.

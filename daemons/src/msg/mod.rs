@@ -11,7 +11,10 @@ mod config;
 use teamtalk_conn::LinkConfig;
 use teamtalk_net::ReactorConfig;
 
-pub use app::{Action, AppStats, MsgApp, Registration, Upstream, UpstreamLink};
+pub use app::{
+    Action, AppStats, MAX_CREDENTIAL_LEN, MsgApp, Registration, SessionLimits, Upstream,
+    UpstreamLink,
+};
 pub use config::{MsgConfig, MsgConfigError};
 
 use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
@@ -71,7 +74,10 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
             .map(|a| AdminSettings::with_token(a, cfg.admin_token.clone())),
     );
     plan.peer_policy(cfg.peers.clone());
-    runtime::start(MsgApp::new(cfg.registration.clone(), links), plan)
+    runtime::start(
+        MsgApp::new(cfg.registration.clone(), links).with_limits(cfg.limits),
+        plan,
+    )
 }
 
 #[cfg(test)]

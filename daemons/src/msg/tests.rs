@@ -359,9 +359,9 @@ fn pending_requests_are_answered_when_the_db_link_dies_or_they_expire() {
     let mut app = self::app();
     let _ = log_in(&mut app, 1, 42, ClientType::Windows);
     let _ = app.client_pdu(1, &Command::BuddyListChangeSignInfoRequest.pdu(4, &sign));
-    app.set_time(1_700_000_000 + 59);
+    app.set_time(1_700_000_000 + 29);
     assert!(app.tick().is_empty());
-    app.set_time(1_700_000_000 + 60);
+    app.set_time(1_700_000_000 + 30);
     let out = app.tick();
     assert_eq!(
         sent_to(&out, 1, Command::BuddyListChangeSignInfoResponse).len(),
@@ -558,4 +558,73 @@ fn presence_pushes_go_to_pc_sessions_that_asked_about_users() {
     let _ = app.client_closed(1);
     let out = app.upstream_pdu(ROUTE, &Command::BuddyListStatusNotify.pdu(0, &notify));
     assert!(out.is_empty(), "a closed watcher gets nothing: {out:?}");
+}
+
+#[test]
+fn overlong_credentials_are_refused_at_the_door() {
+    let mut app = app();
+    app.client_open(1);
+    let long = "x".repeat(super::app::MAX_CREDENTIAL_LEN + 1);
+    let out = app.login_request(1, &login_pdu(&long, ClientType::Windows, 2));
+    assert!(upstream_of(&out, DB, Command::OtherValidateReq).is_empty());
+    let [Action::Refuse { conn: 1, reply }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let Ok(Message::LoginResUserlogin(res)) = Message::decode(reply) else {
+        panic!()
+    };
+    assert_eq!(res.result_code, 6, "DB_VALIDATE_FAILED");
+    assert_eq!(super::app::clip(&long).len(), 64 + "…(257 bytes)".len());
+}
+
+#[test]
+fn a_pending_login_is_refused_before_the_clients_own_deadline() {
+    let mut app = app();
+    app.client_open(1);
+    let _ = app.login_request(1, &login_pdu("u", ClientType::Windows, 4));
+    app.set_time(1_700_000_000 + 9);
+    assert!(app.tick().is_empty());
+    app.set_time(1_700_000_000 + 10);
+    let out = app.tick();
+    let [Action::Refuse { conn: 1, reply }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let Ok(Message::LoginResUserlogin(res)) = Message::decode(reply) else {
+        panic!()
+    };
+    assert_eq!(res.result_code, 3, "NO_DB_SERVER");
+}
+
+#[test]
+fn messages_over_the_rate_are_answered_and_not_stored() {
+    let mut app = app().with_limits(super::app::SessionLimits {
+        messages_per_second: Some(2),
+    });
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let msg = ImMsgData {
+        from_user_id: 42,
+        to_session_id: 7,
+        msg_id: 0,
+        create_time: 0,
+        msg_type: 1,
+        msg_data: Bytes::from_static(b"x"),
+        attach_data: None,
+    };
+    let mut stored = 0;
+    let mut refused = 0;
+    for seq in 0..5 {
+        let out = app.client_pdu(1, &Command::MsgData.pdu(seq, &msg));
+        stored += upstream_of(&out, DB, Command::MsgData).len();
+        refused += sent_to(&out, 1, Command::OtherRequestFailed).len();
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Close { .. })),
+            "never closed for speed"
+        );
+    }
+    assert_eq!((stored, refused), (2, 3));
+    assert_eq!(app.stats().rate_limited, 3);
+    // The next second starts afresh.
+    app.set_time(1_700_000_001);
+    let out = app.client_pdu(1, &Command::MsgData.pdu(9, &msg));
+    assert_eq!(upstream_of(&out, DB, Command::MsgData).len(), 1);
 }
