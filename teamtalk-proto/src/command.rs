@@ -485,6 +485,12 @@ command_table! {
         "CID_OTHER_LINK_AUTH_RESULT", ext::ImLinkAuthResult, "IM.Ext.IMLinkAuthResult";
     OtherRequestFailed = 0x0007 / 0x0790,
         "CID_OTHER_REQUEST_FAILED", ext::ImRequestFailed, "IM.Ext.IMRequestFailed";
+    OtherUserGroupsReq = 0x0007 / 0x0791,
+        "CID_OTHER_USER_GROUPS_REQ", ext::ImUserGroupsReq, "IM.Ext.IMUserGroupsReq";
+    OtherUserGroupsRsp = 0x0007 / 0x0792,
+        "CID_OTHER_USER_GROUPS_RSP", ext::ImUserGroupsRsp, "IM.Ext.IMUserGroupsRsp";
+    OtherGroupSubscription = 0x0007 / 0x0793,
+        "CID_OTHER_GROUP_SUBSCRIPTION", ext::ImGroupSubscription, "IM.Ext.IMGroupSubscription";
 }
 
 impl Command {
@@ -611,7 +617,7 @@ mod tests {
             .collect();
         let in_table: Vec<u16> = Command::ALL.iter().map(|c| c.key().command_id).collect();
         assert_eq!(in_table, in_protos);
-        assert_eq!(Command::ALL.len(), 100);
+        assert_eq!(Command::ALL.len(), 103);
     }
 
     #[test]

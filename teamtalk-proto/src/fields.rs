@@ -88,6 +88,8 @@ attached!(
     server::ImFileTransferReq,
     server::ImFileTransferRsp,
     ext::ImRequestFailed,
+    ext::ImUserGroupsReq,
+    ext::ImUserGroupsRsp,
 );
 
 impl Message {
@@ -148,6 +150,8 @@ impl Message {
             Self::OtherFileTransferReq(m) => Some(m),
             Self::OtherFileTransferRsp(m) => Some(m),
             Self::OtherRequestFailed(m) => Some(m),
+            Self::OtherUserGroupsReq(m) => Some(m),
+            Self::OtherUserGroupsRsp(m) => Some(m),
             _ => None,
         }
     }

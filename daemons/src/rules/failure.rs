@@ -151,6 +151,7 @@ pub const fn reply_command(request: Command) -> Option<Command> {
         C::OtherGetShieldReq => C::OtherGetShieldRsp,
         C::OtherFileTransferReq => C::OtherFileTransferRsp,
         C::OtherFileServerIpReq => C::OtherFileServerIpRsp,
+        C::OtherUserGroupsReq => C::OtherUserGroupsRsp,
         _ => return None,
     })
 }
@@ -346,7 +347,8 @@ pub fn failure_reply(request: &Message, user_id: u32, seq: u16) -> Option<Failur
         | Message::OtherGetDeviceTokenReq(_)
         | Message::OtherPushToUserReq(_)
         | Message::OtherGetShieldReq(_)
-        | Message::OtherFileServerIpReq(_) => Close,
+        | Message::OtherFileServerIpReq(_)
+        | Message::OtherUserGroupsReq(_) => Close,
         _ => return None,
     };
     Some(answer)
@@ -475,7 +477,10 @@ mod tests {
                 requests += 1;
             }
         }
-        assert_eq!(requests, 36, "requests in TeamTalk's table");
+        assert_eq!(
+            requests, 37,
+            "requests in the command table (36 of TeamTalk, 1 of ours)"
+        );
     }
 
     #[test]
