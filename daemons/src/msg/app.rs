@@ -33,7 +33,10 @@ use teamtalk_proto::pb::im::base_define::{
     ClientType, ResultType, ServerUserStat, SessionType, UserStatType,
 };
 use teamtalk_proto::pb::im::buddy::{ImRemoveSessionNotify, ImpcLoginStatusNotify};
-use teamtalk_proto::pb::im::ext::RequestFailedCode;
+use teamtalk_proto::pb::im::ext::{
+    ImGroupSubscription, ImUserGroupsReq, ImUserGroupsRsp, RequestFailedCode,
+};
+use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
 use teamtalk_proto::pb::im::login::{ImKickPcClientRsp, ImKickUser, ImLoginRes, ImLogoutRsp};
 use teamtalk_proto::pb::im::message::{ImClientTimeRsp, ImMsgData, ImMsgDataReadNotify};
 use teamtalk_proto::pb::im::server::{
@@ -43,11 +46,12 @@ use teamtalk_proto::pb::im::server::{
 use teamtalk_proto::{Attach, Command, CommandKey, Message, Pdu};
 use tracing::{debug, info, warn};
 
+use super::groups::{Changes, GroupIndex};
 use crate::metrics::{CounterMap, Scrape};
 use crate::rules::failure::{FailureAnswer, failure_reply, request_failed};
 use crate::rules::relay::{Audience, audience};
 use crate::rules::requests::{ServedBy, forwarded, scope};
-use crate::rules::sessions::session_type_of;
+use crate::rules::sessions::{is_group_message, session_type_of};
 use crate::runtime::{self, Conn, Input, LinkId, NoJob, Now, Out};
 
 /// The servers msg_server keeps links to.
@@ -171,6 +175,8 @@ enum PendingKind {
     Message,
     /// A query whose reply goes back to the client as it is (attach cleared).
     Reply(Command),
+    /// The groups of a user who just logged in, for the group index.
+    UserGroups(u32),
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +227,10 @@ pub struct MsgApp<C> {
     /// Logins refused, by TeamTalk result code name.
     logins_refused: CounterMap,
     limits: SessionLimits,
+    /// Which local online users are in which group.
+    groups: GroupIndex,
+    /// Users whose groups could not be loaded yet; retried every tick.
+    groups_to_load: HashSet<u32>,
     conns: HashMap<C, ConnState>,
     presence: Presence<C>,
     /// PC sessions that asked about other users (directory or status), and
@@ -256,6 +266,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             links: links.into_iter().map(|l| (l, false)).collect(),
             logins_refused: CounterMap::new(),
             limits: SessionLimits::default(),
+            groups: GroupIndex::new(),
+            groups_to_load: HashSet::new(),
             conns: HashMap::new(),
             presence: Presence::new(),
             presence_watchers: HashSet::new(),
@@ -382,6 +394,14 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 vec![
                     Command::OtherOnlineUserInfo.pdu(0, &ImOnlineUserInfo { user_stat_list }),
                     Command::OtherRoleSet.pdu(0, &ImRoleSet { master: 1 }),
+                    Command::OtherGroupSubscription.pdu(
+                        0,
+                        &ImGroupSubscription {
+                            subscribe: true,
+                            group_id_list: self.groups.hosted(),
+                            replace: Some(true),
+                        },
+                    ),
                 ]
             }
         };
@@ -459,6 +479,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     /// leave a client waiting. Call about once a second.
     pub fn tick(&mut self) -> Actions<C> {
         let now = self.now();
+        let mut retries = Vec::new();
+        for user in std::mem::take(&mut self.groups_to_load) {
+            if let Some(conn) = self.presence.sessions(user).next() {
+                retries.push((user, conn));
+            }
+        }
         let expired: Vec<u32> = self
             .pending
             .iter()
@@ -472,6 +498,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             .map(|(id, _)| *id)
             .collect();
         let mut out = Vec::new();
+        for (user, conn) in retries {
+            self.load_groups(user, conn, &mut out);
+        }
         if !expired.is_empty() {
             warn!(expired = expired.len(), "requests expired without a reply");
         }
@@ -567,6 +596,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         {
             self.presence.logout(user_id, conn);
             self.went_offline(user_id, client_type, &mut out);
+            self.maybe_forget_groups(user_id, &mut out);
         }
         out
     }
@@ -664,6 +694,28 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     Command::LoginResKickpcclient.pdu(seq, &rsp),
                 ));
             }
+            Message::GroupCreateRequest(r)
+                if r.group_type != teamtalk_proto::pb::im::base_define::GroupType::Tmp as i32 =>
+            {
+                // Normal groups come from the admin side (TeamTalk drops a
+                // client's request silently; this one is answered).
+                info!(
+                    ?conn,
+                    user_id,
+                    group_type = r.group_type,
+                    "client asked for a normal group; refused"
+                );
+                let refused = msg.clone();
+                self.fail_request(
+                    conn,
+                    seq,
+                    user_id,
+                    &refused,
+                    RequestFailedCode::RequestFailedBadRequest,
+                    "clients create temporary groups only",
+                    &mut out,
+                );
+            }
             _ => {
                 let Some(command) = msg.command() else {
                     warn!(?conn, user_id, key = %pdu.key(), "unknown command from client");
@@ -729,13 +781,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         mut m: ImMsgData,
         out: &mut Actions<C>,
     ) {
-        let single = session_type_of(m.msg_type) == Some(SessionType::Single);
-        let refusal = if !single {
+        let refusal = if session_type_of(m.msg_type).is_none() {
             Some((
-                RequestFailedCode::RequestFailedNotImplemented,
-                "group messages are not supported yet",
+                RequestFailedCode::RequestFailedBadRequest,
+                "unknown message type",
             ))
-        } else if m.to_session_id == user_id {
+        } else if !is_group_message(m.msg_type) && m.to_session_id == user_id {
             Some((
                 RequestFailedCode::RequestFailedBadRequest,
                 "a message to oneself",
@@ -818,20 +869,135 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             return;
         }
         m.attach_data = None;
+        let group = is_group_message(m.msg_type);
         if self.conns.contains_key(&p.conn) {
             let ack = teamtalk_proto::pb::im::message::ImMsgDataAck {
                 user_id: m.from_user_id,
                 session_id: m.to_session_id,
                 msg_id: m.msg_id,
-                session_type: SessionType::Single as i32,
+                session_type: if group {
+                    SessionType::Group as i32
+                } else {
+                    SessionType::Single as i32
+                },
             };
             out.push(Action::Send(p.conn, Command::MsgDataAck.pdu(p.seq, &ack)));
             self.stats.messages_acked += 1;
         }
         let delivery = Command::MsgData.pdu(0, &m);
-        self.deliver(m.to_session_id, None, &delivery, out);
-        self.deliver(m.from_user_id, Some(p.conn), &delivery, out);
+        if group {
+            // Every local member (the sender's other sessions included),
+            // not the sending session; one copy to route_server for the
+            // other msg_servers with a member online.
+            self.deliver_to_group(m.to_session_id, Some(p.conn), &delivery, out);
+        } else {
+            self.deliver(m.to_session_id, None, &delivery, out);
+            self.deliver(m.from_user_id, Some(p.conn), &delivery, out);
+        }
         self.send_upstream(Upstream::Route, delivery, out);
+    }
+
+    // ----- groups -----------------------------------------------------------
+
+    /// Asks db_proxy for the groups of a user who just logged in here.
+    fn load_groups(&mut self, user: u32, conn: C, out: &mut Actions<C>) {
+        let req = ImUserGroupsReq {
+            user_id: user,
+            attach_data: None,
+        };
+        let kind = PendingKind::UserGroups(user);
+        if !self.forward(conn, 0, user, Upstream::Db, kind, req.into(), out) {
+            self.groups_to_load.insert(user);
+        }
+    }
+
+    fn groups_loaded(&mut self, user: u32, rsp: &ImUserGroupsRsp, out: &mut Actions<C>) {
+        if self.presence.sessions(user).next().is_none() {
+            debug!(user, "groups arrived after the user left");
+            return;
+        }
+        let changes = self.groups.load(user, rsp.group_id_list.iter().copied());
+        self.report_subscriptions(changes, out);
+    }
+
+    /// Forgets the groups of a user whose last session here ended.
+    fn maybe_forget_groups(&mut self, user: u32, out: &mut Actions<C>) {
+        if self.presence.sessions(user).next().is_some() {
+            return;
+        }
+        self.groups_to_load.remove(&user);
+        let changes = self.groups.forget(user);
+        self.report_subscriptions(changes, out);
+    }
+
+    /// Tells route_server which groups this msg_server started or stopped
+    /// hosting members of.
+    fn report_subscriptions(&mut self, changes: Changes, out: &mut Actions<C>) {
+        for (subscribe, groups) in [(true, changes.joined), (false, changes.left)] {
+            if groups.is_empty() {
+                continue;
+            }
+            let sub = ImGroupSubscription {
+                subscribe,
+                group_id_list: groups,
+                replace: None,
+            };
+            self.send_upstream(
+                Upstream::Route,
+                Command::OtherGroupSubscription.pdu(0, &sub),
+                out,
+            );
+        }
+    }
+
+    /// Sends `pdu` to every local session of every local member of
+    /// `group`, except `skip`.
+    fn deliver_to_group(&mut self, group: u32, skip: Option<C>, pdu: &Pdu, out: &mut Actions<C>) {
+        let members: Vec<u32> = self.groups.members(group).collect();
+        for user in members {
+            self.deliver(user, skip, pdu, out);
+        }
+    }
+
+    /// A change of a group's members, from a reply here or relayed by
+    /// route_server: the index follows, and the changed users and the
+    /// current members online here hear of it.
+    fn member_change(&mut self, n: &ImGroupChangeMemberNotify, pdu: &Pdu, out: &mut Actions<C>) {
+        // GroupModifyType: 1 add, 2 delete.
+        let (added, removed): (&[u32], &[u32]) = match n.change_type {
+            1 => (&n.chg_user_id_list, &[]),
+            2 => (&[], &n.chg_user_id_list),
+            other => {
+                warn!(
+                    change_type = other,
+                    group = n.group_id,
+                    "member change of unknown type"
+                );
+                return;
+            }
+        };
+        let changes = self.groups.change(n.group_id, added, removed);
+        self.report_subscriptions(changes, out);
+        let mut told: HashSet<u32> = HashSet::new();
+        for &user in n.chg_user_id_list.iter().chain(&n.cur_user_id_list) {
+            if told.insert(user) {
+                self.deliver(user, None, pdu, out);
+            }
+        }
+    }
+
+    /// After db_proxy changed a group's members (or created a group): the
+    /// notice for everyone concerned, here and on the other msg_servers.
+    fn announce_member_change(&mut self, n: ImGroupChangeMemberNotify, out: &mut Actions<C>) {
+        let pdu = Command::GroupChangeMemberNotify.pdu(0, &n);
+        self.member_change(&n, &pdu, out);
+        self.send_upstream(Upstream::Route, pdu, out);
+    }
+
+    /// Groups with a member online here.
+    #[must_use]
+    pub fn hosted_groups(&self) -> usize {
+        self.groups.group_count()
     }
 
     // ----- replies from db_proxy and route_server --------------------------
@@ -858,6 +1024,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 self.validated(p, client_type, online_status, rsp, &mut out);
             }
             (PendingKind::Message, Message::MsgData(m)) => self.stored_message(p, m, &mut out),
+            (PendingKind::UserGroups(user), Message::OtherUserGroupsRsp(rsp)) => {
+                self.groups_loaded(user, &rsp, &mut out);
+            }
             (_, Message::OtherRequestFailed(f)) => {
                 let code = RequestFailedCode::try_from(i32::try_from(f.result_code).unwrap_or(1))
                     .unwrap_or(RequestFailedCode::RequestFailedServerError);
@@ -906,11 +1075,20 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         out: &mut Actions<C>,
     ) {
         self.stats.forward_failed += 1;
+        if let PendingKind::UserGroups(user) = p.kind {
+            warn!(user, reason, "could not load the user's groups; retrying");
+            self.groups_to_load.insert(user);
+            return;
+        }
         if !self.conns.contains_key(&p.conn) {
             return;
         }
         match p.kind {
             PendingKind::Login { .. } => self.refuse_login(p.conn, p.seq, refusal, out),
+            // Nobody waits for this one: try again at the next tick.
+            PendingKind::UserGroups(user) => {
+                self.groups_to_load.insert(user);
+            }
             _ => self.apply_failure(p.conn, p.seq, p.request, p.on_failure, code, reason, out),
         }
     }
@@ -985,6 +1163,31 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 self.deliver(p.user_id, Some(p.conn), &notify, out);
                 self.send_upstream(Upstream::Route, notify, out);
             }
+            Message::GroupChangeMemberResponse(rsp) if rsp.result_code == 0 => {
+                let n = ImGroupChangeMemberNotify {
+                    user_id: p.user_id,
+                    change_type: rsp.change_type,
+                    group_id: rsp.group_id,
+                    cur_user_id_list: rsp.cur_user_id_list.clone(),
+                    chg_user_id_list: rsp.chg_user_id_list.clone(),
+                };
+                self.announce_member_change(n, out);
+            }
+            Message::GroupCreateResponse(rsp) if rsp.result_code == 0 => {
+                if let Some(group_id) = rsp.group_id {
+                    // TeamTalk tells nobody; every msg_server must learn
+                    // the new members to deliver the group's messages, so
+                    // the creation is announced as an addition.
+                    let n = ImGroupChangeMemberNotify {
+                        user_id: p.user_id,
+                        change_type: 1,
+                        group_id,
+                        cur_user_id_list: rsp.user_id_list.clone(),
+                        chg_user_id_list: rsp.user_id_list.clone(),
+                    };
+                    self.announce_member_change(n, out);
+                }
+            }
             Message::BuddyListChangeSignInfoResponse(rsp) if rsp.result_code == 0 => {
                 let notify = teamtalk_proto::pb::im::buddy::ImSignInfoChangedNotify {
                     changed_user_id: p.user_id,
@@ -1041,6 +1244,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             state.online_status = online_status;
         }
         self.went_online(user_id, client_type, out);
+        if !self.groups.is_loaded(user_id) {
+            self.load_groups(user_id, p.conn, out);
+        }
         self.stats.logins_ok += 1;
         let reply = ImLoginRes {
             server_time: self.now(),
@@ -1102,7 +1308,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             msg @ Message::BuddyListUsersStatusResponse(_) => {
                 return self.reply_pdu(Upstream::Route, pdu, msg);
             }
+            Message::GroupChangeMemberNotify(n) => self.member_change(&n, pdu, &mut out),
             msg => match audience(&msg) {
+                Some(Audience::Group(group)) => self.deliver_to_group(group, None, pdu, &mut out),
                 Some(Audience::Users(users)) => {
                     self.deliver(users[0], None, pdu, &mut out);
                     if users[1] != users[0] {
@@ -1164,6 +1372,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 Command::OtherUserStatusUpdate,
                 Command::OtherOnlineUserInfo,
                 Command::OtherServerKickUser,
+                Command::OtherGroupSubscription,
             ]
             .iter()
             .any(|c| pdu.is(c.key())),
@@ -1263,6 +1472,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             && let Some((uid, ct)) = state.user.take()
         {
             self.went_offline(uid, ct, out);
+            self.maybe_forget_groups(uid, out);
         }
         let notice = ImKickUser {
             user_id,

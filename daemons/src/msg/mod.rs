@@ -7,6 +7,7 @@
 
 pub mod app;
 mod config;
+pub mod groups;
 
 use teamtalk_conn::LinkConfig;
 use teamtalk_net::ReactorConfig;

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use teamtalk_proto::pb::im::base_define::{ClientType, UserInfo};
+use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
 use teamtalk_proto::pb::im::login::ImLoginReq;
 use teamtalk_proto::pb::im::message::{ImMsgData, ImUnreadMsgCntReq};
 use teamtalk_proto::pb::im::server::ImValidateRsp;
@@ -99,7 +100,28 @@ fn log_in(app: &mut MsgApp<u32>, conn: u32, user_id: u32, client_type: ClientTyp
         }),
         attach_data: req.attach_data.clone(),
     };
-    app.upstream_pdu(DB, &Command::OtherValidateRsp.pdu(5, &rsp))
+    let mut out = app.upstream_pdu(DB, &Command::OtherValidateRsp.pdu(5, &rsp));
+    // The index of the user's groups: none, unless a test says otherwise.
+    let mut more = Vec::new();
+    answer_groups(app, &out, &[], &mut more);
+    out.extend(more);
+    out
+}
+
+/// Answers every `IMUserGroupsReq` in `seen` with `groups`, appending what
+/// the app does.
+fn answer_groups(app: &mut MsgApp<u32>, seen: &[A], groups: &[u32], out: &mut Vec<A>) {
+    for m in upstream_of(seen, DB, Command::OtherUserGroupsReq) {
+        let Message::OtherUserGroupsReq(req) = m else {
+            continue;
+        };
+        let rsp = teamtalk_proto::pb::im::ext::ImUserGroupsRsp {
+            user_id: req.user_id,
+            group_id_list: groups.to_vec(),
+            attach_data: req.attach_data,
+        };
+        out.extend(app.upstream_pdu(DB, &Command::OtherUserGroupsRsp.pdu(0, &rsp)));
+    }
 }
 
 #[test]
@@ -498,26 +520,227 @@ fn registration_and_snapshot_on_link_up() {
 }
 
 #[test]
-fn unsupported_commands_get_a_failure_reply() {
+fn clients_create_temporary_groups_only_and_unknown_commands_are_answered() {
     let mut app = app();
     let _ = log_in(&mut app, 1, 7, ClientType::Windows);
-    let req = teamtalk_proto::pb::im::group::ImGroupCreateReq {
-        user_id: 7,
+    let mut req = teamtalk_proto::pb::im::group::ImGroupCreateReq {
+        user_id: 999,
         group_type: 2,
         group_name: "g".into(),
         group_avatar: "a".into(),
         member_id_list: vec![1],
         attach_data: None,
     };
+    // Temporary: forwarded to db_proxy as the session's user.
     let out = app.client_pdu(1, &Command::GroupCreateRequest.pdu(8, &req));
+    let [Message::GroupCreateRequest(fwd)] =
+        &upstream_of(&out, DB, Command::GroupCreateRequest)[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(fwd.user_id, 7);
+    // Normal: refused here, with TeamTalk's failure code.
+    req.group_type = 1;
+    let out = app.client_pdu(1, &Command::GroupCreateRequest.pdu(9, &req));
+    assert!(upstream_of(&out, DB, Command::GroupCreateRequest).is_empty());
     let [reply] = &sent_to(&out, 1, Command::GroupCreateResponse)[..] else {
         panic!("{out:?}")
     };
     let Ok(Message::GroupCreateResponse(r)) = Message::decode(reply) else {
         panic!()
     };
-    assert_eq!(r.result_code, 1);
+    assert_eq!((r.result_code, reply.seq()), (1, 9));
+    // A command msg_server does not serve (avatars) gets its failure reply.
+    let avatar = teamtalk_proto::pb::im::buddy::ImChangeAvatarReq {
+        user_id: 7,
+        avatar_url: "x".into(),
+        attach_data: None,
+    };
+    let out = app.client_pdu(1, &Command::BuddyListChangeAvatarRequest.pdu(3, &avatar));
+    assert_eq!(
+        sent_to(&out, 1, Command::BuddyListChangeAvatarResponse).len(),
+        1
+    );
     assert_eq!(app.stats().unsupported, 1);
+}
+
+/// Logs `conn` in as `user` with `groups` as the user's groups; returns
+/// everything the app did.
+fn log_in_with_groups(app: &mut MsgApp<u32>, conn: u32, user: u32, groups: &[u32]) -> Vec<A> {
+    app.client_open(conn);
+    let out = app.login_request(conn, &login_pdu("u", ClientType::Windows, 5));
+    let [Message::OtherValidateReq(req)] = &upstream_of(&out, DB, Command::OtherValidateReq)[..]
+    else {
+        panic!("no validate request in {out:?}");
+    };
+    let rsp = ImValidateRsp {
+        user_name: req.user_name.clone(),
+        result_code: 0,
+        result_string: None,
+        user_info: Some(UserInfo {
+            user_id: user,
+            ..UserInfo::default()
+        }),
+        attach_data: req.attach_data.clone(),
+    };
+    let mut out = app.upstream_pdu(DB, &Command::OtherValidateRsp.pdu(5, &rsp));
+    let mut more = Vec::new();
+    answer_groups(app, &out, groups, &mut more);
+    out.extend(more);
+    out
+}
+
+fn subscriptions(actions: &[A]) -> Vec<(bool, Vec<u32>)> {
+    upstream_of(actions, ROUTE, Command::OtherGroupSubscription)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::OtherGroupSubscription(s) => Some((s.subscribe, s.group_id_list)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn group_text(from: u32, group: u32) -> ImMsgData {
+    ImMsgData {
+        from_user_id: from,
+        to_session_id: group,
+        msg_id: 0,
+        create_time: 0,
+        msg_type: 0x11,
+        msg_data: Bytes::from_static(b"hello group"),
+        attach_data: None,
+    }
+}
+
+#[test]
+fn group_messages_are_acked_after_the_store_and_fanned_out_once() {
+    let mut app = app();
+    let out = log_in_with_groups(&mut app, 1, 7, &[50, 60]);
+    assert_eq!(subscriptions(&out), [(true, vec![50, 60])]);
+    // The same user's phone: the groups are known already.
+    let out = log_in(&mut app, 2, 7, ClientType::Android);
+    assert!(upstream_of(&out, DB, Command::OtherUserGroupsReq).is_empty());
+    assert_eq!(app.hosted_groups(), 2);
+    let _ = log_in_with_groups(&mut app, 3, 8, &[50]);
+    let _ = log_in_with_groups(&mut app, 4, 9, &[]);
+
+    let out = app.client_pdu(1, &Command::MsgData.pdu(21, &group_text(999, 50)));
+    assert!(
+        sent_to(&out, 1, Command::MsgDataAck).is_empty(),
+        "not before the store"
+    );
+    let [Message::MsgData(fwd)] = &upstream_of(&out, DB, Command::MsgData)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((fwd.from_user_id, fwd.to_session_id), (7, 50));
+    let mut stored = fwd.clone();
+    stored.msg_id = 3;
+    let out = app.upstream_pdu(DB, &Command::MsgData.pdu(21, &stored));
+    let [ack] = &sent_to(&out, 1, Command::MsgDataAck)[..] else {
+        panic!("{out:?}")
+    };
+    let Ok(Message::MsgDataAck(ack)) = Message::decode(ack) else {
+        panic!()
+    };
+    assert_eq!((ack.session_id, ack.msg_id, ack.session_type), (50, 3, 2));
+    // The sender's other session and the other member; not the sending
+    // session, not the non-member.
+    assert_eq!(sent_to(&out, 2, Command::MsgData).len(), 1);
+    assert_eq!(sent_to(&out, 3, Command::MsgData).len(), 1);
+    assert!(sent_to(&out, 1, Command::MsgData).is_empty());
+    assert!(sent_to(&out, 4, Command::MsgData).is_empty());
+    assert_eq!(
+        upstream_of(&out, ROUTE, Command::MsgData).len(),
+        1,
+        "one copy for route"
+    );
+
+    // From another msg_server through route_server: every local member.
+    let relayed = Command::MsgData.pdu(0, &stored);
+    let out = app.upstream_pdu(ROUTE, &relayed);
+    for c in [1, 2, 3] {
+        assert_eq!(sent_to(&out, c, Command::MsgData).len(), 1, "conn {c}");
+    }
+    assert!(sent_to(&out, 4, Command::MsgData).is_empty());
+}
+
+#[test]
+fn member_changes_update_the_index_and_reach_everyone_concerned() {
+    use teamtalk_proto::pb::im::group::{ImGroupChangeMemberReq, ImGroupChangeMemberRsp};
+    let mut app = app();
+    let _ = log_in_with_groups(&mut app, 1, 7, &[50]);
+    let _ = log_in_with_groups(&mut app, 2, 8, &[]);
+    // 7 adds 8 to group 50.
+    let req = ImGroupChangeMemberReq {
+        user_id: 7,
+        change_type: 1,
+        group_id: 50,
+        member_id_list: vec![8],
+        attach_data: None,
+    };
+    let out = app.client_pdu(1, &Command::GroupChangeMemberRequest.pdu(4, &req));
+    let [Message::GroupChangeMemberRequest(fwd)] =
+        &upstream_of(&out, DB, Command::GroupChangeMemberRequest)[..]
+    else {
+        panic!("{out:?}")
+    };
+    let rsp = ImGroupChangeMemberRsp {
+        user_id: 7,
+        change_type: 1,
+        result_code: 0,
+        group_id: 50,
+        cur_user_id_list: vec![7, 8],
+        chg_user_id_list: vec![8],
+        attach_data: fwd.attach_data.clone(),
+    };
+    let out = app.upstream_pdu(DB, &Command::GroupChangeMemberResponse.pdu(4, &rsp));
+    assert_eq!(
+        sent_to(&out, 1, Command::GroupChangeMemberResponse).len(),
+        1
+    );
+    assert_eq!(sent_to(&out, 1, Command::GroupChangeMemberNotify).len(), 1);
+    assert_eq!(sent_to(&out, 2, Command::GroupChangeMemberNotify).len(), 1);
+    assert_eq!(
+        upstream_of(&out, ROUTE, Command::GroupChangeMemberNotify).len(),
+        1
+    );
+    // 8 now receives the group's messages.
+    let mut m = group_text(7, 50);
+    m.msg_id = 1;
+    let out = app.upstream_pdu(ROUTE, &Command::MsgData.pdu(0, &m));
+    assert_eq!(sent_to(&out, 2, Command::MsgData).len(), 1);
+
+    // Removed elsewhere (relayed): 8 leaves; 7 leaves too, so the group is
+    // no longer hosted here.
+    let n = ImGroupChangeMemberNotify {
+        user_id: 99,
+        change_type: 2,
+        group_id: 50,
+        cur_user_id_list: vec![99],
+        chg_user_id_list: vec![7, 8],
+    };
+    let out = app.upstream_pdu(ROUTE, &Command::GroupChangeMemberNotify.pdu(0, &n));
+    assert_eq!(sent_to(&out, 1, Command::GroupChangeMemberNotify).len(), 1);
+    assert_eq!(sent_to(&out, 2, Command::GroupChangeMemberNotify).len(), 1);
+    assert_eq!(subscriptions(&out), [(false, vec![50])]);
+    let out = app.upstream_pdu(ROUTE, &Command::MsgData.pdu(0, &m));
+    assert!(out.is_empty(), "no member here any more: {out:?}");
+}
+
+#[test]
+fn a_users_last_session_takes_their_groups_along() {
+    let mut app = app();
+    let _ = log_in_with_groups(&mut app, 1, 7, &[50]);
+    let _ = log_in(&mut app, 2, 7, ClientType::Android);
+    assert!(
+        subscriptions(&app.client_closed(1)).is_empty(),
+        "one session left"
+    );
+    assert_eq!(subscriptions(&app.client_closed(2)), [(false, vec![50])]);
+    assert_eq!(app.hosted_groups(), 0);
+    // Reconnecting route_server gets the whole set (empty here).
+    let out = app.link_up(ROUTE);
+    assert_eq!(subscriptions(&out), [(true, vec![])]);
 }
 
 #[test]

@@ -99,8 +99,18 @@ pub struct RouteApp<C> {
     hosted: HashMap<C, HashSet<u32>>,
     /// user -> msg_server -> sessions.
     users: HashMap<u32, HashMap<C, Sessions>>,
+    /// group -> the msg_servers hosting a member online
+    /// (`IMGroupSubscription`).
+    subscribers: HashMap<u32, HashSet<C>>,
+    /// msg_server -> the groups it subscribed to.
+    subscriptions: HashMap<C, HashSet<u32>>,
     counters: RouteCounters,
 }
+
+/// Most group subscriptions one msg_server may hold; beyond, a
+/// subscription is refused with a warning (the msg_server is
+/// authenticated, so this only guards against a broken one).
+pub(crate) const MAX_SUBSCRIPTIONS_PER_SERVER: usize = 1_000_000;
 
 impl<C> Default for RouteApp<C> {
     fn default() -> Self {
@@ -108,6 +118,8 @@ impl<C> Default for RouteApp<C> {
             servers: Vec::new(),
             hosted: HashMap::new(),
             users: HashMap::new(),
+            subscribers: HashMap::new(),
+            subscriptions: HashMap::new(),
             counters: RouteCounters::default(),
         }
     }
@@ -136,6 +148,7 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
             return Vec::new();
         };
         self.servers.retain(|&s| s != conn);
+        self.unsubscribe_all(conn);
         let affected: BTreeSet<u32> = users.into_iter().collect();
         let before = self.pc_counts(&affected);
         for &user in &affected {
@@ -170,15 +183,21 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
             Message::BuddyListUsersStatusRequest(req) => {
                 out.push(Action::Send(from, self.users_stat_rsp(pdu.seq(), req)));
             }
+            Message::OtherGroupSubscription(sub) => self.subscribe(from, &sub),
             ref m @ (Message::MsgData(_)
             | Message::MsgReadNotify(_)
             | Message::SwitchP2pCmd(_)
             | Message::OtherServerKickUser(_)
             | Message::BuddyListRemoveSessionNotify(_)
-            | Message::BuddyListSignInfoChangedNotify(_)) => match audience(m) {
-                Some(Audience::Group(_)) => {
-                    // Members are looked up by each msg_server.
-                    self.broadcast(pdu, Some(from), &mut out);
+            | Message::BuddyListSignInfoChangedNotify(_)
+            | Message::GroupChangeMemberNotify(_)) => match audience(m) {
+                Some(Audience::Group(group)) => {
+                    // One copy to each msg_server with a member online;
+                    // each delivers to its own members.
+                    self.relay_to_group(from, pdu, group, &[], &mut out);
+                }
+                Some(Audience::GroupAndUsers(group, users)) => {
+                    self.relay_to_group(from, pdu, group, &users, &mut out);
                 }
                 Some(Audience::Everyone) => {
                     // Everyone, the sender included: its msg_server tells
@@ -199,8 +218,8 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 );
             }
             Message::OtherHeartbeat(_) => {}
-            Message::GroupChangeMemberNotify(_) | Message::FileNotify(_) => {
-                warn!(?from, cmd = ?pdu.key(), "group/file notice dropped: not supported yet");
+            Message::FileNotify(_) => {
+                warn!(?from, cmd = ?pdu.key(), "file notice dropped: not supported yet");
                 self.counters.unsupported += 1;
             }
             other => {
@@ -461,6 +480,83 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
         }
     }
 
+    /// A msg_server's group subscriptions changed.
+    fn subscribe(&mut self, from: C, sub: &teamtalk_proto::pb::im::ext::ImGroupSubscription) {
+        if sub.replace == Some(true) {
+            self.unsubscribe_all(from);
+        }
+        let mine = self.subscriptions.entry(from).or_default();
+        for &g in &sub.group_id_list {
+            if sub.subscribe {
+                if mine.len() >= MAX_SUBSCRIPTIONS_PER_SERVER {
+                    warn!(?from, "group subscription over the limit refused");
+                    self.counters.malformed += 1;
+                    break;
+                }
+                if mine.insert(g) {
+                    self.subscribers.entry(g).or_default().insert(from);
+                }
+            } else if mine.remove(&g)
+                && let Some(servers) = self.subscribers.get_mut(&g)
+            {
+                servers.remove(&from);
+                if servers.is_empty() {
+                    self.subscribers.remove(&g);
+                }
+            }
+        }
+        debug!(?from, groups = mine.len(), "group subscriptions");
+    }
+
+    fn unsubscribe_all(&mut self, server: C) {
+        for g in self.subscriptions.remove(&server).unwrap_or_default() {
+            if let Some(servers) = self.subscribers.get_mut(&g) {
+                servers.remove(&server);
+                if servers.is_empty() {
+                    self.subscribers.remove(&g);
+                }
+            }
+        }
+    }
+
+    /// Forwards `pdu` once to each msg_server subscribed to `group` or
+    /// hosting one of `users`, except `from`, in connection order.
+    fn relay_to_group(
+        &mut self,
+        from: C,
+        pdu: &Pdu,
+        group: u32,
+        users: &[u32],
+        out: &mut Vec<Action<C>>,
+    ) {
+        let start = out.len();
+        let subscribed = self.subscribers.get(&group);
+        for &server in &self.servers {
+            if server == from {
+                continue;
+            }
+            let wanted = subscribed.is_some_and(|s| s.contains(&server))
+                || users.iter().any(|u| {
+                    self.users
+                        .get(u)
+                        .is_some_and(|per_server| per_server.contains_key(&server))
+                });
+            if wanted {
+                out.push(Action::Send(server, pdu.clone()));
+            }
+        }
+        if out.len() == start {
+            debug!(?from, group, "no other msg_server hosts a member");
+            self.counters.no_recipient += 1;
+        }
+    }
+
+    /// Groups with a subscriber.
+    #[must_use]
+    pub fn subscribed_groups(&self) -> usize {
+        self.subscribers.len()
+    }
+
     /// Sends `pdu` to every msg_server but `except`.
     fn broadcast(&self, pdu: &Pdu, except: Option<C>, out: &mut Vec<Action<C>>) {
         for &server in &self.servers {
@@ -653,6 +749,17 @@ mod tests {
         Command::BuddyListUsersStatusRequest.pdu(seq, &msg)
     }
 
+    fn subscription(subscribe: bool, groups: &[u32], replace: bool) -> Pdu {
+        Command::OtherGroupSubscription.pdu(
+            0,
+            &teamtalk_proto::pb::im::ext::ImGroupSubscription {
+                subscribe,
+                group_id_list: groups.to_vec(),
+                replace: Some(replace),
+            },
+        )
+    }
+
     /// The targets of every `Send` of `pdu`'s command, in order.
     fn targets(actions: &[Action<u32>], cmd: Command) -> Vec<u32> {
         actions
@@ -801,9 +908,50 @@ mod tests {
             ),
             [1, 2, 3]
         );
+        // Group messages go to the msg_servers subscribed to the group,
+        // never back to the sender's; nobody subscribed: nobody.
         let group = msg_data(5, 900, MsgType::GroupText, 3);
+        assert!(targets(&app.handle_pdu(2, &group), Command::MsgData).is_empty());
+        assert_eq!(app.counters().no_recipient, 1);
+        for server in [1, 2, 3] {
+            app.handle_pdu(server, &subscription(true, &[900], false));
+        }
         assert_eq!(
             targets(&app.handle_pdu(2, &group), Command::MsgData),
+            [1, 3]
+        );
+        app.handle_pdu(3, &subscription(false, &[900], false));
+        assert_eq!(targets(&app.handle_pdu(2, &group), Command::MsgData), [1]);
+        // A replacing subscription forgets the rest; a disconnect too.
+        app.handle_pdu(1, &subscription(true, &[901], true));
+        assert!(targets(&app.handle_pdu(2, &group), Command::MsgData).is_empty());
+        app.handle_pdu(3, &subscription(true, &[900], false));
+        app.server_disconnected(3);
+        assert!(targets(&app.handle_pdu(2, &group), Command::MsgData).is_empty());
+        assert_eq!(app.subscribed_groups(), 2, "901 on 1, 900 on 2");
+    }
+
+    #[test]
+    fn member_changes_reach_subscribers_and_the_changed_users() {
+        let mut app = three_servers();
+        app.handle_pdu(1, &subscription(true, &[9], false));
+        // User 20 (removed from 9) is on server 3, which is not subscribed.
+        app.handle_pdu(3, &update(20, ONLINE, WIN));
+        let notify = Command::GroupChangeMemberNotify.pdu(
+            0,
+            &ImGroupChangeMemberNotify {
+                user_id: 1,
+                change_type: 2,
+                group_id: 9,
+                cur_user_id_list: vec![1],
+                chg_user_id_list: vec![20],
+            },
+        );
+        assert_eq!(
+            targets(
+                &app.handle_pdu(2, &notify),
+                Command::GroupChangeMemberNotify
+            ),
             [1, 3]
         );
     }
@@ -1025,14 +1173,17 @@ mod tests {
         let mut app = three_servers();
         let role = Command::OtherRoleSet.pdu(0, &ImRoleSet { master: 1 });
         assert!(app.handle_pdu(1, &role).is_empty());
-        let notify = Command::GroupChangeMemberNotify.pdu(
+        let notify = Command::FileNotify.pdu(
             0,
-            &ImGroupChangeMemberNotify {
-                user_id: 1,
-                change_type: 1,
-                group_id: 9,
-                cur_user_id_list: vec![1, 2],
-                chg_user_id_list: vec![2],
+            &teamtalk_proto::pb::im::file::ImFileNotify {
+                from_user_id: 1,
+                to_user_id: 2,
+                file_name: "f".into(),
+                file_size: 1,
+                task_id: "t".into(),
+                ip_addr_list: vec![],
+                trans_mode: 1,
+                offline_ready: 0,
             },
         );
         assert!(app.handle_pdu(1, &notify).is_empty());

@@ -11,7 +11,8 @@
 //! | relayed PDU | audience |
 //! |---|---|
 //! | `CID_MSG_DATA` (single chat) | the recipient and the sender (the sender's other devices) |
-//! | `CID_MSG_DATA` (group chat) | every msg_server; each delivers to its members |
+//! | `CID_MSG_DATA` (group chat) | the msg_servers hosting a member online (their `IMGroupSubscription`); each delivers to its members |
+//! | `CID_GROUP_CHANGE_MEMBER_NOTIFY` | the group's members and the changed users, wherever they are online |
 //! | `CID_MSG_READ_NOTIFY` | the reader's other devices |
 //! | `CID_SWITCH_P2P_CMD` | the recipient and the sender's other devices |
 //! | `CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY` | the user's other devices |
@@ -34,8 +35,13 @@ pub enum Audience {
     Users([u32; 2]),
     /// One user.
     User(u32),
-    /// Every msg_server, to decide locally (group messages: members).
+    /// The members of this group online anywhere: route_server sends it
+    /// to the msg_servers subscribed to the group, each delivers to its
+    /// members.
     Group(u32),
+    /// The members of this group and these users (a change of members:
+    /// the removed are no longer members but must hear of it).
+    GroupAndUsers(u32, Vec<u32>),
     /// Every msg_server, the sender's own included; every logged-in
     /// session.
     Everyone,
@@ -51,6 +57,7 @@ impl Audience {
     pub fn users(&self) -> &[u32] {
         match self {
             Self::Users(u) => u,
+            Self::GroupAndUsers(_, u) => u,
             Self::User(u) | Self::MobilesOf(u) => std::slice::from_ref(u),
             Self::Group(_) | Self::Everyone | Self::PresenceWatchers => &[],
         }
@@ -78,6 +85,9 @@ pub fn audience(msg: &Message) -> Option<Audience> {
         Message::BuddyListSignInfoChangedNotify(_) => Audience::Everyone,
         Message::BuddyListStatusNotify(_) => Audience::PresenceWatchers,
         Message::OtherLoginStatusNotify(n) => Audience::MobilesOf(n.user_id),
+        Message::GroupChangeMemberNotify(n) => {
+            Audience::GroupAndUsers(n.group_id, n.chg_user_id_list.clone())
+        }
         _ => return None,
     })
 }

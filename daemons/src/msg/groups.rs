@@ -1,0 +1,245 @@
+//! [`GroupIndex`]: which of this msg_server's online users are in which
+//! group, so a group message is delivered from memory and route_server
+//! only sends it here when a member is online here.
+//!
+//! TeamTalk's msg_server asked db_proxy for a group's whole member list on
+//! every group message, on every msg_server. Here each msg_server learns a
+//! user's groups once, when the user logs in (`IMUserGroupsReq`), keeps
+//! them current from the change-member notices that pass through it, and
+//! forgets them when the user's last session here ends. Delivering a group
+//! message then costs one lookup and one send per local member online.
+//!
+//! The index also says when this msg_server starts or stops hosting a
+//! member of a group: those are the subscriptions it reports to
+//! route_server (`IMGroupSubscription`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// Most groups one user is indexed in; a user in more (a hostile or broken
+/// store) gets the first this many.
+pub const MAX_GROUPS_PER_USER: usize = 10_000;
+
+/// Groups whose local membership went from none to some (`joined`) or
+/// from some to none (`left`): the subscription changes to report.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Groups this msg_server now hosts members of.
+    pub joined: Vec<u32>,
+    /// Groups this msg_server no longer hosts members of.
+    pub left: Vec<u32>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.joined.is_empty() && self.left.is_empty()
+    }
+}
+
+/// Local online users and their groups. See the [module docs](self).
+#[derive(Debug, Default)]
+pub struct GroupIndex {
+    /// Online user -> the groups they are in (loaded at login).
+    groups_of: HashMap<u32, HashSet<u32>>,
+    /// Group -> its members online here.
+    members: HashMap<u32, HashSet<u32>>,
+}
+
+impl GroupIndex {
+    /// Nobody indexed.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The user's groups arrived (at login): index them. A user already
+    /// indexed gets the new set in place of the old.
+    pub fn load(&mut self, user: u32, groups: impl IntoIterator<Item = u32>) -> Changes {
+        let new: HashSet<u32> = groups.into_iter().take(MAX_GROUPS_PER_USER).collect();
+        let mut changes = self.forget(user);
+        for &g in &new {
+            let m = self.members.entry(g).or_default();
+            if m.is_empty() {
+                changes.joined.push(g);
+            }
+            m.insert(user);
+        }
+        self.groups_of.insert(user, new);
+        normalize(&mut changes);
+        changes
+    }
+
+    /// The user's last session here ended: forget them.
+    pub fn forget(&mut self, user: u32) -> Changes {
+        let mut changes = Changes::default();
+        let Some(groups) = self.groups_of.remove(&user) else {
+            return changes;
+        };
+        for g in groups {
+            if let Some(m) = self.members.get_mut(&g) {
+                m.remove(&user);
+                if m.is_empty() {
+                    self.members.remove(&g);
+                    changes.left.push(g);
+                }
+            }
+        }
+        changes
+    }
+
+    /// Members were added to or removed from `group`: users indexed here
+    /// (online here) follow. Users not online here are ignored: they load
+    /// their groups when they log in.
+    pub fn change(&mut self, group: u32, added: &[u32], removed: &[u32]) -> Changes {
+        let mut changes = Changes::default();
+        for &u in added {
+            let Some(gs) = self.groups_of.get_mut(&u) else {
+                continue;
+            };
+            if gs.len() >= MAX_GROUPS_PER_USER || !gs.insert(group) {
+                continue;
+            }
+            let m = self.members.entry(group).or_default();
+            if m.is_empty() {
+                changes.joined.push(group);
+            }
+            m.insert(u);
+        }
+        for &u in removed {
+            let Some(gs) = self.groups_of.get_mut(&u) else {
+                continue;
+            };
+            if !gs.remove(&group) {
+                continue;
+            }
+            if let Some(m) = self.members.get_mut(&group) {
+                m.remove(&u);
+                if m.is_empty() {
+                    self.members.remove(&group);
+                    changes.left.push(group);
+                }
+            }
+        }
+        normalize(&mut changes);
+        changes
+    }
+
+    /// Members of `group` online here.
+    pub fn members(&self, group: u32) -> impl Iterator<Item = u32> + '_ {
+        self.members.get(&group).into_iter().flatten().copied()
+    }
+
+    /// Whether `user` is indexed (their groups arrived).
+    #[must_use]
+    pub fn is_loaded(&self, user: u32) -> bool {
+        self.groups_of.contains_key(&user)
+    }
+
+    /// Whether `user` is, as far as this index knows, in `group`.
+    #[must_use]
+    pub fn is_member(&self, user: u32, group: u32) -> bool {
+        self.groups_of
+            .get(&user)
+            .is_some_and(|g| g.contains(&group))
+    }
+
+    /// Every group with a member online here, sorted: the whole
+    /// subscription sent to route_server when its link (re)connects.
+    #[must_use]
+    pub fn hosted(&self) -> Vec<u32> {
+        let set: BTreeSet<u32> = self.members.keys().copied().collect();
+        set.into_iter().collect()
+    }
+
+    /// Groups with a member online here.
+    #[must_use]
+    pub fn group_count(&self) -> usize {
+        self.members.len()
+    }
+}
+
+/// A group both joined and left in one change is neither.
+fn normalize(c: &mut Changes) {
+    let joined: HashSet<u32> = c.joined.iter().copied().collect();
+    let left: HashSet<u32> = c.left.iter().copied().collect();
+    c.joined.retain(|g| !left.contains(g));
+    c.left.retain(|g| !joined.contains(g));
+    c.joined.sort_unstable();
+    c.left.sort_unstable();
+    c.joined.dedup();
+    c.left.dedup();
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn subscriptions_follow_the_first_and_last_member() {
+        let mut ix = GroupIndex::new();
+        let c = ix.load(1, [10, 20]);
+        assert_eq!(c.joined, [10, 20]);
+        let c = ix.load(2, [20, 30]);
+        assert_eq!(c.joined, [30], "20 was hosted already");
+        assert_eq!(ix.hosted(), [10, 20, 30]);
+        let mut m: Vec<u32> = ix.members(20).collect();
+        m.sort_unstable();
+        assert_eq!(m, [1, 2]);
+
+        let c = ix.forget(1);
+        assert_eq!(c.left, [10]);
+        assert!(c.joined.is_empty());
+
+        // 3 is not online here: a change about them is ignored.
+        let c = ix.change(30, &[3], &[2]);
+        assert_eq!(c.left, [30]);
+        assert_eq!(ix.hosted(), [20]);
+        assert!(!ix.is_member(3, 30));
+
+        let c = ix.change(40, &[2], &[]);
+        assert_eq!(c.joined, [40]);
+        assert!(ix.is_member(2, 40));
+        // Reloading replaces a user's groups.
+        let c = ix.load(2, [50]);
+        assert_eq!((c.joined, c.left), (vec![50], vec![20, 40]));
+    }
+
+    proptest! {
+        /// Whatever happens, `members` and `groups_of` agree, and the
+        /// changes reported add up to what is hosted.
+        #[test]
+        fn the_two_maps_agree(ops in proptest::collection::vec((0u8..4, 0u32..5, 0u32..6), 0..60)) {
+            let mut ix = GroupIndex::new();
+            let mut hosted: BTreeSet<u32> = BTreeSet::new();
+            for (op, user, group) in ops {
+                let c = match op {
+                    0 => ix.load(user, [group, group + 1]),
+                    1 => ix.forget(user),
+                    2 => ix.change(group, &[user], &[]),
+                    _ => ix.change(group, &[], &[user]),
+                };
+                for g in &c.joined {
+                    prop_assert!(hosted.insert(*g), "joined twice: {}", g);
+                }
+                for g in &c.left {
+                    prop_assert!(hosted.remove(g), "left while not hosted: {}", g);
+                }
+                prop_assert_eq!(ix.hosted(), hosted.iter().copied().collect::<Vec<_>>());
+                for (g, ms) in &ix.members {
+                    prop_assert!(!ms.is_empty());
+                    for u in ms {
+                        prop_assert!(ix.is_member(*u, *g));
+                    }
+                }
+                for (u, gs) in &ix.groups_of {
+                    for g in gs {
+                        prop_assert!(ix.members.get(g).is_some_and(|m| m.contains(u)));
+                    }
+                }
+            }
+        }
+    }
+}
