@@ -640,6 +640,8 @@ mod tests {
             msg_type: msg_type as i32,
             msg_data: Bytes::from_static(b"hello"),
             attach_data: None,
+            dedupe_key: None,
+            duplicate: None,
         };
         Command::MsgData.pdu(seq, &msg)
     }

@@ -133,6 +133,7 @@ fn unreadable_validate_gets_2_and_absent_attach_comes_back_empty() {
         user_name: "user1".into(),
         password: "x".into(),
         attach_data: None,
+        client_addr: None,
     };
     let reply = f.proxy.handle(&req.to_pdu(3)).unwrap();
     assert!(reply.body.ends_with(&[0xa2, 0x01, 0x00]));

@@ -182,6 +182,8 @@ fn text(from: u32, to: u32, body: &str) -> ImMsgData {
         msg_type: 1,
         msg_data: Bytes::from(body.to_owned()),
         attach_data: attach(),
+        dedupe_key: None,
+        duplicate: None,
     }
 }
 
@@ -198,6 +200,7 @@ fn validate(proxy: &DbProxy, name: &str, password: &str) -> ImValidateRsp {
             user_name: name.to_owned(),
             password: password.to_owned(),
             attach_data: attach(),
+            client_addr: None,
         },
     )
 }
