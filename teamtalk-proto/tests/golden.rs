@@ -141,7 +141,7 @@ fn message_data_extension_fields() {
         b"hi",
         &[0xa2, 0x06, 0x10], // field 100 dedupe_key, LEN, 16 bytes
         &[0x5a; 16],
-        &[0xc0, 0x06, 0x01], // field 101 duplicate = true
+        &[0xa8, 0x06, 0x01], // field 101 duplicate = true
     ]
     .concat();
     let Message::MsgData(data) = decode_golden(&wire, Command::MsgData, 2) else {
