@@ -86,7 +86,9 @@ pub(super) struct Counters {
     pub(super) store_errors: AtomicU64,
     pub(super) messages_stored: AtomicU64,
     pub(super) messages_refused: AtomicU64,
+    pub(super) messages_duplicate: AtomicU64,
     pub(super) message_batches: AtomicU64,
+    pub(super) pages_cut: AtomicU64,
     pub(super) logins_ok: AtomicU64,
     pub(super) logins_cached: AtomicU64,
     pub(super) logins_failed: AtomicU64,
@@ -121,8 +123,14 @@ pub struct DbProxyStats {
     pub messages_stored: u64,
     /// Messages refused as not storable, answered with `msg_id` 0.
     pub messages_refused: u64,
+    /// Resends not stored again (their dedupe key was known), answered
+    /// with the first `msg_id` and `duplicate` set.
+    pub messages_duplicate: u64,
     /// Store transactions used for messages (one per group commit).
     pub message_batches: u64,
+    /// List replies that left entries for the next page because the frame
+    /// limit was near (`crate::rules::sizing`).
+    pub pages_cut: u64,
     /// Successful logins.
     pub logins_ok: u64,
     /// Successful logins answered from the credential cache (no Argon2).
@@ -233,7 +241,9 @@ impl DbProxy {
             store_errors: get(&c.store_errors),
             messages_stored: get(&c.messages_stored),
             messages_refused: get(&c.messages_refused),
+            messages_duplicate: get(&c.messages_duplicate),
             message_batches: get(&c.message_batches),
+            pages_cut: get(&c.pages_cut),
             logins_ok: get(&c.logins_ok),
             logins_cached: get(&c.logins_cached),
             logins_failed: get(&c.logins_failed),

@@ -231,6 +231,16 @@ impl App for DbProxyApp {
                 s.messages_refused,
             ),
             (
+                "teamtalk_db_messages_duplicate_total",
+                "Resent messages not stored again (dedupe key already stored), answered with the first msg_id.",
+                s.messages_duplicate,
+            ),
+            (
+                "teamtalk_db_pages_cut_total",
+                "List replies that stopped below the frame limit and left entries for the next page.",
+                s.pages_cut,
+            ),
+            (
                 "teamtalk_db_message_batches_total",
                 "Store transactions used for messages (one per group commit).",
                 s.message_batches,

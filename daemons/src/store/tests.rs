@@ -57,7 +57,15 @@ fn msg(from: UserId, to: UserId, body: &str) -> NewMessage {
         msg_type: 1,
         create_time: 1_000,
         data: body.as_bytes().to_vec(),
+        dedupe_key: None,
     }
+}
+
+/// The message a store call stored now (not a duplicate).
+fn new(r: StoreResult<Stored>) -> StoredMessage {
+    r.expect("stored")
+        .new_message()
+        .expect("stored now, not a duplicate")
 }
 
 fn temp_store(clock: &TestClock) -> (tempfile::TempDir, SqliteStore) {
@@ -340,16 +348,16 @@ fn seed_users_share_one_valid_hash() {
 fn store_message_assigns_ids_and_updates_counters_and_sessions() {
     let clock = TestClock::new(1_000);
     let (_dir, store) = temp_store(&clock);
-    let m1 = store.store_message(&msg(1, 2, "hi")).unwrap();
+    let m1 = new(store.store_message(&msg(1, 2, "hi")));
     assert_eq!(m1.msg_id, 1);
     assert_eq!((m1.from, m1.to, m1.data.as_slice()), (1, 2, &b"hi"[..]));
     clock.set(1_001);
-    let m2 = store.store_message(&msg(2, 1, "hello")).unwrap();
+    let m2 = new(store.store_message(&msg(2, 1, "hello")));
     assert_eq!(
         m2.msg_id, 2,
         "one sequence per conversation, both directions"
     );
-    let other = store.store_message(&msg(1, 3, "yo")).unwrap();
+    let other = new(store.store_message(&msg(1, 3, "yo")));
     assert_eq!(other.msg_id, 1, "another conversation starts at 1");
     clock.set(1_002);
     store.store_message(&msg(1, 2, "again")).unwrap();
@@ -449,9 +457,7 @@ fn message_list_pages_newest_first() {
     let (_dir, store) = temp_store(&clock);
     for i in 1..=250u32 {
         let (from, to) = if i % 2 == 0 { (7, 9) } else { (9, 7) };
-        let m = store
-            .store_message(&msg(from, to, &format!("m{i}")))
-            .unwrap();
+        let m = new(store.store_message(&msg(from, to, &format!("m{i}"))));
         assert_eq!(m.msg_id, i);
     }
     let page = store.message_list(7, 9, 0, 10).unwrap();
@@ -502,7 +508,7 @@ fn msg_ids_are_gapless_per_conversation_under_concurrent_writers() {
                 for i in 0..PER_THREAD {
                     // All threads share conversation (1, 2); each also has its own with 100 + t.
                     let (from, to) = if (t + i) % 2 == 0 { (1, 2) } else { (2, 1) };
-                    let m = store.store_message(&msg(from, to, "c")).expect("store");
+                    let m = new(store.store_message(&msg(from, to, "c")));
                     mine.push(m.msg_id);
                     store
                         .store_message(&msg(1, 100 + t, "own"))
@@ -547,7 +553,7 @@ fn data_survives_reopen() {
     assert_eq!(store.latest_msg_id(1, 2).unwrap(), 2);
     assert_eq!(store.unread(2).unwrap().total, 1);
     assert_eq!(store.device_tokens(&[1]).unwrap().len(), 1);
-    let m = store.store_message(&msg(1, 2, "three")).unwrap();
+    let m = new(store.store_message(&msg(1, 2, "three")));
     assert_eq!(m.msg_id, 3, "the sequence continues after reopening");
 }
 
@@ -657,13 +663,13 @@ proptest! {
             clock.set(now);
             match op {
                 Op::Send { from, to, body } => {
-                    let sent = NewMessage { from, to, msg_type: 1, create_time: now, data: body };
+                    let sent = NewMessage { from, to, msg_type: 1, create_time: now, data: body, dedupe_key: None };
                     let res = store.store_message(&sent);
                     if from == to {
                         prop_assert!(matches!(res, Err(StoreError::Invalid(_))));
                         continue;
                     }
-                    let got = res.unwrap();
+                    let got = new(res);
                     let key = if from <= to { (from, to) } else { (to, from) };
                     let conv = model.convs.entry(key).or_default();
                     let want = StoredMessage {
@@ -786,7 +792,7 @@ fn store_messages_commits_a_batch_and_keeps_each_result() {
     assert_eq!(results.len(), batch.len());
     let ids: Vec<Option<MsgId>> = results
         .iter()
-        .map(|r| r.as_ref().ok().map(|m| m.msg_id))
+        .map(|r| r.as_ref().ok().map(Stored::msg_id))
         .collect();
     assert_eq!(ids, [Some(1), Some(2), None, Some(1), None, Some(3)]);
     assert!(matches!(results[2], Err(StoreError::Invalid(_))));
@@ -815,11 +821,11 @@ fn store_messages_matches_one_by_one() {
         .store_messages(&msgs)
         .unwrap()
         .into_iter()
-        .map(|r| r.unwrap().msg_id)
+        .map(|r| r.unwrap().msg_id())
         .collect();
     let b: Vec<MsgId> = msgs
         .iter()
-        .map(|m| single.store_message(m).unwrap().msg_id)
+        .map(|m| single.store_message(m).unwrap().msg_id())
         .collect();
     assert_eq!(a, b);
     assert_eq!(batched.unread(2).unwrap(), single.unread(2).unwrap());

@@ -28,7 +28,8 @@ use super::{DbProxy, DbProxyOptions};
 use crate::password::HashParams;
 use crate::store::{
     Department, DeviceToken, MsgId, NewMessage, NewUser, RecentSession, SessionType, SqliteStore,
-    Store, StoreError, StoreOptions, StoreResult, StoredMessage, UnreadSummary, User, UserId,
+    Store, StoreError, StoreOptions, StoreResult, Stored, StoredMessage, UnreadSummary, User,
+    UserId,
 };
 
 /// A 12-byte `CDbAttachData` as msg_server sends it (type 1, handle 14).
@@ -332,11 +333,11 @@ impl Store for FailingStore {
         self.inner
             .seed_teamtalk_users(prefix, count, password_md5hex)
     }
-    fn store_message(&self, msg: &NewMessage) -> StoreResult<StoredMessage> {
+    fn store_message(&self, msg: &NewMessage) -> StoreResult<Stored> {
         self.check("store_message")?;
         self.inner.store_message(msg)
     }
-    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<StoredMessage>>> {
+    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<Stored>>> {
         self.check("store_messages")?;
         if self.check("store_message").is_err() {
             return Ok(msgs
@@ -372,6 +373,10 @@ impl Store for FailingStore {
     fn unread(&self, user: UserId) -> StoreResult<UnreadSummary> {
         self.check("unread")?;
         self.inner.unread(user)
+    }
+    fn unread_total(&self, user: UserId) -> StoreResult<u32> {
+        self.check("unread")?;
+        self.inner.unread_total(user)
     }
     fn clear_unread(&self, reader: UserId, peer: UserId) -> StoreResult<()> {
         self.check("clear_unread")?;
