@@ -17,8 +17,9 @@ use teamtalk_proto::{Command, CommandKey, Message, Pdu};
 use tracing::{debug, error, warn};
 
 use super::cmd::{Failed, echo};
-use super::credcache::{CredentialCache, DEFAULT_CAPACITY, DEFAULT_TTL_SECS};
+use super::credcache::{CredentialCache, DEFAULT_MAX_BYTES, DEFAULT_TTL_SECS};
 use super::limiter::LoginLimiter;
+use crate::clip::clip;
 use crate::rules::failure::{self, FailureAnswer};
 use crate::store::{Clock, Store, StoreError};
 
@@ -93,6 +94,7 @@ pub(super) struct Counters {
     pub(super) logins_cached: AtomicU64,
     pub(super) logins_failed: AtomicU64,
     pub(super) logins_locked: AtomicU64,
+    pub(super) logins_oversized: AtomicU64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -139,6 +141,9 @@ pub struct DbProxyStats {
     pub logins_failed: u64,
     /// Logins refused by the failure limiter.
     pub logins_locked: u64,
+    /// Logins refused because the name or password was longer than
+    /// [`MAX_CREDENTIAL_LEN`](crate::rules::sizing::MAX_CREDENTIAL_LEN).
+    pub logins_oversized: u64,
 }
 
 /// db_proxy's request handler: decodes a PDU, runs it against the store and
@@ -212,7 +217,7 @@ impl DbProxy {
         Self {
             store,
             limiter: LoginLimiter::new(),
-            credentials: CredentialCache::new(DEFAULT_TTL_SECS, DEFAULT_CAPACITY)
+            credentials: CredentialCache::new(DEFAULT_TTL_SECS, DEFAULT_MAX_BYTES)
                 .inspect_err(|e| warn!(error = %e, "no randomness for the credential cache; every login runs Argon2"))
                 .ok(),
             options,
@@ -224,6 +229,19 @@ impl DbProxy {
     #[must_use]
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The login-failure limiter (e.g. to see how much it holds).
+    #[must_use]
+    pub fn limiter(&self) -> &LoginLimiter {
+        &self.limiter
+    }
+
+    /// The credential cache; `None` when the OS gave no randomness for its
+    /// key.
+    #[must_use]
+    pub fn credentials(&self) -> Option<&CredentialCache> {
+        self.credentials.as_ref()
     }
 
     /// The counters right now.
@@ -248,6 +266,7 @@ impl DbProxy {
             logins_cached: get(&c.logins_cached),
             logins_failed: get(&c.logins_failed),
             logins_locked: get(&c.logins_locked),
+            logins_oversized: get(&c.logins_oversized),
         }
     }
 
@@ -311,7 +330,7 @@ impl DbProxy {
                     service_id = f.service_id,
                     command_id = f.command_id,
                     code = f.result_code,
-                    reason = f.reason.as_deref().unwrap_or(""),
+                    reason = %clip(f.reason.as_deref().unwrap_or("")),
                     "a peer could not serve a request of ours"
                 );
             }
