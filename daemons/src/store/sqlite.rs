@@ -509,10 +509,10 @@ fn insert_keyed(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<St
 }
 
 /// Forgets dedupe keys older than the window, and the oldest beyond
-/// [`MAX_DEDUPE_KEYS`], inside the caller's transaction. Both deletes walk
+/// `max_keys` ([`MAX_DEDUPE_KEYS`]), inside the caller's transaction. Both deletes walk
 /// an index from its low end, so they cost nothing when there is nothing to
 /// forget.
-fn prune_dedupe(conn: &Connection, now: u32) -> StoreResult<()> {
+pub(super) fn prune_dedupe(conn: &Connection, now: u32, max_keys: u64) -> StoreResult<()> {
     conn.prepare_cached("DELETE FROM message_dedupe WHERE created < ?1")
         .and_then(|mut s| s.execute(params![dedupe_cutoff(now)]))
         .map_err(sql("pruning expired dedupe keys"))?;
@@ -520,7 +520,7 @@ fn prune_dedupe(conn: &Connection, now: u32) -> StoreResult<()> {
         "DELETE FROM message_dedupe
          WHERE seq <= (SELECT max(seq) FROM message_dedupe) - ?1",
     )
-    .and_then(|mut s| s.execute(params![i64::try_from(MAX_DEDUPE_KEYS).unwrap_or(i64::MAX)]))
+    .and_then(|mut s| s.execute(params![i64::try_from(max_keys).unwrap_or(i64::MAX)]))
     .map_err(sql("pruning the oldest dedupe keys"))?;
     Ok(())
 }
@@ -868,7 +868,7 @@ impl Store for SqliteStore {
             .map_err(sql("starting message transaction"))?;
         let stored = insert_keyed(&tx, msg, now)?;
         if msg.dedupe_key.is_some() {
-            prune_dedupe(&tx, now)?;
+            prune_dedupe(&tx, now, MAX_DEDUPE_KEYS)?;
         }
         tx.commit().map_err(sql("committing message"))?;
         Ok(stored)
@@ -902,7 +902,7 @@ impl Store for SqliteStore {
             }
         }
         if msgs.iter().any(|m| m.dedupe_key.is_some()) {
-            prune_dedupe(&tx, now)?;
+            prune_dedupe(&tx, now, MAX_DEDUPE_KEYS)?;
         }
         tx.commit().map_err(sql("committing message batch"))?;
         Ok(out)

@@ -9,6 +9,7 @@ mod login;
 mod messages;
 mod push;
 mod sessions;
+mod sizing;
 mod unserved;
 mod users;
 mod worker;
@@ -191,6 +192,18 @@ fn text(from: u32, to: u32, body: &str) -> ImMsgData {
 fn send(proxy: &DbProxy, m: &ImMsgData) -> u32 {
     let rsp: ImMsgData = call(proxy, 7, m);
     rsp.msg_id
+}
+
+/// Runs `jobs` as one batch of the store lane (group commit) and returns
+/// the replies in order.
+fn run<T>(proxy: &DbProxy, jobs: Vec<(T, Pdu)>) -> Vec<(T, Pdu)> {
+    let out = Mutex::new(Vec::new());
+    crate::db_proxy::worker::run_batch_for_test(proxy, jobs, &|to, pdu| {
+        out.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((to, pdu));
+    });
+    out.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn validate(proxy: &DbProxy, name: &str, password: &str) -> ImValidateRsp {
