@@ -34,6 +34,7 @@ fn messages(n: usize) -> Vec<NewMessage> {
                 msg_type: 1,
                 create_time: 1_795_521_600,
                 data: vec![b'Q'; 64],
+                dedupe_key: None,
             }
         })
         .collect()

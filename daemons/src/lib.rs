@@ -19,12 +19,14 @@
 //! [`mod@http`] holds what every HTTP endpoint shares (routing, JSON,
 //! ranges, CORS, multipart) on top of `teamtalk_conn::http::HttpConn`;
 //! [`mod@tls`] turns a conf's `TlsCertFile`/`TlsKeyFile`/`TlsCaFile` keys
-//! into rustls configs for `teamtalk_conn::Tls`.
+//! into rustls configs for `teamtalk_conn::Tls`; [`clip()`](clip::clip)
+//! bounds client-supplied strings in log lines.
 #![forbid(unsafe_code)]
 pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod client;
+pub mod clip;
 pub mod clock;
 pub mod cluster;
 pub mod conf;

@@ -68,6 +68,8 @@ fn msg_data(to: u32, n: u32) -> ImMsgData {
         msg_type: 1,
         msg_data: Bytes::from(format!("message {n}")),
         attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
     }
 }
 

@@ -93,6 +93,8 @@ fn text(to: u32, body: &str) -> ImMsgData {
         msg_type: 1,
         msg_data: Bytes::copy_from_slice(body.as_bytes()),
         attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
     }
 }
 

@@ -86,6 +86,7 @@ fn validate(user: &str) -> Pdu {
         user_name: user.into(),
         password: md5_hex(b"secret"),
         attach_data: Some(Attach::handle(1).encode()),
+        client_addr: None,
     }
     .to_pdu(1)
 }
@@ -117,6 +118,8 @@ fn strangers_get_nothing_from_db_proxy_route_or_login() {
         msg_type: 1,
         msg_data: Bytes::from_static(b"forged"),
         attach_data: Some(Attach::handle(2).encode()),
+        dedupe_key: None,
+        duplicate: None,
     };
     s.send(&forged.to_pdu(2));
     only_handshake(&s.until_closed());

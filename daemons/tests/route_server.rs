@@ -140,6 +140,8 @@ fn messages_reach_only_the_recipients_msg_server() {
         msg_type: MsgType::SingleText as i32,
         msg_data: Bytes::from_static(b"ciphertext"),
         attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
     };
     let sent = Command::MsgData.pdu(0x1234, &msg);
     a.send(&sent);

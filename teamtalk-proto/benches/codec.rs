@@ -29,6 +29,8 @@ fn msg_data_100() -> Pdu {
         msg_type: 1,
         msg_data: Bytes::new(),
         attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
     };
     let fixed = Command::MsgData.pdu(0, &msg).wire_len();
     // The empty bytes field is already on the wire (tag + zero length);

@@ -121,6 +121,66 @@ fn message_data_with_attach_data() {
 }
 
 #[test]
+fn message_data_extension_fields() {
+    // Our fields 100 (dedupe_key) and 101 (duplicate) after attach_data:
+    // tags (100 << 3) | 2 = 802 and (101 << 3) | 0 = 808 are two-byte varints.
+    let wire: Vec<u8> = [
+        &[0x00, 0x00, 0x00, 0x34][..], // length 52 = 16 + 36
+        &[0x00, 0x01],
+        &[0x00, 0x00],
+        &[0x00, 0x03], // SID_MSG
+        &[0x03, 0x01], // CID_MSG_DATA
+        &[0x00, 0x02], // seq 2
+        &[0x00, 0x00],
+        &[0x08, 0x01], // from_user_id = 1
+        &[0x10, 0x02], // to_session_id = 2
+        &[0x18, 0x05], // msg_id = 5
+        &[0x20, 0x00], // create_time = 0
+        &[0x28, 0x01], // msg_type = MSG_TYPE_SINGLE_TEXT
+        &[0x32, 0x02], // msg_data, 2 bytes
+        b"hi",
+        &[0xa2, 0x06, 0x10], // field 100 dedupe_key, LEN, 16 bytes
+        &[0x5a; 16],
+        &[0xa8, 0x06, 0x01], // field 101 duplicate = true
+    ]
+    .concat();
+    let Message::MsgData(data) = decode_golden(&wire, Command::MsgData, 2) else {
+        panic!("not a message");
+    };
+    assert_eq!(data.msg_id, 5);
+    assert_eq!(data.attach_data, None);
+    assert_eq!(data.dedupe_key, Some(Bytes::from_static(&[0x5a; 16])));
+    assert_eq!(data.duplicate, Some(true));
+}
+
+#[test]
+fn validate_request_with_client_addr() {
+    let wire: Vec<u8> = [
+        &[0x00, 0x00, 0x00, 0x2b][..], // length 43 = 16 + 27
+        &[0x00, 0x01],
+        &[0x00, 0x00],
+        &[0x00, 0x07], // SID_OTHER
+        &[0x07, 0x03], // CID_OTHER_VALIDATE_REQ
+        &[0x00, 0x01], // seq 1
+        &[0x00, 0x00],
+        &[0x0a, 0x01], // user_name, 1 byte
+        b"a",
+        &[0x12, 0x01], // password, 1 byte
+        b"p",
+        &[0xa2, 0x01, 0x00], // attach_data, empty
+        // field 100 client_addr, LEN, 15 bytes
+        &[0xa2, 0x06, 0x0f],
+        b"192.0.2.7:51234",
+    ]
+    .concat();
+    let Message::OtherValidateReq(req) = decode_golden(&wire, Command::OtherValidateReq, 1) else {
+        panic!("not a validate request");
+    };
+    assert_eq!(req.user_name, "a");
+    assert_eq!(req.client_addr.as_deref(), Some("192.0.2.7:51234"));
+}
+
+#[test]
 fn heartbeat_has_an_empty_body() {
     let wire = [
         0x00, 0x00, 0x00, 0x10, // length 16: header only

@@ -815,6 +815,8 @@ impl Worker {
             msg_type: SINGLE_TEXT,
             msg_data: Bytes::copy_from_slice(&self.payload),
             attach_data: None,
+            dedupe_key: None,
+            duplicate: None,
         };
         pair.window.push_back((seq, msg_no, now_ns));
         Pdu::encode_message(Command::MsgData.key(), seq, &msg, &mut self.conns[s].tx);

@@ -222,6 +222,8 @@ impl Chat {
                 Bytes::from(text::encode(text, text::DEFAULT_KEY))
             },
             attach_data: None,
+            dedupe_key: None,
+            duplicate: None,
         };
         self.last_sent = clock::now();
         match self

@@ -11,8 +11,14 @@
 //! forgets the entry.
 //!
 //! The key is random per process and never stored, so the digests are
-//! useless outside this process; the cache lives in memory only and holds
-//! at most [`CredentialCache::capacity`] entries.
+//! useless outside this process; the cache lives in memory only.
+//!
+//! It is keyed by user name, which is client input, so it is bounded in
+//! bytes ([`CredentialCache::max_bytes`]): each entry is charged its name's
+//! length plus [`ENTRY_OVERHEAD`]. Only names the store verified get in,
+//! and db_proxy refuses names over
+//! [`MAX_CREDENTIAL_LEN`](crate::rules::sizing::MAX_CREDENTIAL_LEN) bytes
+//! before, but the bound does not rely on either.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,8 +28,11 @@ use subtle::ConstantTimeEq;
 
 /// How long a verified login is remembered, in seconds.
 pub const DEFAULT_TTL_SECS: u32 = 600;
-/// Most user names remembered at once.
-pub const DEFAULT_CAPACITY: usize = 200_000;
+/// Default byte budget: 200,000 logins with 64-byte names.
+pub const DEFAULT_MAX_BYTES: usize = 200_000 * (ENTRY_OVERHEAD + 64);
+/// Bytes an entry is charged besides its name: the map slot, the digest,
+/// the id and expiry, and the allocation around the name.
+pub const ENTRY_OVERHEAD: usize = 96;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -37,8 +46,18 @@ struct Entry {
 pub struct CredentialCache {
     key: [u8; 32],
     ttl_secs: u32,
-    capacity: usize,
-    entries: Mutex<HashMap<String, Entry>>,
+    max_bytes: usize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<String, Entry>,
+    bytes: usize,
+}
+
+fn cost(name: &str) -> usize {
+    ENTRY_OVERHEAD + name.len()
 }
 
 impl CredentialCache {
@@ -46,21 +65,39 @@ impl CredentialCache {
     ///
     /// # Errors
     /// When the operating system cannot provide randomness.
-    pub fn new(ttl_secs: u32, capacity: usize) -> Result<Self, getrandom::Error> {
+    pub fn new(ttl_secs: u32, max_bytes: usize) -> Result<Self, getrandom::Error> {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key)?;
         Ok(Self {
             key,
             ttl_secs,
-            capacity,
-            entries: Mutex::new(HashMap::new()),
+            max_bytes,
+            entries: Mutex::new(Entries::default()),
         })
     }
 
-    /// Most user names remembered at once.
+    /// The byte budget (see the [module docs](self)).
     #[must_use]
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Bytes the remembered logins are charged.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.entries.lock().map_or(0, |e| e.bytes)
+    }
+
+    /// Logins remembered.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.lock().map_or(0, |e| e.map.len())
+    }
+
+    /// Whether nothing is remembered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn digest(&self, name: &str, password: &str) -> [u8; 32] {
@@ -81,7 +118,7 @@ impl CredentialCache {
     pub fn check(&self, name: &str, password: &str, now: u32) -> Option<u32> {
         let want = self.digest(name, password);
         let entries = self.entries.lock().ok()?;
-        let e = entries.get(name)?;
+        let e = entries.map.get(name)?;
         (e.expires > now && bool::from(e.digest.ct_eq(&want))).then_some(e.user_id)
     }
 
@@ -95,19 +132,35 @@ impl CredentialCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        if entries.len() >= self.capacity && !entries.contains_key(name) {
-            entries.retain(|_, e| e.expires > now);
-            if entries.len() >= self.capacity {
+        if let Some(e) = entries.map.get_mut(name) {
+            *e = entry;
+            return;
+        }
+        let cost = cost(name);
+        if entries.bytes.saturating_add(cost) > self.max_bytes {
+            let mut freed = 0;
+            entries.map.retain(|n, e| {
+                let keep = e.expires > now;
+                if !keep {
+                    freed += self::cost(n);
+                }
+                keep
+            });
+            entries.bytes = entries.bytes.saturating_sub(freed);
+            if entries.bytes.saturating_add(cost) > self.max_bytes {
                 return;
             }
         }
-        entries.insert(name.to_owned(), entry);
+        entries.bytes += cost;
+        entries.map.insert(name.to_owned(), entry);
     }
 
     /// Drops what is known about `name` (after a failed check).
     pub fn forget(&self, name: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(name);
+        if let Ok(mut entries) = self.entries.lock()
+            && entries.map.remove(name).is_some()
+        {
+            entries.bytes = entries.bytes.saturating_sub(cost(name));
         }
     }
 }
@@ -118,7 +171,7 @@ mod tests {
 
     #[test]
     fn remembers_only_the_same_value_within_the_ttl() {
-        let c = CredentialCache::new(60, 10).unwrap();
+        let c = CredentialCache::new(60, DEFAULT_MAX_BYTES).unwrap();
         assert_eq!(c.check("alice", "pw", 100), None);
         c.remember("alice", "pw", 7, 100);
         assert_eq!(c.check("alice", "pw", 159), Some(7));
@@ -130,14 +183,38 @@ mod tests {
     }
 
     #[test]
-    fn capacity_is_a_hard_bound() {
-        let c = CredentialCache::new(60, 2).unwrap();
+    fn the_byte_budget_is_a_hard_bound() {
+        let c = CredentialCache::new(60, 2 * (ENTRY_OVERHEAD + 1)).unwrap();
         c.remember("a", "x", 1, 0);
         c.remember("b", "x", 2, 0);
         c.remember("c", "x", 3, 0);
         assert_eq!(c.check("c", "x", 1), None, "full: not added");
+        assert_eq!(c.bytes(), 2 * (ENTRY_OVERHEAD + 1));
+        c.remember("a", "y", 1, 1);
+        assert_eq!(
+            c.check("a", "y", 2),
+            Some(1),
+            "replacing costs nothing more"
+        );
         c.remember("d", "x", 4, 100);
         assert_eq!(c.check("d", "x", 101), Some(4), "expired entries make room");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.bytes(), ENTRY_OVERHEAD + 1);
+        c.forget("d");
+        assert!(c.is_empty());
+        assert_eq!(c.bytes(), 0);
+    }
+
+    #[test]
+    fn long_names_are_charged_their_length() {
+        let c = CredentialCache::new(60, 1 << 20).unwrap();
+        let big = "n".repeat(1 << 20);
+        c.remember(&big, "x", 1, 0);
+        assert!(
+            c.is_empty(),
+            "a megabyte name does not fit a megabyte budget"
+        );
+        assert_eq!(c.bytes(), 0);
     }
 
     #[test]

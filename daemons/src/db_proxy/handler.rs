@@ -17,8 +17,9 @@ use teamtalk_proto::{Command, CommandKey, Message, Pdu};
 use tracing::{debug, error, warn};
 
 use super::cmd::{Failed, echo};
-use super::credcache::{CredentialCache, DEFAULT_CAPACITY, DEFAULT_TTL_SECS};
+use super::credcache::{CredentialCache, DEFAULT_MAX_BYTES, DEFAULT_TTL_SECS};
 use super::limiter::LoginLimiter;
+use crate::clip::clip;
 use crate::rules::failure::{self, FailureAnswer};
 use crate::store::{Clock, Store, StoreError};
 
@@ -86,11 +87,14 @@ pub(super) struct Counters {
     pub(super) store_errors: AtomicU64,
     pub(super) messages_stored: AtomicU64,
     pub(super) messages_refused: AtomicU64,
+    pub(super) messages_duplicate: AtomicU64,
     pub(super) message_batches: AtomicU64,
+    pub(super) pages_cut: AtomicU64,
     pub(super) logins_ok: AtomicU64,
     pub(super) logins_cached: AtomicU64,
     pub(super) logins_failed: AtomicU64,
     pub(super) logins_locked: AtomicU64,
+    pub(super) logins_oversized: AtomicU64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -121,8 +125,14 @@ pub struct DbProxyStats {
     pub messages_stored: u64,
     /// Messages refused as not storable, answered with `msg_id` 0.
     pub messages_refused: u64,
+    /// Resends not stored again (their dedupe key was known), answered
+    /// with the first `msg_id` and `duplicate` set.
+    pub messages_duplicate: u64,
     /// Store transactions used for messages (one per group commit).
     pub message_batches: u64,
+    /// List replies that left entries for the next page because the frame
+    /// limit was near (`crate::rules::sizing`).
+    pub pages_cut: u64,
     /// Successful logins.
     pub logins_ok: u64,
     /// Successful logins answered from the credential cache (no Argon2).
@@ -131,6 +141,9 @@ pub struct DbProxyStats {
     pub logins_failed: u64,
     /// Logins refused by the failure limiter.
     pub logins_locked: u64,
+    /// Logins refused because the name or password was longer than
+    /// [`MAX_CREDENTIAL_LEN`](crate::rules::sizing::MAX_CREDENTIAL_LEN).
+    pub logins_oversized: u64,
 }
 
 /// db_proxy's request handler: decodes a PDU, runs it against the store and
@@ -204,7 +217,7 @@ impl DbProxy {
         Self {
             store,
             limiter: LoginLimiter::new(),
-            credentials: CredentialCache::new(DEFAULT_TTL_SECS, DEFAULT_CAPACITY)
+            credentials: CredentialCache::new(DEFAULT_TTL_SECS, DEFAULT_MAX_BYTES)
                 .inspect_err(|e| warn!(error = %e, "no randomness for the credential cache; every login runs Argon2"))
                 .ok(),
             options,
@@ -216,6 +229,19 @@ impl DbProxy {
     #[must_use]
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The login-failure limiter (e.g. to see how much it holds).
+    #[must_use]
+    pub fn limiter(&self) -> &LoginLimiter {
+        &self.limiter
+    }
+
+    /// The credential cache; `None` when the OS gave no randomness for its
+    /// key.
+    #[must_use]
+    pub fn credentials(&self) -> Option<&CredentialCache> {
+        self.credentials.as_ref()
     }
 
     /// The counters right now.
@@ -233,11 +259,14 @@ impl DbProxy {
             store_errors: get(&c.store_errors),
             messages_stored: get(&c.messages_stored),
             messages_refused: get(&c.messages_refused),
+            messages_duplicate: get(&c.messages_duplicate),
             message_batches: get(&c.message_batches),
+            pages_cut: get(&c.pages_cut),
             logins_ok: get(&c.logins_ok),
             logins_cached: get(&c.logins_cached),
             logins_failed: get(&c.logins_failed),
             logins_locked: get(&c.logins_locked),
+            logins_oversized: get(&c.logins_oversized),
         }
     }
 
@@ -301,7 +330,7 @@ impl DbProxy {
                     service_id = f.service_id,
                     command_id = f.command_id,
                     code = f.result_code,
-                    reason = f.reason.as_deref().unwrap_or(""),
+                    reason = %clip(f.reason.as_deref().unwrap_or("")),
                     "a peer could not serve a request of ours"
                 );
             }

@@ -231,6 +231,16 @@ impl App for DbProxyApp {
                 s.messages_refused,
             ),
             (
+                "teamtalk_db_messages_duplicate_total",
+                "Resent messages not stored again (dedupe key already stored), answered with the first msg_id.",
+                s.messages_duplicate,
+            ),
+            (
+                "teamtalk_db_pages_cut_total",
+                "List replies that stopped below the frame limit and left entries for the next page.",
+                s.pages_cut,
+            ),
+            (
                 "teamtalk_db_message_batches_total",
                 "Store transactions used for messages (one per group commit).",
                 s.message_batches,
@@ -255,6 +265,11 @@ impl App for DbProxyApp {
                 "Login validations refused by the failure limiter.",
                 s.logins_locked,
             ),
+            (
+                "teamtalk_db_logins_oversized_total",
+                "Login validations refused because the user name or password was longer than 256 bytes.",
+                s.logins_oversized,
+            ),
         ] {
             out.counter(name, help, &[], v);
         }
@@ -264,6 +279,27 @@ impl App for DbProxyApp {
             &[],
             &self.store_latency.snapshot(),
         );
+        let limiter = self.proxy.limiter();
+        out.gauge(
+            "teamtalk_db_login_limiter_bytes",
+            "Bytes held by the login-failure limiter's table (bounded).",
+            &[],
+            limiter.bytes() as f64,
+        );
+        out.counter(
+            "teamtalk_db_login_limiter_untracked_total",
+            "Login failures not counted because the limiter's table was full.",
+            &[],
+            limiter.untracked(),
+        );
+        if let Some(cache) = self.proxy.credentials() {
+            out.gauge(
+                "teamtalk_db_credential_cache_bytes",
+                "Bytes held by the credential cache (bounded).",
+                &[],
+                cache.bytes() as f64,
+            );
+        }
         out.gauge(
             "teamtalk_db_queue_depth",
             "Requests waiting in the store worker's queue.",

@@ -567,6 +567,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             user_name: req.user_name,
             password: req.password,
             attach_data: None,
+            client_addr: None,
         };
         if !self.forward(
             conn,

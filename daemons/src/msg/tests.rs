@@ -240,6 +240,8 @@ fn message_identity_comes_from_the_session_and_ack_follows_the_store() {
         msg_type: 1,
         msg_data: Bytes::from_static(b"hi"),
         attach_data: Some(Bytes::from_static(b"client junk")),
+        dedupe_key: None,
+        duplicate: None,
     };
     let out = app.client_pdu(1, &Command::MsgData.pdu(77, &spoofed));
     assert!(
@@ -290,6 +292,8 @@ fn store_failure_is_not_acked() {
         msg_type: 1,
         msg_data: Bytes::from_static(b"x"),
         attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
     };
     let out = app.client_pdu(1, &Command::MsgData.pdu(3, &msg));
     let [Message::MsgData(fwd)] = &upstream_of(&out, DB, Command::MsgData)[..] else {
@@ -341,6 +345,8 @@ fn a_message_to_oneself_is_answered_not_dropped() {
         msg_type: 1,
         msg_data: Bytes::from_static(b"me"),
         attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
     };
     let out = app.client_pdu(1, &Command::MsgData.pdu(6, &msg));
     assert!(upstream_of(&out, DB, Command::MsgData).is_empty());
@@ -489,6 +495,8 @@ fn route_relays_reach_every_local_session_of_the_user() {
         msg_type: 1,
         msg_data: Bytes::from_static(b"x"),
         attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
     };
     let out = app.upstream_pdu(ROUTE, &Command::MsgData.pdu(0, &msg));
     assert_eq!(sent_to(&out, 1, Command::MsgData).len(), 1);

@@ -4,15 +4,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 
+use bytes::Bytes;
+use prost::Message as _;
 use teamtalk_conn::is_mobile;
 use teamtalk_proto::pb::im::base_define::{ServerUserStat, UserStat, UserStatType};
 use teamtalk_proto::pb::im::buddy::{ImUserStatNotify, ImUsersStatReq, ImUsersStatRsp};
+use teamtalk_proto::pb::im::ext::RequestFailedCode;
 use teamtalk_proto::pb::im::server::ImServerPcLoginStatusNotify;
 use teamtalk_proto::{Command, Message, Pdu};
 use tracing::{debug, info, warn};
 
 use crate::metrics::Scrape;
+use crate::rules::failure::request_failed;
 use crate::rules::relay::{Audience, audience};
+use crate::rules::sizing::{MAX_STATUS_IDS, fits_frame};
 use crate::runtime::{self, Conn, Input, NoJob, Now, Out};
 
 /// What [`RouteApp`] asks for: sends to msg_server connections.
@@ -43,6 +48,10 @@ pub struct RouteCounters {
     pub malformed: u64,
     /// Logouts for sessions route_server never saw log in.
     pub stray_offline: u64,
+    /// Requests answered with `IMRequestFailed`: a users-status request
+    /// naming more than [`MAX_STATUS_IDS`] users, or whose reply would not
+    /// fit a frame.
+    pub refused: u64,
 }
 
 /// One user's sessions on one msg_server: client type -> number of
@@ -181,7 +190,13 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 self.status_update(from, u.user_status, u.user_id, u.client_type, &mut out);
             }
             Message::BuddyListUsersStatusRequest(req) => {
-                out.push(Action::Send(from, self.users_stat_rsp(pdu.seq(), req)));
+                let answer = self
+                    .users_stat_rsp(pdu.seq(), req)
+                    .unwrap_or_else(|failed| {
+                        self.counters.refused += 1;
+                        failed
+                    });
+                out.push(Action::Send(from, answer));
             }
             Message::OtherGroupSubscription(sub) => self.subscribe(from, &sub),
             ref m @ (Message::MsgData(_)
@@ -441,7 +456,37 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
         }
     }
 
-    fn users_stat_rsp(&self, seq: u16, req: ImUsersStatReq) -> Pdu {
+    /// The presence of the users `req` names, or (`Err`) the failure
+    /// answer when it names more than [`MAX_STATUS_IDS`] or the reply would
+    /// not fit a frame: 0x020b has no result field, so a failure is
+    /// `IMRequestFailed` with the request's `attach_data`
+    /// ([`crate::rules::failure`]). Before, such a reply was built, found too
+    /// large to send and dropped, and the client waited forever.
+    fn users_stat_rsp(&self, seq: u16, req: ImUsersStatReq) -> Result<Pdu, Pdu> {
+        let refuse = |attach: Option<Bytes>, code, reason: &str| {
+            // An attach_data of nearly a frame cannot come back either.
+            let attach = attach.filter(|a| fits_frame(a.len() + 64));
+            request_failed(
+                Command::BuddyListUsersStatusRequest.key(),
+                attach,
+                code,
+                reason,
+                seq,
+            )
+        };
+        if req.user_id_list.len() > MAX_STATUS_IDS {
+            warn!(
+                user = req.user_id,
+                ids = req.user_id_list.len(),
+                max = MAX_STATUS_IDS,
+                "users-status request names too many users"
+            );
+            return Err(refuse(
+                req.attach_data,
+                RequestFailedCode::RequestFailedBadRequest,
+                "too many user ids",
+            ));
+        }
         let rsp = ImUsersStatRsp {
             user_id: req.user_id,
             user_stat_list: req
@@ -454,7 +499,20 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 .collect(),
             attach_data: req.attach_data,
         };
-        Command::BuddyListUsersStatusResponse.pdu(seq, &rsp)
+        let len = rsp.encoded_len();
+        if !fits_frame(len) {
+            warn!(
+                user = rsp.user_id,
+                bytes = len,
+                "users-status reply would not fit a frame"
+            );
+            return Err(refuse(
+                rsp.attach_data,
+                RequestFailedCode::RequestFailedBadRequest,
+                "reply would exceed the frame limit",
+            ));
+        }
+        Ok(Command::BuddyListUsersStatusResponse.pdu(seq, &rsp))
     }
 
     /// Forwards `pdu` to the msg_servers hosting any of `recipients`, except
@@ -653,6 +711,11 @@ impl runtime::App for RouteApp<Conn> {
                 "Logouts for sessions never seen logging in.",
                 c.stray_offline,
             ),
+            (
+                "teamtalk_route_refused_total",
+                "Users-status requests answered with IMRequestFailed (too many ids, or a reply over the frame limit).",
+                c.refused,
+            ),
         ] {
             out.counter(name, help, &[], v);
         }
@@ -736,6 +799,8 @@ mod tests {
             msg_type: msg_type as i32,
             msg_data: Bytes::from_static(b"hello"),
             attach_data: None,
+            dedupe_key: None,
+            duplicate: None,
         };
         Command::MsgData.pdu(seq, &msg)
     }
@@ -1166,6 +1231,70 @@ mod tests {
         };
         assert!(rsp.user_stat_list.is_empty());
         assert_eq!(rsp.attach_data, None);
+    }
+
+    /// The finding: 200,000 ids no longer make a reply too large to send
+    /// and no answer; the request gets `IMRequestFailed` with its
+    /// `attach_data`, and the bound is exact.
+    #[test]
+    fn users_stat_over_the_bound_gets_request_failed() {
+        let mut app = three_servers();
+        let many: Vec<u32> = (1..=200_000).collect();
+        let req = stats_req(9, &many, Some(b"\x00\x00\x00\x02ctx"));
+        assert!(fits_frame(req.body.len()), "the request itself fits");
+        let out = app.handle_pdu(1, &req);
+        let Action::Send(to, pdu) = &out[0] else {
+            panic!("expected a send, got {:?}", out[0]);
+        };
+        assert_eq!((*to, pdu.seq()), (1, 9));
+        let Message::OtherRequestFailed(f) = Message::decode(pdu).unwrap() else {
+            panic!("wrong reply {:?}", pdu.key());
+        };
+        let key = Command::BuddyListUsersStatusRequest.key();
+        assert_eq!(
+            (f.service_id, f.command_id),
+            (u32::from(key.service_id), u32::from(key.command_id))
+        );
+        assert_eq!(
+            f.result_code,
+            RequestFailedCode::RequestFailedBadRequest as u32
+        );
+        assert_eq!(f.attach_data.as_deref(), Some(&b"\x00\x00\x00\x02ctx"[..]));
+        assert_eq!(app.counters().refused, 1);
+
+        // Exactly the bound, all with large ids, is answered in full.
+        let most: Vec<u32> = (0..MAX_STATUS_IDS as u32).map(|i| u32::MAX - i).collect();
+        let out = app.handle_pdu(1, &stats_req(10, &most, None));
+        let Action::Send(_, pdu) = &out[0] else {
+            panic!("expected a send");
+        };
+        assert!(pdu.wire_len() <= crate::rules::sizing::MAX_FRAME_LEN);
+        let Message::BuddyListUsersStatusResponse(rsp) = Message::decode(pdu).unwrap() else {
+            panic!("wrong reply {:?}", pdu.key());
+        };
+        assert_eq!(rsp.user_stat_list.len(), MAX_STATUS_IDS);
+        assert_eq!(app.counters().refused, 1);
+    }
+
+    /// A reply that cannot fit a frame is refused even under the id bound
+    /// (here because of a huge attach_data, which is then not echoed).
+    #[test]
+    fn users_stat_reply_over_the_frame_is_refused() {
+        let mut app = three_servers();
+        let attach: &'static [u8] = Box::leak(vec![7u8; (1 << 20) - 1400].into_boxed_slice());
+        let ids: Vec<u32> = (1000..1300).collect();
+        let req = stats_req(3, &ids, Some(attach));
+        assert!(fits_frame(req.body.len()), "the request itself fits");
+        let out = app.handle_pdu(1, &req);
+        let Action::Send(_, pdu) = &out[0] else {
+            panic!("expected a send");
+        };
+        let Message::OtherRequestFailed(f) = Message::decode(pdu).unwrap() else {
+            panic!("wrong reply {:?}", pdu.key());
+        };
+        assert_eq!(f.attach_data, Some(Bytes::from_static(attach)));
+        assert!(pdu.wire_len() <= crate::rules::sizing::MAX_FRAME_LEN);
+        assert_eq!(app.counters().refused, 1);
     }
 
     #[test]

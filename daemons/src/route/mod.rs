@@ -40,6 +40,13 @@
 //!   are announced offline to everyone (TeamTalk left them "online" on the
 //!   other msg_servers' clients). Symmetrically, a snapshot that brings a
 //!   user's first PC session back announces the user online.
+//! - **Users-status requests are bounded.** One 0x020a names at most
+//!   [`MAX_STATUS_IDS`](crate::rules::sizing::MAX_STATUS_IDS) users, and its
+//!   reply must fit a frame; otherwise it is answered with `IMRequestFailed`
+//!   carrying its `attach_data` (0x020b has no result field; see
+//!   [`crate::rules::failure`]) and counted in [`RouteCounters::refused`].
+//!   TeamTalk built the reply whatever its size, and one over the frame
+//!   limit was never sent: the client waited for ever.
 //! - `CID_OTHER_ROLE_SET` (master or slave) is accepted and logged; TeamTalk
 //!   stores it and never reads it.
 //!

@@ -8,8 +8,11 @@
 //! - [`relay`]: who receives a PDU relayed between msg_servers, for
 //!   route_server's targeting and each msg_server's delivery.
 //! - [`sessions`]: message types and their session types.
+//! - [`sizing`]: how big a reply may be: list replies are pages below the
+//!   frame limit, and what cannot fit gets a failure answer.
 
 pub mod failure;
 pub mod relay;
 pub mod requests;
 pub mod sessions;
+pub mod sizing;

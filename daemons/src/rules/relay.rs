@@ -108,6 +108,8 @@ mod tests {
             msg_type,
             msg_data: Bytes::from_static(b"x"),
             attach_data: None,
+            dedupe_key: None,
+            duplicate: None,
         })
     }
 

@@ -60,6 +60,29 @@ pub type MsgId = u32;
 /// Largest page [`Store::message_list`] returns, whatever the client asks for
 /// (TeamTalk had no cap, so one request could read a whole history).
 pub const MAX_MSG_LIST: u32 = 200;
+/// Largest message body stored, in bytes: a few KiB under the 1 MiB frame
+/// limit, so that a reply carrying one message (history, messages by id,
+/// a session's or an unread count's latest message) always fits a frame
+/// whatever the message (`crate::rules::sizing`). Longer bodies are refused
+/// as [`StoreError::Invalid`]; a client cannot send one much longer anyway,
+/// its own PDU being bound by the same frame limit.
+pub const MAX_MSG_DATA_LEN: usize = teamtalk_proto::DEFAULT_MAX_PDU_LEN as usize - 4096;
+/// Message bodies one list read holds in memory: [`Store::message_list`],
+/// [`Store::messages_by_ids`], [`Store::unread`] and
+/// [`Store::recent_sessions`] stop after the message whose body brings the
+/// total to this many bytes (that one included). A reply page is smaller
+/// than that anyway (`crate::rules::sizing`), so no more is ever needed,
+/// and a history of large messages is not read whole for each page.
+pub const MAX_LIST_BODY_BYTES: usize = 1 << 20;
+/// How long a message's dedupe key is remembered, in seconds: a resend of it
+/// within this time is not stored again (see [`NewMessage::dedupe_key`]).
+pub const DEDUPE_WINDOW_SECS: u32 = 24 * 60 * 60;
+/// Most dedupe keys remembered: beyond this the oldest are forgotten
+/// even within [`DEDUPE_WINDOW_SECS`] (a million keys is a few tens of MB;
+/// resends come within minutes, so the window that matters stays covered).
+pub const MAX_DEDUPE_KEYS: u64 = 1_000_000;
+/// Longest dedupe key accepted, in bytes (msg_server sends 16).
+pub const MAX_DEDUPE_KEY_LEN: usize = 32;
 /// Most ids [`Store::messages_by_ids`] looks up (TeamTalk's limit).
 pub const MAX_MSGS_BY_ID: usize = 100;
 /// Most rows [`Store::recent_sessions`] returns (TeamTalk's limit).
@@ -201,6 +224,49 @@ pub struct NewMessage {
     pub create_time: u32,
     /// Message body, opaque (clients encrypt text).
     pub data: Vec<u8>,
+    /// The message's idempotency key (`IMMsgData.dedupe_key`, a digest
+    /// msg_server computes from the sender, the recipient, the type, the
+    /// client's own time and id and the body): a message whose key was stored
+    /// for the same sender and recipient within [`DEDUPE_WINDOW_SECS`] is not
+    /// stored again ([`Stored::Duplicate`]). `None` stores every time, as
+    /// TeamTalk does. At most [`MAX_DEDUPE_KEY_LEN`] bytes.
+    pub dedupe_key: Option<Vec<u8>>,
+}
+
+/// What storing one message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now, with its new id.
+    New(StoredMessage),
+    /// Its dedupe key was stored within [`DEDUPE_WINDOW_SECS`]: nothing
+    /// was stored now; this is the id the message got the first time.
+    Duplicate(MsgId),
+}
+
+impl Stored {
+    /// The message's id: new, or the one it got the first time.
+    #[must_use]
+    pub fn msg_id(&self) -> MsgId {
+        match self {
+            Self::New(m) => m.msg_id,
+            Self::Duplicate(id) => *id,
+        }
+    }
+
+    /// Whether this was a resend of a message already stored.
+    #[must_use]
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Self::Duplicate(_))
+    }
+
+    /// The message stored now, `None` for a duplicate.
+    #[must_use]
+    pub fn new_message(self) -> Option<StoredMessage> {
+        match self {
+            Self::New(m) => Some(m),
+            Self::Duplicate(_) => None,
+        }
+    }
 }
 
 /// A message as stored, with its assigned id.
@@ -384,23 +450,39 @@ pub trait Store: Send + Sync {
     /// Stores a message, assigning the conversation's next id, counting it unread
     /// for the recipient and refreshing both recent sessions, in one durable
     /// transaction.
-    fn store_message(&self, msg: &NewMessage) -> StoreResult<StoredMessage>;
+    ///
+    /// A message with a [`dedupe_key`](NewMessage::dedupe_key) already
+    /// stored for the same sender and recipient within
+    /// [`DEDUPE_WINDOW_SECS`] is not stored again: the answer is
+    /// [`Stored::Duplicate`] with the first id. The key is written in the
+    /// message's own transaction, so it is remembered exactly when the
+    /// message is (a kill between the two is impossible), and it survives a
+    /// restart.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a message that is never stored (to
+    /// oneself, from or to user 0, a body over [`MAX_MSG_DATA_LEN`], a key
+    /// over [`MAX_DEDUPE_KEY_LEN`]); any other error when the database failed.
+    fn store_message(&self, msg: &NewMessage) -> StoreResult<Stored>;
     /// Stores several messages, in order, as [`Store::store_message`] would one
     /// by one, but with a single commit (group commit): one fsync for the whole
     /// batch instead of one per message, which is what bounds write throughput.
     ///
     /// Each message keeps its own result, and a failing message does not undo
-    /// the others. The outer `Err` means the batch as a whole failed (the
-    /// transaction could not start or commit) and nothing was stored. Returns
-    /// only after the commit is durable.
+    /// the others. Dedupe keys apply within the batch too: a resend later in
+    /// the same batch is a [`Stored::Duplicate`] of the earlier one. The outer
+    /// `Err` means the batch as a whole failed (the transaction could not start
+    /// or commit) and nothing was stored, keys included. Returns only after the
+    /// commit is durable.
     ///
     /// The default implementation stores the messages one at a time (one
     /// commit each); stores that can do better override it.
-    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<StoredMessage>>> {
+    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<Stored>>> {
         Ok(msgs.iter().map(|m| self.store_message(m)).collect())
     }
     /// History between `user` and `peer`, newest first: ids `<= begin` (0 = from
-    /// the latest), at most `count` capped at [`MAX_MSG_LIST`].
+    /// the latest), at most `count` capped at [`MAX_MSG_LIST`], and no more
+    /// after the message whose body reaches [`MAX_LIST_BODY_BYTES`].
     fn message_list(
         &self,
         user: UserId,
@@ -409,7 +491,8 @@ pub trait Store: Send + Sync {
         count: u32,
     ) -> StoreResult<Vec<StoredMessage>>;
     /// The messages of the conversation with the given ids, newest first; at most
-    /// [`MAX_MSGS_BY_ID`] ids are looked up.
+    /// [`MAX_MSGS_BY_ID`] ids are looked up, and no more after the message whose
+    /// body reaches [`MAX_LIST_BODY_BYTES`].
     fn messages_by_ids(
         &self,
         user: UserId,
@@ -418,12 +501,25 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<StoredMessage>>;
     /// Latest message id of the conversation, 0 if none.
     fn latest_msg_id(&self, user: UserId, peer: UserId) -> StoreResult<MsgId>;
-    /// Unread counts of `user`, per peer, with each conversation's latest message.
+    /// Unread counts of `user`, per peer, with each conversation's latest
+    /// message. `total` counts every conversation; the list stops after the
+    /// one whose latest message brings the bodies to [`MAX_LIST_BODY_BYTES`].
     fn unread(&self, user: UserId) -> StoreResult<UnreadSummary>;
+    /// The total of `user`'s unread counts (the push badge), without reading
+    /// any message.
+    fn unread_total(&self, user: UserId) -> StoreResult<u32> {
+        self.unread(user).map(|u| u.total)
+    }
     /// Marks everything from `peer` as read by `reader`.
     fn clear_unread(&self, reader: UserId, peer: UserId) -> StoreResult<()>;
     /// Recent sessions of `user` changed after `since`, newest first, at most
     /// [`MAX_RECENT_SESSIONS`]; removed sessions are left out.
+    ///
+    /// When the latest messages of those sessions exceed
+    /// [`MAX_LIST_BODY_BYTES`], the oldest of them are returned, up to the one
+    /// that reaches the bound: a client keeps the newest `updated` it got as
+    /// its watermark for the next request, which then must not pass a
+    /// session it did not get.
     fn recent_sessions(&self, user: UserId, since: u32) -> StoreResult<Vec<RecentSession>>;
     /// Hides a recent session until the next message; `false` if there was none.
     fn remove_session(

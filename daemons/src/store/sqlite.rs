@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    Department, DeptId, DeviceToken, LatestMessage, MAX_MSG_LIST, MAX_MSGS_BY_ID,
+    DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, LatestMessage, MAX_DEDUPE_KEY_LEN,
+    MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES, MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID,
     MAX_RECENT_SESSIONS, MsgId, NewMessage, NewUser, RecentSession, SessionType, Store, StoreError,
-    StoreResult, StoredMessage, USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User, UserId,
+    StoreResult, Stored, StoredMessage, USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User,
+    UserId,
 };
 use crate::password::{self, HashParams, StoredPassword};
 
@@ -106,6 +108,20 @@ const MIGRATIONS: &[&str] = &[
         token       TEXT    NOT NULL UNIQUE,
         updated     INTEGER NOT NULL
     );
+    ",
+    // 2: message dedupe keys (resends are not stored twice). `seq` orders the
+    // keys by insertion, so the oldest beyond MAX_DEDUPE_KEYS go first.
+    "
+    CREATE TABLE message_dedupe (
+        seq         INTEGER PRIMARY KEY,
+        from_id     INTEGER NOT NULL,
+        to_id       INTEGER NOT NULL,
+        key         BLOB    NOT NULL,
+        msg_id      INTEGER NOT NULL,
+        created     INTEGER NOT NULL,
+        UNIQUE (from_id, to_id, key)
+    );
+    CREATE INDEX message_dedupe_created ON message_dedupe(created);
     ",
 ];
 
@@ -416,7 +432,114 @@ fn check_message(msg: &NewMessage) -> StoreResult<()> {
     if msg.from == 0 || msg.to == 0 {
         return Err(StoreError::Invalid("user id 0 is not a user"));
     }
+    if msg.data.len() > MAX_MSG_DATA_LEN {
+        return Err(StoreError::Invalid(
+            "message body longer than a reply page can carry",
+        ));
+    }
+    if msg
+        .dedupe_key
+        .as_ref()
+        .is_some_and(|k| k.len() > MAX_DEDUPE_KEY_LEN)
+    {
+        return Err(StoreError::Invalid("dedupe key too long"));
+    }
     Ok(())
+}
+
+/// The oldest time a dedupe key still counts at `now`.
+fn dedupe_cutoff(now: u32) -> u32 {
+    now.saturating_sub(DEDUPE_WINDOW_SECS)
+}
+
+/// The id a resend of `msg` got the first time, if its key was stored within
+/// the window. An expired entry is removed, so the message is stored anew.
+fn find_duplicate(
+    conn: &Connection,
+    msg: &NewMessage,
+    key: &[u8],
+    now: u32,
+) -> StoreResult<Option<MsgId>> {
+    let found: Option<(MsgId, u32)> = conn
+        .prepare_cached(
+            "SELECT msg_id, created FROM message_dedupe
+             WHERE from_id = ?1 AND to_id = ?2 AND key = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![msg.from, msg.to, key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(sql("looking up dedupe key"))?;
+    match found {
+        Some((id, created)) if created >= dedupe_cutoff(now) => Ok(Some(id)),
+        Some(_) => {
+            conn.prepare_cached(
+                "DELETE FROM message_dedupe WHERE from_id = ?1 AND to_id = ?2 AND key = ?3",
+            )
+            .and_then(|mut s| s.execute(params![msg.from, msg.to, key]))
+            .map_err(sql("forgetting an expired dedupe key"))?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Stores one checked message with its dedupe key inside the caller's
+/// transaction: a duplicate when the key is known, else the message and
+/// then its key.
+fn insert_keyed(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<Stored> {
+    let key = msg.dedupe_key.as_deref().filter(|k| !k.is_empty());
+    if let Some(key) = key
+        && let Some(id) = find_duplicate(conn, msg, key, now)?
+    {
+        return Ok(Stored::Duplicate(id));
+    }
+    let stored = insert_message(conn, msg, now)?;
+    if let Some(key) = key {
+        conn.prepare_cached(
+            "INSERT INTO message_dedupe (from_id, to_id, key, msg_id, created)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| s.execute(params![msg.from, msg.to, key, stored.msg_id, now]))
+        .map_err(sql("remembering dedupe key"))?;
+    }
+    Ok(Stored::New(stored))
+}
+
+/// Forgets dedupe keys older than the window, and the oldest beyond
+/// `max_keys` ([`MAX_DEDUPE_KEYS`]), inside the caller's transaction. Both deletes walk
+/// an index from its low end, so they cost nothing when there is nothing to
+/// forget.
+pub(super) fn prune_dedupe(conn: &Connection, now: u32, max_keys: u64) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM message_dedupe WHERE created < ?1")
+        .and_then(|mut s| s.execute(params![dedupe_cutoff(now)]))
+        .map_err(sql("pruning expired dedupe keys"))?;
+    conn.prepare_cached(
+        "DELETE FROM message_dedupe
+         WHERE seq <= (SELECT max(seq) FROM message_dedupe) - ?1",
+    )
+    .and_then(|mut s| s.execute(params![i64::try_from(max_keys).unwrap_or(i64::MAX)]))
+    .map_err(sql("pruning the oldest dedupe keys"))?;
+    Ok(())
+}
+
+/// The latest message between `a` and `b`; empty when there is none.
+fn latest_message(conn: &Connection, a: UserId, b: UserId) -> StoreResult<LatestMessage> {
+    let (small, big) = pair(a, b);
+    let latest = conn
+        .prepare_cached(
+            "SELECT m.msg_id, m.from_id, m.msg_type, m.content
+             FROM relation r JOIN message m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id
+             WHERE r.small_id = ?1 AND r.big_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![small, big], |r| latest_from_row(r, 0))
+                .optional()
+        })
+        .map_err(sql("reading a conversation's latest message"))?;
+    Ok(latest.unwrap_or_default())
 }
 
 /// Stores one checked message inside the caller's transaction: assigns the
@@ -736,19 +859,22 @@ impl Store for SqliteStore {
         self.seed(prefix, count, &stored, Some(SALT))
     }
 
-    fn store_message(&self, msg: &NewMessage) -> StoreResult<StoredMessage> {
+    fn store_message(&self, msg: &NewMessage) -> StoreResult<Stored> {
         check_message(msg)?;
         let now = self.now();
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("starting message transaction"))?;
-        let stored = insert_message(&tx, msg, now)?;
+        let stored = insert_keyed(&tx, msg, now)?;
+        if msg.dedupe_key.is_some() {
+            prune_dedupe(&tx, now, MAX_DEDUPE_KEYS)?;
+        }
         tx.commit().map_err(sql("committing message"))?;
         Ok(stored)
     }
 
-    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<StoredMessage>>> {
+    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<Stored>>> {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
@@ -766,7 +892,7 @@ impl Store for SqliteStore {
             // A savepoint per message: a failing one is rolled back alone and
             // the rest of the batch still commits.
             let sp = tx.savepoint().map_err(sql("starting message savepoint"))?;
-            match insert_message(&sp, msg, now) {
+            match insert_keyed(&sp, msg, now) {
                 Ok(stored) => {
                     sp.commit().map_err(sql("releasing message savepoint"))?;
                     out.push(Ok(stored));
@@ -774,6 +900,9 @@ impl Store for SqliteStore {
                 // Dropping the savepoint rolls this message back.
                 Err(e) => out.push(Err(e)),
             }
+        }
+        if msgs.iter().any(|m| m.dedupe_key.is_some()) {
+            prune_dedupe(&tx, now, MAX_DEDUPE_KEYS)?;
         }
         tx.commit().map_err(sql("committing message batch"))?;
         Ok(out)
@@ -804,9 +933,18 @@ impl Store for SqliteStore {
             .map_err(sql("listing messages"))?;
         let rows = stmt
             .query_map(params![relation, begin, limit], message_from_row)
-            .and_then(Iterator::collect)
             .map_err(sql("listing messages"))?;
-        Ok(rows)
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for row in rows {
+            let m = row.map_err(sql("listing messages"))?;
+            bytes = bytes.saturating_add(m.data.len());
+            out.push(m);
+            if bytes >= MAX_LIST_BODY_BYTES {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn messages_by_ids(
@@ -829,13 +967,18 @@ impl Store for SqliteStore {
             ))
             .map_err(sql("reading messages"))?;
         let mut out = Vec::with_capacity(ids.len());
+        let mut bytes = 0usize;
         for id in ids {
             if let Some(m) = stmt
                 .query_row(params![relation, id], message_from_row)
                 .optional()
                 .map_err(sql("reading messages"))?
             {
+                bytes = bytes.saturating_add(m.data.len());
                 out.push(m);
+                if bytes >= MAX_LIST_BODY_BYTES {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -857,32 +1000,49 @@ impl Store for SqliteStore {
 
     fn unread(&self, user: UserId) -> StoreResult<UnreadSummary> {
         let conn = self.lock();
-        let mut stmt = conn
+        // Counts first (small rows, by peer), then each conversation's latest
+        // message by a point lookup, so the bodies read stop at the bound.
+        let counts: Vec<(UserId, u32)> = conn
             .prepare_cached(
-                "SELECT u.peer_id, u.count, m.msg_id, m.from_id, m.msg_type, m.content
-                 FROM single_unread u
-                 LEFT JOIN relation r
-                   ON r.small_id = min(u.user_id, u.peer_id) AND r.big_id = max(u.user_id, u.peer_id)
-                 LEFT JOIN message m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id
-                 WHERE u.user_id = ?1 AND u.count > 0
-                 ORDER BY u.peer_id",
+                "SELECT peer_id, count FROM single_unread
+                 WHERE user_id = ?1 AND count > 0 ORDER BY peer_id",
             )
-            .map_err(sql("reading unread counts"))?;
-        let sessions: Vec<UnreadSession> = stmt
-            .query_map(params![user], |r| {
-                Ok(UnreadSession {
-                    peer: r.get(0)?,
-                    session_type: SessionType::Single,
-                    count: r.get(1)?,
-                    latest: latest_from_row(r, 2)?,
-                })
+            .and_then(|mut s| {
+                s.query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .and_then(Iterator::collect)
             })
-            .and_then(Iterator::collect)
             .map_err(sql("reading unread counts"))?;
-        let total = sessions
+        let total = counts
             .iter()
-            .fold(0u32, |acc, s| acc.saturating_add(s.count));
+            .fold(0u32, |acc, &(_, n)| acc.saturating_add(n));
+        let mut sessions = Vec::new();
+        let mut bytes = 0usize;
+        for (peer, count) in counts {
+            let latest = latest_message(&conn, user, peer)?;
+            bytes = bytes.saturating_add(latest.data.len());
+            sessions.push(UnreadSession {
+                peer,
+                session_type: SessionType::Single,
+                count,
+                latest,
+            });
+            if bytes >= MAX_LIST_BODY_BYTES {
+                break;
+            }
+        }
         Ok(UnreadSummary { total, sessions })
+    }
+
+    fn unread_total(&self, user: UserId) -> StoreResult<u32> {
+        let counts: Vec<u32> = self
+            .lock()
+            .prepare_cached("SELECT count FROM single_unread WHERE user_id = ?1 AND count > 0")
+            .and_then(|mut s| {
+                s.query_map(params![user], |r| r.get(0))
+                    .and_then(Iterator::collect)
+            })
+            .map_err(sql("counting unread messages"))?;
+        Ok(counts.into_iter().fold(0u32, u32::saturating_add))
     }
 
     fn clear_unread(&self, reader: UserId, peer: UserId) -> StoreResult<()> {
@@ -897,53 +1057,49 @@ impl Store for SqliteStore {
 
     fn recent_sessions(&self, user: UserId, since: u32) -> StoreResult<Vec<RecentSession>> {
         let conn = self.lock();
-        let mut stmt = conn
+        // The newest sessions first (small rows), then their latest messages
+        // oldest session first, so that when the bodies reach the bound the
+        // sessions left out are the newest ones (see the trait).
+        let rows: Vec<(u32, u32, u32, u32)> = conn
             .prepare_cached(
-                "SELECT s.peer_id, s.session_type, s.status, s.updated,
-                        m.msg_id, m.from_id, m.msg_type, m.content
-                 FROM session s
-                 LEFT JOIN relation r
-                   ON s.session_type = ?3
-                  AND r.small_id = min(s.user_id, s.peer_id) AND r.big_id = max(s.user_id, s.peer_id)
-                 LEFT JOIN message m ON m.relation_id = r.id AND m.msg_id = r.last_msg_id
-                 WHERE s.user_id = ?1 AND s.status = 0 AND s.updated > ?2
-                 ORDER BY s.updated DESC, s.peer_id DESC
-                 LIMIT ?4",
+                "SELECT peer_id, session_type, status, updated FROM session
+                 WHERE user_id = ?1 AND status = 0 AND updated > ?2
+                 ORDER BY updated DESC, peer_id DESC
+                 LIMIT ?3",
             )
-            .map_err(sql("listing recent sessions"))?;
-        let rows: Vec<(u32, RecentSession)> = stmt
-            .query_map(
-                params![
-                    user,
-                    since,
-                    SessionType::Single.as_u32(),
-                    MAX_RECENT_SESSIONS
-                ],
-                |r| {
-                    let raw_type: u32 = r.get(1)?;
-                    Ok((
-                        raw_type,
-                        RecentSession {
-                            peer: r.get(0)?,
-                            session_type: SessionType::Single,
-                            status: r.get(2)?,
-                            updated: r.get(3)?,
-                            latest: latest_from_row(r, 4)?,
-                        },
-                    ))
-                },
-            )
-            .and_then(Iterator::collect)
-            .map_err(sql("listing recent sessions"))?;
-        // Rows of a kind this build does not know are skipped rather than
-        // mislabelled.
-        Ok(rows
-            .into_iter()
-            .filter_map(|(raw, mut s)| {
-                s.session_type = SessionType::from_u32(raw)?;
-                Some(s)
+            .and_then(|mut s| {
+                s.query_map(params![user, since, MAX_RECENT_SESSIONS], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .and_then(Iterator::collect)
             })
-            .collect())
+            .map_err(sql("listing recent sessions"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut bytes = 0usize;
+        for (peer, raw_type, status, updated) in rows.into_iter().rev() {
+            // Rows of a kind this build does not know are skipped rather than
+            // mislabelled.
+            let Some(session_type) = SessionType::from_u32(raw_type) else {
+                continue;
+            };
+            let latest = match session_type {
+                SessionType::Single => latest_message(&conn, user, peer)?,
+                SessionType::Group => LatestMessage::default(),
+            };
+            bytes = bytes.saturating_add(latest.data.len());
+            out.push(RecentSession {
+                peer,
+                session_type,
+                status,
+                updated,
+                latest,
+            });
+            if bytes >= MAX_LIST_BODY_BYTES {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
     }
 
     fn remove_session(

@@ -57,7 +57,15 @@ fn msg(from: UserId, to: UserId, body: &str) -> NewMessage {
         msg_type: 1,
         create_time: 1_000,
         data: body.as_bytes().to_vec(),
+        dedupe_key: None,
     }
+}
+
+/// The message a store call stored now (not a duplicate).
+fn new(r: StoreResult<Stored>) -> StoredMessage {
+    r.expect("stored")
+        .new_message()
+        .expect("stored now, not a duplicate")
 }
 
 fn temp_store(clock: &TestClock) -> (tempfile::TempDir, SqliteStore) {
@@ -340,16 +348,16 @@ fn seed_users_share_one_valid_hash() {
 fn store_message_assigns_ids_and_updates_counters_and_sessions() {
     let clock = TestClock::new(1_000);
     let (_dir, store) = temp_store(&clock);
-    let m1 = store.store_message(&msg(1, 2, "hi")).unwrap();
+    let m1 = new(store.store_message(&msg(1, 2, "hi")));
     assert_eq!(m1.msg_id, 1);
     assert_eq!((m1.from, m1.to, m1.data.as_slice()), (1, 2, &b"hi"[..]));
     clock.set(1_001);
-    let m2 = store.store_message(&msg(2, 1, "hello")).unwrap();
+    let m2 = new(store.store_message(&msg(2, 1, "hello")));
     assert_eq!(
         m2.msg_id, 2,
         "one sequence per conversation, both directions"
     );
-    let other = store.store_message(&msg(1, 3, "yo")).unwrap();
+    let other = new(store.store_message(&msg(1, 3, "yo")));
     assert_eq!(other.msg_id, 1, "another conversation starts at 1");
     clock.set(1_002);
     store.store_message(&msg(1, 2, "again")).unwrap();
@@ -449,9 +457,7 @@ fn message_list_pages_newest_first() {
     let (_dir, store) = temp_store(&clock);
     for i in 1..=250u32 {
         let (from, to) = if i % 2 == 0 { (7, 9) } else { (9, 7) };
-        let m = store
-            .store_message(&msg(from, to, &format!("m{i}")))
-            .unwrap();
+        let m = new(store.store_message(&msg(from, to, &format!("m{i}"))));
         assert_eq!(m.msg_id, i);
     }
     let page = store.message_list(7, 9, 0, 10).unwrap();
@@ -502,7 +508,7 @@ fn msg_ids_are_gapless_per_conversation_under_concurrent_writers() {
                 for i in 0..PER_THREAD {
                     // All threads share conversation (1, 2); each also has its own with 100 + t.
                     let (from, to) = if (t + i) % 2 == 0 { (1, 2) } else { (2, 1) };
-                    let m = store.store_message(&msg(from, to, "c")).expect("store");
+                    let m = new(store.store_message(&msg(from, to, "c")));
                     mine.push(m.msg_id);
                     store
                         .store_message(&msg(1, 100 + t, "own"))
@@ -547,7 +553,7 @@ fn data_survives_reopen() {
     assert_eq!(store.latest_msg_id(1, 2).unwrap(), 2);
     assert_eq!(store.unread(2).unwrap().total, 1);
     assert_eq!(store.device_tokens(&[1]).unwrap().len(), 1);
-    let m = store.store_message(&msg(1, 2, "three")).unwrap();
+    let m = new(store.store_message(&msg(1, 2, "three")));
     assert_eq!(m.msg_id, 3, "the sequence continues after reopening");
 }
 
@@ -657,13 +663,13 @@ proptest! {
             clock.set(now);
             match op {
                 Op::Send { from, to, body } => {
-                    let sent = NewMessage { from, to, msg_type: 1, create_time: now, data: body };
+                    let sent = NewMessage { from, to, msg_type: 1, create_time: now, data: body, dedupe_key: None };
                     let res = store.store_message(&sent);
                     if from == to {
                         prop_assert!(matches!(res, Err(StoreError::Invalid(_))));
                         continue;
                     }
-                    let got = res.unwrap();
+                    let got = new(res);
                     let key = if from <= to { (from, to) } else { (to, from) };
                     let conv = model.convs.entry(key).or_default();
                     let want = StoredMessage {
@@ -786,7 +792,7 @@ fn store_messages_commits_a_batch_and_keeps_each_result() {
     assert_eq!(results.len(), batch.len());
     let ids: Vec<Option<MsgId>> = results
         .iter()
-        .map(|r| r.as_ref().ok().map(|m| m.msg_id))
+        .map(|r| r.as_ref().ok().map(Stored::msg_id))
         .collect();
     assert_eq!(ids, [Some(1), Some(2), None, Some(1), None, Some(3)]);
     assert!(matches!(results[2], Err(StoreError::Invalid(_))));
@@ -815,12 +821,230 @@ fn store_messages_matches_one_by_one() {
         .store_messages(&msgs)
         .unwrap()
         .into_iter()
-        .map(|r| r.unwrap().msg_id)
+        .map(|r| r.unwrap().msg_id())
         .collect();
     let b: Vec<MsgId> = msgs
         .iter()
-        .map(|m| single.store_message(m).unwrap().msg_id)
+        .map(|m| single.store_message(m).unwrap().msg_id())
         .collect();
     assert_eq!(a, b);
     assert_eq!(batched.unread(2).unwrap(), single.unread(2).unwrap());
+}
+
+fn keyed(from: UserId, to: UserId, body: &str, key: u8) -> NewMessage {
+    NewMessage {
+        dedupe_key: Some(vec![key; 16]),
+        ..msg(from, to, body)
+    }
+}
+
+#[test]
+fn a_resend_with_a_known_key_is_not_stored_again() {
+    let clock = TestClock::new(1_000);
+    let (_dir, store) = temp_store(&clock);
+    assert_eq!(
+        store.store_message(&keyed(1, 2, "hi", 1)).unwrap().msg_id(),
+        1
+    );
+    assert_eq!(
+        store.store_message(&keyed(1, 2, "hi", 1)).unwrap(),
+        Stored::Duplicate(1)
+    );
+    assert_eq!(store.latest_msg_id(1, 2).unwrap(), 1);
+    assert_eq!(store.unread(2).unwrap().total, 1, "counted once");
+    // Another key, another sender or another recipient is another message.
+    assert_eq!(new(store.store_message(&keyed(1, 2, "hi", 2))).msg_id, 2);
+    assert_eq!(new(store.store_message(&keyed(2, 1, "hi", 1))).msg_id, 3);
+    assert_eq!(new(store.store_message(&keyed(1, 3, "hi", 1))).msg_id, 1);
+    // No key: stored every time, as TeamTalk does; an empty key is no key.
+    assert_eq!(new(store.store_message(&msg(1, 2, "hi"))).msg_id, 4);
+    assert_eq!(new(store.store_message(&msg(1, 2, "hi"))).msg_id, 5);
+    let empty = NewMessage {
+        dedupe_key: Some(Vec::new()),
+        ..msg(1, 2, "e")
+    };
+    assert_eq!(new(store.store_message(&empty)).msg_id, 6);
+    assert_eq!(new(store.store_message(&empty)).msg_id, 7);
+}
+
+#[test]
+fn two_resends_in_one_batch_store_one_message() {
+    let clock = TestClock::new(1_000);
+    let (_dir, store) = temp_store(&clock);
+    let batch = [
+        keyed(1, 2, "a", 9),
+        keyed(1, 2, "a", 9),
+        msg(1, 2, "b"),
+        keyed(1, 2, "a", 9),
+        keyed(3, 3, "self", 4),
+        keyed(1, 3, "c", 4),
+    ];
+    let results = store.store_messages(&batch).unwrap();
+    let got: Vec<Option<(MsgId, bool)>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|s| (s.msg_id(), s.is_duplicate())))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some((1, false)),
+            Some((1, true)),
+            Some((2, false)),
+            Some((1, true)),
+            None,
+            Some((1, false)),
+        ]
+    );
+    assert_eq!(store.unread(2).unwrap().total, 2);
+    // The refused message left no key behind.
+    let again = store.store_messages(&[keyed(3, 3, "self", 4)]).unwrap();
+    assert!(matches!(again[0], Err(StoreError::Invalid(_))));
+}
+
+/// The keys are in the database, written with the message: a resend
+/// after db_proxy was killed and restarted is still recognised.
+#[test]
+fn a_resend_after_reopening_the_store_is_recognised() {
+    let clock = TestClock::new(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open_with(dir.path(), clock.options()).unwrap();
+        let r = store.store_messages(&[keyed(1, 2, "x", 5)]).unwrap();
+        assert_eq!(r[0].as_ref().unwrap().msg_id(), 1);
+    }
+    let store = SqliteStore::open_with(dir.path(), clock.options()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 2);
+    let r = store.store_messages(&[keyed(1, 2, "x", 5)]).unwrap();
+    assert_eq!(r[0].as_ref().unwrap(), &Stored::Duplicate(1));
+    assert_eq!(store.latest_msg_id(1, 2).unwrap(), 1);
+}
+
+#[test]
+fn keys_are_forgotten_after_a_day() {
+    let clock = TestClock::new(1_000);
+    let (_dir, store) = temp_store(&clock);
+    store.store_message(&keyed(1, 2, "x", 5)).unwrap();
+    clock.set(1_000 + DEDUPE_WINDOW_SECS);
+    assert!(
+        store
+            .store_message(&keyed(1, 2, "x", 5))
+            .unwrap()
+            .is_duplicate()
+    );
+    clock.set(1_001 + DEDUPE_WINDOW_SECS);
+    assert_eq!(new(store.store_message(&keyed(1, 2, "x", 5))).msg_id, 2);
+    // The old row was replaced and expired ones are pruned.
+    let rows: i64 = store
+        .lock()
+        .query_row("SELECT count(*) FROM message_dedupe", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn the_key_table_is_bounded() {
+    let clock = TestClock::new(1_000);
+    let (_dir, store) = temp_store(&clock);
+    for k in 0..5u8 {
+        store.store_message(&keyed(1, 2, "x", k)).unwrap();
+    }
+    {
+        let conn = store.lock();
+        super::sqlite::prune_dedupe(&conn, 1_000, 3).unwrap();
+        let left: Vec<Vec<u8>> = conn
+            .prepare("SELECT key FROM message_dedupe ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, [vec![2u8; 16], vec![3; 16], vec![4; 16]]);
+    }
+    // The oldest keys are forgotten: their resends are stored anew.
+    assert!(
+        !store
+            .store_message(&keyed(1, 2, "x", 0))
+            .unwrap()
+            .is_duplicate()
+    );
+    assert!(
+        store
+            .store_message(&keyed(1, 2, "x", 4))
+            .unwrap()
+            .is_duplicate()
+    );
+}
+
+#[test]
+fn oversized_bodies_and_keys_are_invalid() {
+    let clock = TestClock::new(1);
+    let (_dir, store) = temp_store(&clock);
+    let body = NewMessage {
+        data: vec![0; MAX_MSG_DATA_LEN + 1],
+        ..msg(1, 2, "")
+    };
+    assert!(matches!(
+        store.store_message(&body),
+        Err(StoreError::Invalid(_))
+    ));
+    let key = NewMessage {
+        dedupe_key: Some(vec![0; MAX_DEDUPE_KEY_LEN + 1]),
+        ..msg(1, 2, "x")
+    };
+    assert!(matches!(
+        store.store_message(&key),
+        Err(StoreError::Invalid(_))
+    ));
+    let fits = NewMessage {
+        data: vec![0; MAX_MSG_DATA_LEN],
+        dedupe_key: Some(vec![0; MAX_DEDUPE_KEY_LEN]),
+        ..msg(1, 2, "")
+    };
+    assert_eq!(new(store.store_message(&fits)).msg_id, 1);
+}
+
+/// Lists stop reading bodies after MAX_LIST_BODY_BYTES (the one that
+/// crosses included), so a page of large messages is never read whole.
+#[test]
+fn list_reads_stop_after_a_megabyte_of_bodies() {
+    let clock = TestClock::new(100);
+    let (_dir, store) = temp_store(&clock);
+    let big = |from, to, i: u32| NewMessage {
+        data: vec![u8::try_from(i % 250).unwrap(); 200_000],
+        ..msg(from, to, "")
+    };
+    for i in 1..=8 {
+        store.store_message(&big(1, 2, i)).unwrap();
+    }
+    let ids = |v: Vec<StoredMessage>| v.iter().map(|m| m.msg_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.message_list(2, 1, 0, 20).unwrap()),
+        [8, 7, 6, 5, 4, 3]
+    );
+    assert_eq!(ids(store.message_list(2, 1, 2, 20).unwrap()), [2, 1]);
+    assert_eq!(
+        ids(store
+            .messages_by_ids(2, 1, &(1..=8).collect::<Vec<_>>())
+            .unwrap()),
+        [8, 7, 6, 5, 4, 3]
+    );
+    for (i, peer) in (10..18u32).enumerate() {
+        clock.set(200 + u32::try_from(i).unwrap());
+        store.store_message(&big(peer, 3, 1)).unwrap();
+    }
+    let unread = store.unread(3).unwrap();
+    assert_eq!(unread.total, 8);
+    assert_eq!(unread.sessions.len(), 6);
+    assert_eq!(store.unread_total(3).unwrap(), 8);
+    let peers: Vec<UserId> = store
+        .recent_sessions(3, 0)
+        .unwrap()
+        .iter()
+        .map(|s| s.peer)
+        .collect();
+    assert_eq!(
+        peers,
+        [15, 14, 13, 12, 11, 10],
+        "the oldest six, newest first"
+    );
 }

@@ -7,9 +7,9 @@
 //! - 1: unknown name, wrong password, or a departed user; no `user_info`.
 //! - 2: the request could not be read or the store failed (the failure
 //!   answer of `crate::rules::failure`).
-//! - 6: too many failures for this name
-//!   ([`limiter`](crate::db_proxy::limiter)): the password is not even
-//!   looked at, and `result_string` says when to try again.
+//! - 6: too many failures ([`limiter`](crate::db_proxy::limiter)): the
+//!   password is not even looked at, and `result_string` says when to try
+//!   again.
 //! - `user_name` and `attach_data` are echoed.
 //!
 //! # Where we differ
@@ -20,25 +20,80 @@
 //!   minutes is answered from the [credential
 //!   cache](crate::db_proxy::credcache) without running Argon2 again; a
 //!   failed check forgets the name's entry.
-//! - The limiter's table is bounded (see its docs).
+//! - The limiter counts failures per (client address, user name) and per
+//!   address when msg_server sends the client's address
+//!   (`IMValidateReq.client_addr`, our field 100), per name otherwise, and
+//!   refuses with growing delays of at most five minutes instead of
+//!   TeamTalk's 30-minute lock of the name: a stranger's wrong passwords no
+//!   longer lock the user out. Its table and the credential cache are
+//!   bounded in bytes (see their docs).
+//! - A user name or password longer than
+//!   [`MAX_CREDENTIAL_LEN`](crate::rules::sizing::MAX_CREDENTIAL_LEN) (256)
+//!   bytes is refused before anything else looks at it, with the failure
+//!   answer (2) and an empty `user_name` (what was too long is not echoed);
+//!   it reaches no table, and logs show it clipped
+//!   ([`clip`](crate::clip::clip)), as they show every user name.
 
 use teamtalk_proto::pb::im::server::{ImValidateReq, ImValidateRsp};
 use teamtalk_proto::{Message, Pdu};
 use tracing::{debug, info, warn};
 
-use super::{Served, misrouted, user_info};
+use super::{Failed, Served, misrouted, user_info};
+use crate::clip::clip;
 use crate::db_proxy::handler::{
     DbProxy, VALIDATE_BAD_CREDENTIALS, VALIDATE_OK, VALIDATE_TOO_MANY_FAILURES, bump,
 };
+use crate::db_proxy::limiter::Source;
+use crate::rules::sizing::MAX_CREDENTIAL_LEN;
 use crate::store::{StoreResult, USER_STATUS_DEPARTED, User};
+
+/// Whether a login's name or password is longer than any real one
+/// ([`MAX_CREDENTIAL_LEN`]).
+fn oversized(req: &ImValidateReq) -> bool {
+    req.user_name.len() > MAX_CREDENTIAL_LEN || req.password.len() > MAX_CREDENTIAL_LEN
+}
 
 impl DbProxy {
     /// The login family's share of the dispatch table.
     pub(super) fn serve_login(&self, seq: u16, msg: &Message) -> Served<Option<Pdu>> {
         match msg {
+            Message::OtherValidateReq(req) if oversized(req) => {
+                bump(&self.counters.logins_oversized);
+                warn!(
+                    user = %clip(&req.user_name),
+                    password_len = req.password.len(),
+                    "login refused: user name or password too long"
+                );
+                // The failure answer, without echoing what was too long.
+                let blank = ImValidateReq {
+                    user_name: String::new(),
+                    password: String::new(),
+                    ..req.clone()
+                };
+                Ok(Some(self.fail(
+                    seq,
+                    &Message::OtherValidateReq(blank),
+                    Failed::bad_request("user name or password too long"),
+                )))
+            }
             Message::OtherValidateReq(req) => self.answer(seq, self.validate(req)),
             other => misrouted(other),
         }
+    }
+
+    /// Where a login comes from, for the limiter: msg_server's
+    /// `client_addr`, or `None` (counted by name alone) when it sent none
+    /// or one that is not an address.
+    fn login_source(req: &ImValidateReq) -> Option<Source> {
+        let text = req.client_addr.as_deref()?;
+        let source = Source::parse(text);
+        if source.is_none() {
+            warn!(
+                client_addr = %clip(text),
+                "unreadable client address; login failures counted by user name alone"
+            );
+        }
+        source
     }
 
     /// Checks a login: the credential cache first, then the store (Argon2
@@ -69,13 +124,19 @@ impl DbProxy {
             user_info: None,
             attach_data: super::echo(&req.attach_data),
         };
-        if let Err(locked) = self.limiter.check(&req.user_name, now) {
+        let source = Self::login_source(req);
+        if let Err(locked) = self.limiter.check(source, &req.user_name, now) {
             bump(&self.counters.logins_locked);
-            warn!(user = %req.user_name, until = locked.until, "login refused: too many failures");
+            warn!(
+                user = %clip(&req.user_name),
+                source = %source.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+                until = locked.until,
+                "login refused: too many failures"
+            );
             rsp.result_code = VALIDATE_TOO_MANY_FAILURES;
             rsp.result_string = Some(format!(
-                "too many wrong passwords for this user name; try again in {} minutes",
-                locked.until.saturating_sub(now).div_ceil(60)
+                "too many wrong passwords; try again in {} seconds",
+                locked.until.saturating_sub(now).max(1)
             ));
             return Ok(rsp);
         }
@@ -84,8 +145,8 @@ impl DbProxy {
             .map_err(|e| self.store_failed("checking a login", &e))?;
         if let Some(user) = verified {
             bump(&self.counters.logins_ok);
-            self.limiter.record_success(&req.user_name);
-            debug!(user = %req.user_name, id = user.id, "login validated");
+            self.limiter.record_success(source, &req.user_name);
+            debug!(user = %clip(&req.user_name), id = user.id, "login validated");
             let mut ui = user_info(&user);
             // TeamTalk reports status 0 in the login reply.
             ui.status = 0;
@@ -96,8 +157,8 @@ impl DbProxy {
                 cache.forget(&req.user_name);
             }
             bump(&self.counters.logins_failed);
-            self.limiter.record_failure(&req.user_name, now);
-            info!(user = %req.user_name, "login refused: bad credentials");
+            self.limiter.record_failure(source, &req.user_name, now);
+            info!(user = %clip(&req.user_name), "login refused: bad credentials");
             rsp.result_code = VALIDATE_BAD_CREDENTIALS;
             rsp.result_string = Some("wrong user name or password".to_owned());
         }

@@ -28,7 +28,23 @@
 //!   (0x0301's reply has no result field), not `msg_id` 0: "try again
 //!   later", not "refused".
 //! - History is capped at [`MAX_MSG_LIST`](crate::store::MAX_MSG_LIST)
-//!   per page (TeamTalk had no cap).
+//!   per page (TeamTalk had no cap), and every list reply (history, by id,
+//!   unread) is a page below the frame limit ([`crate::rules::sizing`]): a
+//!   history page of large messages holds fewer than `msg_cnt`, never
+//!   none, and the client asks for the next one below the last `msg_id` it
+//!   got; by id, the ids left out can be asked again; unread lists stop
+//!   while `total_cnt` still counts every conversation. Before, such a
+//!   reply went over the frame limit and was dropped: one user could make
+//!   another's history unreadable by sending a few large messages.
+//! - More than [`MAX_MSGS_BY_ID`](crate::store::MAX_MSGS_BY_ID) ids in one
+//!   0x030d is a bad request (failure answer), not a silently shorter list.
+//! - Bodies over [`MAX_MSG_DATA_LEN`](crate::store::MAX_MSG_DATA_LEN) are
+//!   refused as not storable (`msg_id` 0), so one message always fits a
+//!   page.
+//! - Resends are stored once: a message whose `dedupe_key` (our field 100,
+//!   set by msg_server, docs/protocol.md "Idempotent message storing") was
+//!   stored within 24 hours is answered with the first `msg_id` and
+//!   `duplicate` (field 101) true, and nothing is stored again.
 //! - Store failures and invalid session types are failure answers
 //!   (`IMRequestFailed`: these replies cannot say "failed"); TeamTalk sent
 //!   an empty list or, for an invalid session type, nothing. A read ack
@@ -46,9 +62,18 @@ use teamtalk_proto::pb::im::message::{
 use teamtalk_proto::{Command, Message, Pdu};
 use tracing::{debug, error, info, warn};
 
-use super::{Failed, Served, echo, latest_fields, misrouted, msg_info, wire_i32, wire_u32};
+use prost::Message as _;
+
+use super::{
+    Failed, Served, echo, latest_fields, misrouted, msg_info, too_many_ids, wire_i32, wire_u32,
+};
 use crate::db_proxy::handler::{DbProxy, bump};
-use crate::store::{NewMessage, SessionType, StoreError};
+use crate::store::{MAX_MSGS_BY_ID, NewMessage, SessionType, StoreError, Stored};
+
+/// Field numbers of the lists in the replies, for sizing their pages.
+const UNREAD_LIST_TAG: u32 = 3; // IMUnreadMsgCntRsp.unreadinfo_list
+const MSG_LIST_TAG: u32 = 5; // IMGetMsgListRsp.msg_list
+const MSG_BY_ID_TAG: u32 = 4; // IMGetMsgByIdRsp.msg_list
 
 /// `MsgType` wire values.
 const MSG_TYPE_SINGLE_TEXT: i32 = 0x01;
@@ -90,6 +115,11 @@ impl DbProxy {
             msg_type: wire_u32(request.msg_type),
             create_time: request.create_time,
             data: request.msg_data.to_vec(),
+            dedupe_key: request
+                .dedupe_key
+                .as_ref()
+                .filter(|k| !k.is_empty())
+                .map(|k| k.to_vec()),
         };
         Some(PreparedMessage {
             seq: pdu.seq(),
@@ -121,12 +151,22 @@ impl DbProxy {
             .into_iter()
             .map(|p| {
                 let failed = match results.next() {
-                    Some(Ok(stored)) => {
+                    Some(Ok(Stored::New(stored))) => {
                         bump(&self.counters.messages_stored);
-                        return self.stored_reply(p, stored.msg_id);
+                        return self.stored_reply(p, stored.msg_id, false);
+                    }
+                    Some(Ok(Stored::Duplicate(msg_id))) => {
+                        bump(&self.counters.messages_duplicate);
+                        debug!(
+                            from = p.new.from,
+                            to = p.new.to,
+                            msg_id,
+                            "resend not stored again"
+                        );
+                        return self.stored_reply(p, msg_id, true);
                     }
                     Some(Err(e)) => match self.message_store_failed(&p.new, &e) {
-                        None => return self.stored_reply(p, 0),
+                        None => return self.stored_reply(p, 0, false),
                         Some(failed) => failed,
                     },
                     // The whole batch failed (logged above).
@@ -137,10 +177,13 @@ impl DbProxy {
             .collect()
     }
 
-    /// The reply to a stored (or refused, `msg_id` 0) message.
-    fn stored_reply(&self, p: PreparedMessage, msg_id: u32) -> Pdu {
+    /// The reply to a stored (or refused, `msg_id` 0) message; a resend
+    /// carries `duplicate` (absent otherwise, so the reply is still the
+    /// request byte for byte but for `msg_id`).
+    fn stored_reply(&self, p: PreparedMessage, msg_id: u32, duplicate: bool) -> Pdu {
         let mut reply = p.request;
         reply.msg_id = msg_id;
+        reply.duplicate = duplicate.then_some(true);
         self.reply(p.seq, &reply)
     }
 
@@ -227,7 +270,7 @@ impl DbProxy {
             .store
             .unread(req.user_id)
             .map_err(|e| self.store_failed("reading unread counts", &e))?;
-        let list = summary
+        let list: Vec<UnreadInfo> = summary
             .sessions
             .into_iter()
             .map(|s| {
@@ -244,12 +287,16 @@ impl DbProxy {
                 }
             })
             .collect();
-        Ok(ImUnreadMsgCntRsp {
+        let mut rsp = ImUnreadMsgCntRsp {
             user_id: req.user_id,
             total_cnt: summary.total,
-            unreadinfo_list: list,
+            unreadinfo_list: Vec::new(),
             attach_data: echo(&req.attach_data),
-        })
+        };
+        rsp.unreadinfo_list = self
+            .page("unread counts", rsp.encoded_len(), UNREAD_LIST_TAG, list)?
+            .page;
+        Ok(rsp)
     }
 
     fn message_list(&self, req: &ImGetMsgListReq) -> Served<ImGetMsgListRsp> {
@@ -262,14 +309,23 @@ impl DbProxy {
             // answers a user who is not in the group.
             SessionType::Group => Vec::new(),
         };
-        Ok(ImGetMsgListRsp {
+        let mut rsp = ImGetMsgListRsp {
             user_id: req.user_id,
             session_type: req.session_type,
             session_id: req.session_id,
             msg_id_begin: req.msg_id_begin,
-            msg_list: msgs.into_iter().map(msg_info).collect(),
+            msg_list: Vec::new(),
             attach_data: echo(&req.attach_data),
-        })
+        };
+        rsp.msg_list = self
+            .page(
+                "message list",
+                rsp.encoded_len(),
+                MSG_LIST_TAG,
+                msgs.into_iter().map(msg_info),
+            )?
+            .page;
+        Ok(rsp)
     }
 
     fn latest_msg_id(&self, req: &ImGetLatestMsgIdReq) -> Served<ImGetLatestMsgIdRsp> {
@@ -290,6 +346,13 @@ impl DbProxy {
     }
 
     fn messages_by_id(&self, req: &ImGetMsgByIdReq) -> Served<ImGetMsgByIdRsp> {
+        if req.msg_id_list.len() > MAX_MSGS_BY_ID {
+            return Err(too_many_ids(
+                "messages by id",
+                req.msg_id_list.len(),
+                MAX_MSGS_BY_ID,
+            ));
+        }
         let msgs = match query_kind(req.session_type, "messages by id")? {
             SessionType::Single => self
                 .store
@@ -297,13 +360,22 @@ impl DbProxy {
                 .map_err(|e| self.store_failed("reading messages by id", &e))?,
             SessionType::Group => Vec::new(),
         };
-        Ok(ImGetMsgByIdRsp {
+        let mut rsp = ImGetMsgByIdRsp {
             user_id: req.user_id,
             session_type: req.session_type,
             session_id: req.session_id,
-            msg_list: msgs.into_iter().map(msg_info).collect(),
+            msg_list: Vec::new(),
             attach_data: echo(&req.attach_data),
-        })
+        };
+        rsp.msg_list = self
+            .page(
+                "messages by id",
+                rsp.encoded_len(),
+                MSG_BY_ID_TAG,
+                msgs.into_iter().map(msg_info),
+            )?
+            .page;
+        Ok(rsp)
     }
 }
 

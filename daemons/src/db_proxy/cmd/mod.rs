@@ -32,7 +32,10 @@ use teamtalk_proto::pb::im::base_define::{MsgInfo, UserInfo};
 use teamtalk_proto::pb::im::ext::RequestFailedCode;
 use teamtalk_proto::{Command, Message, Pdu};
 
-use super::handler::DbProxy;
+use tracing::{debug, warn};
+
+use super::handler::{DbProxy, bump};
+use crate::rules::sizing::{self, Filled};
 use crate::store::{LatestMessage, StoredMessage, User};
 
 /// Why a request was not served. Handlers return it; [`DbProxy::fail`]
@@ -74,6 +77,16 @@ impl Failed {
     pub(super) const fn unsupported(what: &'static str) -> Self {
         Self {
             code: RequestFailedCode::RequestFailedUnsupported,
+            what,
+        }
+    }
+
+    /// Not even one entry of the reply fits a frame (see
+    /// [`crate::rules::sizing`]): a server error, since the data, not the
+    /// request, is at fault.
+    pub(super) const fn too_large(what: &'static str) -> Self {
+        Self {
+            code: RequestFailedCode::RequestFailedServerError,
             what,
         }
     }
@@ -157,6 +170,68 @@ impl DbProxy {
     fn answer<M: CommandMessage>(&self, seq: u16, served: Served<M>) -> Served<Option<Pdu>> {
         served.map(|rsp| Some(self.reply(seq, &rsp)))
     }
+
+    /// The page of `items` a reply whose other fields encode to `base_len`
+    /// bytes can carry in its list field `tag` ([`crate::rules::sizing`]).
+    /// A page that leaves entries out is logged and counted; a reply that
+    /// cannot carry even one is the failure `Failed::too_large`.
+    fn page<M: prost::Message>(
+        &self,
+        what: &'static str,
+        base_len: usize,
+        tag: u32,
+        items: impl IntoIterator<Item = M>,
+    ) -> Served<Filled<M>> {
+        match sizing::fill(base_len, tag, items) {
+            Ok(filled) => {
+                if filled.left_out > 0 {
+                    bump(&self.counters.pages_cut);
+                    debug!(
+                        what,
+                        taken = filled.page.len(),
+                        left_out = filled.left_out,
+                        "reply page full below the frame limit"
+                    );
+                }
+                Ok(filled)
+            }
+            Err(e) => {
+                warn!(what, needed = e.needed, "reply cannot fit a frame");
+                Err(Failed::too_large("reply would exceed the frame limit"))
+            }
+        }
+    }
+}
+
+/// How many entries of an incremental list (sorted oldest change first,
+/// `updated` ascending) a reply carries when the first `fits` of them fit
+/// its page. The client keeps the newest `updated` it got as its watermark
+/// and next asks for what changed after it (`strict`: `updated > t`, as
+/// for departments and sessions) or since it (`updated >= t`, users). With
+/// `>`, entries sharing the watermark's time but left out would never be
+/// sent, so the page ends before that time instead; when every entry of
+/// the page shares it, the page is kept as it is (nothing better exists
+/// within TeamTalk's one-number watermark).
+fn watermark_cut(updated: &[u32], fits: usize, strict: bool) -> usize {
+    if fits >= updated.len() || fits == 0 || !strict {
+        return fits;
+    }
+    let boundary = updated[fits];
+    let cut = updated[..fits].partition_point(|&u| u < boundary);
+    if cut == 0 {
+        warn!(
+            updated = boundary,
+            "a page of entries changed in the same second; some are left out for good"
+        );
+        return fits;
+    }
+    cut
+}
+
+/// Too many ids in one request: the failure answer, with a log line.
+fn too_many_ids(what: &'static str, got: usize, max: usize) -> Failed {
+    warn!(what, got, max, "request names too many ids");
+    Failed::bad_request("request names too many ids")
 }
 
 /// A message routed to a family that does not serve it: a dispatch-table
@@ -216,6 +291,22 @@ fn latest_fields(l: LatestMessage) -> (u32, Bytes, i32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watermark_cuts_never_split_a_second_under_strict_watermarks() {
+        // Everything fits, or nothing to leave out.
+        assert_eq!(watermark_cut(&[1, 2, 3], 3, true), 3);
+        assert_eq!(watermark_cut(&[], 0, true), 0);
+        // The cut falls between two times: kept.
+        assert_eq!(watermark_cut(&[1, 2, 3, 4], 2, true), 2);
+        // The cut splits second 2: the page ends before it.
+        assert_eq!(watermark_cut(&[1, 2, 2, 2, 3], 2, true), 1);
+        assert_eq!(watermark_cut(&[1, 1, 2, 2, 2], 4, true), 2);
+        // `>=` watermarks send second 2 again: no need to step back.
+        assert_eq!(watermark_cut(&[1, 2, 2, 2, 3], 2, false), 2);
+        // A page wholly inside one second stays as it is.
+        assert_eq!(watermark_cut(&[5, 5, 5], 2, true), 2);
+    }
 
     /// Every command the table gives a served family is taken by that
     /// family's handler (a slip would answer "misrouted").

@@ -22,7 +22,15 @@
 //!   happened, and 0x0705 with the tokens it managed to read.
 //! - Local time comes from `DbProxyOptions::utc_offset_secs`, not the
 //!   system's time zone.
+//! - A device token longer than
+//!   [`MAX_DEVICE_TOKEN_LEN`](crate::rules::sizing::MAX_DEVICE_TOKEN_LEN)
+//!   bytes is a bad request (failure answer), not stored; 0x0705 names at
+//!   most [`MAX_USERS_INFO_IDS`](crate::rules::sizing::MAX_USERS_INFO_IDS)
+//!   users, and its reply is a page below the frame limit
+//!   ([`crate::rules::sizing`]); `push_count` is read without reading any
+//!   message.
 
+use prost::Message as _;
 use teamtalk_proto::pb::im::base_define::UserTokenInfo;
 use teamtalk_proto::pb::im::login::{
     ImDeviceTokenReq, ImDeviceTokenRsp, ImPushShieldReq, ImPushShieldRsp, ImQueryPushShieldReq,
@@ -30,10 +38,15 @@ use teamtalk_proto::pb::im::login::{
 };
 use teamtalk_proto::pb::im::server::{ImGetDeviceTokenReq, ImGetDeviceTokenRsp};
 use teamtalk_proto::{Message, Pdu};
-use tracing::debug;
+use tracing::{debug, warn};
 
-use super::{Served, echo, misrouted, wire_i32, wire_u32};
+use super::{Failed, Served, echo, misrouted, too_many_ids, wire_i32, wire_u32};
+use crate::clip::clip;
 use crate::db_proxy::handler::{DbProxy, RESULT_FAILED};
+use crate::rules::sizing::{MAX_DEVICE_TOKEN_LEN, MAX_USERS_INFO_IDS};
+
+/// `IMGetDeviceTokenRsp.user_token_info`, for sizing its pages.
+const TOKENS_TAG: u32 = 1;
 
 /// `ClientType` wire values of the two push platforms.
 const CLIENT_TYPE_IOS: u32 = 0x11;
@@ -86,6 +99,14 @@ impl DbProxy {
     }
 
     fn set_device_token(&self, req: &ImDeviceTokenReq) -> Served<ImDeviceTokenRsp> {
+        if req.device_token.len() > MAX_DEVICE_TOKEN_LEN {
+            warn!(
+                user = req.user_id,
+                token = %clip(&req.device_token),
+                "device token too long; not stored"
+            );
+            return Err(Failed::bad_request("device token too long"));
+        }
         let client_type = req.client_type.map_or(0, wire_u32);
         self.store
             .set_device_token(req.user_id, client_type, &req.device_token)
@@ -104,6 +125,13 @@ impl DbProxy {
     }
 
     fn device_tokens(&self, req: &ImGetDeviceTokenReq) -> Served<ImGetDeviceTokenRsp> {
+        if req.user_id.len() > MAX_USERS_INFO_IDS {
+            return Err(too_many_ids(
+                "device tokens",
+                req.user_id.len(),
+                MAX_USERS_INFO_IDS,
+            ));
+        }
         let tokens = self
             .store
             .device_tokens(&req.user_id)
@@ -139,9 +167,8 @@ impl DbProxy {
             }
             let push_count = self
                 .store
-                .unread(t.user_id)
-                .map_err(|e| self.store_failed("counting unread messages", &e))?
-                .total;
+                .unread_total(t.user_id)
+                .map_err(|e| self.store_failed("counting unread messages", &e))?;
             infos.push(UserTokenInfo {
                 user_id: t.user_id,
                 user_type: wire_i32(t.client_type),
@@ -150,9 +177,13 @@ impl DbProxy {
                 push_type: PUSH_TYPE_NORMAL,
             });
         }
-        Ok(ImGetDeviceTokenRsp {
-            user_token_info: infos,
+        let mut rsp = ImGetDeviceTokenRsp {
+            user_token_info: Vec::new(),
             attach_data: echo(&req.attach_data),
-        })
+        };
+        rsp.user_token_info = self
+            .page("device tokens", rsp.encoded_len(), TOKENS_TAG, infos)?
+            .page;
+        Ok(rsp)
     }
 }

@@ -16,6 +16,13 @@
 //! - A store failure is a failure answer: `IMRequestFailed` for the list
 //!   (TeamTalk answered an empty one, which reads as "no sessions"), 0x0207
 //!   with `result_code` 1 for a removal.
+//! - The list is a page below the frame limit ([`crate::rules::sizing`]):
+//!   each session carries its latest message, which may be large. When
+//!   they do not all fit, the page holds the oldest changes (listed newest
+//!   first as usual): the client keeps the newest `updated_time` it got as
+//!   its watermark, so its next request returns the sessions left out;
+//!   had the page kept the newest, those would never come. A page does not
+//!   end inside one second, since the next request asks for `updated > t`.
 //! - A removal with an invalid session type is answered with
 //!   `result_code` 1; TeamTalk sent nothing.
 //! - The unread count is cleared before the session is hidden, so a
@@ -29,9 +36,14 @@ use teamtalk_proto::pb::im::buddy::{
 use teamtalk_proto::{Message, Pdu};
 use tracing::warn;
 
-use super::{Failed, Served, echo, latest_fields, misrouted, wire_i32, wire_u32};
+use prost::Message as _;
+
+use super::{Failed, Served, echo, latest_fields, misrouted, watermark_cut, wire_i32, wire_u32};
 use crate::db_proxy::handler::{DbProxy, RESULT_FAILED};
 use crate::store::SessionType;
+
+/// `IMRecentContactSessionRsp.contact_session_list`, for sizing its pages.
+const SESSIONS_TAG: u32 = 2;
 
 impl DbProxy {
     /// The session family's share of the dispatch table.
@@ -53,8 +65,11 @@ impl DbProxy {
             .store
             .recent_sessions(req.user_id, req.latest_update_time)
             .map_err(|e| self.store_failed("listing recent sessions", &e))?;
-        let list = sessions
+        // Oldest change first for the page (see the module docs), newest
+        // first on the wire.
+        let mut list: Vec<ContactSessionInfo> = sessions
             .into_iter()
+            .rev()
             .map(|s| {
                 let (latest_msg_id, latest_msg_data, latest_msg_type, from) =
                     latest_fields(s.latest);
@@ -70,11 +85,25 @@ impl DbProxy {
                 }
             })
             .collect();
-        Ok(ImRecentContactSessionRsp {
+        let mut rsp = ImRecentContactSessionRsp {
             user_id: req.user_id,
-            contact_session_list: list,
+            contact_session_list: Vec::new(),
             attach_data: echo(&req.attach_data),
-        })
+        };
+        let fits = self
+            .page(
+                "recent sessions",
+                rsp.encoded_len(),
+                SESSIONS_TAG,
+                list.iter().cloned(),
+            )?
+            .page
+            .len();
+        let updated: Vec<u32> = list.iter().map(|s| s.updated_time).collect();
+        list.truncate(watermark_cut(&updated, fits, true));
+        list.reverse();
+        rsp.contact_session_list = list;
+        Ok(rsp)
     }
 
     fn remove_session(&self, req: &ImRemoveSessionReq) -> Served<ImRemoveSessionRsp> {

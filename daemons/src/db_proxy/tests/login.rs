@@ -7,8 +7,7 @@ use teamtalk_proto::pb::im::base_define::UserInfo;
 use teamtalk_proto::pb::im::server::{ImValidateReq, ImValidateRsp};
 use teamtalk_proto::{Command, Pdu};
 
-use super::{Fixture, attach, failing_fixture, fixture, pw, validate};
-use crate::db_proxy::limiter::FAILURE_WINDOW_SECS;
+use super::{Fixture, attach, call, failing_fixture, fixture, pw, validate};
 use crate::db_proxy::{
     VALIDATE_BAD_CREDENTIALS, VALIDATE_INTERNAL_ERROR, VALIDATE_OK, VALIDATE_TOO_MANY_FAILURES,
 };
@@ -87,8 +86,24 @@ fn validate_refuses_bad_credentials_with_1() {
     assert_eq!(f.proxy.stats().logins_failed, 3);
 }
 
+fn validate_from(f: &Fixture, name: &str, password: &str, addr: &str) -> ImValidateRsp {
+    call(
+        &f.proxy,
+        1,
+        &ImValidateReq {
+            user_name: name.to_owned(),
+            password: password.to_owned(),
+            attach_data: attach(),
+            client_addr: Some(addr.to_owned()),
+        },
+    )
+}
+
+/// Without the client's address (a C++ msg_server), TeamTalk's threshold
+/// per name, but a delay of a second (growing, at most five minutes)
+/// instead of a 30-minute lock.
 #[test]
-fn limiter_refuses_with_6_then_unlocks_after_thirty_minutes() {
+fn without_an_address_the_limiter_refuses_with_6_for_seconds() {
     let f = fixture();
     let start = f.clock.get();
     for i in 0..11 {
@@ -99,22 +114,109 @@ fn limiter_refuses_with_6_then_unlocks_after_thirty_minutes() {
             "try {i}"
         );
     }
-    // Twelfth attempt, right password: refused without checking it.
-    f.clock.set(start + 200);
+    // Twelfth attempt within the delay, right password: refused without
+    // checking it.
+    f.clock.set(start + 100);
     let rsp = validate(&f.proxy, "user3", &pw(3));
     assert_eq!(rsp.result_code, VALIDATE_TOO_MANY_FAILURES);
     assert!(rsp.user_info.is_none());
     let msg = rsp.result_string.unwrap();
-    assert!(msg.contains("too many"), "{msg}");
+    assert!(
+        msg.contains("too many") && msg.contains("1 seconds"),
+        "{msg}"
+    );
     assert_eq!(f.proxy.stats().logins_locked, 1);
     // Another user is not affected.
     assert_eq!(validate(&f.proxy, "user1", &pw(1)).result_code, 0);
-    // Once the first failure is older than the window, ten remain: allowed.
-    f.clock.set(start + FAILURE_WINDOW_SECS + 1);
+    // A second later the password is checked again.
+    f.clock.set(start + 101);
     assert_eq!(validate(&f.proxy, "user3", &pw(3)).result_code, 0);
     // Success forgot the failures.
     assert_eq!(validate(&f.proxy, "user3", "wrong").result_code, 1);
     assert_eq!(validate(&f.proxy, "user3", &pw(3)).result_code, 0);
+}
+
+/// The finding: eleven wrong passwords from a stranger's address do not
+/// stop the user logging in from elsewhere, and slow the stranger down.
+#[test]
+fn a_strangers_failures_do_not_lock_the_user_out() {
+    let f = fixture();
+    let now = f.clock.get();
+    let mut refused = 0;
+    for _ in 0..11 {
+        match validate_from(&f, "user3", "wrong", "198.51.100.9:40000").result_code {
+            1 => {}
+            6 => refused += 1,
+            other => panic!("result {other}"),
+        }
+    }
+    // Five checked, then a delay of a second: the rest refused unchecked.
+    assert_eq!(refused, 6);
+    assert_eq!(f.proxy.stats().logins_failed, 5);
+    let rsp = validate_from(&f, "user3", &pw(3), "203.0.113.5:50000");
+    assert_eq!(rsp.result_code, VALIDATE_OK);
+    // The stranger's address is still delayed, even with the right password.
+    assert_eq!(
+        validate_from(&f, "user3", &pw(3), "198.51.100.9:40001").result_code,
+        VALIDATE_TOO_MANY_FAILURES
+    );
+    // And a C++ msg_server's logins (no address) are counted apart.
+    assert_eq!(validate(&f.proxy, "user3", &pw(3)).result_code, VALIDATE_OK);
+    f.clock.set(now + 1);
+    assert_eq!(
+        validate_from(&f, "user3", &pw(3), "198.51.100.9").result_code,
+        VALIDATE_OK
+    );
+}
+
+#[test]
+fn an_unreadable_client_addr_counts_by_name() {
+    let f = fixture();
+    for _ in 0..11 {
+        validate_from(&f, "user2", "wrong", "somewhere");
+    }
+    assert_eq!(
+        validate(&f.proxy, "user2", &pw(2)).result_code,
+        VALIDATE_TOO_MANY_FAILURES,
+        "counted under the name alone, like a login without an address"
+    );
+}
+
+/// The finding: megabyte user names are refused before any table, reply
+/// or log line holds them.
+#[test]
+fn oversized_names_and_passwords_get_the_failure_answer() {
+    let f = fixture();
+    let big = "n".repeat(1 << 20);
+    for (name, password) in [
+        (big.as_str(), pw(1)),
+        ("user1", "p".repeat(257)),
+        (&big[..257], pw(1)),
+    ] {
+        let reply = f
+            .proxy
+            .handle(
+                &ImValidateReq {
+                    user_name: name.to_owned(),
+                    password: password.clone(),
+                    attach_data: attach(),
+                    client_addr: Some("198.51.100.9:1".into()),
+                }
+                .to_pdu(4),
+            )
+            .unwrap();
+        assert!(reply.wire_len() < 200, "{}", reply.wire_len());
+        let rsp: ImValidateRsp = reply.decode_body().unwrap();
+        assert_eq!(rsp.result_code, VALIDATE_INTERNAL_ERROR);
+        assert_eq!(rsp.user_name, "");
+        assert_eq!(rsp.attach_data, attach());
+    }
+    let s = f.proxy.stats();
+    assert_eq!((s.logins_oversized, s.logins_failed, s.failures), (3, 0, 3));
+    assert_eq!(f.proxy.limiter().tracked(), 0);
+    // 256 bytes is still a name (unknown here).
+    let rsp = validate(&f.proxy, &big[..256], &pw(1));
+    assert_eq!(rsp.result_code, VALIDATE_BAD_CREDENTIALS);
 }
 
 #[test]
@@ -133,6 +235,7 @@ fn unreadable_validate_gets_2_and_absent_attach_comes_back_empty() {
         user_name: "user1".into(),
         password: "x".into(),
         attach_data: None,
+        client_addr: None,
     };
     let reply = f.proxy.handle(&req.to_pdu(3)).unwrap();
     assert!(reply.body.ends_with(&[0xa2, 0x01, 0x00]));

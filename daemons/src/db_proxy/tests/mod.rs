@@ -9,6 +9,7 @@ mod login;
 mod messages;
 mod push;
 mod sessions;
+mod sizing;
 mod unserved;
 mod users;
 mod worker;
@@ -28,7 +29,8 @@ use super::{DbProxy, DbProxyOptions};
 use crate::password::HashParams;
 use crate::store::{
     Department, DeviceToken, MsgId, NewMessage, NewUser, RecentSession, SessionType, SqliteStore,
-    Store, StoreError, StoreOptions, StoreResult, StoredMessage, UnreadSummary, User, UserId,
+    Store, StoreError, StoreOptions, StoreResult, Stored, StoredMessage, UnreadSummary, User,
+    UserId,
 };
 
 /// A 12-byte `CDbAttachData` as msg_server sends it (type 1, handle 14).
@@ -182,12 +184,26 @@ fn text(from: u32, to: u32, body: &str) -> ImMsgData {
         msg_type: 1,
         msg_data: Bytes::from(body.to_owned()),
         attach_data: attach(),
+        dedupe_key: None,
+        duplicate: None,
     }
 }
 
 fn send(proxy: &DbProxy, m: &ImMsgData) -> u32 {
     let rsp: ImMsgData = call(proxy, 7, m);
     rsp.msg_id
+}
+
+/// Runs `jobs` as one batch of the store lane (group commit) and returns
+/// the replies in order.
+fn run<T>(proxy: &DbProxy, jobs: Vec<(T, Pdu)>) -> Vec<(T, Pdu)> {
+    let out = Mutex::new(Vec::new());
+    crate::db_proxy::worker::run_batch_for_test(proxy, jobs, &|to, pdu| {
+        out.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((to, pdu));
+    });
+    out.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn validate(proxy: &DbProxy, name: &str, password: &str) -> ImValidateRsp {
@@ -198,6 +214,7 @@ fn validate(proxy: &DbProxy, name: &str, password: &str) -> ImValidateRsp {
             user_name: name.to_owned(),
             password: password.to_owned(),
             attach_data: attach(),
+            client_addr: None,
         },
     )
 }
@@ -329,11 +346,11 @@ impl Store for FailingStore {
         self.inner
             .seed_teamtalk_users(prefix, count, password_md5hex)
     }
-    fn store_message(&self, msg: &NewMessage) -> StoreResult<StoredMessage> {
+    fn store_message(&self, msg: &NewMessage) -> StoreResult<Stored> {
         self.check("store_message")?;
         self.inner.store_message(msg)
     }
-    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<StoredMessage>>> {
+    fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<Stored>>> {
         self.check("store_messages")?;
         if self.check("store_message").is_err() {
             return Ok(msgs
@@ -369,6 +386,10 @@ impl Store for FailingStore {
     fn unread(&self, user: UserId) -> StoreResult<UnreadSummary> {
         self.check("unread")?;
         self.inner.unread(user)
+    }
+    fn unread_total(&self, user: UserId) -> StoreResult<u32> {
+        self.check("unread")?;
+        self.inner.unread_total(user)
     }
     fn clear_unread(&self, reader: UserId, peer: UserId) -> StoreResult<()> {
         self.check("clear_unread")?;

@@ -186,6 +186,7 @@ fn login_lanes_and_the_store_lane_both_answer() {
                 user_name: format!("user{i}"),
                 password: pw(i),
                 attach_data: attach(),
+                client_addr: None,
             }
             .to_pdu(i as u16),
         })
@@ -293,6 +294,7 @@ fn loopback_validate_store_and_list_over_tcp() {
         user_name: "user1".into(),
         password: pw(1),
         attach_data: attach(),
+        client_addr: None,
     }
     .to_pdu(1);
     sock.write_all(&req.to_bytes()).unwrap();
