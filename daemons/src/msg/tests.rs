@@ -617,6 +617,8 @@ fn group_text(from: u32, group: u32) -> ImMsgData {
         msg_type: 0x11,
         msg_data: Bytes::from_static(b"hello group"),
         attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
     }
 }
 
@@ -840,6 +842,8 @@ fn messages_over_the_rate_are_answered_and_not_stored() {
         msg_type: 1,
         msg_data: Bytes::from_static(b"x"),
         attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
     };
     let mut stored = 0;
     let mut refused = 0;
