@@ -407,12 +407,17 @@ impl Session {
     /// [`SessionEvent::LoginRequest`] is raised, and
     /// [`Machine::wants_read`] is `false`, so the driver stops reading the
     /// socket: the bytes wait in the kernel and the peer's TCP window
-    /// closes. Events raised before the call were already drained (every
-    /// drain empties the session), so they are the application's to
-    /// handle; bytes the session had received but not yet decoded (the
-    /// rest of the read that was under way, a partial PDU) are kept and
-    /// delivered, in order, after the resume. Nothing is lost and nothing
-    /// arrives out of order.
+    /// closes. Events raised before the call are the application's to
+    /// handle: under the drain-after-every-mutation contract they were
+    /// all drained already (a caller that pauses in the middle of a drain
+    /// still gets the events queued by then). Bytes the session had
+    /// received but not yet decoded (the rest of the read that was under
+    /// way, a partial PDU) are kept and delivered, in order, after the
+    /// resume. Nothing is lost and nothing arrives out of order.
+    ///
+    /// Pausing is the application's promise to resume: a paused session
+    /// has no idle deadline and its driver does not see the peer's close
+    /// (see [`Machine::wants_read`]), so one left paused lives on.
     ///
     /// While paused:
     /// - the idle deadline is suspended: the silence is ours, not the
@@ -484,7 +489,9 @@ impl Session {
     /// an application that counts requests and calls `pause_reading`
     /// itself sees, by the time its pause lands, whatever the driver read
     /// in the meantime. Typical use: a credit of N per client; give one
-    /// back when a request is answered (or was handled locally).
+    /// back when a request is answered, and also for every PDU handled
+    /// locally, dropped, or whose request failed or timed out: a credit
+    /// that is never given back leaves the session paused for good.
     ///
     /// `now` as for [`Session::pause_reading`]. Follow with a drain (PDUs
     /// held back are raised if the new credit allows).
