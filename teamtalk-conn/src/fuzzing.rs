@@ -11,7 +11,13 @@
 //! - every `Transmit` holds whole PDUs;
 //! - after `Finished`, nothing but `Finished` ever comes out;
 //! - the receive buffer stays below the frame limit, the transmit buffer
-//!   within `max_tx_bytes`.
+//!   within `max_tx_bytes` (while a session's reading is paused, the
+//!   receive buffer may also hold the rest of the read under way);
+//! - the runner is a driver that honours `Machine::wants_read`: no bytes
+//!   are fed while it is `false`. A session raises no PDU event while
+//!   paused, and each one it raises under a PDU credit takes exactly one
+//!   from it ([`Step::PauseReading`], [`Step::ResumeReading`],
+//!   [`Step::Credit`]).
 //!
 //! For [`HttpConn`](crate::HttpConn) (`run_http`), transmits are checked to
 //! form a stream of well-formed HTTP/1.1 responses framed by their
@@ -76,6 +82,17 @@ pub enum Step {
         /// Body length.
         body_len: u8,
     },
+    /// Several well-formed PDUs arrive in one read (`count % 4 + 1` of
+    /// them, sequence numbers from `seq`, another command than heartbeat
+    /// and login): a PDU credit can run out in the middle.
+    RecvBurst {
+        /// How many (mod 4, plus one).
+        count: u8,
+        /// Sequence number of the first.
+        seq: u16,
+        /// Body length of each.
+        body_len: u8,
+    },
     /// The connect completed.
     Connected,
     /// The connect failed.
@@ -110,6 +127,14 @@ pub enum Step {
     /// flipped byte, `2` the session's own proof reflected, `3` a
     /// refusal); to a link, a refusal at any time.
     AuthProof(u8),
+    /// The application pauses reading (sessions).
+    PauseReading,
+    /// The application resumes reading (sessions).
+    ResumeReading,
+    /// The application changes the PDU credit (sessions): `0xff` lifts
+    /// the limit, `0x80..0xff` sets it to `n % 8`, below `0x80` grants
+    /// `n % 8` more.
+    Credit(u8),
 }
 
 /// The base instant of virtual time for tests and fuzzing: the one place
@@ -203,6 +228,8 @@ impl Checker {
     fn feed<M: Machine>(&mut self, m: &mut M, step: &Step) -> bool {
         let now = self.now;
         match step {
+            // A driver honouring backpressure does not read.
+            Step::Recv(_) | Step::RecvPdu { .. } | Step::RecvBurst { .. } if !m.wants_read() => {}
             Step::Advance(ms) => m.handle_input(Input::Timeout(self.advance(*ms))),
             Step::Recv(data) => m.handle_input(Input::Received(now, data)),
             Step::RecvPdu {
@@ -211,6 +238,18 @@ impl Checker {
                 body_len,
             } => {
                 let bytes = pdu(*kind, *seq, usize::from(*body_len)).to_bytes();
+                m.handle_input(Input::Received(now, &bytes));
+            }
+            Step::RecvBurst {
+                count,
+                seq,
+                body_len,
+            } => {
+                let mut bytes = Vec::new();
+                for i in 0..=count % 4 {
+                    let p = pdu(2, seq.wrapping_add(u16::from(i)), usize::from(*body_len));
+                    bytes.extend_from_slice(&p.to_bytes());
+                }
                 m.handle_input(Input::Received(now, &bytes));
             }
             Step::Connected => m.handle_input(Input::Connected(now)),
@@ -307,6 +346,85 @@ enum Seen<E> {
     Event(E),
 }
 
+/// What a session's receive buffer may hold beyond a partial frame while
+/// its reading is paused: the rest of the one read that was under way
+/// (the runners' largest single input is well below this).
+const HELD_SLACK: usize = 1024;
+
+/// [`check_buffers`] for a session, allowing what a pause holds, and the
+/// credit's link to `wants_read`.
+fn check_session(s: &Session) {
+    let (rx, tx, queued) = s.buffered();
+    if s.is_reading_paused() {
+        assert!(!s.wants_read(), "paused but wants reads");
+        assert!(
+            rx < MAX_FRAME as usize + HELD_SLACK,
+            "paused rx buffer {rx} holds more than one read"
+        );
+        check_buffers((0, tx, queued));
+    } else {
+        check_buffers((rx, tx, queued));
+    }
+    if s.pdu_credit() == Some(0) {
+        assert!(s.is_reading_paused(), "out of credit but reading");
+    }
+}
+
+/// Applies a backpressure step to a session; false for other steps.
+fn backpressure_step(s: &mut Session, now: Instant, step: &Step) -> bool {
+    match step {
+        Step::PauseReading => s.pause_reading(now),
+        Step::ResumeReading => s.resume_reading(now),
+        Step::Credit(0xff) => s.set_pdu_credit(now, None),
+        Step::Credit(n @ 0x80..) => s.set_pdu_credit(now, Some(u32::from(n % 8))),
+        Step::Credit(n) => s.grant_pdus(now, u32::from(n % 8)),
+        _ => return false,
+    }
+    true
+}
+
+/// Where a session's reading stood before a step, to check the PDU events
+/// of the drain after it.
+struct ReadGate {
+    paused: bool,
+    credit: Option<u32>,
+    changed: bool,
+}
+
+impl ReadGate {
+    fn before(s: &Session, step: &Step) -> Self {
+        Self {
+            paused: s.is_reading_paused(),
+            credit: s.pdu_credit(),
+            changed: matches!(
+                step,
+                Step::PauseReading | Step::ResumeReading | Step::Credit(_)
+            ),
+        }
+    }
+
+    /// No PDU event while paused, and each one takes one credit.
+    fn check<'a>(&self, s: &Session, events: impl Iterator<Item = &'a SessionEvent>) {
+        let raised = events
+            .filter(|e| matches!(e, SessionEvent::Pdu(_) | SessionEvent::LoginRequest(_)))
+            .count();
+        if self.changed {
+            return;
+        }
+        assert!(
+            !self.paused || raised == 0,
+            "{raised} PDU events while paused"
+        );
+        if let (Some(before), Some(after)) = (self.credit, s.pdu_credit()) {
+            let taken = usize::try_from(before - after).unwrap_or(usize::MAX);
+            assert_eq!(
+                taken, raised,
+                "credit {before} -> {after} for {raised} events"
+            );
+        }
+    }
+}
+
 fn check_buffers((rx, tx, queued): (usize, usize, usize)) {
     assert!(
         rx < MAX_FRAME as usize,
@@ -337,7 +455,8 @@ fn run_session_with(mut cfg: SessionConfig, steps: &[Step]) {
     let mut s = Session::new(cfg, addr(), c.now);
     c.drain(&mut s);
     for step in steps {
-        if !c.feed(&mut s, step) {
+        let gate = ReadGate::before(&s, step);
+        if !c.feed(&mut s, step) && !backpressure_step(&mut s, c.now, step) {
             match step {
                 Step::Send(len) => {
                     let _ = s.send(&pdu(2, 0, usize::from(*len)));
@@ -356,8 +475,15 @@ fn run_session_with(mut cfg: SessionConfig, steps: &[Step]) {
                 _ => {}
             }
         }
-        check_buffers(s.buffered());
-        c.drain(&mut s);
+        check_session(&s);
+        let seen = c.drain(&mut s);
+        gate.check(
+            &s,
+            seen.iter().filter_map(|x| match x {
+                Seen::Event(e) => Some(e),
+                Seen::Sent(_) | Seen::Connect => None,
+            }),
+        );
     }
 }
 
@@ -611,12 +737,16 @@ pub fn run_auth_peer_session(steps: &[Step], allow_unauthenticated: bool) -> Aut
     let seen = c.drain(&mut s);
     observe(seen, &mut challenge, genuine);
     for step in steps {
-        if !c.feed(&mut s, step) {
+        let gate = ReadGate::before(&s, step);
+        // The honest peer's bytes are read only when the session wants.
+        let reading = s.wants_read();
+        if !c.feed(&mut s, step) && !backpressure_step(&mut s, c.now, step) {
             match step {
                 Step::Send(len) => {
                     let _ = s.send(&pdu(2, 0, usize::from(*len)));
                 }
                 Step::Close => s.close(),
+                Step::AuthHello(_) | Step::AuthProof(_) if !reading => {}
                 Step::AuthHello(variant) => {
                     let init = Initiator::new(peer_nonces.next());
                     let bytes = match variant % 4 {
@@ -671,8 +801,15 @@ pub fn run_auth_peer_session(steps: &[Step], allow_unauthenticated: bool) -> Aut
                 _ => {}
             }
         }
-        check_buffers(s.buffered());
+        check_session(&s);
         let seen = c.drain(&mut s);
+        gate.check(
+            &s,
+            seen.iter().filter_map(|x| match x {
+                Seen::Event(e) => Some(e),
+                Seen::Sent(_) | Seen::Connect => None,
+            }),
+        );
         observe(seen, &mut challenge, genuine);
     }
     run

@@ -43,6 +43,14 @@
 //!    (`getrandom`) and tests build around a seeded one
 //!    (`fuzzing::seeded_nonces`). The source is called synchronously,
 //!    once per handshake, from inside [`Machine::handle_input`].
+//! 7. After each drain the driver asks [`Machine::wants_read`]; while it
+//!    is `false` the driver does not read the socket (the bytes wait in
+//!    the kernel and the peer's TCP window closes), and it reads again as
+//!    soon as it turns `true`. This is read backpressure on one peer: a
+//!    [`Session`] stops reading on [`Session::pause_reading`] or when its
+//!    PDU credit ([`Session::set_pdu_credit`]) is used up, raises no PDU
+//!    event meanwhile, keeps what it had received for after the resume,
+//!    and does not count the pause against the peer's idle timeout.
 //!
 //! A machine that emitted `Close` has given up on the current socket, even
 //! when the driver reported the failure itself (closing a dead socket is a

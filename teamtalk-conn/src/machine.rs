@@ -94,6 +94,37 @@ pub trait Machine {
         let _ = (now, bytes);
     }
 
+    /// Whether the driver should read the socket now.
+    ///
+    /// Read backpressure: a machine that cannot take more input for the
+    /// moment (a session whose application has too many of its requests
+    /// in flight, see [`Session::pause_reading`](crate::Session::pause_reading))
+    /// returns `false`, and the driver stops reading its socket. The bytes
+    /// stay in the kernel's receive buffer; once it is full the peer's TCP
+    /// window closes and the peer's writes block. Only that peer is slowed
+    /// down: the rest of the process, and every other connection on the
+    /// same driver, carry on.
+    ///
+    /// Drivers ask after every drain, and read again (first whatever is
+    /// already in the kernel buffer) as soon as it turns `true`, which can
+    /// only happen through a mutation (an application call, an input, a
+    /// timeout), each of which is followed by a drain. While it is
+    /// `false`:
+    ///
+    /// - no [`Input::Received`] is fed, except what is left of a read that
+    ///   was being delivered when the machine paused (the machine keeps
+    ///   those bytes and handles them when it reads again);
+    /// - everything else goes on: transmits are written, deadlines fire,
+    ///   [`Machine::set_backlog`] is reported;
+    /// - the end of the stream is not seen (it is read like data), so a
+    ///   peer that closes is noticed when reading resumes, or earlier when
+    ///   a write fails or the socket reports an error (a reset).
+    ///
+    /// The default, `true`, always reads.
+    fn wants_read(&self) -> bool {
+        true
+    }
+
     /// The layer carrying this machine's bytes failed for `reason` (a TLS
     /// alert, a rejected certificate, a handshake deadline: see
     /// [`Tls`](crate::tls::Tls)). Close the current connection as on

@@ -159,8 +159,7 @@ pub enum SessionEvent {
     Closed(CloseReason),
 }
 
-/// An accepted connection.
-/// peer.
+/// An accepted connection: a client or a server peer.
 ///
 /// Client sessions (msg_server's port 8000) are gated: until the
 /// application accepts the login, only the login request and heartbeats
@@ -194,17 +193,47 @@ pub enum SessionEvent {
 ///  Closed(Unauthenticated)   Closed(Unauthenticated|DuplicateLogin)
 ///    15 s after accept without LoggedIn: Closed(LoginTimedOut)
 /// ```
+///
+/// # Read backpressure
+///
+/// The application can stop the session from reading, so that one peer
+/// that floods requests is slowed down by TCP itself instead of filling
+/// queues shared with everyone else: [`Session::pause_reading`] and
+/// [`Session::resume_reading`] by hand, or a PDU credit
+/// ([`Session::set_pdu_credit`], [`Session::grant_pdus`]) at which the
+/// session pauses itself. While paused, no PDU event is raised,
+/// [`Machine::wants_read`] is `false` (the driver leaves the bytes in the
+/// kernel), and the idle deadline is suspended; bytes already received
+/// are kept and raised, in order, once reading resumes.
+///
+/// ```text
+///   pause_reading / credit used up        resume_reading / grant_pdus
+/// Reading ───────────────────────▶ Paused ──────────────────────────▶ Reading
+///  PDU events, idle deadline      no PDU events, idle suspended,   held PDUs raised first,
+///                                 bytes received are held          idle counts on
+/// ```
 #[derive(Debug)]
 pub struct Session {
     cfg: SessionConfig,
     peer: SocketAddr,
     login: Login,
     now: Instant,
+    /// When the peer was last heard from, moved forward by the time
+    /// reading was paused since (so that a pause does not count as the
+    /// peer's silence). The idle deadline is this plus the idle timeout.
     last_rx: Instant,
     timers: TimerTable,
     wire: Wire,
     out: Outbox<SessionEvent>,
     auth: AuthState,
+    /// [`Session::pause_reading`] was called (and not yet undone).
+    paused: bool,
+    /// PDU events the session may still raise before it pauses itself
+    /// ([`Session::set_pdu_credit`]); `None`: no limit.
+    pdu_credit: Option<u32>,
+    /// Since when reading is paused (either way) and the idle deadline
+    /// suspended.
+    paused_since: Option<Instant>,
 }
 
 /// Where a session is in link authentication.
@@ -256,6 +285,9 @@ impl Session {
             timers,
             out: Outbox::default(),
             auth,
+            paused: false,
+            pdu_credit: None,
+            paused_since: None,
         }
     }
 
@@ -338,8 +370,7 @@ impl Session {
             client_type,
         };
         self.timers.clear(Timer::Login);
-        self.timers
-            .set(Timer::Idle, self.last_rx + self.idle_timeout());
+        self.arm_idle();
         self.fire_timers();
         Ok(())
     }
@@ -366,6 +397,180 @@ impl Session {
         if !self.is_closed() {
             self.close_with(CloseReason::Local);
         }
+    }
+
+    /// Stops reading the peer's bytes until [`Session::resume_reading`]:
+    /// read backpressure on this one connection, for an application that
+    /// has as many of the peer's requests in flight as it allows.
+    ///
+    /// From this call on, no further [`SessionEvent::Pdu`] or
+    /// [`SessionEvent::LoginRequest`] is raised, and
+    /// [`Machine::wants_read`] is `false`, so the driver stops reading the
+    /// socket: the bytes wait in the kernel and the peer's TCP window
+    /// closes. Events raised before the call are the application's to
+    /// handle: under the drain-after-every-mutation contract they were
+    /// all drained already (a caller that pauses in the middle of a drain
+    /// still gets the events queued by then). Bytes the session had
+    /// received but not yet decoded (the rest of the read that was under
+    /// way, a partial PDU) are kept and delivered, in order, after the
+    /// resume. Nothing is lost and nothing arrives out of order.
+    ///
+    /// Pausing is the application's promise to resume: a paused session
+    /// has no idle deadline and its driver does not see the peer's close
+    /// (see [`Machine::wants_read`]), so one left paused lives on.
+    ///
+    /// While paused:
+    /// - the idle deadline is suspended: the silence is ours, not the
+    ///   peer's. On resume it counts again from where it stood (or from a
+    ///   full idle timeout, when bytes arrived meanwhile). The login and
+    ///   link-authentication deadlines keep running: they bound how long
+    ///   a peer not yet admitted may hold a connection.
+    /// - heartbeats received are not echoed (they are not read); a server
+    ///   peer still gets our own heartbeats. Keep pauses shorter than the
+    ///   peer's own timeout.
+    /// - [`Session::send`], the login answers and [`Session::close`] work
+    ///   as usual.
+    ///
+    /// `now` is the current time: unlike the other application calls,
+    /// pausing and resuming start and stop a clock (the suspended idle
+    /// deadline), which must not run on the time of the last input.
+    /// Deadlines already due at `now` fire.
+    ///
+    /// Idempotent. Follow with a drain.
+    pub fn pause_reading(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        self.now = self.now.max(now);
+        if !self.paused {
+            debug!(peer = %self.peer, "reading paused");
+            self.paused = true;
+            self.sync_reading();
+        }
+        self.fire_timers();
+    }
+
+    /// Undoes [`Session::pause_reading`]: PDUs received meanwhile are
+    /// raised at once (subject to [`Session::set_pdu_credit`]), the idle
+    /// deadline runs again, and [`Machine::wants_read`] turns `true`, so
+    /// the driver reads the socket again. `now` as for
+    /// [`Session::pause_reading`]. Idempotent. Follow with a drain.
+    pub fn resume_reading(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        self.now = self.now.max(now);
+        if self.paused {
+            debug!(peer = %self.peer, "reading resumed");
+            self.paused = false;
+            self.process_rx();
+        }
+        self.fire_timers();
+    }
+
+    /// Whether reading is paused, by [`Session::pause_reading`] or because
+    /// the PDU credit ([`Session::set_pdu_credit`]) is used up. The
+    /// reverse of [`Machine::wants_read`].
+    #[must_use]
+    pub fn is_reading_paused(&self) -> bool {
+        !self.reading()
+    }
+
+    /// Limits how many more PDU events the session raises on its own:
+    /// each [`SessionEvent::Pdu`] and [`SessionEvent::LoginRequest`] takes
+    /// one from `credit`, and when none is left the session pauses reading
+    /// by itself, exactly as [`Session::pause_reading`] (same rules for
+    /// held bytes, deadlines and heartbeats), until
+    /// [`Session::grant_pdus`] gives some back. `None` (the default)
+    /// removes the limit.
+    ///
+    /// This is the race-free form of backpressure for an application on
+    /// another thread: the session stops at the limit synchronously, while
+    /// an application that counts requests and calls `pause_reading`
+    /// itself sees, by the time its pause lands, whatever the driver read
+    /// in the meantime. Typical use: a credit of N per client; give one
+    /// back when a request is answered, and also for every PDU handled
+    /// locally, dropped, or whose request failed or timed out: a credit
+    /// that is never given back leaves the session paused for good.
+    ///
+    /// `now` as for [`Session::pause_reading`]. Follow with a drain (PDUs
+    /// held back are raised if the new credit allows).
+    pub fn set_pdu_credit(&mut self, now: Instant, credit: Option<u32>) {
+        if self.is_closed() {
+            return;
+        }
+        self.now = self.now.max(now);
+        self.pdu_credit = credit;
+        self.process_rx();
+        self.fire_timers();
+    }
+
+    /// Adds `n` to the PDU credit (saturating); nothing without a limit.
+    /// PDUs held back for want of credit are raised at once, up to the
+    /// new credit. `now` as for [`Session::pause_reading`]. Follow with a
+    /// drain.
+    pub fn grant_pdus(&mut self, now: Instant, n: u32) {
+        if self.is_closed() {
+            return;
+        }
+        self.now = self.now.max(now);
+        if let Some(credit) = self.pdu_credit.as_mut() {
+            *credit = credit.saturating_add(n);
+            self.process_rx();
+        }
+        self.fire_timers();
+    }
+
+    /// The PDU events the session may still raise before it pauses
+    /// itself; `None` without a limit (see [`Session::set_pdu_credit`]).
+    #[must_use]
+    pub fn pdu_credit(&self) -> Option<u32> {
+        self.pdu_credit
+    }
+
+    /// Whether the session decodes PDUs and wants its socket read.
+    fn reading(&self) -> bool {
+        !self.paused && self.pdu_credit != Some(0)
+    }
+
+    /// Suspends the idle deadline when reading just stopped, and restores
+    /// it when reading just started again.
+    fn sync_reading(&mut self) {
+        if self.is_closed() {
+            return;
+        }
+        match (self.reading(), self.paused_since) {
+            (false, None) => {
+                self.paused_since = Some(self.now);
+                self.timers.clear(Timer::Idle);
+            }
+            (true, Some(since)) => {
+                self.paused_since = None;
+                // The paused time does not count as silence: the deadline
+                // moves by it (and counts afresh from `now` when the peer
+                // was heard from while paused).
+                let from = since.max(self.last_rx);
+                self.last_rx += self.now.saturating_duration_since(from);
+                self.arm_idle();
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets the idle deadline from `last_rx`, unless reading is paused.
+    fn arm_idle(&mut self) {
+        if self.paused_since.is_none() {
+            self.timers
+                .set(Timer::Idle, self.last_rx + self.idle_timeout());
+        }
+    }
+
+    /// Raises a PDU event, taking one from the credit.
+    fn deliver(&mut self, event: SessionEvent) {
+        if let Some(credit) = self.pdu_credit.as_mut() {
+            *credit = credit.saturating_sub(1);
+        }
+        self.out.event(event);
     }
 
     fn check_pending(&self) -> Result<(), LoginError> {
@@ -419,14 +624,21 @@ impl Session {
     fn on_received(&mut self, data: &[u8]) {
         self.wire.receive(data);
         self.last_rx = self.now;
-        self.timers.set(Timer::Idle, self.now + self.idle_timeout());
-        while !self.is_closed() {
+        self.arm_idle();
+        self.process_rx();
+    }
+
+    /// Decodes and handles the PDUs received so far, as long as reading
+    /// is on; the rest waits in the receive buffer.
+    fn process_rx(&mut self) {
+        while !self.is_closed() && self.reading() {
             match self.wire.next_pdu() {
                 Ok(Some(pdu)) => self.on_pdu(pdu),
                 Ok(None) => break,
                 Err(e) => self.close_with(CloseReason::Frame(e)),
             }
         }
+        self.sync_reading();
     }
 
     fn on_pdu(&mut self, pdu: Pdu) {
@@ -455,13 +667,13 @@ impl Session {
         }
         let is_login = key == Command::LoginReqUserlogin.key();
         match self.login {
-            Login::NotRequired => self.out.event(SessionEvent::Pdu(pdu)),
+            Login::NotRequired => self.deliver(SessionEvent::Pdu(pdu)),
             Login::Awaiting if is_login => {
                 debug!(peer = %self.peer, "login requested");
                 self.login = Login::Pending;
-                self.out.event(SessionEvent::LoginRequest(pdu));
+                self.deliver(SessionEvent::LoginRequest(pdu));
             }
-            Login::LoggedIn { .. } if !is_login => self.out.event(SessionEvent::Pdu(pdu)),
+            Login::LoggedIn { .. } if !is_login => self.deliver(SessionEvent::Pdu(pdu)),
             Login::Pending | Login::LoggedIn { .. } if is_login => {
                 self.close_with(CloseReason::DuplicateLogin);
             }
@@ -583,6 +795,10 @@ impl Machine for Session {
         self.out.poll(&mut self.wire, || {
             Output::Timeout(next.unwrap_or(now + SERVER_TIMEOUT))
         })
+    }
+
+    fn wants_read(&self) -> bool {
+        self.reading()
     }
 
     fn set_backlog(&mut self, now: Instant, bytes: usize) {

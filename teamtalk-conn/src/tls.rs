@@ -27,6 +27,9 @@
 //!   closed the socket mid-handshake. The wrapper tells the inner machine
 //!   through [`Machine::transport_failed`].
 //!
+//! Read backpressure passes through: [`Machine::wants_read`] is the inner
+//! machine's, except while a handshake is under way (it is always read).
+//!
 //! A close asked by the inner machine ([`Output::Close`]) sends a TLS
 //! `close_notify` first; a `close_notify` from the peer reaches the inner
 //! machine as [`Input::Closed`].
@@ -599,6 +602,14 @@ impl<M: Machine> Machine for Tls<M> {
             // `pump` queued `Finished`, already returned above.
             (None, _) => Output::Finished,
         }
+    }
+
+    /// The inner machine's wish, except during a handshake: the
+    /// handshake must be read to complete (or time out), whatever the
+    /// inner machine wants. Plaintext that comes with its last flight is
+    /// handed to the inner machine, which holds it while paused.
+    fn wants_read(&self) -> bool {
+        self.is_handshaking() || self.inner.wants_read()
     }
 
     fn set_backlog(&mut self, now: Instant, bytes: usize) {

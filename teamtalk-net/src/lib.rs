@@ -57,6 +57,16 @@
 //!   connections of one source address ([`ListenOptions::max_per_source`],
 //!   through [`Handle::listen_with`]), so one client cannot take the
 //!   slots of everyone else.
+//! - Read backpressure: after every drain the shard asks the machine
+//!   whether it wants its socket read (`Machine::wants_read`). When it
+//!   does not, the socket is re-registered for writability only: nothing
+//!   is read, the kernel keeps the peer's bytes and its TCP window closes,
+//!   while writes and deadlines go on and the other connections of the
+//!   shard are served as usual. When it wants reads again, read interest
+//!   comes back and the socket is read at once (the readiness edge may
+//!   have passed while paused). A paused socket notices the peer's close
+//!   when reading resumes, and a reset also through its error event or a
+//!   failed write. [`StatsSnapshot::reads_paused`] counts paused sockets.
 //! - [`Reactor::shutdown`] stops accepting, drops the machines, flushes
 //!   queued bytes for a bounded time and closes everything.
 //!

@@ -327,6 +327,9 @@ struct Conn<M> {
     reported: usize,
     /// The machine closed the socket: no more reads, flush then drop.
     closing: bool,
+    /// The machine does not want its socket read (`Machine::wants_read`):
+    /// the socket is registered for writability only.
+    read_paused: bool,
     /// The machine's deadline.
     deadline: Option<Instant>,
     /// Until when a closing socket may keep flushing.
@@ -347,6 +350,7 @@ impl<M: Machine> Conn<M> {
             tx: TxQueue::default(),
             reported: 0,
             closing: false,
+            read_paused: false,
             deadline: None,
             linger_until: None,
             scheduled: None,
@@ -473,6 +477,9 @@ where
                     self.accept(LISTENER_TOP - token.0, now);
                 } else {
                     let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                    if ev.is_error() {
+                        self.paused_error(token.0, now);
+                    }
                     self.conn_ready(token.0, readable, ev.is_writable(), now);
                 }
             }
@@ -573,6 +580,9 @@ where
         conn.tx.clear();
         conn.closing = false;
         conn.linger_until = None;
+        if std::mem::take(&mut conn.read_paused) {
+            self.stats.read_resumed();
+        }
     }
 
     /// Removes a connection for good.
@@ -642,6 +652,7 @@ where
                 Output::Timeout(at) => {
                     conn.deadline = Some(at);
                     self.schedule(slot);
+                    self.sync_reading(slot, now);
                     return;
                 }
                 Output::Finished => {
@@ -659,6 +670,55 @@ where
                     return;
                 }
             }
+        }
+    }
+
+    /// After a drain: stops or resumes reading the socket as the machine
+    /// wants (`Machine::wants_read`).
+    ///
+    /// Paused, the socket is registered for writability only, so queued
+    /// bytes still go out while the kernel keeps what the peer sends (its
+    /// TCP window closes once the receive buffer is full). Resumed, read
+    /// interest comes back and the connection is queued for a read at
+    /// once: with edge-triggered readiness, the edge for bytes that arrived
+    /// while paused may already be spent.
+    fn sync_reading(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let Some(machine) = conn.machine.as_ref() else {
+            return;
+        };
+        let pause = !machine.wants_read();
+        if pause == conn.read_paused || conn.closing {
+            return;
+        }
+        // A connect under way keeps both interests; the drain after
+        // `Connected` comes back here with the open socket.
+        let Sock::Open(stream) = &mut conn.sock else {
+            return;
+        };
+        let interest = if pause {
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        if let Err(e) = self
+            .poll
+            .registry()
+            .reregister(stream, Token(slot), interest)
+        {
+            tracing::warn!(error = %e, "changing a socket's interest failed");
+            self.socket_failed(slot, now);
+            self.drain(slot, now);
+            return;
+        }
+        conn.read_paused = pause;
+        if pause {
+            self.stats.read_paused();
+        } else {
+            self.stats.read_resumed();
+            self.read_pending.push((slot, conn.generation));
         }
     }
 
@@ -793,6 +853,29 @@ where
         }
     }
 
+    /// A socket whose reading is paused reported an error (a reset): it
+    /// would otherwise go unnoticed until the next write or the resume,
+    /// since the read that reports errors does not happen.
+    fn paused_error(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        let Sock::Open(stream) = &conn.sock else {
+            return;
+        };
+        if !conn.read_paused {
+            return;
+        }
+        match stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => {
+                tracing::debug!(error = %e, "paused socket failed");
+                self.socket_failed(slot, now);
+                self.drain(slot, now);
+            }
+        }
+    }
+
     fn on_writable(&mut self, slot: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
@@ -828,7 +911,9 @@ where
         let mut buf = std::mem::take(&mut self.buf);
         let mut budget = READ_BUDGET;
         while let Some(conn) = self.conns.get_mut(slot) {
-            if conn.closing || conn.machine.is_none() {
+            // Paused (possibly by the drain of the previous read): leave
+            // the rest in the kernel; the resume queues a read.
+            if conn.closing || conn.read_paused || conn.machine.is_none() {
                 break;
             }
             let generation = conn.generation;

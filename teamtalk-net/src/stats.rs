@@ -17,6 +17,7 @@ pub struct Stats {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     queued_bytes: AtomicU64,
+    reads_paused: AtomicUsize,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -43,6 +44,10 @@ pub struct StatsSnapshot {
     /// all connections: the driver's share of the process's memory for
     /// slow peers, bounded by the machines' send caps.
     pub queued_bytes: u64,
+    /// Connections whose socket is not being read right now because their
+    /// machine asked so (`Machine::wants_read`): peers held back by read
+    /// backpressure.
+    pub reads_paused: usize,
 }
 
 impl Stats {
@@ -59,6 +64,7 @@ impl Stats {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             queued_bytes: self.queued_bytes.load(Relaxed),
+            reads_paused: self.reads_paused.load(Relaxed),
         }
     }
 
@@ -91,6 +97,17 @@ impl Stats {
     pub(crate) fn closed(&self) {
         self.open.fetch_sub(1, Relaxed);
         self.closed.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection whose reading just stopped.
+    pub(crate) fn read_paused(&self) {
+        self.reads_paused.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection whose reading just started again (or whose
+    /// paused socket is gone).
+    pub(crate) fn read_resumed(&self) {
+        self.reads_paused.fetch_sub(1, Relaxed);
     }
 
     /// Adds what a shard moved since its last report, and the change of

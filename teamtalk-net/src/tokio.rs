@@ -15,6 +15,13 @@
 //!
 //! Reads go through a per-thread scratch buffer, as in the reactor, so an
 //! idle connection holds no read buffer of its own.
+//!
+//! Read backpressure (`Machine::wants_read`) works as in the reactor: while
+//! the machine does not want reads, the task does not wait for
+//! readability and reads nothing, so the kernel buffers the peer's bytes
+//! and its TCP window closes; writes, deadlines and commands go on. The
+//! end of the stream and resets are seen when reading resumes (or when a
+//! write fails).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -151,6 +158,9 @@ struct Task<'a, M: Machine> {
     deadline: Option<Instant>,
     linger_until: Option<Instant>,
     finished: bool,
+    /// The machine did not want its socket read at the last look
+    /// (`Machine::wants_read`); counted in [`Stats`] while true.
+    read_paused: bool,
     events: Vec<M::Event>,
     cfg: &'a DriveConfig,
     stats: &'a Stats,
@@ -313,7 +323,9 @@ impl<M: Machine> Task<'_, M> {
                 buf.resize(self.cfg.read_buffer.max(1), 0);
             }
             for _ in 0..READ_BUDGET {
-                if self.closing || self.finished {
+                // Paused (possibly by the drain of the previous read): the
+                // rest stays in the kernel until the machine reads again.
+                if self.closing || self.finished || !self.machine.wants_read() {
                     return;
                 }
                 let Sock::Open(s) = &self.sock else {
@@ -362,9 +374,28 @@ impl<M: Machine> Task<'_, M> {
         }
     }
 
-    /// What to wait for next: the socket to read from, the socket to
-    /// write to (or finish connecting), the wake-up time, and whether
-    /// commands are taken.
+    /// Notes whether the machine wants its socket read, for the counters.
+    /// Waiting for readability follows the machine directly
+    /// ([`Task::interests`]); tokio keeps the readiness that arrives
+    /// meanwhile, so a resumed socket is read at once.
+    fn note_reading(&mut self) {
+        let paused = matches!(self.sock, Sock::Open(_))
+            && !self.closing
+            && !self.finished
+            && !self.machine.wants_read();
+        if paused != self.read_paused {
+            self.read_paused = paused;
+            if paused {
+                self.stats.read_paused();
+            } else {
+                self.stats.read_resumed();
+            }
+        }
+    }
+
+    /// What to wait for next: the socket to read from (unless the machine
+    /// paused reading), the socket to write to (or finish connecting), the
+    /// wake-up time, and whether commands are taken.
     fn interests(
         &self,
     ) -> (
@@ -377,11 +408,19 @@ impl<M: Machine> Task<'_, M> {
             Sock::None => (None, None),
             Sock::Connecting(s) => (None, Some(s)),
             Sock::Open(s) => (
-                (!self.closing && !self.finished).then_some(s),
+                (!self.closing && !self.finished && self.machine.wants_read()).then_some(s),
                 (!self.tx.is_empty()).then_some(s),
             ),
         };
         (read_from, write_to, self.wake_at(), !self.finished)
+    }
+}
+
+impl<M: Machine> Drop for Task<'_, M> {
+    fn drop(&mut self) {
+        if self.read_paused {
+            self.stats.read_resumed();
+        }
     }
 }
 
@@ -429,6 +468,7 @@ async fn run<M, S>(
         deadline: None,
         linger_until: None,
         finished: false,
+        read_paused: false,
         events: Vec::new(),
         cfg,
         stats,
@@ -444,6 +484,7 @@ async fn run<M, S>(
         if task.finished && !task.closing {
             return;
         }
+        task.note_reading();
         let (read_from, write_to, wake_at, take) = task.interests();
         let wake = wait(
             read_from,

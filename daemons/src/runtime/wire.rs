@@ -52,6 +52,14 @@ impl Machine for Wire {
         }
     }
 
+    fn wants_read(&self) -> bool {
+        match self {
+            Self::Session(m) => m.wants_read(),
+            Self::Link(m) => m.wants_read(),
+            Self::Http(m) => m.wants_read(),
+        }
+    }
+
     fn set_backlog(&mut self, now: std::time::Instant, bytes: usize) {
         match self {
             Self::Session(m) => m.set_backlog(now, bytes),

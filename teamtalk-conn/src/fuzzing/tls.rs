@@ -10,7 +10,7 @@ use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
 use teamtalk_proto::PduCodec;
 
-use super::{Checker, MAX_FRAME, MAX_TX, Step, addr, check_buffers, pdu};
+use super::{Checker, MAX_FRAME, MAX_TX, Step, addr, backpressure_step, check_session, pdu};
 use crate::tls::testing::TestPki;
 use crate::{Input, Login, Machine, Session, SessionConfig, Tls};
 
@@ -131,13 +131,20 @@ fn run_tls_session_login(steps: &[Step]) -> (bool, Login) {
             }
             Step::Close => s.close(),
             other => {
-                c.feed(&mut s, other);
+                if !backpressure_step(s.inner_mut(), c.now, other) {
+                    c.feed(&mut s, other);
+                }
             }
         }
-        check_buffers(s.inner().buffered());
+        check_session(s.inner());
         drain_to(&mut c, &mut s, &mut peer);
         // Let the honest client and the server talk until both are quiet.
         for _ in 0..16 {
+            // A paused session's records stay with the client (in the
+            // kernel, for real).
+            if !s.wants_read() {
+                break;
+            }
             let Some(p) = peer.as_mut() else { break };
             let records = p.records();
             if records.is_empty() {

@@ -4,6 +4,7 @@
 //! server-peer session over in-memory pipes.
 
 mod auth;
+mod backpressure;
 mod http_conn;
 mod link;
 mod prop;

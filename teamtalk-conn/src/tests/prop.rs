@@ -39,6 +39,11 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<u8>().prop_map(Step::SetGreeting),
         3 => any::<u8>().prop_map(Step::AuthHello),
         3 => any::<u8>().prop_map(Step::AuthProof),
+        2 => Just(Step::PauseReading),
+        2 => Just(Step::ResumeReading),
+        2 => any::<u8>().prop_map(Step::Credit),
+        2 => (any::<u8>(), any::<u16>(), any::<u8>())
+            .prop_map(|(count, seq, body_len)| Step::RecvBurst { count, seq, body_len }),
     ]
 }
 
