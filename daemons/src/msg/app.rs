@@ -47,6 +47,7 @@ use teamtalk_proto::{Attach, Command, CommandKey, Message, Pdu};
 use tracing::{debug, info, warn};
 
 use super::groups::{Changes, GroupIndex};
+use crate::clip::clip;
 use crate::metrics::{CounterMap, Scrape};
 use crate::rules::failure::{FailureAnswer, failure_reply, request_failed};
 use crate::rules::relay::{Audience, audience};
@@ -149,6 +150,9 @@ pub struct AppStats {
     pub unsupported: u64,
     /// Messages refused for exceeding the per-session rate limit.
     pub rate_limited: u64,
+    /// Resent messages db_proxy had stored already (acked with the first
+    /// id, stored once).
+    pub duplicates: u64,
 }
 
 /// Requests waiting for an upstream reply, bounded so a silent upstream
@@ -161,6 +165,16 @@ const PENDING_TTL_SECS: u32 = 30;
 /// tick: sooner than the 15 s a client gets to complete its login, so a
 /// client waiting on a frozen db_proxy hears why instead of being cut off.
 const LOGIN_TTL_SECS: u32 = 10;
+/// PDUs a client session may send before msg_server has dealt with them
+/// (its PDU credit at the start; see [`MsgApp::step`]).
+pub const CLIENT_PDU_CREDIT: u32 = 16;
+/// While a session has this many bytes of requests waiting upstream, its
+/// credit is not paid back: it is not read until replies come back.
+const SESSION_INFLIGHT_BYTES: usize = 1 << 20;
+/// While all sessions together have this many bytes waiting upstream, no
+/// session's credit is paid back.
+const GLOBAL_INFLIGHT_BYTES: usize = 16 << 20;
+
 /// Longest user name or password accepted from a client: TeamTalk's
 /// passwords are 32 hex digits, and names are short; anything longer is
 /// refused at the door, before it reaches a log, a table or db_proxy.
@@ -192,6 +206,12 @@ struct Pending<C> {
     /// What the client gets if no reply comes (the rules' failure answer,
     /// computed when the request was forwarded).
     on_failure: FailureAnswer,
+    /// Bytes of the request as forwarded, counted against the session's
+    /// and the server's in-flight budgets.
+    bytes: usize,
+    /// Whether this request holds one PDU credit of its session, paid back
+    /// when the request ends.
+    holds_credit: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -203,6 +223,12 @@ struct ConnState {
     rate_second: u32,
     /// Messages this session sent in `rate_second`.
     rate_count: u32,
+    /// Bytes of this session's requests waiting upstream.
+    inflight_bytes: usize,
+    /// PDU credits dealt with but not paid back yet (over a budget).
+    owed: u32,
+    /// The client's address, for db_proxy's login-failure limiter.
+    addr: Option<SocketAddr>,
 }
 
 /// Limits a msg_server applies to each client session.
@@ -231,6 +257,13 @@ pub struct MsgApp<C> {
     groups: GroupIndex,
     /// Users whose groups could not be loaded yet; retried every tick.
     groups_to_load: HashSet<u32>,
+    /// The client session whose PDU is being handled (it spent one
+    /// credit), and whether a pending request took that credit over.
+    credit: Option<(C, bool)>,
+    /// Bytes of all sessions' requests waiting upstream.
+    inflight_bytes: usize,
+    /// Sessions owed credit, paid when the server's budget frees up.
+    owed: HashSet<C>,
     conns: HashMap<C, ConnState>,
     presence: Presence<C>,
     /// PC sessions that asked about other users (directory or status), and
@@ -268,6 +301,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             limits: SessionLimits::default(),
             groups: GroupIndex::new(),
             groups_to_load: HashSet::new(),
+            credit: None,
+            inflight_bytes: 0,
+            owed: HashSet::new(),
             conns: HashMap::new(),
             presence: Presence::new(),
             presence_watchers: HashSet::new(),
@@ -441,6 +477,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             let Some(p) = self.pending.remove(&id) else {
                 continue;
             };
+            self.release(&p, &mut out);
             self.fail_pending(
                 p,
                 upstream.refusal(),
@@ -506,6 +543,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         }
         for id in expired {
             if let Some(p) = self.pending.remove(&id) {
+                self.release(&p, &mut out);
                 let refusal = p.upstream.refusal();
                 self.fail_pending(
                     p,
@@ -524,6 +562,17 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     /// A client connection was accepted.
     pub fn client_open(&mut self, conn: C) {
         self.conns.insert(conn, ConnState::default());
+    }
+
+    /// A client connection was accepted from `peer`.
+    pub fn client_open_from(&mut self, conn: C, peer: SocketAddr) {
+        self.conns.insert(
+            conn,
+            ConnState {
+                addr: Some(peer),
+                ..ConnState::default()
+            },
+        );
     }
 
     /// A client asks to log in.
@@ -567,7 +616,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             user_name: req.user_name,
             password: req.password,
             attach_data: None,
-            client_addr: None,
+            client_addr: self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.addr)
+                .map(|a| a.ip().to_string()),
         };
         if !self.forward(
             conn,
@@ -591,6 +644,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     /// A client session ended, for whatever reason.
     pub fn client_closed(&mut self, conn: C) -> Actions<C> {
         let mut out = Vec::new();
+        self.owed.remove(&conn);
         self.presence_watchers.remove(&conn);
         if let Some(state) = self.conns.remove(&conn)
             && let Some((user_id, client_type)) = state.user
@@ -830,6 +884,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             self.fail_request(conn, seq, user_id, &Message::MsgData(m), code, reason, out);
             return;
         }
+        m.dedupe_key = Some(bytes::Bytes::from(dedupe_key(user_id, &m)));
+        m.duplicate = None;
         m.from_user_id = user_id;
         m.create_time = self.now();
         m.msg_id = 0;
@@ -870,6 +926,15 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             return;
         }
         m.attach_data = None;
+        if m.duplicate == Some(true) {
+            // A resend of a message stored before: acked with the id it got
+            // then (and delivered, since the first reply, and so the first
+            // delivery, may be what was lost).
+            self.stats.duplicates += 1;
+            debug!(conn = ?p.conn, msg_id = m.msg_id, "resent message stored once");
+        }
+        m.dedupe_key = None;
+        m.duplicate = None;
         let group = is_group_message(m.msg_type);
         if self.conns.contains_key(&p.conn) {
             let ack = teamtalk_proto::pb::im::message::ImMsgDataAck {
@@ -1014,6 +1079,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             self.stats.stale_replies += 1;
             return out;
         };
+        self.release(&p, &mut out);
         match (p.kind, msg) {
             (
                 PendingKind::Login {
@@ -1430,6 +1496,19 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         let created = self.now();
         let on_failure = failure_reply(&msg, user_id, seq).unwrap_or(FailureAnswer::Close);
         let request = msg.key();
+        let pdu = msg.to_pdu(seq);
+        let bytes = pdu.wire_len();
+        let holds_credit = match &mut self.credit {
+            Some((c, taken)) if *c == conn && !*taken => {
+                *taken = true;
+                true
+            }
+            _ => false,
+        };
+        self.inflight_bytes += bytes;
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.inflight_bytes += bytes;
+        }
         self.pending.insert(
             id,
             Pending {
@@ -1441,13 +1520,67 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 created,
                 request,
                 on_failure,
+                bytes,
+                holds_credit,
             },
         );
         let Some(link) = self.up_links(upstream).next() else {
             return false;
         };
-        out.push(Action::Link(link, msg.to_pdu(seq)));
+        out.push(Action::Link(link, pdu));
         true
+    }
+
+    // ----- credit: each client session's share of upstream capacity ---------
+
+    /// A pending request ended (answered, failed or expired): its bytes
+    /// leave the budgets and its credit is paid back.
+    fn release(&mut self, p: &Pending<C>, out: &mut Actions<C>) {
+        self.inflight_bytes = self.inflight_bytes.saturating_sub(p.bytes);
+        if let Some(state) = self.conns.get_mut(&p.conn) {
+            state.inflight_bytes = state.inflight_bytes.saturating_sub(p.bytes);
+        }
+        if p.holds_credit {
+            self.repay(p.conn, out);
+        }
+        self.pay_owed(out);
+    }
+
+    /// Pays one credit back to `conn`, or owes it while the session or the
+    /// server is over its in-flight budget.
+    fn repay(&mut self, conn: C, out: &mut Actions<C>) {
+        let server_full = self.inflight_bytes >= GLOBAL_INFLIGHT_BYTES;
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if server_full || state.inflight_bytes >= SESSION_INFLIGHT_BYTES {
+            state.owed += 1;
+            self.owed.insert(conn);
+            return;
+        }
+        out.push(Action::Grant(conn, 1));
+    }
+
+    /// Pays what is owed to sessions now under their budget (and only while
+    /// the server is under its own).
+    fn pay_owed(&mut self, out: &mut Actions<C>) {
+        if self.owed.is_empty() || self.inflight_bytes >= GLOBAL_INFLIGHT_BYTES {
+            return;
+        }
+        let owed: Vec<C> = self.owed.iter().copied().collect();
+        for conn in owed {
+            let Some(state) = self.conns.get_mut(&conn) else {
+                self.owed.remove(&conn);
+                continue;
+            };
+            if state.inflight_bytes < SESSION_INFLIGHT_BYTES {
+                let n = std::mem::take(&mut state.owed);
+                self.owed.remove(&conn);
+                if n > 0 {
+                    out.push(Action::Grant(conn, n));
+                }
+            }
+        }
     }
 
     fn refuse_login(&mut self, conn: C, seq: u16, code: ResultType, out: &mut Actions<C>) {
@@ -1529,6 +1662,26 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
 }
 
 impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
+    /// Handles a client PDU, which spent one of its session's credits:
+    /// the credit is paid back at once unless the PDU became a request
+    /// waiting upstream, which pays it back when it ends ([`release`]).
+    /// So a session can have at most [`CLIENT_PDU_CREDIT`] requests in
+    /// flight, and none while it has too many bytes in flight: beyond, its
+    /// socket is simply not read (TCP backpressure on that client alone),
+    /// and a shared upstream link never overflows because of it.
+    ///
+    /// [`release`]: Self::release
+    fn with_credit(&mut self, conn: C, f: impl FnOnce(&mut Self) -> Actions<C>) -> Actions<C> {
+        self.credit = Some((conn, false));
+        let mut out = f(self);
+        if let Some((conn, taken)) = self.credit.take()
+            && !taken
+        {
+            self.repay(conn, &mut out);
+        }
+        out
+    }
+
     /// Handles one input: what [`runtime::App::handle`] does, for any
     /// connection id type (tests use integers).
     pub fn step(&mut self, now: Now, input: Input<'_, NoJob, C>, out: &mut Out<NoJob, C>) {
@@ -1540,12 +1693,14 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 }
                 return;
             }
-            Input::Opened { conn, .. } => {
-                self.client_open(conn);
+            Input::Opened { conn, peer, .. } => {
+                self.client_open_from(conn, peer);
                 return;
             }
-            Input::LoginRequest { conn, pdu } => self.login_request(conn, pdu),
-            Input::Pdu { conn, pdu } => self.client_pdu(conn, pdu),
+            Input::LoginRequest { conn, pdu } => {
+                self.with_credit(conn, |app| app.login_request(conn, pdu))
+            }
+            Input::Pdu { conn, pdu } => self.with_credit(conn, |app| app.client_pdu(conn, pdu)),
             Input::Closed { conn, reason } => {
                 debug!(?conn, %reason, "client session closed");
                 self.client_closed(conn)
@@ -1633,6 +1788,11 @@ impl runtime::App for MsgApp<Conn> {
                 s.unsupported,
             ),
             (
+                "teamtalk_msg_duplicates_total",
+                "Resent messages db_proxy had already stored: acked with their first id, not stored again.",
+                s.duplicates,
+            ),
+            (
                 "teamtalk_msg_rate_limited_total",
                 "Messages refused for exceeding the per-session rate limit (MsgRateLimit).",
                 s.rate_limited,
@@ -1682,15 +1842,27 @@ impl runtime::App for MsgApp<Conn> {
     }
 }
 
-/// A client-supplied string for a log line: at most 64 characters, with
-/// the full length noted when cut, so a hostile client cannot fill the
-/// logs.
-pub(crate) fn clip(s: &str) -> String {
-    const SHOWN: usize = 64;
-    match s.char_indices().nth(SHOWN) {
-        None => s.to_owned(),
-        Some((cut, _)) => format!("{}…({} bytes)", &s[..cut], s.len()),
+/// The idempotency key of a message (`IMMsgData.dedupe_key`): a resend
+/// carries the same sender, recipient, type, content and the client's own
+/// `create_time` and temporary `msg_id`, so it gets the same key and
+/// db_proxy stores it once. Keyed BLAKE2b-128 over those fields, each
+/// length-prefixed; computed before msg_server overwrites the time and id.
+fn dedupe_key(user_id: u32, m: &ImMsgData) -> Vec<u8> {
+    use blake2::Digest;
+    let mut h = blake2::Blake2b::<blake2::digest::consts::U16>::new();
+    h.update(b"teamtalk-rs msg dedupe v1");
+    for n in [
+        user_id,
+        m.to_session_id,
+        m.msg_type as u32,
+        m.create_time,
+        m.msg_id,
+    ] {
+        h.update(n.to_be_bytes());
     }
+    h.update((m.msg_data.len() as u64).to_be_bytes());
+    h.update(&m.msg_data);
+    h.finalize().to_vec()
 }
 
 fn refusal_text(code: ResultType) -> &'static str {

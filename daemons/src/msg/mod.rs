@@ -75,6 +75,7 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
             .map(|a| AdminSettings::with_token(a, cfg.admin_token.clone())),
     );
     plan.peer_policy(cfg.peers.clone());
+    plan.client_credit(Some(app::CLIENT_PDU_CREDIT));
     runtime::start(
         MsgApp::new(cfg.registration.clone(), links).with_limits(cfg.limits),
         plan,

@@ -236,6 +236,11 @@ pub enum Action<J, C = Conn> {
     /// Send a PDU on a link. Links that are down drop it (the App knows
     /// which links are up from `LinkUp`/`LinkDown`).
     Link(LinkId, Pdu),
+    /// Lets a client session read this many more PDUs (client ports with
+    /// a PDU credit, see [`Plan::client_credit`](super::Plan::client_credit)):
+    /// how an App pays back each PDU it has dealt with, or holds back a
+    /// client that has too much in flight.
+    Grant(C, u32),
     /// Answer an HTTP request.
     Respond(C, Response),
     /// Hand a job to worker `worker` (index into the plan's workers). Jobs
@@ -275,6 +280,7 @@ impl<J: PartialEq, C: PartialEq> PartialEq for Action<J, C> {
                 a == b && p == q
             }
             (Self::Link(a, p), Self::Link(b, q)) => a == b && p == q,
+            (Self::Grant(a, n), Self::Grant(b, m)) => a == b && n == m,
             (Self::Respond(a, r), Self::Respond(b, s)) => {
                 a == b
                     && r.status() == s.status()

@@ -68,6 +68,7 @@ pub struct Plan<W> {
     pub(crate) batch_limit: usize,
     pub(crate) admin: Option<AdminSettings>,
     pub(crate) peers: PeerPolicy,
+    pub(crate) client_credit: Option<u32>,
 }
 
 impl<W> Default for Plan<W> {
@@ -81,6 +82,7 @@ impl<W> Default for Plan<W> {
             batch_limit: DEFAULT_BATCH_LIMIT,
             admin: None,
             peers: PeerPolicy::open(),
+            client_credit: None,
         }
     }
 }
@@ -158,6 +160,16 @@ impl<W> Plan<W> {
     /// listen on loopback only, or name who may connect.
     pub fn peer_policy(&mut self, policy: PeerPolicy) -> &mut Self {
         self.peers = policy;
+        self
+    }
+
+    /// Every client session ([`PortKind::Clients`]) starts with this many
+    /// PDUs it may send before the App grants more
+    /// ([`Action::Grant`](super::Action::Grant)); at zero its socket is not
+    /// read, so a client that sends faster than the App deals with its
+    /// requests is held back by TCP, alone. `None`: no limit.
+    pub fn client_credit(&mut self, credit: Option<u32>) -> &mut Self {
+        self.client_credit = credit;
         self
     }
 

@@ -71,6 +71,7 @@ where
         batch_limit,
         admin,
         peers: policy,
+        client_credit,
     } = plan;
     check_exposure(name, &listeners, &policy)?;
     if !policy.has_secret() && !policy.allowed().is_empty() {
@@ -130,7 +131,7 @@ where
             },
         };
         let local = reactors[side]
-            .listen_with(addr, options, factory(&kind, &policy))
+            .listen_with(addr, options, factory(&kind, &policy, client_credit))
             .map_err(|source| DaemonError::Listen {
                 daemon: name,
                 addr,
@@ -222,6 +223,7 @@ where
         out: Out::new(),
         policy,
         gates: Gates::default(),
+        now: read_now(),
     };
     let thread = std::thread::Builder::new()
         .name(name.to_owned())
@@ -276,11 +278,18 @@ fn check_exposure(
 fn factory(
     kind: &PortKind,
     policy: &PeerPolicy,
+    client_credit: Option<u32>,
 ) -> Box<dyn Fn(SocketAddr, std::time::Instant) -> Wire + Send> {
     match kind {
         PortKind::Clients(c) => {
             let config = c.clone();
-            Box::new(move |peer, now| Wire::Session(Session::new(config.clone(), peer, now)))
+            Box::new(move |peer, now| {
+                let mut s = Session::new(config.clone(), peer, now);
+                if client_credit.is_some() {
+                    s.set_pdu_credit(now, client_credit);
+                }
+                Wire::Session(s)
+            })
         }
         PortKind::Peers(c) => {
             let mut config = c.clone();
@@ -355,6 +364,8 @@ enum Op {
     Refuse(Pdu),
     Close(Option<Pdu>),
     Respond(Response),
+    /// More PDU credit, with the time the App's input happened.
+    Grant(u32, std::time::Instant),
 }
 
 /// What the App asked for since the last flush, grouped by connection in
@@ -384,6 +395,8 @@ struct Runner<A: App> {
     out: Out<A::Job>,
     policy: PeerPolicy,
     gates: Gates,
+    /// The time of the input being handled.
+    now: Now,
 }
 
 /// The rate limits of the runner's log lines that a flood could multiply.
@@ -519,6 +532,7 @@ impl<A: App> Runner<A> {
     }
 
     fn input(&mut self, now: Now, input: Input<'_, A::Done>) {
+        self.now = now;
         self.app.handle(now, input, &mut self.out);
         self.execute();
     }
@@ -712,6 +726,7 @@ impl<A: App> Runner<A> {
                     self.outbox.links.entry(id).or_default().push(pdu);
                 }
                 Action::Respond(conn, response) => self.op(conn, Op::Respond(response)),
+                Action::Grant(conn, n) => self.op(conn, Op::Grant(n, self.now.mono)),
                 Action::Job { worker, job } => {
                     let Some(tx) = self.worker_txs.get(worker) else {
                         error!(worker, "job for a worker the plan did not declare; dropped");
@@ -734,7 +749,7 @@ impl<A: App> Runner<A> {
                     self.traffic.pdu_out(info.peer, p.key());
                 }
                 Op::Accept { reply, .. } => self.traffic.pdu_out(info.peer, reply.key()),
-                Op::Close(None) | Op::Respond(_) => {}
+                Op::Close(None) | Op::Respond(_) | Op::Grant(..) => {}
             }
         }
         self.outbox.conns.entry(conn).or_default().push(op);
@@ -811,6 +826,7 @@ fn apply(s: &mut Session, op: Op) {
             s.close();
         }
         Op::Respond(_) => debug!("HTTP response for a TeamTalk session ignored"),
+        Op::Grant(n, now) => s.grant_pdus(now, n),
     }
 }
 
@@ -826,7 +842,7 @@ fn apply_http(h: &mut HttpConn, op: Op) {
             }
         }
         Op::Close(_) => h.close(),
-        Op::Send(_) | Op::Accept { .. } | Op::Refuse(_) => {
+        Op::Send(_) | Op::Accept { .. } | Op::Refuse(_) | Op::Grant(..) => {
             debug!("PDU operation on an HTTP connection ignored");
         }
     }
