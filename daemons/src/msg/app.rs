@@ -1725,7 +1725,13 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             Input::Done(job) => match job {},
             Input::Stopping => return,
         };
-        out.extend(actions);
+        // Closes go last, so every answer queued for a session in this step
+        // (several requests failing at once) reaches it before the close.
+        let (closes, rest): (Vec<_>, Vec<_>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Close { .. }));
+        out.extend(rest);
+        out.extend(closes);
     }
 }
 
