@@ -105,6 +105,8 @@ pub struct DbProxyConfig {
     /// The cluster secret and who may skip it (`ClusterSecret`,
     /// `ClusterSecretFile`, `AllowUnauthenticatedPeers`).
     pub peers: crate::cluster::PeerPolicy,
+    /// TLS on the msg_server port (`PeerTls*` keys).
+    pub peer_tls: Option<std::sync::Arc<teamtalk_conn::tls::rustls::ServerConfig>>,
 }
 
 impl DbProxyConfig {
@@ -120,6 +122,7 @@ impl DbProxyConfig {
             admin: None,
             admin_token: None,
             peers: crate::cluster::PeerPolicy::open(),
+            peer_tls: None,
         }
     }
 }
@@ -141,6 +144,11 @@ const USED_KEYS: &[&str] = &[
     "UtcOffsetMinutes",
     "AdminListen",
     "AdminToken",
+    "PeerTlsCertFile",
+    "PeerTlsKeyFile",
+    "PeerTlsCaFile",
+    "PeerTlsClientAuth",
+    "PeerTlsServerName",
 ];
 /// Keys of the C++ conf that mean nothing here: the thread pool (we use one
 /// ordered worker), the MySQL and Redis settings (storage is embedded
@@ -189,6 +197,10 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
     }
     config.admin = conf.get_parsed("AdminListen")?;
     config.admin_token = conf.get("AdminToken").map(str::to_owned);
+    config.peer_tls = crate::route::peer_tls(conf).map_err(|e| DaemonError::Config {
+        daemon: "db_proxy_server",
+        reason: e.to_string(),
+    })?;
     config.peers =
         crate::cluster::PeerPolicy::from_conf(conf).map_err(|e| DaemonError::Config {
             daemon: "db_proxy_server",

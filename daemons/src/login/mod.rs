@@ -41,6 +41,7 @@ mod app;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use teamtalk_conn::{Heartbeat, HttpConfig, MsgServerLoad, ServiceUrls, SessionConfig};
@@ -70,12 +71,11 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, DaemonError> {
     plan.side("peers", config.reactor.clone());
     let mut ports = HashMap::new();
     for addr in LoginConfig::addrs(&config.msg_server_ips, config.msg_server_port) {
-        let id = plan.listen(
-            "peers",
-            "msg_server",
-            addr,
-            PortKind::Peers(SessionConfig::server_peer()),
-        );
+        let kind = PortKind::Peers(SessionConfig::server_peer());
+        let id = match &config.peer_tls {
+            Some(tls) => plan.listen_tls("peers", "msg_server", addr, kind, Arc::clone(tls)),
+            None => plan.listen("peers", "msg_server", addr, kind),
+        };
         ports.insert(id, PeerKind::MsgServer);
     }
     let http = HttpConfig {
@@ -197,6 +197,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "discovery",
     "AdminListen",
     "AdminToken",
+    "PeerTlsCertFile",
+    "PeerTlsKeyFile",
+    "PeerTlsCaFile",
+    "PeerTlsClientAuth",
+    "PeerTlsServerName",
 ];
 
 /// TeamTalk's limit on an HTTP request; anything longer is closed.
@@ -239,6 +244,8 @@ pub struct LoginConfig {
     pub admin_token: Option<String>,
     /// The cluster secret and who may skip it, for the msg_server port.
     pub peers: PeerPolicy,
+    /// TLS on the msg_server port (`PeerTls*` keys).
+    pub peer_tls: Option<Arc<teamtalk_conn::tls::rustls::ServerConfig>>,
 }
 
 impl LoginConfig {
@@ -277,6 +284,7 @@ impl LoginConfig {
             admin: conf.get_parsed("AdminListen")?,
             admin_token: conf.get("AdminToken").map(str::to_owned),
             peers: PeerPolicy::from_conf(conf)?,
+            peer_tls: crate::route::peer_tls(conf)?,
         })
     }
 
@@ -303,6 +311,7 @@ impl LoginConfig {
             admin: None,
             admin_token: None,
             peers: PeerPolicy::open(),
+            peer_tls: None,
         }
     }
 

@@ -7,8 +7,13 @@ use teamtalk_conn::SessionConfig;
 use tracing::info;
 
 use super::app::{Registration, SessionLimits};
+use std::sync::Arc;
+
+use teamtalk_conn::tls::rustls::ServerConfig;
+
 use crate::cluster::{ClusterError, PeerPolicy};
 use crate::conf::{Conf, ConfError};
+use crate::tls::{TlsConfError, TlsSettings};
 
 /// Everything a msg_server needs to start.
 #[derive(Debug, Clone)]
@@ -41,6 +46,14 @@ pub struct MsgConfig {
     pub admin_token: Option<String>,
     /// Limits per client session (`MsgRateLimit=`: messages per second).
     pub limits: SessionLimits,
+    /// A second client port over TLS (`TlsListenPort=` with `TlsCertFile=`
+    /// and `TlsKeyFile=`), for clients that speak TLS; plain TCP stays on
+    /// `ListenPort` for TeamTalk's clients.
+    pub tls_listen: Option<(SocketAddr, Arc<ServerConfig>)>,
+    /// TLS on the links to db_proxy, login and route servers
+    /// (`LinkTlsCaFile=`, optional `LinkTlsServerName=`,
+    /// `LinkTlsCertFile=`/`LinkTlsKeyFile=` for a client certificate).
+    pub link_tls: Option<TlsSettings>,
     /// The cluster secret its links prove (`ClusterSecret`,
     /// `ClusterSecretFile`).
     pub peers: PeerPolicy,
@@ -75,6 +88,8 @@ impl MsgConfig {
             admin_token: None,
             peers: PeerPolicy::open(),
             limits: SessionLimits::default(),
+            tls_listen: None,
+            link_tls: None,
         }
     }
 
@@ -129,6 +144,17 @@ impl MsgConfig {
         cfg.admin_token = conf.get("AdminToken").map(str::to_owned);
         cfg.peers = PeerPolicy::from_conf(conf)?;
         cfg.limits.messages_per_second = conf.get_parsed::<u32>("MsgRateLimit")?.filter(|n| *n > 0);
+        if let Some(port) = conf.get_parsed::<u16>("TlsListenPort")? {
+            let tls = TlsSettings::from_conf(conf, "")?.ok_or_else(|| {
+                MsgConfigError::Tls(TlsConfError::Missing {
+                    origin: conf.origin().to_owned(),
+                    key: "TlsCertFile".to_owned(),
+                    why: "TlsListenPort is set",
+                })
+            })?;
+            cfg.tls_listen = Some((SocketAddr::new(cfg.listen.ip(), port), tls.server_config()?));
+        }
+        cfg.link_tls = TlsSettings::from_conf(conf, "Link")?;
         Ok(cfg)
     }
 }
@@ -154,6 +180,17 @@ const KNOWN: &[&str] = &[
     "AdminListen",
     "AdminToken",
     "MsgRateLimit",
+    "TlsListenPort",
+    "TlsCertFile",
+    "TlsKeyFile",
+    "TlsCaFile",
+    "TlsClientAuth",
+    "TlsServerName",
+    "LinkTlsCertFile",
+    "LinkTlsKeyFile",
+    "LinkTlsCaFile",
+    "LinkTlsClientAuth",
+    "LinkTlsServerName",
 ];
 
 /// A bad msg_server configuration.
@@ -166,6 +203,9 @@ pub enum MsgConfigError {
     /// The cluster secret is unusable.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsConfError),
     /// A host name does not resolve.
     #[error("cannot resolve {0}")]
     Resolve(String),

@@ -9,6 +9,8 @@ pub mod app;
 mod config;
 pub mod groups;
 
+use std::sync::Arc;
+
 use teamtalk_conn::LinkConfig;
 use teamtalk_net::ReactorConfig;
 
@@ -44,6 +46,19 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
         cfg.listen,
         PortKind::Clients(cfg.session.clone()),
     );
+    if let Some((addr, tls)) = &cfg.tls_listen {
+        plan.listen_tls(
+            "clients",
+            "client",
+            *addr,
+            PortKind::Clients(cfg.session.clone()),
+            Arc::clone(tls),
+        );
+    }
+    let link_tls = match &cfg.link_tls {
+        Some(t) => Some((t.client_config().map_err(tls_error)?, t)),
+        None => None,
+    };
     let mut links = Vec::new();
     for (kind, addrs) in [
         (Upstream::Db, &cfg.db),
@@ -62,7 +77,15 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
                 lc.heartbeat_interval = heartbeat;
                 lc.idle_timeout = idle;
             }
-            let id = plan.link("upstream", lc);
+            let id = match &link_tls {
+                Some((config, settings)) => {
+                    let name = settings
+                        .server_name(&addr.ip().to_string())
+                        .map_err(tls_error)?;
+                    plan.link_tls("upstream", lc, Arc::clone(config), name)
+                }
+                None => plan.link("upstream", lc),
+            };
             links.push(UpstreamLink {
                 id,
                 kind,
@@ -80,6 +103,13 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
         MsgApp::new(cfg.registration.clone(), links).with_limits(cfg.limits),
         plan,
     )
+}
+
+fn tls_error(e: crate::tls::TlsConfError) -> DaemonError {
+    DaemonError::Config {
+        daemon: "msg_server",
+        reason: e.to_string(),
+    }
 }
 
 #[cfg(test)]
