@@ -68,6 +68,12 @@ pub struct UpArgs {
     /// Serve no admin endpoint.
     #[arg(long, conflicts_with = "admin")]
     pub no_admin: bool,
+    /// File holding the bearer token the admin endpoint requires
+    /// (`Authorization: Bearer <token>`); needed when `--admin` is not a
+    /// loopback address. A file, not an argument, so the token does not
+    /// show in process listings.
+    #[arg(long, conflicts_with = "no_admin")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `teamtalk user …`.
@@ -238,6 +244,24 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// Largest admin token file read.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// Reads a bearer token: the file's first line, trimmed, non-empty.
+fn read_token(path: &Path) -> Result<String, CliError> {
+    use std::io::Read as _;
+    let bad = |why: String| CliError::Daemon(format!("admin token file {}: {why}", path.display()));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_FILE).read_to_string(&mut text))
+        .map_err(|e| bad(e.to_string()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(bad("empty".to_owned()));
+    }
+    Ok(token.to_owned())
+}
+
 /// A channel that receives one message on Ctrl-C or SIGTERM.
 fn stop_signal() -> Result<Receiver<()>, CliError> {
     let (tx, rx) = crossbeam_channel::bounded(1);
@@ -269,6 +293,9 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
             },
         )),
     };
+    if let Some(path) = &args.admin_token_file {
+        cfg.admin_token = Some(read_token(path)?);
+    }
     let stop = stop_signal()?;
     let sys = system::start(cfg)?;
     if !sys.wait_ready(Duration::from_secs(10)) {
@@ -403,4 +430,20 @@ fn start_daemon(
             Box::new(crate::db_proxy::spawn(cfg, store).map_err(|e| fail(&e))?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_is_the_first_line_trimmed_and_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  s3cret \nignored\n").unwrap();
+        assert_eq!(read_token(&path).unwrap(), "s3cret");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_token(&path).unwrap_err().to_string().contains("empty"));
+        assert!(read_token(&dir.path().join("missing")).is_err());
+    }
 }
