@@ -41,6 +41,7 @@ fn register(addr: SocketAddr, ip: &str, port: u32, cur: u32) -> TcpStream {
         max_conn_cnt: 100,
         cur_conn_cnt: cur,
         host_name: format!("ms-{ip}"),
+        ..Default::default()
     };
     s.write_all(&Command::OtherMsgServInfo.pdu(0, &info).to_bytes())
         .unwrap();

@@ -3,6 +3,7 @@
 use teamtalk_proto::{CommandKey, FrameError};
 
 use crate::tls::TlsError;
+use crate::ws::WsError;
 
 /// Why a machine closed its socket.
 ///
@@ -64,6 +65,11 @@ pub enum CloseReason {
     /// machines wrapped in [`Tls`](crate::tls::Tls)).
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// WebSocket failed: a refused upgrade, a text message, a message that
+    /// is not one PDU, a protocol violation (only for machines wrapped in
+    /// [`Ws`](crate::ws::Ws)).
+    #[error("WebSocket: {0}")]
+    WebSocket(#[from] WsError),
 }
 
 /// Why a link-authentication handshake failed (inside

@@ -276,6 +276,7 @@ mod session;
 mod timers;
 pub mod tls;
 mod wire;
+pub mod ws;
 
 #[cfg(test)]
 mod tests;
@@ -293,6 +294,7 @@ pub use machine::{Input, Machine, Output};
 pub use presence::{ClientClass, Kick, KickReason, Presence};
 pub use session::{Heartbeat, Login, Session, SessionConfig, SessionEvent};
 pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, Tls, TlsError};
+pub use ws::{Ws, WsConfig, WsError, WsOrigins};
 
 /// Heartbeat period between servers (TeamTalk `SERVER_HEARTBEAT_INTERVAL`).
 pub const SERVER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);

@@ -9,7 +9,7 @@ use std::hash::Hash;
 use ::http::{HeaderValue, Method, StatusCode, header};
 use bytes::Bytes;
 
-use teamtalk_conn::{LoadTable, MsgServerLoad, ServiceUrls};
+use teamtalk_conn::{LoadTable, MsgServerLoad, ServiceUrls, WsOrigins};
 use teamtalk_proto::pb::im::base_define::ResultType;
 use teamtalk_proto::pb::im::login::ImMsgServRsp;
 use teamtalk_proto::pb::im::server::{ImMsgServInfo, ImUserCntUpdate};
@@ -64,10 +64,11 @@ impl<C: Copy + Ord> Directory<C> {
         self.table.user_connected(id, connected)
     }
 
-    /// The body of the `/msg_server` HTTP answer.
+    /// The body of the `/msg_server` HTTP answer (for a `browser`: a
+    /// msg_server with a WebSocket port).
     #[must_use]
-    pub fn msg_server_json(&self) -> String {
-        self.table.msg_server_json(&self.urls)
+    pub fn msg_server_json(&self, browser: bool) -> String {
+        self.table.msg_server_json(&self.urls, browser)
     }
 
     /// The legacy TCP answer (`CID_LOGIN_RES_MSGSERVER`): the same choice
@@ -152,6 +153,8 @@ pub struct LoginApp<C> {
     counters: LoginCounters,
     /// `/msg_server` requests by outcome (`200`, `404`, or `dropped`).
     http: CounterMap,
+    /// Web pages on other origins allowed to read `/msg_server` (CORS).
+    cors: Option<WsOrigins>,
 }
 
 impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
@@ -164,7 +167,16 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
             ports,
             counters: LoginCounters::default(),
             http: CounterMap::new(),
+            cors: None,
         }
+    }
+
+    /// Lets pages of `origins` read `/msg_server` from another origin
+    /// (`Access-Control-Allow-Origin`), e.g. a web client hosted apart.
+    #[must_use]
+    pub fn with_cors(mut self, origins: Option<WsOrigins>) -> Self {
+        self.cors = origins;
+        self
     }
 
     /// The directory of msg_servers.
@@ -280,6 +292,8 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
                 max_conn_cnt: info.max_conn_cnt,
                 cur_conn_cnt: info.cur_conn_cnt,
                 host_name: info.host_name,
+                ws_port: info.ws_port.and_then(|p| u16::try_from(p).ok()),
+                ws_tls: info.ws_tls.unwrap_or(false),
             },
         );
     }
@@ -312,6 +326,10 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
 /// (`/msg_server?anything` and `/msg_server/` are the same request).
 pub const MSG_SERVER_PATH: &str = "/msg_server";
 
+/// The query a browser adds (`/msg_server?transport=ws`): only msg_servers
+/// with a WebSocket port are offered.
+pub(crate) const BROWSER_QUERY: &str = "transport=ws";
+
 /// The `Content-Type` TeamTalk's login_server sends with the JSON.
 const TEAMTALK_CONTENT_TYPE: &str = "text/html;charset=utf-8";
 
@@ -322,7 +340,11 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
     pub fn http(&mut self, request: &Request) -> Response {
         let mut response = if request.uri().path().starts_with(MSG_SERVER_PATH) {
             self.http.inc("200");
-            let mut r = Response::new(Bytes::from(self.dir.msg_server_json().into_bytes()));
+            let browser = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == BROWSER_QUERY));
+            let mut r = Response::new(Bytes::from(self.dir.msg_server_json(browser).into_bytes()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(TEAMTALK_CONTENT_TYPE),
@@ -335,6 +357,18 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        if let (Some(cors), Some(origin)) = (&self.cors, origin)
+            && cors.allows(Some(origin))
+            && let Ok(value) = HeaderValue::from_str(origin)
+        {
+            let h = response.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
         if request.method() == Method::HEAD {
             debug!("HEAD /msg_server: headers only");
         }
@@ -458,6 +492,7 @@ mod tests {
             max_conn_cnt: max,
             cur_conn_cnt: cur,
             host_name: format!("host-{ip}"),
+            ..Default::default()
         };
         Command::OtherMsgServInfo.pdu(0, &msg)
     }
@@ -484,7 +519,7 @@ mod tests {
     }
 
     fn json(app: &LoginApp<u32>) -> serde_json::Value {
-        serde_json::from_str(&app.directory().msg_server_json()).unwrap()
+        serde_json::from_str(&app.directory().msg_server_json(false)).unwrap()
     }
 
     #[test]

@@ -111,7 +111,8 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, DaemonError> {
             .map(|a| AdminSettings::with_token(a, config.admin_token.clone())),
     );
     plan.peer_policy(config.peers.clone());
-    let app = LoginApp::new(Directory::new(config.urls.clone()), ports);
+    let app =
+        LoginApp::new(Directory::new(config.urls.clone()), ports).with_cors(config.cors.clone());
     runtime::start(app, plan)
 }
 
@@ -173,7 +174,7 @@ impl RunningLogin {
     /// What `GET /msg_server` would answer right now.
     #[must_use]
     pub fn msg_server_json(&self) -> String {
-        self.inspect(|app| app.directory().msg_server_json())
+        self.inspect(|app| app.directory().msg_server_json(false))
             .unwrap_or_default()
     }
 
@@ -202,6 +203,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "PeerTlsCaFile",
     "PeerTlsClientAuth",
     "PeerTlsServerName",
+    "CorsOrigins",
 ];
 
 /// TeamTalk's limit on an HTTP request; anything longer is closed.
@@ -246,6 +248,9 @@ pub struct LoginConfig {
     pub peers: PeerPolicy,
     /// TLS on the msg_server port (`PeerTls*` keys).
     pub peer_tls: Option<Arc<teamtalk_conn::tls::rustls::ServerConfig>>,
+    /// Web origins whose pages may read `/msg_server` from elsewhere
+    /// (`CorsOrigins=`, same form as msg_server's `WebSocketOrigins`).
+    pub cors: Option<teamtalk_conn::WsOrigins>,
 }
 
 impl LoginConfig {
@@ -285,6 +290,7 @@ impl LoginConfig {
             admin_token: conf.get("AdminToken").map(str::to_owned),
             peers: PeerPolicy::from_conf(conf)?,
             peer_tls: crate::route::peer_tls(conf)?,
+            cors: conf.get("CorsOrigins").map(crate::msg::parse_origins),
         })
     }
 
@@ -312,6 +318,7 @@ impl LoginConfig {
             admin_token: None,
             peers: PeerPolicy::open(),
             peer_tls: None,
+            cors: None,
         }
     }
 

@@ -10,6 +10,7 @@ use super::app::{Registration, SessionLimits};
 use std::sync::Arc;
 
 use teamtalk_conn::tls::rustls::ServerConfig;
+use teamtalk_conn::{WsConfig, WsOrigins};
 
 use crate::cluster::{ClusterError, PeerPolicy};
 use crate::conf::{Conf, ConfError};
@@ -54,6 +55,10 @@ pub struct MsgConfig {
     /// (`LinkTlsCaFile=`, optional `LinkTlsServerName=`,
     /// `LinkTlsCertFile=`/`LinkTlsKeyFile=` for a client certificate).
     pub link_tls: Option<TlsSettings>,
+    /// A client port for browsers over WebSocket (`WebSocketPort=`,
+    /// `WebSocketOrigins=`, `WebSocketTls=true` for wss with the `Tls*`
+    /// keys).
+    pub websocket: Option<WebSocketPort>,
     /// The cluster secret its links prove (`ClusterSecret`,
     /// `ClusterSecretFile`).
     pub peers: PeerPolicy,
@@ -76,6 +81,8 @@ impl MsgConfig {
                 port: listen.port(),
                 max_conn_cnt: 100_000,
                 host_name: host_name(),
+                ws_port: None,
+                ws_tls: false,
             },
             db: vec![db],
             login: vec![login],
@@ -90,6 +97,7 @@ impl MsgConfig {
             limits: SessionLimits::default(),
             tls_listen: None,
             link_tls: None,
+            websocket: None,
         }
     }
 
@@ -155,6 +163,7 @@ impl MsgConfig {
             cfg.tls_listen = Some((SocketAddr::new(cfg.listen.ip(), port), tls.server_config()?));
         }
         cfg.link_tls = TlsSettings::from_conf(conf, "Link")?;
+        cfg.websocket = websocket_from_conf(conf, cfg.listen.ip())?;
         Ok(cfg)
     }
 }
@@ -191,7 +200,80 @@ const KNOWN: &[&str] = &[
     "LinkTlsCaFile",
     "LinkTlsClientAuth",
     "LinkTlsServerName",
+    "WebSocketPort",
+    "WebSocketOrigins",
+    "WebSocketTls",
 ];
+
+/// msg_server's WebSocket port: each binary message one PDU, the same
+/// client sessions as on the TCP port.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebSocketPort {
+    /// Where to listen (port 0 picks one).
+    pub addr: SocketAddr,
+    /// Allowed origins and limits.
+    pub ws: WsConfig,
+    /// wss: TLS around the WebSocket.
+    pub tls: Option<Arc<ServerConfig>>,
+}
+
+impl WebSocketPort {
+    /// A plain (ws://) port accepting pages of `origins`.
+    #[must_use]
+    pub fn new(addr: SocketAddr, origins: WsOrigins) -> Self {
+        Self {
+            addr,
+            ws: WsConfig::new(origins),
+            tls: None,
+        }
+    }
+}
+
+/// Reads `WebSocketOrigins=`: `*`, or origins separated by `;`, `,` or
+/// spaces.
+#[must_use]
+pub fn parse_origins(raw: &str) -> WsOrigins {
+    let list: Vec<String> = raw
+        .split([';', ',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.iter().any(|o| o == "*") {
+        WsOrigins::Any
+    } else {
+        WsOrigins::List(list.into())
+    }
+}
+
+fn websocket_from_conf(
+    conf: &Conf,
+    ip: std::net::IpAddr,
+) -> Result<Option<WebSocketPort>, MsgConfigError> {
+    let Some(port) = conf.get_parsed::<u16>("WebSocketPort")? else {
+        return Ok(None);
+    };
+    let origins = match conf.get("WebSocketOrigins").map(parse_origins) {
+        Some(WsOrigins::List(l)) if l.is_empty() => None,
+        other => other,
+    }
+    .ok_or_else(|| MsgConfigError::WebSocketOrigins {
+        origin: conf.origin().to_owned(),
+    })?;
+    let mut ws = WebSocketPort::new(SocketAddr::new(ip, port), origins);
+    if conf.get_parsed::<bool>("WebSocketTls")?.unwrap_or(false) {
+        let tls = TlsSettings::from_conf(conf, "")?.ok_or_else(|| {
+            MsgConfigError::Tls(TlsConfError::Missing {
+                origin: conf.origin().to_owned(),
+                key: "TlsCertFile".to_owned(),
+                why: "WebSocketTls is true",
+            })
+        })?;
+        ws.tls = Some(tls.server_config()?);
+    }
+    Ok(Some(ws))
+}
 
 /// A bad msg_server configuration.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +291,15 @@ pub enum MsgConfigError {
     /// A host name does not resolve.
     #[error("cannot resolve {0}")]
     Resolve(String),
+    /// `WebSocketPort` without the origins browsers may come from.
+    #[error(
+        "{origin}: WebSocketPort needs WebSocketOrigins: the web origins allowed to connect \
+         (e.g. http://chat.example.com:8080), or * for any"
+    )]
+    WebSocketOrigins {
+        /// The conf file.
+        origin: String,
+    },
 }
 
 /// Resolves `host:port`, preferring IPv4 (TeamTalk configs say `localhost`).

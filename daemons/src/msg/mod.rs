@@ -18,7 +18,7 @@ pub use app::{
     Action, AppStats, MAX_CREDENTIAL_LEN, MsgApp, Registration, SessionLimits, Upstream,
     UpstreamLink,
 };
-pub use config::{MsgConfig, MsgConfigError};
+pub use config::{MsgConfig, MsgConfigError, WebSocketPort, parse_origins};
 
 use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
 
@@ -54,6 +54,17 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
             PortKind::Clients(cfg.session.clone()),
             Arc::clone(tls),
         );
+    }
+    let mut ws_port = None;
+    if let Some(ws) = &cfg.websocket {
+        ws_port = Some(plan.listen_ws(
+            "clients",
+            "browser",
+            ws.addr,
+            PortKind::Clients(cfg.session.clone()),
+            ws.ws.clone(),
+            ws.tls.clone(),
+        ));
     }
     let link_tls = match &cfg.link_tls {
         Some(t) => Some((t.client_config().map_err(tls_error)?, t)),
@@ -99,10 +110,13 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
     );
     plan.peer_policy(cfg.peers.clone());
     plan.client_credit(Some(app::CLIENT_PDU_CREDIT));
-    runtime::start(
-        MsgApp::new(cfg.registration.clone(), links).with_limits(cfg.limits),
-        plan,
-    )
+    let mut registration = cfg.registration.clone();
+    registration.ws_tls = cfg.websocket.as_ref().is_some_and(|w| w.tls.is_some());
+    let mut app = MsgApp::new(registration, links).with_limits(cfg.limits);
+    if let Some(id) = ws_port {
+        app = app.with_ws_port(id);
+    }
+    runtime::start(app, plan)
 }
 
 fn tls_error(e: crate::tls::TlsConfError) -> DaemonError {

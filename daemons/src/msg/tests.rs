@@ -39,6 +39,8 @@ fn app() -> MsgApp<u32> {
             port: 8000,
             max_conn_cnt: 10,
             host_name: "test".into(),
+            ws_port: None,
+            ws_tls: false,
         },
         links,
     );

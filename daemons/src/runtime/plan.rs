@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use std::sync::Arc;
 
+use teamtalk_conn::WsConfig;
 use teamtalk_conn::tls::rustls::pki_types::ServerName;
 use teamtalk_conn::tls::rustls::{ClientConfig, ServerConfig};
 use teamtalk_conn::{HttpConfig, LinkConfig, SessionConfig};
@@ -50,6 +51,9 @@ pub(crate) struct ListenSpec {
     pub(crate) peer: &'static str,
     /// TLS on this listener (TeamTalk sessions only).
     pub(crate) tls: Option<Arc<ServerConfig>>,
+    /// WebSocket on this listener (client sessions only; inside TLS when
+    /// both are set).
+    pub(crate) ws: Option<WsConfig>,
 }
 
 /// One link of a plan.
@@ -131,6 +135,7 @@ impl<W> Plan<W> {
             side,
             peer,
             tls: None,
+            ws: None,
         });
         id
     }
@@ -148,6 +153,26 @@ impl<W> Plan<W> {
         let id = self.listen(side, peer, addr, kind);
         if let Some(l) = self.listeners.last_mut() {
             l.tls = Some(tls);
+        }
+        id
+    }
+
+    /// Declares a listener for browsers: each TeamTalk session of `kind`
+    /// (normally [`PortKind::Clients`]) runs over WebSocket with `ws`, and
+    /// over TLS too (wss) when `tls` is given.
+    pub fn listen_ws(
+        &mut self,
+        side: &'static str,
+        peer: &'static str,
+        addr: SocketAddr,
+        kind: PortKind,
+        ws: WsConfig,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> PortId {
+        let id = self.listen(side, peer, addr, kind);
+        if let Some(l) = self.listeners.last_mut() {
+            l.ws = Some(ws);
+            l.tls = tls;
         }
         id
     }

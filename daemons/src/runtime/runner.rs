@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use teamtalk_conn::{
-    CloseReason, HttpConn, HttpEvent, Link, LinkEvent, PeerAuth, Session, SessionEvent, Tls,
+    CloseReason, HttpConn, HttpEvent, Link, LinkEvent, PeerAuth, Session, SessionEvent, Tls, Ws,
+    WsConfig,
 };
 use teamtalk_net::{ConnId, ListenOptions, NetEvent, Reactor, ReactorConfig};
 use teamtalk_proto::Pdu;
@@ -123,6 +124,7 @@ where
             side,
             peer,
             tls,
+            ws,
         } = spec;
         let side = side_of(side);
         let options = ListenOptions {
@@ -132,7 +134,11 @@ where
             },
         };
         let local = reactors[side]
-            .listen_with(addr, options, factory(&kind, &policy, client_credit, tls))
+            .listen_with(
+                addr,
+                options,
+                factory(&kind, &policy, client_credit, tls, ws),
+            )
             .map_err(|source| DaemonError::Listen {
                 daemon: name,
                 addr,
@@ -287,10 +293,17 @@ fn factory(
     policy: &PeerPolicy,
     client_credit: Option<u32>,
     tls: Option<Arc<teamtalk_conn::tls::rustls::ServerConfig>>,
+    ws: Option<WsConfig>,
 ) -> Box<dyn Fn(SocketAddr, std::time::Instant) -> Wire + Send> {
-    let wrap = move |s: Session, now| match &tls {
-        Some(config) => Wire::TlsSession(Box::new(Tls::server(Arc::clone(config), s, now))),
-        None => Wire::Session(s),
+    let wrap = move |s: Session, now| match (&tls, &ws) {
+        (Some(config), None) => Wire::TlsSession(Box::new(Tls::server(Arc::clone(config), s, now))),
+        (None, Some(ws)) => Wire::WsSession(Box::new(Ws::server(ws.clone(), s, now))),
+        (Some(config), Some(ws)) => Wire::TlsWsSession(Box::new(Tls::server(
+            Arc::clone(config),
+            Ws::server(ws.clone(), s, now),
+            now,
+        ))),
+        (None, None) => Wire::Session(s),
     };
     match kind {
         PortKind::Clients(c) => {

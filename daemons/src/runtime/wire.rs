@@ -8,7 +8,7 @@
 
 use teamtalk_conn::{
     CloseReason, HttpConn, HttpEvent, Input, Link, LinkEvent, Machine, Output, Session,
-    SessionEvent, Tls,
+    SessionEvent, Tls, Ws,
 };
 
 /// A connection's machine.
@@ -18,6 +18,10 @@ pub(crate) enum Wire {
     Session(Session),
     /// The same over TLS.
     TlsSession(Box<Tls<Session>>),
+    /// A client session over WebSocket (a browser).
+    WsSession(Box<Ws<Session>>),
+    /// The same over TLS (wss).
+    TlsWsSession(Box<Tls<Ws<Session>>>),
     /// An outbound server link.
     Link(Link),
     /// The same over TLS.
@@ -32,6 +36,8 @@ impl Wire {
         match self {
             Self::Session(s) => Some(s),
             Self::TlsSession(t) => Some(&mut **t),
+            Self::WsSession(w) => Some(&mut **w),
+            Self::TlsWsSession(t) => Some(&mut ***t),
             _ => None,
         }
     }
@@ -64,6 +70,8 @@ impl Machine for Wire {
         match self {
             Self::Session(m) => m.handle_input(input),
             Self::TlsSession(m) => m.handle_input(input),
+            Self::WsSession(m) => m.handle_input(input),
+            Self::TlsWsSession(m) => m.handle_input(input),
             Self::Link(m) => m.handle_input(input),
             Self::TlsLink(m) => m.handle_input(input),
             Self::Http(m) => m.handle_input(input),
@@ -74,6 +82,8 @@ impl Machine for Wire {
         match self {
             Self::Session(m) => map(m.poll_output(), WireEvent::Session),
             Self::TlsSession(m) => map(m.poll_output(), WireEvent::Session),
+            Self::WsSession(m) => map(m.poll_output(), WireEvent::Session),
+            Self::TlsWsSession(m) => map(m.poll_output(), WireEvent::Session),
             Self::Link(m) => map(m.poll_output(), WireEvent::Link),
             Self::TlsLink(m) => map(m.poll_output(), WireEvent::Link),
             Self::Http(m) => map(m.poll_output(), WireEvent::Http),
@@ -84,6 +94,8 @@ impl Machine for Wire {
         match self {
             Self::Session(m) => m.wants_read(),
             Self::TlsSession(m) => m.wants_read(),
+            Self::WsSession(m) => m.wants_read(),
+            Self::TlsWsSession(m) => m.wants_read(),
             Self::Link(m) => m.wants_read(),
             Self::TlsLink(m) => m.wants_read(),
             Self::Http(m) => m.wants_read(),
@@ -94,6 +106,8 @@ impl Machine for Wire {
         match self {
             Self::Session(m) => m.set_backlog(now, bytes),
             Self::TlsSession(m) => m.set_backlog(now, bytes),
+            Self::WsSession(m) => m.set_backlog(now, bytes),
+            Self::TlsWsSession(m) => m.set_backlog(now, bytes),
             Self::Link(m) => m.set_backlog(now, bytes),
             Self::TlsLink(m) => m.set_backlog(now, bytes),
             Self::Http(m) => m.set_backlog(now, bytes),
@@ -104,6 +118,8 @@ impl Machine for Wire {
         match self {
             Self::Session(m) => m.transport_failed(now, reason),
             Self::TlsSession(m) => m.transport_failed(now, reason),
+            Self::WsSession(m) => m.transport_failed(now, reason),
+            Self::TlsWsSession(m) => m.transport_failed(now, reason),
             Self::Link(m) => m.transport_failed(now, reason),
             Self::TlsLink(m) => m.transport_failed(now, reason),
             Self::Http(m) => m.transport_failed(now, reason),

@@ -11,6 +11,7 @@ mod prop;
 mod session;
 mod sim;
 mod tls;
+mod ws;
 
 use std::time::{Duration, Instant};
 
