@@ -355,7 +355,7 @@ impl Link {
                     }
                 }
                 Timer::Idle => self.go_down(CloseReason::TimedOut),
-                Timer::Login => {}
+                Timer::Login | Timer::Request | Timer::Logout => {}
             }
         }
     }

@@ -375,7 +375,7 @@ impl Session {
                         self.sent();
                     }
                 }
-                Timer::Connect | Timer::Backoff => {}
+                Timer::Connect | Timer::Backoff | Timer::Request | Timer::Logout => {}
             }
         }
     }

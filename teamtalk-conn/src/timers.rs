@@ -15,24 +15,31 @@ pub(crate) enum Timer {
     Heartbeat,
     /// Close: nothing was received for the idle timeout.
     Idle,
-    /// Close: a client's login did not complete in time.
+    /// Close: a client's login did not complete in time (sessions), or
+    /// the login reply did not arrive in time (clients).
     Login,
+    /// The earliest deadline of a client's pending requests.
+    Request,
+    /// A client's logout must be over by then.
+    Logout,
 }
 
 impl Timer {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 7] = [
         Self::Connect,
         Self::Backoff,
         Self::Heartbeat,
         Self::Idle,
         Self::Login,
+        Self::Request,
+        Self::Logout,
     ];
 }
 
 /// One optional deadline per [`Timer`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; 5],
+    deadlines: [Option<Instant>; Timer::ALL.len()],
 }
 
 impl TimerTable {
@@ -45,7 +52,7 @@ impl TimerTable {
     }
 
     pub(crate) fn clear_all(&mut self) {
-        self.deadlines = [None; 5];
+        self.deadlines = [None; Timer::ALL.len()];
     }
 
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {

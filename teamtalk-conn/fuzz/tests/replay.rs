@@ -28,3 +28,8 @@ fn session_steps_corpus() {
 fn link_steps_corpus() {
     replay("link_steps", teamtalk_conn::fuzzing::run_link_steps);
 }
+
+#[test]
+fn client_steps_corpus() {
+    replay("client_steps", teamtalk_conn::fuzzing::run_client_steps);
+}

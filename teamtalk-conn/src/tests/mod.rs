@@ -2,6 +2,7 @@
 //! scripted inputs (a client-side fake), `sim` pairs a link with a
 //! server-peer session over in-memory pipes.
 
+mod client;
 mod link;
 mod prop;
 mod session;
