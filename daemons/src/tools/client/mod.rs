@@ -218,6 +218,8 @@ pub struct Client {
     stopped: Option<StopReason>,
     /// The last loss, for errors.
     lost: Option<CloseReason>,
+    /// The last failed assignment not taken yet.
+    assign_error: Option<AssignError>,
 }
 
 impl std::fmt::Debug for Client {
@@ -289,6 +291,7 @@ impl Client {
             login_outcome: None,
             stopped: None,
             lost: None,
+            assign_error: None,
         })
     }
 
@@ -606,6 +609,16 @@ impl Client {
             self.stopped,
             Some(StopReason::LoggedOut { clean: true })
         ))
+    }
+
+    /// The last failed assignment query, if any, since the last call.
+    pub fn take_assign_error(&mut self) -> Option<AssignError> {
+        self.assign_error.take()
+    }
+
+    /// A PDU already received, without waiting.
+    pub fn try_recv(&mut self) -> Option<Pdu> {
+        self.backlog.pop_front()
     }
 
     /// Why the connection ended, once it has.
