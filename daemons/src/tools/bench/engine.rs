@@ -445,17 +445,21 @@ impl Worker {
                 Duration::from_millis(5)
             };
             // Block for the first event, then take whatever else is there.
-            let first = self.events.recv_timeout(wait).ok();
-            self.take_seqs();
-            if let Some((id, ev)) = first {
+            // Seqs are taken before every event: a reply can only follow
+            // the note of the command that sent its request.
+            let mut next = self.events.recv_timeout(wait).ok();
+            let mut budget = 4096;
+            while let Some((id, ev)) = next {
+                self.take_seqs();
                 self.on_event(id, ev, phase);
-            }
-            for _ in 0..4096 {
-                let Ok((id, ev)) = self.events.try_recv() else {
-                    break;
+                budget -= 1;
+                next = if budget > 0 {
+                    self.events.try_recv().ok()
+                } else {
+                    None
                 };
-                self.on_event(id, ev, phase);
             }
+            self.take_seqs();
             if phase == RUN {
                 self.fill(clock::now());
             }

@@ -1,37 +1,48 @@
-//! `bench login`: C threads, each repeatedly asking for a msg_server (with
-//! `--http`/`--login`), connecting, logging in and logging out, as a
-//! client starting up does. Blocking clients are the right tool here: the
-//! concurrency is small and each step waits for the previous one.
+//! `bench login`: C logins in flight at once, each asking for a msg_server
+//! (with `--http`/`--login`), connecting, logging in and logging out, as a
+//! client starting up does.
 //!
-//! After the logout answer the bench waits for the server to close, so the
-//! server, not the bench, holds the TIME_WAIT and the bench's ephemeral
-//! ports are reused at once.
+//! Every login is one [`teamtalk_conn::Client`] machine on a `teamtalk-net`
+//! reactor; this thread reads their events and starts the next login of a
+//! slot when the previous one ends. With a login_server the machine asks
+//! for its assignment ([`ClientEvent::AssignmentNeeded`]) and a few
+//! threads perform the HTTP queries, as a real client would before each
+//! login.
+//!
+//! A logout waits for the server to close (the machine's clean logout), so
+//! the server, not the bench, holds the TIME_WAIT and the bench's
+//! ephemeral ports are reused at once.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use teamtalk_proto::Command;
+use crossbeam_channel::Sender;
+use teamtalk_conn::client::Credentials;
+use teamtalk_conn::{Client, ClientConfig, ClientEvent, StopReason};
+use teamtalk_net::{ConnId, Handle, NetEvent, Reactor, ReactorConfig};
 use teamtalk_proto::pb::im::base_define::ClientType;
-use teamtalk_proto::pb::im::login::ImLogoutReq;
 
 use super::hist::Histogram;
 use super::report::{Report, thousands};
 use super::{BenchError, LoginArgs, NET_TIMEOUT, Target, cpu_pct, cpu_ticks};
-use crate::client::{Client, ClientError};
 use crate::clock;
+use crate::tools::client::query_msg_server;
 
-#[derive(Debug, Default)]
-struct Shared {
-    stop: AtomicBool,
-    started: AtomicU64,
-    ok: AtomicU64,
-    refused: AtomicU64,
-    failed: AtomicU64,
+/// One login in progress.
+#[derive(Debug)]
+struct InFlight {
+    slot: usize,
+    user: String,
+    started: Instant,
+    logged_in: bool,
+    /// Already counted as failed.
+    failed: bool,
 }
 
 #[derive(Debug, Default)]
-struct ThreadResult {
+struct Totals {
     login: Histogram,
     cycle: Histogram,
     ok: u64,
@@ -41,121 +52,85 @@ struct ThreadResult {
     first_error: Option<String>,
 }
 
-enum Outcome {
-    Ok {
-        login: Duration,
-        cycle: Duration,
-        clean: bool,
-    },
-    Refused(String),
-    Failed(String),
+/// Answers assignment questions over HTTP on a few threads.
+struct Assigners {
+    jobs: Option<Sender<ConnId>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn one_login(target: &Target, i: usize, user: &str, password: &str) -> Outcome {
-    let t0 = clock::now();
-    let addr = match target.assign(i) {
-        Ok(a) => a,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
-    let mut c = match Client::connect(addr, NET_TIMEOUT) {
-        Ok(c) => c,
-        Err(e) => return Outcome::Failed(format!("connect {addr}: {e}")),
-    };
-    match c.login(user, password, ClientType::Windows, NET_TIMEOUT) {
-        Ok(_) => {}
-        Err(ClientError::LoginRefused { code, text }) => {
-            return Outcome::Refused(format!("{user}: code {code} ({text})"));
+impl Assigners {
+    fn start(
+        target: &Target,
+        n: usize,
+        handle: &Handle<Client>,
+        first_error: &Arc<Mutex<Option<String>>>,
+    ) -> Self {
+        let Target::Http(login) = target else {
+            return Self {
+                jobs: None,
+                threads: Vec::new(),
+            };
+        };
+        let (tx, rx) = crossbeam_channel::unbounded::<ConnId>();
+        let threads = (0..n)
+            .map(|_| {
+                let (rx, handle, login) = (rx.clone(), handle.clone(), *login);
+                let first_error = Arc::clone(first_error);
+                std::thread::spawn(move || {
+                    for id in rx {
+                        match query_msg_server(login, NET_TIMEOUT).and_then(|a| a.addr()) {
+                            Ok(addr) => {
+                                let _ = handle.exec(id, move |m| m.assigned(clock::now(), addr));
+                            }
+                            Err(e) => {
+                                let why = e.to_string();
+                                if let Ok(mut f) = first_error.lock() {
+                                    f.get_or_insert_with(|| why.clone());
+                                }
+                                let _ = handle
+                                    .exec(id, move |m| m.assignment_failed(clock::now(), &why));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            jobs: Some(tx),
+            threads,
         }
-        Err(e) => return Outcome::Failed(format!("{user}: {e}")),
     }
-    let login = clock::now().duration_since(t0);
-    let clean = logout(&mut c);
-    Outcome::Ok {
-        login,
-        cycle: clock::now().duration_since(t0),
-        clean,
-    }
-}
 
-/// Logs out and waits for the server to close; `false` if it did not
-/// answer or close in time (the cycle still counts as a login).
-fn logout(c: &mut Client) -> bool {
-    let Ok(seq) = c.send(Command::LoginReqLoginout, &ImLogoutReq {}) else {
-        return false;
-    };
-    let key = Command::LoginResLoginout.key();
-    if c.wait_for(NET_TIMEOUT, "logout answer", |p| {
-        p.is(key) && p.seq() == seq
-    })
-    .is_err()
-    {
-        return false;
-    }
-    let deadline = clock::now() + Duration::from_secs(2);
-    loop {
-        let left = deadline.saturating_duration_since(clock::now());
-        if left.is_zero() {
-            return false;
-        }
-        match c.recv(left) {
-            Err(ClientError::Closed) => return true,
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return false,
+    fn ask(&self, id: ConnId) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(id);
         }
     }
-}
 
-fn worker(t: u32, args: &LoginArgs, users: u32, target: &Target, shared: &Shared) -> ThreadResult {
-    let c = args.concurrency;
-    // This thread's users: t+1, t+1+C, … (never shared with another thread).
-    let mine: Vec<String> = (t..users)
-        .step_by(c as usize)
-        .map(|u| args.common.user(u64::from(u) + 1))
-        .collect();
-    let mut r = ThreadResult::default();
-    let mut k = 0usize;
-    while !shared.stop.load(Ordering::Relaxed) {
-        if let Some(count) = args.count
-            && shared.started.fetch_add(1, Ordering::Relaxed) >= count
-        {
-            break;
-        }
-        let user = &mine[k % mine.len()];
-        let i = k * c as usize + t as usize;
-        k += 1;
-        match one_login(target, i, user, &args.common.password) {
-            Outcome::Ok {
-                login,
-                cycle,
-                clean,
-            } => {
-                r.ok += 1;
-                r.login.record(nanos(login));
-                r.cycle.record(nanos(cycle));
-                if !clean {
-                    r.unclean_logouts += 1;
-                }
-                shared.ok.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Refused(e) => {
-                r.refused += 1;
-                r.first_error.get_or_insert(e);
-                shared.refused.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Failed(e) => {
-                r.failed += 1;
-                r.first_error.get_or_insert(e);
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-                // Do not spin on a dead server.
-                std::thread::sleep(Duration::from_millis(10));
-            }
+    fn stop(mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
-    r
 }
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The machine for one login.
+fn machine(target: &Target, i: usize, user: &str, password: &str, now: Instant) -> Client {
+    let creds = Credentials::new(user, password, ClientType::Windows);
+    let mut cfg = ClientConfig::new(creds);
+    if let Target::Direct(addrs) = target {
+        cfg.msg_server = Some(addrs[i % addrs.len()]);
+    }
+    cfg.reconnect = false;
+    cfg.connect_timeout = NET_TIMEOUT;
+    cfg.login_timeout = NET_TIMEOUT;
+    cfg.logout_timeout = Duration::from_secs(2);
+    Client::new(cfg, now)
 }
 
 /// `bench login`.
@@ -176,40 +151,174 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
         (None, None) => Some(Duration::from_secs(10)),
     };
     let target = common.target()?;
-    let shared = Shared::default();
+    let c = args.concurrency as usize;
+    // Slot t's users: t+1, t+1+C, … (never two logins of one user at once).
+    let mine: Vec<Vec<String>> = (0..c)
+        .map(|t| {
+            (t..users as usize)
+                .step_by(c)
+                .map(|u| common.user(u as u64 + 1))
+                .collect()
+        })
+        .collect();
+    let reactor = Reactor::<Client>::new(ReactorConfig {
+        threads: 1,
+        shutdown_grace: Duration::from_secs(2),
+        ..ReactorConfig::default()
+    })?;
+    let handle = reactor.handle();
+    let events = reactor.events();
+    let assign_error = Arc::new(Mutex::new(None));
+    let assigners = Assigners::start(&target, c.min(16), &handle, &assign_error);
+
+    let mut totals = Totals::default();
+    let mut inflight: HashMap<ConnId, InFlight> = HashMap::new();
+    let mut next_user = vec![0usize; c];
+    // Slots waiting to start their next login, and when.
+    let mut idle: Vec<(usize, Instant)> = (0..c).map(|t| (t, clock::now())).collect();
+    let mut started: u64 = 0;
     let cpu0 = cpu_ticks(None);
     let srv0 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
     let start = clock::now();
-    let results: Vec<ThreadResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.concurrency)
-            .map(|t| {
-                let (target, shared) = (&target, &shared);
-                s.spawn(move || worker(t, args, users, target, shared))
-            })
-            .collect();
-        watch(&handles, duration, start, &shared, common);
-        shared.stop.store(true, Ordering::Relaxed);
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    let mut next_print = start + Duration::from_secs(1);
+    let mut last_ok = 0;
+    loop {
+        let now = clock::now();
+        let over = duration.is_some_and(|d| now.duration_since(start) >= d);
+        let counted_out = args.count.is_some_and(|n| started >= n);
+        if over || (counted_out && inflight.is_empty()) {
+            break;
+        }
+        // Start logins on idle slots whose time has come.
+        if !counted_out {
+            let mut k = 0;
+            while k < idle.len() {
+                let (slot, at) = idle[k];
+                if at > now || args.count.is_some_and(|n| started >= n) {
+                    k += 1;
+                    continue;
+                }
+                idle.swap_remove(k);
+                let list = &mine[slot];
+                let user = list[next_user[slot] % list.len()].clone();
+                let i = next_user[slot] * c + slot;
+                next_user[slot] += 1;
+                started += 1;
+                let t0 = clock::now();
+                match handle.open(machine(&target, i, &user, &common.password, t0)) {
+                    Ok(id) => {
+                        inflight.insert(
+                            id,
+                            InFlight {
+                                slot,
+                                user,
+                                started: t0,
+                                logged_in: false,
+                                failed: false,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        totals.failed += 1;
+                        totals
+                            .first_error
+                            .get_or_insert_with(|| format!("open: {e}"));
+                        idle.push((slot, t0 + Duration::from_millis(10)));
+                    }
+                }
+            }
+        }
+        if now >= next_print {
+            next_print += Duration::from_secs(1);
+            common.progress(&format!(
+                "[{:>5.1}s] logins {} refused {} failed {}  {}/s",
+                now.duration_since(start).as_secs_f64(),
+                thousands(totals.ok),
+                totals.refused,
+                totals.failed,
+                thousands(totals.ok - last_ok)
+            ));
+            last_ok = totals.ok;
+        }
+        let Ok((id, ev)) = events.recv_timeout(Duration::from_millis(5)) else {
+            continue;
+        };
+        let now = clock::now();
+        let Some(f) = inflight.get_mut(&id) else {
+            continue;
+        };
+        let NetEvent::Machine(ev) = ev else {
+            continue;
+        };
+        match ev {
+            ClientEvent::AssignmentNeeded => assigners.ask(id),
+            ClientEvent::LoggedIn(_) => {
+                f.logged_in = true;
+                totals.login.record(nanos(now.duration_since(f.started)));
+                let _ = handle.exec(id, |m| m.logout(clock::now()));
+            }
+            ClientEvent::LoginRefused { code, text, .. } => {
+                totals.refused += 1;
+                let user = &f.user;
+                totals
+                    .first_error
+                    .get_or_insert_with(|| format!("{user}: code {code} ({text})"));
+            }
+            ClientEvent::Disconnected(reason) if !f.logged_in => {
+                totals.failed += 1;
+                f.failed = true;
+                let user = &f.user;
+                totals
+                    .first_error
+                    .get_or_insert_with(|| format!("{user}: {reason}"));
+            }
+            ClientEvent::Stopped(why) => {
+                let Some(f) = inflight.remove(&id) else {
+                    continue;
+                };
+                let mut wait = Duration::ZERO;
+                match why {
+                    StopReason::LoggedOut { clean } if f.logged_in => {
+                        totals.ok += 1;
+                        totals.cycle.record(nanos(now.duration_since(f.started)));
+                        if !clean {
+                            totals.unclean_logouts += 1;
+                        }
+                    }
+                    StopReason::LoginRefused { .. } => {}
+                    StopReason::Disconnected(_) if !f.logged_in => {
+                        // A failed assignment stops the machine without a
+                        // Disconnected event.
+                        if !f.failed {
+                            totals.failed += 1;
+                        }
+                        // Do not spin on a dead server.
+                        wait = Duration::from_millis(10);
+                    }
+                    _ => {
+                        if f.logged_in {
+                            // Lost after the login: the logout did not happen.
+                            totals.ok += 1;
+                            totals.unclean_logouts += 1;
+                        }
+                    }
+                }
+                idle.push((f.slot, now + wait));
+            }
+            _ => {}
+        }
+    }
     let elapsed = clock::now().duration_since(start);
     let cpu1 = cpu_ticks(None);
     let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
-
-    let mut all = ThreadResult::default();
-    for r in &results {
-        all.login.merge(&r.login);
-        all.cycle.merge(&r.cycle);
-        all.ok += r.ok;
-        all.refused += r.refused;
-        all.failed += r.failed;
-        all.unclean_logouts += r.unclean_logouts;
-        if all.first_error.is_none() {
-            all.first_error.clone_from(&r.first_error);
-        }
+    assigners.stop();
+    reactor.shutdown();
+    if totals.first_error.is_none()
+        && let Ok(mut e) = assign_error.lock()
+    {
+        totals.first_error = e.take();
     }
+
     let mut rep = Report::default();
     rep.text("bench", "bench", "login");
     rep.text("target", "target", target.describe());
@@ -220,22 +329,22 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
     );
     rep.int("concurrency", "concurrency", args.concurrency.into());
     rep.num("duration_s", "duration (s)", Some(elapsed.as_secs_f64()));
-    rep.int("count", "logins", all.ok);
-    rep.int("refused", "refused", all.refused);
-    rep.int("failed", "failed", all.failed);
+    rep.int("count", "logins", totals.ok);
+    rep.int("refused", "refused", totals.refused);
+    rep.int("failed", "failed", totals.failed);
     rep.int(
         "unclean_logouts",
         "logouts not closed by server",
-        all.unclean_logouts,
+        totals.unclean_logouts,
     );
     let secs = elapsed.as_secs_f64();
     rep.num(
         "logins_per_s",
         "logins/s",
-        (secs > 0.0).then(|| all.ok as f64 / secs),
+        (secs > 0.0).then(|| totals.ok as f64 / secs),
     );
-    rep.latency("login_latency", "login latency", &all.login);
-    rep.latency("cycle_latency", "assign+login+logout", &all.cycle);
+    rep.latency("login_latency", "login latency", &totals.login);
+    rep.latency("cycle_latency", "assign+login+logout", &totals.cycle);
     rep.num(
         "bench_cpu_pct",
         "bench CPU (% of one core)",
@@ -248,45 +357,8 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
             cpu_pct(srv0, srv1, elapsed),
         );
     }
-    if let Some(e) = all.first_error {
+    if let Some(e) = totals.first_error {
         rep.text("first_error", "first error", e);
     }
     rep.write(common.json, out)
-}
-
-/// Prints progress once a second until `duration` passes or every thread
-/// finished (count mode).
-fn watch<T>(
-    handles: &[std::thread::ScopedJoinHandle<'_, T>],
-    duration: Option<Duration>,
-    start: Instant,
-    shared: &Shared,
-    common: &super::Common,
-) {
-    let mut next = start + Duration::from_secs(1);
-    let mut last = 0;
-    loop {
-        let now = clock::now();
-        if duration.is_some_and(|d| now.duration_since(start) >= d)
-            || handles
-                .iter()
-                .all(std::thread::ScopedJoinHandle::is_finished)
-        {
-            return;
-        }
-        if now >= next {
-            next += Duration::from_secs(1);
-            let ok = shared.ok.load(Ordering::Relaxed);
-            common.progress(&format!(
-                "[{:>5.1}s] logins {} refused {} failed {}  {}/s",
-                now.duration_since(start).as_secs_f64(),
-                thousands(ok),
-                shared.refused.load(Ordering::Relaxed),
-                shared.failed.load(Ordering::Relaxed),
-                thousands(ok - last)
-            ));
-            last = ok;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
