@@ -280,6 +280,11 @@ pub struct ClientConfig {
     /// leave (a second login of the same class, or the phone dismissing
     /// the PC), and logging in again would kick that one in turn.
     pub reconnect_after_kick: bool,
+    /// Stop when a logout completes (the default). Off: the client stays,
+    /// idle and unconnected, after raising [`ClientEvent::LoggedOut`], and
+    /// [`Client::login`] signs in again (as the same or another user) on
+    /// a new connection, as TeamTalk's clients switch accounts.
+    pub stop_after_logout: bool,
     /// Acknowledge every delivered message (`CID_MSG_DATA`) with
     /// `CID_MSG_DATA_ACK`, as TeamTalk clients do; the server counts
     /// unacknowledged deliveries as missed.
@@ -331,6 +336,7 @@ impl ClientConfig {
             backoff: Backoff::default_jittered(0),
             reconnect: true,
             reconnect_after_kick: false,
+            stop_after_logout: true,
             ack_deliveries: true,
             max_pending: DEFAULT_MAX_PENDING,
             max_frame_len: DEFAULT_MAX_PDU_LEN,
@@ -479,6 +485,13 @@ pub enum ClientEvent {
     /// no request waits for. Heartbeats, login replies and kicks are
     /// handled inside.
     Push(Pdu),
+    /// A logout completed and the client stays
+    /// ([`ClientConfig::stop_after_logout`] off): unconnected until
+    /// [`Client::login`]. `clean` as in [`StopReason::LoggedOut`].
+    LoggedOut {
+        /// Answered and closed by the server.
+        clean: bool,
+    },
     /// The client is done; raised exactly once, just before
     /// [`Output::Finished`].
     Stopped(StopReason),
@@ -509,6 +522,8 @@ pub enum ClientState {
         /// When it starts.
         until: Instant,
     },
+    /// Logged out and staying, unconnected, until [`Client::login`].
+    LoggedOut,
     /// Done.
     Stopped,
 }
@@ -545,6 +560,7 @@ enum State {
     Online,
     LoggingOut { answered: bool },
     Backoff,
+    LoggedOut,
     Stopped,
 }
 
@@ -626,6 +642,7 @@ impl Client {
             State::Backoff => ClientState::Backoff {
                 until: self.timers.get(Timer::Backoff).unwrap_or(self.now),
             },
+            State::LoggedOut => ClientState::LoggedOut,
             State::Stopped => ClientState::Stopped,
         }
     }
@@ -692,13 +709,21 @@ impl Client {
     }
 
     /// Sets the credentials and, when connected without them, sends the
-    /// login request now; otherwise they are used from the next
-    /// connection on. Follow with a drain.
+    /// login request now; after a logout that kept the client
+    /// ([`ClientConfig::stop_after_logout`] off), starts a new connection
+    /// (asking for an assignment first, unless the msg_server is fixed).
+    /// Otherwise they are used from the next connection on. Follow with a
+    /// drain.
     pub fn login(&mut self, now: Instant, credentials: Credentials) {
         self.advance(now);
         self.cfg.credentials = Some(credentials);
-        if self.state == State::Connected {
-            self.send_login();
+        match self.state {
+            State::Connected => self.send_login(),
+            State::LoggedOut => {
+                self.cfg.backoff.reset();
+                self.start();
+            }
+            _ => {}
         }
         self.fire_timers();
     }
@@ -782,9 +807,11 @@ impl Client {
 
     /// Logs out: sends `CID_LOGIN_REQ_LOGINOUT`, waits for the answer and
     /// for the server to close (at most [`ClientConfig::logout_timeout`]),
-    /// then stops with [`StopReason::LoggedOut`]. Replies to earlier
-    /// requests still arrive meanwhile. Not logged in, the client just
-    /// stops. Follow with a drain.
+    /// then stops with [`StopReason::LoggedOut`] (or raises
+    /// [`ClientEvent::LoggedOut`] and stays, see
+    /// [`ClientConfig::stop_after_logout`]). Replies to earlier requests
+    /// still arrive meanwhile. Not logged in, the client just closes
+    /// (a logout that was not clean). Follow with a drain.
     pub fn logout(&mut self, now: Instant) {
         self.advance(now);
         match self.state {
@@ -799,8 +826,8 @@ impl Client {
                         .set(Timer::Logout, self.now + self.cfg.logout_timeout);
                 }
             }
-            State::Stopped | State::LoggingOut { .. } => {}
-            _ => self.shut(CloseReason::Local, StopReason::LoggedOut { clean: false }),
+            State::Stopped | State::LoggingOut { .. } | State::LoggedOut => {}
+            _ => self.logged_out(false),
         }
         self.fire_timers();
     }
@@ -828,7 +855,9 @@ impl Client {
         match self.state {
             State::Online | State::Connected => Ok(()),
             State::LoggingIn | State::LoggingOut { .. } => Err(SendError::NotLoggedIn),
-            State::Assigning | State::Connecting | State::Backoff => Err(SendError::NotConnected),
+            State::Assigning | State::Connecting | State::Backoff | State::LoggedOut => {
+                Err(SendError::NotConnected)
+            }
             State::Stopped => Err(SendError::Closed),
         }
     }
@@ -938,17 +967,9 @@ impl Client {
             }
             _ => warn!(addr = ?self.addr, %reason, "client connection lost"),
         }
-        if self.state == (State::LoggingOut { answered: true }) && reason == CloseReason::PeerClosed
-        {
+        if let State::LoggingOut { answered } = self.state {
             // The server closes after answering a logout: that is success.
-            self.drop_socket(CloseReason::Local);
-            self.stop(StopReason::LoggedOut { clean: true });
-            return;
-        }
-        if matches!(self.state, State::LoggingOut { .. }) {
-            self.drop_socket(reason);
-            self.stop(StopReason::LoggedOut { clean: false });
-            return;
+            return self.logged_out(answered && reason == CloseReason::PeerClosed);
         }
         self.drop_socket(reason);
         self.out.event(ClientEvent::Disconnected(reason));
@@ -996,6 +1017,22 @@ impl Client {
         self.state = State::Backoff;
         self.timers.set(Timer::Backoff, self.now + after);
         self.out.event(ClientEvent::Reconnecting { after });
+    }
+
+    /// A logout is over: close the socket (after what was queued) and stop,
+    /// or stay idle when configured to.
+    fn logged_out(&mut self, clean: bool) {
+        if self.cfg.stop_after_logout {
+            return self.shut(CloseReason::Local, StopReason::LoggedOut { clean });
+        }
+        if self.state.has_socket() {
+            self.out.flush(&mut self.wire);
+        }
+        self.drop_socket(CloseReason::Local);
+        debug!(addr = ?self.addr, clean, "client logged out; staying");
+        self.state = State::LoggedOut;
+        self.timers.clear_all();
+        self.out.event(ClientEvent::LoggedOut { clean });
     }
 
     /// Closes everything and stops.
@@ -1145,9 +1182,7 @@ impl Client {
                 Timer::Idle => self.lost(CloseReason::TimedOut),
                 Timer::Login => self.lost(CloseReason::LoginTimedOut),
                 Timer::Request => self.expire_requests(),
-                Timer::Logout => {
-                    self.shut(CloseReason::Local, StopReason::LoggedOut { clean: false })
-                }
+                Timer::Logout => self.logged_out(false),
             }
         }
     }

@@ -307,7 +307,8 @@ pub enum ClientStep {
 /// end of the run at the latest (the run ends with `close`).
 ///
 /// The step count picks the set-up: a fixed msg_server or an assignment,
-/// with or without credentials, TeamTalk or jittered backoff. Returns the
+/// with or without credentials, TeamTalk or jittered backoff, stopping or
+/// staying after a logout. Returns the
 /// client's counters, so tests can see how far a run got.
 pub fn run_client(steps: &[ClientStep]) -> ClientStats {
     const MAX_PENDING: usize = 8;
@@ -321,6 +322,7 @@ pub fn run_client(steps: &[ClientStep]) -> ClientStats {
         cfg.msg_server = Some(addr());
         cfg.backoff = Backoff::teamtalk();
     }
+    cfg.stop_after_logout = !steps.len().is_multiple_of(5);
     cfg.max_frame_len = MAX_FRAME;
     cfg.max_tx_bytes = MAX_TX;
     cfg.max_pending = MAX_PENDING;

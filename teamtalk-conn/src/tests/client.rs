@@ -764,3 +764,45 @@ fn an_online_client_runs_for_hours_of_virtual_time() {
     assert!(events(&d).is_empty(), "{:?}", events(&d));
     assert!(d.m.stats().heartbeats >= 4 * 3600 / 5);
 }
+
+#[test]
+fn a_client_that_stays_after_logout_signs_in_again_as_another_user() {
+    let mut cfg = cfg();
+    cfg.stop_after_logout = false;
+    let mut d = online(cfg);
+    let now = d.now;
+    d.call(|c| c.logout(now));
+    d.recv(&ImLogoutRsp { result_code: 0 }.to_pdu(9).to_bytes());
+    let now = d.now;
+    d.input(Input::Closed(now));
+    assert_eq!(events(&d), [ClientEvent::LoggedOut { clean: true }]);
+    assert!(!d.finished());
+    assert_eq!(d.m.state(), ClientState::LoggedOut);
+    assert_eq!(req(&mut d), Err(SendError::NotConnected));
+    // Idle: no timers but the fallback wake-up, nothing sent.
+    d.clear();
+    d.advance(secs(600));
+    assert!(d.outputs.is_empty(), "{:?}", d.outputs);
+
+    let bob = Credentials::new("bob", "pw", ClientType::Mac);
+    let now = d.now;
+    d.call(|c| c.login(now, bob));
+    assert_eq!(d.outputs, [(d.now, Output::Connect(addr()))]);
+    let now = d.now;
+    d.input(Input::Connected(now));
+    let Ok(Message::LoginReqUserlogin(req)) = Message::decode(&d.sent_pdus()[0].1) else {
+        panic!()
+    };
+    assert_eq!(req.user_name, "bob");
+    d.recv(&login_ok(8).to_bytes());
+    assert!(d.m.is_online());
+    assert_eq!(d.m.user_id(), Some(8));
+
+    // An unanswered logout also leaves it idle, not clean.
+    d.clear();
+    let t = d.now;
+    d.call(|c| c.logout(t));
+    d.advance(secs(5));
+    assert_eq!(events(&d), [ClientEvent::LoggedOut { clean: false }]);
+    assert!(d.outputs.iter().any(|(_, o)| *o == Output::Close));
+}

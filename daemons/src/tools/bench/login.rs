@@ -3,11 +3,11 @@
 //! client starting up does.
 //!
 //! Every login is one [`teamtalk_conn::Client`] machine on a `teamtalk-net`
-//! reactor; this thread reads their events and starts the next login of a
-//! slot when the previous one ends. With a login_server the machine asks
-//! for its assignment ([`ClientEvent::AssignmentNeeded`]) and a few
-//! threads perform the HTTP queries, as a real client would before each
-//! login.
+//! reactor; this thread reads their events, logs each machine out once it
+//! is in, and has the next login of a slot started when the previous one
+//! ends. A few starter threads perform what may block: the HTTP
+//! assignment (with a login_server, before each login, as a client
+//! starting up does) and the reactor's open.
 //!
 //! A logout waits for the server to close (the machine's clean logout), so
 //! the server, not the bench, holds the TIME_WAIT and the bench's
@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -28,7 +28,6 @@ use super::hist::Histogram;
 use super::report::{Report, thousands};
 use super::{BenchError, LoginArgs, NET_TIMEOUT, Target, cpu_pct, cpu_ticks};
 use crate::clock;
-use crate::tools::client::query_msg_server;
 
 /// One login in progress.
 #[derive(Debug)]
@@ -52,45 +51,61 @@ struct Totals {
     first_error: Option<String>,
 }
 
-/// Answers assignment questions over HTTP on a few threads.
-struct Assigners {
-    jobs: Option<Sender<ConnId>>,
+/// A login to start: slot, user, connection number, when it was decided.
+type Job = (usize, String, usize, Instant);
+
+/// What a starter reports: the machine's id and its login, or a failure
+/// to start (the slot, the error).
+enum Started {
+    Open(ConnId, InFlight),
+    Failed(usize, String),
+}
+
+/// Starts logins on a few threads, so that neither an HTTP assignment nor
+/// the reactor's open (a round trip to its thread) holds up the event
+/// loop: with `--http`, a starter asks login_server first, as a client
+/// starting up does, then opens a machine for the msg_server it names.
+struct Starters {
+    jobs: Option<Sender<Job>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Assigners {
+impl Starters {
     fn start(
         target: &Target,
         n: usize,
+        password: &str,
         handle: &Handle<Client>,
-        first_error: &Arc<Mutex<Option<String>>>,
+        done: &Sender<Started>,
     ) -> Self {
-        let Target::Http(login) = target else {
-            return Self {
-                jobs: None,
-                threads: Vec::new(),
-            };
-        };
-        let (tx, rx) = crossbeam_channel::unbounded::<ConnId>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let threads = (0..n)
             .map(|_| {
-                let (rx, handle, login) = (rx.clone(), handle.clone(), *login);
-                let first_error = Arc::clone(first_error);
+                let (rx, handle, done) = (rx.clone(), handle.clone(), done.clone());
+                let (target, password) = (target.clone(), password.to_owned());
                 std::thread::spawn(move || {
-                    for id in rx {
-                        match query_msg_server(login, NET_TIMEOUT).and_then(|a| a.addr()) {
-                            Ok(addr) => {
-                                let _ = handle.exec(id, move |m| m.assigned(clock::now(), addr));
-                            }
+                    for (slot, user, i, t0) in rx {
+                        let addr = match target.assign(i) {
+                            Ok(a) => a,
                             Err(e) => {
-                                let why = e.to_string();
-                                if let Ok(mut f) = first_error.lock() {
-                                    f.get_or_insert_with(|| why.clone());
-                                }
-                                let _ = handle
-                                    .exec(id, move |m| m.assignment_failed(clock::now(), &why));
+                                let _ = done.send(Started::Failed(slot, e.to_string()));
+                                continue;
                             }
-                        }
+                        };
+                        let m = machine(addr, &user, &password, clock::now());
+                        let _ = done.send(match handle.open(m) {
+                            Ok(id) => Started::Open(
+                                id,
+                                InFlight {
+                                    slot,
+                                    user,
+                                    started: t0,
+                                    logged_in: false,
+                                    failed: false,
+                                },
+                            ),
+                            Err(e) => Started::Failed(slot, format!("open: {e}")),
+                        });
                     }
                 })
             })
@@ -101,9 +116,9 @@ impl Assigners {
         }
     }
 
-    fn ask(&self, id: ConnId) {
+    fn submit(&self, job: Job) {
         if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(id);
+            let _ = jobs.send(job);
         }
     }
 
@@ -120,12 +135,9 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// The machine for one login.
-fn machine(target: &Target, i: usize, user: &str, password: &str, now: Instant) -> Client {
+fn machine(addr: SocketAddr, user: &str, password: &str, now: Instant) -> Client {
     let creds = Credentials::new(user, password, ClientType::Windows);
-    let mut cfg = ClientConfig::new(creds);
-    if let Target::Direct(addrs) = target {
-        cfg.msg_server = Some(addrs[i % addrs.len()]);
-    }
+    let mut cfg = ClientConfig::new(creds).with_msg_server(addr);
     cfg.reconnect = false;
     cfg.connect_timeout = NET_TIMEOUT;
     cfg.login_timeout = NET_TIMEOUT;
@@ -168,8 +180,11 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
     })?;
     let handle = reactor.handle();
     let events = reactor.events();
-    let assign_error = Arc::new(Mutex::new(None));
-    let assigners = Assigners::start(&target, c.min(16), &handle, &assign_error);
+    let (started_tx, started_rx) = crossbeam_channel::unbounded();
+    let starters = Starters::start(&target, c.min(16), &common.password, &handle, &started_tx);
+    drop(started_tx);
+    // Events of machines whose start has not been reported yet.
+    let mut early: HashMap<ConnId, Vec<NetEvent<ClientEvent>>> = HashMap::new();
 
     let mut totals = Totals::default();
     let mut inflight: HashMap<ConnId, InFlight> = HashMap::new();
@@ -177,6 +192,8 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
     // Slots waiting to start their next login, and when.
     let mut idle: Vec<(usize, Instant)> = (0..c).map(|t| (t, clock::now())).collect();
     let mut started: u64 = 0;
+    // Logins submitted to the starters and not reported back yet.
+    let mut starting = 0usize;
     let cpu0 = cpu_ticks(None);
     let srv0 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
     let start = clock::now();
@@ -186,7 +203,7 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
         let now = clock::now();
         let over = duration.is_some_and(|d| now.duration_since(start) >= d);
         let counted_out = args.count.is_some_and(|n| started >= n);
-        if over || (counted_out && inflight.is_empty()) {
+        if over || (counted_out && inflight.is_empty() && starting == 0) {
             break;
         }
         // Start logins on idle slots whose time has come.
@@ -204,28 +221,8 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
                 let i = next_user[slot] * c + slot;
                 next_user[slot] += 1;
                 started += 1;
-                let t0 = clock::now();
-                match handle.open(machine(&target, i, &user, &common.password, t0)) {
-                    Ok(id) => {
-                        inflight.insert(
-                            id,
-                            InFlight {
-                                slot,
-                                user,
-                                started: t0,
-                                logged_in: false,
-                                failed: false,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        totals.failed += 1;
-                        totals
-                            .first_error
-                            .get_or_insert_with(|| format!("open: {e}"));
-                        idle.push((slot, t0 + Duration::from_millis(10)));
-                    }
-                }
+                starters.submit((slot, user, i, clock::now()));
+                starting += 1;
             }
         }
         if now >= next_print {
@@ -240,84 +237,115 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
             ));
             last_ok = totals.ok;
         }
-        let Ok((id, ev)) = events.recv_timeout(Duration::from_millis(5)) else {
-            continue;
+        let next = crossbeam_channel::select! {
+            recv(events) -> ev => ev.ok().map(Ok),
+            recv(started_rx) -> st => st.ok().map(Err),
+            default(Duration::from_millis(5)) => None,
         };
         let now = clock::now();
-        let Some(f) = inflight.get_mut(&id) else {
-            continue;
-        };
-        let NetEvent::Machine(ev) = ev else {
-            continue;
-        };
-        match ev {
-            ClientEvent::AssignmentNeeded => assigners.ask(id),
-            ClientEvent::LoggedIn(_) => {
-                f.logged_in = true;
-                totals.login.record(nanos(now.duration_since(f.started)));
-                let _ = handle.exec(id, |m| m.logout(clock::now()));
-            }
-            ClientEvent::LoginRefused { code, text, .. } => {
-                totals.refused += 1;
-                let user = &f.user;
-                totals
-                    .first_error
-                    .get_or_insert_with(|| format!("{user}: code {code} ({text})"));
-            }
-            ClientEvent::Disconnected(reason) if !f.logged_in => {
+        // One event, or the start of a login (then its early events).
+        let batch: Vec<(ConnId, NetEvent<ClientEvent>)> = match next {
+            None => continue,
+            Some(Err(Started::Failed(slot, why))) => {
+                starting -= 1;
                 totals.failed += 1;
-                f.failed = true;
-                let user = &f.user;
-                totals
-                    .first_error
-                    .get_or_insert_with(|| format!("{user}: {reason}"));
+                totals.first_error.get_or_insert(why);
+                idle.push((slot, now + Duration::from_millis(10)));
+                continue;
             }
-            ClientEvent::Stopped(why) => {
-                let Some(f) = inflight.remove(&id) else {
+            Some(Err(Started::Open(id, f))) => {
+                starting -= 1;
+                inflight.insert(id, f);
+                early
+                    .remove(&id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| (id, e))
+                    .collect()
+            }
+            Some(Ok((id, ev))) => {
+                if !inflight.contains_key(&id) {
+                    // Only events of machines being started can be unknown.
+                    if !matches!(ev, NetEvent::Finished) {
+                        early.entry(id).or_default().push(ev);
+                    } else {
+                        early.remove(&id);
+                    }
                     continue;
-                };
-                let mut wait = Duration::ZERO;
-                match why {
-                    StopReason::LoggedOut { clean } if f.logged_in => {
-                        totals.ok += 1;
-                        totals.cycle.record(nanos(now.duration_since(f.started)));
-                        if !clean {
-                            totals.unclean_logouts += 1;
-                        }
-                    }
-                    StopReason::LoginRefused { .. } => {}
-                    StopReason::Disconnected(_) if !f.logged_in => {
-                        // A failed assignment stops the machine without a
-                        // Disconnected event.
-                        if !f.failed {
-                            totals.failed += 1;
-                        }
-                        // Do not spin on a dead server.
-                        wait = Duration::from_millis(10);
-                    }
-                    _ => {
-                        if f.logged_in {
-                            // Lost after the login: the logout did not happen.
-                            totals.ok += 1;
-                            totals.unclean_logouts += 1;
-                        }
-                    }
                 }
-                idle.push((f.slot, now + wait));
+                vec![(id, ev)]
             }
-            _ => {}
+        };
+        for (id, ev) in batch {
+            let Some(f) = inflight.get_mut(&id) else {
+                continue;
+            };
+            let NetEvent::Machine(ev) = ev else {
+                continue;
+            };
+            match ev {
+                ClientEvent::LoggedIn(_) => {
+                    f.logged_in = true;
+                    totals.login.record(nanos(now.duration_since(f.started)));
+                    let _ = handle.exec(id, |m| m.logout(clock::now()));
+                }
+                ClientEvent::LoginRefused { code, text, .. } => {
+                    totals.refused += 1;
+                    let user = &f.user;
+                    totals
+                        .first_error
+                        .get_or_insert_with(|| format!("{user}: code {code} ({text})"));
+                }
+                ClientEvent::Disconnected(reason) if !f.logged_in => {
+                    totals.failed += 1;
+                    f.failed = true;
+                    let user = &f.user;
+                    totals
+                        .first_error
+                        .get_or_insert_with(|| format!("{user}: {reason}"));
+                }
+                ClientEvent::Stopped(why) => {
+                    let Some(f) = inflight.remove(&id) else {
+                        continue;
+                    };
+                    let mut wait = Duration::ZERO;
+                    match why {
+                        StopReason::LoggedOut { clean } if f.logged_in => {
+                            totals.ok += 1;
+                            totals.cycle.record(nanos(now.duration_since(f.started)));
+                            if !clean {
+                                totals.unclean_logouts += 1;
+                            }
+                        }
+                        StopReason::LoginRefused { .. } => {}
+                        StopReason::Disconnected(_) if !f.logged_in => {
+                            // A failed assignment stops the machine without a
+                            // Disconnected event.
+                            if !f.failed {
+                                totals.failed += 1;
+                            }
+                            // Do not spin on a dead server.
+                            wait = Duration::from_millis(10);
+                        }
+                        _ => {
+                            if f.logged_in {
+                                // Lost after the login: the logout did not happen.
+                                totals.ok += 1;
+                                totals.unclean_logouts += 1;
+                            }
+                        }
+                    }
+                    idle.push((f.slot, now + wait));
+                }
+                _ => {}
+            }
         }
     }
     let elapsed = clock::now().duration_since(start);
     let cpu1 = cpu_ticks(None);
     let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
-    assigners.stop();
+    starters.stop();
     reactor.shutdown();
-    if totals.first_error.is_none()
-        && let Ok(mut e) = assign_error.lock()
-    {
-        totals.first_error = e.take();
-    }
 
     let mut rep = Report::default();
     rep.text("bench", "bench", "login");
