@@ -428,9 +428,11 @@ pub enum ClientEvent {
     /// Which msg_server? Ask login_server (`GET /msg_server`) and answer
     /// with [`Client::assigned`] or [`Client::assignment_failed`].
     AssignmentNeeded,
-    /// Connected to this msg_server. With credentials the login request is
-    /// on its way; without, [`Client::login`] (or [`Client::send`]) may
-    /// follow.
+    /// Connected to this msg_server without credentials:
+    /// [`Client::login`] (or [`Client::send`]) may follow. With
+    /// credentials the login request goes out at once and the next event
+    /// is the login's outcome, so none is raised (one wake-up less per
+    /// connection for a driver holding many).
     Connected(SocketAddr),
     /// The server accepted the login: its reply, with the user's
     /// `user_info` and the `server_time`. Requests work from now on.
@@ -937,9 +939,10 @@ impl Client {
             .set(Timer::Idle, self.now + self.cfg.silence_timeout);
         self.state = State::Connected;
         self.sent();
-        self.out.event(ClientEvent::Connected(addr));
         if self.cfg.credentials.is_some() {
             self.send_login();
+        } else {
+            self.out.event(ClientEvent::Connected(addr));
         }
     }
 

@@ -182,7 +182,6 @@
 //!     }
 //! }
 //! assert!(matches!(log[..], [
-//!     ClientEvent::Connected(_),
 //!     ClientEvent::LoggedIn(_),
 //!     ClientEvent::Reply { .. },
 //! ]));

@@ -122,7 +122,10 @@ fn logs_in_with_the_md5hex_of_the_password_right_after_connecting() {
     assert_eq!(req.client_type, ClientType::Windows as i32);
     assert_eq!(req.online_status, 1);
     assert_ne!(sent[0].1.seq(), 0);
-    assert_eq!(events(&d), [ClientEvent::Connected(addr())]);
+    assert!(
+        events(&d).is_empty(),
+        "with credentials the next event is the outcome"
+    );
     assert_eq!(d.m.state(), ClientState::LoggingIn);
 
     d.recv(&login_ok(7).to_bytes());

@@ -2,12 +2,15 @@
 //! (with `--http`/`--login`), connecting, logging in and logging out, as a
 //! client starting up does.
 //!
-//! Every login is one [`teamtalk_conn::Client`] machine on a `teamtalk-net`
-//! reactor; this thread reads their events, logs each machine out once it
-//! is in, and has the next login of a slot started when the previous one
-//! ends. A few starter threads perform what may block: the HTTP
-//! assignment (with a login_server, before each login, as a client
-//! starting up does) and the reactor's open.
+//! Each of the C slots is one [`teamtalk_conn::Client`] machine on a
+//! `teamtalk-net` reactor that stays after a logout
+//! (`stop_after_logout` off), the way a client signs out and in again as
+//! another user: this thread reads the machines' events, logs a machine
+//! out once it is in, and logs it in as the slot's next user when the
+//! logout is over. Every login is a new connection; with a login_server
+//! the machine first asks for its assignment
+//! ([`ClientEvent::AssignmentNeeded`]) and a few threads perform the HTTP
+//! queries, as a client starting up does.
 //!
 //! A logout waits for the server to close (the machine's clean logout), so
 //! the server, not the bench, holds the TIME_WAIT and the bench's
@@ -16,6 +19,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -28,16 +32,40 @@ use super::hist::Histogram;
 use super::report::{Report, thousands};
 use super::{BenchError, LoginArgs, NET_TIMEOUT, Target, cpu_pct, cpu_ticks};
 use crate::clock;
+use crate::tools::client::query_msg_server;
 
-/// One login in progress.
+/// One slot: a machine logging in and out as the slot's users in turn.
 #[derive(Debug)]
-struct InFlight {
-    slot: usize,
+struct Slot {
+    /// The machine, while it runs.
+    id: Option<ConnId>,
+    /// Users of this slot (never logged in by another slot).
+    users: Vec<String>,
+    /// Logins started by this slot.
+    next: usize,
+    /// The login in progress: its user, when it started, how far it got.
     user: String,
     started: Instant,
     logged_in: bool,
-    /// Already counted as failed.
+    /// This login was already counted as failed.
     failed: bool,
+    /// No login in progress; start the next one at this instant.
+    idle_until: Option<Instant>,
+    /// No more logins for this slot (`--count` reached).
+    done: bool,
+}
+
+impl Slot {
+    /// The next user, marking a new login as started at `now`.
+    fn begin(&mut self, now: Instant) -> String {
+        self.user = self.users[self.next % self.users.len()].clone();
+        self.next += 1;
+        self.started = now;
+        self.logged_in = false;
+        self.failed = false;
+        self.idle_until = None;
+        self.user.clone()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -51,61 +79,45 @@ struct Totals {
     first_error: Option<String>,
 }
 
-/// A login to start: slot, user, connection number, when it was decided.
-type Job = (usize, String, usize, Instant);
-
-/// What a starter reports: the machine's id and its login, or a failure
-/// to start (the slot, the error).
-enum Started {
-    Open(ConnId, InFlight),
-    Failed(usize, String),
-}
-
-/// Starts logins on a few threads, so that neither an HTTP assignment nor
-/// the reactor's open (a round trip to its thread) holds up the event
-/// loop: with `--http`, a starter asks login_server first, as a client
-/// starting up does, then opens a machine for the msg_server it names.
-struct Starters {
-    jobs: Option<Sender<Job>>,
+/// Answers the machines' assignment questions over HTTP on a few threads.
+struct Assigners {
+    jobs: Option<Sender<ConnId>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Starters {
+impl Assigners {
     fn start(
         target: &Target,
         n: usize,
-        password: &str,
         handle: &Handle<Client>,
-        done: &Sender<Started>,
+        first_error: &Arc<Mutex<Option<String>>>,
     ) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let Target::Http(login) = target else {
+            return Self {
+                jobs: None,
+                threads: Vec::new(),
+            };
+        };
+        let (tx, rx) = crossbeam_channel::unbounded::<ConnId>();
         let threads = (0..n)
             .map(|_| {
-                let (rx, handle, done) = (rx.clone(), handle.clone(), done.clone());
-                let (target, password) = (target.clone(), password.to_owned());
+                let (rx, handle, login) = (rx.clone(), handle.clone(), *login);
+                let first_error = Arc::clone(first_error);
                 std::thread::spawn(move || {
-                    for (slot, user, i, t0) in rx {
-                        let addr = match target.assign(i) {
-                            Ok(a) => a,
-                            Err(e) => {
-                                let _ = done.send(Started::Failed(slot, e.to_string()));
-                                continue;
+                    for id in rx {
+                        match query_msg_server(login, NET_TIMEOUT).and_then(|a| a.addr()) {
+                            Ok(addr) => {
+                                let _ = handle.exec(id, move |m| m.assigned(clock::now(), addr));
                             }
-                        };
-                        let m = machine(addr, &user, &password, clock::now());
-                        let _ = done.send(match handle.open(m) {
-                            Ok(id) => Started::Open(
-                                id,
-                                InFlight {
-                                    slot,
-                                    user,
-                                    started: t0,
-                                    logged_in: false,
-                                    failed: false,
-                                },
-                            ),
-                            Err(e) => Started::Failed(slot, format!("open: {e}")),
-                        });
+                            Err(e) => {
+                                let why = e.to_string();
+                                if let Ok(mut f) = first_error.lock() {
+                                    f.get_or_insert_with(|| why.clone());
+                                }
+                                let _ = handle
+                                    .exec(id, move |m| m.assignment_failed(clock::now(), &why));
+                            }
+                        }
                     }
                 })
             })
@@ -116,9 +128,9 @@ impl Starters {
         }
     }
 
-    fn submit(&self, job: Job) {
+    fn ask(&self, id: ConnId) {
         if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(job);
+            let _ = jobs.send(id);
         }
     }
 
@@ -134,15 +146,161 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The machine for one login.
-fn machine(addr: SocketAddr, user: &str, password: &str, now: Instant) -> Client {
-    let creds = Credentials::new(user, password, ClientType::Windows);
-    let mut cfg = ClientConfig::new(creds).with_msg_server(addr);
+fn creds(user: &str, password: &str) -> Credentials {
+    let mut c = Credentials::new(user, password, ClientType::Windows);
+    c.client_version = "teamtalk-rs bench".to_owned();
+    c
+}
+
+/// The machine of a slot, logging in as `user` first.
+fn machine(addr: Option<SocketAddr>, user: &str, password: &str, now: Instant) -> Client {
+    let mut cfg = ClientConfig::new(creds(user, password));
+    cfg.msg_server = addr;
     cfg.reconnect = false;
+    cfg.stop_after_logout = false;
     cfg.connect_timeout = NET_TIMEOUT;
     cfg.login_timeout = NET_TIMEOUT;
     cfg.logout_timeout = Duration::from_secs(2);
     Client::new(cfg, now)
+}
+
+/// The event loop's state.
+struct Run<'a> {
+    args: &'a LoginArgs,
+    target: Target,
+    handle: Handle<Client>,
+    slots: Vec<Slot>,
+    by_id: HashMap<ConnId, usize>,
+    totals: Totals,
+    /// Logins started.
+    started: u64,
+    /// Machines opened (for spreading them over several msg_servers).
+    opened: usize,
+}
+
+impl Run<'_> {
+    fn may_start(&self) -> bool {
+        self.args.count.is_none_or(|n| self.started < n)
+    }
+
+    /// Opens a new machine for slot `k`, logging in as its next user.
+    fn open(&mut self, k: usize, now: Instant) {
+        let user = self.slots[k].begin(now);
+        self.started += 1;
+        let addr = match &self.target {
+            Target::Direct(v) => Some(v[self.opened % v.len()]),
+            Target::Http(_) => None,
+        };
+        self.opened += 1;
+        let m = machine(addr, &user, &self.args.common.password, now);
+        match self.handle.open(m) {
+            Ok(id) => {
+                self.by_id.insert(id, k);
+                self.slots[k].id = Some(id);
+            }
+            Err(e) => {
+                self.totals.failed += 1;
+                self.totals
+                    .first_error
+                    .get_or_insert_with(|| format!("open: {e}"));
+                self.slots[k].idle_until = Some(now + Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Starts the next login of slot `k`: on its machine when it has one,
+    /// on a new machine otherwise.
+    fn next_login(&mut self, k: usize, now: Instant) {
+        if !self.may_start() {
+            self.slots[k].idle_until = None;
+            self.slots[k].done = true;
+            return;
+        }
+        let Some(id) = self.slots[k].id else {
+            return self.open(k, now);
+        };
+        let user = self.slots[k].begin(now);
+        self.started += 1;
+        let c = creds(&user, &self.args.common.password);
+        if self
+            .handle
+            .exec(id, move |m| m.login(clock::now(), c))
+            .is_err()
+        {
+            self.slots[k].id = None;
+            self.slots[k].idle_until = Some(now);
+        }
+    }
+
+    fn on_event(&mut self, id: ConnId, ev: NetEvent<ClientEvent>, assigners: &Assigners) {
+        let Some(&k) = self.by_id.get(&id) else {
+            return;
+        };
+        let ev = match ev {
+            NetEvent::Machine(ev) => ev,
+            NetEvent::Finished => {
+                self.by_id.remove(&id);
+                return;
+            }
+            _ => return,
+        };
+        let now = clock::now();
+        let slot = &mut self.slots[k];
+        match ev {
+            ClientEvent::AssignmentNeeded => assigners.ask(id),
+            ClientEvent::LoggedIn(_) => {
+                slot.logged_in = true;
+                self.totals
+                    .login
+                    .record(nanos(now.duration_since(slot.started)));
+                let _ = self.handle.exec(id, |m| m.logout(clock::now()));
+            }
+            ClientEvent::LoggedOut { clean } => {
+                self.totals.ok += 1;
+                self.totals
+                    .cycle
+                    .record(nanos(now.duration_since(slot.started)));
+                if !clean {
+                    self.totals.unclean_logouts += 1;
+                }
+                self.next_login(k, now);
+            }
+            ClientEvent::LoginRefused { code, text, .. } => {
+                self.totals.refused += 1;
+                let user = &slot.user;
+                self.totals
+                    .first_error
+                    .get_or_insert_with(|| format!("{user}: code {code} ({text})"));
+                slot.failed = true;
+            }
+            ClientEvent::Disconnected(reason) if !slot.logged_in => {
+                self.totals.failed += 1;
+                slot.failed = true;
+                let user = &slot.user;
+                self.totals
+                    .first_error
+                    .get_or_insert_with(|| format!("{user}: {reason}"));
+            }
+            ClientEvent::Stopped(why) => {
+                slot.id = None;
+                let mut wait = Duration::ZERO;
+                if slot.logged_in {
+                    // Lost after the login: the logout did not happen.
+                    self.totals.ok += 1;
+                    self.totals.unclean_logouts += 1;
+                } else if !matches!(why, StopReason::LoginRefused { .. }) {
+                    // A failed assignment stops without a Disconnected.
+                    if !slot.failed {
+                        self.totals.failed += 1;
+                    }
+                    // Do not spin on a dead server.
+                    wait = Duration::from_millis(10);
+                }
+                slot.idle_until = Some(now + wait);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// `bench login`.
@@ -164,188 +322,92 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
     };
     let target = common.target()?;
     let c = args.concurrency as usize;
-    // Slot t's users: t+1, t+1+C, … (never two logins of one user at once).
-    let mine: Vec<Vec<String>> = (0..c)
-        .map(|t| {
-            (t..users as usize)
-                .step_by(c)
-                .map(|u| common.user(u as u64 + 1))
-                .collect()
-        })
-        .collect();
     let reactor = Reactor::<Client>::new(ReactorConfig {
-        threads: 1,
+        threads: 2,
         shutdown_grace: Duration::from_secs(2),
         ..ReactorConfig::default()
     })?;
-    let handle = reactor.handle();
     let events = reactor.events();
-    let (started_tx, started_rx) = crossbeam_channel::unbounded();
-    let starters = Starters::start(&target, c.min(16), &common.password, &handle, &started_tx);
-    drop(started_tx);
-    // Events of machines whose start has not been reported yet.
-    let mut early: HashMap<ConnId, Vec<NetEvent<ClientEvent>>> = HashMap::new();
-
-    let mut totals = Totals::default();
-    let mut inflight: HashMap<ConnId, InFlight> = HashMap::new();
-    let mut next_user = vec![0usize; c];
-    // Slots waiting to start their next login, and when.
-    let mut idle: Vec<(usize, Instant)> = (0..c).map(|t| (t, clock::now())).collect();
-    let mut started: u64 = 0;
-    // Logins submitted to the starters and not reported back yet.
-    let mut starting = 0usize;
+    let assign_error = Arc::new(Mutex::new(None));
+    let assigners = Assigners::start(&target, c.min(16), &reactor.handle(), &assign_error);
+    let start = clock::now();
+    // Slot t's users: t+1, t+1+C, … (never two logins of one user at once).
+    let slots = (0..c)
+        .map(|t| Slot {
+            id: None,
+            users: (t..users as usize)
+                .step_by(c)
+                .map(|u| common.user(u as u64 + 1))
+                .collect(),
+            next: 0,
+            user: String::new(),
+            started: start,
+            logged_in: false,
+            failed: false,
+            idle_until: Some(start),
+            done: false,
+        })
+        .collect();
+    let mut run = Run {
+        args,
+        target,
+        handle: reactor.handle(),
+        slots,
+        by_id: HashMap::new(),
+        totals: Totals::default(),
+        started: 0,
+        opened: 0,
+    };
     let cpu0 = cpu_ticks(None);
     let srv0 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
-    let start = clock::now();
     let mut next_print = start + Duration::from_secs(1);
     let mut last_ok = 0;
     loop {
         let now = clock::now();
-        let over = duration.is_some_and(|d| now.duration_since(start) >= d);
-        let counted_out = args.count.is_some_and(|n| started >= n);
-        if over || (counted_out && inflight.is_empty() && starting == 0) {
+        if duration.is_some_and(|d| now.duration_since(start) >= d) {
             break;
         }
-        // Start logins on idle slots whose time has come.
-        if !counted_out {
-            let mut k = 0;
-            while k < idle.len() {
-                let (slot, at) = idle[k];
-                if at > now || args.count.is_some_and(|n| started >= n) {
-                    k += 1;
-                    continue;
-                }
-                idle.swap_remove(k);
-                let list = &mine[slot];
-                let user = list[next_user[slot] % list.len()].clone();
-                let i = next_user[slot] * c + slot;
-                next_user[slot] += 1;
-                started += 1;
-                starters.submit((slot, user, i, clock::now()));
-                starting += 1;
+        if run.slots.iter().all(|s| s.done) {
+            break;
+        }
+        for k in 0..run.slots.len() {
+            if run.slots[k].idle_until.is_some_and(|t| t <= now) {
+                run.next_login(k, now);
             }
         }
         if now >= next_print {
             next_print += Duration::from_secs(1);
+            let t = &run.totals;
             common.progress(&format!(
                 "[{:>5.1}s] logins {} refused {} failed {}  {}/s",
                 now.duration_since(start).as_secs_f64(),
-                thousands(totals.ok),
-                totals.refused,
-                totals.failed,
-                thousands(totals.ok - last_ok)
+                thousands(t.ok),
+                t.refused,
+                t.failed,
+                thousands(t.ok - last_ok)
             ));
-            last_ok = totals.ok;
+            last_ok = t.ok;
         }
-        let next = crossbeam_channel::select! {
-            recv(events) -> ev => ev.ok().map(Ok),
-            recv(started_rx) -> st => st.ok().map(Err),
-            default(Duration::from_millis(5)) => None,
+        let Ok((id, ev)) = events.recv_timeout(Duration::from_millis(5)) else {
+            continue;
         };
-        let now = clock::now();
-        // One event, or the start of a login (then its early events).
-        let batch: Vec<(ConnId, NetEvent<ClientEvent>)> = match next {
-            None => continue,
-            Some(Err(Started::Failed(slot, why))) => {
-                starting -= 1;
-                totals.failed += 1;
-                totals.first_error.get_or_insert(why);
-                idle.push((slot, now + Duration::from_millis(10)));
-                continue;
-            }
-            Some(Err(Started::Open(id, f))) => {
-                starting -= 1;
-                inflight.insert(id, f);
-                early
-                    .remove(&id)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|e| (id, e))
-                    .collect()
-            }
-            Some(Ok((id, ev))) => {
-                if !inflight.contains_key(&id) {
-                    // Only events of machines being started can be unknown.
-                    if !matches!(ev, NetEvent::Finished) {
-                        early.entry(id).or_default().push(ev);
-                    } else {
-                        early.remove(&id);
-                    }
-                    continue;
-                }
-                vec![(id, ev)]
-            }
-        };
-        for (id, ev) in batch {
-            let Some(f) = inflight.get_mut(&id) else {
-                continue;
-            };
-            let NetEvent::Machine(ev) = ev else {
-                continue;
-            };
-            match ev {
-                ClientEvent::LoggedIn(_) => {
-                    f.logged_in = true;
-                    totals.login.record(nanos(now.duration_since(f.started)));
-                    let _ = handle.exec(id, |m| m.logout(clock::now()));
-                }
-                ClientEvent::LoginRefused { code, text, .. } => {
-                    totals.refused += 1;
-                    let user = &f.user;
-                    totals
-                        .first_error
-                        .get_or_insert_with(|| format!("{user}: code {code} ({text})"));
-                }
-                ClientEvent::Disconnected(reason) if !f.logged_in => {
-                    totals.failed += 1;
-                    f.failed = true;
-                    let user = &f.user;
-                    totals
-                        .first_error
-                        .get_or_insert_with(|| format!("{user}: {reason}"));
-                }
-                ClientEvent::Stopped(why) => {
-                    let Some(f) = inflight.remove(&id) else {
-                        continue;
-                    };
-                    let mut wait = Duration::ZERO;
-                    match why {
-                        StopReason::LoggedOut { clean } if f.logged_in => {
-                            totals.ok += 1;
-                            totals.cycle.record(nanos(now.duration_since(f.started)));
-                            if !clean {
-                                totals.unclean_logouts += 1;
-                            }
-                        }
-                        StopReason::LoginRefused { .. } => {}
-                        StopReason::Disconnected(_) if !f.logged_in => {
-                            // A failed assignment stops the machine without a
-                            // Disconnected event.
-                            if !f.failed {
-                                totals.failed += 1;
-                            }
-                            // Do not spin on a dead server.
-                            wait = Duration::from_millis(10);
-                        }
-                        _ => {
-                            if f.logged_in {
-                                // Lost after the login: the logout did not happen.
-                                totals.ok += 1;
-                                totals.unclean_logouts += 1;
-                            }
-                        }
-                    }
-                    idle.push((f.slot, now + wait));
-                }
-                _ => {}
-            }
+        run.on_event(id, ev, &assigners);
+        while let Ok((id, ev)) = events.try_recv() {
+            run.on_event(id, ev, &assigners);
         }
     }
     let elapsed = clock::now().duration_since(start);
     let cpu1 = cpu_ticks(None);
     let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
-    starters.stop();
+    assigners.stop();
     reactor.shutdown();
+    let mut totals = run.totals;
+    if totals.first_error.is_none()
+        && let Ok(mut e) = assign_error.lock()
+    {
+        totals.first_error = e.take();
+    }
+    let target = run.target;
 
     let mut rep = Report::default();
     rep.text("bench", "bench", "login");
