@@ -322,6 +322,14 @@ impl Pair {
     }
 }
 
+/// Threads per worker that open connections: an open is a round trip to
+/// the reactor thread, and several in flight set up thousands of
+/// connections faster.
+const OPENERS: usize = 4;
+
+/// An opened machine: connection index, and its id or why not.
+type Opened = (usize, Result<ConnId, String>);
+
 /// What a send command reports back: the pair, and per message its
 /// number, its send time (ns since the epoch) and the seq the machine
 /// gave it (or why it refused).
@@ -353,6 +361,12 @@ struct Worker {
     events: EventRx<ClientEvent>,
     seq_tx: Sender<SeqNote>,
     seq_rx: Receiver<SeqNote>,
+    /// Machines to open, for the opener threads.
+    open_tx: Option<Sender<(usize, Client)>>,
+    opened_rx: Receiver<Opened>,
+    openers: Vec<std::thread::JoinHandle<()>>,
+    /// Events of machines whose open has not been reported yet.
+    early: HashMap<ConnId, Vec<NetEvent<ClientEvent>>>,
     conns: Vec<Conn>,
     by_id: HashMap<ConnId, usize>,
     pairs: Vec<Pair>,
@@ -406,8 +420,27 @@ impl Worker {
             });
         }
         let (seq_tx, seq_rx) = crossbeam_channel::unbounded();
+        let (open_tx, open_rx) = crossbeam_channel::unbounded::<(usize, Client)>();
+        let (opened_tx, opened_rx) = crossbeam_channel::unbounded();
+        let openers = (0..OPENERS)
+            .map(|_| {
+                let (rx, tx, handle) = (open_rx.clone(), opened_tx.clone(), reactor.handle());
+                std::thread::spawn(move || {
+                    for (i, machine) in rx {
+                        let opened = handle.open(machine).map_err(|e| e.to_string());
+                        if tx.send((i, opened)).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
         Self {
             id,
+            open_tx: Some(open_tx),
+            opened_rx,
+            openers,
+            early: HashMap::new(),
             handle: reactor.handle(),
             events: reactor.events(),
             reactor,
@@ -444,19 +477,31 @@ impl Worker {
             } else {
                 Duration::from_millis(5)
             };
-            // Block for the first event, then take whatever else is there.
-            // Seqs are taken before every event: a reply can only follow
-            // the note of the command that sent its request.
-            let mut next = self.events.recv_timeout(wait).ok();
+            // Block for the first event (or opened connection), then take
+            // whatever else is there. Seqs are taken before every event: a
+            // reply can only follow the note of the command that sent its
+            // request.
+            let mut next = crossbeam_channel::select! {
+                recv(self.events) -> e => e.ok().map(Ok),
+                recv(self.opened_rx) -> o => o.ok().map(Err),
+                default(wait) => None,
+            };
             let mut budget = 4096;
-            while let Some((id, ev)) = next {
-                self.take_seqs();
-                self.on_event(id, ev, phase);
+            while let Some(item) = next {
+                match item {
+                    Ok((id, ev)) => {
+                        self.take_seqs();
+                        self.on_event(id, ev, phase);
+                    }
+                    Err((i, opened)) => self.on_opened(i, opened, phase),
+                }
                 budget -= 1;
-                next = if budget > 0 {
-                    self.events.try_recv().ok()
-                } else {
+                next = if budget == 0 {
                     None
+                } else if let Ok(o) = self.opened_rx.try_recv() {
+                    Some(Err(o))
+                } else {
+                    self.events.try_recv().ok().map(Ok)
                 };
             }
             self.take_seqs();
@@ -469,6 +514,10 @@ impl Worker {
     }
 
     fn finish(mut self) -> WorkerResult {
+        self.open_tx = None;
+        for t in std::mem::take(&mut self.openers) {
+            let _ = t.join();
+        }
         // Heartbeats are the machines' business; ask them how many.
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut asked = 0;
@@ -556,21 +605,35 @@ impl Worker {
     }
 
     fn start_connects(&mut self, now: Instant) {
+        let Some(open_tx) = self.open_tx.clone() else {
+            return;
+        };
         while self.in_progress < self.cfg.max_connecting && self.next_pending < self.conns.len() {
             let i = self.next_pending;
             self.next_pending += 1;
             let machine = self.machine(i, now);
-            self.conns[i].started = clock::now();
-            match self.handle.open(machine) {
-                Ok(id) => {
-                    self.by_id.insert(id, i);
-                    let c = &mut self.conns[i];
-                    c.id = Some(id);
-                    c.state = State::Connecting;
-                    self.in_progress += 1;
-                }
-                Err(e) => self.fail_login(i, &format!("open: {e}")),
+            let c = &mut self.conns[i];
+            c.started = clock::now();
+            c.state = State::Connecting;
+            self.in_progress += 1;
+            if open_tx.send((i, machine)).is_err() {
+                self.fail_login(i, "opener threads gone");
             }
+        }
+    }
+
+    /// An opener reports connection `i`: map its id, then handle the
+    /// events that arrived before this report.
+    fn on_opened(&mut self, i: usize, opened: Result<ConnId, String>, phase: u8) {
+        match opened {
+            Ok(id) => {
+                self.by_id.insert(id, i);
+                self.conns[i].id = Some(id);
+                for ev in self.early.remove(&id).unwrap_or_default() {
+                    self.on_event(id, ev, phase);
+                }
+            }
+            Err(e) => self.fail_login(i, &format!("open: {e}")),
         }
     }
 
@@ -615,6 +678,8 @@ impl Worker {
 
     fn on_event(&mut self, id: ConnId, ev: NetEvent<ClientEvent>, phase: u8) {
         let Some(&i) = self.by_id.get(&id) else {
+            // Only a machine whose open is not reported yet is unknown.
+            self.early.entry(id).or_default().push(ev);
             return;
         };
         let now = clock::now();
