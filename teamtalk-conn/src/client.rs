@@ -594,6 +594,8 @@ pub struct Client {
     out: Outbox<ClientEvent>,
     /// The msg_server of the current or last connection.
     addr: Option<SocketAddr>,
+    /// An assignment given ahead, for the next connect.
+    next_addr: Option<SocketAddr>,
     last_seq: u16,
     pending: HashMap<u16, Pending>,
     /// `(deadline, seq)` of every pending request, earliest first.
@@ -617,6 +619,7 @@ impl Client {
             wire,
             out: Outbox::default(),
             addr: None,
+            next_addr: None,
             last_seq: 0,
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -680,15 +683,20 @@ impl Client {
     }
 
     /// The application's answer to [`ClientEvent::AssignmentNeeded`]:
-    /// connect to `addr`. Ignored (and logged) when no assignment is
-    /// awaited, e.g. an answer that arrives after [`Client::close`].
-    /// Follow with a drain.
+    /// connect to `addr`. Given while no assignment is awaited (the
+    /// application asked login_server ahead, e.g. before [`Client::login`]
+    /// after a logout), it is kept for the next connect, which then asks
+    /// for none; a later one replaces it. Ignored once stopped, or when the
+    /// msg_server is fixed. Follow with a drain.
     pub fn assigned(&mut self, now: Instant, addr: SocketAddr) {
         self.advance(now);
-        if self.state == State::Assigning {
-            self.connect(addr);
-        } else {
-            debug!(%addr, state = ?self.state, "assignment not awaited; ignored");
+        match self.state {
+            State::Assigning => self.connect(addr),
+            State::Stopped => debug!(%addr, "assignment after the client stopped; ignored"),
+            _ if self.cfg.msg_server.is_some() => {
+                debug!(%addr, "assignment for a client with a fixed msg_server; ignored");
+            }
+            _ => self.next_addr = Some(addr),
         }
         self.fire_timers();
     }
@@ -909,7 +917,7 @@ impl Client {
 
     /// Asks for an assignment or connects to the fixed msg_server.
     fn start(&mut self) {
-        match self.cfg.msg_server {
+        match self.cfg.msg_server.or_else(|| self.next_addr.take()) {
             Some(addr) => self.connect(addr),
             None => {
                 self.state = State::Assigning;

@@ -409,10 +409,18 @@ fn asks_for_an_assignment_before_every_connect() {
         [ClientEvent::Reconnecting { after: secs(4) }]
     );
     d.clear();
-    // An answer nobody asked for is ignored.
-    d.call(|c| c.assigned(t, addr()));
+    // An answer given ahead (during the backoff) is used for the next
+    // connect, which then asks for none.
+    let other: SocketAddr = "127.0.0.2:8000".parse().unwrap();
+    d.call(|c| c.assigned(t, other));
     assert!(d.outputs.is_empty());
     d.advance(secs(4));
+    assert_eq!(d.outputs, [(d.now, Output::Connect(other))]);
+    assert!(events(&d).is_empty(), "{:?}", events(&d));
+    let now = d.now;
+    d.input(Input::ConnectFailed(now));
+    d.clear();
+    d.advance(secs(8));
     assert_eq!(events(&d), [ClientEvent::AssignmentNeeded]);
     d.clear();
     let now = d.now;

@@ -79,9 +79,19 @@ struct Totals {
     first_error: Option<String>,
 }
 
-/// Answers the machines' assignment questions over HTTP on a few threads.
+/// Work for the assigners.
+enum Job {
+    /// The machine asks for an assignment.
+    Ask(ConnId),
+    /// Log the machine in again as this user, after asking login_server
+    /// (the answer is handed over with the login, so the machine needs no
+    /// round trip through the event loop to ask).
+    Relogin(ConnId, Credentials),
+}
+
+/// Performs the HTTP assignments on a few threads.
 struct Assigners {
-    jobs: Option<Sender<ConnId>>,
+    jobs: Option<Sender<Job>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -98,26 +108,38 @@ impl Assigners {
                 threads: Vec::new(),
             };
         };
-        let (tx, rx) = crossbeam_channel::unbounded::<ConnId>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let threads = (0..n)
             .map(|_| {
                 let (rx, handle, login) = (rx.clone(), handle.clone(), *login);
                 let first_error = Arc::clone(first_error);
                 std::thread::spawn(move || {
-                    for id in rx {
-                        match query_msg_server(login, NET_TIMEOUT).and_then(|a| a.addr()) {
-                            Ok(addr) => {
-                                let _ = handle.exec(id, move |m| m.assigned(clock::now(), addr));
-                            }
-                            Err(e) => {
-                                let why = e.to_string();
-                                if let Ok(mut f) = first_error.lock() {
-                                    f.get_or_insert_with(|| why.clone());
-                                }
-                                let _ = handle
-                                    .exec(id, move |m| m.assignment_failed(clock::now(), &why));
-                            }
+                    for job in rx {
+                        let assigned = query_msg_server(login, NET_TIMEOUT).and_then(|a| a.addr());
+                        if let Err(e) = &assigned
+                            && let Ok(mut f) = first_error.lock()
+                        {
+                            f.get_or_insert_with(|| e.to_string());
                         }
+                        let _ = match (job, assigned) {
+                            (Job::Ask(id), Ok(addr)) => {
+                                handle.exec(id, move |m| m.assigned(clock::now(), addr))
+                            }
+                            (Job::Ask(id), Err(e)) => {
+                                let why = e.to_string();
+                                handle.exec(id, move |m| m.assignment_failed(clock::now(), &why))
+                            }
+                            (Job::Relogin(id, creds), Ok(addr)) => handle.exec(id, move |m| {
+                                let now = clock::now();
+                                m.assigned(now, addr);
+                                m.login(now, creds);
+                            }),
+                            // The machine asks again itself, and fails
+                            // properly if login_server stays away.
+                            (Job::Relogin(id, creds), Err(_)) => {
+                                handle.exec(id, move |m| m.login(clock::now(), creds))
+                            }
+                        };
                     }
                 })
             })
@@ -128,9 +150,14 @@ impl Assigners {
         }
     }
 
-    fn ask(&self, id: ConnId) {
+    /// Whether assignments are asked at all (`--http`/`--login`).
+    fn active(&self) -> bool {
+        self.jobs.is_some()
+    }
+
+    fn submit(&self, job: Job) {
         if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(id);
+            let _ = jobs.send(job);
         }
     }
 
@@ -210,7 +237,7 @@ impl Run<'_> {
 
     /// Starts the next login of slot `k`: on its machine when it has one,
     /// on a new machine otherwise.
-    fn next_login(&mut self, k: usize, now: Instant) {
+    fn next_login(&mut self, k: usize, now: Instant, assigners: &Assigners) {
         if !self.may_start() {
             self.slots[k].idle_until = None;
             self.slots[k].done = true;
@@ -222,6 +249,9 @@ impl Run<'_> {
         let user = self.slots[k].begin(now);
         self.started += 1;
         let c = creds(&user, &self.args.common.password);
+        if assigners.active() {
+            return assigners.submit(Job::Relogin(id, c));
+        }
         if self
             .handle
             .exec(id, move |m| m.login(clock::now(), c))
@@ -247,7 +277,7 @@ impl Run<'_> {
         let now = clock::now();
         let slot = &mut self.slots[k];
         match ev {
-            ClientEvent::AssignmentNeeded => assigners.ask(id),
+            ClientEvent::AssignmentNeeded => assigners.submit(Job::Ask(id)),
             ClientEvent::LoggedIn(_) => {
                 slot.logged_in = true;
                 self.totals
@@ -263,7 +293,7 @@ impl Run<'_> {
                 if !clean {
                     self.totals.unclean_logouts += 1;
                 }
-                self.next_login(k, now);
+                self.next_login(k, now, assigners);
             }
             ClientEvent::LoginRefused { code, text, .. } => {
                 self.totals.refused += 1;
@@ -372,7 +402,7 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
         }
         for k in 0..run.slots.len() {
             if run.slots[k].idle_until.is_some_and(|t| t <= now) {
-                run.next_login(k, now);
+                run.next_login(k, now, &assigners);
             }
         }
         if now >= next_print {
