@@ -32,7 +32,7 @@ use super::hist::Histogram;
 use super::report::{Report, thousands};
 use super::{BenchError, LoginArgs, NET_TIMEOUT, Target, cpu_pct, cpu_ticks};
 use crate::clock;
-use crate::tools::client::query_msg_server;
+use crate::tools::client::Assigner;
 
 /// One slot: a machine logging in and out as the slot's users in turn.
 #[derive(Debug)]
@@ -111,11 +111,12 @@ impl Assigners {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let threads = (0..n)
             .map(|_| {
-                let (rx, handle, login) = (rx.clone(), handle.clone(), *login);
+                let (rx, handle) = (rx.clone(), handle.clone());
+                let assigner = Assigner::new(&(*login).into(), NET_TIMEOUT);
                 let first_error = Arc::clone(first_error);
                 std::thread::spawn(move || {
                     for job in rx {
-                        let assigned = query_msg_server(login, NET_TIMEOUT).and_then(|a| a.addr());
+                        let assigned = assigner.query().and_then(|a| a.addr());
                         if let Err(e) = &assigned
                             && let Ok(mut f) = first_error.lock()
                         {

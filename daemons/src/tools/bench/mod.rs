@@ -38,7 +38,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use crate::tools::addr::ServerAddr;
-use crate::tools::client::{AssignError, query_msg_server};
+use crate::tools::client::{AssignError, Assigner};
 
 /// Arguments of `teamtalk bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -309,7 +309,9 @@ impl Target {
     /// The msg_server for connection number `i`.
     pub(crate) fn assign(&self, i: usize) -> Result<SocketAddr, BenchError> {
         match self {
-            Self::Http(http) => Ok(query_msg_server(*http, NET_TIMEOUT)?.addr()?),
+            Self::Http(http) => Ok(Assigner::new(&(*http).into(), NET_TIMEOUT)
+                .query()?
+                .addr()?),
             Self::Direct(v) => Ok(v[i % v.len()]),
         }
     }

@@ -79,7 +79,62 @@ pub enum AssignError {
 /// Largest reply read; login_server's is a few hundred bytes.
 const MAX_REPLY: u64 = 64 * 1024;
 
-/// Asks login_server's HTTP port which msg_server to use.
+/// Asks one login_server which msg_server to use, as often as needed.
+///
+/// The HTTP client is set up once; every query opens its own TCP
+/// connection and closes it, as TeamTalk clients do (no keep-alive pool,
+/// so a load test puts the same work on login_server as real clients).
+#[derive(Debug, Clone)]
+pub struct Assigner {
+    agent: ureq::Agent,
+    url: String,
+}
+
+impl Assigner {
+    /// A client for `login`'s `GET /msg_server`, each query bounded by
+    /// `timeout`.
+    #[must_use]
+    pub fn new(login: &ServerAddr, timeout: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            // The reply is a few hundred bytes; ureq's default buffers
+            // (128 KiB each way) would be most of a query's cost.
+            .max_response_header_size(8 * 1024)
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(4 * 1024)
+            .build()
+            .into();
+        Self {
+            agent,
+            url: login.http_url("/msg_server"),
+        }
+    }
+
+    /// One `GET /msg_server`.
+    ///
+    /// # Errors
+    /// [`AssignError`] for transport problems, malformed replies and
+    /// refusals.
+    pub fn query(&self) -> Result<Assignment, AssignError> {
+        let mut response = self.agent.get(&self.url).call()?;
+        let status = response.status().as_u16();
+        let mut body = String::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(MAX_REPLY)
+            .read_to_string(&mut body)
+            .map_err(|e| AssignError::Malformed(format!("body: {e}")))?;
+        parse_reply(status, &body)
+    }
+}
+
+/// Asks login_server's HTTP port which msg_server to use (one query; see
+/// [`Assigner`] for many).
 ///
 /// # Errors
 /// [`AssignError`] for transport problems, malformed replies and refusals.
@@ -87,23 +142,7 @@ pub fn query_msg_server(
     login: impl Into<ServerAddr>,
     timeout: Duration,
 ) -> Result<Assignment, AssignError> {
-    let login = login.into();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
-    let mut response = agent.get(&login.http_url("/msg_server")).call()?;
-    let status = response.status().as_u16();
-    let mut body = String::new();
-    response
-        .body_mut()
-        .as_reader()
-        .take(MAX_REPLY)
-        .read_to_string(&mut body)
-        .map_err(|e| AssignError::Malformed(format!("body: {e}")))?;
-    parse_reply(status, &body)
+    Assigner::new(&login.into(), timeout).query()
 }
 
 fn parse_reply(status: u16, body: &str) -> Result<Assignment, AssignError> {

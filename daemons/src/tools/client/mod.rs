@@ -34,7 +34,7 @@ use teamtalk_proto::pb::im::base_define::ClientType;
 use teamtalk_proto::pb::im::login::{ImKickUser, ImLoginRes};
 use teamtalk_proto::{BodyError, Command, Message, Pdu};
 
-pub use assign::{AssignError, Assignment, query_msg_server};
+pub use assign::{AssignError, Assigner, Assignment, query_msg_server};
 
 use crate::clock;
 use crate::tools::addr::ServerAddr;
@@ -203,8 +203,7 @@ impl ClientOptions {
 pub struct Client {
     rt: Rc<Runtime>,
     id: ConnId,
-    login_server: Option<ServerAddr>,
-    assign_timeout: Duration,
+    assigner: Option<Assigner>,
     /// The first loss ends the connection (no reconnects).
     one_shot: bool,
     user_id: Option<u32>,
@@ -282,8 +281,10 @@ impl Client {
         Ok(Self {
             rt,
             id,
-            login_server: opts.login_server,
-            assign_timeout: opts.assign_timeout,
+            assigner: opts
+                .login_server
+                .as_ref()
+                .map(|l| Assigner::new(l, opts.assign_timeout)),
             one_shot,
             user_id: None,
             backlog: VecDeque::new(),
@@ -384,31 +385,29 @@ impl Client {
     }
 
     /// Answers the machine's assignment question over HTTP.
-    fn assign(&self) {
+    fn assign(&mut self) {
         let now = clock::now;
-        match &self.login_server {
-            Some(login) => {
-                match query_msg_server(login.clone(), self.assign_timeout).and_then(|a| a.addr()) {
-                    Ok(addr) => {
-                        let _ = self
-                            .rt
-                            .handle
-                            .exec(self.id, move |m| m.assigned(now(), addr));
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "assignment failed");
-                        let why = e.to_string();
-                        let _ = self
-                            .rt
-                            .handle
-                            .exec(self.id, move |m| m.assignment_failed(now(), &why));
-                    }
-                }
+        let Some(assigner) = &self.assigner else {
+            let _ = self.rt.handle.exec(self.id, move |m| {
+                m.assignment_failed(now(), "no login_server");
+            });
+            return;
+        };
+        match assigner.query().and_then(|a| a.addr()) {
+            Ok(addr) => {
+                let _ = self
+                    .rt
+                    .handle
+                    .exec(self.id, move |m| m.assigned(now(), addr));
             }
-            None => {
-                let _ = self.rt.handle.exec(self.id, move |m| {
-                    m.assignment_failed(now(), "no login_server")
-                });
+            Err(e) => {
+                tracing::debug!(error = %e, "assignment failed");
+                let why = e.to_string();
+                self.assign_error = Some(e);
+                let _ = self
+                    .rt
+                    .handle
+                    .exec(self.id, move |m| m.assignment_failed(now(), &why));
             }
         }
     }
