@@ -3,14 +3,16 @@
 //! client starting up does.
 //!
 //! Each of the C slots is one [`teamtalk_conn::Client`] machine on a
-//! `teamtalk-net` reactor that stays after a logout
-//! (`stop_after_logout` off), the way a client signs out and in again as
-//! another user: this thread reads the machines' events, logs a machine
-//! out once it is in, and logs it in as the slot's next user when the
-//! logout is over. Every login is a new connection; with a login_server
-//! the machine first asks for its assignment
-//! ([`ClientEvent::AssignmentNeeded`]) and a few threads perform the HTTP
-//! queries, as a client starting up does.
+//! `teamtalk-net` reactor that stays after a logout (`stop_after_logout`
+//! off), the way a client signs out and in again as another user. The
+//! slot's script (log out once logged in, log in as the slot's next user
+//! once logged out) is a thin [`Machine`] around the client that runs on
+//! the reactor thread: the client machine does every protocol step, and no
+//! thread hand-off sits between a server answer and the next request, so
+//! the figures are the servers'. This thread reads the measurements the
+//! slots report, answers assignment questions through a few HTTP threads
+//! (with a login_server, before every login, as a client starting up
+//! does), and restarts a slot whose machine stopped.
 //!
 //! A logout waits for the server to close (the machine's clean logout), so
 //! the server, not the bench, holds the TIME_WAIT and the bench's
@@ -19,12 +21,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use teamtalk_conn::client::Credentials;
-use teamtalk_conn::{Client, ClientConfig, ClientEvent, StopReason};
+use teamtalk_conn::{Client, ClientConfig, ClientEvent, Input, Machine, Output, StopReason};
 use teamtalk_net::{ConnId, Handle, NetEvent, Reactor, ReactorConfig};
 use teamtalk_proto::pb::im::base_define::ClientType;
 
@@ -34,37 +37,188 @@ use super::{BenchError, LoginArgs, NET_TIMEOUT, Target, cpu_pct, cpu_ticks};
 use crate::clock;
 use crate::tools::client::Assigner;
 
-/// One slot: a machine logging in and out as the slot's users in turn.
+/// What every slot shares with the event loop.
 #[derive(Debug)]
-struct Slot {
-    /// The machine, while it runs.
-    id: Option<ConnId>,
-    /// Users of this slot (never logged in by another slot).
-    users: Vec<String>,
-    /// Logins started by this slot.
+struct Shared {
+    /// Logins started so far.
+    started: AtomicU64,
+    /// Stop after this many logins.
+    count: Option<u64>,
+    /// The run is over: start no more logins.
+    stop: AtomicBool,
+    password: String,
+}
+
+impl Shared {
+    /// Claims one more login, unless the run is over.
+    fn claim(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        self.count.is_none_or(|c| n < c)
+    }
+}
+
+/// What a slot reports to the event loop.
+#[derive(Debug)]
+enum SlotEvent {
+    /// The machine asks which msg_server to use.
+    AssignmentNeeded,
+    /// Logged in this long after the login started.
+    LoggedIn(Duration),
+    /// A login and its logout took this long; `clean` as
+    /// [`StopReason::LoggedOut`].
+    Cycle(Duration, bool),
+    /// The login was refused.
+    Refused(String),
+    /// The login failed (connect, timeout, assignment).
+    Failed(String),
+    /// The slot's machine stops: a failure, a loss after the login, or no
+    /// more logins.
+    Stopped {
+        /// The slot has logins left (start a new machine).
+        more: bool,
+        /// A login failure not reported yet (an assignment that failed).
+        failure: Option<String>,
+        /// Lost after the login: the cycle so far (its logout did not
+        /// happen).
+        lost: Option<Duration>,
+    },
+}
+
+fn creds(user: &str, password: &str) -> Credentials {
+    let mut c = Credentials::new(user, password, ClientType::Windows);
+    c.client_version = "teamtalk-rs bench".to_owned();
+    c
+}
+
+/// One slot: a client machine plus the script logging it in and out as
+/// the slot's users in turn.
+struct SlotMachine {
+    client: Client,
+    shared: Arc<Shared>,
+    users: Arc<[String]>,
+    /// Index of the next user.
     next: usize,
-    /// The login in progress: its user, when it started, how far it got.
     user: String,
     started: Instant,
     logged_in: bool,
-    /// This login was already counted as failed.
     failed: bool,
-    /// No login in progress; start the next one at this instant.
-    idle_until: Option<Instant>,
-    /// No more logins for this slot (`--count` reached).
+    /// The run ended for this slot: no more logins.
     done: bool,
 }
 
-impl Slot {
-    /// The next user, marking a new login as started at `now`.
-    fn begin(&mut self, now: Instant) -> String {
-        self.user = self.users[self.next % self.users.len()].clone();
-        self.next += 1;
-        self.started = now;
-        self.logged_in = false;
-        self.failed = false;
-        self.idle_until = None;
-        self.user.clone()
+impl SlotMachine {
+    /// A slot machine starting its first login (already claimed) as user
+    /// `next`.
+    fn new(
+        addr: Option<SocketAddr>,
+        shared: Arc<Shared>,
+        users: Arc<[String]>,
+        next: usize,
+    ) -> Self {
+        let user = users[next % users.len()].clone();
+        let mut cfg = ClientConfig::new(creds(&user, &shared.password));
+        cfg.msg_server = addr;
+        cfg.reconnect = false;
+        cfg.stop_after_logout = false;
+        cfg.connect_timeout = NET_TIMEOUT;
+        cfg.login_timeout = NET_TIMEOUT;
+        cfg.logout_timeout = Duration::from_secs(2);
+        let now = clock::now();
+        Self {
+            client: Client::new(cfg, now),
+            shared,
+            users,
+            next: next + 1,
+            user,
+            started: now,
+            logged_in: false,
+            failed: false,
+            done: false,
+        }
+    }
+
+    /// Runs the script for one client event; returns what to report.
+    fn script(&mut self, e: ClientEvent) -> Option<SlotEvent> {
+        let now = clock::now();
+        match e {
+            ClientEvent::AssignmentNeeded => Some(SlotEvent::AssignmentNeeded),
+            ClientEvent::LoggedIn(_) => {
+                self.logged_in = true;
+                self.client.logout(now);
+                Some(SlotEvent::LoggedIn(now.duration_since(self.started)))
+            }
+            ClientEvent::LoggedOut { clean } => {
+                let cycle = now.duration_since(self.started);
+                if self.shared.claim() {
+                    self.user = self.users[self.next % self.users.len()].clone();
+                    self.next += 1;
+                    self.started = now;
+                    self.logged_in = false;
+                    self.failed = false;
+                    self.client
+                        .login(now, creds(&self.user, &self.shared.password));
+                } else {
+                    self.done = true;
+                    self.client.close();
+                }
+                Some(SlotEvent::Cycle(cycle, clean))
+            }
+            ClientEvent::LoginRefused { code, text, .. } => {
+                self.failed = true;
+                Some(SlotEvent::Refused(format!(
+                    "{}: code {code} ({text})",
+                    self.user
+                )))
+            }
+            ClientEvent::Disconnected(reason) if !self.logged_in => {
+                self.failed = true;
+                Some(SlotEvent::Failed(format!("{}: {reason}", self.user)))
+            }
+            ClientEvent::Stopped(why) => {
+                let lost = (self.logged_in && !matches!(why, StopReason::Closed))
+                    .then(|| now.duration_since(self.started));
+                // A failed assignment stops without a Disconnected.
+                let failure = (!self.logged_in && !self.failed && !self.done)
+                    .then(|| format!("{}: {why:?}", self.user));
+                Some(SlotEvent::Stopped {
+                    more: !self.done,
+                    failure,
+                    lost,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Machine for SlotMachine {
+    type Event = SlotEvent;
+
+    fn handle_input(&mut self, input: Input<'_>) {
+        self.client.handle_input(input);
+    }
+
+    fn poll_output(&mut self) -> Output<SlotEvent> {
+        loop {
+            return match self.client.poll_output() {
+                Output::Event(e) => match self.script(e) {
+                    Some(ev) => Output::Event(ev),
+                    None => continue,
+                },
+                Output::Transmit(b) => Output::Transmit(b),
+                Output::Connect(a) => Output::Connect(a),
+                Output::Close => Output::Close,
+                Output::Timeout(t) => Output::Timeout(t),
+                Output::Finished => Output::Finished,
+            };
+        }
+    }
+
+    fn set_backlog(&mut self, now: Instant, bytes: usize) {
+        self.client.set_backlog(now, bytes);
     }
 }
 
@@ -79,19 +233,9 @@ struct Totals {
     first_error: Option<String>,
 }
 
-/// Work for the assigners.
-enum Job {
-    /// The machine asks for an assignment.
-    Ask(ConnId),
-    /// Log the machine in again as this user, after asking login_server
-    /// (the answer is handed over with the login, so the machine needs no
-    /// round trip through the event loop to ask).
-    Relogin(ConnId, Credentials),
-}
-
-/// Performs the HTTP assignments on a few threads.
+/// Answers the machines' assignment questions over HTTP on a few threads.
 struct Assigners {
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Sender<ConnId>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -99,7 +243,7 @@ impl Assigners {
     fn start(
         target: &Target,
         n: usize,
-        handle: &Handle<Client>,
+        handle: &Handle<SlotMachine>,
         first_error: &Arc<Mutex<Option<String>>>,
     ) -> Self {
         let Target::Http(login) = target else {
@@ -108,37 +252,26 @@ impl Assigners {
                 threads: Vec::new(),
             };
         };
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let (tx, rx) = crossbeam_channel::unbounded::<ConnId>();
         let threads = (0..n)
             .map(|_| {
                 let (rx, handle) = (rx.clone(), handle.clone());
                 let assigner = Assigner::new(&(*login).into(), NET_TIMEOUT);
                 let first_error = Arc::clone(first_error);
                 std::thread::spawn(move || {
-                    for job in rx {
-                        let assigned = assigner.query().and_then(|a| a.addr());
-                        if let Err(e) = &assigned
-                            && let Ok(mut f) = first_error.lock()
-                        {
-                            f.get_or_insert_with(|| e.to_string());
-                        }
-                        let _ = match (job, assigned) {
-                            (Job::Ask(id), Ok(addr)) => {
-                                handle.exec(id, move |m| m.assigned(clock::now(), addr))
+                    for id in rx {
+                        let _ = match assigner.query().and_then(|a| a.addr()) {
+                            Ok(addr) => {
+                                handle.exec(id, move |m| m.client.assigned(clock::now(), addr))
                             }
-                            (Job::Ask(id), Err(e)) => {
+                            Err(e) => {
                                 let why = e.to_string();
-                                handle.exec(id, move |m| m.assignment_failed(clock::now(), &why))
-                            }
-                            (Job::Relogin(id, creds), Ok(addr)) => handle.exec(id, move |m| {
-                                let now = clock::now();
-                                m.assigned(now, addr);
-                                m.login(now, creds);
-                            }),
-                            // The machine asks again itself, and fails
-                            // properly if login_server stays away.
-                            (Job::Relogin(id, creds), Err(_)) => {
-                                handle.exec(id, move |m| m.login(clock::now(), creds))
+                                if let Ok(mut f) = first_error.lock() {
+                                    f.get_or_insert_with(|| why.clone());
+                                }
+                                handle.exec(id, move |m| {
+                                    m.client.assignment_failed(clock::now(), &why);
+                                })
                             }
                         };
                     }
@@ -151,14 +284,9 @@ impl Assigners {
         }
     }
 
-    /// Whether assignments are asked at all (`--http`/`--login`).
-    fn active(&self) -> bool {
-        self.jobs.is_some()
-    }
-
-    fn submit(&self, job: Job) {
+    fn ask(&self, id: ConnId) {
         if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(job);
+            let _ = jobs.send(id);
         }
     }
 
@@ -172,166 +300,6 @@ impl Assigners {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn creds(user: &str, password: &str) -> Credentials {
-    let mut c = Credentials::new(user, password, ClientType::Windows);
-    c.client_version = "teamtalk-rs bench".to_owned();
-    c
-}
-
-/// The machine of a slot, logging in as `user` first.
-fn machine(addr: Option<SocketAddr>, user: &str, password: &str, now: Instant) -> Client {
-    let mut cfg = ClientConfig::new(creds(user, password));
-    cfg.msg_server = addr;
-    cfg.reconnect = false;
-    cfg.stop_after_logout = false;
-    cfg.connect_timeout = NET_TIMEOUT;
-    cfg.login_timeout = NET_TIMEOUT;
-    cfg.logout_timeout = Duration::from_secs(2);
-    Client::new(cfg, now)
-}
-
-/// The event loop's state.
-struct Run<'a> {
-    args: &'a LoginArgs,
-    target: Target,
-    handle: Handle<Client>,
-    slots: Vec<Slot>,
-    by_id: HashMap<ConnId, usize>,
-    totals: Totals,
-    /// Logins started.
-    started: u64,
-    /// Machines opened (for spreading them over several msg_servers).
-    opened: usize,
-}
-
-impl Run<'_> {
-    fn may_start(&self) -> bool {
-        self.args.count.is_none_or(|n| self.started < n)
-    }
-
-    /// Opens a new machine for slot `k`, logging in as its next user.
-    fn open(&mut self, k: usize, now: Instant) {
-        let user = self.slots[k].begin(now);
-        self.started += 1;
-        let addr = match &self.target {
-            Target::Direct(v) => Some(v[self.opened % v.len()]),
-            Target::Http(_) => None,
-        };
-        self.opened += 1;
-        let m = machine(addr, &user, &self.args.common.password, now);
-        match self.handle.open(m) {
-            Ok(id) => {
-                self.by_id.insert(id, k);
-                self.slots[k].id = Some(id);
-            }
-            Err(e) => {
-                self.totals.failed += 1;
-                self.totals
-                    .first_error
-                    .get_or_insert_with(|| format!("open: {e}"));
-                self.slots[k].idle_until = Some(now + Duration::from_millis(10));
-            }
-        }
-    }
-
-    /// Starts the next login of slot `k`: on its machine when it has one,
-    /// on a new machine otherwise.
-    fn next_login(&mut self, k: usize, now: Instant, assigners: &Assigners) {
-        if !self.may_start() {
-            self.slots[k].idle_until = None;
-            self.slots[k].done = true;
-            return;
-        }
-        let Some(id) = self.slots[k].id else {
-            return self.open(k, now);
-        };
-        let user = self.slots[k].begin(now);
-        self.started += 1;
-        let c = creds(&user, &self.args.common.password);
-        if assigners.active() {
-            return assigners.submit(Job::Relogin(id, c));
-        }
-        if self
-            .handle
-            .exec(id, move |m| m.login(clock::now(), c))
-            .is_err()
-        {
-            self.slots[k].id = None;
-            self.slots[k].idle_until = Some(now);
-        }
-    }
-
-    fn on_event(&mut self, id: ConnId, ev: NetEvent<ClientEvent>, assigners: &Assigners) {
-        let Some(&k) = self.by_id.get(&id) else {
-            return;
-        };
-        let ev = match ev {
-            NetEvent::Machine(ev) => ev,
-            NetEvent::Finished => {
-                self.by_id.remove(&id);
-                return;
-            }
-            _ => return,
-        };
-        let now = clock::now();
-        let slot = &mut self.slots[k];
-        match ev {
-            ClientEvent::AssignmentNeeded => assigners.submit(Job::Ask(id)),
-            ClientEvent::LoggedIn(_) => {
-                slot.logged_in = true;
-                self.totals
-                    .login
-                    .record(nanos(now.duration_since(slot.started)));
-                let _ = self.handle.exec(id, |m| m.logout(clock::now()));
-            }
-            ClientEvent::LoggedOut { clean } => {
-                self.totals.ok += 1;
-                self.totals
-                    .cycle
-                    .record(nanos(now.duration_since(slot.started)));
-                if !clean {
-                    self.totals.unclean_logouts += 1;
-                }
-                self.next_login(k, now, assigners);
-            }
-            ClientEvent::LoginRefused { code, text, .. } => {
-                self.totals.refused += 1;
-                let user = &slot.user;
-                self.totals
-                    .first_error
-                    .get_or_insert_with(|| format!("{user}: code {code} ({text})"));
-                slot.failed = true;
-            }
-            ClientEvent::Disconnected(reason) if !slot.logged_in => {
-                self.totals.failed += 1;
-                slot.failed = true;
-                let user = &slot.user;
-                self.totals
-                    .first_error
-                    .get_or_insert_with(|| format!("{user}: {reason}"));
-            }
-            ClientEvent::Stopped(why) => {
-                slot.id = None;
-                let mut wait = Duration::ZERO;
-                if slot.logged_in {
-                    // Lost after the login: the logout did not happen.
-                    self.totals.ok += 1;
-                    self.totals.unclean_logouts += 1;
-                } else if !matches!(why, StopReason::LoginRefused { .. }) {
-                    // A failed assignment stops without a Disconnected.
-                    if !slot.failed {
-                        self.totals.failed += 1;
-                    }
-                    // Do not spin on a dead server.
-                    wait = Duration::from_millis(10);
-                }
-                slot.idle_until = Some(now + wait);
-            }
-            _ => {}
-        }
-    }
 }
 
 /// `bench login`.
@@ -353,44 +321,40 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
     };
     let target = common.target()?;
     let c = args.concurrency as usize;
-    let reactor = Reactor::<Client>::new(ReactorConfig {
+    let reactor = Reactor::<SlotMachine>::new(ReactorConfig {
         threads: 2,
         shutdown_grace: Duration::from_secs(2),
         ..ReactorConfig::default()
     })?;
+    let handle = reactor.handle();
     let events = reactor.events();
     let assign_error = Arc::new(Mutex::new(None));
-    let assigners = Assigners::start(&target, c.min(16), &reactor.handle(), &assign_error);
-    let start = clock::now();
+    let assigners = Assigners::start(&target, c.min(16), &handle, &assign_error);
+    let shared = Arc::new(Shared {
+        started: AtomicU64::new(0),
+        count: args.count,
+        stop: AtomicBool::new(false),
+        password: common.password.clone(),
+    });
     // Slot t's users: t+1, t+1+C, … (never two logins of one user at once).
-    let slots = (0..c)
-        .map(|t| Slot {
-            id: None,
-            users: (t..users as usize)
+    let slot_users: Vec<Arc<[String]>> = (0..c)
+        .map(|t| {
+            (t..users as usize)
                 .step_by(c)
                 .map(|u| common.user(u as u64 + 1))
-                .collect(),
-            next: 0,
-            user: String::new(),
-            started: start,
-            logged_in: false,
-            failed: false,
-            idle_until: Some(start),
-            done: false,
+                .collect()
         })
         .collect();
-    let mut run = Run {
-        args,
-        target,
-        handle: reactor.handle(),
-        slots,
-        by_id: HashMap::new(),
-        totals: Totals::default(),
-        started: 0,
-        opened: 0,
-    };
+    // Per slot: logins started (to pick the next user), and when to start
+    // a new machine (none running).
+    let mut next_user = vec![0usize; c];
+    let mut restart: Vec<Option<Instant>> = vec![Some(clock::now()); c];
+    let mut running: HashMap<ConnId, usize> = HashMap::new();
+    let mut opened = 0usize;
+    let mut totals = Totals::default();
     let cpu0 = cpu_ticks(None);
     let srv0 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
+    let start = clock::now();
     let mut next_print = start + Duration::from_secs(1);
     let mut last_ok = 0;
     loop {
@@ -398,47 +362,114 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
         if duration.is_some_and(|d| now.duration_since(start) >= d) {
             break;
         }
-        if run.slots.iter().all(|s| s.done) {
+        if running.is_empty() && restart.iter().all(Option::is_none) {
             break;
         }
-        for k in 0..run.slots.len() {
-            if run.slots[k].idle_until.is_some_and(|t| t <= now) {
-                run.next_login(k, now, &assigners);
+        for k in 0..c {
+            if restart[k].is_some_and(|t| t <= now) {
+                restart[k] = None;
+                if !shared.claim() {
+                    continue;
+                }
+                let addr = match &target {
+                    Target::Direct(v) => Some(v[opened % v.len()]),
+                    Target::Http(_) => None,
+                };
+                opened += 1;
+                let m = SlotMachine::new(
+                    addr,
+                    Arc::clone(&shared),
+                    Arc::clone(&slot_users[k]),
+                    next_user[k],
+                );
+                match handle.open(m) {
+                    Ok(id) => {
+                        running.insert(id, k);
+                    }
+                    Err(e) => {
+                        totals.failed += 1;
+                        totals
+                            .first_error
+                            .get_or_insert_with(|| format!("open: {e}"));
+                        restart[k] = Some(now + Duration::from_millis(10));
+                    }
+                }
+                next_user[k] += 1;
             }
         }
         if now >= next_print {
             next_print += Duration::from_secs(1);
-            let t = &run.totals;
             common.progress(&format!(
                 "[{:>5.1}s] logins {} refused {} failed {}  {}/s",
                 now.duration_since(start).as_secs_f64(),
-                thousands(t.ok),
-                t.refused,
-                t.failed,
-                thousands(t.ok - last_ok)
+                thousands(totals.ok),
+                totals.refused,
+                totals.failed,
+                thousands(totals.ok - last_ok)
             ));
-            last_ok = t.ok;
+            last_ok = totals.ok;
         }
-        let Ok((id, ev)) = events.recv_timeout(Duration::from_millis(5)) else {
-            continue;
-        };
-        run.on_event(id, ev, &assigners);
-        while let Ok((id, ev)) = events.try_recv() {
-            run.on_event(id, ev, &assigners);
+        let mut next = events.recv_timeout(Duration::from_millis(5)).ok();
+        while let Some((id, ev)) = next {
+            let Some(&k) = running.get(&id) else {
+                next = events.try_recv().ok();
+                continue;
+            };
+            match ev {
+                NetEvent::Machine(SlotEvent::AssignmentNeeded) => assigners.ask(id),
+                NetEvent::Machine(SlotEvent::LoggedIn(d)) => totals.login.record(nanos(d)),
+                NetEvent::Machine(SlotEvent::Cycle(d, clean)) => {
+                    totals.ok += 1;
+                    totals.cycle.record(nanos(d));
+                    if !clean {
+                        totals.unclean_logouts += 1;
+                    }
+                    next_user[k] += 1;
+                }
+                NetEvent::Machine(SlotEvent::Refused(why)) => {
+                    totals.refused += 1;
+                    totals.first_error.get_or_insert(why);
+                }
+                NetEvent::Machine(SlotEvent::Failed(why)) => {
+                    totals.failed += 1;
+                    totals.first_error.get_or_insert(why);
+                }
+                NetEvent::Machine(SlotEvent::Stopped {
+                    more,
+                    failure,
+                    lost,
+                }) => {
+                    if let Some(d) = lost {
+                        totals.ok += 1;
+                        totals.unclean_logouts += 1;
+                        totals.cycle.record(nanos(d));
+                    }
+                    if let Some(why) = failure {
+                        totals.failed += 1;
+                        totals.first_error.get_or_insert(why);
+                    }
+                    // Do not spin on a dead server.
+                    restart[k] = more.then(|| clock::now() + Duration::from_millis(10));
+                }
+                NetEvent::Finished => {
+                    running.remove(&id);
+                }
+                _ => {}
+            }
+            next = events.try_recv().ok();
         }
     }
+    shared.stop.store(true, Ordering::Relaxed);
     let elapsed = clock::now().duration_since(start);
     let cpu1 = cpu_ticks(None);
     let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
     assigners.stop();
     reactor.shutdown();
-    let mut totals = run.totals;
     if totals.first_error.is_none()
         && let Ok(mut e) = assign_error.lock()
     {
         totals.first_error = e.take();
     }
-    let target = run.target;
 
     let mut rep = Report::default();
     rep.text("bench", "bench", "login");

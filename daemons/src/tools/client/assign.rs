@@ -95,8 +95,15 @@ impl Assigner {
     /// `timeout`.
     #[must_use]
     pub fn new(login: &ServerAddr, timeout: Duration) -> Self {
+        let t = Some(timeout);
+        // Every phase but the name lookup is bounded: with a deadline on
+        // it, ureq resolves on a new thread per request, which costs more
+        // than the whole exchange with an IP literal.
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
+            .timeout_connect(t)
+            .timeout_send_request(t)
+            .timeout_recv_response(t)
+            .timeout_recv_body(t)
             .http_status_as_error(false)
             .max_redirects(0)
             .max_idle_connections(0)
