@@ -12,6 +12,11 @@
 //! [`Live`] counters for the progress line; each worker returns its exact
 //! [`WorkerResult`] when told to stop.
 //!
+//! The machines are wrapped in [`Timed`], which stamps each event with the
+//! instant the reactor thread raised it: latencies are measured between
+//! two instants taken on the reactor thread, whatever the scheduling of
+//! the application thread.
+//!
 //! Sends are handed to the sender's machine in one reactor command per
 //! sender and round; the message body is built there, so its timestamp is
 //! taken right before the bytes go to the socket, and the seq the machine
@@ -33,7 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use teamtalk_conn::client::{CLIENT_SILENCE_TIMEOUT, Credentials};
-use teamtalk_conn::{Client, ClientConfig, ClientEvent, SendError};
+use teamtalk_conn::{Client, ClientConfig, ClientEvent, Input, Machine, Output, SendError};
 use teamtalk_net::{ConnId, EventRx, Handle, NetEvent, Reactor, ReactorConfig};
 use teamtalk_proto::command::CommandMessage;
 use teamtalk_proto::pb::im::base_define::ClientType;
@@ -238,7 +243,7 @@ pub(crate) fn spawn(
     cfg: Arc<EngineConfig>,
     ctl: Arc<Control>,
 ) -> io::Result<std::thread::JoinHandle<WorkerResult>> {
-    let reactor = Reactor::<Client>::new(ReactorConfig {
+    let reactor = Reactor::<Timed>::new(ReactorConfig {
         threads: 1,
         shutdown_grace: Duration::from_secs(2),
         ..ReactorConfig::default()
@@ -322,6 +327,34 @@ impl Pair {
     }
 }
 
+/// A client machine whose events carry the instant the reactor thread
+/// raised them, so that latencies measure the servers and not how soon the
+/// application thread was scheduled. Nothing else is added.
+pub(crate) struct Timed(Client);
+
+impl Machine for Timed {
+    type Event = (Instant, ClientEvent);
+
+    fn handle_input(&mut self, input: Input<'_>) {
+        self.0.handle_input(input);
+    }
+
+    fn poll_output(&mut self) -> Output<Self::Event> {
+        match self.0.poll_output() {
+            Output::Event(e) => Output::Event((clock::now(), e)),
+            Output::Transmit(b) => Output::Transmit(b),
+            Output::Connect(a) => Output::Connect(a),
+            Output::Close => Output::Close,
+            Output::Timeout(t) => Output::Timeout(t),
+            Output::Finished => Output::Finished,
+        }
+    }
+
+    fn set_backlog(&mut self, now: Instant, bytes: usize) {
+        self.0.set_backlog(now, bytes);
+    }
+}
+
 /// Threads per worker that open connections: an open is a round trip to
 /// the reactor thread, and several in flight set up thousands of
 /// connections faster.
@@ -356,17 +389,17 @@ pub(crate) fn read_header(buf: &[u8]) -> Option<(u32, u64, u64)> {
 
 struct Worker {
     id: usize,
-    reactor: Reactor<Client>,
-    handle: Handle<Client>,
-    events: EventRx<ClientEvent>,
+    reactor: Reactor<Timed>,
+    handle: Handle<Timed>,
+    events: EventRx<(Instant, ClientEvent)>,
     seq_tx: Sender<SeqNote>,
     seq_rx: Receiver<SeqNote>,
     /// Machines to open, for the opener threads.
-    open_tx: Option<Sender<(usize, Client)>>,
+    open_tx: Option<Sender<(usize, Timed)>>,
     opened_rx: Receiver<Opened>,
     openers: Vec<std::thread::JoinHandle<()>>,
     /// Events of machines whose open has not been reported yet.
-    early: HashMap<ConnId, Vec<NetEvent<ClientEvent>>>,
+    early: HashMap<ConnId, Vec<NetEvent<(Instant, ClientEvent)>>>,
     conns: Vec<Conn>,
     by_id: HashMap<ConnId, usize>,
     pairs: Vec<Pair>,
@@ -386,7 +419,7 @@ impl Worker {
         plan: WorkerPlan,
         cfg: Arc<EngineConfig>,
         ctl: Arc<Control>,
-        reactor: Reactor<Client>,
+        reactor: Reactor<Timed>,
     ) -> Self {
         let now = clock::now();
         let mut conns: Vec<Conn> = plan
@@ -420,7 +453,7 @@ impl Worker {
             });
         }
         let (seq_tx, seq_rx) = crossbeam_channel::unbounded();
-        let (open_tx, open_rx) = crossbeam_channel::unbounded::<(usize, Client)>();
+        let (open_tx, open_rx) = crossbeam_channel::unbounded::<(usize, Timed)>();
         let (opened_tx, opened_rx) = crossbeam_channel::unbounded();
         let openers = (0..OPENERS)
             .map(|_| {
@@ -527,7 +560,7 @@ impl Worker {
                 if self
                     .handle
                     .exec(id, move |m| {
-                        let _ = tx.send(m.stats().heartbeats);
+                        let _ = tx.send(m.0.stats().heartbeats);
                     })
                     .is_ok()
                 {
@@ -586,7 +619,7 @@ impl Worker {
 
     /// The machine of one connection: the bench's timers on TeamTalk's
     /// client behaviour.
-    fn machine(&self, i: usize, now: Instant) -> Client {
+    fn machine(&self, i: usize, now: Instant) -> Timed {
         let c = &self.conns[i];
         let mut creds =
             Credentials::with_md5(&c.user, self.cfg.password_md5.clone(), ClientType::Windows);
@@ -601,7 +634,7 @@ impl Worker {
         cfg.silence_timeout = (self.cfg.heartbeat * 2).max(CLIENT_SILENCE_TIMEOUT);
         cfg.request_timeout = self.cfg.ack_timeout;
         cfg.max_pending = self.cfg.window + 16;
-        Client::new(cfg, now)
+        Timed(Client::new(cfg, now))
     }
 
     fn start_connects(&mut self, now: Instant) {
@@ -676,14 +709,15 @@ impl Worker {
         }
     }
 
-    fn on_event(&mut self, id: ConnId, ev: NetEvent<ClientEvent>, phase: u8) {
+    fn on_event(&mut self, id: ConnId, ev: NetEvent<(Instant, ClientEvent)>, phase: u8) {
         let Some(&i) = self.by_id.get(&id) else {
             // Only a machine whose open is not reported yet is unknown.
             self.early.entry(id).or_default().push(ev);
             return;
         };
-        let now = clock::now();
-        let NetEvent::Machine(ev) = ev else {
+        // Measurements use the time the reactor thread raised the event,
+        // not when this thread got to it.
+        let NetEvent::Machine((now, ev)) = ev else {
             if matches!(ev, NetEvent::Finished) {
                 self.by_id.remove(&id);
             }
@@ -890,7 +924,7 @@ impl Worker {
                     msg_data: Bytes::copy_from_slice(&body),
                     attach_data: None,
                 };
-                out.push((msg_no, sent_ns, m.request(now, &msg.to_pdu(0))));
+                out.push((msg_no, sent_ns, m.0.request(now, &msg.to_pdu(0))));
             }
             let _ = tx.send((p, out));
         });

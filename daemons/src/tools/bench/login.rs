@@ -410,9 +410,16 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
             last_ok = totals.ok;
         }
         let mut next = events.recv_timeout(Duration::from_millis(5)).ok();
+        // Bounded, so the clock and the progress line are looked at.
+        let mut budget = 4096;
         while let Some((id, ev)) = next {
+            budget -= 1;
             let Some(&k) = running.get(&id) else {
-                next = events.try_recv().ok();
+                next = if budget > 0 {
+                    events.try_recv().ok()
+                } else {
+                    None
+                };
                 continue;
             };
             match ev {
@@ -456,7 +463,11 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
                 }
                 _ => {}
             }
-            next = events.try_recv().ok();
+            next = if budget > 0 {
+                events.try_recv().ok()
+            } else {
+                None
+            };
         }
     }
     shared.stop.store(true, Ordering::Relaxed);
