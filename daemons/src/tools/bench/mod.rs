@@ -20,8 +20,9 @@
 //! Every connection is a [`teamtalk_conn::Client`] machine run by a
 //! `teamtalk-net` reactor, the same client behaviour as every other tool:
 //! `msg` and `conns` run a few workers, each one reactor plus one thread
-//! reading its machines' events (`engine.rs`); `login` runs one reactor and
-//! starts a new machine per login (`login.rs`). Addresses may be host
+//! reading its machines' events (`engine.rs`); `login` runs one machine
+//! per concurrent slot that logs in and out as the slot's users in turn,
+//! its script on the reactor thread (`login.rs`). Addresses may be host
 //! names. The bench reports its own CPU use so a saturated bench is
 //! visible.
 
