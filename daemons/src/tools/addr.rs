@@ -243,6 +243,24 @@ mod tests {
         assert!(err.len() < 400, "error echoes a bounded input");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_input_parses_or_is_refused_and_parsed_ones_round_trip(input in ".{0,80}") {
+            if let Ok(a) = ServerAddr::parse(&input) {
+                let again = ServerAddr::parse(&a.to_string()).expect("display parses");
+                proptest::prop_assert_eq!(again, a);
+            }
+        }
+
+        #[test]
+        fn host_port_pairs_round_trip(host in "[a-z0-9][a-z0-9.-]{0,30}", port: u16) {
+            let a = ServerAddr::parse(&format!("{host}:{port}")).expect("host:port");
+            proptest::prop_assert_eq!((a.host(), a.port()), (host.as_str(), port));
+            let u = ServerAddr::parse(&format!("http://{host}:{port}/msg_server")).expect("url");
+            proptest::prop_assert_eq!(u, a);
+        }
+    }
+
     #[test]
     fn resolves_literals_without_lookup_and_names_ipv4_first() {
         let a = ServerAddr::parse("127.0.0.1:9").unwrap().resolve().unwrap();
