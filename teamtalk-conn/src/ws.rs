@@ -222,8 +222,9 @@ type Handshake = MidHandshake<ServerHandshake<Pipe, OriginCheck>>;
 enum State {
     /// Reading the upgrade request.
     Upgrading {
-        /// `None` only while a step of it runs.
-        handshake: Option<Handshake>,
+        /// `None` only while a step of it runs. Boxed: it is large and
+        /// lives only for the upgrade.
+        handshake: Option<Box<Handshake>>,
         /// Request bytes received so far.
         head: BytesMut,
     },
@@ -287,7 +288,7 @@ impl<M: Machine> Ws<M> {
         Self {
             inner,
             state: State::Upgrading {
-                handshake: Some(handshake),
+                handshake: Some(Box::new(handshake)),
                 head: BytesMut::new(),
             },
             config,
@@ -422,10 +423,7 @@ impl<M: Machine> Ws<M> {
     /// Sends every whole PDU waiting in `pending`.
     fn send_pending(&mut self) {
         let had = self.pending.len();
-        loop {
-            let Some(len) = pdu_len(&self.pending) else {
-                break;
-            };
+        while let Some(len) = pdu_len(&self.pending) {
             if len < Header::LEN || len > self.config.max_pdu_len as usize {
                 self.fail(WsError::Internal, Some(CloseCode::Error));
                 return;
@@ -475,7 +473,7 @@ impl<M: Machine> Ws<M> {
                     return;
                 };
                 mid.get_mut().get_mut().inbound.extend_from_slice(&request);
-                match mid.handshake() {
+                match (*mid).handshake() {
                     Ok(mut ws) => {
                         let response = std::mem::take(&mut ws.get_mut().outbound);
                         self.transmit(response);

@@ -34,7 +34,7 @@ pub enum Commands {
     /// Run every daemon in this process on loopback, with the embedded store.
     Up(UpArgs),
     /// A terminal TeamTalk client: chat interactively or run scripted steps.
-    Chat(crate::chat::ChatArgs),
+    Chat(crate::tools::chat::ChatArgs),
     /// Manage users in the store.
     #[command(subcommand)]
     User(UserCommand),
@@ -42,7 +42,7 @@ pub enum Commands {
     #[command(subcommand)]
     Dept(DeptCommand),
     /// Load-test a TeamTalk cluster (ours or the C++ one) over the client protocol.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
 }
 
 /// Arguments of `teamtalk up`.
@@ -151,7 +151,7 @@ pub enum CliError {
     System(#[from] SystemError),
     /// A chat failed.
     #[error(transparent)]
-    Chat(#[from] crate::chat::ChatError),
+    Chat(#[from] crate::tools::chat::ChatError),
     /// A directory command failed.
     #[error(transparent)]
     Users(#[from] users::UsersError),
@@ -169,7 +169,7 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     /// A benchmark could not run.
     #[error(transparent)]
-    Bench(#[from] crate::bench::BenchError),
+    Bench(#[from] crate::tools::bench::BenchError),
 }
 
 /// Sets up logging: `RUST_LOG` decides the level (default `info`).
@@ -190,8 +190,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Commands::Up(args) => up(&args, &mut out),
-        Commands::Bench(args) => Ok(crate::bench::run(&args, &mut out)?),
-        Commands::Chat(args) => Ok(crate::chat::run(&args, &mut out)?),
+        Commands::Bench(args) => Ok(crate::tools::bench::run(&args, &mut out)?),
+        Commands::Chat(args) => Ok(crate::tools::chat::run(&args, &mut out)?),
         Commands::User(UserCommand::Add {
             name,
             password,

@@ -905,8 +905,13 @@ impl HttpConn {
                 Timer::Body => self.fail(HttpCloseReason::BodyTimedOut),
                 Timer::Idle => self.abort(HttpCloseReason::IdleTimedOut),
                 Timer::Send => self.abort(HttpCloseReason::SendTimedOut),
-                Timer::Connect | Timer::Backoff | Timer::Heartbeat | Timer::Login | Timer::Auth => {
-                }
+                Timer::Connect
+                | Timer::Backoff
+                | Timer::Heartbeat
+                | Timer::Login
+                | Timer::Auth
+                | Timer::Request
+                | Timer::Logout => {}
             }
         }
     }

@@ -5,6 +5,7 @@
 
 mod auth;
 mod backpressure;
+mod client;
 mod http_conn;
 mod link;
 mod prop;

@@ -1,10 +1,13 @@
 //! `teamtalk chat`: a terminal TeamTalk client.
 //!
-//! It behaves like the real clients: it asks login_server's HTTP port which
-//! msg_server to use, logs in over TCP with the md5hex of the password,
-//! sends heartbeats, acknowledges deliveries, and when the connection drops
-//! it goes back through login_server and logs in again. It uses nothing of
-//! our servers beyond the protocol, so it works against the C++ ones too.
+//! It behaves like the real clients because it is driven by the same
+//! [`teamtalk_conn::Client`] machine as every tool here: it asks
+//! login_server's HTTP port which msg_server to use, logs in over TCP with
+//! the md5hex of the password, sends heartbeats, acknowledges deliveries,
+//! and when the connection drops it goes back through login_server and
+//! logs in again after a backoff. It uses nothing of our servers beyond the
+//! protocol, so it works against the C++ ones too. Addresses may be host
+//! names (`--login localhost:8080` or `--login http://host:8080`).
 //!
 //! Scripted use runs the given steps in order and exits:
 //! `teamtalk chat --user alice --password pw --send bob "hi" --receive 1`.
@@ -12,45 +15,44 @@
 //! and lines typed are commands (`/help`).
 //!
 //! Text goes out encoded the way TeamTalk's own clients encode it
-//! ([`crate::client::text`]), so they can read it; `--plain` sends raw
+//! ([`crate::tools::client::text`]), so they can read it; `--plain` sends raw
 //! UTF-8 instead. Incoming bodies are shown decoded when they are in that
 //! form and as they are otherwise.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, TryRecvError};
+use teamtalk_conn::client::Credentials;
+use teamtalk_conn::{ClientConfig, ClientEvent, StopReason};
 use teamtalk_proto::pb::im::base_define::{ClientType, UserInfo, UserStatType};
 use teamtalk_proto::pb::im::buddy::{ImAllUserReq, ImUsersStatReq};
-use teamtalk_proto::pb::im::login::ImLogoutReq;
 use teamtalk_proto::pb::im::message::{
-    ImGetMsgListReq, ImMsgData, ImMsgDataAck, ImMsgDataReadAck, ImUnreadMsgCntReq,
+    ImGetMsgListReq, ImMsgData, ImMsgDataReadAck, ImUnreadMsgCntReq,
 };
-use teamtalk_proto::pb::im::other::ImHeartBeat;
 use teamtalk_proto::{Command, Message, Pdu};
 
-use crate::client::{AssignError, Client, ClientError, query_msg_server, text};
 use crate::clock;
+use crate::tools::addr::{AddrError, ServerAddr};
+use crate::tools::client::{AssignError, Client, ClientError, ClientOptions, text};
 
 /// How long a request may wait for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Heartbeat cadence of the Windows client.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-/// Reconnect attempts before giving up.
+/// Reconnect attempts in a row before giving up.
 const RECONNECT_ATTEMPTS: u32 = 8;
 
 /// Arguments of `teamtalk chat`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChatArgs {
-    /// login_server's HTTP address.
+    /// login_server's HTTP address: `host:port` or `http://host:port`.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub login: SocketAddr,
-    /// Connect to this msg_server directly instead of asking login_server.
+    pub login: ServerAddr,
+    /// Connect to this msg_server (`host:port`) directly instead of asking
+    /// login_server.
     #[arg(long)]
-    pub msg_server: Option<SocketAddr>,
+    pub msg_server: Option<ServerAddr>,
     /// User name.
     #[arg(long)]
     pub user: String,
@@ -102,6 +104,9 @@ pub enum ChatError {
     /// login_server refused or was unreachable.
     #[error(transparent)]
     Assign(#[from] AssignError),
+    /// An address did not resolve.
+    #[error(transparent)]
+    Addr(#[from] AddrError),
     /// The msg_server refused or the connection failed.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -118,6 +123,15 @@ pub enum ChatError {
         /// Time waited.
         secs: u64,
     },
+    /// The first connection to the msg_server failed.
+    #[error("cannot reach the msg_server: {0}")]
+    Unreachable(teamtalk_conn::CloseReason),
+    /// The connection could not be brought back.
+    #[error("connection lost; gave up after {0} reconnect attempts")]
+    GaveUp(u32),
+    /// The client stopped (kicked, or the login refused after a reconnect).
+    #[error("stopped: {0}")]
+    Stopped(String),
     /// The terminal.
     #[error("terminal: {0}")]
     Io(#[from] std::io::Error),
@@ -129,48 +143,51 @@ struct Chat {
     client: Client,
     me: u32,
     users: HashMap<u32, UserInfo>,
-    last_sent: Instant,
 }
 
 impl Chat {
+    /// Starts the client machine and waits for the first login. Until it
+    /// succeeds a failure is final, as a user typing a wrong address or
+    /// password wants to hear at once.
     fn connect(args: &ChatArgs) -> Result<Self, ChatError> {
-        let addr = match args.msg_server {
-            Some(a) => a,
-            None => query_msg_server(args.login, REPLY_TIMEOUT)?.addr()?,
+        let creds = Credentials::new(&args.user, &args.password, args.client_type);
+        let mut cfg = ClientConfig::new(creds);
+        cfg.request_timeout = REPLY_TIMEOUT;
+        cfg.msg_server = args
+            .msg_server
+            .as_ref()
+            .map(ServerAddr::resolve)
+            .transpose()?;
+        let mut opts = ClientOptions::new(cfg, Some(args.login.clone()));
+        opts.assign_timeout = REPLY_TIMEOUT;
+        let mut client = Client::start(opts)?;
+        let deadline = clock::now() + REPLY_TIMEOUT * 2;
+        let me = loop {
+            match client.event(deadline)? {
+                Some(ClientEvent::LoggedIn(res)) => break res.user_info.map_or(0, |u| u.user_id),
+                Some(ClientEvent::LoginRefused { code, text, .. }) => {
+                    return Err(ClientError::LoginRefused { code, text }.into());
+                }
+                Some(ClientEvent::Disconnected(reason)) => {
+                    return Err(ChatError::Unreachable(reason));
+                }
+                Some(ClientEvent::Reconnecting { .. }) => {
+                    if let Some(e) = client.take_assign_error() {
+                        return Err(e.into());
+                    }
+                }
+                Some(_) => {}
+                None => return Err(ClientError::Timeout(REPLY_TIMEOUT * 2, "login").into()),
+            }
         };
-        let mut client = Client::connect(addr, REPLY_TIMEOUT)?;
-        let res = client.login(&args.user, &args.password, args.client_type, REPLY_TIMEOUT)?;
-        let me = res.user_info.map_or(0, |u| u.user_id);
         let mut chat = Self {
             args: args.clone(),
             client,
             me,
             users: HashMap::new(),
-            last_sent: clock::now(),
         };
         chat.load_directory()?;
         Ok(chat)
-    }
-
-    /// Logs in again through login_server after the connection dropped,
-    /// waiting 1, 2, 4 … s between attempts.
-    fn reconnect(&mut self, out: &mut dyn Write) -> Result<(), ChatError> {
-        let mut wait = Duration::from_secs(1);
-        let mut last = None;
-        for attempt in 1..=RECONNECT_ATTEMPTS {
-            writeln!(out, "* connection lost; reconnecting (attempt {attempt})")?;
-            std::thread::sleep(wait);
-            match Self::connect(&self.args) {
-                Ok(fresh) => {
-                    *self = fresh;
-                    writeln!(out, "* reconnected")?;
-                    return Ok(());
-                }
-                Err(e) => last = Some(e),
-            }
-            wait = (wait * 2).min(Duration::from_secs(30));
-        }
-        Err(last.unwrap_or(ChatError::Client(ClientError::Closed)))
     }
 
     fn load_directory(&mut self) -> Result<(), ChatError> {
@@ -225,7 +242,6 @@ impl Chat {
             dedupe_key: None,
             duplicate: None,
         };
-        self.last_sent = clock::now();
         match self
             .client
             .request(Command::MsgData, &msg, Command::MsgDataAck, REPLY_TIMEOUT)?
@@ -319,13 +335,7 @@ impl Chat {
     fn incoming(&mut self, pdu: &Pdu, out: &mut dyn Write) -> Result<bool, ChatError> {
         match Message::decode(pdu) {
             Ok(Message::MsgData(m)) => {
-                let ack = ImMsgDataAck {
-                    user_id: self.me,
-                    session_id: m.from_user_id,
-                    msg_id: m.msg_id,
-                    session_type: 1,
-                };
-                self.client.send(Command::MsgDataAck, &ack)?;
+                // The client machine has acked the delivery already.
                 if m.from_user_id == self.me {
                     writeln!(
                         out,
@@ -341,7 +351,7 @@ impl Chat {
                         msg_id: m.msg_id,
                         session_type: 1,
                     };
-                    self.client.send(Command::MsgReadAck, &read)?;
+                    self.client.send_pdu(&Command::MsgReadAck.pdu(0, &read))?;
                 }
                 return Ok(true);
             }
@@ -374,14 +384,6 @@ impl Chat {
         Ok(false)
     }
 
-    fn heartbeat_if_due(&mut self) -> Result<(), ChatError> {
-        if clock::now().duration_since(self.last_sent) >= HEARTBEAT {
-            self.client.send(Command::OtherHeartbeat, &ImHeartBeat {})?;
-            self.last_sent = clock::now();
-        }
-        Ok(())
-    }
-
     fn receive(&mut self, want: u32, out: &mut dyn Write) -> Result<(), ChatError> {
         let deadline = clock::now() + Duration::from_secs(self.args.wait_secs);
         let mut got = 0;
@@ -394,8 +396,7 @@ impl Chat {
                     secs: self.args.wait_secs,
                 });
             }
-            self.heartbeat_if_due()?;
-            if let Some(pdu) = self.client.recv(left.min(HEARTBEAT))?
+            if let Some(pdu) = self.client.recv(left)?
                 && self.incoming(&pdu, out)?
             {
                 got += 1;
@@ -405,12 +406,7 @@ impl Chat {
     }
 
     fn logout(&mut self) {
-        let _ = self.client.request(
-            Command::LoginReqLoginout,
-            &ImLogoutReq {},
-            Command::LoginResLoginout,
-            Duration::from_secs(2),
-        );
+        let _ = self.client.logout();
     }
 }
 
@@ -469,6 +465,8 @@ commands:
 fn interactive(chat: &mut Chat, out: &mut dyn Write) -> Result<(), ChatError> {
     writeln!(out, "{HELP}")?;
     let lines = stdin_lines();
+    // Reconnect attempts since the connection was last up.
+    let mut attempts = 0;
     loop {
         match lines.try_recv() {
             Ok(line) => {
@@ -483,18 +481,44 @@ fn interactive(chat: &mut Chat, out: &mut dyn Write) -> Result<(), ChatError> {
             }
             Err(TryRecvError::Empty) => {}
         }
-        let polled = chat
-            .heartbeat_if_due()
-            .and_then(|()| Ok(chat.client.recv(Duration::from_millis(100))?));
-        match polled {
-            Ok(Some(pdu)) => {
-                chat.incoming(&pdu, out)?;
+        let event = chat
+            .client
+            .event(clock::now() + Duration::from_millis(100))?;
+        while let Some(pdu) = chat.client.try_recv() {
+            chat.incoming(&pdu, out)?;
+        }
+        match event {
+            Some(ClientEvent::Disconnected(reason)) => {
+                writeln!(out, "* connection lost ({reason})")?;
             }
-            Ok(None) => {}
-            Err(ChatError::Client(ClientError::Closed | ClientError::Io(_))) => {
-                chat.reconnect(out)?
+            Some(ClientEvent::Reconnecting { after }) => {
+                attempts += 1;
+                if attempts > RECONNECT_ATTEMPTS {
+                    return Err(ChatError::GaveUp(RECONNECT_ATTEMPTS));
+                }
+                writeln!(
+                    out,
+                    "* reconnecting in {:.1} s (attempt {attempts})",
+                    after.as_secs_f64()
+                )?;
             }
-            Err(e) => return Err(e),
+            Some(ClientEvent::LoggedIn(_)) => {
+                attempts = 0;
+                writeln!(out, "* reconnected")?;
+                chat.load_directory()?;
+            }
+            Some(ClientEvent::Stopped(why)) => {
+                return match why {
+                    StopReason::LoginRefused { code } => Err(ClientError::LoginRefused {
+                        code,
+                        text: String::new(),
+                    }
+                    .into()),
+                    StopReason::Kicked { .. } => Ok(()),
+                    other => Err(ChatError::Stopped(format!("{other:?}"))),
+                };
+            }
+            _ => {}
         }
         out.flush()?;
     }

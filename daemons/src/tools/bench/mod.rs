@@ -17,11 +17,14 @@
 //! `P1`…`PN`. A progress line goes to stderr once per second; the summary
 //! (or, with `--json`, one JSON object) goes to the given writer.
 //!
-//! `msg` and `conns` run on a few `mio` worker threads that each own many
-//! nonblocking connections (`engine.rs`); `login` uses one blocking
-//! [`Client`](crate::client::Client) per concurrent login, which is what
-//! the workload is. The bench reports its own CPU use so a saturated bench
-//! is visible.
+//! Every connection is a [`teamtalk_conn::Client`] machine run by a
+//! `teamtalk-net` reactor, the same client behaviour as every other tool:
+//! `msg` and `conns` run a few workers, each one reactor plus one thread
+//! reading its machines' events (`engine.rs`); `login` runs one machine
+//! per concurrent slot that logs in and out as the slot's users in turn,
+//! its script on the reactor thread (`login.rs`). Addresses may be host
+//! names. The bench reports its own CPU use so a saturated bench is
+//! visible.
 
 mod engine;
 pub mod hist;
@@ -30,12 +33,13 @@ mod msg;
 mod report;
 
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::client::{AssignError, query_msg_server};
+use crate::tools::addr::ServerAddr;
+use crate::tools::client::{AssignError, Assigner};
 
 /// Arguments of `teamtalk bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -205,8 +209,8 @@ pub enum BenchError {
     /// The arguments do not make a valid run.
     #[error("bench: {0}")]
     Args(String),
-    /// An address did not resolve.
-    #[error("bench: cannot resolve {0:?}")]
+    /// An address did not parse or resolve.
+    #[error("bench: {0}")]
     Resolve(String),
     /// login_server gave no msg_server.
     #[error("bench: {0}")]
@@ -263,11 +267,11 @@ pub(crate) enum Target {
     Direct(Vec<SocketAddr>),
 }
 
+/// `host:port` or `http://host:port/...`, resolved.
 fn resolve(addr: &str) -> Result<SocketAddr, BenchError> {
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| BenchError::Resolve(addr.to_owned()))
+    ServerAddr::parse(addr)
+        .and_then(|a| a.resolve())
+        .map_err(|e| BenchError::Resolve(e.to_string()))
 }
 
 /// Timeout of one assignment query or connect.
@@ -284,9 +288,7 @@ impl Common {
             return Ok(Target::Direct(addrs));
         }
         if let Some(url) = &self.login {
-            let rest = url.strip_prefix("http://").unwrap_or(url);
-            let host = rest.split('/').next().unwrap_or(rest);
-            return Ok(Target::Http(resolve(host)?));
+            return Ok(Target::Http(resolve(url)?));
         }
         Ok(Target::Http(resolve(
             self.http.as_deref().unwrap_or("127.0.0.1:8080"),
@@ -308,7 +310,9 @@ impl Target {
     /// The msg_server for connection number `i`.
     pub(crate) fn assign(&self, i: usize) -> Result<SocketAddr, BenchError> {
         match self {
-            Self::Http(http) => Ok(query_msg_server(*http, NET_TIMEOUT)?.addr()?),
+            Self::Http(http) => Ok(Assigner::new(&(*http).into(), NET_TIMEOUT)
+                .query()?
+                .addr()?),
             Self::Direct(v) => Ok(v[i % v.len()]),
         }
     }
