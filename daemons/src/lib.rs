@@ -28,7 +28,16 @@
 //! (`teamtalk bench`), and [`tools::addr`] (addresses with host names).
 //! `examples/echo_bot.rs` is a bot written directly against the machine
 //! and the reactor.
+//!
+//! # Features
+//!
+//! `cli` (default) adds the `teamtalk` command ([`cli`]), the daemons'
+//! binaries and the client tools ([`tools`]) with their dependencies
+//! (clap, ctrlc, tracing-subscriber, ureq). Without it the crate is the
+//! daemons' Apps, the shared runtime, the store and `teamtalk up`'s
+//! [`system`]: what a Rust backend links.
 #![forbid(unsafe_code)]
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod clip;
 pub mod clock;
@@ -46,6 +55,8 @@ pub mod runtime;
 pub mod store;
 pub mod system;
 pub mod tls;
+#[cfg(feature = "cli")]
 pub mod tools;
 
+#[cfg(feature = "cli")]
 pub use tools::{bench, chat, client};
