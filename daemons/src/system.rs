@@ -15,12 +15,13 @@ use crate::cluster::PeerPolicy;
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
 use crate::login::{self, LoginConfig, RunningLogin};
 use crate::metrics::{Labelled, MetricsSource, Scrape};
-use crate::msg::{self, MsgConfig, RunningMsg};
+use crate::msg::{self, MsgConfig, RunningMsg, WebSocketPort};
 use crate::password::HashParams;
 use crate::route::{self, RouteConfig, RunningRoute};
 use crate::runtime::admin::AdminApp;
 use crate::runtime::{AdminSettings, DaemonError, Running, serve_admin};
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
+use teamtalk_conn::WsOrigins;
 
 /// Ports of each daemon; 0 picks a free one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,10 @@ pub struct Ports {
     pub login_client: u16,
     /// One client port per msg_server (8000, 8001, …).
     pub msg: Vec<u16>,
+    /// One WebSocket port per msg_server, for browsers (8800, 8801, …;
+    /// ours: TeamTalk has none). Pages from login_server's HTTP origin may
+    /// connect.
+    pub ws: Vec<u16>,
 }
 
 /// How to run the whole system.
@@ -80,6 +85,7 @@ impl SystemConfig {
                 login_http: 8080,
                 login_client: 8008,
                 msg: (0..msg_servers.max(1)).map(|i| 8000 + i).collect(),
+                ws: (0..msg_servers.max(1)).map(|i| DEFAULT_WS_PORT + i).collect(),
             },
             hash_params: HashParams::RECOMMENDED,
             link_timers: None,
@@ -103,6 +109,7 @@ impl SystemConfig {
             login_http: 0,
             login_client: 0,
             msg: vec![0; usize::from(msg_servers.max(1))],
+            ws: vec![0; usize::from(msg_servers.max(1))],
         };
         cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
         cfg
@@ -128,6 +135,9 @@ pub enum SystemError {
     #[error(transparent)]
     Daemon(#[from] DaemonError),
 }
+
+/// `teamtalk up`'s first WebSocket port (one per msg_server from there).
+pub const DEFAULT_WS_PORT: u16 = 8800;
 
 /// `teamtalk up`'s default admin port.
 /// 8090: free among TeamTalk's ports and not Prometheus's own 9090.
@@ -265,13 +275,20 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     login_cfg.client_port = Some(cfg.ports.login_client);
     let login = login::spawn(login_cfg)?;
     let mut msgs = Vec::new();
-    for port in &cfg.ports.msg {
+    let origins = web_origins(cfg.host, login.http_addr().port());
+    for (i, port) in cfg.ports.msg.iter().enumerate() {
         let mut m = MsgConfig::new(
             SocketAddr::new(cfg.host, *port),
             db_addr,
             login.msg_server_addr(),
             route.addr(),
         );
+        if let Some(ws) = cfg.ports.ws.get(i) {
+            m.websocket = Some(WebSocketPort::new(
+                SocketAddr::new(cfg.host, *ws),
+                origins.clone(),
+            ));
+        }
         m.link_timers = cfg.link_timers;
         m.peers = peers.clone();
         m.threads = 1;
@@ -323,6 +340,21 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     })
 }
 
+/// The origins of login_server's HTTP address, where the web client is
+/// served: `http://HOST:PORT`, and the `localhost` spelling of a loopback
+/// host (a browser sends the name that was typed).
+fn web_origins(host: IpAddr, http_port: u16) -> WsOrigins {
+    let shown = match host {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let mut list = vec![format!("http://{shown}:{http_port}")];
+    if host.is_loopback() {
+        list.push(format!("http://localhost:{http_port}"));
+    }
+    WsOrigins::List(list.into())
+}
+
 fn spawn_db(
     cfg: &SystemConfig,
     addr: SocketAddr,
@@ -353,6 +385,15 @@ impl RunningSystem {
     #[must_use]
     pub fn msg_addrs(&self) -> Vec<SocketAddr> {
         self.msgs.iter().map(RunningMsg::addr).collect()
+    }
+
+    /// Each msg_server's WebSocket address (browsers), in msg_server order.
+    #[must_use]
+    pub fn ws_addrs(&self) -> Vec<SocketAddr> {
+        self.msgs
+            .iter()
+            .flat_map(|m| m.addrs_of("browser"))
+            .collect()
     }
 
     /// db_proxy_server's address.
