@@ -225,7 +225,7 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
         .copied()
         .collect();
     known.extend(instance_keys.iter().map(String::as_str));
-    conf.warn_about_keys(&known);
+    conf.check_keys(&known)?;
     let ignored: Vec<&str> = conf
         .iter()
         .map(|(k, _)| k)

@@ -264,7 +264,7 @@ impl LoginConfig {
     /// A missing key, a port that is not a number, or a listen-address entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        conf.warn_about_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat());
+        conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
         let client_port: Option<u16> = conf.get_parsed("ClientPort")?;
         let client_ips = match client_port {
             Some(_) => listen_ips(conf, "ClientListenIP")?,

@@ -110,7 +110,7 @@ impl MsgConfig {
     /// # Errors
     /// [`MsgConfigError`] naming the file, line and key.
     pub fn from_conf(conf: &Conf) -> Result<Self, MsgConfigError> {
-        conf.warn_about_keys(&[KNOWN, crate::cluster::KEYS].concat());
+        conf.check_keys(&[KNOWN, crate::cluster::KEYS].concat())?;
         for key in ["ConcurrentDBConnCnt", "aesKey"] {
             if conf.get(key).is_some() {
                 info!(key, "key accepted for compatibility and not used");

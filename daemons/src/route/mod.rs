@@ -160,7 +160,7 @@ impl RouteConfig {
     /// A missing key, a port that is not a number, or a `ListenIP` entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        conf.warn_about_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat());
+        conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
         Ok(Self {
             listen_ips: listen_ips(conf, "ListenIP")?,
             msg_port: conf.require("ListenMsgPort")?,
