@@ -80,7 +80,7 @@ use crate::runtime::DaemonError;
 /// TeamTalk's default db_proxy port.
 pub const DEFAULT_PORT: u16 = 10600;
 /// Default SQLite directory when the conf has no `DataDir`.
-pub const DEFAULT_DATA_DIR: &str = "data";
+pub const DEFAULT_DATA_DIR: &str = "teamtalk-data";
 
 /// Everything [`spawn`] needs besides the store.
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ impl Default for DbProxyConfig {
 }
 
 /// Keys of TeamTalk's `dbproxyserver.conf` that we read.
-const USED_KEYS: &[&str] = &[
+pub const KNOWN_KEYS: &[&str] = &[
     "ListenIP",
     "ListenPort",
     "DataDir",
@@ -174,7 +174,7 @@ const INSTANCE_SUFFIXES: &[&str] = &[
 
 /// Reads the settings that matter from a TeamTalk `dbproxyserver.conf`:
 /// `ListenIP` (default 0.0.0.0), `ListenPort` (default 10600), and our own
-/// `DataDir` (the SQLite directory, default `data`) and `UtcOffsetMinutes`
+/// `DataDir` (the SQLite directory, default `teamtalk-data`) and `UtcOffsetMinutes`
 /// (local time for the iOS quiet hours, default 0).
 ///
 /// The C++ daemon's MySQL, Redis and thread settings are recognised and
@@ -195,7 +195,7 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
     if let Some(minutes) = conf.get_parsed::<i16>("UtcOffsetMinutes")? {
         config.options.utc_offset_secs = i32::from(minutes) * 60;
     }
-    config.admin = conf.get_parsed("AdminListen")?;
+    config.admin = crate::runtime::admin::listen_from_conf(conf)?;
     config.admin_token = conf.get("AdminToken").map(str::to_owned);
     config.peer_tls = crate::route::peer_tls(conf).map_err(|e| DaemonError::Config {
         daemon: "db_proxy_server",
@@ -218,7 +218,7 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
         .iter()
         .flat_map(|i| INSTANCE_SUFFIXES.iter().map(move |s| format!("{i}_{s}")))
         .collect();
-    let mut known: Vec<&str> = USED_KEYS
+    let mut known: Vec<&str> = KNOWN_KEYS
         .iter()
         .chain(IGNORED_KEYS)
         .chain(crate::cluster::KEYS)

@@ -41,11 +41,13 @@
 //!   file_name, size, status, created) with `status = 0` meaning pending.
 //! - Each of these is a new migration appended to the list in `sqlite.rs`.
 
+mod lock;
 mod sqlite;
 
 #[cfg(test)]
 mod tests;
 
+pub use lock::{LOCK_FILE_NAME, LockError, ServeLock};
 pub use sqlite::{Clock, DB_FILE_NAME, SqliteStore, StoreOptions};
 
 use crate::password::PasswordError;
