@@ -560,7 +560,11 @@ pub(super) fn shields(
     group: GroupId,
     users: &[UserId],
 ) -> StoreResult<Vec<(UserId, bool)>> {
-    if membership(conn, 0, group)?.is_none() {
+    let exists: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM chat_group WHERE id = ?1 AND status = ?2")
+        .and_then(|mut s| s.query_row(params![group, LIVE], |r| r.get(0)).optional())
+        .map_err(sql("reading a group"))?;
+    if exists.is_none() {
         return Err(StoreError::NoSuchGroup(group));
     }
     let mut users = users.to_vec();
