@@ -1248,7 +1248,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 self.deliver(p.user_id, Some(p.conn), &notify, out);
                 self.send_upstream(Upstream::Route, notify, out);
             }
-            Message::GroupChangeMemberResponse(rsp) if rsp.result_code == 0 => {
+            // Nothing added or removed (all were in already, or out):
+            // nothing to announce.
+            Message::GroupChangeMemberResponse(rsp)
+                if rsp.result_code == 0 && !rsp.chg_user_id_list.is_empty() =>
+            {
                 let n = ImGroupChangeMemberNotify {
                     user_id: p.user_id,
                     change_type: rsp.change_type,

@@ -714,6 +714,25 @@ fn member_changes_update_the_index_and_reach_everyone_concerned() {
         upstream_of(&out, ROUTE, Command::GroupChangeMemberNotify).len(),
         1
     );
+    // Adding 8 again changes nothing: answered, not announced.
+    let out = app.client_pdu(1, &Command::GroupChangeMemberRequest.pdu(5, &req));
+    let [Message::GroupChangeMemberRequest(fwd)] =
+        &upstream_of(&out, DB, Command::GroupChangeMemberRequest)[..]
+    else {
+        panic!("{out:?}")
+    };
+    let unchanged = ImGroupChangeMemberRsp {
+        chg_user_id_list: Vec::new(),
+        attach_data: fwd.attach_data.clone(),
+        ..rsp.clone()
+    };
+    let out = app.upstream_pdu(DB, &Command::GroupChangeMemberResponse.pdu(5, &unchanged));
+    assert_eq!(
+        sent_to(&out, 1, Command::GroupChangeMemberResponse).len(),
+        1
+    );
+    assert!(sent_to(&out, 2, Command::GroupChangeMemberNotify).is_empty());
+    assert!(upstream_of(&out, ROUTE, Command::GroupChangeMemberNotify).is_empty());
     // 8 now receives the group's messages.
     let mut m = group_text(7, 50);
     m.msg_id = 1;
