@@ -5,6 +5,7 @@
 //! prints.
 
 pub mod daemon;
+pub mod groups;
 pub mod users;
 
 pub use daemon::{Daemon, DaemonArgs, daemon_main, run_daemon};
@@ -68,6 +69,9 @@ pub enum Commands {
     /// Manage departments in the store.
     #[command(subcommand)]
     Dept(DeptCommand),
+    /// Manage groups in the store (NORMAL groups, made by the administration).
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Load-test a TeamTalk cluster (ours or the C++ one) over the client protocol.
     Bench(crate::tools::bench::BenchArgs),
 }
@@ -169,6 +173,65 @@ pub enum DeptCommand {
     },
 }
 
+/// `teamtalk group …`. Users are named by id or login name.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum GroupCommand {
+    /// Create a NORMAL group; the creator is a member.
+    Create {
+        /// Group name.
+        name: String,
+        /// The creator (who alone may change it from a client).
+        #[arg(long)]
+        creator: String,
+        /// Members besides the creator (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// Avatar URL.
+        #[arg(long, default_value = "")]
+        avatar: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// List every group.
+    List {
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Show a group and its members.
+    Show {
+        /// Group id.
+        group: u32,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Add members to a group.
+    Add {
+        /// Group id.
+        group: u32,
+        /// Users to add.
+        #[arg(required = true)]
+        users: Vec<String>,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Remove members from a group.
+    Remove {
+        /// Group id.
+        group: u32,
+        /// Users to remove.
+        #[arg(required = true)]
+        users: Vec<String>,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+}
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -182,6 +245,9 @@ pub enum CliError {
     /// A directory command failed.
     #[error(transparent)]
     Users(#[from] users::UsersError),
+    /// A group command failed.
+    #[error(transparent)]
+    Groups(#[from] groups::GroupsError),
     /// The configuration file is unusable.
     #[error(transparent)]
     Conf(#[from] ConfError),
@@ -288,6 +354,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             writeln!(out, "added department {name} with id {id}")?;
             Ok(())
         }
+        Commands::Group(cmd) => group_command(cmd, &mut out),
     }
 }
 
@@ -306,6 +373,40 @@ pub fn default_data_dir() -> PathBuf {
 
 /// The environment variable naming the default store directory.
 pub const DATA_DIR_ENV: &str = "TEAMTALK_DATA_DIR";
+
+fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        GroupCommand::Create {
+            name,
+            creator,
+            members,
+            avatar,
+            data_dir,
+        } => {
+            groups::print_create(&data_dir, &name, &avatar, &creator, &members, out)?;
+        }
+        GroupCommand::List { data_dir } => {
+            let n = groups::print_list(&data_dir, out)?;
+            writeln!(out, "{n} groups")?;
+        }
+        GroupCommand::Show { group, data_dir } => groups::print_show(&data_dir, group, out)?,
+        GroupCommand::Add {
+            group,
+            users,
+            data_dir,
+        } => {
+            groups::print_change(&data_dir, group, true, &users, out)?;
+        }
+        GroupCommand::Remove {
+            group,
+            users,
+            data_dir,
+        } => {
+            groups::print_change(&data_dir, group, false, &users, out)?;
+        }
+    }
+    Ok(())
+}
 
 /// Largest admin token file read.
 const MAX_TOKEN_FILE: u64 = 4096;
@@ -423,6 +524,48 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "teamtalk",
+            "group",
+            "create",
+            "eng",
+            "--creator",
+            "alice",
+            "--members",
+            "bob,3",
+            "--members",
+            "carol",
+        ])
+        .unwrap();
+        let Commands::Group(GroupCommand::Create {
+            name,
+            creator,
+            members,
+            ..
+        }) = cli.command
+        else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((name.as_str(), creator.as_str()), ("eng", "alice"));
+        assert_eq!(members, ["bob", "3", "carol"]);
+        let cli =
+            Cli::try_parse_from(["teamtalk", "group", "remove", "7", "bob", "carol"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Commands::Group(GroupCommand::Remove { group: 7, ref users, .. }) if users.len() == 2
+        ));
+        assert!(
+            Cli::try_parse_from(["teamtalk", "group", "add", "7"]).is_err(),
+            "users required"
+        );
+        assert!(
+            Cli::try_parse_from(["teamtalk", "group", "create", "eng"]).is_err(),
+            "creator required"
+        );
+    }
 
     #[test]
     fn admin_token_is_the_first_line_trimmed_and_never_empty() {
