@@ -10,8 +10,9 @@
 //! | [`msg`] | msg_server: client sessions, logins, messages | 8000 |
 //! | [`route`] | route_server: presence and relay between msg_servers | 8200 |
 //! | [`db_proxy`] | db_proxy_server: every storage request, on a [`store::Store`] | 10600 |
+//! | [`msfs`] | msfs: images and avatars over HTTP, content-addressed files | 8700 HTTP |
 //!
-//! [`system`] starts all four in one process (`teamtalk up`); [`client`] is
+//! [`system`] starts all of them in one process (`teamtalk up`); [`client`] is
 //! a blocking TeamTalk client used by [`chat`], [`mod@bench`] and the tests;
 //! [`conf`] reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics`
 //! and `/healthz`; [`rules`] holds protocol rules every daemon applies the
@@ -34,6 +35,7 @@ pub mod db_proxy;
 pub mod http;
 pub mod login;
 pub mod metrics;
+pub mod msfs;
 pub mod msg;
 pub mod password;
 pub mod route;
