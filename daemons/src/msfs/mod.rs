@@ -76,10 +76,12 @@ pub type RunningMsfs = Running<MsfsApp>;
 pub const DEFAULT_PORT: u16 = 8700;
 /// TeamTalk's upload limit (`HTTP_UPLOAD_MAX`): 10 MiB.
 pub const DEFAULT_MAX_UPLOAD: usize = 10 << 20;
-/// Uploads one source may start per minute, by default.
-pub const DEFAULT_UPLOADS_PER_MINUTE: u32 = 60;
-/// Connections one source may hold, by default.
-pub const DEFAULT_MAX_PER_SOURCE: usize = 16;
+/// Uploads one source may start per minute, by default. A source is often
+/// a whole office behind one NAT address, hence not lower.
+pub const DEFAULT_UPLOADS_PER_MINUTE: u32 = 120;
+/// Connections one source may hold, by default (login_server's figure:
+/// an office behind one NAT address downloads many images at once).
+pub const DEFAULT_MAX_PER_SOURCE: usize = 64;
 /// Connections in all, by default: each may buffer one upload.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Worker threads are capped at this, whatever the conf says (TeamTalk's
@@ -144,13 +146,13 @@ pub struct MsfsConfig {
     pub max_upload_bytes: usize,
     /// Most bytes stored (`QuotaBytes`; absent or 0: no quota).
     pub quota_bytes: Option<u64>,
-    /// Uploads per minute from one source (`UploadsPerMinute`, 60; 0: no
+    /// Uploads per minute from one source (`UploadsPerMinute`, 120; 0: no
     /// limit).
     pub uploads_per_minute: u32,
     /// What answered URLs start with (`PublicUrl`, e.g.
     /// `https://img.example.com/`); absent: `http://<Host>/`.
     pub public_url: Option<String>,
-    /// Connections one source may hold (`MaxConnsPerSource`, 16).
+    /// Connections one source may hold (`MaxConnsPerSource`, 64).
     pub max_per_source: usize,
     /// Connections in all (`MaxConnections`, 1024).
     pub max_connections: usize,
@@ -383,7 +385,7 @@ PostThreadCount=1
         assert_eq!((cfg.get_threads, cfg.post_threads), (32, 1));
         assert_eq!(cfg.max_upload_bytes, 10 << 20);
         assert_eq!(cfg.quota_bytes, None);
-        assert_eq!(cfg.uploads_per_minute, 60);
+        assert_eq!(cfg.uploads_per_minute, 120);
         assert!(
             conf.unknown_keys(&[KNOWN_KEYS, IGNORED_KEYS].concat())
                 .is_empty()
