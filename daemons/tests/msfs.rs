@@ -4,7 +4,7 @@
 //! `teamtalk up`'s system with login_server handing out its URL.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,8 +42,13 @@ impl Answer {
 /// Sends `request` on a new connection and reads one answer: the head,
 /// then `Content-Length` bytes (none for `HEAD`).
 fn exchange(addr: SocketAddr, request: &[u8], head: bool) -> Answer {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(PATIENCE)).unwrap();
+    exchange_on(s, request, head)
+}
+
+/// [`exchange`] on a connection already open.
+fn exchange_on(mut s: TcpStream, request: &[u8], head: bool) -> Answer {
     s.write_all(request).expect("send");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 64 << 10];
@@ -408,6 +413,42 @@ fn the_quota_and_the_rate_limit_answer_in_json() {
     let a = exchange(addr, &windows_upload("h", "d.png", &png(1, 9)), false);
     assert_eq!(a.json()["error_code"], 13, "rate");
     assert_eq!(stored_files(dir.path()), 2);
+}
+
+/// A connection from `source` (any 127.x address: all loopback on Linux).
+fn connect_from(source: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddrV4::new(source, 0).into()).unwrap();
+    s.connect_timeout(&to.into(), PATIENCE).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+#[test]
+fn one_source_holds_a_bounded_number_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start(dir.path(), |c| c.max_per_source = 4);
+    let addr = m.addr();
+    // Four slow uploads from one address: heads sent, bodies never.
+    let mut held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect_from(Ipv4Addr::LOCALHOST, addr);
+            s.write_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // A fifth from the same address is closed without an answer.
+    let mut fifth = connect_from(Ipv4Addr::LOCALHOST, addr);
+    let _ = fifth.write_all(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert!(matches!(fifth.read(&mut buf), Ok(0) | Err(_)), "refused");
+    // Another address is served at once.
+    let other = connect_from(Ipv4Addr::new(127, 0, 0, 2), addr);
+    let a = exchange_on(other, &windows_upload("h", "a.png", &png(1000, 11)), false);
+    assert_eq!((a.status, a.json()["error_code"].as_u64()), (200, Some(0)));
+    held.clear();
 }
 
 #[test]

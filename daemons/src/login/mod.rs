@@ -35,7 +35,7 @@
 //! # Structure
 //!
 //! [`LoginApp`] is the whole daemon as a pure state machine over one
-//! [`Directory`]; [`spawn`] runs it on the shared [runtime](crate::runtime).
+//! [`Directory`]; [`spawn`] runs it on the shared [runtime].
 
 mod app;
 

@@ -111,7 +111,7 @@ impl Limiter {
     }
 }
 
-/// msfs's state and rules (see the [module docs](self)).
+/// msfs's state and rules (see [`crate::msfs`]).
 #[derive(Debug)]
 pub struct MsfsApp {
     limits: Limits,

@@ -407,6 +407,7 @@ PostThreadCount=1
         let http = cfg.http();
         assert_eq!(http.max_body_bytes, (1 << 20) + FORM_OVERHEAD);
         assert!(http.max_discard_bytes > http.max_body_bytes);
+        assert_eq!(http.body_timeout, upload_deadline(1 << 20));
         assert!(http.max_tx_bytes >= http.max_body_bytes);
     }
 
