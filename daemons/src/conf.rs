@@ -468,6 +468,9 @@ fn expected_for<T>() -> &'static str {
     match name {
         "u16" => "a port number",
         "u8" | "u32" | "u64" | "u128" | "usize" => "a non-negative whole number",
+        "core::num::nonzero::NonZero<u32>"
+        | "core::num::nonzero::NonZero<u64>"
+        | "core::num::nonzero::NonZero<usize>" => "a positive whole number",
         "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
         "f32" | "f64" => "a number",
         "bool" => "true or false",

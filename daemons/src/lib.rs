@@ -10,8 +10,9 @@
 //! | [`msg`] | msg_server: client sessions, logins, messages | 8000 |
 //! | [`route`] | route_server: presence and relay between msg_servers | 8200 |
 //! | [`db_proxy`] | db_proxy_server: every storage request, on a [`store::Store`] | 10600 |
+//! | [`msfs`] | msfs: images and avatars over HTTP, content-addressed files | 8700 HTTP |
 //!
-//! [`system`] starts all four in one process (`teamtalk up`); [`conf`]
+//! [`system`] starts all of them in one process (`teamtalk up`); [`conf`]
 //! reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics` and
 //! `/healthz`; [`rules`] holds protocol rules every daemon applies the
 //! same way (the failure answer of each request, who receives a relay);
@@ -47,6 +48,7 @@ pub mod db_proxy;
 pub mod http;
 pub mod login;
 pub mod metrics;
+pub mod msfs;
 pub mod msg;
 pub mod password;
 pub mod route;

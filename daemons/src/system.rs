@@ -1,10 +1,11 @@
-//! All four daemons in one process, talking over loopback TCP exactly as
+//! Every daemon in one process, talking over loopback TCP exactly as
 //! separate processes would: what `teamtalk up` runs and what the
 //! end-to-end tests start.
 //!
 //! Start order follows the dependencies: db_proxy_server (with the store),
-//! route_server, login_server, then the msg_servers, which connect to the
-//! other three and register with login_server.
+//! route_server, msfs (files in `<data dir>/msfs`), login_server (which
+//! hands out msfs's URL), then the msg_servers, which connect to db_proxy,
+//! route and login and register with login_server.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use crate::cluster::PeerPolicy;
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
 use crate::login::{self, LoginConfig, RunningLogin};
 use crate::metrics::{Labelled, MetricsSource, Scrape};
+use crate::msfs::{self, MsfsConfig, RunningMsfs};
 use crate::msg::{self, MsgConfig, RunningMsg, WebSocketPort};
 use crate::password::HashParams;
 use crate::route::{self, RouteConfig, RunningRoute};
@@ -42,6 +44,8 @@ pub struct Ports {
     /// ours: TeamTalk has none). Pages from login_server's HTTP origin may
     /// connect.
     pub ws: Vec<u16>,
+    /// msfs, the HTTP file store (8700).
+    pub msfs: u16,
 }
 
 /// How to run the whole system.
@@ -69,6 +73,10 @@ pub struct SystemConfig {
     /// (and on first start creates) `cluster.secret` in the data
     /// directory.
     pub cluster_secret: Option<Vec<u8>>,
+    /// The msfs URL login_server hands to clients (and msfs puts in its
+    /// answers), for clients that reach it by another name than `host`
+    /// (`--host 0.0.0.0`, a proxy); `None`: `http://<host>:<msfs port>/`.
+    pub msfs_url: Option<String>,
 }
 
 impl SystemConfig {
@@ -88,6 +96,7 @@ impl SystemConfig {
                 ws: (0..msg_servers.max(1))
                     .map(|i| DEFAULT_WS_PORT + i)
                     .collect(),
+                msfs: msfs::DEFAULT_PORT,
             },
             hash_params: HashParams::RECOMMENDED,
             link_timers: None,
@@ -97,6 +106,7 @@ impl SystemConfig {
             )),
             admin_token: None,
             cluster_secret: None,
+            msfs_url: None,
         }
     }
 
@@ -112,6 +122,7 @@ impl SystemConfig {
             login_client: 0,
             msg: vec![0; usize::from(msg_servers.max(1))],
             ws: vec![0; usize::from(msg_servers.max(1))],
+            msfs: 0,
         };
         cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
         cfg
@@ -218,6 +229,7 @@ pub struct RunningSystem {
     db: Option<DbProxyServer>,
     db_addr: SocketAddr,
     route: RunningRoute,
+    msfs: RunningMsfs,
     login: RunningLogin,
     msgs: Vec<RunningMsg>,
     metrics: Arc<SystemMetrics>,
@@ -230,6 +242,7 @@ impl std::fmt::Debug for RunningSystem {
             .field("cfg", &self.cfg)
             .field("db_addr", &self.db_addr)
             .field("route", &self.route)
+            .field("msfs", &self.msfs)
             .field("login", &self.login)
             .field("msgs", &self.msgs)
             .field("admin", &self.admin)
@@ -274,7 +287,15 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     route_cfg.msg_port = cfg.ports.route;
     route_cfg.peers = peers.clone();
     let route = route::spawn(route_cfg)?;
+    let mut msfs_cfg = MsfsConfig::loopback(cfg.data_dir.join("msfs"));
+    msfs_cfg.listen_ips = vec![cfg.host];
+    msfs_cfg.port = cfg.ports.msfs;
+    msfs_cfg.public_url.clone_from(&cfg.msfs_url);
+    let msfs = msfs::spawn(msfs_cfg)?;
+    let msfs_url = advertised_msfs_url(&cfg, msfs.addr());
     let mut login_cfg = LoginConfig::loopback();
+    login_cfg.urls.msfs_prior.clone_from(&msfs_url);
+    login_cfg.urls.msfs_backup = msfs_url;
     login_cfg.peers = peers.clone();
     login_cfg.msg_server_ips = vec![cfg.host];
     login_cfg.msg_server_port = cfg.ports.login_msg;
@@ -314,6 +335,11 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             login.msg_server_addr().to_string(),
             login.metrics(),
         )),
+        Arc::new(Labelled::new(
+            "msfs",
+            msfs.addr().to_string(),
+            msfs.metrics(),
+        )),
     ];
     for m in &msgs {
         others.push(Arc::new(Labelled::new(
@@ -343,6 +369,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         db: Some(db),
         db_addr,
         route,
+        msfs,
         login,
         msgs,
         metrics,
@@ -363,6 +390,21 @@ fn web_origins(host: IpAddr, http_port: u16) -> WsOrigins {
         list.push(format!("http://localhost:{http_port}"));
     }
     WsOrigins::List(list.into())
+}
+
+/// The msfs URL clients are given: [`SystemConfig::msfs_url`], else msfs's
+/// address, with loopback in place of an unspecified host (a client can
+/// do nothing with `0.0.0.0`; set `msfs_url` for remote clients then).
+fn advertised_msfs_url(cfg: &SystemConfig, bound: SocketAddr) -> String {
+    if let Some(url) = &cfg.msfs_url {
+        return url.clone();
+    }
+    let ip = match bound.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/", SocketAddr::new(ip, bound.port()))
 }
 
 fn spawn_db(
@@ -416,6 +458,26 @@ impl RunningSystem {
     #[must_use]
     pub fn route_addr(&self) -> SocketAddr {
         self.route.addr()
+    }
+
+    /// msfs's address.
+    #[must_use]
+    pub fn msfs_addr(&self) -> SocketAddr {
+        self.msfs.addr()
+    }
+
+    /// The msfs URL login_server hands to clients.
+    #[must_use]
+    pub fn msfs_url(&self) -> String {
+        self.login
+            .inspect(|app| app.directory().urls().msfs_prior.clone())
+            .unwrap_or_default()
+    }
+
+    /// The msfs.
+    #[must_use]
+    pub fn msfs(&self) -> &RunningMsfs {
+        &self.msfs
     }
 
     /// The admin endpoint (`/metrics`, `/healthz`) serving every daemon,
@@ -489,6 +551,7 @@ impl RunningSystem {
         let Self {
             msgs,
             login,
+            msfs,
             route,
             db,
             admin,
@@ -501,6 +564,7 @@ impl RunningSystem {
             m.stop();
         }
         login.stop();
+        msfs.stop();
         route.stop();
         if let Some(db) = db {
             db.stop();

@@ -31,6 +31,8 @@ pub enum Daemon {
     Route,
     /// db_proxy_server.
     DbProxy,
+    /// msfs, the HTTP file store.
+    Msfs,
 }
 
 impl Daemon {
@@ -42,6 +44,7 @@ impl Daemon {
             Self::Msg => "msg_server",
             Self::Route => "route_server",
             Self::DbProxy => "db_proxy_server",
+            Self::Msfs => "msfs",
         }
     }
 
@@ -54,17 +57,27 @@ impl Daemon {
             Self::Msg => "msgserver.conf",
             Self::Route => "routeserver.conf",
             Self::DbProxy => "dbproxyserver.conf",
+            Self::Msfs => "msfs.conf",
         }
     }
 
     /// The conf keys it reads, with defaults: the end of `--help`.
     #[must_use]
-    pub const fn conf_help(self) -> &'static str {
+    pub fn conf_help(self) -> String {
+        let shared = match self {
+            Self::Msfs => String::new(),
+            _ => CLUSTER_KEYS.to_owned(),
+        };
+        format!("{}{shared}{ADMIN_KEYS}", self.own_keys())
+    }
+
+    const fn own_keys(self) -> &'static str {
         match self {
             Self::Login => LOGIN_KEYS,
             Self::Msg => MSG_KEYS,
             Self::Route => ROUTE_KEYS,
             Self::DbProxy => DB_KEYS,
+            Self::Msfs => MSFS_KEYS,
         }
     }
 }
@@ -112,7 +125,7 @@ impl DaemonArgs {
         let matches = Self::command()
             .name(daemon.name())
             .bin_name(daemon.name())
-            .after_long_help(format!("{}{SHARED_KEYS}", daemon.conf_help()))
+            .after_long_help(daemon.conf_help())
             .after_help(format!(
                 "Reads {} from the working directory without -c. \
                  `--help` lists the conf keys.",
@@ -234,13 +247,24 @@ fn start_daemon(
                 Some(lock),
             )
         }
+        Daemon::Msfs => {
+            let mut cfg = crate::msfs::MsfsConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
+            (
+                Box::new(crate::msfs::spawn(cfg).map_err(|e| fail(&e))?),
+                None,
+            )
+        }
     })
 }
 
-const SHARED_KEYS: &str = "\
+const CLUSTER_KEYS: &str = "\
   ClusterSecret=S | ClusterSecretFile=PATH   the cluster secret every server link proves (>= 16 bytes); \
 required when a server port listens beyond loopback
   AllowUnauthenticatedPeers=CIDR;…          C++ daemons admitted without the secret, by address
+";
+
+const ADMIN_KEYS: &str = "\
   AdminListen=IP:PORT | off                 /metrics and /healthz (default 127.0.0.1 on a free port, logged)
   AdminToken=T                              bearer token for the admin port (required beyond loopback)
 ";
@@ -300,6 +324,19 @@ dbproxyserver.conf keys (TeamTalk's, then ours):
                                             TLS on the msg_server port
 ";
 
+const MSFS_KEYS: &str = "\
+msfs.conf keys (TeamTalk's, then ours):
+  ListenIP=IP;…, ListenPort=PORT            HTTP port (required; TeamTalk: 8700)
+  BaseDir=PATH                              where files are stored (required)
+  GetThreadCount=N, PostThreadCount=N       download and upload workers (default 32 and 1; at most 64)
+  FileCnt, FilesPerDir                      accepted; files are placed by their hash
+  MaxUploadBytes=N                          largest file (default 10485760)
+  QuotaBytes=N                              total bytes stored (default: no quota)
+  UploadsPerMinute=N                        uploads per source address a minute (default 120)
+  PublicUrl=URL                             the URL answers name (default: from the request's Host)
+  MaxConnsPerSource=N, MaxConnections=N     connection caps (default 64 and 1024)
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,15 +344,21 @@ mod tests {
     /// Every key a daemon reads is in its `--help`.
     #[test]
     fn help_names_every_known_key() {
-        let lists: [(Daemon, &[&str]); 4] = [
+        let lists: [(Daemon, &[&str]); 5] = [
+            (Daemon::Msfs, crate::msfs::KNOWN_KEYS),
             (Daemon::Msg, crate::msg::KNOWN_KEYS),
             (Daemon::Login, crate::login::KNOWN_KEYS),
             (Daemon::Route, crate::route::KNOWN_KEYS),
             (Daemon::DbProxy, crate::db_proxy::KNOWN_KEYS),
         ];
         for (daemon, keys) in lists {
-            let help = format!("{}{SHARED_KEYS}", daemon.conf_help());
-            for key in keys.iter().chain(crate::cluster::KEYS) {
+            let help = daemon.conf_help();
+            let cluster: &[&str] = if daemon == Daemon::Msfs {
+                &[]
+            } else {
+                crate::cluster::KEYS
+            };
+            for key in keys.iter().chain(cluster) {
                 let key = key.trim_end_matches('*');
                 assert!(help.contains(key), "{}: --help lacks {key}", daemon.name());
             }

@@ -105,6 +105,11 @@ pub struct UpArgs {
     /// show in process listings.
     #[arg(long, conflicts_with = "no_admin")]
     pub admin_token_file: Option<PathBuf>,
+    /// The msfs URL handed to clients (images, avatars), when they reach
+    /// it by another name than `--host`, e.g. `http://chat.example:8700/`.
+    /// Default: msfs's own address.
+    #[arg(long)]
+    pub msfs_url: Option<String>,
 }
 
 /// `teamtalk user …`.
@@ -460,6 +465,7 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if let Some(path) = &args.admin_token_file {
         cfg.admin_token = Some(read_token(path)?);
     }
+    cfg.msfs_url.clone_from(&args.msfs_url);
     let stop = stop_signal()?;
     let sys = system::start(cfg)?;
     if !sys.wait_ready(Duration::from_secs(10)) {
@@ -485,6 +491,12 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if !ws.is_empty() {
         writeln!(out, "  browsers           {}", ws.join(", "))?;
     }
+    writeln!(
+        out,
+        "  msfs               {}  (images, avatars; files in {})",
+        sys.msfs_url(),
+        args.data_dir.join("msfs").display()
+    )?;
     if let Some(c) = sys.login_client_addr() {
         writeln!(out, "  login_server       legacy TCP {c}")?;
     }
