@@ -85,7 +85,9 @@ impl SystemConfig {
                 login_http: 8080,
                 login_client: 8008,
                 msg: (0..msg_servers.max(1)).map(|i| 8000 + i).collect(),
-                ws: (0..msg_servers.max(1)).map(|i| DEFAULT_WS_PORT + i).collect(),
+                ws: (0..msg_servers.max(1))
+                    .map(|i| DEFAULT_WS_PORT + i)
+                    .collect(),
             },
             hash_params: HashParams::RECOMMENDED,
             link_timers: None,

@@ -313,7 +313,11 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         sys.http_addr()
     )?;
     writeln!(out, "  msg_server         {}", msgs.join(", "))?;
-    let ws: Vec<String> = sys.ws_addrs().iter().map(|a| format!("ws://{a}/")).collect();
+    let ws: Vec<String> = sys
+        .ws_addrs()
+        .iter()
+        .map(|a| format!("ws://{a}/"))
+        .collect();
     if !ws.is_empty() {
         writeln!(out, "  browsers           {}", ws.join(", "))?;
     }
