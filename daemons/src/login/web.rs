@@ -215,7 +215,7 @@ mod tests {
     use super::*;
 
     fn get(path: &str) -> Option<Response> {
-        WebClient::new().respond(&Request::get(path).body(Bytes::new()).unwrap())
+        WebClient::new().respond(&::http::Request::get(path).body(Bytes::new()).unwrap())
     }
 
     #[test]
@@ -287,7 +287,7 @@ mod tests {
         assert!(get("/vendor/").is_none());
         assert!(get("/../Cargo.toml").is_none());
         assert!(get("//app.js").is_none());
-        let post = Request::post("/app.js").body(Bytes::new()).unwrap();
+        let post = ::http::Request::post("/app.js").body(Bytes::new()).unwrap();
         let r = WebClient::new().respond(&post).unwrap();
         assert_eq!(r.status(), 405);
         assert_eq!(r.headers()[ALLOW], "GET, HEAD");
@@ -298,7 +298,7 @@ mod tests {
         let web = WebClient::new();
         let first = get("/app.js").unwrap();
         let tag = first.headers()[ETAG].clone();
-        let again = Request::get("/app.js")
+        let again = ::http::Request::get("/app.js")
             .header(IF_NONE_MATCH, tag.clone())
             .body(Bytes::new())
             .unwrap();
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(r.status(), 304);
         assert!(r.body().is_empty());
         assert_eq!(r.headers()[ETAG], tag);
-        let stale = Request::get("/app.js")
+        let stale = ::http::Request::get("/app.js")
             .header(IF_NONE_MATCH, "\"other\"")
             .body(Bytes::new())
             .unwrap();

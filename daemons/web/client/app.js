@@ -32,6 +32,10 @@ const state = {
   convs: new Map(),
   current: null,
   tab: "chats",
+  /** Everything of the latest login is loaded (directory, chats, unread, groups). */
+  ready: false,
+  /** The system cannot list groups (see loggedIn). */
+  noGroups: false,
 };
 
 let types = null;
@@ -141,7 +145,9 @@ async function signIn(user, md5, remember) {
     renderList();
     renderHeader();
   });
-  conn.on("groupChange", () => loadGroups().catch(() => {}));
+  conn.on("groupChange", () => {
+    if (!state.noGroups) loadGroups().catch(() => {});
+  });
   try {
     await conn.start();
     if (remember) sessionStorage.setItem(SAVED, JSON.stringify({ user, md5 }));
@@ -179,6 +185,7 @@ function showConnState({ state: s, detail }) {
 }
 
 async function loggedIn(me) {
+  state.ready = false;
   state.me = me;
   $("login-view").hidden = true;
   $("main-view").hidden = false;
@@ -203,8 +210,17 @@ async function loggedIn(me) {
     state.sessions.set(key, cur);
   }
   await loadUnread();
-  await loadGroups().catch((e) => console.warn("groups", e));
+  if (!state.noGroups) {
+    // A msg_server whose store has no groups cannot answer the group list
+    // and closes the session instead (a list reply cannot say "failed"):
+    // then this page stops asking, and the reconnect goes on without.
+    await loadGroups().catch((e) => {
+      if (e.kind === "closed" || e.kind === "failed") state.noGroups = true;
+      console.warn("groups", e);
+    });
+  }
   renderList();
+  state.ready = true;
   // After a reconnect: what arrived meanwhile in the open conversation.
   if (state.current) {
     const conv = state.convs.get(state.current);
@@ -461,10 +477,13 @@ function renderList() {
       if (!match(g.group_name)) continue;
       items.push(listItem(key, g.group_name || `group ${g.group_id}`, `${g.group_member_list.length} members`));
     }
-    if (!items.length) items.push(el("li", { class: "none", text: "No groups yet." }));
+    if (!items.length) {
+      const none = state.noGroups ? "This system does not offer groups." : "No groups yet.";
+      items.push(el("li", { class: "none", text: none }));
+    }
   }
   list.replaceChildren(...items);
-  $("new-group").hidden = state.tab !== "groups";
+  $("new-group").hidden = state.tab !== "groups" || state.noGroups;
 }
 
 function renderHeader() {
