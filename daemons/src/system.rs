@@ -136,6 +136,9 @@ pub enum SystemError {
     /// A daemon (or the admin endpoint) failed to start.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    /// Another process serves this data directory.
+    #[error(transparent)]
+    Lock(#[from] crate::store::LockError),
 }
 
 /// `teamtalk up`'s first WebSocket port (one per msg_server from there).
@@ -208,6 +211,8 @@ impl MetricsSource for SystemMetrics {
 /// The running system. Dropping it stops every daemon.
 pub struct RunningSystem {
     cfg: SystemConfig,
+    /// Held while the system serves the store.
+    _lock: crate::store::ServeLock,
     peers: PeerPolicy,
     store: Arc<SqliteStore>,
     db: Option<DbProxyServer>,
@@ -238,6 +243,8 @@ impl std::fmt::Debug for RunningSystem {
 /// [`SystemError`] naming the daemon that failed; whatever had started is
 /// stopped again.
 pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
+    let lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
+    tracing::info!(dir = %cfg.data_dir.display(), "store");
     let store = Arc::new(SqliteStore::open_with(
         &cfg.data_dir,
         StoreOptions {
@@ -330,6 +337,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     };
     Ok(RunningSystem {
         cfg,
+        _lock: lock,
         peers,
         store,
         db: Some(db),

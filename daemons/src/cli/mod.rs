@@ -4,7 +4,11 @@
 //! call [`run`] or [`run_daemon`], which return typed errors the binary
 //! prints.
 
+pub mod daemon;
+pub mod groups;
 pub mod users;
+
+pub use daemon::{Daemon, DaemonArgs, daemon_main, run_daemon};
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -15,16 +19,40 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crossbeam_channel::Receiver;
 use tracing::{info, warn};
 
-use crate::conf::{Conf, ConfError};
+use crate::conf::ConfError;
 use crate::system::{self, SystemConfig, SystemError};
 
 /// `teamtalk`: run and administer a TeamTalk-compatible system.
 #[derive(Debug, Parser)]
-#[command(name = "teamtalk", version, about)]
+#[command(name = "teamtalk", version = VERSION, about)]
 pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Commands,
+}
+
+/// The version string every binary prints: crate version and the git
+/// commit it was built from (when built from a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TEAMTALK_GIT_HASH"),
+    ")"
+);
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only on a terminal and without
+    /// `NO_COLOR`.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// `teamtalk` subcommands.
@@ -41,6 +69,9 @@ pub enum Commands {
     /// Manage departments in the store.
     #[command(subcommand)]
     Dept(DeptCommand),
+    /// Manage groups in the store (NORMAL groups, made by the administration).
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Load-test a TeamTalk cluster (ours or the C++ one) over the client protocol.
     Bench(crate::tools::bench::BenchArgs),
 }
@@ -49,7 +80,7 @@ pub enum Commands {
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
     /// Directory of the SQLite store.
-    #[arg(long, default_value = "teamtalk-data")]
+    #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
     pub data_dir: PathBuf,
     /// Address every daemon listens on.
     #[arg(long, default_value = "127.0.0.1")]
@@ -94,7 +125,7 @@ pub enum UserCommand {
         #[arg(long)]
         dept: Option<String>,
         /// Directory of the SQLite store.
-        #[arg(long, default_value = "teamtalk-data")]
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
     },
     /// Add users `<prefix>1` … `<prefix><count>` in one go, for load tests.
@@ -114,13 +145,13 @@ pub enum UserCommand {
         #[arg(long)]
         teamtalk_md5: bool,
         /// Directory of the SQLite store.
-        #[arg(long, default_value = "teamtalk-data")]
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
     },
     /// List users.
     List {
         /// Directory of the SQLite store.
-        #[arg(long, default_value = "teamtalk-data")]
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
     },
 }
@@ -137,7 +168,66 @@ pub enum DeptCommand {
         #[arg(long, default_value_t = 0)]
         parent: u32,
         /// Directory of the SQLite store.
-        #[arg(long, default_value = "teamtalk-data")]
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// `teamtalk group …`. Users are named by id or login name.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum GroupCommand {
+    /// Create a NORMAL group; the creator is a member.
+    Create {
+        /// Group name.
+        name: String,
+        /// The creator (who alone may change it from a client).
+        #[arg(long)]
+        creator: String,
+        /// Members besides the creator (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// Avatar URL.
+        #[arg(long, default_value = "")]
+        avatar: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// List every group.
+    List {
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Show a group and its members.
+    Show {
+        /// Group id.
+        group: u32,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Add members to a group.
+    Add {
+        /// Group id.
+        group: u32,
+        /// Users to add.
+        #[arg(required = true)]
+        users: Vec<String>,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Remove members from a group.
+    Remove {
+        /// Group id.
+        group: u32,
+        /// Users to remove.
+        #[arg(required = true)]
+        users: Vec<String>,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
     },
 }
@@ -155,6 +245,9 @@ pub enum CliError {
     /// A directory command failed.
     #[error(transparent)]
     Users(#[from] users::UsersError),
+    /// A group command failed.
+    #[error(transparent)]
+    Groups(#[from] groups::GroupsError),
     /// The configuration file is unusable.
     #[error(transparent)]
     Conf(#[from] ConfError),
@@ -173,13 +266,33 @@ pub enum CliError {
 }
 
 /// Sets up logging: `RUST_LOG` decides the level (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let (filter, rejected) = match std::env::var("RUST_LOG") {
+        Ok(value) => match EnvFilter::try_new(&value) {
+            Ok(f) => (f, None),
+            Err(e) => (EnvFilter::new("info"), Some((value, e))),
+        },
+        Err(_) => (EnvFilter::new("info"), None),
+    };
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // A log reader that goes away (a closed pipe, a restarted journal) must
+    // not take the daemon with it: tracing-subscriber would report the
+    // failed write on stderr with `eprintln!`, which panics on the same
+    // broken pipe, and a panic there aborts.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(colour).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    if let Some((value, e)) = rejected {
+        warn!(value = %crate::clip::clip(&value), error = %e, "RUST_LOG is not a valid filter; logging at info");
+    }
 }
 
 /// Runs a `teamtalk` command.
@@ -241,7 +354,58 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             writeln!(out, "added department {name} with id {id}")?;
             Ok(())
         }
+        Commands::Group(cmd) => group_command(cmd, &mut out),
     }
+}
+
+/// The store directory when none is given: `$TEAMTALK_DATA_DIR`, else
+/// `./teamtalk-data` (the same for `teamtalk up`, `teamtalk user …` and
+/// `db_proxy_server` without `DataDir`).
+#[must_use]
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os(DATA_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(
+            || PathBuf::from(crate::db_proxy::DEFAULT_DATA_DIR),
+            PathBuf::from,
+        )
+}
+
+/// The environment variable naming the default store directory.
+pub const DATA_DIR_ENV: &str = "TEAMTALK_DATA_DIR";
+
+fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        GroupCommand::Create {
+            name,
+            creator,
+            members,
+            avatar,
+            data_dir,
+        } => {
+            groups::print_create(&data_dir, &name, &avatar, &creator, &members, out)?;
+        }
+        GroupCommand::List { data_dir } => {
+            let n = groups::print_list(&data_dir, out)?;
+            writeln!(out, "{n} groups")?;
+        }
+        GroupCommand::Show { group, data_dir } => groups::print_show(&data_dir, group, out)?,
+        GroupCommand::Add {
+            group,
+            users,
+            data_dir,
+        } => {
+            groups::print_change(&data_dir, group, true, &users, out)?;
+        }
+        GroupCommand::Remove {
+            group,
+            users,
+            data_dir,
+        } => {
+            groups::print_change(&data_dir, group, false, &users, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// Largest admin token file read.
@@ -263,7 +427,7 @@ fn read_token(path: &Path) -> Result<String, CliError> {
 }
 
 /// A channel that receives one message on Ctrl-C or SIGTERM.
-fn stop_signal() -> Result<Receiver<()>, CliError> {
+pub(crate) fn stop_signal() -> Result<Receiver<()>, CliError> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     ctrlc::set_handler(move || {
         let _ = tx.try_send(());
@@ -357,92 +521,51 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The separate daemons, for multi-host deployments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[non_exhaustive]
-pub enum Daemon {
-    /// login_server.
-    Login,
-    /// msg_server.
-    Msg,
-    /// route_server.
-    Route,
-    /// db_proxy_server.
-    DbProxy,
-}
-
-/// Arguments every daemon binary takes.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "A TeamTalk daemon; reads TeamTalk's own .conf format"
-)]
-pub struct DaemonArgs {
-    /// Configuration file (TeamTalk's `key=value` format).
-    #[arg(short = 'c', long = "conf")]
-    pub conf: PathBuf,
-    /// Admin endpoint (`/metrics`, `/healthz`); overrides the conf's
-    /// `AdminListen`.
-    #[arg(long)]
-    pub admin: Option<SocketAddr>,
-}
-
-/// The `main` of a daemon binary: reads its `.conf`, starts it, runs until
-/// Ctrl-C or SIGTERM.
-///
-/// # Errors
-/// [`CliError`] when the configuration is bad or the daemon cannot start.
-pub fn run_daemon(daemon: Daemon, args: &DaemonArgs) -> Result<(), CliError> {
-    let conf = Conf::load(&args.conf)?;
-    let _ = teamtalk_net::raise_fd_limit();
-    let stop = stop_signal()?;
-    let running = start_daemon(daemon, &conf, &args.conf, args.admin)?;
-    info!(?daemon, conf = %args.conf.display(), "running; Ctrl-C or SIGTERM stops");
-    let _ = stop.recv();
-    info!(?daemon, "stopping");
-    running.stop();
-    Ok(())
-}
-
-/// Any of the daemons, running.
-type Running = Box<dyn crate::runtime::RunningDaemon>;
-
-fn start_daemon(
-    daemon: Daemon,
-    conf: &Conf,
-    path: &Path,
-    admin: Option<SocketAddr>,
-) -> Result<Running, CliError> {
-    let fail = |e: &dyn std::fmt::Display| CliError::Daemon(format!("{}: {e}", path.display()));
-    Ok(match daemon {
-        Daemon::Login => {
-            let mut cfg = crate::login::LoginConfig::from_conf(conf).map_err(|e| fail(&e))?;
-            cfg.admin = admin.or(cfg.admin);
-            Box::new(crate::login::spawn(cfg).map_err(|e| fail(&e))?)
-        }
-        Daemon::Route => {
-            let mut cfg = crate::route::RouteConfig::from_conf(conf).map_err(|e| fail(&e))?;
-            cfg.admin = admin.or(cfg.admin);
-            Box::new(crate::route::spawn(cfg).map_err(|e| fail(&e))?)
-        }
-        Daemon::Msg => {
-            let mut cfg = crate::msg::MsgConfig::from_conf(conf).map_err(|e| fail(&e))?;
-            cfg.admin = admin.or(cfg.admin);
-            Box::new(crate::msg::spawn(cfg).map_err(|e| fail(&e))?)
-        }
-        Daemon::DbProxy => {
-            let mut cfg = crate::db_proxy::config_from_conf(conf).map_err(|e| fail(&e))?;
-            cfg.admin = admin.or(cfg.admin);
-            let store = crate::store::SqliteStore::open(&cfg.data_dir).map_err(|e| fail(&e))?;
-            let store: std::sync::Arc<dyn crate::store::Store> = std::sync::Arc::new(store);
-            Box::new(crate::db_proxy::spawn(cfg, store).map_err(|e| fail(&e))?)
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "teamtalk",
+            "group",
+            "create",
+            "eng",
+            "--creator",
+            "alice",
+            "--members",
+            "bob,3",
+            "--members",
+            "carol",
+        ])
+        .unwrap();
+        let Commands::Group(GroupCommand::Create {
+            name,
+            creator,
+            members,
+            ..
+        }) = cli.command
+        else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((name.as_str(), creator.as_str()), ("eng", "alice"));
+        assert_eq!(members, ["bob", "3", "carol"]);
+        let cli =
+            Cli::try_parse_from(["teamtalk", "group", "remove", "7", "bob", "carol"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Commands::Group(GroupCommand::Remove { group: 7, ref users, .. }) if users.len() == 2
+        ));
+        assert!(
+            Cli::try_parse_from(["teamtalk", "group", "add", "7"]).is_err(),
+            "users required"
+        );
+        assert!(
+            Cli::try_parse_from(["teamtalk", "group", "create", "eng"]).is_err(),
+            "creator required"
+        );
+    }
 
     #[test]
     fn admin_token_is_the_first_line_trimmed_and_never_empty() {

@@ -201,7 +201,7 @@ impl App for DbProxyApp {
             ),
             (
                 "teamtalk_db_unimplemented_total",
-                "Requests for features not stored yet (groups, group shield, offline files, avatars).",
+                "Requests for features not stored yet (offline files, avatars).",
                 s.unimplemented,
             ),
             (
@@ -221,7 +221,7 @@ impl App for DbProxyApp {
             ),
             (
                 "teamtalk_db_messages_stored_total",
-                "Single-chat messages stored.",
+                "Messages stored, single and group.",
                 s.messages_stored,
             ),
             (

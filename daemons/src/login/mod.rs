@@ -44,7 +44,7 @@
 //! # Structure
 //!
 //! [`LoginApp`] is the whole daemon as a pure state machine over one
-//! [`Directory`]; [`spawn`] runs it on the shared [runtime](crate::runtime).
+//! [`Directory`]; [`spawn`] runs it on the shared [`runtime`].
 
 mod app;
 mod web;
@@ -288,7 +288,7 @@ impl LoginConfig {
     /// A missing key, a port that is not a number, or a listen-address entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        conf.warn_about_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat());
+        conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
         let client_port: Option<u16> = conf.get_parsed("ClientPort")?;
         let client_ips = match client_port {
             Some(_) => listen_ips(conf, "ClientListenIP")?,
@@ -310,7 +310,7 @@ impl LoginConfig {
             http_timeout: DEFAULT_HTTP_TIMEOUT,
             http_max_per_source: DEFAULT_HTTP_MAX_PER_SOURCE,
             reactor: ReactorConfig::default(),
-            admin: conf.get_parsed("AdminListen")?,
+            admin: crate::runtime::admin::listen_from_conf(conf)?,
             admin_token: conf.get("AdminToken").map(str::to_owned),
             peers: PeerPolicy::from_conf(conf)?,
             peer_tls: crate::route::peer_tls(conf)?,
@@ -390,7 +390,8 @@ discovery=http://127.0.0.1/api/discovery
         assert_eq!(cfg.urls.msfs_backup, "http://127.0.0.1:8700/");
         assert_eq!(cfg.urls.discovery, "http://127.0.0.1/api/discovery");
         assert_eq!(cfg.http_timeout, DEFAULT_HTTP_TIMEOUT);
-        assert_eq!(cfg.admin, None);
+        // The admin endpoint is on by default, on loopback, on a free port.
+        assert_eq!(cfg.admin, Some("127.0.0.1:0".parse().unwrap()));
 
         let with_admin = format!("{STOCK}AdminListen=127.0.0.1:9101\n");
         let conf = Conf::parse_str(&with_admin, "loginserver.conf").unwrap();

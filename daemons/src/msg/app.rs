@@ -1067,6 +1067,24 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         let changes = self.groups.change(n.group_id, added, removed);
         self.report_subscriptions(changes, out);
+        // A changed user online here whose groups are still loading: the
+        // list in flight may have been read before this change, and would
+        // then replace the index without it. Ask again; db_proxy answers
+        // in order on the link, so this answer comes last and wins.
+        let loading: Vec<(u32, C)> = n
+            .chg_user_id_list
+            .iter()
+            .filter(|&&u| !self.groups.is_loaded(u))
+            .filter_map(|&u| self.presence.sessions(u).next().map(|c| (u, c)))
+            .collect();
+        for (user, conn) in loading {
+            debug!(
+                user,
+                group = n.group_id,
+                "member change while loading groups; reloading"
+            );
+            self.load_groups(user, conn, out);
+        }
         let mut told: HashSet<u32> = HashSet::new();
         for &user in n.chg_user_id_list.iter().chain(&n.cur_user_id_list) {
             if told.insert(user) {
@@ -1253,7 +1271,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 self.deliver(p.user_id, Some(p.conn), &notify, out);
                 self.send_upstream(Upstream::Route, notify, out);
             }
-            Message::GroupChangeMemberResponse(rsp) if rsp.result_code == 0 => {
+            // Nothing added or removed (all were in already, or out):
+            // nothing to announce.
+            Message::GroupChangeMemberResponse(rsp)
+                if rsp.result_code == 0 && !rsp.chg_user_id_list.is_empty() =>
+            {
                 let n = ImGroupChangeMemberNotify {
                     user_id: p.user_id,
                     change_type: rsp.change_type,

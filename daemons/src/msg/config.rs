@@ -110,7 +110,7 @@ impl MsgConfig {
     /// # Errors
     /// [`MsgConfigError`] naming the file, line and key.
     pub fn from_conf(conf: &Conf) -> Result<Self, MsgConfigError> {
-        conf.warn_about_keys(&[KNOWN, crate::cluster::KEYS].concat());
+        conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
         for key in ["ConcurrentDBConnCnt", "aesKey"] {
             if conf.get(key).is_some() {
                 info!(key, "key accepted for compatibility and not used");
@@ -148,7 +148,7 @@ impl MsgConfig {
         if let Some(max) = conf.get_parsed("MaxConnCnt")? {
             cfg.registration.max_conn_cnt = max;
         }
-        cfg.admin = conf.get_parsed("AdminListen")?;
+        cfg.admin = crate::runtime::admin::listen_from_conf(conf)?;
         cfg.admin_token = conf.get("AdminToken").map(str::to_owned);
         cfg.peers = PeerPolicy::from_conf(conf)?;
         cfg.limits.messages_per_second = conf.get_parsed::<u32>("MsgRateLimit")?.filter(|n| *n > 0);
@@ -168,7 +168,8 @@ impl MsgConfig {
     }
 }
 
-const KNOWN: &[&str] = &[
+/// The `msgserver.conf` keys msg_server reads or accepts.
+pub const KNOWN_KEYS: &[&str] = &[
     "ListenIP",
     "ListenPort",
     "ConcurrentDBConnCnt",
@@ -339,7 +340,7 @@ mod tests {
         assert_eq!(cfg.registration.ip2, "10.0.0.2");
         assert_eq!(cfg.registration.max_conn_cnt, 500);
         assert_eq!(cfg.admin, Some("127.0.0.1:9100".parse().unwrap()));
-        assert!(conf.unknown_keys(KNOWN).is_empty());
+        assert!(conf.unknown_keys(KNOWN_KEYS).is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use app::{
     Action, AppStats, MAX_CREDENTIAL_LEN, MsgApp, Registration, SessionLimits, Upstream,
     UpstreamLink,
 };
-pub use config::{MsgConfig, MsgConfigError, WebSocketPort, parse_origins};
+pub use config::{KNOWN_KEYS, MsgConfig, MsgConfigError, WebSocketPort, parse_origins};
 
 use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
 

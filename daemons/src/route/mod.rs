@@ -160,12 +160,12 @@ impl RouteConfig {
     /// A missing key, a port that is not a number, or a `ListenIP` entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        conf.warn_about_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat());
+        conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
         Ok(Self {
             listen_ips: listen_ips(conf, "ListenIP")?,
             msg_port: conf.require("ListenMsgPort")?,
             reactor: ReactorConfig::default(),
-            admin: conf.get_parsed("AdminListen")?,
+            admin: crate::runtime::admin::listen_from_conf(conf)?,
             admin_token: conf.get("AdminToken").map(str::to_owned),
             peers: PeerPolicy::from_conf(conf)?,
             peer_tls: peer_tls(conf)?,
@@ -273,7 +273,8 @@ mod tests {
         assert_eq!(cfg.listen_ips, vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]);
         assert_eq!(cfg.msg_port, 8200);
         assert_eq!(cfg.listen_addrs(), vec!["0.0.0.0:8200".parse().unwrap()]);
-        assert_eq!(cfg.admin, None);
+        // The admin endpoint is on by default, on loopback, on a free port.
+        assert_eq!(cfg.admin, Some("127.0.0.1:0".parse().unwrap()));
 
         let conf = Conf::parse_str(&format!("{text}AdminListen=[::1]:0\n"), "r.conf").unwrap();
         assert!(conf.unknown_keys(KNOWN_KEYS).is_empty());
