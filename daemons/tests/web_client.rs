@@ -393,6 +393,90 @@ fn history_pages_and_unread_counts_survive_a_reload() {
 }
 
 #[test]
+fn a_group_made_in_the_browser_reaches_browser_and_desktop_members() {
+    if !browser_wanted() {
+        return;
+    }
+    let w = browser_world();
+    let (bob_id, carol_id) = (w.user_id("bob"), w.user_id("carol"));
+    let alice = Person::sign_in(&w, "alice");
+    let bob = Person::sign_in(&w, "bob");
+    let mut carol = w.login(1, "carol", ClientType::Windows);
+
+    // alice makes a group of the three of them in the page.
+    alice.tab_named("groups");
+    alice.click("#new-group");
+    alice.wait("the dialog", "document.getElementById('group-dialog').open");
+    alice.click("#group-name");
+    alice.tab.type_str("Release crew").expect("type");
+    alice.click(&format!("#group-members input[value='{bob_id}']"));
+    alice.click(&format!("#group-members input[value='{carol_id}']"));
+    alice.click("#group-create");
+    alice.wait(
+        "the new group open",
+        "(window.teamtalk.current || '').startsWith('g:') \
+         && document.getElementById('conv-title').textContent === 'Release crew'",
+    );
+    let gid = alice
+        .eval("Number(window.teamtalk.current.slice(2))")
+        .as_u64()
+        .and_then(|g| u32::try_from(g).ok())
+        .expect("group id");
+    let group = format!("g:{gid}");
+    alice.say("welcome to the crew");
+
+    // bob learns of the group from its first message.
+    bob.sees_unread(&group, 1);
+    bob.wait(
+        "the group's name",
+        &format!(
+            "document.querySelector(\"#list li[data-session='{group}'] .name\")?.textContent === 'Release crew'"
+        ),
+    );
+    bob.open("chats", &group);
+    bob.sees("welcome to the crew");
+    bob.say("glad to be here");
+    alice.sees("glad to be here");
+    alice.wait(
+        "bob named as the sender",
+        "[...document.querySelectorAll('#message-list .msg.theirs .from')].some(f => f.textContent === 'BOB')",
+    );
+
+    // The desktop member gets both, in TeamTalk's group form and encoding.
+    for want in ["welcome to the crew", "glad to be here"] {
+        let m = receive(&mut carol);
+        assert_eq!(m.msg_type, 0x11, "group text");
+        assert_eq!(m.to_session_id, gid);
+        assert_eq!(
+            text::decode(&m.msg_data, text::DEFAULT_KEY).as_deref(),
+            Some(want)
+        );
+    }
+    // ... and writes back to the group: both browsers show it.
+    let mut m = common::text(gid, &text::encode("desktop says hi", text::DEFAULT_KEY));
+    m.msg_type = 0x11;
+    let ack = carol
+        .request(
+            teamtalk_proto::Command::MsgData,
+            &m,
+            teamtalk_proto::Command::MsgDataAck,
+            T,
+        )
+        .expect("ack");
+    assert!(matches!(ack, teamtalk_proto::Message::MsgDataAck(a) if a.msg_id > 0));
+    alice.sees("desktop says hi");
+    bob.sees("desktop says hi");
+    alice.tab_named("groups");
+    alice.wait(
+        "the group listed with 3 members",
+        &format!(
+            "document.querySelector(\"#list li[data-session='{group}'] .preview\")?.textContent === '3 members'"
+        ),
+    );
+    alice.screenshot("web-client-group.png");
+}
+
+#[test]
 fn a_wrong_password_is_said_and_not_retried() {
     if !browser_wanted() {
         return;

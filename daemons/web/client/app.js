@@ -245,8 +245,11 @@ async function loadUnread() {
   renderUnreadTotal();
 }
 
-async function loadGroups() {
-  const groups = await state.conn.groups();
+async function loadGroups(extra = []) {
+  const known = new Set(extra);
+  for (const id of state.groups.keys()) known.add(id);
+  for (const s of state.sessions.values()) if (s.type === SESSION_GROUP) known.add(s.id);
+  const groups = await state.conn.groups([...known]);
   state.groups.clear();
   for (const g of groups) state.groups.set(g.group_id, g);
   renderList();
@@ -290,6 +293,10 @@ function received(m) {
   const reading = key === state.current && document.visibilityState === "visible";
   if (!reading && m.from_user_id !== me) s.unread = (s.unread || 0) + 1;
   state.sessions.set(key, s);
+  if (group && !state.groups.has(peer) && !state.noGroups) {
+    // Added to a group by someone else: its name and members.
+    loadGroups().catch(() => {});
+  }
   if (key === state.current) {
     renderMessages(true);
     if (reading) markRead(key);
@@ -586,7 +593,7 @@ async function createGroup() {
   if (!name) return;
   try {
     const id = await state.conn.createGroup(name, members);
-    await loadGroups();
+    await loadGroups([id]);
     open(keyOf(SESSION_GROUP, id));
   } catch (e) {
     toast(`Group not created: ${e.message}`);

@@ -626,14 +626,19 @@ export class Connection {
     });
   }
 
-  /** The user's groups with their details. */
-  async groups() {
+  /**
+   * The user's groups with their details: the normal groups the server
+   * lists, and `known` ids besides (temporary groups are not in that list;
+   * clients learn them from recent sessions and messages, as TeamTalk's do).
+   */
+  async groups(known = []) {
     const list = await this.request(CMD.GROUP_LIST_REQ, { user_id: this.userId });
-    const versions = list.group_version_list.map((g) => ({ group_id: g.group_id, version: 0 }));
-    if (versions.length === 0) return [];
+    const ids = new Set(list.group_version_list.map((g) => g.group_id));
+    for (const id of known) ids.add(id);
+    if (ids.size === 0) return [];
     const info = await this.request(CMD.GROUP_INFO_REQ, {
       user_id: this.userId,
-      group_version_list: versions,
+      group_version_list: [...ids].map((group_id) => ({ group_id, version: 0 })),
     });
     return info.group_info_list;
   }
