@@ -135,7 +135,10 @@ function safeImageUrl(url) {
 async function signIn(user, md5, remember) {
   $("login-error").textContent = "";
   $("signin").disabled = true;
-  const conn = new Connection(types, { user, passwordMd5: md5 });
+  // Where login_server is: this origin, unless the page was put elsewhere
+  // and names it (see README, "Hosting it elsewhere").
+  const loginUrl = document.querySelector('meta[name="teamtalk-login"]')?.content || undefined;
+  const conn = new Connection(types, { user, passwordMd5: md5, loginUrl });
   state.conn = conn;
   conn.on("state", showConnState);
   conn.on("login", (me) => loggedIn(me).catch((e) => toast(`Loading failed: ${e.message}`)));
