@@ -173,7 +173,7 @@ impl Person {
         let sel = js_str(selector);
         self.wait(
             &format!("{selector} to click"),
-            &format!("(e => !!e && (e.focus(), e.click(), true))(document.querySelector({sel}))"),
+            &format!("(e => !!e && (e.matches('input, textarea') && e.focus(), e.click(), true))(document.querySelector({sel}))"),
         );
     }
 
@@ -290,8 +290,8 @@ fn browsers_chat_with_each_other_and_with_a_desktop_client() {
     bob.sees_unread(&key(alice_id), 1);
     bob.open("chats", &key(alice_id));
     bob.sees("hello bob, from a browser");
-    bob.say("hi alice 👋");
-    alice.sees("hi alice 👋");
+    bob.say("hi alice, ça va?");
+    alice.sees("hi alice, ça va?");
     bob.sees_unread(&key(alice_id), 0);
 
     // A desktop client (TCP, TeamTalk's text encoding) on the other
@@ -302,6 +302,21 @@ fn browsers_chat_with_each_other_and_with_a_desktop_client() {
     alice.sees_unread(&key(carol_id), 1);
     alice.open("chats", &key(carol_id));
     alice.sees("carol on the desktop");
+
+    // An image in TeamTalk's form (its URL between the clients' markers,
+    // as after an msfs upload) is shown inline and loads.
+    let url = format!("{}favicon.svg", page_url(&w));
+    let image = format!("look: &$#@~^@[{{:{url}:}}]&$~@#@");
+    assert!(send(&mut carol, alice_id, &text::encode(&image, text::DEFAULT_KEY)) > 0);
+    alice.wait(
+        "the image inline, loaded",
+        &format!(
+            "[...document.querySelectorAll('#message-list .bubble')].some(b => \
+             b.firstChild?.textContent === 'look: ' && b.querySelector('img')?.src === {} \
+             && b.querySelector('img').complete && b.querySelector('img').naturalWidth > 0)",
+            js_str(&url)
+        ),
+    );
     alice.screenshot("web-client-chat.png");
 
     // alice answers: the desktop client decodes what the browser encoded.

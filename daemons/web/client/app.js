@@ -87,8 +87,9 @@ function initials(name) {
 /** A stable colour per id, so people are easy to tell apart. */
 function colour(key) {
   let h = 0;
-  for (const c of key) h = (h * 31 + c.charCodeAt(0)) % 360;
-  return `hsl(${h} 45% 52%)`;
+  for (const c of key) h = (h * 31 + c.charCodeAt(0)) % 3600;
+  // Spread neighbouring ids (u:2, u:3) far apart on the colour wheel.
+  return `hsl(${(h * 47) % 360} 45% 50%)`;
 }
 
 function avatar(key, name) {
