@@ -307,7 +307,13 @@ fn browsers_chat_with_each_other_and_with_a_desktop_client() {
     // as after an msfs upload) is shown inline and loads.
     let url = format!("{}favicon.svg", page_url(&w));
     let image = format!("look: &$#@~^@[{{:{url}:}}]&$~@#@");
-    assert!(send(&mut carol, alice_id, &text::encode(&image, text::DEFAULT_KEY)) > 0);
+    assert!(
+        send(
+            &mut carol,
+            alice_id,
+            &text::encode(&image, text::DEFAULT_KEY)
+        ) > 0
+    );
     alice.wait(
         "the image inline, loaded",
         &format!(
@@ -352,7 +358,6 @@ fn history_pages_and_unread_counts_survive_a_reload() {
     let w = browser_world();
     let (alice_id, carol_id) = (w.user_id("alice"), w.user_id("carol"));
     let alice = Person::sign_in(&w, "alice");
-    alice.screenshot("web-client-empty.png");
 
     // 25 messages from a desktop client while alice looks elsewhere.
     let mut carol = w.login(0, "carol", ClientType::Windows);
