@@ -482,6 +482,11 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         "  clients start at   http://{}/msg_server  (then TCP to the msg_server it names)",
         sys.http_addr()
     )?;
+    writeln!(
+        out,
+        "  web client         http://{}/  (open it in a browser)",
+        sys.http_addr()
+    )?;
     writeln!(out, "  msg_server         {}", msgs.join(", "))?;
     let ws: Vec<String> = sys
         .ws_addrs()
