@@ -308,7 +308,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Commands::Up(args) => up(&args, &mut out),
-        Commands::Bench(args) => Ok(crate::tools::bench::run(&args, &mut out)?),
+        Commands::Bench(args) => {
+            // Ctrl-C stops the run; the summary of what ran so far is
+            // still written (a second Ctrl-C while it is written has no
+            // further effect: the process ends with the run).
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = std::sync::Arc::clone(&stop);
+            ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))?;
+            Ok(crate::tools::bench::run_until(&args, &mut out, &stop)?)
+        }
         Commands::Chat(args) => Ok(crate::tools::chat::run(&args, &mut out)?),
         Commands::User(UserCommand::Add {
             name,
