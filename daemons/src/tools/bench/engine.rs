@@ -1049,7 +1049,8 @@ impl Worker {
         s(&l.disconnects, c.disconnects);
         let settled = phase == DRAIN
             && self.flows.iter().all(|f| {
-                f.in_window() == 0 && (f.delivered_count >= f.next || !matches!(f.dest, Dest::Conn(_)))
+                f.in_window() == 0
+                    && (f.delivered_count >= f.next || !matches!(f.dest, Dest::Conn(_)))
             });
         s(&l.settled, u64::from(settled));
         let done = self

@@ -19,8 +19,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::engine::{
-    BitSet, CREATE, EngineConfig, GroupState, HEADER_LEN, PlanConn, PlanCreate, PlanMember,
-    SETTLE, WorkerPlan,
+    BitSet, CREATE, EngineConfig, GroupState, HEADER_LEN, PlanConn, PlanCreate, PlanMember, SETTLE,
+    WorkerPlan,
 };
 use super::msg::{Workers, common_head, cpu_figures, rate, setup_figures};
 use super::report::{Report, thousands};
@@ -110,9 +110,7 @@ pub(super) fn run_group(
         )));
     }
     if args.senders == 0 || args.senders > args.members {
-        return Err(BenchError::Args(
-            "--senders must be 1 to --members".into(),
-        ));
+        return Err(BenchError::Args("--senders must be 1 to --members".into()));
     }
     if u64::from(args.groups) * u64::from(args.members) > MAX_CONNS {
         return Err(BenchError::Args(format!(
@@ -129,11 +127,7 @@ pub(super) fn run_group(
     }
     let _ = teamtalk_net::raise_fd_limit();
     let target = common.target()?;
-    let (groups, m, spg) = (
-        args.groups as usize,
-        args.members as usize,
-        args.senders,
-    );
+    let (groups, m, spg) = (args.groups as usize, args.members as usize, args.senders);
     let n = groups * m;
     let workers = args.threads.min(n);
     let mut plans: Vec<WorkerPlan> = (0..workers)
@@ -227,12 +221,7 @@ pub(super) fn run_group(
     ws.ctl.set_phase(CREATE);
     common.progress(&format!("creating {groups} TMP group(s)"));
     while clock::now() < deadline && !stop.is_set() {
-        if ws
-            .ctl
-            .groups
-            .iter()
-            .all(|g| g.get() != GroupState::Pending)
-        {
+        if ws.ctl.groups.iter().all(|g| g.get() != GroupState::Pending) {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -329,7 +318,11 @@ pub(super) fn run_group(
     r.int("members_ready", "members ready", n as u64 - t.not_ready);
     r.int("members_not_ready", "members not ready", t.not_ready);
     r.int("creation_notices", "creation notices received", c.notices);
-    r.int("relogins", "members logged in again (no notice)", c.relogins);
+    r.int(
+        "relogins",
+        "members logged in again (no notice)",
+        c.relogins,
+    );
     r.int("sent", "sent (messages)", c.sent);
     r.int("acked", "acked (messages)", c.acked);
     r.int("expected", "deliveries expected", t.expected);
@@ -359,7 +352,11 @@ pub(super) fn run_group(
         c.ack_timeouts,
     );
     r.int("late_acks", "acks after timeout", c.late_acks);
-    r.int("duplicate_acks", "duplicate or unknown acks", c.duplicate_acks);
+    r.int(
+        "duplicate_acks",
+        "duplicate or unknown acks",
+        c.duplicate_acks,
+    );
     let refused = c.login_refused + unacked;
     r.int("refused", "refused (login refusals + unacked)", refused);
     r.int("foreign", "deliveries not sent by this run", c.foreign);

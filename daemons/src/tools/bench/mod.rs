@@ -309,7 +309,11 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
 ///
 /// # Errors
 /// As [`run`], and [`BenchError::Interrupted`].
-pub fn run_until(args: &BenchArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(), BenchError> {
+pub fn run_until(
+    args: &BenchArgs,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<(), BenchError> {
     let stop = Stop(stop);
     match &args.kind {
         BenchKind::Msg(a) => msg::run_msg(a, out, stop),

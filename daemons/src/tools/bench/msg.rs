@@ -132,7 +132,12 @@ impl Workers {
     }
 
     /// DRAIN: waits at most `grace` (less on an interrupt) until `done`.
-    pub(super) fn drain(&self, grace: Duration, stop: Stop<'_>, done: impl Fn(&LiveTotals) -> bool) {
+    pub(super) fn drain(
+        &self,
+        grace: Duration,
+        stop: Stop<'_>,
+        done: impl Fn(&LiveTotals) -> bool,
+    ) {
         self.ctl.set_phase(DRAIN);
         let grace_end = clock::now() + grace;
         while clock::now() < grace_end && !stop.is_set() {
@@ -212,7 +217,12 @@ pub(super) fn common_head(r: &mut Report, kind: &str, target: &super::Target, co
     r.text("users", "users", format!("{}1…", common.prefix));
 }
 
-pub(super) fn setup_figures(r: &mut Report, res: &WorkerResult, assign_failed: u64, setup: Duration) {
+pub(super) fn setup_figures(
+    r: &mut Report,
+    res: &WorkerResult,
+    assign_failed: u64,
+    setup: Duration,
+) {
     let c = &res.counts;
     r.int("logged_in", "logged in", c.logged_in);
     r.int("login_refused", "login refused", c.login_refused);
@@ -249,7 +259,11 @@ pub(super) fn cpu_figures(
 }
 
 /// `bench msg`.
-pub(super) fn run_msg(args: &MsgArgs, out: &mut dyn Write, stop: Stop<'_>) -> Result<(), BenchError> {
+pub(super) fn run_msg(
+    args: &MsgArgs,
+    out: &mut dyn Write,
+    stop: Stop<'_>,
+) -> Result<(), BenchError> {
     let common = &args.common;
     if args.pairs == 0 || args.window == 0 || args.threads == 0 {
         return Err(BenchError::Args(
@@ -365,7 +379,12 @@ pub(super) fn run_msg(args: &MsgArgs, out: &mut dyn Write, stop: Stop<'_>) -> Re
     r.int("acked", "acked (messages)", c.acked);
     r.int("delivered", "delivered (messages)", c.delivered);
     r.num("sent_per_s", "sent", rate(at_end.sent, elapsed), "msgs/s");
-    r.num("acked_per_s", "acked", rate(at_end.acked, elapsed), "msgs/s");
+    r.num(
+        "acked_per_s",
+        "acked",
+        rate(at_end.acked, elapsed),
+        "msgs/s",
+    );
     r.num(
         "delivered_per_s",
         "delivered",
@@ -520,7 +539,12 @@ pub(super) fn run_conns(
     r.int("heartbeats", "heartbeats sent", c.heartbeats);
     if common.server_pid.is_some() {
         let kib = |v: Option<u64>| v.map(|k| k as f64);
-        r.num("server_rss_before_kib", "server VmRSS before", kib(rss0), "KiB");
+        r.num(
+            "server_rss_before_kib",
+            "server VmRSS before",
+            kib(rss0),
+            "KiB",
+        );
         r.num(
             "server_rss_logged_in_kib",
             "server VmRSS all logged in",
@@ -544,7 +568,11 @@ pub(super) fn run_conns(
             per,
             "bytes",
         );
-        r.int("server_rss_samples", "RSS samples in the slope", samples.len() as u64);
+        r.int(
+            "server_rss_samples",
+            "RSS samples in the slope",
+            samples.len() as u64,
+        );
         let whole = match (rss0, rss2) {
             (Some(a), Some(b)) if c.held > 0 => {
                 Some((b as f64 - a as f64) * 1024.0 / c.held as f64)
@@ -585,7 +613,12 @@ mod tests {
         // A step from glibc's retained heap does not dominate the fit
         // the way it dominates one before/after difference.
         let pts: Vec<(f64, f64)> = (0..100)
-            .map(|i| (f64::from(i), 1_000.0 * f64::from(i) + if i == 0 { 500_000.0 } else { 0.0 }))
+            .map(|i| {
+                (
+                    f64::from(i),
+                    1_000.0 * f64::from(i) + if i == 0 { 500_000.0 } else { 0.0 },
+                )
+            })
             .collect();
         let s = slope(&pts).unwrap();
         assert!(s > 500.0 && s < 1_500.0, "{s}");

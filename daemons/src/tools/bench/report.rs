@@ -31,12 +31,16 @@ impl Report {
 
     /// A yes/no.
     pub(crate) fn flag(&mut self, key: &str, label: &str, v: bool) {
-        self.push(key, label, Value::from(v), if v { "yes" } else { "no" }.into());
+        self.push(
+            key,
+            label,
+            Value::from(v),
+            if v { "yes" } else { "no" }.into(),
+        );
     }
 
     fn push(&mut self, key: &str, label: &str, v: Value, shown: String) {
-        self.rows
-            .push((key.to_owned(), label.to_owned(), v, shown));
+        self.rows.push((key.to_owned(), label.to_owned(), v, shown));
     }
 
     /// A measured real number in `unit` (rounded to 2 decimals in the
@@ -197,7 +201,10 @@ mod tests {
             table.contains("1,234,567") && table.contains("25,000 msgs/s"),
             "{table}"
         );
-        assert!(table.contains("2.00 µs") && table.contains("12.3 ms"), "{table}");
+        assert!(
+            table.contains("2.00 µs") && table.contains("12.3 ms"),
+            "{table}"
+        );
         let mut json = Vec::new();
         r.write(true, &mut json).unwrap();
         let v: Value = serde_json::from_slice(&json).unwrap();
