@@ -249,7 +249,7 @@ fn an_interrupted_run_writes_what_it_measured() {
         std::thread::sleep(Duration::from_millis(1500));
         flag.store(true, Ordering::Relaxed);
     });
-    let started = std::time::Instant::now();
+    let started = daemons::clock::now();
     let mut out = Vec::new();
     let result = run_until(&args, &mut out, &stop);
     ctrl_c.join().expect("timer thread");
@@ -264,6 +264,33 @@ fn an_interrupted_run_writes_what_it_measured() {
     assert_eq!(n(&v, "logged_in"), 4, "{v}");
     assert!(n(&v, "sent") > 0, "{v}");
     assert!(v["duration_s"].as_f64().is_some_and(|d| d < 30.0), "{v}");
+}
+
+#[test]
+fn a_run_whose_connections_are_all_gone_stops_and_fails() {
+    let c = cluster();
+    let args = bench_args(&c, "msg", &["--pairs", "2", "--duration", "60"]);
+    let Cluster { sys, _dir } = c;
+    let servers_down = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        sys.shutdown();
+        _dir
+    });
+    let started = daemons::clock::now();
+    let mut out = Vec::new();
+    let result = run(&args, &mut out);
+    let _dir = servers_down.join().expect("shutdown thread");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the run stopped when its connections were gone"
+    );
+    let v = summary(&out);
+    assert_eq!(n(&v, "disconnects"), 4, "{v}");
+    assert_eq!(v["clean"], false, "{v}");
+    match result {
+        Err(BenchError::Unclean(why)) => assert!(why.contains("disconnects"), "{why}"),
+        other => panic!("lost connections must fail the run: {other:?}"),
+    }
 }
 
 #[test]

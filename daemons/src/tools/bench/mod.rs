@@ -357,7 +357,7 @@ pub(crate) fn outcome(r: &mut report::Report, interrupted: bool, problems: &[(&s
     r.flag("interrupted", "interrupted (Ctrl-C)", interrupted);
     r.flag(
         "clean",
-        "clean (nothing lost, refused or disconnected)",
+        "clean run (exit status 0)",
         !interrupted && problems.iter().all(|(_, n)| *n == 0),
     );
 }

@@ -564,7 +564,7 @@ pub(super) fn run_conns(
         let per = if spread >= 2.0 { slope(&samples) } else { None };
         r.num(
             "server_bytes_per_conn",
-            "server memory per connection (RSS slope during logins)",
+            "server bytes/connection (RSS slope)",
             per,
             "bytes",
         );
@@ -581,7 +581,7 @@ pub(super) fn run_conns(
         };
         r.num(
             "server_bytes_per_conn_before_after",
-            "server RSS after - before, per held connection",
+            "server bytes/connection (after-before)",
             whole,
             "bytes",
         );
