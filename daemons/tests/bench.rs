@@ -263,6 +263,9 @@ fn an_interrupted_run_writes_what_it_measured() {
     assert_eq!(v["clean"], false, "{v}");
     assert_eq!(n(&v, "logged_in"), 4, "{v}");
     assert!(n(&v, "sent") > 0, "{v}");
+    // What was in flight at the interrupt is waited for, not called lost.
+    assert_eq!(n(&v, "lost"), 0, "{v}");
+    assert_eq!(n(&v, "duplicates"), 0, "{v}");
     assert!(v["duration_s"].as_f64().is_some_and(|d| d < 30.0), "{v}");
 }
 

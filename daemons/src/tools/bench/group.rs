@@ -271,7 +271,7 @@ pub(super) fn run_group(
     let cpu1 = cpu_ticks(None);
     let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
     let n_workers = ws.ctl.live.len() as u64;
-    ws.drain(args.grace, stop, |t| {
+    ws.drain(args.grace, |t| {
         t.settled == n_workers && t.delivered >= t.expected
     });
     let spread: BTreeMap<std::net::SocketAddr, u64> = match &target {

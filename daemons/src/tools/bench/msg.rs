@@ -131,16 +131,13 @@ impl Workers {
         (elapsed, self.ctl.totals())
     }
 
-    /// DRAIN: waits at most `grace` (less on an interrupt) until `done`.
-    pub(super) fn drain(
-        &self,
-        grace: Duration,
-        stop: Stop<'_>,
-        done: impl Fn(&LiveTotals) -> bool,
-    ) {
+    /// DRAIN: waits at most `grace` until `done`. An interrupted run
+    /// drains too: what was in flight at Ctrl-C is then counted as
+    /// delivered or lost, not as lost because the bench stopped looking.
+    pub(super) fn drain(&self, grace: Duration, done: impl Fn(&LiveTotals) -> bool) {
         self.ctl.set_phase(DRAIN);
         let grace_end = clock::now() + grace;
-        while clock::now() < grace_end && !stop.is_set() {
+        while clock::now() < grace_end {
             if done(&self.ctl.totals()) {
                 break;
             }
@@ -360,7 +357,7 @@ pub(super) fn run_msg(
     let cpu1 = cpu_ticks(None);
     let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
     let n_workers = ws.ctl.live.len() as u64;
-    ws.drain(args.grace, stop, |t| t.settled == n_workers);
+    ws.drain(args.grace, |t| t.settled == n_workers);
     let res = ws.stop()?;
     let interrupted = stop.is_set();
     let c = &res.counts;
