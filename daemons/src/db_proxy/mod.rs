@@ -7,8 +7,8 @@
 //! - [`DbProxy`] (`handler.rs`): a pure request handler, PDU in, reply out,
 //!   against any [`Store`](crate::store::Store). The requests are served by
 //!   domain in `cmd/` (`login.rs`, `users.rs`, `messages.rs`,
-//!   `sessions.rs`, `push.rs`; groups and files will join as `groups.rs`
-//!   and `files.rs`), each file documenting its wire rules; one dispatch
+//!   `sessions.rs`, `push.rs`, `files.rs`; groups will join as
+//!   `groups.rs`), each file documenting its wire rules; one dispatch
 //!   table says which file serves which command. The command map follows
 //!   TeamTalk's db_proxy (see [`DbProxy`] for the wire rules and the trust
 //!   model), with the login-failure limiter of [`limiter`].
@@ -35,7 +35,8 @@
 //! | 0x010c / 0x010e push shield set / query | 0x010d / 0x010f | `push.rs` | 1 for an unknown user | 0x010d / 0x010f, 1 |
 //! | 0x0705 device tokens | 0x0706 | `push.rs` | iOS and Android only; `push_count` = total unread; iOS users with shield on left out 22:00–07:59 | `IMRequestFailed` |
 //! | 0x0401–0x0409, 0x0711 groups | | (`groups.rs`) | not stored yet | 0x0406 / 0x0408 / 0x040a with 1, else `IMRequestFailed` |
-//! | 0x0509 / 0x050b / 0x050c offline files | | (`files.rs`) | not stored yet | `IMRequestFailed` |
+//! | 0x0509 offline files waiting | 0x050a | `files.rs` | oldest first, at most 100; msg_server adds the file_server addresses | `IMRequestFailed` |
+//! | 0x050b / 0x050c record / forget an offline file | none | `files.rs` | a malformed task id, a long name, a full receiver are refused | `IMRequestFailed` |
 //!
 //! The last column is what a request that cannot be served gets (the store
 //! failed, the feature is not stored yet, a value is invalid): the rule of

@@ -37,15 +37,18 @@
 //!   − snapshot. Recent sessions already carry a `session_type` column, so group
 //!   sessions use the same `session` table; the latest-message join then goes to
 //!   `group_message`. Group push-shield flags fit in `group_member`.
-//! - **Offline files**: a `transmit_file` table (id, from_id, to_id, task_id,
-//!   file_name, size, status, created) with `status = 0` meaning pending.
 //! - Each of these is a new migration appended to the list in `sqlite.rs`.
+//!
+//! Offline files (TeamTalk's `IMTransmitFile`) are in [`files`]: a
+//! `transmit_file` table, `status = 0` meaning waiting.
 
+mod files;
 mod sqlite;
 
 #[cfg(test)]
 mod tests;
 
+pub use files::{NewOfflineFile, OfflineFile};
 pub use sqlite::{Clock, DB_FILE_NAME, SqliteStore, StoreOptions};
 
 use crate::password::PasswordError;
@@ -528,4 +531,23 @@ pub trait Store: Send + Sync {
         peer: UserId,
         session_type: SessionType,
     ) -> StoreResult<bool>;
+
+    // ---- offline files ----
+
+    /// Records an offline file for its receiver; `false` when its task id
+    /// is recorded already.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed task id, a name over
+    /// [`MAX_FILE_NAME_LEN`](crate::rules::files::MAX_FILE_NAME_LEN), a file
+    /// to oneself, or a receiver with
+    /// [`MAX_OFFLINE_FILES`](crate::rules::files::MAX_OFFLINE_FILES)
+    /// files waiting.
+    fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool>;
+    /// The offline files waiting for `to`, oldest first, at most
+    /// [`MAX_OFFLINE_FILES`](crate::rules::files::MAX_OFFLINE_FILES).
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>>;
+    /// Forgets the offline file `task_id` sent by `from` to `to`; `false`
+    /// if there was none.
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool>;
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use super::files::{self, NewOfflineFile, OfflineFile};
 use super::{
     DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, LatestMessage, MAX_DEDUPE_KEY_LEN,
     MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES, MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID,
@@ -123,6 +124,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX message_dedupe_created ON message_dedupe(created);
     ",
+    // 3: offline files (TeamTalk's IMTransmitFile).
+    super::files::MIGRATION,
 ];
 
 /// A source of wall-clock time in Unix seconds, for `created`/`updated` columns.
@@ -1118,5 +1121,18 @@ impl Store for SqliteStore {
             )
             .map_err(sql("removing session"))?;
         Ok(n > 0)
+    }
+
+    fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool> {
+        let now = self.now();
+        files::add(&mut self.lock(), file, now)
+    }
+
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>> {
+        files::list(&self.lock(), to)
+    }
+
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool> {
+        files::delete(&self.lock(), task_id, from, to)
     }
 }

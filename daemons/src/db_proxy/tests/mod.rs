@@ -5,6 +5,7 @@
 //! the conf and a loopback server.
 
 mod captured;
+mod files;
 mod login;
 mod messages;
 mod push;
@@ -407,6 +408,18 @@ impl Store for FailingStore {
     ) -> StoreResult<bool> {
         self.check("remove_session")?;
         self.inner.remove_session(user, peer, session_type)
+    }
+    fn add_offline_file(&self, file: &crate::store::NewOfflineFile) -> StoreResult<bool> {
+        self.check("add_offline_file")?;
+        self.inner.add_offline_file(file)
+    }
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<crate::store::OfflineFile>> {
+        self.check("offline_files")?;
+        self.inner.offline_files(to)
+    }
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool> {
+        self.check("delete_offline_file")?;
+        self.inner.delete_offline_file(task_id, from, to)
     }
 }
 

@@ -5,7 +5,6 @@ use bytes::Bytes;
 use teamtalk_proto::command::CommandMessage;
 use teamtalk_proto::pb::im::buddy::{ImChangeAvatarReq, ImChangeAvatarRsp};
 use teamtalk_proto::pb::im::ext::{ImRequestFailed, RequestFailedCode};
-use teamtalk_proto::pb::im::file::{ImFileAddOfflineReq, ImFileHasOfflineReq};
 use teamtalk_proto::pb::im::group::{
     ImGroupCreateReq, ImGroupCreateRsp, ImGroupShieldReq, ImGroupShieldRsp, ImNormalGroupListReq,
 };
@@ -95,23 +94,8 @@ fn features_not_stored_yet_get_their_failure_answer_and_are_counted() {
     };
     let failed = not_implemented(shields.to_pdu(32), Command::OtherGetShieldReq);
     assert_eq!(failed.attach_data, Some(Bytes::new()));
-    let offline = ImFileHasOfflineReq {
-        user_id: 1,
-        attach_data: attach(),
-    };
-    not_implemented(offline.to_pdu(33), Command::FileHasOfflineReq);
-    // A record with no reply in TeamTalk is still reported as not stored.
-    let add = ImFileAddOfflineReq {
-        from_user_id: 1,
-        to_user_id: 2,
-        task_id: "t".into(),
-        file_name: "f".into(),
-        file_size: 1,
-    };
-    let failed = not_implemented(add.to_pdu(34), Command::FileAddOfflineReq);
-    assert_eq!(failed.attach_data, None);
     let s = f.proxy.stats();
-    assert_eq!((s.unimplemented, s.failures), (7, 7));
+    assert_eq!((s.unimplemented, s.failures), (5, 5));
 }
 
 #[test]
