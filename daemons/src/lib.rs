@@ -31,6 +31,7 @@ pub mod clock;
 pub mod cluster;
 pub mod conf;
 pub mod db_proxy;
+pub mod file;
 pub mod http;
 pub mod login;
 pub mod metrics;

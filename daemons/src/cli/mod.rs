@@ -361,6 +361,8 @@ pub enum Daemon {
     Route,
     /// db_proxy_server.
     DbProxy,
+    /// file_server.
+    File,
 }
 
 /// Arguments every daemon binary takes.
@@ -428,6 +430,11 @@ fn start_daemon(
             let store = crate::store::SqliteStore::open(&cfg.data_dir).map_err(|e| fail(&e))?;
             let store: std::sync::Arc<dyn crate::store::Store> = std::sync::Arc::new(store);
             Box::new(crate::db_proxy::spawn(cfg, store).map_err(|e| fail(&e))?)
+        }
+        Daemon::File => {
+            let mut cfg = crate::file::FileConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
+            Box::new(crate::file::spawn(cfg).map_err(|e| fail(&e))?)
         }
     })
 }
