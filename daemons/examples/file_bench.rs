@@ -95,8 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             loop {
                 match c.recv(T).map_err(|e| e.to_string())? {
                     Some(p) if p.is(Command::FilePullDataReq.key()) => {
-                        let req: ImFilePullDataReq =
-                            p.decode_body().map_err(|e| e.to_string())?;
+                        let req: ImFilePullDataReq = p.decode_body().map_err(|e| e.to_string())?;
                         let (a, b) = (req.offset as usize, (req.offset + req.data_size) as usize);
                         let rsp = ImFilePullDataRsp {
                             result_code: 0,

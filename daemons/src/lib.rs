@@ -10,8 +10,9 @@
 //! | [`msg`] | msg_server: client sessions, logins, messages | 8000 |
 //! | [`route`] | route_server: presence and relay between msg_servers | 8200 |
 //! | [`db_proxy`] | db_proxy_server: every storage request, on a [`store::Store`] | 10600 |
+//! | [`mod@file`] | file_server: online relay and offline files between clients | 8600 clients, 8601 |
 //!
-//! [`system`] starts all four in one process (`teamtalk up`); [`client`] is
+//! [`system`] starts them all in one process (`teamtalk up`); [`client`] is
 //! a blocking TeamTalk client used by [`chat`], [`mod@bench`] and the tests;
 //! [`conf`] reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics`
 //! and `/healthz`; [`rules`] holds protocol rules every daemon applies the

@@ -43,7 +43,7 @@ const MAX_OPEN_FILES: usize = 64;
 /// restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskMeta {
-    /// Format version ([`META_VERSION`]).
+    /// Format version (1).
     pub version: u32,
     /// The task id (also the file name).
     pub task_id: String,

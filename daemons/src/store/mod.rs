@@ -39,7 +39,7 @@
 //!   `group_message`. Group push-shield flags fit in `group_member`.
 //! - Each of these is a new migration appended to the list in `sqlite.rs`.
 //!
-//! Offline files (TeamTalk's `IMTransmitFile`) are in [`files`]: a
+//! Offline files (TeamTalk's `IMTransmitFile`) are in `files.rs`: a
 //! `transmit_file` table, `status = 0` meaning waiting.
 
 mod files;
