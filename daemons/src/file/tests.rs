@@ -868,3 +868,158 @@ fn messages_from_msg_servers_that_are_not_requests_or_not_ours() {
     let out = h.msg_pdu(&req.to_pdu(4));
     assert_eq!(sent(&out, h.msg, Command::OtherRequestFailed).len(), 1);
 }
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One thing a client, a msg_server or the clock may do.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Create {
+            online: bool,
+            size: u32,
+        },
+        Login {
+            task: usize,
+            user: u32,
+            role: i32,
+        },
+        Pull {
+            conn: u32,
+            offset: u32,
+            size: u32,
+            user: u32,
+        },
+        Data {
+            conn: u32,
+            offset: u32,
+            len: u32,
+            user: u32,
+        },
+        State {
+            conn: u32,
+            state: i32,
+            user: u32,
+        },
+        Close {
+            conn: u32,
+        },
+        Delete {
+            task: usize,
+            user: u32,
+        },
+        Wait {
+            secs: u64,
+        },
+    }
+
+    fn user() -> impl Strategy<Value = u32> {
+        prop_oneof![Just(ALICE), Just(BOB), Just(EVE)]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (any::<bool>(), 1u32..200_000).prop_map(|(online, size)| Step::Create { online, size }),
+            (0usize..4, user(), 0i32..6).prop_map(|(task, user, role)| Step::Login {
+                task,
+                user,
+                role
+            }),
+            (1u32..6, 0u32..200_000, 0u32..300_000, user()).prop_map(
+                |(conn, offset, size, user)| Step::Pull {
+                    conn,
+                    offset,
+                    size,
+                    user
+                }
+            ),
+            (1u32..6, 0u32..200_000, 0u32..40_000, user()).prop_map(|(conn, offset, len, user)| {
+                Step::Data {
+                    conn,
+                    offset,
+                    len,
+                    user,
+                }
+            }),
+            (1u32..6, 0i32..5, user()).prop_map(|(conn, state, user)| Step::State {
+                conn,
+                state,
+                user
+            }),
+            (1u32..6).prop_map(|conn| Step::Close { conn }),
+            (0usize..4, user()).prop_map(|(task, user)| Step::Delete { task, user }),
+            (0u64..90).prop_map(|secs| Step::Wait { secs }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever clients and msg_servers do, the App never panics, its
+        /// bounds hold, and a connection it no longer knows is never sent
+        /// anything but a close.
+        #[test]
+        fn random_steps_keep_the_bounds(steps in proptest::collection::vec(step(), 1..60)) {
+            let mut h = h();
+            let mut tasks: Vec<String> = Vec::new();
+            let mut logged: Vec<(Conn, usize)> = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Create { online, size } => {
+                        let rsp = h.create(if online { 1 } else { 2 }, size);
+                        if rsp.result_code == 0 {
+                            tasks.push(rsp.task_id.unwrap());
+                        }
+                    }
+                    Step::Login { task, user, role } => {
+                        let Some(id) = tasks.get(task).cloned() else { continue };
+                        let c = h.open();
+                        let req = ImFileLoginReq { user_id: user, task_id: id, file_role: role };
+                        h.step(Input::LoginRequest { conn: c, pdu: &req.to_pdu(1) });
+                        logged.push((c, task));
+                    }
+                    Step::Pull { conn, offset, size, user } => {
+                        let Some(&(c, t)) = logged.get(conn as usize % logged.len().max(1)) else { continue };
+                        let id = tasks[t].clone();
+                        h.pdu(c, &pull(&id, user, offset, size, 2).to_pdu(1));
+                    }
+                    Step::Data { conn, offset, len, user } => {
+                        let Some(&(c, t)) = logged.get(conn as usize % logged.len().max(1)) else { continue };
+                        let id = tasks[t].clone();
+                        h.pdu(c, &data(&id, user, offset, &file_bytes(len as usize)).to_pdu(1));
+                    }
+                    Step::State { conn, state, user } => {
+                        let Some(&(c, t)) = logged.get(conn as usize % logged.len().max(1)) else { continue };
+                        let st = ImFileState { state, task_id: tasks[t].clone(), user_id: user };
+                        h.pdu(c, &st.to_pdu(1));
+                    }
+                    Step::Close { conn } => {
+                        if logged.is_empty() { continue }
+                        let (c, _) = logged.remove(conn as usize % logged.len());
+                        h.close(c);
+                    }
+                    Step::Delete { task, user } => {
+                        let Some(id) = tasks.get(task).cloned() else { continue };
+                        h.msg_pdu(&ImFileTaskDelete { task_id: id, user_id: user }.to_pdu(0));
+                    }
+                    Step::Wait { secs } => {
+                        h.advance(Duration::from_secs(secs));
+                    }
+                }
+                prop_assert!(h.app.task_count() <= limits().max_tasks);
+                prop_assert!(h.app.reserved_bytes() <= limits().quota_bytes);
+            }
+            // Everyone gone, long after: every task has ended, every
+            // reservation is given back.
+            for (c, _) in logged {
+                h.close(c);
+            }
+            h.advance(Duration::from_secs(4000));
+            h.advance(Duration::from_secs(4000));
+            prop_assert_eq!(h.app.task_count(), 0);
+            prop_assert_eq!(h.app.reserved_bytes(), 0);
+        }
+    }
+}
