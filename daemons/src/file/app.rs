@@ -165,6 +165,25 @@ struct Client {
     login: Option<Login>,
     /// Disk reads of this downloader not answered yet.
     reads: u32,
+    /// The block after the last one served, read before it is asked for
+    /// (a downloader asks for the next block only when it has the last,
+    /// so the disk would otherwise wait on the network and back).
+    ahead: Ahead,
+}
+
+/// A downloader's read-ahead block.
+#[derive(Debug, Default)]
+enum Ahead {
+    #[default]
+    None,
+    /// Being read; `waiting` is the request (seq, length) that asked for
+    /// it meanwhile.
+    Reading {
+        offset: u32,
+        waiting: Option<(u16, u32)>,
+    },
+    /// Read, not asked for yet.
+    Ready { offset: u32, data: Bytes },
 }
 
 /// file_server's counters.
@@ -697,6 +716,32 @@ impl FileApp {
                 if client.reads >= MAX_READS_IN_FLIGHT {
                     return self.violation(conn, login, "too many pulls in flight", out);
                 }
+                match std::mem::take(&mut client.ahead) {
+                    Ahead::Ready { offset, data }
+                        if offset == req.offset && data.len() >= len as usize =>
+                    {
+                        let block = data.slice(..len as usize);
+                        self.serve_block(&login.task, conn, pdu.seq(), req.offset, block, out);
+                        return;
+                    }
+                    Ahead::Reading {
+                        offset,
+                        waiting: None,
+                    } if offset == req.offset => {
+                        client.reads += 1;
+                        client.ahead = Ahead::Reading {
+                            offset,
+                            waiting: Some((pdu.seq(), len)),
+                        };
+                        return;
+                    }
+                    // Another offset (a client starting over elsewhere): a
+                    // read under way is left to finish unused.
+                    Ahead::Reading { offset, waiting } => {
+                        client.ahead = Ahead::Reading { offset, waiting };
+                    }
+                    Ahead::Ready { .. } | Ahead::None => {}
+                }
                 client.reads += 1;
                 let worker = self.worker(&login.task);
                 out.job(
@@ -707,6 +752,7 @@ impl FileApp {
                         len,
                         conn,
                         seq: pdu.seq(),
+                        ahead: false,
                     },
                 );
             }
@@ -915,8 +961,9 @@ impl FileApp {
                 conn,
                 seq,
                 offset,
+                ahead,
                 result,
-            } => self.read_done(&task, conn, seq, offset, result, out),
+            } => self.read_done(&task, conn, seq, offset, ahead, result, out),
             DiskDone::Removed { task, result } => {
                 if let Err(e) = result {
                     self.stats.disk_errors += 1;
@@ -926,28 +973,58 @@ impl FileApp {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn read_done(
         &mut self,
         task_id: &str,
         conn: Conn,
         seq: u16,
         offset: u64,
+        ahead: bool,
         result: Result<Bytes, String>,
         out: &mut Jobs,
     ) {
         let Some(client) = self.clients.get_mut(&conn) else {
             return;
         };
-        client.reads = client.reads.saturating_sub(1);
         let Some(login) = client.login.clone().filter(|l| l.task == task_id) else {
             return;
         };
-        let Some(task) = self.tasks.get(task_id) else {
-            return;
+        let offset = u32::try_from(offset).unwrap_or(u32::MAX);
+        let (seq, len) = if ahead {
+            match std::mem::take(&mut client.ahead) {
+                Ahead::Reading {
+                    offset: o,
+                    waiting: Some((seq, len)),
+                } if o == offset => {
+                    client.reads = client.reads.saturating_sub(1);
+                    (seq, len)
+                }
+                Ahead::Reading {
+                    offset: o,
+                    waiting: None,
+                } if o == offset => {
+                    if let Ok(data) = result {
+                        client.ahead = Ahead::Ready { offset, data };
+                    }
+                    return;
+                }
+                // Superseded by a request elsewhere in the file.
+                other => {
+                    client.ahead = other;
+                    return;
+                }
+            }
+        } else {
+            client.reads = client.reads.saturating_sub(1);
+            (seq, u32::MAX)
         };
-        let offset32 = u32::try_from(offset).unwrap_or(u32::MAX);
-        let data = match result {
-            Ok(d) => d,
+        match result {
+            Ok(data) => {
+                self.disk_failing = false;
+                let data = data.slice(..data.len().min(len as usize));
+                self.serve_block(task_id, conn, seq, offset, data, out);
+            }
             Err(e) => {
                 self.stats.disk_errors += 1;
                 self.disk_failing = true;
@@ -956,27 +1033,41 @@ impl FileApp {
                     task_id: task_id.to_owned(),
                     user_id: login.user,
                     trans_mode: OFFLINE,
-                    offset: offset32,
+                    offset,
                     data_size: 0,
                 };
                 out.send(conn, failed_data(&req, login.user, seq));
-                return;
             }
+        }
+    }
+
+    /// Sends a downloader the block at `offset`; after the last one, DONE
+    /// and the task is finished; else the next block is read ahead.
+    fn serve_block(
+        &mut self,
+        task_id: &str,
+        conn: Conn,
+        seq: u16,
+        offset: u32,
+        data: Bytes,
+        out: &mut Jobs,
+    ) {
+        let Some(task) = self.tasks.get(task_id) else {
+            return;
         };
-        self.disk_failing = false;
+        let (from, to, size) = (task.from, task.to, task.size);
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         self.stats.bytes_downloaded += u64::from(len);
-        let last = u64::from(offset32) + u64::from(len) >= u64::from(task.size);
-        let from = task.from;
+        let next = u64::from(offset) + u64::from(len);
         let rsp = ImFilePullDataRsp {
             result_code: 0,
             task_id: task_id.to_owned(),
-            user_id: login.user,
-            offset: offset32,
+            user_id: to,
+            offset,
             file_data: data,
         };
         out.send(conn, Command::FilePullDataRsp.pdu(seq, &rsp));
-        if last {
+        if next >= u64::from(size) {
             // The whole file was served: as TeamTalk, DONE and the
             // connection closes; the file is finished and removed.
             info!(task = %task_id, "offline file downloaded");
@@ -984,7 +1075,31 @@ impl FileApp {
             self.release(conn);
             self.end(task_id, "done", None, out);
             out.close(conn, Some(done));
+            return;
         }
+        let next = u32::try_from(next).unwrap_or(u32::MAX);
+        let Some(client) = self.clients.get_mut(&conn) else {
+            return;
+        };
+        if !matches!(client.ahead, Ahead::None) {
+            return;
+        }
+        client.ahead = Ahead::Reading {
+            offset: next,
+            waiting: None,
+        };
+        let worker = self.worker(task_id);
+        out.job(
+            worker,
+            DiskJob::Read {
+                task: task_id.to_owned(),
+                offset: u64::from(next),
+                len: SEGMENT_SIZE.min(size - next),
+                conn,
+                seq: 0,
+                ahead: true,
+            },
+        );
     }
 
     fn disk_failed(&mut self, task: &str, what: &str, error: &str, out: &mut Jobs) {

@@ -132,6 +132,8 @@ pub enum DiskJob {
         conn: Conn,
         /// Its request's seq.
         seq: u16,
+        /// A read ahead of the downloader's next request, not asked yet.
+        ahead: bool,
     },
     /// Remove the task's files (finished, deleted, expired or abandoned).
     Remove {
@@ -169,6 +171,8 @@ pub enum DiskDone {
         seq: u16,
         /// Where the bytes start.
         offset: u64,
+        /// The job's `ahead`.
+        ahead: bool,
         /// The bytes, or why not.
         result: Result<Bytes, String>,
     },
@@ -318,6 +322,7 @@ impl Worker for DiskWorker {
                     len,
                     conn,
                     seq,
+                    ahead,
                 } => {
                     let result = self.read(&task, offset, len).map_err(|e| e.to_string());
                     DiskDone::Read {
@@ -325,6 +330,7 @@ impl Worker for DiskWorker {
                         conn,
                         seq,
                         offset,
+                        ahead,
                         result,
                     }
                 }
@@ -494,6 +500,7 @@ mod tests {
                 len: 5,
                 conn,
                 seq: 3,
+                ahead: false,
             },
         );
         assert_eq!(
@@ -503,6 +510,7 @@ mod tests {
                 conn,
                 seq: 3,
                 offset: 6,
+                ahead: false,
                 result: Ok(Bytes::from_static(b"world"))
             }
         );
@@ -515,6 +523,7 @@ mod tests {
                 len: 5,
                 conn,
                 seq: 4,
+                ahead: false,
             },
         );
         assert!(matches!(d, DiskDone::Read { result: Err(_), .. }), "{d:?}");

@@ -125,6 +125,35 @@ impl H {
         actions
     }
 
+    /// One input; its disk jobs are returned, not run.
+    fn step_hold(&mut self, input: Input<'_, super::DiskDone>) -> (Vec<A>, Vec<DiskJob>) {
+        let mut out = Out::new();
+        self.app.handle(self.now, input, &mut out);
+        let mut actions = Vec::new();
+        let mut jobs = Vec::new();
+        for a in out.take() {
+            match a {
+                Action::Job { job, .. } => jobs.push(job),
+                other => actions.push(other),
+            }
+        }
+        (actions, jobs)
+    }
+
+    /// Runs `jobs` and hands their results in, holding the jobs that
+    /// follow; the actions and those jobs.
+    fn run_held(&mut self, jobs: Vec<DiskJob>) -> (Vec<A>, Vec<DiskJob>) {
+        let mut done = Vec::new();
+        self.disk.run(jobs, &mut done);
+        let (mut actions, mut next) = (Vec::new(), Vec::new());
+        for d in done {
+            let (a, j) = self.step_hold(Input::Done(d));
+            actions.extend(a);
+            next.extend(j);
+        }
+        (actions, next)
+    }
+
     fn advance(&mut self, d: Duration) -> Vec<A> {
         self.now = self.now.plus(d);
         self.step(Input::Tick)
@@ -793,6 +822,62 @@ fn a_download_may_start_again_at_any_offset() {
         .unwrap();
     assert_eq!(rsp.result_code, 1);
     assert!(h.app.is_stored(&task));
+}
+
+/// The block after the one served is read before it is asked for; a
+/// request that comes while that read is under way is answered by it.
+#[test]
+fn downloads_read_one_block_ahead() {
+    let mut h = h();
+    let size = 3 * SEGMENT_SIZE;
+    let task = h.task(2, size);
+    let body = file_bytes(size as usize);
+    upload(&mut h, &task, &body);
+    let (down, _) = h.login(&task, BOB, ClientFileRole::ClientOfflineDownload);
+    let got = |out: &[A], seq: u16| -> Vec<u8> {
+        let p = sent(out, down, Command::FilePullDataRsp);
+        assert_eq!(p.len(), 1, "{out:?}");
+        assert_eq!(p[0].seq(), seq);
+        p[0].decode_body::<ImFilePullDataRsp>()
+            .unwrap()
+            .file_data
+            .to_vec()
+    };
+    let seg = SEGMENT_SIZE as usize;
+    let pull_pdu = |offset: u32, seq| pull(&task, BOB, offset, PC, 2).to_pdu(seq);
+    const PC: u32 = 34 * 1024;
+    // The first block is read on request; the next is read ahead.
+    let (out, jobs) = h.step_hold(Input::Pdu {
+        conn: down,
+        pdu: &pull_pdu(0, 1),
+    });
+    assert!(out.is_empty());
+    let (out, ahead) = h.run_held(jobs);
+    assert_eq!(got(&out, 1), &body[..seg]);
+    assert!(
+        matches!(&ahead[..], [DiskJob::Read { ahead: true, offset, .. }] if *offset == u64::from(SEGMENT_SIZE))
+    );
+    // Asked while that read is under way: answered when it is done.
+    let (out, jobs) = h.step_hold(Input::Pdu {
+        conn: down,
+        pdu: &pull_pdu(SEGMENT_SIZE, 2),
+    });
+    assert!(out.is_empty() && jobs.is_empty(), "{out:?} {jobs:?}");
+    let (out, ahead) = h.run_held(ahead);
+    assert_eq!(got(&out, 2), &body[seg..2 * seg]);
+    // Asked after it is read: answered at once, no disk on the way.
+    let (_, none) = h.run_held(ahead);
+    assert!(none.is_empty());
+    let (out, jobs) = h.step_hold(Input::Pdu {
+        conn: down,
+        pdu: &pull_pdu(2 * SEGMENT_SIZE, 3),
+    });
+    assert_eq!(got(&out, 3), &body[2 * seg..]);
+    assert!(
+        matches!(&jobs[..], [DiskJob::Remove { .. }]),
+        "the last block: done"
+    );
+    assert!(closed(&out, down));
 }
 
 #[test]

@@ -21,7 +21,10 @@
 //!   which TeamTalk's PC clients do right after logging in. TeamTalk pushes
 //!   every change to every PC session, so filling a server with N sessions
 //!   costs O(N²) notices even when nobody looks; sessions that never ask
-//!   get none here.
+//!   get none here;
+//! - file transfer (`app/files.rs`): offers go to a file_server whose
+//!   link is up, online or offline as TeamTalk decides, every offer is
+//!   answered, offline records are scoped to the session's user.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -47,8 +50,6 @@ use teamtalk_proto::{Attach, Command, CommandKey, Message, Pdu};
 use tracing::{debug, info, warn};
 
 use super::groups::{Changes, GroupIndex};
-
-mod files;
 use crate::clip::clip;
 use crate::metrics::{CounterMap, Scrape};
 use crate::rules::failure::{FailureAnswer, failure_reply, request_failed};
@@ -56,6 +57,9 @@ use crate::rules::relay::{Audience, audience};
 use crate::rules::requests::{ServedBy, forwarded, scope};
 use crate::rules::sessions::{is_group_message, session_type_of};
 use crate::runtime::{self, Conn, Input, LinkId, NoJob, Now, Out};
+
+/// The file-transfer half: file_server links, offers, offline records.
+mod files;
 
 /// The servers msg_server keeps links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
