@@ -497,3 +497,40 @@ fn an_offline_file_survives_a_file_server_restart() {
         other => panic!("{other:?}"),
     }
 }
+
+/// file_server's msg_server port is a server port: with `teamtalk up`'s
+/// cluster secret, a stranger asking for a task gets nothing but the
+/// handshake's refusal, and no task exists.
+#[test]
+fn strangers_on_the_msg_server_port_get_no_task() {
+    use std::io::{Read, Write};
+    let w = world();
+    let mut s = std::net::TcpStream::connect(w.sys.file_msg_addr()).expect("connect");
+    s.set_read_timeout(Some(T)).unwrap();
+    let req = teamtalk_proto::pb::im::server::ImFileTransferReq {
+        from_user_id: w.user_id("alice"),
+        to_user_id: w.user_id("bob"),
+        file_name: "x".into(),
+        file_size: 10,
+        trans_mode: OFFLINE,
+        attach_data: None,
+    };
+    let _ = s.write_all(&Command::OtherFileTransferReq.pdu(1, &req).to_bytes());
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let mut buf = bytes::BytesMut::from(&raw[..]);
+    let mut codec = teamtalk_proto::PduCodec::default();
+    while let Ok(Some(p)) = codec.decode(&mut buf) {
+        assert_eq!(
+            p.key().command_id & 0xfff0,
+            0x0780,
+            "a stranger got {:?}",
+            p.key()
+        );
+    }
+    let server = w.sys.file_server().expect("file_server");
+    assert_eq!(
+        server.inspect(daemons::file::FileApp::task_count).unwrap(),
+        0
+    );
+}
