@@ -14,7 +14,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use daemons::client::text;
@@ -148,12 +148,12 @@ impl Person {
 
     /// Waits until `js` is true; on a timeout, fails with what the page shows.
     fn wait(&self, what: &str, js: &str) {
-        let end = Instant::now() + SEE;
+        let end = daemons::clock::now() + SEE;
         loop {
             if self.eval(js) == serde_json::Value::Bool(true) {
                 return;
             }
-            if Instant::now() > end {
+            if daemons::clock::now() > end {
                 let body = self.eval("document.body.innerText");
                 let conn = self.eval("document.getElementById('conn-state').title + ' noGroups=' + window.teamtalk.noGroups + ' ready=' + window.teamtalk.ready + ' conn=' + window.teamtalk.conn?.state");
                 panic!(

@@ -33,6 +33,8 @@ pub enum Daemon {
     DbProxy,
     /// msfs, the HTTP file store.
     Msfs,
+    /// file_server: file transfer between clients.
+    File,
 }
 
 impl Daemon {
@@ -45,6 +47,7 @@ impl Daemon {
             Self::Route => "route_server",
             Self::DbProxy => "db_proxy_server",
             Self::Msfs => "msfs",
+            Self::File => "file_server",
         }
     }
 
@@ -58,6 +61,7 @@ impl Daemon {
             Self::Route => "routeserver.conf",
             Self::DbProxy => "dbproxyserver.conf",
             Self::Msfs => "msfs.conf",
+            Self::File => "fileserver.conf",
         }
     }
 
@@ -78,6 +82,7 @@ impl Daemon {
             Self::Route => ROUTE_KEYS,
             Self::DbProxy => DB_KEYS,
             Self::Msfs => MSFS_KEYS,
+            Self::File => FILE_KEYS,
         }
     }
 }
@@ -255,6 +260,14 @@ fn start_daemon(
                 None,
             )
         }
+        Daemon::File => {
+            let mut cfg = crate::file::FileConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
+            (
+                Box::new(crate::file::spawn(cfg).map_err(|e| fail(&e))?),
+                None,
+            )
+        }
     })
 }
 
@@ -278,8 +291,8 @@ msgserver.conf keys (TeamTalk's, then ours):
   DBServerIP<n>=HOST, DBServerPort<n>=PORT  db_proxy_servers (n = 1, 2, …; at least one)
   LoginServerIP<n>=HOST, LoginServerPort<n> login_servers' msg_server ports (at least one)
   RouteServerIP<n>=HOST, RouteServerPort<n> route_servers (at least one)
+  FileServerIP<n>=HOST, FileServerPort<n>   file_servers' msg_server ports (optional: no file transfer without)
   PushServerIP<n>, PushServerPort<n>        accepted; push is not served yet
-  FileServerIP<n>, FileServerPort<n>        accepted; file transfer is not served yet
   ConcurrentDBConnCnt, aesKey               accepted for compatibility, not used
   MsgRateLimit=N                            messages a second per session (default: no limit)
   TlsListenPort=PORT                        a second client port over TLS (needs TlsCertFile, TlsKeyFile)
@@ -299,6 +312,7 @@ loginserver.conf keys (TeamTalk's, then ours):
   msfs=URL                                  image store URL handed to clients (required)
   discovery=URL                             discovery URL handed to clients (required)
   CorsOrigins=URL;… | *                     web origins that may read /msg_server
+  WebClient=false                           do not serve the web client at / (default: served)
   PeerTlsCertFile, PeerTlsKeyFile, PeerTlsCaFile, PeerTlsClientAuth, PeerTlsServerName
                                             TLS on the msg_server port
 ";
@@ -337,6 +351,23 @@ msfs.conf keys (TeamTalk's, then ours):
   MaxConnsPerSource=N, MaxConnections=N     connection caps (default 64 and 1024)
 ";
 
+const FILE_KEYS: &str = "\
+fileserver.conf keys (TeamTalk's, then ours):
+  ClientListenIP=IP;…, ClientListenPort=PORT      client port (required; TeamTalk: 8600)
+  MsgServerListenIP=IP;…, MsgServerListenPort=PORT  msg_server port (required; TeamTalk: 8601)
+  FileServerIp=IP;…                         addresses handed to clients (with ClientListenPort)
+  ClientAdvertise=HOST:PORT;…               addresses handed to clients, ports of their own (at most 8)
+  TaskTimeout=SECS                          how long a transfer may wait for its peer
+  Address, ListenPort                       TeamTalk's older keys: accepted, not used
+  DataDir=PATH                              offline files (default ./offline_file, as TeamTalk)
+  MaxFileBytes=N                            largest file (at most 4294967295)
+  QuotaBytes=N                              total bytes of offline files
+  OfflineRetentionSecs=SECS                 how long an offline file is kept
+  MaxTasks=N, MaxTasksPerUser=N             transfers at once, in all and per user
+  PeerTlsCertFile, PeerTlsKeyFile, PeerTlsCaFile, PeerTlsClientAuth, PeerTlsServerName
+                                            TLS on the msg_server port
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,7 +375,8 @@ mod tests {
     /// Every key a daemon reads is in its `--help`.
     #[test]
     fn help_names_every_known_key() {
-        let lists: [(Daemon, &[&str]); 5] = [
+        let lists: [(Daemon, &[&str]); 6] = [
+            (Daemon::File, crate::file::KNOWN_KEYS),
             (Daemon::Msfs, crate::msfs::KNOWN_KEYS),
             (Daemon::Msg, crate::msg::KNOWN_KEYS),
             (Daemon::Login, crate::login::KNOWN_KEYS),

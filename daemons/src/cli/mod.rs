@@ -59,7 +59,8 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum Commands {
-    /// Run every daemon in this process on loopback, with the embedded store.
+    /// Run every daemon in this process on loopback, with the embedded store
+    /// (db_proxy, route, login, file and msg servers).
     Up(UpArgs),
     /// A terminal TeamTalk client: chat interactively or run scripted steps.
     Chat(crate::tools::chat::ChatArgs),
@@ -85,7 +86,8 @@ pub struct UpArgs {
     /// Address every daemon listens on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
-    /// How many msg_servers (ports 8000, 8001, …).
+    /// How many msg_servers (ports 8000, 8001, …); file_server listens on
+    /// 8600 (clients) and 8601 (msg_servers).
     #[arg(long, default_value_t = 1)]
     pub msg_servers: u16,
     /// Let the kernel pick every port (prints them) instead of TeamTalk's.
@@ -507,6 +509,13 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     writeln!(out, "  route_server       {}", sys.route_addr())?;
     writeln!(out, "  db_proxy_server    {}", sys.db_addr())?;
+    writeln!(
+        out,
+        "  file_server        clients {}, msg_servers {}; offline files in {}",
+        sys.file_client_addr(),
+        sys.file_msg_addr(),
+        args.data_dir.join(crate::file::DEFAULT_DATA_DIR).display()
+    )?;
     if let Some(a) = sys.admin_addr() {
         writeln!(
             out,

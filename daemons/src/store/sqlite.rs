@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use super::files::{self, NewOfflineFile, OfflineFile};
 use super::{
     Actor, DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, Group, GroupId, GroupType,
     GroupVersion, LatestMessage, MAX_DEDUPE_KEY_LEN, MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES,
@@ -188,6 +189,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE message_dedupe_v3 RENAME TO message_dedupe;
     CREATE INDEX message_dedupe_created ON message_dedupe(created);
     ",
+    // 4: offline files (TeamTalk's IMTransmitFile).
+    super::files::MIGRATION,
 ];
 
 /// A source of wall-clock time in Unix seconds, for `created`/`updated` columns.
@@ -1301,5 +1304,18 @@ impl Store for SqliteStore {
 
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
         groups::clear_unread(&self.lock(), user, group)
+    }
+
+    fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool> {
+        let now = self.now();
+        files::add(&mut self.lock(), file, now)
+    }
+
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>> {
+        files::list(&self.lock(), to)
+    }
+
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool> {
+        files::delete(&self.lock(), task_id, from, to)
     }
 }
