@@ -335,7 +335,6 @@ pub fn spawn(config: MsfsConfig) -> Result<RunningMsfs, DaemonError> {
         gets..gets + posts,
     );
     let running = runtime::start(app, plan)?;
-    info!(addr = %running.addr(), "msfs listening");
     Ok(running)
 }
 
