@@ -416,6 +416,15 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     msfs_cfg.listen_ips = vec![cfg.host];
     msfs_cfg.port = cfg.ports.msfs;
     msfs_cfg.public_url.clone_from(&cfg.msfs_url);
+    // The web client (login_server's page) uploads images: its origin may
+    // read msfs's answers. With a kernel-chosen login port the origin is
+    // not known yet (msfs starts first, login_server names it), so any
+    // origin then: an answer only names the URL of what was just uploaded,
+    // and any program can upload without a browser anyway.
+    msfs_cfg.cors_origins = match web_origins(cfg.host, cfg.ports.login_http) {
+        WsOrigins::List(list) if cfg.ports.login_http != 0 => list.to_vec(),
+        _ => vec!["*".to_owned()],
+    };
     let msfs = msfs::spawn(msfs_cfg)?;
     let msfs_url = advertised_msfs_url(&cfg, msfs.addr());
     let mut login_cfg = LoginConfig::loopback();
