@@ -65,6 +65,8 @@ const NO_PORT: PortId = PortId(u8::MAX);
 
 /// The file-transfer half: file_server links, offers, offline records.
 mod files;
+/// The push path: offline recipients notified through push_server.
+pub mod push;
 
 /// The servers msg_server keeps links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +81,9 @@ pub enum Upstream {
     /// file_server: file transfer tasks. Optional: without one, file
     /// requests are answered with a failure, logins are not refused.
     File,
+    /// push_server: notifications for recipients without a phone online.
+    /// Optional: without one, nothing is pushed.
+    Push,
 }
 
 impl Upstream {
@@ -93,6 +98,7 @@ impl Upstream {
             Self::Login => "login",
             Self::Route => "route",
             Self::File => "file",
+            Self::Push => "push",
         }
     }
 
@@ -103,6 +109,7 @@ impl Upstream {
             Self::Login => "login_server",
             Self::Route => "route_server",
             Self::File => "file_server",
+            Self::Push => "push_server",
         }
     }
 
@@ -111,7 +118,7 @@ impl Upstream {
         match self {
             // Logins never wait on a file_server; db_proxy's code is the
             // nearest "a server is unreachable".
-            Self::Db | Self::File => ResultType::RefuseReasonNoDbServer,
+            Self::Db | Self::File | Self::Push => ResultType::RefuseReasonNoDbServer,
             Self::Login => ResultType::RefuseReasonNoLoginServer,
             Self::Route => ResultType::RefuseReasonNoRouteServer,
         }
@@ -225,6 +232,8 @@ enum PendingKind {
     FileStatus,
     /// A file_server (this link) opening a transfer task.
     FileTransfer(LinkId),
+    /// A step of a message's push (the plan is in [`Pending::push`]).
+    Push(push::PushStep),
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +257,8 @@ struct Pending<C> {
     holds_credit: bool,
     /// The file a client offered, for the file-transfer requests.
     offer: Option<files::FileOffer>,
+    /// A message's push, for the push path's requests.
+    push: Option<Box<push::PushPlan>>,
 }
 
 /// What [`MsgApp::forward_with`] may do beyond [`MsgApp::forward`].
@@ -260,6 +271,8 @@ struct Forward {
     on_failure: Option<FailureAnswer>,
     /// The file offered.
     offer: Option<files::FileOffer>,
+    /// The push under way.
+    push: Option<Box<push::PushPlan>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -325,6 +338,8 @@ pub struct MsgApp<C> {
     stats: AppStats,
     /// The file_servers' client addresses, by link.
     files: files::FileLinks,
+    /// The push path's settings and counters.
+    push: push::PushState,
 }
 
 impl<C: Debug> Debug for MsgApp<C> {
@@ -365,7 +380,16 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             logged_in: 0,
             stats: AppStats::default(),
             files: files::FileLinks::default(),
+            push: push::PushState::default(),
         }
+    }
+
+    /// Decodes message text for push notifications with this `aesKey`
+    /// (TeamTalk's default otherwise).
+    #[must_use]
+    pub fn with_aes_key(mut self, key: Option<[u8; 32]>) -> Self {
+        self.push.aes_key = key;
+        self
     }
 
     /// Counters so far.
@@ -509,6 +533,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 Command::OtherFileServerIpReq
                     .pdu(0, &teamtalk_proto::pb::im::server::ImFileServerIpReq {}),
             ],
+            Upstream::Push => Vec::new(),
         };
         greeting
             .into_iter()
@@ -577,6 +602,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             Upstream::Route => self.route_pdu(pdu, msg),
             Upstream::Db => self.reply_pdu(upstream, pdu, msg),
             Upstream::File => self.file_link_pdu(link, pdu, msg),
+            Upstream::Push => {
+                let mut out = Vec::new();
+                self.push_answer(msg, &mut out);
+                out
+            }
             Upstream::Login => {
                 debug!(key = %pdu.key(), "ignoring pdu from login_server");
                 Vec::new()
@@ -723,6 +753,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             && let Some((user_id, client_type)) = state.user
         {
             self.presence.logout(user_id, conn);
+            if self.presence.sessions(user_id).next().is_none() {
+                self.push.nicks.remove(&user_id);
+            }
             self.went_offline(user_id, client_type, &mut out);
             self.maybe_forget_groups(user_id, &mut out);
         }
@@ -1033,6 +1066,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             self.stats.messages_acked += 1;
         }
         let delivery = Command::MsgData.pdu(0, &m);
+        // Pushed from here only, the sender's msg_server (push.rs); a
+        // resend too: the first push may never have gone, and push_server
+        // sends one message to one device once.
+        self.start_push(p.conn, &m, out);
         if group {
             // Every local member (the sender's other sessions included),
             // not the sending session; one copy to route_server for the
@@ -1174,6 +1211,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             info!(?upstream, "upstream is shutting down");
             return out;
         }
+        if let Message::LoginResDevicetoken(r) = &msg
+            && r.attach_data.is_none()
+        {
+            // db_proxy removed a token push_server found invalid.
+            return out;
+        }
         let Some(p) = self.take_pending(&mut msg) else {
             debug!(?upstream, key = %pdu.key(), "reply without a pending request");
             self.stats.stale_replies += 1;
@@ -1181,6 +1224,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         self.release(&p, &mut out);
         match (p.kind, msg) {
+            (PendingKind::Push(step), msg) => self.push_reply(p, step, msg, &mut out),
             (
                 PendingKind::Login {
                     client_type,
@@ -1248,6 +1292,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         reason: &str,
         out: &mut Actions<C>,
     ) {
+        if let PendingKind::Push(step) = p.kind {
+            self.push_failed(step);
+            return;
+        }
         self.stats.forward_failed += 1;
         if p.kind == PendingKind::FileStatus {
             // Not knowing where the receiver is, the file goes offline.
@@ -1409,6 +1457,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
         };
         let user_id = user.user_id;
+        self.push.nicks.insert(user_id, user.user_nick_name.clone());
         if let Some(kick) = self.presence.login(user_id, client_type, p.conn) {
             self.kick(kick.session, user_id, kick.reason, out);
         }
@@ -1560,7 +1609,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             ]
             .iter()
             .any(|c| pdu.is(c.key())),
-            Upstream::Db | Upstream::File => false,
+            Upstream::Db | Upstream::File | Upstream::Push => false,
         };
         let targets: Vec<LinkId> = if to_all {
             self.up_links(upstream).collect()
@@ -1673,6 +1722,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 bytes,
                 holds_credit,
                 offer: options.offer,
+                push: options.push,
             },
         );
         let Some(link) = options.link.or_else(|| self.up_links(upstream).next()) else {
@@ -1901,6 +1951,7 @@ impl runtime::App for MsgApp<Conn> {
     }
 
     fn collect(&self, out: &mut Scrape) {
+        self.collect_push(out);
         let s = self.stats;
         out.counter(
             "teamtalk_msg_logins_ok_total",
@@ -1996,7 +2047,8 @@ impl runtime::App for MsgApp<Conn> {
         let files_configured = self.links.iter().any(|(l, _)| l.kind == Upstream::File);
         let kinds = Upstream::ALL
             .into_iter()
-            .chain(files_configured.then_some(Upstream::File));
+            .chain(files_configured.then_some(Upstream::File))
+            .chain(self.push_configured().then_some(Upstream::Push));
         for kind in kinds {
             if !self.is_up(kind) {
                 let addrs: Vec<String> = self

@@ -846,6 +846,7 @@ fn presence_pushes_go_to_pc_sessions_that_asked_about_users() {
         user_stat: UserStat {
             user_id: 42,
             status: 1,
+            mobile_sessions: None,
         },
     };
     let out = app.upstream_pdu(ROUTE, &Command::BuddyListStatusNotify.pdu(0, &notify));
