@@ -112,6 +112,16 @@ pub struct UpArgs {
     /// Default: msfs's own address.
     #[arg(long)]
     pub msfs_url: Option<String>,
+    /// push_server's sink: a webhook every push is POSTed to as JSON
+    /// (docs/protocol.md, "Push notifications"). Without it push_server
+    /// runs with no sink and answers every token "no sink" (logged once);
+    /// FCM and APNs need credentials: run push_server with a
+    /// pushserver.conf for them.
+    #[arg(long, value_name = "URL")]
+    pub push_webhook: Option<String>,
+    /// File holding the webhook's bearer token (`Authorization: Bearer`).
+    #[arg(long, requires = "push_webhook")]
+    pub push_webhook_token_file: Option<PathBuf>,
 }
 
 /// `teamtalk user …`.
@@ -468,6 +478,22 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         cfg.admin_token = Some(read_token(path)?);
     }
     cfg.msfs_url.clone_from(&args.msfs_url);
+    if let Some(url) = &args.push_webhook {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CliError::Daemon(format!(
+                "--push-webhook {url:?}: not an http(s) URL"
+            )));
+        }
+        let bearer = match &args.push_webhook_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
+        cfg.push.sinks.webhook = Some(crate::push::WebhookSettings {
+            url: url.clone(),
+            bearer,
+        });
+        cfg.push.routes = crate::push::default_routes(&cfg.push.sinks);
+    }
     let stop = stop_signal()?;
     let sys = system::start(cfg)?;
     if !sys.wait_ready(Duration::from_secs(10)) {
@@ -516,6 +542,11 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         sys.file_msg_addr(),
         args.data_dir.join(crate::file::DEFAULT_DATA_DIR).display()
     )?;
+    let sink = args.push_webhook.as_deref().map_or_else(
+        || "no sink: pushes answered \"no sink\"".to_owned(),
+        |u| format!("webhook {u}"),
+    );
+    writeln!(out, "  push_server        {}  ({sink})", sys.push_addr())?;
     if let Some(a) = sys.admin_addr() {
         writeln!(
             out,
