@@ -21,6 +21,7 @@ use crate::metrics::{Labelled, MetricsSource, Scrape};
 use crate::msfs::{self, MsfsConfig, RunningMsfs};
 use crate::msg::{self, MsgConfig, RunningMsg, WebSocketPort};
 use crate::password::HashParams;
+use crate::push::{self, PushConfig, RunningPush};
 use crate::route::{self, RouteConfig, RunningRoute};
 use crate::runtime::admin::AdminApp;
 use crate::runtime::{AdminSettings, DaemonError, Running, serve_admin};
@@ -176,6 +177,10 @@ pub struct SystemConfig {
     /// answers), for clients that reach it by another name than `host`
     /// (`--host 0.0.0.0`, a proxy); `None`: `http://<host>:<msfs port>/`.
     pub msfs_url: Option<String>,
+    /// The push_server: its address (host and port are replaced by
+    /// `host` and the port asked for here; TeamTalk's 8500), sinks and
+    /// bounds. Without sinks, every token is answered "no sink".
+    pub push: PushConfig,
 }
 
 impl SystemConfig {
@@ -208,6 +213,10 @@ impl SystemConfig {
             admin_token: None,
             cluster_secret: None,
             msfs_url: None,
+            push: PushConfig::new(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), push::DEFAULT_PORT),
+                push::Sinks::default(),
+            ),
         }
     }
 
@@ -228,6 +237,7 @@ impl SystemConfig {
             file_msg: 0,
         };
         cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+        cfg.push.port = 0;
         cfg
     }
 }
@@ -356,6 +366,7 @@ pub struct RunningSystem {
     file: Option<RunningFile>,
     file_cfg: FileConfig,
     msgs: Vec<RunningMsg>,
+    push: RunningPush,
     metrics: Arc<SystemMetrics>,
     admin: Option<Running<AdminApp>>,
 }
@@ -448,6 +459,10 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     // A restart binds the same ports, the ones chosen now if 0 was asked.
     file_cfg.client_port = file.client_addr().port();
     file_cfg.msg_port = file.msg_server_addr().port();
+    let mut push_cfg = cfg.push.clone();
+    push_cfg.listen_ips = vec![cfg.host];
+    push_cfg.peers = peers.clone();
+    let push = push::spawn(push_cfg)?;
     let mut msgs = Vec::new();
     let origins = web_origins(cfg.host, login.http_addr().port());
     for (i, port) in cfg.ports.msg.iter().enumerate() {
@@ -466,6 +481,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         m.link_timers = cfg.link_timers;
         m.peers = peers.clone();
         m.file = vec![file.msg_server_addr()];
+        m.push = vec![push.addr()];
         m.threads = 1;
         msgs.push(msg::spawn(m)?);
     }
@@ -484,6 +500,11 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             "msfs",
             msfs.addr().to_string(),
             msfs.metrics(),
+        )),
+        Arc::new(Labelled::new(
+            "push_server",
+            push.addr().to_string(),
+            push.metrics(),
         )),
     ];
     for m in &msgs {
@@ -520,6 +541,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         file: Some(file),
         file_cfg,
         msgs,
+        push,
         metrics,
         admin,
     })
@@ -641,6 +663,18 @@ impl RunningSystem {
         Arc::clone(&self.store)
     }
 
+    /// push_server's address (msg_servers' port).
+    #[must_use]
+    pub fn push_addr(&self) -> SocketAddr {
+        self.push.addr()
+    }
+
+    /// The push_server.
+    #[must_use]
+    pub fn push(&self) -> &RunningPush {
+        &self.push
+    }
+
     /// The running msg_servers.
     #[must_use]
     pub fn msg_servers(&self) -> &[RunningMsg] {
@@ -743,6 +777,7 @@ impl RunningSystem {
             db,
             file,
             admin,
+            push,
             ..
         } = self;
         if let Some(admin) = admin {
@@ -754,6 +789,7 @@ impl RunningSystem {
         if let Some(f) = file {
             f.stop();
         }
+        push.stop();
         login.stop();
         msfs.stop();
         route.stop();

@@ -105,7 +105,7 @@ pub struct UpArgs {
     /// One daemon's port, after `--port-offset`: `NAME=PORT`, repeatable.
     /// Names: db_proxy, route, login_msg, login_http, login_client, msg
     /// (the first msg_server; the others follow), ws, msfs, file_client,
-    /// file_msg. Port 0 lets the kernel pick.
+    /// file_msg, push. Port 0 lets the kernel pick.
     #[arg(long = "port", value_name = "NAME=PORT", value_parser = parse_port_setting)]
     pub ports: Vec<(String, u16)>,
     /// Admin endpoint for all daemons: `/metrics` (Prometheus) and
@@ -127,6 +127,16 @@ pub struct UpArgs {
     /// Default: msfs's own address.
     #[arg(long)]
     pub msfs_url: Option<String>,
+    /// push_server's sink: a webhook every push is POSTed to as JSON
+    /// (docs/protocol.md, "Push notifications"). Without it push_server
+    /// runs with no sink and answers every token "no sink" (logged once);
+    /// FCM and APNs need credentials: run push_server with a
+    /// pushserver.conf for them.
+    #[arg(long, value_name = "URL")]
+    pub push_webhook: Option<String>,
+    /// File holding the webhook's bearer token (`Authorization: Bearer`).
+    #[arg(long, requires = "push_webhook")]
+    pub push_webhook_token_file: Option<PathBuf>,
 }
 
 /// `teamtalk user …`.
@@ -295,9 +305,9 @@ fn parse_port_setting(s: &str) -> Result<(String, u16), String> {
     let (name, port) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected NAME=PORT"))?;
-    if !system::PORT_NAMES.contains(&name) {
+    if name != "push" && !system::PORT_NAMES.contains(&name) {
         return Err(format!(
-            "no port named {name:?}; the names are {}",
+            "no port named {name:?}; the names are {}, push",
             system::PORT_NAMES.join(", ")
         ));
     }
@@ -492,7 +502,21 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     cfg.host = args.host;
     let offset = args.port_offset.unwrap_or(0);
     cfg.ports.shift(offset).map_err(CliError::Usage)?;
+    if cfg.push.port != 0 {
+        cfg.push.port = u16::try_from(i32::from(cfg.push.port) + offset)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "push_server port moved by {offset} is out of range"
+                ))
+            })?;
+    }
     for (name, port) in &args.ports {
+        if name == "push" {
+            cfg.push.port = *port;
+            continue;
+        }
         cfg.ports.set(name, *port).map_err(CliError::Usage)?;
     }
     let admin_port = if args.any_ports {
@@ -514,6 +538,22 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         cfg.admin_token = Some(read_token(path)?);
     }
     cfg.msfs_url.clone_from(&args.msfs_url);
+    if let Some(url) = &args.push_webhook {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CliError::Daemon(format!(
+                "--push-webhook {url:?}: not an http(s) URL"
+            )));
+        }
+        let bearer = match &args.push_webhook_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
+        cfg.push.sinks.webhook = Some(crate::push::WebhookSettings {
+            url: url.clone(),
+            bearer,
+        });
+        cfg.push.routes = crate::push::default_routes(&cfg.push.sinks);
+    }
     let stop = stop_signal()?;
     let sys = system::start(cfg).map_err(|e| match e {
         SystemError::Daemon(ref d) if d.is_addr_in_use() => CliError::Usage(format!(
@@ -568,6 +608,11 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         sys.file_msg_addr(),
         args.data_dir.join(crate::file::DEFAULT_DATA_DIR).display()
     )?;
+    let sink = args.push_webhook.as_deref().map_or_else(
+        || "no sink: pushes answered \"no sink\"".to_owned(),
+        |u| format!("webhook {u}"),
+    );
+    writeln!(out, "  push_server        {}  ({sink})", sys.push_addr())?;
     if let Some(a) = sys.admin_addr() {
         writeln!(
             out,
