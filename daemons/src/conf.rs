@@ -414,6 +414,21 @@ impl Conf {
         }
     }
 
+    /// The error for `key`'s value when a daemon checks it beyond its type
+    /// (a list whose entries must each parse), naming file, line and key
+    /// like the errors of [`Conf::get_parsed`]. `expected` says what a valid
+    /// value looks like.
+    #[must_use]
+    pub fn invalid_value(&self, key: &str, expected: &str) -> ConfError {
+        ConfError::Invalid {
+            origin: self.origin.clone(),
+            line: self.line_of(key),
+            key: key.to_owned(),
+            value: self.get(key).unwrap_or_default().to_owned(),
+            expected: expected.to_owned(),
+        }
+    }
+
     fn invalid(&self, entry: &Entry, expected: &str) -> ConfError {
         ConfError::Invalid {
             origin: self.origin.clone(),
@@ -468,6 +483,9 @@ fn expected_for<T>() -> &'static str {
     match name {
         "u16" => "a port number",
         "u8" | "u32" | "u64" | "u128" | "usize" => "a non-negative whole number",
+        "core::num::nonzero::NonZero<u32>"
+        | "core::num::nonzero::NonZero<u64>"
+        | "core::num::nonzero::NonZero<usize>" => "a positive whole number",
         "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
         "f32" | "f64" => "a number",
         "bool" => "true or false",

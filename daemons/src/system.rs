@@ -1,10 +1,12 @@
-//! All four daemons in one process, talking over loopback TCP exactly as
+//! Every daemon in one process, talking over loopback TCP exactly as
 //! separate processes would: what `teamtalk up` runs and what the
 //! end-to-end tests start.
 //!
 //! Start order follows the dependencies: db_proxy_server (with the store),
-//! route_server, login_server, then the msg_servers, which connect to the
-//! other three and register with login_server.
+//! route_server, msfs (files in `<data dir>/msfs`), login_server (which
+//! hands out msfs's URL), file_server (offline files in
+//! `<data dir>/offline_file`), then the msg_servers, which connect to
+//! db_proxy, route, login and file_server and register with login_server.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -13,8 +15,10 @@ use std::time::Duration;
 
 use crate::cluster::PeerPolicy;
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
+use crate::file::{self, FileConfig, RunningFile};
 use crate::login::{self, LoginConfig, RunningLogin};
 use crate::metrics::{Labelled, MetricsSource, Scrape};
+use crate::msfs::{self, MsfsConfig, RunningMsfs};
 use crate::msg::{self, MsgConfig, RunningMsg, WebSocketPort};
 use crate::password::HashParams;
 use crate::route::{self, RouteConfig, RunningRoute};
@@ -42,6 +46,12 @@ pub struct Ports {
     /// ours: TeamTalk has none). Pages from login_server's HTTP origin may
     /// connect.
     pub ws: Vec<u16>,
+    /// msfs, the HTTP file store (8700).
+    pub msfs: u16,
+    /// file_server's client port (8600).
+    pub file_client: u16,
+    /// file_server's msg_server port (8601).
+    pub file_msg: u16,
 }
 
 /// How to run the whole system.
@@ -69,6 +79,10 @@ pub struct SystemConfig {
     /// (and on first start creates) `cluster.secret` in the data
     /// directory.
     pub cluster_secret: Option<Vec<u8>>,
+    /// The msfs URL login_server hands to clients (and msfs puts in its
+    /// answers), for clients that reach it by another name than `host`
+    /// (`--host 0.0.0.0`, a proxy); `None`: `http://<host>:<msfs port>/`.
+    pub msfs_url: Option<String>,
 }
 
 impl SystemConfig {
@@ -88,6 +102,9 @@ impl SystemConfig {
                 ws: (0..msg_servers.max(1))
                     .map(|i| DEFAULT_WS_PORT + i)
                     .collect(),
+                msfs: msfs::DEFAULT_PORT,
+                file_client: file::DEFAULT_CLIENT_PORT,
+                file_msg: file::DEFAULT_MSG_PORT,
             },
             hash_params: HashParams::RECOMMENDED,
             link_timers: None,
@@ -97,6 +114,7 @@ impl SystemConfig {
             )),
             admin_token: None,
             cluster_secret: None,
+            msfs_url: None,
         }
     }
 
@@ -112,6 +130,9 @@ impl SystemConfig {
             login_client: 0,
             msg: vec![0; usize::from(msg_servers.max(1))],
             ws: vec![0; usize::from(msg_servers.max(1))],
+            msfs: 0,
+            file_client: 0,
+            file_msg: 0,
         };
         cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
         cfg
@@ -148,44 +169,44 @@ pub const DEFAULT_WS_PORT: u16 = 8800;
 /// 8090: free among TeamTalk's ports and not Prometheus's own 9090.
 pub const DEFAULT_ADMIN_PORT: u16 = 8090;
 
-/// Every daemon of the system behind one endpoint. db_proxy_server can be
-/// stopped and restarted ([`RunningSystem::restart_db`]), so its source is
-/// swapped in and out; while it is stopped the system is unhealthy.
-struct SystemMetrics {
-    db_instance: String,
-    db: Mutex<Option<Arc<dyn MetricsSource>>>,
-    others: Vec<Arc<dyn MetricsSource>>,
+/// A daemon that can be stopped and started again while the system runs
+/// (db_proxy_server and file_server, for tests of restarts): its metrics
+/// source is swapped in and out; while it is stopped the system is
+/// unhealthy.
+struct Swappable {
+    daemon: &'static str,
+    instance: String,
+    source: Mutex<Option<Arc<dyn MetricsSource>>>,
 }
 
-impl SystemMetrics {
-    fn set_db(&self, db: Option<&DbProxyServer>) {
-        let source = db.map(|db| {
-            Arc::new(Labelled::new(
-                "db_proxy_server",
-                self.db_instance.clone(),
-                db.metrics(),
-            )) as Arc<dyn MetricsSource>
-        });
-        *self.db.lock().unwrap_or_else(PoisonError::into_inner) = source;
+impl Swappable {
+    fn new(daemon: &'static str, instance: String) -> Self {
+        Self {
+            daemon,
+            instance,
+            source: Mutex::new(None),
+        }
     }
 
-    fn db(&self) -> Option<Arc<dyn MetricsSource>> {
-        self.db
+    fn set(&self, metrics: Option<Arc<dyn MetricsSource>>) {
+        let source = metrics.map(|m| {
+            Arc::new(Labelled::new(self.daemon, self.instance.clone(), m)) as Arc<dyn MetricsSource>
+        });
+        *self.source.lock().unwrap_or_else(PoisonError::into_inner) = source;
+    }
+
+    fn get(&self) -> Option<Arc<dyn MetricsSource>> {
+        self.source
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-}
 
-impl MetricsSource for SystemMetrics {
     fn collect(&self, out: &mut Scrape) {
-        match self.db() {
-            Some(db) => db.collect(out),
+        match self.get() {
+            Some(source) => source.collect(out),
             None => out.scoped(
-                &[
-                    ("daemon", "db_proxy_server"),
-                    ("instance", &self.db_instance),
-                ],
+                &[("daemon", self.daemon), ("instance", &self.instance)],
                 |out| {
                     out.gauge(
                         "teamtalk_healthy",
@@ -196,14 +217,33 @@ impl MetricsSource for SystemMetrics {
                 },
             ),
         }
+    }
+
+    fn health(&self, problems: &mut Vec<String>) {
+        match self.get() {
+            Some(source) => source.health(problems),
+            None => problems.push(format!("{} {}: not running", self.daemon, self.instance)),
+        }
+    }
+}
+
+/// Every daemon of the system behind one endpoint.
+struct SystemMetrics {
+    db: Swappable,
+    file: Swappable,
+    others: Vec<Arc<dyn MetricsSource>>,
+}
+
+impl MetricsSource for SystemMetrics {
+    fn collect(&self, out: &mut Scrape) {
+        self.db.collect(out);
+        self.file.collect(out);
         self.others.collect(out);
     }
 
     fn health(&self, problems: &mut Vec<String>) {
-        match self.db() {
-            Some(db) => db.health(problems),
-            None => problems.push(format!("db_proxy_server {}: not running", self.db_instance)),
-        }
+        self.db.health(problems);
+        self.file.health(problems);
         self.others.health(problems);
     }
 }
@@ -218,7 +258,10 @@ pub struct RunningSystem {
     db: Option<DbProxyServer>,
     db_addr: SocketAddr,
     route: RunningRoute,
+    msfs: RunningMsfs,
     login: RunningLogin,
+    file: Option<RunningFile>,
+    file_cfg: FileConfig,
     msgs: Vec<RunningMsg>,
     metrics: Arc<SystemMetrics>,
     admin: Option<Running<AdminApp>>,
@@ -230,7 +273,9 @@ impl std::fmt::Debug for RunningSystem {
             .field("cfg", &self.cfg)
             .field("db_addr", &self.db_addr)
             .field("route", &self.route)
+            .field("msfs", &self.msfs)
             .field("login", &self.login)
+            .field("file", &self.file)
             .field("msgs", &self.msgs)
             .field("admin", &self.admin)
             .finish_non_exhaustive()
@@ -274,7 +319,15 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     route_cfg.msg_port = cfg.ports.route;
     route_cfg.peers = peers.clone();
     let route = route::spawn(route_cfg)?;
+    let mut msfs_cfg = MsfsConfig::loopback(cfg.data_dir.join("msfs"));
+    msfs_cfg.listen_ips = vec![cfg.host];
+    msfs_cfg.port = cfg.ports.msfs;
+    msfs_cfg.public_url.clone_from(&cfg.msfs_url);
+    let msfs = msfs::spawn(msfs_cfg)?;
+    let msfs_url = advertised_msfs_url(&cfg, msfs.addr());
     let mut login_cfg = LoginConfig::loopback();
+    login_cfg.urls.msfs_prior.clone_from(&msfs_url);
+    login_cfg.urls.msfs_backup = msfs_url;
     login_cfg.peers = peers.clone();
     login_cfg.msg_server_ips = vec![cfg.host];
     login_cfg.msg_server_port = cfg.ports.login_msg;
@@ -283,6 +336,16 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     login_cfg.client_ips = vec![cfg.host];
     login_cfg.client_port = Some(cfg.ports.login_client);
     let login = login::spawn(login_cfg)?;
+    let mut file_cfg = FileConfig::loopback(cfg.data_dir.join(file::DEFAULT_DATA_DIR));
+    file_cfg.client_ips = vec![cfg.host];
+    file_cfg.client_port = cfg.ports.file_client;
+    file_cfg.msg_ips = vec![cfg.host];
+    file_cfg.msg_port = cfg.ports.file_msg;
+    file_cfg.peers = peers.clone();
+    let file = file::spawn(file_cfg.clone())?;
+    // A restart binds the same ports, the ones chosen now if 0 was asked.
+    file_cfg.client_port = file.client_addr().port();
+    file_cfg.msg_port = file.msg_server_addr().port();
     let mut msgs = Vec::new();
     let origins = web_origins(cfg.host, login.http_addr().port());
     for (i, port) in cfg.ports.msg.iter().enumerate() {
@@ -300,6 +363,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         }
         m.link_timers = cfg.link_timers;
         m.peers = peers.clone();
+        m.file = vec![file.msg_server_addr()];
         m.threads = 1;
         msgs.push(msg::spawn(m)?);
     }
@@ -314,6 +378,11 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             login.msg_server_addr().to_string(),
             login.metrics(),
         )),
+        Arc::new(Labelled::new(
+            "msfs",
+            msfs.addr().to_string(),
+            msfs.metrics(),
+        )),
     ];
     for m in &msgs {
         others.push(Arc::new(Labelled::new(
@@ -323,11 +392,12 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         )));
     }
     let metrics = Arc::new(SystemMetrics {
-        db_instance: db_addr.to_string(),
-        db: Mutex::new(None),
+        db: Swappable::new("db_proxy_server", db_addr.to_string()),
+        file: Swappable::new("file_server", file.msg_server_addr().to_string()),
         others,
     });
-    metrics.set_db(Some(&db));
+    metrics.db.set(Some(db.metrics()));
+    metrics.file.set(Some(file.metrics()));
     let admin = match cfg.admin {
         Some(addr) => Some(serve_admin(
             &AdminSettings::with_token(addr, cfg.admin_token.clone()),
@@ -343,7 +413,10 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         db: Some(db),
         db_addr,
         route,
+        msfs,
         login,
+        file: Some(file),
+        file_cfg,
         msgs,
         metrics,
         admin,
@@ -363,6 +436,21 @@ fn web_origins(host: IpAddr, http_port: u16) -> WsOrigins {
         list.push(format!("http://localhost:{http_port}"));
     }
     WsOrigins::List(list.into())
+}
+
+/// The msfs URL clients are given: [`SystemConfig::msfs_url`], else msfs's
+/// address, with loopback in place of an unspecified host (a client can
+/// do nothing with `0.0.0.0`; set `msfs_url` for remote clients then).
+fn advertised_msfs_url(cfg: &SystemConfig, bound: SocketAddr) -> String {
+    if let Some(url) = &cfg.msfs_url {
+        return url.clone();
+    }
+    let ip = match bound.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/", SocketAddr::new(ip, bound.port()))
 }
 
 fn spawn_db(
@@ -418,6 +506,26 @@ impl RunningSystem {
         self.route.addr()
     }
 
+    /// msfs's address.
+    #[must_use]
+    pub fn msfs_addr(&self) -> SocketAddr {
+        self.msfs.addr()
+    }
+
+    /// The msfs URL login_server hands to clients.
+    #[must_use]
+    pub fn msfs_url(&self) -> String {
+        self.login
+            .inspect(|app| app.directory().urls().msfs_prior.clone())
+            .unwrap_or_default()
+    }
+
+    /// The msfs.
+    #[must_use]
+    pub fn msfs(&self) -> &RunningMsfs {
+        &self.msfs
+    }
+
     /// The admin endpoint (`/metrics`, `/healthz`) serving every daemon,
     /// when [`SystemConfig::admin`] asked for one.
     #[must_use]
@@ -467,9 +575,48 @@ impl RunningSystem {
     /// Stops db_proxy_server (as a crash or restart would).
     pub fn stop_db(&mut self) {
         if let Some(db) = self.db.take() {
-            self.metrics.set_db(None);
+            self.metrics.db.set(None);
             db.stop();
         }
+    }
+
+    /// file_server's client address (where clients send and fetch files).
+    #[must_use]
+    pub fn file_client_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.cfg.host, self.file_cfg.client_port)
+    }
+
+    /// file_server's msg_server address.
+    #[must_use]
+    pub fn file_msg_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.cfg.host, self.file_cfg.msg_port)
+    }
+
+    /// The file_server, while it runs.
+    #[must_use]
+    pub fn file_server(&self) -> Option<&RunningFile> {
+        self.file.as_ref()
+    }
+
+    /// Stops file_server (as a crash or restart would).
+    pub fn stop_file(&mut self) {
+        if let Some(f) = self.file.take() {
+            self.metrics.file.set(None);
+            f.stop();
+        }
+    }
+
+    /// Starts file_server again on the same addresses and data directory:
+    /// the offline files stored before are found and served again.
+    ///
+    /// # Errors
+    /// When it cannot bind or start.
+    pub fn restart_file(&mut self) -> Result<(), SystemError> {
+        self.stop_file();
+        let f = file::spawn(self.file_cfg.clone())?;
+        self.metrics.file.set(Some(f.metrics()));
+        self.file = Some(f);
+        Ok(())
     }
 
     /// Starts db_proxy_server again on the same address and store.
@@ -479,7 +626,7 @@ impl RunningSystem {
     pub fn restart_db(&mut self) -> Result<(), SystemError> {
         self.stop_db();
         let db = spawn_db(&self.cfg, self.db_addr, &self.store, &self.peers)?;
-        self.metrics.set_db(Some(&db));
+        self.metrics.db.set(Some(db.metrics()));
         self.db = Some(db);
         Ok(())
     }
@@ -489,8 +636,10 @@ impl RunningSystem {
         let Self {
             msgs,
             login,
+            msfs,
             route,
             db,
+            file,
             admin,
             ..
         } = self;
@@ -500,7 +649,11 @@ impl RunningSystem {
         for m in msgs {
             m.stop();
         }
+        if let Some(f) = file {
+            f.stop();
+        }
         login.stop();
+        msfs.stop();
         route.stop();
         if let Some(db) = db {
             db.stop();

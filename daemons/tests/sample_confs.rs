@@ -46,6 +46,14 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
                 daemons::db_proxy::config_from_conf(&conf)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
+            } else if name.starts_with("msfs") {
+                daemons::msfs::MsfsConfig::from_conf(&conf)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else if name.starts_with("fileserver") {
+                daemons::file::FileConfig::from_conf(&conf)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             } else {
                 panic!("a sample conf no test reads: {name}");
             };
@@ -60,5 +68,5 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 4 + 5);
+    assert_eq!(checked, 6 + 5);
 }

@@ -379,7 +379,9 @@ pub mod ws;
 #[cfg(test)]
 mod tests;
 
-pub use self::http::{HttpCloseReason, HttpConfig, HttpConn, HttpEvent, RespondError};
+pub use self::http::{
+    HttpCloseReason, HttpConfig, HttpConn, HttpEvent, OversizedBody, RespondError,
+};
 pub use auth::{ClusterAuth, ClusterKey, DEFAULT_AUTH_TIMEOUT, KeyError, NonceSource, PeerAuth};
 pub use backoff::{
     Backoff, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, TEAMTALK_MAX_RECONNECT,

@@ -31,6 +31,10 @@ pub enum Daemon {
     Route,
     /// db_proxy_server.
     DbProxy,
+    /// msfs, the HTTP file store.
+    Msfs,
+    /// file_server: file transfer between clients.
+    File,
 }
 
 impl Daemon {
@@ -42,6 +46,8 @@ impl Daemon {
             Self::Msg => "msg_server",
             Self::Route => "route_server",
             Self::DbProxy => "db_proxy_server",
+            Self::Msfs => "msfs",
+            Self::File => "file_server",
         }
     }
 
@@ -54,17 +60,29 @@ impl Daemon {
             Self::Msg => "msgserver.conf",
             Self::Route => "routeserver.conf",
             Self::DbProxy => "dbproxyserver.conf",
+            Self::Msfs => "msfs.conf",
+            Self::File => "fileserver.conf",
         }
     }
 
     /// The conf keys it reads, with defaults: the end of `--help`.
     #[must_use]
-    pub const fn conf_help(self) -> &'static str {
+    pub fn conf_help(self) -> String {
+        let shared = match self {
+            Self::Msfs => String::new(),
+            _ => CLUSTER_KEYS.to_owned(),
+        };
+        format!("{}{shared}{ADMIN_KEYS}", self.own_keys())
+    }
+
+    const fn own_keys(self) -> &'static str {
         match self {
             Self::Login => LOGIN_KEYS,
             Self::Msg => MSG_KEYS,
             Self::Route => ROUTE_KEYS,
             Self::DbProxy => DB_KEYS,
+            Self::Msfs => MSFS_KEYS,
+            Self::File => FILE_KEYS,
         }
     }
 }
@@ -112,7 +130,7 @@ impl DaemonArgs {
         let matches = Self::command()
             .name(daemon.name())
             .bin_name(daemon.name())
-            .after_long_help(format!("{}{SHARED_KEYS}", daemon.conf_help()))
+            .after_long_help(daemon.conf_help())
             .after_help(format!(
                 "Reads {} from the working directory without -c. \
                  `--help` lists the conf keys.",
@@ -234,13 +252,32 @@ fn start_daemon(
                 Some(lock),
             )
         }
+        Daemon::Msfs => {
+            let mut cfg = crate::msfs::MsfsConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
+            (
+                Box::new(crate::msfs::spawn(cfg).map_err(|e| fail(&e))?),
+                None,
+            )
+        }
+        Daemon::File => {
+            let mut cfg = crate::file::FileConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
+            (
+                Box::new(crate::file::spawn(cfg).map_err(|e| fail(&e))?),
+                None,
+            )
+        }
     })
 }
 
-const SHARED_KEYS: &str = "\
+const CLUSTER_KEYS: &str = "\
   ClusterSecret=S | ClusterSecretFile=PATH   the cluster secret every server link proves (>= 16 bytes); \
 required when a server port listens beyond loopback
   AllowUnauthenticatedPeers=CIDR;…          C++ daemons admitted without the secret, by address
+";
+
+const ADMIN_KEYS: &str = "\
   AdminListen=IP:PORT | off                 /metrics and /healthz (default 127.0.0.1 on a free port, logged)
   AdminToken=T                              bearer token for the admin port (required beyond loopback)
 ";
@@ -254,8 +291,8 @@ msgserver.conf keys (TeamTalk's, then ours):
   DBServerIP<n>=HOST, DBServerPort<n>=PORT  db_proxy_servers (n = 1, 2, …; at least one)
   LoginServerIP<n>=HOST, LoginServerPort<n> login_servers' msg_server ports (at least one)
   RouteServerIP<n>=HOST, RouteServerPort<n> route_servers (at least one)
+  FileServerIP<n>=HOST, FileServerPort<n>   file_servers' msg_server ports (optional: no file transfer without)
   PushServerIP<n>, PushServerPort<n>        accepted; push is not served yet
-  FileServerIP<n>, FileServerPort<n>        accepted; file transfer is not served yet
   ConcurrentDBConnCnt, aesKey               accepted for compatibility, not used
   MsgRateLimit=N                            messages a second per session (default: no limit)
   TlsListenPort=PORT                        a second client port over TLS (needs TlsCertFile, TlsKeyFile)
@@ -275,6 +312,7 @@ loginserver.conf keys (TeamTalk's, then ours):
   msfs=URL                                  image store URL handed to clients (required)
   discovery=URL                             discovery URL handed to clients (required)
   CorsOrigins=URL;… | *                     web origins that may read /msg_server
+  WebClient=false                           do not serve the web client at / (default: served)
   PeerTlsCertFile, PeerTlsKeyFile, PeerTlsCaFile, PeerTlsClientAuth, PeerTlsServerName
                                             TLS on the msg_server port
 ";
@@ -300,6 +338,36 @@ dbproxyserver.conf keys (TeamTalk's, then ours):
                                             TLS on the msg_server port
 ";
 
+const MSFS_KEYS: &str = "\
+msfs.conf keys (TeamTalk's, then ours):
+  ListenIP=IP;…, ListenPort=PORT            HTTP port (required; TeamTalk: 8700)
+  BaseDir=PATH                              where files are stored (required)
+  GetThreadCount=N, PostThreadCount=N       download and upload workers (default 32 and 1; at most 64)
+  FileCnt, FilesPerDir                      accepted; files are placed by their hash
+  MaxUploadBytes=N                          largest file (default 10485760)
+  QuotaBytes=N                              total bytes stored (default: no quota)
+  UploadsPerMinute=N                        uploads per source address a minute (default 120)
+  PublicUrl=URL                             the URL answers name (default: from the request's Host)
+  MaxConnsPerSource=N, MaxConnections=N     connection caps (default 64 and 1024)
+";
+
+const FILE_KEYS: &str = "\
+fileserver.conf keys (TeamTalk's, then ours):
+  ClientListenIP=IP;…, ClientListenPort=PORT      client port (required; TeamTalk: 8600)
+  MsgServerListenIP=IP;…, MsgServerListenPort=PORT  msg_server port (required; TeamTalk: 8601)
+  FileServerIp=IP;…                         addresses handed to clients (with ClientListenPort)
+  ClientAdvertise=HOST:PORT;…               addresses handed to clients, ports of their own (at most 8)
+  TaskTimeout=SECS                          how long a transfer may wait for its peer
+  Address, ListenPort                       TeamTalk's older keys: accepted, not used
+  DataDir=PATH                              offline files (default ./offline_file, as TeamTalk)
+  MaxFileBytes=N                            largest file (at most 4294967295)
+  QuotaBytes=N                              total bytes of offline files
+  OfflineRetentionSecs=SECS                 how long an offline file is kept
+  MaxTasks=N, MaxTasksPerUser=N             transfers at once, in all and per user
+  PeerTlsCertFile, PeerTlsKeyFile, PeerTlsCaFile, PeerTlsClientAuth, PeerTlsServerName
+                                            TLS on the msg_server port
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,15 +375,22 @@ mod tests {
     /// Every key a daemon reads is in its `--help`.
     #[test]
     fn help_names_every_known_key() {
-        let lists: [(Daemon, &[&str]); 4] = [
+        let lists: [(Daemon, &[&str]); 6] = [
+            (Daemon::File, crate::file::KNOWN_KEYS),
+            (Daemon::Msfs, crate::msfs::KNOWN_KEYS),
             (Daemon::Msg, crate::msg::KNOWN_KEYS),
             (Daemon::Login, crate::login::KNOWN_KEYS),
             (Daemon::Route, crate::route::KNOWN_KEYS),
             (Daemon::DbProxy, crate::db_proxy::KNOWN_KEYS),
         ];
         for (daemon, keys) in lists {
-            let help = format!("{}{SHARED_KEYS}", daemon.conf_help());
-            for key in keys.iter().chain(crate::cluster::KEYS) {
+            let help = daemon.conf_help();
+            let cluster: &[&str] = if daemon == Daemon::Msfs {
+                &[]
+            } else {
+                crate::cluster::KEYS
+            };
+            for key in keys.iter().chain(cluster) {
                 let key = key.trim_end_matches('*');
                 assert!(help.contains(key), "{}: --help lacks {key}", daemon.name());
             }

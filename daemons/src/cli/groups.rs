@@ -20,8 +20,8 @@ use std::path::Path;
 
 use super::users::{Access, open};
 use crate::store::{
-    Actor, Group, GroupId, GroupType, MemberChange, MembersChanged, NewGroup, Store,
-    StoreError, UserId,
+    Actor, Group, GroupId, GroupType, MemberChange, MembersChanged, NewGroup, Store, StoreError,
+    UserId,
 };
 
 /// What went wrong with a group command.

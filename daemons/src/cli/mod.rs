@@ -59,7 +59,8 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum Commands {
-    /// Run every daemon in this process on loopback, with the embedded store.
+    /// Run every daemon in this process on loopback, with the embedded store
+    /// (db_proxy, route, login, file and msg servers).
     Up(UpArgs),
     /// A terminal TeamTalk client: chat interactively or run scripted steps.
     Chat(crate::tools::chat::ChatArgs),
@@ -85,7 +86,8 @@ pub struct UpArgs {
     /// Address every daemon listens on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
-    /// How many msg_servers (ports 8000, 8001, …).
+    /// How many msg_servers (ports 8000, 8001, …); file_server listens on
+    /// 8600 (clients) and 8601 (msg_servers).
     #[arg(long, default_value_t = 1)]
     pub msg_servers: u16,
     /// Let the kernel pick every port (prints them) instead of TeamTalk's.
@@ -105,6 +107,11 @@ pub struct UpArgs {
     /// show in process listings.
     #[arg(long, conflicts_with = "no_admin")]
     pub admin_token_file: Option<PathBuf>,
+    /// The msfs URL handed to clients (images, avatars), when they reach
+    /// it by another name than `--host`, e.g. `http://chat.example:8700/`.
+    /// Default: msfs's own address.
+    #[arg(long)]
+    pub msfs_url: Option<String>,
 }
 
 /// `teamtalk user …`. Users are named by login name or id. The store is
@@ -409,13 +416,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             users::check_name(&name)?;
             users::check_password(&password)?;
             let store = users::open(&data_dir, write_access(create))?;
-            let id = users::add_user(
-                &store,
-                &name,
-                &password,
-                nick.as_deref(),
-                dept.as_deref(),
-            )?;
+            let id = users::add_user(&store, &name, &password, nick.as_deref(), dept.as_deref())?;
             writeln!(out, "added user {name} with id {id}")?;
         }
         UserCommand::Seed {
@@ -586,6 +587,7 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if let Some(path) = &args.admin_token_file {
         cfg.admin_token = Some(read_token(path)?);
     }
+    cfg.msfs_url.clone_from(&args.msfs_url);
     let stop = stop_signal()?;
     let sys = system::start(cfg)?;
     if !sys.wait_ready(Duration::from_secs(10)) {
@@ -602,6 +604,11 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         "  clients start at   http://{}/msg_server  (then TCP to the msg_server it names)",
         sys.http_addr()
     )?;
+    writeln!(
+        out,
+        "  web client         http://{}/  (open it in a browser)",
+        sys.http_addr()
+    )?;
     writeln!(out, "  msg_server         {}", msgs.join(", "))?;
     let ws: Vec<String> = sys
         .ws_addrs()
@@ -611,11 +618,24 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     if !ws.is_empty() {
         writeln!(out, "  browsers           {}", ws.join(", "))?;
     }
+    writeln!(
+        out,
+        "  msfs               {}  (images, avatars; files in {})",
+        sys.msfs_url(),
+        args.data_dir.join("msfs").display()
+    )?;
     if let Some(c) = sys.login_client_addr() {
         writeln!(out, "  login_server       legacy TCP {c}")?;
     }
     writeln!(out, "  route_server       {}", sys.route_addr())?;
     writeln!(out, "  db_proxy_server    {}", sys.db_addr())?;
+    writeln!(
+        out,
+        "  file_server        clients {}, msg_servers {}; offline files in {}",
+        sys.file_client_addr(),
+        sys.file_msg_addr(),
+        args.data_dir.join(crate::file::DEFAULT_DATA_DIR).display()
+    )?;
     if let Some(a) = sys.admin_addr() {
         writeln!(
             out,

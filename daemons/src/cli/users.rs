@@ -414,7 +414,11 @@ mod tests {
         let store = created(dir.path());
         let id = add_user(&store, "alice", "old", None, None).unwrap();
         add_user(&store, "bob", "pw", None, None).unwrap();
-        let ok = |pw: &str| store.verify_login("alice", &md5_hex(pw.as_bytes())).unwrap();
+        let ok = |pw: &str| {
+            store
+                .verify_login("alice", &md5_hex(pw.as_bytes()))
+                .unwrap()
+        };
 
         assert_eq!(set_password(&store, "alice", "new").unwrap().id, id);
         assert!(ok("old").is_none());

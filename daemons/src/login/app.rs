@@ -19,6 +19,8 @@ use tracing::{debug, info, warn};
 use crate::metrics::{CounterMap, Scrape};
 use crate::runtime::{self, CloseCause, Conn, Input, NoJob, Now, Out, PortId, Request, Response};
 
+use super::web::WebClient;
+
 /// `user_action` of `CID_OTHER_USER_CNT_UPDATE`: a client connected.
 const USER_CNT_INC: u32 = 1;
 /// `user_action` of `CID_OTHER_USER_CNT_UPDATE`: a client left.
@@ -155,6 +157,10 @@ pub struct LoginApp<C> {
     http: CounterMap,
     /// Web pages on other origins allowed to read `/msg_server` (CORS).
     cors: Option<WsOrigins>,
+    /// The web client served at the root; `None` answers 404 there.
+    web: Option<WebClient>,
+    /// Web client requests by status (`200`, `304`, `405`).
+    web_requests: CounterMap,
 }
 
 impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
@@ -168,7 +174,17 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
             counters: LoginCounters::default(),
             http: CounterMap::new(),
             cors: None,
+            web: None,
+            web_requests: CounterMap::new(),
         }
+    }
+
+    /// Serves the web client at the root of the HTTP port (`/`,
+    /// `/app.js`, `/proto/…`); `/msg_server` is unchanged.
+    #[must_use]
+    pub fn with_web_client(mut self, web: Option<WebClient>) -> Self {
+        self.web = web;
+        self
     }
 
     /// Lets pages of `origins` read `/msg_server` from another origin
@@ -335,10 +351,23 @@ const TEAMTALK_CONTENT_TYPE: &str = "text/html;charset=utf-8";
 
 impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
     /// Answers one HTTP request: `/msg_server` (any method, as in TeamTalk)
-    /// with the JSON clients read, anything else with 404. One request per
-    /// connection, `Connection: close`, as TeamTalk's clients expect.
+    /// with the JSON clients read, the web client's files when it is
+    /// served, anything else with 404. One request per connection,
+    /// `Connection: close`, as TeamTalk's clients expect.
     pub fn http(&mut self, request: &Request) -> Response {
-        let mut response = if request.uri().path().starts_with(MSG_SERVER_PATH) {
+        let page = if request.uri().path().starts_with(MSG_SERVER_PATH) {
+            None
+        } else {
+            self.web.as_ref().and_then(|w| w.respond(request))
+        };
+        let mut response = if let Some(page) = page {
+            self.web_requests.inc(match page.status() {
+                StatusCode::OK => "200",
+                StatusCode::NOT_MODIFIED => "304",
+                _ => "405",
+            });
+            page
+        } else if request.uri().path().starts_with(MSG_SERVER_PATH) {
             self.http.inc("200");
             let browser = request
                 .uri()
@@ -352,7 +381,12 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
             r
         } else {
             self.http.inc("404");
-            crate::http::text(StatusCode::NOT_FOUND, "not found; try /msg_server\n")
+            let hint = if self.web.is_some() {
+                "not found; the web client is at /, TeamTalk clients use /msg_server\n"
+            } else {
+                "not found; try /msg_server\n"
+            };
+            crate::http::text(StatusCode::NOT_FOUND, hint)
         };
         response
             .headers_mut()
@@ -465,6 +499,13 @@ impl runtime::App for LoginApp<Conn> {
             out,
             "teamtalk_login_http_requests_total",
             "HTTP requests by outcome: the status sent, or dropped (too large, too slow, malformed).",
+            &[],
+            "status",
+        );
+        self.web_requests.render(
+            out,
+            "teamtalk_login_web_requests_total",
+            "Requests for the web client's files, by the status sent (200, 304, 405).",
             &[],
             "status",
         );

@@ -25,12 +25,21 @@
 //! The HTTP port runs on the shared HTTP layer (`teamtalk_conn::HttpConn`):
 //! one request per connection, any method (as in TeamTalk; `HEAD` gets no
 //! body), `Content-Type: text/html;charset=utf-8` as TeamTalk sends,
-//! `Connection: close`. A request head over 1024 bytes is answered 431
-//! (TeamTalk treats it as an attack and closes), a client that has not
+//! `Connection: close`. A request head over 8 KiB or a body over 1024
+//! bytes is answered 431 or 413 (TeamTalk closes anything over 1024 bytes
+//! as an attack; browsers' heads with cookies need more, see
+//! [`MAX_HTTP_HEAD`]), a client that has not
 //! sent its request 10 s after connecting gets 408 (TeamTalk waits 60 s),
 //! and one address may hold at most [`DEFAULT_HTTP_MAX_PER_SOURCE`]
-//! connections, so slow clients never keep others out. Any path other
-//! than `/msg_server` gets a 404.
+//! connections, so slow clients never keep others out.
+//!
+//! # Web client
+//!
+//! The browser client ([`WebClient`], files in `daemons/web/client/`
+//! embedded in the binary) is served at the root: `/`, its scripts, and
+//! our `.proto` files under `/proto/`. It asks `/msg_server?transport=ws`
+//! on the same origin and opens a msg_server's WebSocket port.
+//! `WebClient=false` turns it off. Any other path gets a 404.
 //!
 //! # Structure
 //!
@@ -38,6 +47,7 @@
 //! [`Directory`]; [`spawn`] runs it on the shared [`runtime`].
 
 mod app;
+mod web;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -54,6 +64,7 @@ use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, Por
 
 pub use crate::route::ConfigError;
 pub use app::{Action, Directory, LoginApp, LoginCounters, MSG_SERVER_PATH, PeerKind};
+pub use web::WebClient;
 
 /// A running login_server.
 pub type RunningLogin = Running<LoginApp<Conn>>;
@@ -82,7 +93,7 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, DaemonError> {
         header_timeout: config.http_timeout,
         body_timeout: config.http_timeout,
         keep_alive: false,
-        max_head_bytes: MAX_HTTP_REQUEST,
+        max_head_bytes: MAX_HTTP_HEAD,
         max_body_bytes: MAX_HTTP_REQUEST,
         ..HttpConfig::default()
     };
@@ -111,8 +122,9 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, DaemonError> {
             .map(|a| AdminSettings::with_token(a, config.admin_token.clone())),
     );
     plan.peer_policy(config.peers.clone());
-    let app =
-        LoginApp::new(Directory::new(config.urls.clone()), ports).with_cors(config.cors.clone());
+    let app = LoginApp::new(Directory::new(config.urls.clone()), ports)
+        .with_cors(config.cors.clone())
+        .with_web_client(config.web_client.then(WebClient::new));
     runtime::start(app, plan)
 }
 
@@ -204,10 +216,19 @@ pub const KNOWN_KEYS: &[&str] = &[
     "PeerTlsClientAuth",
     "PeerTlsServerName",
     "CorsOrigins",
+    "WebClient",
 ];
 
-/// TeamTalk's limit on an HTTP request; anything longer is closed.
+/// TeamTalk's limit on an HTTP request body; anything longer is closed
+/// (`/msg_server` takes none).
 pub const MAX_HTTP_REQUEST: usize = 1024;
+/// Longest request head. TeamTalk allowed 1024 bytes for the whole
+/// request, but a browser's head alone is over 600 bytes (Chromium's
+/// client hints, `Accept`, `Sec-Fetch-*`) before any cookie, and cookies
+/// of every other site on the same host name come along whatever the
+/// port: 8 KiB, the WebSocket upgrade's limit, keeps the web client
+/// working where other applications share the host.
+pub const MAX_HTTP_HEAD: usize = 8 << 10;
 /// How long an HTTP client has to send its request.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP connections one address may hold at once; more are closed on
@@ -251,6 +272,9 @@ pub struct LoginConfig {
     /// Web origins whose pages may read `/msg_server` from elsewhere
     /// (`CorsOrigins=`, same form as msg_server's `WebSocketOrigins`).
     pub cors: Option<teamtalk_conn::WsOrigins>,
+    /// Serve the web client at the root of the HTTP port (`WebClient=`,
+    /// ours; on unless `false`).
+    pub web_client: bool,
 }
 
 impl LoginConfig {
@@ -291,6 +315,7 @@ impl LoginConfig {
             peers: PeerPolicy::from_conf(conf)?,
             peer_tls: crate::route::peer_tls(conf)?,
             cors: conf.get("CorsOrigins").map(crate::msg::parse_origins),
+            web_client: conf.get_parsed("WebClient")?.unwrap_or(true),
         })
     }
 
@@ -319,6 +344,7 @@ impl LoginConfig {
             peers: PeerPolicy::open(),
             peer_tls: None,
             cors: None,
+            web_client: true,
         }
     }
 

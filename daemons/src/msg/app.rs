@@ -21,7 +21,10 @@
 //!   which TeamTalk's PC clients do right after logging in. TeamTalk pushes
 //!   every change to every PC session, so filling a server with N sessions
 //!   costs O(N²) notices even when nobody looks; sessions that never ask
-//!   get none here.
+//!   get none here;
+//! - file transfer (`app/files.rs`): offers go to a file_server whose
+//!   link is up, online or offline as TeamTalk decides, every offer is
+//!   answered, offline records are scoped to the session's user.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -60,6 +63,9 @@ const CLIENT_PORT: PortId = PortId(0);
 /// No such listener.
 const NO_PORT: PortId = PortId(u8::MAX);
 
+/// The file-transfer half: file_server links, offers, offline records.
+mod files;
+
 /// The servers msg_server keeps links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -70,10 +76,14 @@ pub enum Upstream {
     Login,
     /// route_server: presence and relay to the other msg_servers.
     Route,
+    /// file_server: file transfer tasks. Optional: without one, file
+    /// requests are answered with a failure, logins are not refused.
+    File,
 }
 
 impl Upstream {
-    /// Every upstream, for code that must cover all.
+    /// Every upstream a login needs (a login is refused while one of these
+    /// kinds has no link up; [`Upstream::File`] is not one of them).
     pub const ALL: [Self; 3] = [Self::Db, Self::Login, Self::Route];
 
     /// The `kind` label of `teamtalk_msg_link_up`.
@@ -82,6 +92,7 @@ impl Upstream {
             Self::Db => "db",
             Self::Login => "login",
             Self::Route => "route",
+            Self::File => "file",
         }
     }
 
@@ -91,13 +102,16 @@ impl Upstream {
             Self::Db => "db_proxy_server",
             Self::Login => "login_server",
             Self::Route => "route_server",
+            Self::File => "file_server",
         }
     }
 
     /// The login refusal code TeamTalk sends while this link is down.
     fn refusal(self) -> ResultType {
         match self {
-            Self::Db => ResultType::RefuseReasonNoDbServer,
+            // Logins never wait on a file_server; db_proxy's code is the
+            // nearest "a server is unreachable".
+            Self::Db | Self::File => ResultType::RefuseReasonNoDbServer,
             Self::Login => ResultType::RefuseReasonNoLoginServer,
             Self::Route => ResultType::RefuseReasonNoRouteServer,
         }
@@ -163,6 +177,11 @@ pub struct AppStats {
     /// Resent messages db_proxy had stored already (acked with the first
     /// id, stored once).
     pub duplicates: u64,
+    /// File offers (0x0506) a file_server opened a task for.
+    pub files_offered: u64,
+    /// File offers and offline-file records refused (invalid, no
+    /// file_server, refused by it).
+    pub files_refused: u64,
 }
 
 /// Requests waiting for an upstream reply, bounded so a silent upstream
@@ -201,6 +220,11 @@ enum PendingKind {
     Reply(Command),
     /// The groups of a user who just logged in, for the group index.
     UserGroups(u32),
+    /// route_server's presence of a file's receiver, to choose online or
+    /// offline transfer (the offer is in [`Pending::offer`]).
+    FileStatus,
+    /// A file_server (this link) opening a transfer task.
+    FileTransfer(LinkId),
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +246,20 @@ struct Pending<C> {
     /// Whether this request holds one PDU credit of its session, paid back
     /// when the request ends.
     holds_credit: bool,
+    /// The file a client offered, for the file-transfer requests.
+    offer: Option<files::FileOffer>,
+}
+
+/// What [`MsgApp::forward_with`] may do beyond [`MsgApp::forward`].
+#[derive(Debug, Default)]
+struct Forward {
+    /// Send on this link (which must be up), not the first of its kind.
+    link: Option<LinkId>,
+    /// The client's answer if no reply comes, instead of the forwarded
+    /// request's own failure answer.
+    on_failure: Option<FailureAnswer>,
+    /// The file offered.
+    offer: Option<files::FileOffer>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -285,6 +323,8 @@ pub struct MsgApp<C> {
     next_request: u32,
     logged_in: u32,
     stats: AppStats,
+    /// The file_servers' client addresses, by link.
+    files: files::FileLinks,
 }
 
 impl<C: Debug> Debug for MsgApp<C> {
@@ -324,6 +364,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             next_request: 0,
             logged_in: 0,
             stats: AppStats::default(),
+            files: files::FileLinks::default(),
         }
     }
 
@@ -463,6 +504,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     ),
                 ]
             }
+            // As TeamTalk, on every (re)connect: where do clients reach you?
+            Upstream::File => vec![
+                Command::OtherFileServerIpReq
+                    .pdu(0, &teamtalk_proto::pb::im::server::ImFileServerIpReq {}),
+            ],
         };
         greeting
             .into_iter()
@@ -486,6 +532,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
         }
         let upstream = l.kind;
+        if upstream == Upstream::File {
+            return self.file_link_down(link);
+        }
         if self.is_up(upstream) {
             return Vec::new();
         }
@@ -527,6 +576,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         match upstream {
             Upstream::Route => self.route_pdu(pdu, msg),
             Upstream::Db => self.reply_pdu(upstream, pdu, msg),
+            Upstream::File => self.file_link_pdu(link, pdu, msg),
             Upstream::Login => {
                 debug!(key = %pdu.key(), "ignoring pdu from login_server");
                 Vec::new()
@@ -723,6 +773,15 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 let notify = Command::MsgReadNotify.pdu(0, &notify);
                 self.deliver(user_id, Some(conn), &notify, &mut out);
                 self.send_upstream(Upstream::Route, notify, &mut out);
+            }
+            Message::FileRequest(m) => {
+                self.client_file_request(conn, seq, user_id, m.clone(), &mut out);
+            }
+            Message::FileAddOfflineReq(m) => {
+                self.client_add_offline(conn, user_id, m.clone(), &mut out);
+            }
+            Message::FileDelOfflineReq(m) => {
+                self.client_del_offline(conn, user_id, m.clone(), &mut out);
             }
             Message::MsgTimeRequest(_) => {
                 let rsp = ImClientTimeRsp {
@@ -1135,6 +1194,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             (PendingKind::UserGroups(user), Message::OtherUserGroupsRsp(rsp)) => {
                 self.groups_loaded(user, &rsp, &mut out);
             }
+            (PendingKind::FileStatus, Message::BuddyListUsersStatusResponse(rsp)) => {
+                self.file_status_answered(p, &rsp, &mut out);
+            }
+            (PendingKind::FileTransfer(link), Message::OtherFileTransferRsp(rsp)) => {
+                self.file_transfer_answered(p, link, rsp, &mut out);
+            }
             (_, Message::OtherRequestFailed(f)) => {
                 let code = RequestFailedCode::try_from(i32::try_from(f.result_code).unwrap_or(1))
                     .unwrap_or(RequestFailedCode::RequestFailedServerError);
@@ -1148,11 +1213,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     &mut out,
                 );
             }
-            (PendingKind::Reply(expected), msg) if msg.command() == Some(expected) => {
+            (PendingKind::Reply(expected), mut msg) if msg.command() == Some(expected) => {
                 if !self.conns.contains_key(&p.conn) {
                     self.stats.stale_replies += 1;
                     return out;
                 }
+                self.complete_file_reply(&mut msg);
                 self.reply_side_effects(&p, &msg, &mut out);
                 out.push(Action::Send(p.conn, msg.to_pdu(p.seq)));
             }
@@ -1183,6 +1249,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         out: &mut Actions<C>,
     ) {
         self.stats.forward_failed += 1;
+        if p.kind == PendingKind::FileStatus {
+            // Not knowing where the receiver is, the file goes offline.
+            self.file_status_failed(p, out);
+            return;
+        }
         if let PendingKind::UserGroups(user) = p.kind {
             warn!(user, reason, "could not load the user's groups; retrying");
             self.groups_to_load.insert(user);
@@ -1417,7 +1488,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     self.kick(old, m.user_id, reason, &mut out);
                 }
             }
-            msg @ Message::BuddyListUsersStatusResponse(_) => {
+            msg @ (Message::BuddyListUsersStatusResponse(_) | Message::OtherRequestFailed(_)) => {
                 return self.reply_pdu(Upstream::Route, pdu, msg);
             }
             Message::GroupChangeMemberNotify(n) => self.member_change(&n, pdu, &mut out),
@@ -1430,6 +1501,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     }
                 }
                 Some(Audience::User(user)) => self.deliver(user, None, pdu, &mut out),
+                Some(Audience::PcsOf(user)) => self.deliver_pc(user, pdu, &mut out),
                 Some(Audience::Everyone) => {
                     let all: Vec<C> = self.logged_in_sessions(|_| true);
                     self.send_all(&all, pdu, &mut out);
@@ -1488,7 +1560,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             ]
             .iter()
             .any(|c| pdu.is(c.key())),
-            Upstream::Db => false,
+            Upstream::Db | Upstream::File => false,
         };
         let targets: Vec<LinkId> = if to_all {
             self.up_links(upstream).collect()
@@ -1514,10 +1586,40 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         user_id: u32,
         upstream: Upstream,
         kind: PendingKind,
-        mut msg: Message,
+        msg: Message,
         out: &mut Actions<C>,
     ) -> bool {
-        if !self.is_up(upstream) || self.pending.len() >= MAX_PENDING {
+        self.forward_with(
+            conn,
+            seq,
+            user_id,
+            upstream,
+            kind,
+            msg,
+            Forward::default(),
+            out,
+        )
+    }
+
+    /// [`Self::forward`] with the options of [`Forward`].
+    #[allow(clippy::too_many_arguments)]
+    fn forward_with(
+        &mut self,
+        conn: C,
+        seq: u16,
+        user_id: u32,
+        upstream: Upstream,
+        kind: PendingKind,
+        mut msg: Message,
+        options: Forward,
+        out: &mut Actions<C>,
+    ) -> bool {
+        let link_up = |app: &Self, l: LinkId| app.links.iter().any(|(x, up)| x.id == l && *up);
+        let reachable = match options.link {
+            Some(l) => link_up(self, l),
+            None => self.is_up(upstream),
+        };
+        if !reachable || self.pending.len() >= MAX_PENDING {
             warn!(
                 ?conn,
                 ?upstream,
@@ -1539,7 +1641,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         attached.set_attach_data(Some(Attach::handle(id).encode()));
         let created = self.now();
-        let on_failure = failure_reply(&msg, user_id, seq).unwrap_or(FailureAnswer::Close);
+        let on_failure = options
+            .on_failure
+            .or_else(|| failure_reply(&msg, user_id, seq))
+            .unwrap_or(FailureAnswer::Close);
         let request = msg.key();
         let pdu = msg.to_pdu(seq);
         let bytes = pdu.wire_len();
@@ -1567,9 +1672,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 on_failure,
                 bytes,
                 holds_credit,
+                offer: options.offer,
             },
         );
-        let Some(link) = self.up_links(upstream).next() else {
+        let Some(link) = options.link.or_else(|| self.up_links(upstream).next()) else {
             return false;
         };
         out.push(Action::Link(link, pdu));
@@ -1850,6 +1956,16 @@ impl runtime::App for MsgApp<Conn> {
                 "Messages refused for exceeding the per-session rate limit (MsgRateLimit).",
                 s.rate_limited,
             ),
+            (
+                "teamtalk_msg_files_offered_total",
+                "File offers (0x0506) a file_server opened a task for.",
+                s.files_offered,
+            ),
+            (
+                "teamtalk_msg_files_refused_total",
+                "File offers and offline-file records refused (invalid, no file_server, refused by it).",
+                s.files_refused,
+            ),
         ] {
             out.counter(name, help, &[], v);
         }
@@ -1877,7 +1993,11 @@ impl runtime::App for MsgApp<Conn> {
     }
 
     fn health(&self, problems: &mut Vec<String>) {
-        for kind in Upstream::ALL {
+        let files_configured = self.links.iter().any(|(l, _)| l.kind == Upstream::File);
+        let kinds = Upstream::ALL
+            .into_iter()
+            .chain(files_configured.then_some(Upstream::File));
+        for kind in kinds {
             if !self.is_up(kind) {
                 let addrs: Vec<String> = self
                     .links

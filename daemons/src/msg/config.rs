@@ -31,6 +31,9 @@ pub struct MsgConfig {
     pub login: Vec<SocketAddr>,
     /// route_server addresses.
     pub route: Vec<SocketAddr>,
+    /// file_server addresses (their msg_server port); none: file requests
+    /// are answered with a failure.
+    pub file: Vec<SocketAddr>,
     /// Client session settings (login gate, timeouts, caps).
     pub session: SessionConfig,
     /// Reactor threads for client connections.
@@ -87,6 +90,7 @@ impl MsgConfig {
             db: vec![db],
             login: vec![login],
             route: vec![route],
+            file: Vec::new(),
             session: SessionConfig::client(),
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             max_connections: 100_000,
@@ -104,8 +108,10 @@ impl MsgConfig {
     /// Reads TeamTalk's `msgserver.conf` keys.
     ///
     /// Known but unused here: `ConcurrentDBConnCnt` (one link per db_proxy
-    /// is enough: requests are pipelined), `PushServerIP/Port`,
-    /// `FileServerIP/Port` (push and file transfer come later), `aesKey`.
+    /// is enough: requests are pipelined), `PushServerIP/Port` (push comes
+    /// later), `aesKey`. `FileServerIPn`/`FileServerPortn` name the
+    /// file_servers' msg_server ports (8601; TeamTalk's stock file says
+    /// 8600, the client port, which cannot work).
     ///
     /// # Errors
     /// [`MsgConfigError`] naming the file, line and key.
@@ -139,6 +145,7 @@ impl MsgConfig {
         cfg.db = upstream("DBServerIP", "DBServerPort")?;
         cfg.login = upstream("LoginServerIP", "LoginServerPort")?;
         cfg.route = upstream("RouteServerIP", "RouteServerPort")?;
+        cfg.file = upstream("FileServerIP", "FileServerPort")?;
         if let Some(ip1) = conf.get("IpAddr1") {
             cfg.registration.ip1 = ip1.to_owned();
         }
@@ -330,12 +337,14 @@ mod tests {
             LoginServerIP1=localhost\nLoginServerPort1=8100\n\
             RouteServerIP1=localhost\nRouteServerPort1=8200\n\
             IpAddr1=10.0.0.1 # telecom\nIpAddr2=10.0.0.2\nMaxConnCnt=500\n\
+            FileServerIP1=127.0.0.1\nFileServerPort1=8601\n\
             AdminListen=127.0.0.1:9100\n";
         let conf = Conf::parse_str(text, "msgserver.conf").unwrap();
         let cfg = MsgConfig::from_conf(&conf).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(cfg.db, vec!["127.0.0.1:10600".parse().unwrap()]);
         assert_eq!(cfg.login, vec!["127.0.0.1:8100".parse().unwrap()]);
+        assert_eq!(cfg.file, vec!["127.0.0.1:8601".parse().unwrap()]);
         assert_eq!(cfg.registration.ip1, "10.0.0.1");
         assert_eq!(cfg.registration.ip2, "10.0.0.2");
         assert_eq!(cfg.registration.max_conn_cnt, 500);

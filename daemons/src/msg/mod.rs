@@ -1,5 +1,6 @@
 //! msg_server: holds client connections, logs users in through db_proxy,
-//! delivers messages, and keeps links to db_proxy, login and route servers.
+//! delivers messages, and keeps links to db_proxy, login and route servers
+//! and to the file_servers its conf names.
 //!
 //! The logic is [`MsgApp`], a pure state machine; [`spawn`] runs it on the
 //! shared [`crate::runtime`] (one listener of client sessions and
@@ -75,8 +76,9 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
         (Upstream::Db, &cfg.db),
         (Upstream::Login, &cfg.login),
         (Upstream::Route, &cfg.route),
+        (Upstream::File, &cfg.file),
     ] {
-        if addrs.is_empty() {
+        if addrs.is_empty() && kind != Upstream::File {
             return Err(DaemonError::Config {
                 daemon: "msg_server",
                 reason: format!("no {kind:?} server configured"),
@@ -126,5 +128,7 @@ fn tls_error(e: crate::tls::TlsConfError) -> DaemonError {
     }
 }
 
+#[cfg(test)]
+mod file_tests;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,5 @@
 //! The administration's side of the store: passwords, statuses, deletion,
-//! credential stamps, unique department names (migration 4), and how a
+//! credential stamps, unique department names (migration 5), and how a
 //! data directory is opened (existing only, read-only, not a directory,
 //! permission denied).
 
@@ -152,14 +152,14 @@ fn department_names_are_unique() {
 }
 
 #[test]
-fn migration_4_renames_duplicate_departments() {
+fn migration_5_renames_duplicate_departments() {
     let dir = tempfile::tempdir().unwrap();
     {
         let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
-        for step in &super::sqlite::MIGRATIONS[..3] {
+        for step in &super::sqlite::MIGRATIONS[..4] {
             conn.execute_batch(step).unwrap();
         }
-        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.pragma_update(None, "user_version", 4).unwrap();
         conn.execute_batch(
             "INSERT INTO department (name, created, updated) VALUES
                  ('sales', 1, 1), ('dev', 1, 1), ('sales', 1, 1)",
@@ -167,7 +167,7 @@ fn migration_4_renames_duplicate_departments() {
         .unwrap();
     }
     let store = SqliteStore::open_with(dir.path(), options()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 4);
+    assert_eq!(store.schema_version().unwrap(), 5);
     let names: Vec<String> = store
         .departments_updated_since(0)
         .unwrap()

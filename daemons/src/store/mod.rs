@@ -38,12 +38,12 @@
 //! are derived from the membership and the group's last message rather than
 //! written per member.
 //!
-//! # Not here yet, and where it goes
+//! # Offline files
 //!
-//! - **Offline files**: a `transmit_file` table (id, from_id, to_id, task_id,
-//!   file_name, size, status, created) with `status = 0` meaning pending.
-//! - Each of these is a new migration appended to the list in `sqlite.rs`.
+//! Offline files (TeamTalk's `IMTransmitFile`) are in `files.rs`: a
+//! `transmit_file` table, `status = 0` meaning waiting.
 
+mod files;
 pub mod groups;
 mod lock;
 mod sqlite;
@@ -55,6 +55,7 @@ mod group_tests;
 #[cfg(test)]
 mod tests;
 
+pub use files::{NewOfflineFile, OfflineFile};
 pub use groups::{
     Actor, ChangeRefused, Group, GroupId, GroupMember, GroupType, GroupVersion, MAX_GROUP_MEMBERS,
     MAX_GROUPS_PER_USER, MemberChange, MembersChanged, NewGroup,
@@ -799,4 +800,22 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// [`StoreError::NotMember`].
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()>;
+    // ---- offline files ----
+
+    /// Records an offline file for its receiver; `false` when its task id
+    /// is recorded already.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed task id, a name over
+    /// [`MAX_FILE_NAME_LEN`](crate::rules::files::MAX_FILE_NAME_LEN), a file
+    /// to oneself, or a receiver with
+    /// [`MAX_OFFLINE_FILES`](crate::rules::files::MAX_OFFLINE_FILES)
+    /// files waiting.
+    fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool>;
+    /// The offline files waiting for `to`, oldest first, at most
+    /// [`MAX_OFFLINE_FILES`](crate::rules::files::MAX_OFFLINE_FILES).
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>>;
+    /// Forgets the offline file `task_id` sent by `from` to `to`; `false`
+    /// if there was none.
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool>;
 }

@@ -13,6 +13,7 @@ use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
 
+use super::files::{self, NewOfflineFile, OfflineFile};
 use super::{
     Actor, CredentialStamp, DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, Group, GroupId,
     GroupType, GroupVersion, LatestMessage, MAX_DEDUPE_KEY_LEN, MAX_DEDUPE_KEYS,
@@ -191,7 +192,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE message_dedupe_v3 RENAME TO message_dedupe;
     CREATE INDEX message_dedupe_created ON message_dedupe(created);
     ",
-    // 4: department names are unique, so a name names one department
+    // 4: offline files (TeamTalk's IMTransmitFile).
+    super::files::MIGRATION,
+    // 5: department names are unique, so a name names one department
     // (`teamtalk user add --dept NAME`). Duplicates made before get their id
     // appended; the first of each name keeps it.
     "
@@ -1095,6 +1098,12 @@ impl Store for SqliteStore {
                 "deleting sessions",
                 "DELETE FROM session WHERE user_id = ?1",
             ),
+            // Files waiting for them would wait forever; files they sent
+            // stay, as their messages do.
+            (
+                "deleting offline files",
+                "DELETE FROM transmit_file WHERE to_id = ?1",
+            ),
         ] {
             tx.execute(statement, params![user]).map_err(sql(context))?;
         }
@@ -1620,5 +1629,18 @@ impl Store for SqliteStore {
 
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
         groups::clear_unread(&self.lock(), user, group)
+    }
+
+    fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool> {
+        let now = self.now();
+        files::add(&mut self.lock(), file, now)
+    }
+
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>> {
+        files::list(&self.lock(), to)
+    }
+
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool> {
+        files::delete(&self.lock(), task_id, from, to)
     }
 }

@@ -22,10 +22,17 @@ pub struct World {
 }
 
 pub fn world() -> World {
+    world_with(|cfg| {
+        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+    })
+}
+
+/// [`world`] with its configuration adjusted by `tune` before the start.
+pub fn world_with(tune: impl FnOnce(&mut SystemConfig)) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = SystemConfig::ephemeral(dir.path(), 2);
     cfg.hash_params = HashParams::INSECURE_FAST;
-    cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+    tune(&mut cfg);
     let sys = system::start(cfg).expect("system starts");
     assert!(
         sys.wait_ready(T),

@@ -5,6 +5,7 @@
 //! the conf and a loopback server.
 
 mod captured;
+mod files;
 mod groups;
 mod login;
 mod messages;
@@ -506,6 +507,19 @@ impl Store for FailingStore {
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
         self.check("clear_group_unread")?;
         self.inner.clear_group_unread(user, group)
+    }
+
+    fn add_offline_file(&self, file: &crate::store::NewOfflineFile) -> StoreResult<bool> {
+        self.check("add_offline_file")?;
+        self.inner.add_offline_file(file)
+    }
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<crate::store::OfflineFile>> {
+        self.check("offline_files")?;
+        self.inner.offline_files(to)
+    }
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool> {
+        self.check("delete_offline_file")?;
+        self.inner.delete_offline_file(task_id, from, to)
     }
 }
 
