@@ -20,6 +20,7 @@ use crossbeam_channel::Receiver;
 use tracing::{info, warn};
 
 use crate::conf::ConfError;
+use crate::store::directory;
 use crate::system::{self, SystemConfig, SystemError};
 
 /// `teamtalk`: run and administer a TeamTalk-compatible system.
@@ -217,9 +218,9 @@ pub enum DeptCommand {
     Add {
         /// Name.
         name: String,
-        /// Parent department id (0: top level).
-        #[arg(long, default_value_t = 0)]
-        parent: u32,
+        /// Parent department, by name or id (0 or none: top level).
+        #[arg(long)]
+        parent: Option<String>,
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
@@ -229,6 +230,25 @@ pub enum DeptCommand {
     },
     /// List departments (opens the store read-only).
     List {
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Rename a department.
+    Rename {
+        /// Department name or id.
+        dept: String,
+        /// The new name.
+        name: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Delete an empty department (clients see it deleted at their next
+    /// directory sync).
+    Del {
+        /// Department name or id.
+        dept: String,
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
@@ -307,6 +327,9 @@ pub enum CliError {
     /// A directory command failed.
     #[error(transparent)]
     Users(#[from] users::UsersError),
+    /// A directory operation refused.
+    #[error(transparent)]
+    Directory(#[from] directory::DirectoryError),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -413,10 +436,11 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
         } => {
             // Checked before the store is opened: a typo is reported as a
             // typo, not as a missing store.
-            users::check_name(&name)?;
-            users::check_password(&password)?;
+            directory::check_name(&name)?;
+            directory::check_password(&password)?;
             let store = users::open(&data_dir, write_access(create))?;
-            let id = users::add_user(&store, &name, &password, nick.as_deref(), dept.as_deref())?;
+            let id =
+                directory::add_user(&store, &name, &password, nick.as_deref(), dept.as_deref())?;
             writeln!(out, "added user {name} with id {id}")?;
         }
         UserCommand::Seed {
@@ -428,7 +452,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             create,
         } => {
             let store = users::open(&data_dir, write_access(create))?;
-            let ids = users::seed_users(&store, &prefix, count, &password, teamtalk_md5)?;
+            let ids = directory::seed_users(&store, &prefix, count, &password, teamtalk_md5)?;
             match (ids.first(), ids.last()) {
                 (Some(first), Some(last)) => writeln!(
                     out,
@@ -448,9 +472,9 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             password,
             data_dir,
         } => {
-            users::check_password(&password)?;
+            directory::check_password(&password)?;
             let store = users::open(&data_dir, Access::Write)?;
-            let u = users::set_password(&store, &user, &password)?;
+            let u = directory::set_password(&store, &user, &password)?;
             writeln!(
                 out,
                 "changed the password of {} (id {}); the old one is refused from now on",
@@ -459,7 +483,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
         }
         UserCommand::Disable { user, data_dir } => {
             let store = users::open(&data_dir, Access::Write)?;
-            let u = users::set_disabled(&store, &user, true)?;
+            let u = directory::set_disabled(&store, &user, true)?;
             writeln!(
                 out,
                 "disabled {} (id {}): logins are refused from now on (`teamtalk user enable {}` undoes it)",
@@ -468,12 +492,12 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
         }
         UserCommand::Enable { user, data_dir } => {
             let store = users::open(&data_dir, Access::Write)?;
-            let u = users::set_disabled(&store, &user, false)?;
+            let u = directory::set_disabled(&store, &user, false)?;
             writeln!(out, "enabled {} (id {})", u.name, u.id)?;
         }
         UserCommand::Del { user, data_dir } => {
             let store = users::open(&data_dir, Access::Write)?;
-            let u = users::delete_user(&store, &user)?;
+            let u = directory::delete_user(&store, &user)?;
             writeln!(out, "deleted user {} (id {})", u.name, u.id)?;
         }
     }
@@ -489,8 +513,24 @@ fn dept_command(cmd: DeptCommand, out: &mut dyn Write) -> Result<(), CliError> {
             create,
         } => {
             let store = users::open(&data_dir, write_access(create))?;
-            let id = users::add_dept(&store, &name, parent)?;
+            let parent = parent.filter(|p| p != "0");
+            let id = directory::add_dept(&store, &name, parent.as_deref())?;
             writeln!(out, "added department {name} with id {id}")?;
+        }
+        DeptCommand::Rename {
+            dept,
+            name,
+            data_dir,
+        } => {
+            directory::check_dept_name(&name)?;
+            let store = users::open(&data_dir, users::Access::Write)?;
+            let d = directory::rename_dept(&store, &dept, &name)?;
+            writeln!(out, "renamed department {} (id {}) to {name}", d.name, d.id)?;
+        }
+        DeptCommand::Del { dept, data_dir } => {
+            let store = users::open(&data_dir, users::Access::Write)?;
+            let d = directory::delete_dept(&store, &dept)?;
+            writeln!(out, "deleted department {} (id {})", d.name, d.id)?;
         }
         DeptCommand::List { data_dir } => {
             let store = users::open(&data_dir, users::Access::Read)?;
