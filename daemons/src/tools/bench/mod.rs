@@ -55,7 +55,7 @@ use crate::tools::client::{AssignError, Assigner};
 const SEEDING: &str = "Users are PREFIX1, PREFIX2, ... with one password. Seed them cheaply, \
 with TeamTalk's md5 password form instead of Argon2id (a login then costs microseconds, not \
 ~18 ms of a core):\n\n  teamtalk user seed --prefix load --count 1000 --password pw \
---teamtalk-md5 --data-dir DIR\n\n(against the C++ servers, insert users into their MySQL \
+--teamtalk-md5 --data-dir DIR\n\n(with --create for a new store; against the C++ servers, insert users into their MySQL \
 the same way). The exit status is 0 only for a clean run: anything lost, refused, duplicated, \
 or a connection lost makes it 1, after the summary; Ctrl-C prints the summary so far and \
 exits 1.";
