@@ -31,6 +31,8 @@ pub mod clock;
 pub mod cluster;
 pub mod conf;
 pub mod db_proxy;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod http;
 pub mod login;
 pub mod metrics;

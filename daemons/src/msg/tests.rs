@@ -398,6 +398,68 @@ fn pending_requests_are_answered_when_the_db_link_dies_or_they_expire() {
     assert_eq!(app.pending(), 0);
 }
 
+/// Fuzz finding (`msg_app`): a request forwarded on a db link that went
+/// down while a second db link stayed up waited for its 30 s limit,
+/// though its reply could only have come back on the dead connection.
+#[test]
+fn a_request_on_a_link_that_dies_is_answered_even_while_its_twin_is_up() {
+    const DB2: LinkId = LinkId(3);
+    let links: Vec<UpstreamLink> = [
+        (DB, Upstream::Db),
+        (LOGIN, Upstream::Login),
+        (ROUTE, Upstream::Route),
+        (DB2, Upstream::Db),
+    ]
+    .into_iter()
+    .map(|(id, kind)| UpstreamLink {
+        id,
+        kind,
+        addr: "127.0.0.1:1".parse().unwrap(),
+    })
+    .collect();
+    let mut app = MsgApp::new(
+        Registration {
+            ip1: "127.0.0.1".into(),
+            ip2: "127.0.0.1".into(),
+            port: 8000,
+            max_conn_cnt: 10,
+            host_name: "test".into(),
+        },
+        links,
+    );
+    app.set_time(1_700_000_000);
+    for l in [DB, LOGIN, ROUTE, DB2] {
+        let _ = app.link_up(l);
+    }
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let sign = teamtalk_proto::pb::im::buddy::ImChangeSignInfoReq {
+        user_id: 42,
+        sign_info: "hi".into(),
+        attach_data: None,
+    };
+    let out = app.client_pdu(1, &Command::BuddyListChangeSignInfoRequest.pdu(9, &sign));
+    assert_eq!(
+        upstream_of(&out, DB, Command::BuddyListChangeSignInfoRequest).len(),
+        1,
+        "the first db link that is up serves it"
+    );
+    let out = app.link_down(DB);
+    let [rsp] = &sent_to(&out, 1, Command::BuddyListChangeSignInfoResponse)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(rsp.seq(), 9);
+    assert_eq!(app.pending(), 0);
+    // The next request goes to the db link still up, and waits there.
+    let out = app.client_pdu(1, &Command::BuddyListChangeSignInfoRequest.pdu(10, &sign));
+    assert_eq!(
+        upstream_of(&out, DB2, Command::BuddyListChangeSignInfoRequest).len(),
+        1
+    );
+    let out = app.link_down(LOGIN);
+    assert!(sent_to(&out, 1, Command::BuddyListChangeSignInfoResponse).is_empty());
+    assert_eq!(app.pending(), 1);
+}
+
 #[test]
 fn request_failed_from_db_proxy_reaches_the_client() {
     let mut app = app();
