@@ -166,6 +166,9 @@ impl DbProxyFuzz {
         let mut u = Unstructured::new(data);
         let mut history = Vec::new();
         for _ in 0..MAX_STEPS {
+            if u.is_empty() {
+                break;
+            }
             let Ok(step) = u.arbitrary::<Step>() else {
                 break;
             };
