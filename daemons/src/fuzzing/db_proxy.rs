@@ -126,13 +126,28 @@ impl DbProxyFuzz {
     /// # Errors
     /// The store's, when it cannot be opened or seeded.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::seeded(|options| SqliteStore::open_with(dir, options))
+    }
+
+    /// [`DbProxyFuzz::open`] on an in-memory SQLite database: no disk,
+    /// no fsync, for quick property tests.
+    ///
+    /// # Errors
+    /// The store's, when it cannot be opened or seeded.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::seeded(SqliteStore::open_in_memory)
+    }
+
+    fn seeded(
+        open: impl FnOnce(StoreOptions) -> Result<SqliteStore, StoreError>,
+    ) -> Result<Self, StoreError> {
         let clock = Arc::new(AtomicU32::new(NOON));
         let c = Arc::clone(&clock);
         let options = StoreOptions {
             hash_params: HashParams::INSECURE_FAST,
             clock: Arc::new(move || c.load(Ordering::Relaxed)),
         };
-        let store = SqliteStore::open_with(dir, options)?;
+        let store = open(options)?;
         if store.user_count()? == 0 {
             store.add_department("dev", 0, 0)?;
             for i in 1..USERS {
