@@ -11,7 +11,7 @@
 //! Run with `cargo bench -p teamtalk-daemons --bench db_store`.
 
 use daemons::password::HashParams;
-use daemons::store::{NewMessage, SqliteStore, Store, StoreOptions};
+use daemons::store::{NewMessage, SessionType, SqliteStore, Store, StoreOptions};
 
 fn main() {
     divan::main();
@@ -31,6 +31,7 @@ fn messages(n: usize) -> Vec<NewMessage> {
             NewMessage {
                 from,
                 to,
+                session_type: SessionType::Single,
                 msg_type: 1,
                 create_time: 1_795_521_600,
                 data: vec![b'Q'; 64],

@@ -94,6 +94,20 @@ pub enum ConfError {
         /// The partner key that is absent.
         missing: String,
     },
+    /// A key that differs from a known key only by letter case
+    /// (`Datadir=` for `DataDir=`): an error, not a silently ignored
+    /// setting (keys are case-sensitive, as in TeamTalk).
+    #[error("{origin}:{line}: unknown key {key}; did you mean {known}? (keys are case-sensitive)")]
+    Miscased {
+        /// File name.
+        origin: String,
+        /// Line of the key.
+        line: usize,
+        /// The key as written.
+        key: String,
+        /// The known key it resembles.
+        known: String,
+    },
     /// Indexed keys skip a number, e.g. `DBServerIP3` without `DBServerIP2`.
     #[error("{origin}:{line}: {key} is set but {missing} is not (indexes must count up from 1)")]
     IndexGap {
@@ -334,11 +348,25 @@ impl Conf {
             .collect()
     }
 
-    /// Logs unknown keys (probable typos) and repeated keys (only the
-    /// first counts), so an operator sees why a setting seems ignored.
-    /// `known` is as for [`unknown_keys`](Self::unknown_keys).
-    pub fn warn_about_keys(&self, known: &[&str]) {
+    /// Checks the keys against `known` (as for
+    /// [`unknown_keys`](Self::unknown_keys)): a key that is a known key
+    /// in another letter case is an error ([`ConfError::Miscased`]); other
+    /// unknown keys (probable typos) and repeated keys (only the first
+    /// counts) are logged, so an operator sees why a setting seems
+    /// ignored.
+    ///
+    /// # Errors
+    /// [`ConfError::Miscased`] for the first such key.
+    pub fn check_keys(&self, known: &[&str]) -> Result<(), ConfError> {
         for (line, key) in self.unknown_keys(known) {
+            if let Some(k) = miscased(&key, known) {
+                return Err(ConfError::Miscased {
+                    origin: self.origin.clone(),
+                    line,
+                    key,
+                    known: k,
+                });
+            }
             tracing::warn!(file = self.origin(), line, key, "unknown setting ignored");
         }
         for (line, key) in self.duplicates() {
@@ -349,6 +377,7 @@ impl Conf {
                 "setting repeated; the first value is used"
             );
         }
+        Ok(())
     }
 
     /// Keys set more than once, as `(line, key)` of each ignored repeat.
@@ -410,6 +439,22 @@ fn index_of(key: &str, prefix: &str) -> Option<u32> {
     if canonical { digits.parse().ok() } else { None }
 }
 
+/// The known key `key` spells in another letter case, if any (for an
+/// indexed prefix, the prefix with `key`'s index).
+fn miscased(key: &str, known: &[&str]) -> Option<String> {
+    known.iter().find_map(|k| match k.strip_suffix('*') {
+        Some(prefix) => {
+            let head = key.get(..prefix.len())?;
+            let digits = key.get(prefix.len()..)?;
+            (head.eq_ignore_ascii_case(prefix)
+                && !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("{prefix}{digits}"))
+        }
+        None => key.eq_ignore_ascii_case(k).then(|| (*k).to_owned()),
+    })
+}
+
 fn is_known(key: &str, known: &[&str]) -> bool {
     known.iter().any(|k| match k.strip_suffix('*') {
         Some(prefix) => index_of(key, prefix).is_some(),
@@ -423,6 +468,9 @@ fn expected_for<T>() -> &'static str {
     match name {
         "u16" => "a port number",
         "u8" | "u32" | "u64" | "u128" | "usize" => "a non-negative whole number",
+        "core::num::nonzero::NonZero<u32>"
+        | "core::num::nonzero::NonZero<u64>"
+        | "core::num::nonzero::NonZero<usize>" => "a positive whole number",
         "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
         "f32" | "f64" => "a number",
         "bool" => "true or false",
@@ -698,5 +746,22 @@ aesKey=abcdefghabcdefghabcdefghabcdefgh
             prop_assert_eq!(c.duplicates().len(), lines.len() - seen.len());
             let _ = c.endpoints("A", "B");
         }
+    }
+
+    #[test]
+    fn a_key_in_another_case_is_an_error_naming_the_known_key() {
+        let conf = Conf::parse_str("ListenPort=1\nDatadir=/tmp/x\n", "db.conf").unwrap();
+        let err = conf.check_keys(&["ListenPort", "DataDir"]).unwrap_err();
+        assert!(
+            matches!(&err, ConfError::Miscased { line: 2, key, known, .. } if key == "Datadir" && known == "DataDir"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("did you mean DataDir"), "{err}");
+        let conf = Conf::parse_str("dbserverip1=x\n", "msg.conf").unwrap();
+        let err = conf.check_keys(&["DBServerIP*"]).unwrap_err();
+        assert!(err.to_string().contains("DBServerIP1"), "{err}");
+        // A plain typo stays a warning; the right case passes.
+        let conf = Conf::parse_str("DataDri=x\nDataDir=y\n", "db.conf").unwrap();
+        assert!(conf.check_keys(&["DataDir"]).is_ok());
     }
 }

@@ -1,10 +1,11 @@
-//! All four daemons in one process, talking over loopback TCP exactly as
+//! Every daemon in one process, talking over loopback TCP exactly as
 //! separate processes would: what `teamtalk up` runs and what the
 //! end-to-end tests start.
 //!
 //! Start order follows the dependencies: db_proxy_server (with the store),
-//! route_server, login_server, then the msg_servers, which connect to the
-//! other three and register with login_server.
+//! route_server, msfs (files in `<data dir>/msfs`), login_server (which
+//! hands out msfs's URL), then the msg_servers, which connect to db_proxy,
+//! route and login and register with login_server.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -15,12 +16,14 @@ use crate::cluster::PeerPolicy;
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
 use crate::login::{self, LoginConfig, RunningLogin};
 use crate::metrics::{Labelled, MetricsSource, Scrape};
-use crate::msg::{self, MsgConfig, RunningMsg};
+use crate::msfs::{self, MsfsConfig, RunningMsfs};
+use crate::msg::{self, MsgConfig, RunningMsg, WebSocketPort};
 use crate::password::HashParams;
 use crate::route::{self, RouteConfig, RunningRoute};
 use crate::runtime::admin::AdminApp;
 use crate::runtime::{AdminSettings, DaemonError, Running, serve_admin};
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
+use teamtalk_conn::WsOrigins;
 
 /// Ports of each daemon; 0 picks a free one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,12 @@ pub struct Ports {
     pub login_client: u16,
     /// One client port per msg_server (8000, 8001, …).
     pub msg: Vec<u16>,
+    /// One WebSocket port per msg_server, for browsers (8800, 8801, …;
+    /// ours: TeamTalk has none). Pages from login_server's HTTP origin may
+    /// connect.
+    pub ws: Vec<u16>,
+    /// msfs, the HTTP file store (8700).
+    pub msfs: u16,
 }
 
 /// How to run the whole system.
@@ -64,6 +73,10 @@ pub struct SystemConfig {
     /// (and on first start creates) `cluster.secret` in the data
     /// directory.
     pub cluster_secret: Option<Vec<u8>>,
+    /// The msfs URL login_server hands to clients (and msfs puts in its
+    /// answers), for clients that reach it by another name than `host`
+    /// (`--host 0.0.0.0`, a proxy); `None`: `http://<host>:<msfs port>/`.
+    pub msfs_url: Option<String>,
 }
 
 impl SystemConfig {
@@ -80,6 +93,10 @@ impl SystemConfig {
                 login_http: 8080,
                 login_client: 8008,
                 msg: (0..msg_servers.max(1)).map(|i| 8000 + i).collect(),
+                ws: (0..msg_servers.max(1))
+                    .map(|i| DEFAULT_WS_PORT + i)
+                    .collect(),
+                msfs: msfs::DEFAULT_PORT,
             },
             hash_params: HashParams::RECOMMENDED,
             link_timers: None,
@@ -89,6 +106,7 @@ impl SystemConfig {
             )),
             admin_token: None,
             cluster_secret: None,
+            msfs_url: None,
         }
     }
 
@@ -103,6 +121,8 @@ impl SystemConfig {
             login_http: 0,
             login_client: 0,
             msg: vec![0; usize::from(msg_servers.max(1))],
+            ws: vec![0; usize::from(msg_servers.max(1))],
+            msfs: 0,
         };
         cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
         cfg
@@ -127,7 +147,13 @@ pub enum SystemError {
     /// A daemon (or the admin endpoint) failed to start.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    /// Another process serves this data directory.
+    #[error(transparent)]
+    Lock(#[from] crate::store::LockError),
 }
+
+/// `teamtalk up`'s first WebSocket port (one per msg_server from there).
+pub const DEFAULT_WS_PORT: u16 = 8800;
 
 /// `teamtalk up`'s default admin port.
 /// 8090: free among TeamTalk's ports and not Prometheus's own 9090.
@@ -196,11 +222,14 @@ impl MetricsSource for SystemMetrics {
 /// The running system. Dropping it stops every daemon.
 pub struct RunningSystem {
     cfg: SystemConfig,
+    /// Held while the system serves the store.
+    _lock: crate::store::ServeLock,
     peers: PeerPolicy,
     store: Arc<SqliteStore>,
     db: Option<DbProxyServer>,
     db_addr: SocketAddr,
     route: RunningRoute,
+    msfs: RunningMsfs,
     login: RunningLogin,
     msgs: Vec<RunningMsg>,
     metrics: Arc<SystemMetrics>,
@@ -213,6 +242,7 @@ impl std::fmt::Debug for RunningSystem {
             .field("cfg", &self.cfg)
             .field("db_addr", &self.db_addr)
             .field("route", &self.route)
+            .field("msfs", &self.msfs)
             .field("login", &self.login)
             .field("msgs", &self.msgs)
             .field("admin", &self.admin)
@@ -226,6 +256,8 @@ impl std::fmt::Debug for RunningSystem {
 /// [`SystemError`] naming the daemon that failed; whatever had started is
 /// stopped again.
 pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
+    let lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
+    tracing::info!(dir = %cfg.data_dir.display(), "store");
     let store = Arc::new(SqliteStore::open_with(
         &cfg.data_dir,
         StoreOptions {
@@ -255,7 +287,15 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     route_cfg.msg_port = cfg.ports.route;
     route_cfg.peers = peers.clone();
     let route = route::spawn(route_cfg)?;
+    let mut msfs_cfg = MsfsConfig::loopback(cfg.data_dir.join("msfs"));
+    msfs_cfg.listen_ips = vec![cfg.host];
+    msfs_cfg.port = cfg.ports.msfs;
+    msfs_cfg.public_url.clone_from(&cfg.msfs_url);
+    let msfs = msfs::spawn(msfs_cfg)?;
+    let msfs_url = advertised_msfs_url(&cfg, msfs.addr());
     let mut login_cfg = LoginConfig::loopback();
+    login_cfg.urls.msfs_prior.clone_from(&msfs_url);
+    login_cfg.urls.msfs_backup = msfs_url;
     login_cfg.peers = peers.clone();
     login_cfg.msg_server_ips = vec![cfg.host];
     login_cfg.msg_server_port = cfg.ports.login_msg;
@@ -265,13 +305,20 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     login_cfg.client_port = Some(cfg.ports.login_client);
     let login = login::spawn(login_cfg)?;
     let mut msgs = Vec::new();
-    for port in &cfg.ports.msg {
+    let origins = web_origins(cfg.host, login.http_addr().port());
+    for (i, port) in cfg.ports.msg.iter().enumerate() {
         let mut m = MsgConfig::new(
             SocketAddr::new(cfg.host, *port),
             db_addr,
             login.msg_server_addr(),
             route.addr(),
         );
+        if let Some(ws) = cfg.ports.ws.get(i) {
+            m.websocket = Some(WebSocketPort::new(
+                SocketAddr::new(cfg.host, *ws),
+                origins.clone(),
+            ));
+        }
         m.link_timers = cfg.link_timers;
         m.peers = peers.clone();
         m.threads = 1;
@@ -287,6 +334,11 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             "login_server",
             login.msg_server_addr().to_string(),
             login.metrics(),
+        )),
+        Arc::new(Labelled::new(
+            "msfs",
+            msfs.addr().to_string(),
+            msfs.metrics(),
         )),
     ];
     for m in &msgs {
@@ -311,16 +363,48 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     };
     Ok(RunningSystem {
         cfg,
+        _lock: lock,
         peers,
         store,
         db: Some(db),
         db_addr,
         route,
+        msfs,
         login,
         msgs,
         metrics,
         admin,
     })
+}
+
+/// The origins of login_server's HTTP address, where the web client is
+/// served: `http://HOST:PORT`, and the `localhost` spelling of a loopback
+/// host (a browser sends the name that was typed).
+fn web_origins(host: IpAddr, http_port: u16) -> WsOrigins {
+    let shown = match host {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let mut list = vec![format!("http://{shown}:{http_port}")];
+    if host.is_loopback() {
+        list.push(format!("http://localhost:{http_port}"));
+    }
+    WsOrigins::List(list.into())
+}
+
+/// The msfs URL clients are given: [`SystemConfig::msfs_url`], else msfs's
+/// address, with loopback in place of an unspecified host (a client can
+/// do nothing with `0.0.0.0`; set `msfs_url` for remote clients then).
+fn advertised_msfs_url(cfg: &SystemConfig, bound: SocketAddr) -> String {
+    if let Some(url) = &cfg.msfs_url {
+        return url.clone();
+    }
+    let ip = match bound.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/", SocketAddr::new(ip, bound.port()))
 }
 
 fn spawn_db(
@@ -355,6 +439,15 @@ impl RunningSystem {
         self.msgs.iter().map(RunningMsg::addr).collect()
     }
 
+    /// Each msg_server's WebSocket address (browsers), in msg_server order.
+    #[must_use]
+    pub fn ws_addrs(&self) -> Vec<SocketAddr> {
+        self.msgs
+            .iter()
+            .flat_map(|m| m.addrs_of("browser"))
+            .collect()
+    }
+
     /// db_proxy_server's address.
     #[must_use]
     pub fn db_addr(&self) -> SocketAddr {
@@ -365,6 +458,26 @@ impl RunningSystem {
     #[must_use]
     pub fn route_addr(&self) -> SocketAddr {
         self.route.addr()
+    }
+
+    /// msfs's address.
+    #[must_use]
+    pub fn msfs_addr(&self) -> SocketAddr {
+        self.msfs.addr()
+    }
+
+    /// The msfs URL login_server hands to clients.
+    #[must_use]
+    pub fn msfs_url(&self) -> String {
+        self.login
+            .inspect(|app| app.directory().urls().msfs_prior.clone())
+            .unwrap_or_default()
+    }
+
+    /// The msfs.
+    #[must_use]
+    pub fn msfs(&self) -> &RunningMsfs {
+        &self.msfs
     }
 
     /// The admin endpoint (`/metrics`, `/healthz`) serving every daemon,
@@ -438,6 +551,7 @@ impl RunningSystem {
         let Self {
             msgs,
             login,
+            msfs,
             route,
             db,
             admin,
@@ -450,6 +564,7 @@ impl RunningSystem {
             m.stop();
         }
         login.stop();
+        msfs.stop();
         route.stop();
         if let Some(db) = db {
             db.stop();

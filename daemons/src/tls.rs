@@ -155,7 +155,7 @@ pub struct TlsSettings {
 
 impl TlsSettings {
     /// The five keys of the context with this prefix, for
-    /// [`Conf::warn_about_keys`]' list of known keys.
+    /// [`Conf::check_keys`]' list of known keys.
     #[must_use]
     pub fn keys(prefix: &str) -> [String; 5] {
         [CERT, KEY, CA, CLIENT_AUTH, SERVER_NAME].map(|k| format!("{prefix}{k}"))

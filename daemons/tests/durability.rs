@@ -52,6 +52,7 @@ fn start_db(dir: &Path, port: u16) -> Killed {
     .expect("write conf");
     Killed(
         Command::new(env!("CARGO_BIN_EXE_db_proxy_server"))
+            .current_dir(dir)
             .arg("-c")
             .arg(&conf)
             .spawn()

@@ -41,6 +41,7 @@ fn register(addr: SocketAddr, ip: &str, port: u32, cur: u32) -> TcpStream {
         max_conn_cnt: 100,
         cur_conn_cnt: cur,
         host_name: format!("ms-{ip}"),
+        ..Default::default()
     };
     s.write_all(&Command::OtherMsgServInfo.pdu(0, &info).to_bytes())
         .unwrap();
@@ -154,9 +155,19 @@ fn http_rejects_other_paths_and_oversized_requests() {
     let (status, _, _) = get(http, "/other");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
-    // Over TeamTalk's 1024-byte limit: answered 431, then closed.
+    // A browser's head with a few cookies (over TeamTalk's 1024 bytes) is
+    // served; over the 8 KiB head limit: answered 431, then closed.
+    let mut cookies = b"GET /msg_server HTTP/1.1\r\nCookie: ".to_vec();
+    cookies.extend(std::iter::repeat_n(b'x', 3000));
+    cookies.extend_from_slice(b"\r\n\r\n");
+    let got = http_raw(http, &cookies);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     let mut big = b"GET /msg_server HTTP/1.1\r\nX-Pad: ".to_vec();
-    big.extend(std::iter::repeat_n(b'x', 1100));
+    big.extend(std::iter::repeat_n(b'x', 8300));
     big.extend_from_slice(b"\r\n\r\n");
     let got = http_raw(http, &big);
     assert!(

@@ -158,6 +158,7 @@ fn strangers_get_nothing_from_db_proxy_route_or_login() {
             max_conn_cnt: 1_000_000,
             cur_conn_cnt: 0,
             host_name: "evil".into(),
+            ..Default::default()
         }
         .to_pdu(0),
     );

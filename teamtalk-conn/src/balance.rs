@@ -27,6 +27,11 @@ pub struct MsgServerLoad {
     pub cur_conn_cnt: u32,
     /// Host name, for logs and the admin view.
     pub host_name: String,
+    /// Its WebSocket port for browsers, if it has one (teamtalk-rs
+    /// msg_servers only).
+    pub ws_port: Option<u16>,
+    /// Whether that port is wss.
+    pub ws_tls: bool,
 }
 
 /// Why no msg_server can be offered; `code()` is TeamTalk's `ResultType`
@@ -145,11 +150,24 @@ impl<Id: Ord + Copy> LoadTable<Id> {
     /// [`Refusal::NoMsgServer`] when the table is empty,
     /// [`Refusal::MsgServerFull`] when every server is at its maximum.
     pub fn pick(&self) -> Result<(Id, &MsgServerLoad), Refusal> {
-        if self.servers.is_empty() {
+        self.pick_where(|_| true)
+    }
+
+    /// [`LoadTable::pick`] among the msg_servers `eligible` accepts (a
+    /// browser needs one with a WebSocket port); none eligible is
+    /// [`Refusal::NoMsgServer`].
+    ///
+    /// # Errors
+    /// As [`LoadTable::pick`].
+    pub fn pick_where(
+        &self,
+        eligible: impl Fn(&MsgServerLoad) -> bool,
+    ) -> Result<(Id, &MsgServerLoad), Refusal> {
+        if !self.servers.values().any(&eligible) {
             return Err(Refusal::NoMsgServer);
         }
         let mut best: Option<(Id, &MsgServerLoad)> = None;
-        for (id, s) in &self.servers {
+        for (id, s) in self.servers.iter().filter(|(_, s)| eligible(s)) {
             if s.cur_conn_cnt < s.max_conn_cnt
                 && best.is_none_or(|(_, b)| s.cur_conn_cnt < b.cur_conn_cnt)
             {
@@ -163,10 +181,15 @@ impl<Id: Ord + Copy> LoadTable<Id> {
     /// `code` 0 with `priorIP`, `backupIP`, `msfsPrior`, `msfsBackup`,
     /// `discovery` and `port` (a string, as TeamTalk clients expect);
     /// otherwise the refusal `code` and a message.
+    ///
+    /// For a `browser`, only msg_servers with a WebSocket port are
+    /// candidates. Whoever asks, a chosen msg_server with one adds
+    /// `wsPrior` and `wsBackup` (`ws://ip1:port/`, `wss://…`), which
+    /// TeamTalk clients ignore.
     #[must_use]
-    pub fn msg_server_json(&self, urls: &ServiceUrls) -> String {
+    pub fn msg_server_json(&self, urls: &ServiceUrls, browser: bool) -> String {
         let mut out = String::from("{");
-        match self.pick() {
+        match self.pick_where(|s| !browser || s.ws_port.is_some()) {
             Ok((_, s)) => {
                 out.push_str("\"code\":0,\"msg\":\"\"");
                 for (key, value) in [
@@ -179,6 +202,18 @@ impl<Id: Ord + Copy> LoadTable<Id> {
                 ] {
                     let _ = write!(out, ",\"{key}\":");
                     push_json_string(&mut out, value);
+                }
+                if let Some(port) = s.ws_port {
+                    let scheme = if s.ws_tls { "wss" } else { "ws" };
+                    for (key, ip) in [("wsPrior", &s.ip1), ("wsBackup", &s.ip2)] {
+                        let host = if ip.contains(':') {
+                            format!("[{ip}]")
+                        } else {
+                            ip.clone()
+                        };
+                        let _ = write!(out, ",\"{key}\":");
+                        push_json_string(&mut out, &format!("{scheme}://{host}:{port}/"));
+                    }
                 }
             }
             Err(refusal) => {
@@ -223,6 +258,8 @@ mod tests {
             max_conn_cnt: max,
             cur_conn_cnt: cur,
             host_name: "h".to_owned(),
+            ws_port: None,
+            ws_tls: false,
         }
     }
 
@@ -265,7 +302,7 @@ mod tests {
             msfs_backup: "http://msfs2:8700/".into(),
             discovery: "http://d/discovery".into(),
         };
-        let json = t.msg_server_json(&urls);
+        let json = t.msg_server_json(&urls, false);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["code"], 0);
         assert_eq!(v["msg"], "");
@@ -277,11 +314,45 @@ mod tests {
         assert_eq!(v["port"], "8000");
 
         let empty: LoadTable<u32> = LoadTable::new();
-        let v: serde_json::Value = serde_json::from_str(&empty.msg_server_json(&urls)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&empty.msg_server_json(&urls, false)).unwrap();
         assert_eq!(v["code"], 1);
         t.upsert(1, server("x", 10, 10));
-        let v: serde_json::Value = serde_json::from_str(&t.msg_server_json(&urls)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&t.msg_server_json(&urls, false)).unwrap();
         assert_eq!(v["code"], 2);
         assert!(v.get("priorIP").is_none());
+    }
+
+    #[test]
+    fn a_browser_gets_a_msg_server_with_a_websocket_port_and_its_urls() {
+        let urls = ServiceUrls {
+            msfs_prior: String::new(),
+            msfs_backup: String::new(),
+            discovery: String::new(),
+        };
+        let mut t = LoadTable::new();
+        t.upsert(1u32, server("10.0.0.1", 0, 10));
+        let v: serde_json::Value = serde_json::from_str(&t.msg_server_json(&urls, true)).unwrap();
+        assert_eq!(v["code"], 1, "no msg_server speaks WebSocket");
+        let v: serde_json::Value = serde_json::from_str(&t.msg_server_json(&urls, false)).unwrap();
+        assert!(v.get("wsPrior").is_none());
+
+        let mut ws = server("10.0.0.2", 5, 10);
+        ws.ws_port = Some(8800);
+        t.upsert(2, ws);
+        let v: serde_json::Value = serde_json::from_str(&t.msg_server_json(&urls, true)).unwrap();
+        assert_eq!(
+            v["priorIP"], "10.0.0.2",
+            "the busier one, but it has WebSocket"
+        );
+        assert_eq!(v["wsPrior"], "ws://10.0.0.2:8800/");
+        assert_eq!(v["wsBackup"], "ws://10.0.0.2-backup:8800/");
+
+        let mut wss = server("2001:db8::1", 0, 10);
+        wss.ws_port = Some(443);
+        wss.ws_tls = true;
+        t.upsert(3, wss);
+        let v: serde_json::Value = serde_json::from_str(&t.msg_server_json(&urls, true)).unwrap();
+        assert_eq!(v["wsPrior"], "wss://[2001:db8::1]:443/");
     }
 }

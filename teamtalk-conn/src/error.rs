@@ -3,6 +3,7 @@
 use teamtalk_proto::{CommandKey, FrameError};
 
 use crate::tls::TlsError;
+use crate::ws::WsError;
 
 /// Why a machine closed its socket.
 ///
@@ -64,6 +65,19 @@ pub enum CloseReason {
     /// machines wrapped in [`Tls`](crate::tls::Tls)).
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// WebSocket failed: a refused upgrade, a text message, a message that
+    /// is not one PDU, a protocol violation (only for machines wrapped in
+    /// [`Ws`](crate::ws::Ws)).
+    #[error("WebSocket: {0}")]
+    WebSocket(#[from] WsError),
+    /// The server sent a PDU the machine must understand (a login reply, a
+    /// kick) whose body does not parse.
+    #[error("malformed {0} from the peer")]
+    Malformed(CommandKey),
+    /// The server kicked this client (`CID_LOGIN_KICK_USER`): another
+    /// login of the same user took its place.
+    #[error("kicked by the server")]
+    Kicked,
 }
 
 /// Why a link-authentication handshake failed (inside
@@ -145,6 +159,18 @@ pub enum SendError {
     /// closing with [`CloseReason::SendBufferFull`].
     #[error("send buffer full")]
     BufferFull,
+    /// A client is connected but its login is not complete (or it is
+    /// logging out): the server would close a connection that sends
+    /// anything else before its login is accepted.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// A client already waits for the maximum number of replies; nothing
+    /// was queued. Retry after a reply, time-out or failure event.
+    #[error("{max} requests already wait for a reply")]
+    TooManyPending {
+        /// The configured cap (`ClientConfig::max_pending`).
+        max: usize,
+    },
 }
 
 /// Why `Session::accept_login` or `Session::reject_login` was refused.

@@ -48,7 +48,14 @@ use teamtalk_proto::pb::im::ext::{
 };
 use teamtalk_proto::{Command, CommandKey, Message, Pdu, PduCodec};
 
+use std::collections::BTreeSet;
+
+use teamtalk_proto::pb::im::base_define::{ClientType, UserInfo};
+use teamtalk_proto::pb::im::login::{ImKickUser, ImLoginRes, ImLogoutRsp};
+use teamtalk_proto::pb::im::message::ImMsgData;
+
 use crate::auth::{Initiator, Responder, is_handshake};
+use crate::client::{Client, ClientConfig, ClientEvent, ClientStats, Credentials};
 use crate::http::{HttpCloseReason, HttpConfig, HttpConn, HttpEvent};
 use crate::{
     Backoff, CloseReason, ClusterAuth, ClusterKey, Input, Link, LinkConfig, LinkEvent, Machine,
@@ -1107,6 +1114,192 @@ pub fn run_http(steps: &[HttpStep]) -> HttpRun {
     }
 }
 
+/// One thing that happens to a [`Client`]: the steps every machine takes,
+/// plus what a TeamTalk server sends and what a client application calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+pub enum ClientStep {
+    /// Inputs, raw bytes, `Send` and `Close` as for every machine.
+    Common(Step),
+    /// The server answers the login with this result code modulo 8 (0:
+    /// accepted; 1 to 7 are TeamTalk's refusals).
+    LoginReply(u8),
+    /// The server kicks the client with this reason.
+    Kick(u8),
+    /// The server answers a logout.
+    LogoutReply,
+    /// A message is delivered (`msg_type`, seq).
+    Delivery(u8, u16),
+    /// The server answers the `n`-th outstanding request (modulo their
+    /// count), with the right or, when `wrong`, a wrong command.
+    ReplyTo {
+        /// Which request.
+        n: u8,
+        /// Answer with the request's own command instead of the reply's.
+        wrong: bool,
+    },
+    /// The application sends a request with this body length, with the
+    /// default or its own deadline (milliseconds).
+    Request(u16, Option<u16>),
+    /// The application answers the assignment question.
+    Assigned,
+    /// The application reports a failed assignment.
+    AssignmentFailed,
+    /// The application logs in (clients started without credentials).
+    Login,
+    /// The application logs out.
+    Logout,
+}
+
+/// Runs `steps` against a [`Client`] and checks, besides the contract:
+/// at most `max_pending` requests outstanding, and every request ending
+/// in exactly one `Reply`, `RequestTimedOut` or `RequestFailed`, by the
+/// end of the run at the latest (the run ends with `close`).
+///
+/// The step count picks the set-up: a fixed msg_server or an assignment,
+/// with or without credentials, TeamTalk or jittered backoff, stopping or
+/// staying after a logout. Returns the
+/// client's counters, so tests can see how far a run got.
+pub fn run_client(steps: &[ClientStep]) -> ClientStats {
+    const MAX_PENDING: usize = 8;
+    let creds = Credentials::new("alice", "pw", ClientType::Windows);
+    let mut cfg = if steps.len().is_multiple_of(3) {
+        ClientConfig::without_login()
+    } else {
+        ClientConfig::new(creds.clone())
+    };
+    if steps.len().is_multiple_of(2) {
+        cfg.msg_server = Some(addr());
+        cfg.backoff = Backoff::teamtalk();
+    }
+    cfg.stop_after_logout = !steps.len().is_multiple_of(5);
+    cfg.max_frame_len = MAX_FRAME;
+    cfg.max_tx_bytes = MAX_TX;
+    cfg.max_pending = MAX_PENDING;
+    let mut c = Checker::new();
+    let mut client = Client::new(cfg, c.now);
+    // Requests that have not ended yet, by seq.
+    let mut open: BTreeSet<u16> = BTreeSet::new();
+    let ended = |e: ClientEvent, open: &mut BTreeSet<u16>| match e {
+        ClientEvent::Reply { seq, .. }
+        | ClientEvent::RequestTimedOut { seq, .. }
+        | ClientEvent::RequestFailed { seq, .. } => {
+            assert!(
+                open.remove(&seq),
+                "request {seq} ended twice or never began"
+            );
+        }
+        _ => {}
+    };
+    for e in c.drain_events(&mut client) {
+        ended(e, &mut open);
+    }
+    for step in steps {
+        let now = c.now;
+        let recv = |client: &mut Client, pdu: Pdu| {
+            client.handle_input(Input::Received(now, &pdu.to_bytes()));
+        };
+        match step {
+            ClientStep::Common(step) => {
+                if !c.feed(&mut client, step) {
+                    match step {
+                        Step::Send(len) => {
+                            let _ = client.send(now, &pdu(2, 0, usize::from(*len)));
+                        }
+                        Step::Close => client.close(),
+                        _ => {}
+                    }
+                }
+            }
+            ClientStep::LoginReply(code) => {
+                let res = ImLoginRes {
+                    server_time: 1,
+                    result_code: i32::from(*code % 8),
+                    user_info: Some(UserInfo {
+                        user_id: 7,
+                        ..UserInfo::default()
+                    }),
+                    ..ImLoginRes::default()
+                };
+                recv(&mut client, res.to_pdu(1));
+            }
+            ClientStep::Kick(reason) => {
+                let kick = ImKickUser {
+                    user_id: 7,
+                    kick_reason: i32::from(*reason),
+                };
+                recv(&mut client, kick.to_pdu(0));
+            }
+            ClientStep::LogoutReply => recv(&mut client, ImLogoutRsp { result_code: 0 }.to_pdu(0)),
+            ClientStep::Delivery(msg_type, seq) => {
+                let m = ImMsgData {
+                    from_user_id: 3,
+                    to_session_id: 7,
+                    msg_id: 1,
+                    msg_type: i32::from(*msg_type),
+                    msg_data: Bytes::from_static(b"hi"),
+                    ..ImMsgData::default()
+                };
+                recv(&mut client, m.to_pdu(*seq));
+            }
+            ClientStep::ReplyTo { n, wrong } => {
+                if !open.is_empty() {
+                    let seq = open.iter().nth(usize::from(*n) % open.len()).copied();
+                    let key = CommandKey::new(3, if *wrong { 0x0302 } else { 0x0303 });
+                    if let Some(seq) = seq {
+                        recv(&mut client, Pdu::new(key, seq, Bytes::new()));
+                    }
+                }
+            }
+            ClientStep::Request(len, timeout) => {
+                // Requests use command 0x0302, answered by 0x0303.
+                let req = Pdu::new(
+                    CommandKey::new(3, 0x0302),
+                    0,
+                    Bytes::from(vec![1; usize::from(*len)]),
+                );
+                let result = match timeout {
+                    Some(ms) => client.request_with_timeout(
+                        now,
+                        &req,
+                        Duration::from_millis(u64::from(*ms)),
+                    ),
+                    None => client.request(now, &req),
+                };
+                if let Ok(seq) = result {
+                    assert_ne!(seq, 0, "seq 0 is for pushes");
+                    assert!(open.insert(seq), "seq {seq} handed out twice");
+                }
+            }
+            ClientStep::Assigned => client.assigned(now, addr()),
+            ClientStep::AssignmentFailed => client.assignment_failed(now, "fuzz"),
+            ClientStep::Login => client.login(now, creds.clone()),
+            ClientStep::Logout => client.logout(now),
+        }
+        client.check_invariants();
+        check_buffers(client.buffered());
+        for e in c.drain_events(&mut client) {
+            ended(e, &mut open);
+        }
+        assert!(
+            open.len() <= MAX_PENDING,
+            "{} requests outstanding",
+            open.len()
+        );
+        assert_eq!(
+            open.len(),
+            client.pending_requests(),
+            "machine and harness disagree"
+        );
+    }
+    client.close();
+    for e in c.drain_events(&mut client) {
+        ended(e, &mut open);
+    }
+    assert!(open.is_empty(), "requests never ended: {open:?}");
+    client.stats()
+}
+
 /// Runs the drain checks once on an arbitrary machine (for testing the
 /// checker itself).
 #[cfg(test)]
@@ -1156,6 +1349,16 @@ pub fn run_http_steps(data: &[u8]) {
 pub fn run_tls_session_steps(data: &[u8]) {
     if let Some(steps) = steps_from(data) {
         run_tls_session(&steps);
+    }
+}
+
+/// Fuzz entry point: decodes steps from raw bytes and runs them against a
+/// client.
+#[cfg(feature = "fuzzing")]
+pub fn run_client_steps(data: &[u8]) {
+    use arbitrary::{Arbitrary, Unstructured};
+    if let Ok(steps) = Vec::<ClientStep>::arbitrary_take_rest(Unstructured::new(data)) {
+        let _ = run_client(&steps);
     }
 }
 

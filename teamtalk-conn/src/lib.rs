@@ -29,7 +29,9 @@
 //!    ([`Output::Connect`]), a socket to shut after flushing
 //!    ([`Output::Close`]) and application events ([`Output::Event`]).
 //! 3. Application calls (`send`, `accept_login`, `close`, …) are
-//!    mutations too: drain after them.
+//!    mutations too: drain after them. Calls that arm a deadline (a
+//!    [`Client`]'s requests, login and logout) take the current time as
+//!    inputs do.
 //! 4. Call back with [`Input::Timeout`] when the deadline passes. Waking
 //!    early is harmless. A deadline returned is always strictly later than
 //!    the time of the last input, so a driver never spins.
@@ -119,6 +121,91 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Example: a bot on the client side, against a scripted server
+//!
+//! [`Client`] is the other end: what a TeamTalk client does. This bot logs
+//! in and greets user 3; the "server" is a function answering the bot's
+//! PDUs, and time is virtual.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! use bytes::BytesMut;
+//! use teamtalk_conn::{Client, ClientConfig, ClientEvent, Credentials, Input, Machine, Output};
+//! use teamtalk_proto::command::CommandMessage;
+//! use teamtalk_proto::pb::im::base_define::{ClientType, UserInfo};
+//! use teamtalk_proto::pb::im::login::ImLoginRes;
+//! use teamtalk_proto::pb::im::message::{ImMsgData, ImMsgDataAck};
+//! use teamtalk_proto::{Message, Pdu, PduCodec};
+//!
+//! /// The scripted server: accepts any login as user 7, acks every message.
+//! fn server(pdu: &Pdu) -> Option<Pdu> {
+//!     match Message::decode(pdu).ok()? {
+//!         Message::LoginReqUserlogin(_) => {
+//!             let user = UserInfo { user_id: 7, ..UserInfo::default() };
+//!             let res = ImLoginRes { user_info: Some(user), ..ImLoginRes::default() };
+//!             Some(res.to_pdu(pdu.seq()))
+//!         }
+//!         Message::MsgData(m) => {
+//!             let ack = ImMsgDataAck { user_id: 7, session_id: m.to_session_id, msg_id: 1, session_type: 1 };
+//!             Some(ack.to_pdu(pdu.seq()))
+//!         }
+//!         _ => None,
+//!     }
+//! }
+//!
+//! let t0 = Instant::now();
+//! let cfg = ClientConfig::new(Credentials::new("bot", "pw", ClientType::Windows))
+//!     .with_msg_server("127.0.0.1:8000".parse()?);
+//! let mut bot = Client::new(cfg, t0);
+//! let mut now = t0;
+//! let mut log = Vec::new();
+//! bot.handle_input(Input::Connected(now)); // the connect succeeds at once
+//! loop {
+//!     // Drain: bytes go to the scripted server, events to the bot's logic.
+//!     let (mut wire, mut events) = (BytesMut::new(), Vec::new());
+//!     loop {
+//!         match bot.poll_output() {
+//!             Output::Transmit(bytes) => wire.extend_from_slice(&bytes),
+//!             Output::Event(e) => events.push(e),
+//!             Output::Connect(_) | Output::Close => {}
+//!             Output::Timeout(_) | Output::Finished => break,
+//!         }
+//!     }
+//!     // The server's answers arrive 1 ms later.
+//!     now += Duration::from_millis(1);
+//!     let mut answers = Vec::new();
+//!     while let Some(pdu) = PduCodec::default().decode(&mut wire)? {
+//!         answers.extend(server(&pdu));
+//!     }
+//!     let mut called = false;
+//!     for event in events {
+//!         if let ClientEvent::LoggedIn(_) = event {
+//!             let hello = ImMsgData { from_user_id: 7, to_session_id: 3, msg_type: 1,
+//!                 msg_data: "hello".into(), ..ImMsgData::default() };
+//!             bot.request_message(now, &hello)?;
+//!             called = true;
+//!         }
+//!         log.push(event);
+//!     }
+//!     if answers.is_empty() && !called {
+//!         break;
+//!     }
+//!     for answer in answers {
+//!         bot.handle_input(Input::Received(now, &answer.to_bytes()));
+//!     }
+//! }
+//! assert!(matches!(log[..], [
+//!     ClientEvent::LoggedIn(_),
+//!     ClientEvent::Reply { .. },
+//! ]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The [`client`] module documents the life cycle and has a longer bot
+//! that echoes messages; `daemons/examples/echo_bot.rs` runs one over real
+//! sockets on `teamtalk-net`'s reactor.
+//!
 //! # Machines and pure pieces
 //!
 //! - [`Link`]: an outbound server-to-server connection that connects,
@@ -136,6 +223,9 @@
 //!   [`SessionConfig::allow_unauthenticated`], and tells the application
 //!   how each peer got in ([`SessionEvent::Admitted`],
 //!   [`Session::peer_auth`]).
+//! - [`Client`]: the client side: login_server assignment (asked of the
+//!   application), connect, login, heartbeats, silence detection,
+//!   reconnects, requests matched to replies by seq, kicks, logout.
 //! - [`LoadTable`]: login_server's least-loaded msg_server choice and its
 //!   `/msg_server` JSON.
 //! - [`Presence`]: the one-PC-plus-one-mobile multi-login policy.
@@ -251,7 +341,14 @@
 //! | [`DEFAULT_CONNECT_TIMEOUT`] | 5 s | (none: TeamTalk waits for the kernel) | link connect attempts |
 //! | [`DEFAULT_AUTH_TIMEOUT`] ([`ClusterAuth::timeout`]) | 5 s | (ours: TeamTalk has no authentication) | the handshake: from the connect (links), the accept (sessions requiring it) or the hello (sessions that also admit unauthenticated peers); no heartbeat is sent before it completes |
 //! | [`TEAMTALK_MIN_RECONNECT`] … [`TEAMTALK_MAX_RECONNECT`] | 4 s … 64 s | `MIN_RECONNECT_CNT`, `MAX_RECONNECT_CNT` | [`Backoff::teamtalk`]: 4, 8, 16, 32, 64, 4, … |
-//! | [`DEFAULT_INITIAL_BACKOFF`] … [`DEFAULT_MAX_BACKOFF`] | 1 s … 60 s | (ours) | default [`Backoff::exponential`], jittered to `[d/2, d]` |
+//! | [`DEFAULT_INITIAL_BACKOFF`] … [`DEFAULT_MAX_BACKOFF`] | 1 s … 60 s | (ours) | default [`Backoff::exponential`], jittered to `[d/2, d]`; links and clients |
+//! | [`client::DESKTOP_HEARTBEAT_INTERVAL`] | 5 s | Windows client's 5 s heartbeat timer | clients (PC types) send a heartbeat when nothing was sent this long |
+//! | [`client::MOBILE_HEARTBEAT_INTERVAL`] | 30 s | iOS client's heartbeat | clients of mobile types |
+//! | [`client::CLIENT_SILENCE_TIMEOUT`] | 60 s | the clients' 60 s server check | clients drop a connection after this long without receiving |
+//! | [`LOGIN_TIMEOUT`] | 15 s | (the server's login limit) | clients wait this long for the login reply |
+//! | [`DEFAULT_CONNECT_TIMEOUT`] | 5 s | (none) | client connect attempts |
+//! | [`client::DEFAULT_REQUEST_TIMEOUT`] | 15 s | (ours) | a client request without a reply by then raises `RequestTimedOut` |
+//! | [`client::DEFAULT_LOGOUT_TIMEOUT`] | 5 s | (ours) | a client logout waits this long for the answer and the server's close |
 //!
 //! HTTP connections have their own deadlines (header 10 s, body 30 s,
 //! keep-alive idle 15 s, send 30 s): see the [`http`] module.
@@ -265,6 +362,7 @@ use std::time::Duration;
 pub mod auth;
 mod backoff;
 pub mod balance;
+pub mod client;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -276,23 +374,30 @@ mod session;
 mod timers;
 pub mod tls;
 mod wire;
+pub mod ws;
 
 #[cfg(test)]
 mod tests;
 
-pub use self::http::{HttpCloseReason, HttpConfig, HttpConn, HttpEvent, RespondError};
+pub use self::http::{
+    HttpCloseReason, HttpConfig, HttpConn, HttpEvent, OversizedBody, RespondError,
+};
 pub use auth::{ClusterAuth, ClusterKey, DEFAULT_AUTH_TIMEOUT, KeyError, NonceSource, PeerAuth};
 pub use backoff::{
     Backoff, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, TEAMTALK_MAX_RECONNECT,
     TEAMTALK_MIN_RECONNECT,
 };
 pub use balance::{LoadTable, MsgServerLoad, Refusal, ServiceUrls};
+pub use client::{
+    Client, ClientConfig, ClientEvent, ClientState, ClientStats, Credentials, StopReason,
+};
 pub use error::{AuthFailure, CloseReason, LoginError, SendError};
 pub use link::{Link, LinkConfig, LinkEvent, LinkState};
 pub use machine::{Input, Machine, Output};
 pub use presence::{ClientClass, Kick, KickReason, Presence};
 pub use session::{Heartbeat, Login, Session, SessionConfig, SessionEvent};
 pub use tls::{DEFAULT_HANDSHAKE_TIMEOUT, Tls, TlsError};
+pub use ws::{Ws, WsConfig, WsError, WsOrigins};
 
 /// Heartbeat period between servers (TeamTalk `SERVER_HEARTBEAT_INTERVAL`).
 pub const SERVER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);

@@ -479,7 +479,12 @@ impl Link {
                 }
                 Timer::Idle => self.go_down(CloseReason::TimedOut),
                 Timer::Auth => self.attempt_failed(CloseReason::AuthFailed(AuthFailure::TimedOut)),
-                Timer::Login | Timer::Header | Timer::Body | Timer::Send => {}
+                Timer::Login
+                | Timer::Header
+                | Timer::Body
+                | Timer::Send
+                | Timer::Request
+                | Timer::Logout => {}
             }
         }
     }

@@ -757,7 +757,13 @@ impl Session {
                         self.sent();
                     }
                 }
-                Timer::Connect | Timer::Backoff | Timer::Header | Timer::Body | Timer::Send => {}
+                Timer::Connect
+                | Timer::Backoff
+                | Timer::Header
+                | Timer::Body
+                | Timer::Send
+                | Timer::Request
+                | Timer::Logout => {}
             }
         }
     }

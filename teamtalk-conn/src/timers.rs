@@ -15,7 +15,8 @@ pub(crate) enum Timer {
     Heartbeat,
     /// Close: nothing was received for the idle timeout.
     Idle,
-    /// Close: a client's login did not complete in time.
+    /// Close: a client's login did not complete in time (sessions), or
+    /// the login reply did not arrive in time (clients).
     Login,
     /// HTTP: the request head did not arrive in time (408).
     Header,
@@ -25,10 +26,14 @@ pub(crate) enum Timer {
     Send,
     /// Close: the link-authentication handshake did not complete in time.
     Auth,
+    /// The earliest deadline of a client's pending requests.
+    Request,
+    /// A client's logout must be over by then.
+    Logout,
 }
 
 impl Timer {
-    const COUNT: usize = 9;
+    const COUNT: usize = 11;
     const ALL: [Self; Self::COUNT] = [
         Self::Connect,
         Self::Backoff,
@@ -39,6 +44,8 @@ impl Timer {
         Self::Body,
         Self::Send,
         Self::Auth,
+        Self::Request,
+        Self::Logout,
     ];
 }
 

@@ -133,5 +133,5 @@ mod txqueue;
 pub use handle::{ConnId, Handle, NetError, NetEvent};
 pub use limits::raise_fd_limit;
 pub use reactor::{EventRx, Reactor, ReactorConfig};
-pub use source::ListenOptions;
+pub use source::{ListenOptions, source_key};
 pub use stats::{Stats, StatsSnapshot};

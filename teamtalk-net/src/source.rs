@@ -32,8 +32,12 @@ pub struct ListenOptions {
     pub max_per_source: Option<usize>,
 }
 
-/// The key a source is counted under.
-fn source_key(ip: IpAddr) -> IpAddr {
+/// The key a source is counted under: an IPv4 address, or the /64 of an
+/// IPv6 one (IPv4-mapped addresses count as IPv4). Public so that limits
+/// kept by applications (msfs's uploads per minute) count sources the
+/// same way as the listeners' connection caps.
+#[must_use]
+pub fn source_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);

@@ -19,6 +19,24 @@ fn replay(target: &str, run: impl Fn(&[u8])) {
     assert!(count > 0, "no seeds in {}", dir.display());
 }
 
+/// Every folder under corpus/ is some target's: a new target's corpus
+/// cannot be committed without a replay test here.
+#[test]
+fn every_corpus_is_replayed() {
+    let known = ["msfs_upload", "msg_app", "route_app", "login_app", "db_proxy"];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    for entry in fs::read_dir(&dir).expect("corpus dir") {
+        let name = entry.expect("dir entry").file_name();
+        let name = name.to_string_lossy();
+        assert!(known.contains(&name.as_ref()), "corpus/{name} is not replayed");
+    }
+}
+
+#[test]
+fn msfs_upload_corpus() {
+    replay("msfs_upload", teamtalk_daemons_fuzz::run_msfs_upload);
+}
+
 #[test]
 fn msg_app_corpus() {
     replay("msg_app", daemons::fuzzing::run_msg_app);

@@ -1,16 +1,6 @@
-//! `login_server`: TeamTalk's login_server, reading TeamTalk's own `.conf` (`-c FILE`).
-
-use clap::Parser;
-use daemons::cli::{Daemon, DaemonArgs, init_logging, run_daemon};
+//! `login_server`: TeamTalk's login_server, reading TeamTalk's own `.conf` (`-c FILE`,
+//! or `loginserver.conf` in the working directory).
 
 fn main() -> std::process::ExitCode {
-    init_logging();
-    let args = DaemonArgs::parse();
-    match run_daemon(Daemon::Login, &args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("login_server: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    daemons::cli::daemon_main(daemons::cli::Daemon::Login)
 }

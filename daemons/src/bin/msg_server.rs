@@ -1,16 +1,6 @@
-//! `msg_server`: TeamTalk's msg_server, reading TeamTalk's own `.conf` (`-c FILE`).
-
-use clap::Parser;
-use daemons::cli::{Daemon, DaemonArgs, init_logging, run_daemon};
+//! `msg_server`: TeamTalk's msg_server, reading TeamTalk's own `.conf` (`-c FILE`,
+//! or `msgserver.conf` in the working directory).
 
 fn main() -> std::process::ExitCode {
-    init_logging();
-    let args = DaemonArgs::parse();
-    match run_daemon(Daemon::Msg, &args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("msg_server: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    daemons::cli::daemon_main(daemons::cli::Daemon::Msg)
 }

@@ -1,16 +1,6 @@
-//! `route_server`: TeamTalk's route_server, reading TeamTalk's own `.conf` (`-c FILE`).
-
-use clap::Parser;
-use daemons::cli::{Daemon, DaemonArgs, init_logging, run_daemon};
+//! `route_server`: TeamTalk's route_server, reading TeamTalk's own `.conf` (`-c FILE`,
+//! or `routeserver.conf` in the working directory).
 
 fn main() -> std::process::ExitCode {
-    init_logging();
-    let args = DaemonArgs::parse();
-    match run_daemon(Daemon::Route, &args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("route_server: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    daemons::cli::daemon_main(daemons::cli::Daemon::Route)
 }

@@ -4,8 +4,9 @@ use clap::Parser;
 use daemons::cli::{Cli, init_logging, run};
 
 fn main() -> std::process::ExitCode {
-    init_logging();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("teamtalk: {e}");

@@ -4,7 +4,11 @@
 //! call [`run`] or [`run_daemon`], which return typed errors the binary
 //! prints.
 
+pub mod daemon;
+pub mod groups;
 pub mod users;
+
+pub use daemon::{Daemon, DaemonArgs, daemon_main, run_daemon};
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -15,16 +19,40 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crossbeam_channel::Receiver;
 use tracing::{info, warn};
 
-use crate::conf::{Conf, ConfError};
+use crate::conf::ConfError;
 use crate::system::{self, SystemConfig, SystemError};
 
 /// `teamtalk`: run and administer a TeamTalk-compatible system.
 #[derive(Debug, Parser)]
-#[command(name = "teamtalk", version, about)]
+#[command(name = "teamtalk", version = VERSION, about)]
 pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Commands,
+}
+
+/// The version string every binary prints: crate version and the git
+/// commit it was built from (when built from a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TEAMTALK_GIT_HASH"),
+    ")"
+);
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only on a terminal and without
+    /// `NO_COLOR`.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// `teamtalk` subcommands.
@@ -34,22 +62,25 @@ pub enum Commands {
     /// Run every daemon in this process on loopback, with the embedded store.
     Up(UpArgs),
     /// A terminal TeamTalk client: chat interactively or run scripted steps.
-    Chat(crate::chat::ChatArgs),
+    Chat(crate::tools::chat::ChatArgs),
     /// Manage users in the store.
     #[command(subcommand)]
     User(UserCommand),
     /// Manage departments in the store.
     #[command(subcommand)]
     Dept(DeptCommand),
+    /// Manage groups in the store (NORMAL groups, made by the administration).
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Load-test a TeamTalk cluster (ours or the C++ one) over the client protocol.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
 }
 
 /// Arguments of `teamtalk up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
     /// Directory of the SQLite store.
-    #[arg(long, default_value = "teamtalk-data")]
+    #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
     pub data_dir: PathBuf,
     /// Address every daemon listens on.
     #[arg(long, default_value = "127.0.0.1")]
@@ -68,6 +99,17 @@ pub struct UpArgs {
     /// Serve no admin endpoint.
     #[arg(long, conflicts_with = "admin")]
     pub no_admin: bool,
+    /// File holding the bearer token the admin endpoint requires
+    /// (`Authorization: Bearer <token>`); needed when `--admin` is not a
+    /// loopback address. A file, not an argument, so the token does not
+    /// show in process listings.
+    #[arg(long, conflicts_with = "no_admin")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The msfs URL handed to clients (images, avatars), when they reach
+    /// it by another name than `--host`, e.g. `http://chat.example:8700/`.
+    /// Default: msfs's own address.
+    #[arg(long)]
+    pub msfs_url: Option<String>,
 }
 
 /// `teamtalk user …`.
@@ -88,7 +130,7 @@ pub enum UserCommand {
         #[arg(long)]
         dept: Option<String>,
         /// Directory of the SQLite store.
-        #[arg(long, default_value = "teamtalk-data")]
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
     },
     /// Add users `<prefix>1` … `<prefix><count>` in one go, for load tests.
@@ -108,13 +150,13 @@ pub enum UserCommand {
         #[arg(long)]
         teamtalk_md5: bool,
         /// Directory of the SQLite store.
-        #[arg(long, default_value = "teamtalk-data")]
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
     },
     /// List users.
     List {
         /// Directory of the SQLite store.
-        #[arg(long, default_value = "teamtalk-data")]
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
     },
 }
@@ -131,7 +173,66 @@ pub enum DeptCommand {
         #[arg(long, default_value_t = 0)]
         parent: u32,
         /// Directory of the SQLite store.
-        #[arg(long, default_value = "teamtalk-data")]
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// `teamtalk group …`. Users are named by id or login name.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum GroupCommand {
+    /// Create a NORMAL group; the creator is a member.
+    Create {
+        /// Group name.
+        name: String,
+        /// The creator (who alone may change it from a client).
+        #[arg(long)]
+        creator: String,
+        /// Members besides the creator (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// Avatar URL.
+        #[arg(long, default_value = "")]
+        avatar: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// List every group.
+    List {
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Show a group and its members.
+    Show {
+        /// Group id.
+        group: u32,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Add members to a group.
+    Add {
+        /// Group id.
+        group: u32,
+        /// Users to add.
+        #[arg(required = true)]
+        users: Vec<String>,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Remove members from a group.
+    Remove {
+        /// Group id.
+        group: u32,
+        /// Users to remove.
+        #[arg(required = true)]
+        users: Vec<String>,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
     },
 }
@@ -145,10 +246,13 @@ pub enum CliError {
     System(#[from] SystemError),
     /// A chat failed.
     #[error(transparent)]
-    Chat(#[from] crate::chat::ChatError),
+    Chat(#[from] crate::tools::chat::ChatError),
     /// A directory command failed.
     #[error(transparent)]
     Users(#[from] users::UsersError),
+    /// A group command failed.
+    #[error(transparent)]
+    Groups(#[from] groups::GroupsError),
     /// The configuration file is unusable.
     #[error(transparent)]
     Conf(#[from] ConfError),
@@ -163,17 +267,37 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     /// A benchmark could not run.
     #[error(transparent)]
-    Bench(#[from] crate::bench::BenchError),
+    Bench(#[from] crate::tools::bench::BenchError),
 }
 
 /// Sets up logging: `RUST_LOG` decides the level (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let (filter, rejected) = match std::env::var("RUST_LOG") {
+        Ok(value) => match EnvFilter::try_new(&value) {
+            Ok(f) => (f, None),
+            Err(e) => (EnvFilter::new("info"), Some((value, e))),
+        },
+        Err(_) => (EnvFilter::new("info"), None),
+    };
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // A log reader that goes away (a closed pipe, a restarted journal) must
+    // not take the daemon with it: tracing-subscriber would report the
+    // failed write on stderr with `eprintln!`, which panics on the same
+    // broken pipe, and a panic there aborts.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(colour).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    if let Some((value, e)) = rejected {
+        warn!(value = %crate::clip::clip(&value), error = %e, "RUST_LOG is not a valid filter; logging at info");
+    }
 }
 
 /// Runs a `teamtalk` command.
@@ -184,8 +308,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Commands::Up(args) => up(&args, &mut out),
-        Commands::Bench(args) => Ok(crate::bench::run(&args, &mut out)?),
-        Commands::Chat(args) => Ok(crate::chat::run(&args, &mut out)?),
+        Commands::Bench(args) => Ok(crate::tools::bench::run(&args, &mut out)?),
+        Commands::Chat(args) => Ok(crate::tools::chat::run(&args, &mut out)?),
         Commands::User(UserCommand::Add {
             name,
             password,
@@ -235,11 +359,80 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             writeln!(out, "added department {name} with id {id}")?;
             Ok(())
         }
+        Commands::Group(cmd) => group_command(cmd, &mut out),
     }
 }
 
+/// The store directory when none is given: `$TEAMTALK_DATA_DIR`, else
+/// `./teamtalk-data` (the same for `teamtalk up`, `teamtalk user …` and
+/// `db_proxy_server` without `DataDir`).
+#[must_use]
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os(DATA_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(
+            || PathBuf::from(crate::db_proxy::DEFAULT_DATA_DIR),
+            PathBuf::from,
+        )
+}
+
+/// The environment variable naming the default store directory.
+pub const DATA_DIR_ENV: &str = "TEAMTALK_DATA_DIR";
+
+fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        GroupCommand::Create {
+            name,
+            creator,
+            members,
+            avatar,
+            data_dir,
+        } => {
+            groups::print_create(&data_dir, &name, &avatar, &creator, &members, out)?;
+        }
+        GroupCommand::List { data_dir } => {
+            let n = groups::print_list(&data_dir, out)?;
+            writeln!(out, "{n} groups")?;
+        }
+        GroupCommand::Show { group, data_dir } => groups::print_show(&data_dir, group, out)?,
+        GroupCommand::Add {
+            group,
+            users,
+            data_dir,
+        } => {
+            groups::print_change(&data_dir, group, true, &users, out)?;
+        }
+        GroupCommand::Remove {
+            group,
+            users,
+            data_dir,
+        } => {
+            groups::print_change(&data_dir, group, false, &users, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Largest admin token file read.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// Reads a bearer token: the file's first line, trimmed, non-empty.
+fn read_token(path: &Path) -> Result<String, CliError> {
+    use std::io::Read as _;
+    let bad = |why: String| CliError::Daemon(format!("admin token file {}: {why}", path.display()));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_FILE).read_to_string(&mut text))
+        .map_err(|e| bad(e.to_string()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(bad("empty".to_owned()));
+    }
+    Ok(token.to_owned())
+}
+
 /// A channel that receives one message on Ctrl-C or SIGTERM.
-fn stop_signal() -> Result<Receiver<()>, CliError> {
+pub(crate) fn stop_signal() -> Result<Receiver<()>, CliError> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     ctrlc::set_handler(move || {
         let _ = tx.try_send(());
@@ -269,6 +462,10 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
             },
         )),
     };
+    if let Some(path) = &args.admin_token_file {
+        cfg.admin_token = Some(read_token(path)?);
+    }
+    cfg.msfs_url.clone_from(&args.msfs_url);
     let stop = stop_signal()?;
     let sys = system::start(cfg)?;
     if !sys.wait_ready(Duration::from_secs(10)) {
@@ -285,7 +482,26 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         "  clients start at   http://{}/msg_server  (then TCP to the msg_server it names)",
         sys.http_addr()
     )?;
+    writeln!(
+        out,
+        "  web client         http://{}/  (open it in a browser)",
+        sys.http_addr()
+    )?;
     writeln!(out, "  msg_server         {}", msgs.join(", "))?;
+    let ws: Vec<String> = sys
+        .ws_addrs()
+        .iter()
+        .map(|a| format!("ws://{a}/"))
+        .collect();
+    if !ws.is_empty() {
+        writeln!(out, "  browsers           {}", ws.join(", "))?;
+    }
+    writeln!(
+        out,
+        "  msfs               {}  (images, avatars; files in {})",
+        sys.msfs_url(),
+        args.data_dir.join("msfs").display()
+    )?;
     if let Some(c) = sys.login_client_addr() {
         writeln!(out, "  login_server       legacy TCP {c}")?;
     }
@@ -322,85 +538,60 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The separate daemons, for multi-host deployments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[non_exhaustive]
-pub enum Daemon {
-    /// login_server.
-    Login,
-    /// msg_server.
-    Msg,
-    /// route_server.
-    Route,
-    /// db_proxy_server.
-    DbProxy,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Arguments every daemon binary takes.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "A TeamTalk daemon; reads TeamTalk's own .conf format"
-)]
-pub struct DaemonArgs {
-    /// Configuration file (TeamTalk's `key=value` format).
-    #[arg(short = 'c', long = "conf")]
-    pub conf: PathBuf,
-    /// Admin endpoint (`/metrics`, `/healthz`); overrides the conf's
-    /// `AdminListen`.
-    #[arg(long)]
-    pub admin: Option<SocketAddr>,
-}
+    #[test]
+    fn group_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "teamtalk",
+            "group",
+            "create",
+            "eng",
+            "--creator",
+            "alice",
+            "--members",
+            "bob,3",
+            "--members",
+            "carol",
+        ])
+        .unwrap();
+        let Commands::Group(GroupCommand::Create {
+            name,
+            creator,
+            members,
+            ..
+        }) = cli.command
+        else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((name.as_str(), creator.as_str()), ("eng", "alice"));
+        assert_eq!(members, ["bob", "3", "carol"]);
+        let cli =
+            Cli::try_parse_from(["teamtalk", "group", "remove", "7", "bob", "carol"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Commands::Group(GroupCommand::Remove { group: 7, ref users, .. }) if users.len() == 2
+        ));
+        assert!(
+            Cli::try_parse_from(["teamtalk", "group", "add", "7"]).is_err(),
+            "users required"
+        );
+        assert!(
+            Cli::try_parse_from(["teamtalk", "group", "create", "eng"]).is_err(),
+            "creator required"
+        );
+    }
 
-/// The `main` of a daemon binary: reads its `.conf`, starts it, runs until
-/// Ctrl-C or SIGTERM.
-///
-/// # Errors
-/// [`CliError`] when the configuration is bad or the daemon cannot start.
-pub fn run_daemon(daemon: Daemon, args: &DaemonArgs) -> Result<(), CliError> {
-    let conf = Conf::load(&args.conf)?;
-    let _ = teamtalk_net::raise_fd_limit();
-    let stop = stop_signal()?;
-    let running = start_daemon(daemon, &conf, &args.conf, args.admin)?;
-    info!(?daemon, conf = %args.conf.display(), "running; Ctrl-C or SIGTERM stops");
-    let _ = stop.recv();
-    info!(?daemon, "stopping");
-    running.stop();
-    Ok(())
-}
-
-/// Any of the daemons, running.
-type Running = Box<dyn crate::runtime::RunningDaemon>;
-
-fn start_daemon(
-    daemon: Daemon,
-    conf: &Conf,
-    path: &Path,
-    admin: Option<SocketAddr>,
-) -> Result<Running, CliError> {
-    let fail = |e: &dyn std::fmt::Display| CliError::Daemon(format!("{}: {e}", path.display()));
-    Ok(match daemon {
-        Daemon::Login => {
-            let mut cfg = crate::login::LoginConfig::from_conf(conf).map_err(|e| fail(&e))?;
-            cfg.admin = admin.or(cfg.admin);
-            Box::new(crate::login::spawn(cfg).map_err(|e| fail(&e))?)
-        }
-        Daemon::Route => {
-            let mut cfg = crate::route::RouteConfig::from_conf(conf).map_err(|e| fail(&e))?;
-            cfg.admin = admin.or(cfg.admin);
-            Box::new(crate::route::spawn(cfg).map_err(|e| fail(&e))?)
-        }
-        Daemon::Msg => {
-            let mut cfg = crate::msg::MsgConfig::from_conf(conf).map_err(|e| fail(&e))?;
-            cfg.admin = admin.or(cfg.admin);
-            Box::new(crate::msg::spawn(cfg).map_err(|e| fail(&e))?)
-        }
-        Daemon::DbProxy => {
-            let mut cfg = crate::db_proxy::config_from_conf(conf).map_err(|e| fail(&e))?;
-            cfg.admin = admin.or(cfg.admin);
-            let store = crate::store::SqliteStore::open(&cfg.data_dir).map_err(|e| fail(&e))?;
-            let store: std::sync::Arc<dyn crate::store::Store> = std::sync::Arc::new(store);
-            Box::new(crate::db_proxy::spawn(cfg, store).map_err(|e| fail(&e))?)
-        }
-    })
+    #[test]
+    fn admin_token_is_the_first_line_trimmed_and_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  s3cret \nignored\n").unwrap();
+        assert_eq!(read_token(&path).unwrap(), "s3cret");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_token(&path).unwrap_err().to_string().contains("empty"));
+        assert!(read_token(&dir.path().join("missing")).is_err());
+    }
 }

@@ -113,8 +113,7 @@ pub struct DbProxyStats {
     /// Requests answered with a failure: the reply's failure `result_code`
     /// or `IMRequestFailed` (see [`crate::rules::failure`]).
     pub failures: u64,
-    /// Requests for features not stored yet (groups, group shield, offline
-    /// files, avatars).
+    /// Requests for features not stored yet (offline files, avatars).
     pub unimplemented: u64,
     /// PDUs db_proxy never serves (e.g. client-only commands, unknown ids).
     pub unexpected: u64,
@@ -122,9 +121,10 @@ pub struct DbProxyStats {
     pub decode_errors: u64,
     /// Store operations that failed.
     pub store_errors: u64,
-    /// Single-chat messages stored.
+    /// Messages stored (single and group).
     pub messages_stored: u64,
-    /// Messages refused as not storable, answered with `msg_id` 0.
+    /// Messages refused as not storable (a group message from a non-member
+    /// among them), answered with `msg_id` 0.
     pub messages_refused: u64,
     /// Resends not stored again (their dedupe key was known), answered
     /// with the first `msg_id` and `duplicate` set.
@@ -412,6 +412,11 @@ impl DbProxy {
             | RequestFailedCode::RequestFailedNone
             | RequestFailedCode::RequestFailedRateLimited => {
                 warn!(command, what = failed.what, "bad request");
+            }
+            // A member-only group operation by a non-member: logged where
+            // the store refused it.
+            RequestFailedCode::RequestFailedForbidden => {
+                debug!(command, what = failed.what, "refused: not allowed");
             }
         }
         let mut request = request.clone();

@@ -7,8 +7,8 @@
 //! - [`DbProxy`] (`handler.rs`): a pure request handler, PDU in, reply out,
 //!   against any [`Store`](crate::store::Store). The requests are served by
 //!   domain in `cmd/` (`login.rs`, `users.rs`, `messages.rs`,
-//!   `sessions.rs`, `push.rs`; groups and files will join as `groups.rs`
-//!   and `files.rs`), each file documenting its wire rules; one dispatch
+//!   `sessions.rs`, `push.rs`, `groups.rs`; files will join as
+//!   `files.rs`), each file documenting its wire rules; one dispatch
 //!   table says which file serves which command. The command map follows
 //!   TeamTalk's db_proxy (see [`DbProxy`] for the wire rules and the trust
 //!   model), with the login-failure limiter of [`limiter`].
@@ -27,14 +27,16 @@
 //! | 0x0210 departments | 0x0211 | `users.rs` | as 0x0208 | `IMRequestFailed` |
 //! | 0x0213 sign info | 0x0214 | `users.rs` | 1 for an unknown user | 0x0214, 1 |
 //! | 0x020c avatar | 0x020d | `users.rs` | not stored yet | 0x020d, 1 |
-//! | 0x0301 message | 0x0301 | `messages.rs` | `msg_id` set; 0 = refused as not storable (group messages for now, empty, to oneself) | `IMRequestFailed` |
-//! | 0x0303 read ack | none | `messages.rs` | clears the reader's unread count | `IMRequestFailed` |
-//! | 0x0307 / 0x0309 / 0x030b / 0x030d | 0x0308 / 0x030a / 0x030c / 0x030e | `messages.rs` | unread, history (0 = latest, newest first, at most 200), latest id, by id | `IMRequestFailed` |
-//! | 0x0201 / 0x0206 recent / remove session | 0x0202 / 0x0207 | `sessions.rs` | removing also clears the unread count; 1 when there was no session | `IMRequestFailed` / 0x0207, 1 |
+//! | 0x0301 message | 0x0301 | `messages.rs` | `msg_id` set (per conversation, or per group); 0 = refused as not storable (empty, to oneself, a group message from a non-member) | `IMRequestFailed` |
+//! | 0x0303 read ack | none | `messages.rs` | clears the reader's unread count (of a peer or a group) | `IMRequestFailed` (6 for a non-member) |
+//! | 0x0307 / 0x0309 / 0x030b / 0x030d | 0x0308 / 0x030a / 0x030c / 0x030e | `messages.rs` | unread (groups included), history (0 = latest, newest first, at most 200), latest id, by id; a group's as its member may read it | `IMRequestFailed` (6 for a non-member) |
+//! | 0x0201 / 0x0206 recent / remove session | 0x0202 / 0x0207 | `sessions.rs` | groups included; removing also clears the unread count; 1 when there was no session | `IMRequestFailed` / 0x0207, 1 |
 //! | 0x0108 device token | 0x0109 | `push.rs` | empty token unregisters | `IMRequestFailed` |
 //! | 0x010c / 0x010e push shield set / query | 0x010d / 0x010f | `push.rs` | 1 for an unknown user | 0x010d / 0x010f, 1 |
 //! | 0x0705 device tokens | 0x0706 | `push.rs` | iOS and Android only; `push_count` = total unread; iOS users with shield on left out 22:00–07:59 | `IMRequestFailed` |
-//! | 0x0401–0x0409, 0x0711 groups | | (`groups.rs`) | not stored yet | 0x0406 / 0x0408 / 0x040a with 1, else `IMRequestFailed` |
+//! | 0x0401 / 0x0403 normal groups / details | 0x0402 / 0x0404 | `groups.rs` | the user's NORMAL groups with versions; details of groups the user is in whose version moved | `IMRequestFailed` |
+//! | 0x0405 / 0x0407 / 0x0409 create / change members / shield | 0x0406 / 0x0408 / 0x040a | `groups.rs` | TMP only from clients; the permission rule of `store::groups`; members only | 0x0406 / 0x0408 / 0x040a with 1 |
+//! | 0x0711 / 0x0791 shields of members / a user's groups | 0x0712 / 0x0792 | `groups.rs` | for msg_server's push path and group index | `IMRequestFailed` |
 //! | 0x0509 / 0x050b / 0x050c offline files | | (`files.rs`) | not stored yet | `IMRequestFailed` |
 //!
 //! The last column is what a request that cannot be served gets (the store
@@ -80,7 +82,7 @@ use crate::runtime::DaemonError;
 /// TeamTalk's default db_proxy port.
 pub const DEFAULT_PORT: u16 = 10600;
 /// Default SQLite directory when the conf has no `DataDir`.
-pub const DEFAULT_DATA_DIR: &str = "data";
+pub const DEFAULT_DATA_DIR: &str = "teamtalk-data";
 
 /// Everything [`spawn`] needs besides the store.
 #[derive(Debug, Clone)]
@@ -105,6 +107,8 @@ pub struct DbProxyConfig {
     /// The cluster secret and who may skip it (`ClusterSecret`,
     /// `ClusterSecretFile`, `AllowUnauthenticatedPeers`).
     pub peers: crate::cluster::PeerPolicy,
+    /// TLS on the msg_server port (`PeerTls*` keys).
+    pub peer_tls: Option<std::sync::Arc<teamtalk_conn::tls::rustls::ServerConfig>>,
 }
 
 impl DbProxyConfig {
@@ -120,6 +124,7 @@ impl DbProxyConfig {
             admin: None,
             admin_token: None,
             peers: crate::cluster::PeerPolicy::open(),
+            peer_tls: None,
         }
     }
 }
@@ -134,13 +139,18 @@ impl Default for DbProxyConfig {
 }
 
 /// Keys of TeamTalk's `dbproxyserver.conf` that we read.
-const USED_KEYS: &[&str] = &[
+pub const KNOWN_KEYS: &[&str] = &[
     "ListenIP",
     "ListenPort",
     "DataDir",
     "UtcOffsetMinutes",
     "AdminListen",
     "AdminToken",
+    "PeerTlsCertFile",
+    "PeerTlsKeyFile",
+    "PeerTlsCaFile",
+    "PeerTlsClientAuth",
+    "PeerTlsServerName",
 ];
 /// Keys of the C++ conf that mean nothing here: the thread pool (we use one
 /// ordered worker), the MySQL and Redis settings (storage is embedded
@@ -166,7 +176,7 @@ const INSTANCE_SUFFIXES: &[&str] = &[
 
 /// Reads the settings that matter from a TeamTalk `dbproxyserver.conf`:
 /// `ListenIP` (default 0.0.0.0), `ListenPort` (default 10600), and our own
-/// `DataDir` (the SQLite directory, default `data`) and `UtcOffsetMinutes`
+/// `DataDir` (the SQLite directory, default `teamtalk-data`) and `UtcOffsetMinutes`
 /// (local time for the iOS quiet hours, default 0).
 ///
 /// The C++ daemon's MySQL, Redis and thread settings are recognised and
@@ -187,8 +197,12 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
     if let Some(minutes) = conf.get_parsed::<i16>("UtcOffsetMinutes")? {
         config.options.utc_offset_secs = i32::from(minutes) * 60;
     }
-    config.admin = conf.get_parsed("AdminListen")?;
+    config.admin = crate::runtime::admin::listen_from_conf(conf)?;
     config.admin_token = conf.get("AdminToken").map(str::to_owned);
+    config.peer_tls = crate::route::peer_tls(conf).map_err(|e| DaemonError::Config {
+        daemon: "db_proxy_server",
+        reason: e.to_string(),
+    })?;
     config.peers =
         crate::cluster::PeerPolicy::from_conf(conf).map_err(|e| DaemonError::Config {
             daemon: "db_proxy_server",
@@ -206,14 +220,14 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
         .iter()
         .flat_map(|i| INSTANCE_SUFFIXES.iter().map(move |s| format!("{i}_{s}")))
         .collect();
-    let mut known: Vec<&str> = USED_KEYS
+    let mut known: Vec<&str> = KNOWN_KEYS
         .iter()
         .chain(IGNORED_KEYS)
         .chain(crate::cluster::KEYS)
         .copied()
         .collect();
     known.extend(instance_keys.iter().map(String::as_str));
-    conf.warn_about_keys(&known);
+    conf.check_keys(&known)?;
     let ignored: Vec<&str> = conf
         .iter()
         .map(|(k, _)| k)

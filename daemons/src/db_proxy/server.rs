@@ -89,12 +89,11 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
             ..teamtalk_net::ReactorConfig::default()
         },
     );
-    plan.listen(
-        "peers",
-        "msg_server",
-        config.listen,
-        PortKind::Peers(teamtalk_conn::SessionConfig::server_peer()),
-    );
+    let kind = PortKind::Peers(teamtalk_conn::SessionConfig::server_peer());
+    match &config.peer_tls {
+        Some(tls) => plan.listen_tls("peers", "msg_server", config.listen, kind, Arc::clone(tls)),
+        None => plan.listen("peers", "msg_server", config.listen, kind),
+    };
     plan.worker_limits(config.worker.queue_capacity, config.worker.batch_limit);
     let store_lane = plan.worker(DbWorker::store(
         Arc::clone(&proxy),
@@ -202,7 +201,7 @@ impl App for DbProxyApp {
             ),
             (
                 "teamtalk_db_unimplemented_total",
-                "Requests for features not stored yet (groups, group shield, offline files, avatars).",
+                "Requests for features not stored yet (offline files, avatars).",
                 s.unimplemented,
             ),
             (
@@ -222,7 +221,7 @@ impl App for DbProxyApp {
             ),
             (
                 "teamtalk_db_messages_stored_total",
-                "Single-chat messages stored.",
+                "Messages stored, single and group.",
                 s.messages_stored,
             ),
             (

@@ -38,6 +38,9 @@ enum Step {
         max: u8,
         cur: u8,
         host: String,
+        /// The WebSocket port extension (any value, valid or not).
+        ws_port: Option<u32>,
+        ws_tls: Option<bool>,
     },
     /// A msg_server reports a client more or less.
     Count { conn: u8, action: u8, user: u32 },
@@ -71,6 +74,8 @@ struct Registered {
     port: u16,
     max: u32,
     cur: u32,
+    /// The WebSocket port and whether it is wss, when announced valid.
+    ws: Option<(u16, bool)>,
 }
 
 struct Harness {
@@ -205,6 +210,8 @@ impl Harness {
                 max,
                 cur,
                 host,
+                ws_port,
+                ws_tls,
             } => {
                 let Some(conn) = self.conn(conn, &peers) else {
                     return;
@@ -221,6 +228,8 @@ impl Harness {
                     max_conn_cnt: u32::from(max % 8),
                     cur_conn_cnt: u32::from(cur % 8),
                     host_name: host,
+                    ws_port,
+                    ws_tls,
                 };
                 self.pdu(conn, &info.to_pdu(0));
             }
@@ -294,6 +303,10 @@ impl Harness {
                                 port,
                                 max: info.max_conn_cnt,
                                 cur: info.cur_conn_cnt,
+                                ws: info
+                                    .ws_port
+                                    .and_then(|p| u16::try_from(p).ok())
+                                    .map(|p| (p, info.ws_tls.unwrap_or(false))),
                             },
                         );
                     }
@@ -335,7 +348,7 @@ impl Harness {
                     let Ok(Message::LoginResMsgserver(rsp)) = Message::decode(answer) else {
                         self.fail("legacy answer of the wrong type");
                     };
-                    let (code, chosen) = self.choice();
+                    let (code, chosen) = self.choice(false);
                     if rsp.result_code != code as i32
                         || rsp.prior_ip.as_ref() != chosen.map(|r| &r.ip1)
                         || rsp.port != chosen.map(|r| u32::from(r.port))
@@ -351,19 +364,22 @@ impl Harness {
         }
     }
 
-    /// What login_server should offer now: the code and the msg_server.
-    fn choice(&self) -> (u32, Option<&Registered>) {
-        if self.registered.is_empty() {
+    /// What login_server should offer now: the code and the msg_server
+    /// (for a `browser`, among those with a WebSocket port).
+    fn choice(&self, browser: bool) -> (u32, Option<&Registered>) {
+        let eligible = |r: &&Registered| !browser || r.ws.is_some();
+        if !self.registered.values().any(|r| eligible(&r)) {
             return (1, None);
         }
-        let best =
-            self.registered
-                .values()
-                .filter(|r| r.cur < r.max)
-                .fold(None::<&Registered>, |b, r| match b {
-                    Some(b) if b.cur <= r.cur => Some(b),
-                    _ => Some(r),
-                });
+        let best = self
+            .registered
+            .values()
+            .filter(eligible)
+            .filter(|r| r.cur < r.max)
+            .fold(None::<&Registered>, |b, r| match b {
+                Some(b) if b.cur <= r.cur => Some(b),
+                _ => Some(r),
+            });
         match best {
             Some(r) => (0, Some(r)),
             None => (2, None),
@@ -402,14 +418,18 @@ impl Harness {
                 String::from_utf8_lossy(response.body())
             )),
         };
-        let (code, chosen) = self.choice();
+        let browser = request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "transport=ws"));
+        let (code, chosen) = self.choice(browser);
         if json["code"] != serde_json::json!(code) {
             self.fail(format!(
                 "/msg_server answered {json}, the model chose code {code}"
             ));
         }
         if let Some(r) = chosen {
-            let want = serde_json::json!({
+            let mut want = serde_json::json!({
                 "code": 0,
                 "msg": "",
                 "priorIP": r.ip1,
@@ -419,6 +439,19 @@ impl Harness {
                 "discovery": self.urls.discovery,
                 "port": r.port.to_string(),
             });
+            if let Some((port, tls)) = r.ws {
+                let scheme = if tls { "wss" } else { "ws" };
+                let url = |ip: &str| {
+                    let host = if ip.contains(':') {
+                        format!("[{ip}]")
+                    } else {
+                        ip.to_owned()
+                    };
+                    format!("{scheme}://{host}:{port}/")
+                };
+                want["wsPrior"] = url(&r.ip1).into();
+                want["wsBackup"] = url(&r.ip2).into();
+            }
             if json != want {
                 self.fail(format!(
                     "/msg_server answered {json}, the model wants {want}"

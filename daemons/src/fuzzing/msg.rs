@@ -307,6 +307,8 @@ impl Harness {
                 port: 0,
                 max_conn_cnt: 100,
                 host_name: "fuzz".into(),
+                ws_port: None,
+                ws_tls: false,
             },
             links,
         )

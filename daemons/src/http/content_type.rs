@@ -1,9 +1,11 @@
 //! `Content-Type` by file extension, for serving stored files.
 
 /// The content type for a file name or path, by its extension
-/// (case-insensitive): jpg/jpeg, png, gif, webp, bmp, svg, json, html/htm,
-/// css, js/mjs, wasm, txt; `application/octet-stream` otherwise. Text
-/// types carry `charset=utf-8`.
+/// (case-insensitive): images (jpg/jpeg, png, gif, webp, bmp, ico, avif,
+/// heic, svg), audio (amr, mp3, m4a, aac, wav, ogg/oga, opus, spx: the
+/// formats TeamTalk clients record or play), json, html/htm, css, js/mjs,
+/// wasm, txt; `application/octet-stream` otherwise. Text types carry
+/// `charset=utf-8`.
 #[must_use]
 pub fn content_type_for(name: &str) -> &'static str {
     let file = name.rsplit(['/', '\\']).next().unwrap_or(name);
@@ -20,7 +22,17 @@ pub fn content_type_for(name: &str) -> &'static str {
         "gif" => "image/gif",
         "webp" => "image/webp",
         "bmp" => "image/bmp",
+        "ico" => "image/x-icon",
+        "avif" => "image/avif",
+        "heic" => "image/heic",
         "svg" => "image/svg+xml",
+        "amr" => "audio/amr",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "aac" => "audio/aac",
+        "wav" => "audio/wav",
+        "ogg" | "oga" | "spx" => "audio/ogg",
+        "opus" => "audio/opus",
         "json" => "application/json",
         "html" | "htm" => "text/html; charset=utf-8",
         "css" => "text/css; charset=utf-8",
@@ -48,6 +60,16 @@ mod tests {
             ("x.webp", "image/webp"),
             ("x.bmp", "image/bmp"),
             ("icon.svg", "image/svg+xml"),
+            ("favicon.ico", "image/x-icon"),
+            ("a.AVIF", "image/avif"),
+            ("voice.amr", "audio/amr"),
+            ("song.mp3", "audio/mpeg"),
+            ("memo.m4a", "audio/mp4"),
+            ("a.aac", "audio/aac"),
+            ("a.wav", "audio/wav"),
+            ("a.ogg", "audio/ogg"),
+            ("a.spx", "audio/ogg"),
+            ("a.opus", "audio/opus"),
             ("data.json", "application/json"),
             ("index.html", "text/html; charset=utf-8"),
             ("index.htm", "text/html; charset=utf-8"),

@@ -16,6 +16,8 @@
 //! - [`content_type_for`]: `Content-Type` by file extension.
 //! - [`decide_range`] / [`range_response`]: single `Range: bytes=`
 //!   requests into 206 or 416; several ranges get the whole body (200).
+//!   [`partial_response`] / [`unsatisfiable_response`] answer for a file
+//!   read in part.
 //! - [`Cors`]: allowed origins into preflight answers and response
 //!   headers, for browser clients.
 //! - [`parse_multipart`]: `multipart/form-data` uploads into [`Part`]s,
@@ -67,7 +69,9 @@ pub use content_type::{OCTET_STREAM, content_type_for};
 pub use cors::Cors;
 pub use json::{JsonError, parse_json};
 pub use multipart::{MultipartError, MultipartLimits, Part, parse_multipart};
-pub use range::{RangeDecision, decide_range, range_response};
+pub use range::{
+    RangeDecision, decide_range, partial_response, range_response, unsatisfiable_response,
+};
 pub use response::{
     ErrorBody, JSON, MAX_ERROR_MESSAGE, TEXT, bad_request, bytes, empty, error, internal_error,
     json, method_not_allowed, not_found, text,

@@ -49,7 +49,9 @@ pub struct Part {
     /// The form field name (`Content-Disposition: form-data; name=…`).
     pub name: Option<String>,
     /// The client's file name, as sent: untrusted, may contain `/`, `..`
-    /// or anything else. Never use it as a path.
+    /// or anything else. Never use it as a path. A name that is not UTF-8
+    /// (some clients send their system's code page) comes out with
+    /// replacement characters rather than as no name at all.
     pub filename: Option<String>,
     /// The part's `Content-Type` (`type/subtype`, parameters dropped), if
     /// it had one.
@@ -154,7 +156,10 @@ pub fn parse_multipart(
             });
         }
         let name = field.name().map(str::to_owned);
-        let filename = field.file_name().map(str::to_owned);
+        let filename = field
+            .file_name()
+            .map(str::to_owned)
+            .or_else(|| lossy_filename(field.headers()));
         let content_type = field.content_type().map(|m| m.essence_str().to_owned());
         let data = now_or_never(field.bytes())
             .ok_or_else(stuck)?
@@ -167,6 +172,35 @@ pub fn parse_multipart(
         });
     }
     Ok(parts)
+}
+
+/// The `filename` parameter of a `Content-Disposition` that is not UTF-8
+/// (multer only reads UTF-8 ones), decoded lossily: quoted up to the next
+/// quote, or unquoted up to `;`.
+fn lossy_filename(headers: &::http::HeaderMap) -> Option<String> {
+    let raw = headers.get(::http::header::CONTENT_DISPOSITION)?.as_bytes();
+    if std::str::from_utf8(raw).is_ok() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(raw);
+    let mut rest = text.as_ref();
+    while let Some(i) = rest.find("filename") {
+        let before = rest[..i].chars().next_back();
+        let after = rest[i + "filename".len()..].trim_start();
+        rest = &rest[i + "filename".len()..];
+        if !matches!(before, None | Some(';' | ' ' | '\t')) {
+            continue;
+        }
+        let Some(value) = after.strip_prefix('=') else {
+            continue;
+        };
+        let value = value.trim_start();
+        return Some(match value.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next().unwrap_or("").to_owned(),
+            None => value.split(';').next().unwrap_or("").trim().to_owned(),
+        });
+    }
+    None
 }
 
 fn map_error(e: &multer::Error, limits: MultipartLimits) -> MultipartError {
@@ -245,6 +279,31 @@ mod tests {
             MultipartLimits::default(),
         );
         assert_eq!(none, Ok(Vec::new()));
+    }
+
+    #[test]
+    fn file_names_in_other_code_pages_are_kept_lossily() {
+        // "中.png" in GBK: not UTF-8.
+        let mut body =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"".to_vec();
+        body.extend_from_slice(b"\xd6\xd0.png_10x20.png\"\r\n\r\nDATA\r\n--XyZ--\r\n");
+        let parts =
+            parse_multipart(&req(CT, Bytes::from(body)), MultipartLimits::default()).unwrap();
+        assert_eq!(parts.len(), 1);
+        let name = parts[0].filename.as_deref().unwrap();
+        assert!(name.ends_with(".png_10x20.png"), "{name}");
+        assert!(name.contains('\u{fffd}'), "{name}");
+        assert_eq!(parts[0].name.as_deref(), Some("image"));
+        assert_eq!(&parts[0].data[..], b"DATA");
+
+        let mut h = ::http::HeaderMap::new();
+        let unquoted =
+            ::http::HeaderValue::from_bytes(b"form-data;name=a;filename=\xff.gif ; x=1").unwrap();
+        h.insert(::http::header::CONTENT_DISPOSITION, unquoted);
+        assert_eq!(lossy_filename(&h).as_deref(), Some("\u{fffd}.gif"));
+        let none = ::http::HeaderValue::from_bytes(b"form-data; name=\"\xff\"").unwrap();
+        h.insert(::http::header::CONTENT_DISPOSITION, none);
+        assert_eq!(lossy_filename(&h), None);
     }
 
     #[test]

@@ -88,28 +88,53 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 #[must_use]
 pub fn range_response(headers: &HeaderMap, content_type: &str, body: Bytes) -> Response<Bytes> {
     let len = body.len() as u64;
-    let mut resp = match decide_range(headers, len) {
-        RangeDecision::Full => response::bytes(StatusCode::OK, content_type, body),
+    match decide_range(headers, len) {
+        RangeDecision::Full => {
+            let mut resp = response::bytes(StatusCode::OK, content_type, body);
+            resp.headers_mut()
+                .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            resp
+        }
         RangeDecision::Partial(r) => {
-            let value = format!("bytes {}-{}/{len}", r.start, r.end - 1);
             // Both ends are within the body, which is in memory.
             let slice = body
                 .slice(usize::try_from(r.start).unwrap_or(0)..usize::try_from(r.end).unwrap_or(0));
-            let mut resp = response::bytes(StatusCode::PARTIAL_CONTENT, content_type, slice);
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                resp.headers_mut().insert(CONTENT_RANGE, v);
-            }
-            resp
+            partial_response(content_type, r, len, slice)
         }
-        RangeDecision::Unsatisfiable => {
-            let mut resp =
-                response::error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                resp.headers_mut().insert(CONTENT_RANGE, v);
-            }
-            resp
-        }
-    };
+        RangeDecision::Unsatisfiable => unsatisfiable_response(len),
+    }
+}
+
+/// 206 for `range` of a representation of `total` bytes that is not in
+/// memory as a whole (a file read in part): `Content-Range: bytes
+/// a-b/total`, `Accept-Ranges: bytes`. `part` holds the range's bytes
+/// (empty for a `HEAD`, whose caller sets `Content-Length`); the range
+/// comes from [`decide_range`] and is not empty.
+#[must_use]
+pub fn partial_response(
+    content_type: &str,
+    range: Range<u64>,
+    total: u64,
+    part: Bytes,
+) -> Response<Bytes> {
+    let (start, last) = (range.start, range.end.saturating_sub(1).max(range.start));
+    let mut resp = response::bytes(StatusCode::PARTIAL_CONTENT, content_type, part);
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{last}/{total}")) {
+        resp.headers_mut().insert(CONTENT_RANGE, v);
+    }
+    resp.headers_mut()
+        .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    resp
+}
+
+/// 416 for a representation of `total` bytes: `Content-Range: bytes
+/// */total`, the standard error body, `Accept-Ranges: bytes`.
+#[must_use]
+pub fn unsatisfiable_response(total: u64) -> Response<Bytes> {
+    let mut resp = response::error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
+        resp.headers_mut().insert(CONTENT_RANGE, v);
+    }
     resp.headers_mut()
         .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     resp
@@ -177,5 +202,18 @@ mod tests {
         assert_eq!(r.status(), 200);
         assert_eq!(r.body(), &body);
         assert_eq!(r.headers()[ACCEPT_RANGES], "bytes");
+    }
+
+    #[test]
+    fn parts_of_larger_representations() {
+        let r = partial_response("audio/amr", 1000..1003, 5000, Bytes::from_static(b"abc"));
+        assert_eq!(r.status(), 206);
+        assert_eq!(r.headers()[CONTENT_RANGE], "bytes 1000-1002/5000");
+        assert_eq!(r.headers()[ACCEPT_RANGES], "bytes");
+        assert_eq!(r.headers()["content-type"], "audio/amr");
+        assert_eq!(&r.body()[..], b"abc");
+        let r = unsatisfiable_response(5000);
+        assert_eq!(r.status(), 416);
+        assert_eq!(r.headers()[CONTENT_RANGE], "bytes */5000");
     }
 }

@@ -9,7 +9,7 @@ use std::hash::Hash;
 use ::http::{HeaderValue, Method, StatusCode, header};
 use bytes::Bytes;
 
-use teamtalk_conn::{LoadTable, MsgServerLoad, ServiceUrls};
+use teamtalk_conn::{LoadTable, MsgServerLoad, ServiceUrls, WsOrigins};
 use teamtalk_proto::pb::im::base_define::ResultType;
 use teamtalk_proto::pb::im::login::ImMsgServRsp;
 use teamtalk_proto::pb::im::server::{ImMsgServInfo, ImUserCntUpdate};
@@ -18,6 +18,8 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::{CounterMap, Scrape};
 use crate::runtime::{self, CloseCause, Conn, Input, NoJob, Now, Out, PortId, Request, Response};
+
+use super::web::WebClient;
 
 /// `user_action` of `CID_OTHER_USER_CNT_UPDATE`: a client connected.
 const USER_CNT_INC: u32 = 1;
@@ -64,10 +66,11 @@ impl<C: Copy + Ord> Directory<C> {
         self.table.user_connected(id, connected)
     }
 
-    /// The body of the `/msg_server` HTTP answer.
+    /// The body of the `/msg_server` HTTP answer (for a `browser`: a
+    /// msg_server with a WebSocket port).
     #[must_use]
-    pub fn msg_server_json(&self) -> String {
-        self.table.msg_server_json(&self.urls)
+    pub fn msg_server_json(&self, browser: bool) -> String {
+        self.table.msg_server_json(&self.urls, browser)
     }
 
     /// The legacy TCP answer (`CID_LOGIN_RES_MSGSERVER`): the same choice
@@ -152,6 +155,12 @@ pub struct LoginApp<C> {
     counters: LoginCounters,
     /// `/msg_server` requests by outcome (`200`, `404`, or `dropped`).
     http: CounterMap,
+    /// Web pages on other origins allowed to read `/msg_server` (CORS).
+    cors: Option<WsOrigins>,
+    /// The web client served at the root; `None` answers 404 there.
+    web: Option<WebClient>,
+    /// Web client requests by status (`200`, `304`, `405`).
+    web_requests: CounterMap,
 }
 
 impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
@@ -164,7 +173,26 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
             ports,
             counters: LoginCounters::default(),
             http: CounterMap::new(),
+            cors: None,
+            web: None,
+            web_requests: CounterMap::new(),
         }
+    }
+
+    /// Serves the web client at the root of the HTTP port (`/`,
+    /// `/app.js`, `/proto/…`); `/msg_server` is unchanged.
+    #[must_use]
+    pub fn with_web_client(mut self, web: Option<WebClient>) -> Self {
+        self.web = web;
+        self
+    }
+
+    /// Lets pages of `origins` read `/msg_server` from another origin
+    /// (`Access-Control-Allow-Origin`), e.g. a web client hosted apart.
+    #[must_use]
+    pub fn with_cors(mut self, origins: Option<WsOrigins>) -> Self {
+        self.cors = origins;
+        self
     }
 
     /// The directory of msg_servers.
@@ -280,6 +308,8 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
                 max_conn_cnt: info.max_conn_cnt,
                 cur_conn_cnt: info.cur_conn_cnt,
                 host_name: info.host_name,
+                ws_port: info.ws_port.and_then(|p| u16::try_from(p).ok()),
+                ws_tls: info.ws_tls.unwrap_or(false),
             },
         );
     }
@@ -312,17 +342,38 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
 /// (`/msg_server?anything` and `/msg_server/` are the same request).
 pub const MSG_SERVER_PATH: &str = "/msg_server";
 
+/// The query a browser adds (`/msg_server?transport=ws`): only msg_servers
+/// with a WebSocket port are offered.
+pub(crate) const BROWSER_QUERY: &str = "transport=ws";
+
 /// The `Content-Type` TeamTalk's login_server sends with the JSON.
 const TEAMTALK_CONTENT_TYPE: &str = "text/html;charset=utf-8";
 
 impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
     /// Answers one HTTP request: `/msg_server` (any method, as in TeamTalk)
-    /// with the JSON clients read, anything else with 404. One request per
-    /// connection, `Connection: close`, as TeamTalk's clients expect.
+    /// with the JSON clients read, the web client's files when it is
+    /// served, anything else with 404. One request per connection,
+    /// `Connection: close`, as TeamTalk's clients expect.
     pub fn http(&mut self, request: &Request) -> Response {
-        let mut response = if request.uri().path().starts_with(MSG_SERVER_PATH) {
+        let page = if request.uri().path().starts_with(MSG_SERVER_PATH) {
+            None
+        } else {
+            self.web.as_ref().and_then(|w| w.respond(request))
+        };
+        let mut response = if let Some(page) = page {
+            self.web_requests.inc(match page.status() {
+                StatusCode::OK => "200",
+                StatusCode::NOT_MODIFIED => "304",
+                _ => "405",
+            });
+            page
+        } else if request.uri().path().starts_with(MSG_SERVER_PATH) {
             self.http.inc("200");
-            let mut r = Response::new(Bytes::from(self.dir.msg_server_json().into_bytes()));
+            let browser = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == BROWSER_QUERY));
+            let mut r = Response::new(Bytes::from(self.dir.msg_server_json(browser).into_bytes()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(TEAMTALK_CONTENT_TYPE),
@@ -330,11 +381,28 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
             r
         } else {
             self.http.inc("404");
-            crate::http::text(StatusCode::NOT_FOUND, "not found; try /msg_server\n")
+            let hint = if self.web.is_some() {
+                "not found; the web client is at /, TeamTalk clients use /msg_server\n"
+            } else {
+                "not found; try /msg_server\n"
+            };
+            crate::http::text(StatusCode::NOT_FOUND, hint)
         };
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        if let (Some(cors), Some(origin)) = (&self.cors, origin)
+            && cors.allows(Some(origin))
+            && let Ok(value) = HeaderValue::from_str(origin)
+        {
+            let h = response.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
         if request.method() == Method::HEAD {
             debug!("HEAD /msg_server: headers only");
         }
@@ -434,6 +502,13 @@ impl runtime::App for LoginApp<Conn> {
             &[],
             "status",
         );
+        self.web_requests.render(
+            out,
+            "teamtalk_login_web_requests_total",
+            "Requests for the web client's files, by the status sent (200, 304, 405).",
+            &[],
+            "status",
+        );
     }
 
     fn health(&self, _problems: &mut Vec<String>) {
@@ -458,6 +533,7 @@ mod tests {
             max_conn_cnt: max,
             cur_conn_cnt: cur,
             host_name: format!("host-{ip}"),
+            ..Default::default()
         };
         Command::OtherMsgServInfo.pdu(0, &msg)
     }
@@ -484,7 +560,7 @@ mod tests {
     }
 
     fn json(app: &LoginApp<u32>) -> serde_json::Value {
-        serde_json::from_str(&app.directory().msg_server_json()).unwrap()
+        serde_json::from_str(&app.directory().msg_server_json(false)).unwrap()
     }
 
     #[test]

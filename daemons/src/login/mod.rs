@@ -25,22 +25,33 @@
 //! The HTTP port runs on the shared HTTP layer (`teamtalk_conn::HttpConn`):
 //! one request per connection, any method (as in TeamTalk; `HEAD` gets no
 //! body), `Content-Type: text/html;charset=utf-8` as TeamTalk sends,
-//! `Connection: close`. A request head over 1024 bytes is answered 431
-//! (TeamTalk treats it as an attack and closes), a client that has not
+//! `Connection: close`. A request head over 8 KiB or a body over 1024
+//! bytes is answered 431 or 413 (TeamTalk closes anything over 1024 bytes
+//! as an attack; browsers' heads with cookies need more, see
+//! [`MAX_HTTP_HEAD`]), a client that has not
 //! sent its request 10 s after connecting gets 408 (TeamTalk waits 60 s),
 //! and one address may hold at most [`DEFAULT_HTTP_MAX_PER_SOURCE`]
-//! connections, so slow clients never keep others out. Any path other
-//! than `/msg_server` gets a 404.
+//! connections, so slow clients never keep others out.
+//!
+//! # Web client
+//!
+//! The browser client ([`WebClient`], files in `daemons/web/client/`
+//! embedded in the binary) is served at the root: `/`, its scripts, and
+//! our `.proto` files under `/proto/`. It asks `/msg_server?transport=ws`
+//! on the same origin and opens a msg_server's WebSocket port.
+//! `WebClient=false` turns it off. Any other path gets a 404.
 //!
 //! # Structure
 //!
 //! [`LoginApp`] is the whole daemon as a pure state machine over one
-//! [`Directory`]; [`spawn`] runs it on the shared [runtime](crate::runtime).
+//! [`Directory`]; [`spawn`] runs it on the shared [`runtime`].
 
 mod app;
+mod web;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use teamtalk_conn::{Heartbeat, HttpConfig, MsgServerLoad, ServiceUrls, SessionConfig};
@@ -53,6 +64,7 @@ use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, Por
 
 pub use crate::route::ConfigError;
 pub use app::{Action, Directory, LoginApp, LoginCounters, MSG_SERVER_PATH, PeerKind};
+pub use web::WebClient;
 
 /// A running login_server.
 pub type RunningLogin = Running<LoginApp<Conn>>;
@@ -70,19 +82,18 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, DaemonError> {
     plan.side("peers", config.reactor.clone());
     let mut ports = HashMap::new();
     for addr in LoginConfig::addrs(&config.msg_server_ips, config.msg_server_port) {
-        let id = plan.listen(
-            "peers",
-            "msg_server",
-            addr,
-            PortKind::Peers(SessionConfig::server_peer()),
-        );
+        let kind = PortKind::Peers(SessionConfig::server_peer());
+        let id = match &config.peer_tls {
+            Some(tls) => plan.listen_tls("peers", "msg_server", addr, kind, Arc::clone(tls)),
+            None => plan.listen("peers", "msg_server", addr, kind),
+        };
         ports.insert(id, PeerKind::MsgServer);
     }
     let http = HttpConfig {
         header_timeout: config.http_timeout,
         body_timeout: config.http_timeout,
         keep_alive: false,
-        max_head_bytes: MAX_HTTP_REQUEST,
+        max_head_bytes: MAX_HTTP_HEAD,
         max_body_bytes: MAX_HTTP_REQUEST,
         ..HttpConfig::default()
     };
@@ -111,7 +122,9 @@ pub fn spawn(config: LoginConfig) -> Result<RunningLogin, DaemonError> {
             .map(|a| AdminSettings::with_token(a, config.admin_token.clone())),
     );
     plan.peer_policy(config.peers.clone());
-    let app = LoginApp::new(Directory::new(config.urls.clone()), ports);
+    let app = LoginApp::new(Directory::new(config.urls.clone()), ports)
+        .with_cors(config.cors.clone())
+        .with_web_client(config.web_client.then(WebClient::new));
     runtime::start(app, plan)
 }
 
@@ -173,7 +186,7 @@ impl RunningLogin {
     /// What `GET /msg_server` would answer right now.
     #[must_use]
     pub fn msg_server_json(&self) -> String {
-        self.inspect(|app| app.directory().msg_server_json())
+        self.inspect(|app| app.directory().msg_server_json(false))
             .unwrap_or_default()
     }
 
@@ -197,10 +210,25 @@ pub const KNOWN_KEYS: &[&str] = &[
     "discovery",
     "AdminListen",
     "AdminToken",
+    "PeerTlsCertFile",
+    "PeerTlsKeyFile",
+    "PeerTlsCaFile",
+    "PeerTlsClientAuth",
+    "PeerTlsServerName",
+    "CorsOrigins",
+    "WebClient",
 ];
 
-/// TeamTalk's limit on an HTTP request; anything longer is closed.
+/// TeamTalk's limit on an HTTP request body; anything longer is closed
+/// (`/msg_server` takes none).
 pub const MAX_HTTP_REQUEST: usize = 1024;
+/// Longest request head. TeamTalk allowed 1024 bytes for the whole
+/// request, but a browser's head alone is over 600 bytes (Chromium's
+/// client hints, `Accept`, `Sec-Fetch-*`) before any cookie, and cookies
+/// of every other site on the same host name come along whatever the
+/// port: 8 KiB, the WebSocket upgrade's limit, keeps the web client
+/// working where other applications share the host.
+pub const MAX_HTTP_HEAD: usize = 8 << 10;
 /// How long an HTTP client has to send its request.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP connections one address may hold at once; more are closed on
@@ -239,6 +267,14 @@ pub struct LoginConfig {
     pub admin_token: Option<String>,
     /// The cluster secret and who may skip it, for the msg_server port.
     pub peers: PeerPolicy,
+    /// TLS on the msg_server port (`PeerTls*` keys).
+    pub peer_tls: Option<Arc<teamtalk_conn::tls::rustls::ServerConfig>>,
+    /// Web origins whose pages may read `/msg_server` from elsewhere
+    /// (`CorsOrigins=`, same form as msg_server's `WebSocketOrigins`).
+    pub cors: Option<teamtalk_conn::WsOrigins>,
+    /// Serve the web client at the root of the HTTP port (`WebClient=`,
+    /// ours; on unless `false`).
+    pub web_client: bool,
 }
 
 impl LoginConfig {
@@ -252,7 +288,7 @@ impl LoginConfig {
     /// A missing key, a port that is not a number, or a listen-address entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        conf.warn_about_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat());
+        conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
         let client_port: Option<u16> = conf.get_parsed("ClientPort")?;
         let client_ips = match client_port {
             Some(_) => listen_ips(conf, "ClientListenIP")?,
@@ -274,9 +310,12 @@ impl LoginConfig {
             http_timeout: DEFAULT_HTTP_TIMEOUT,
             http_max_per_source: DEFAULT_HTTP_MAX_PER_SOURCE,
             reactor: ReactorConfig::default(),
-            admin: conf.get_parsed("AdminListen")?,
+            admin: crate::runtime::admin::listen_from_conf(conf)?,
             admin_token: conf.get("AdminToken").map(str::to_owned),
             peers: PeerPolicy::from_conf(conf)?,
+            peer_tls: crate::route::peer_tls(conf)?,
+            cors: conf.get("CorsOrigins").map(crate::msg::parse_origins),
+            web_client: conf.get_parsed("WebClient")?.unwrap_or(true),
         })
     }
 
@@ -303,6 +342,9 @@ impl LoginConfig {
             admin: None,
             admin_token: None,
             peers: PeerPolicy::open(),
+            peer_tls: None,
+            cors: None,
+            web_client: true,
         }
     }
 
@@ -348,7 +390,8 @@ discovery=http://127.0.0.1/api/discovery
         assert_eq!(cfg.urls.msfs_backup, "http://127.0.0.1:8700/");
         assert_eq!(cfg.urls.discovery, "http://127.0.0.1/api/discovery");
         assert_eq!(cfg.http_timeout, DEFAULT_HTTP_TIMEOUT);
-        assert_eq!(cfg.admin, None);
+        // The admin endpoint is on by default, on loopback, on a free port.
+        assert_eq!(cfg.admin, Some("127.0.0.1:0".parse().unwrap()));
 
         let with_admin = format!("{STOCK}AdminListen=127.0.0.1:9101\n");
         let conf = Conf::parse_str(&with_admin, "loginserver.conf").unwrap();

@@ -120,7 +120,7 @@ pub struct CloseCounters {
 }
 
 /// Label values of the close reasons, in slot order.
-const CLOSE_KINDS: [&str; 14] = [
+const CLOSE_KINDS: [&str; 15] = [
     "timed_out",
     "login_timed_out",
     "connect_timed_out",
@@ -134,6 +134,7 @@ const CLOSE_KINDS: [&str; 14] = [
     "local",
     "tls",
     "auth_failed",
+    "websocket",
     "other",
 ];
 
@@ -158,7 +159,8 @@ fn close_slot(reason: &CloseReason) -> usize {
         CloseReason::Local => 10,
         CloseReason::Tls(_) => 11,
         CloseReason::AuthFailed(_) => 12,
-        _ => 13,
+        CloseReason::WebSocket(_) => 13,
+        _ => 14,
     }
 }
 

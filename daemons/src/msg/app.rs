@@ -53,7 +53,12 @@ use crate::rules::failure::{FailureAnswer, failure_reply, request_failed};
 use crate::rules::relay::{Audience, audience};
 use crate::rules::requests::{ServedBy, forwarded, scope};
 use crate::rules::sessions::{is_group_message, session_type_of};
-use crate::runtime::{self, Conn, Input, LinkId, NoJob, Now, Out};
+use crate::runtime::{self, Conn, Input, LinkId, NoJob, Now, Out, PortId};
+
+/// The TCP client port: the plan's first listener.
+const CLIENT_PORT: PortId = PortId(0);
+/// No such listener.
+const NO_PORT: PortId = PortId(u8::MAX);
 
 /// The servers msg_server keeps links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,6 +131,11 @@ pub struct Registration {
     pub max_conn_cnt: u32,
     /// Host name, for operators.
     pub host_name: String,
+    /// The WebSocket port for browsers, announced to login_server (a
+    /// teamtalk-rs extension field); 0 until bound.
+    pub ws_port: Option<u16>,
+    /// Whether that port is wss.
+    pub ws_tls: bool,
 }
 
 /// Counters the metrics endpoint and logs report.
@@ -248,6 +258,8 @@ pub struct SessionLimits {
 /// msg_server's state. See the [module docs](self).
 pub struct MsgApp<C> {
     registration: Registration,
+    /// The WebSocket listener, if any (its bound port is announced).
+    ws_port_id: PortId,
     /// Wall-clock seconds of the input being handled.
     now: u32,
     /// Every upstream link and whether it is up, in plan order (the first
@@ -310,6 +322,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     pub fn new(registration: Registration, links: Vec<UpstreamLink>) -> Self {
         Self {
             registration,
+            ws_port_id: NO_PORT,
             now: 0,
             links: links.into_iter().map(|l| (l, false)).collect(),
             logins_refused: CounterMap::new(),
@@ -350,6 +363,14 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     #[must_use]
     pub fn is_up(&self, upstream: Upstream) -> bool {
         self.links.iter().any(|(l, up)| *up && l.kind == upstream)
+    }
+
+    /// Declares which listener is the WebSocket port, so its bound port
+    /// is announced to login_server.
+    #[must_use]
+    pub fn with_ws_port(mut self, port: PortId) -> Self {
+        self.ws_port_id = port;
+        self
     }
 
     /// Applies `limits` to every session from now on.
@@ -560,6 +581,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     max_conn_cnt: r.max_conn_cnt,
                     cur_conn_cnt: self.logged_in,
                     host_name: r.host_name.clone(),
+                    ws_port: r.ws_port.map(u32::from),
+                    ws_tls: r.ws_port.map(|_| r.ws_tls),
                 };
                 vec![Command::OtherMsgServInfo.pdu(0, &info)]
             }
@@ -1190,6 +1213,24 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         let changes = self.groups.change(n.group_id, added, removed);
         self.report_subscriptions(changes, out);
+        // A changed user online here whose groups are still loading: the
+        // list in flight may have been read before this change, and would
+        // then replace the index without it. Ask again; db_proxy answers
+        // in order on the link, so this answer comes last and wins.
+        let loading: Vec<(u32, C)> = n
+            .chg_user_id_list
+            .iter()
+            .filter(|&&u| !self.groups.is_loaded(u))
+            .filter_map(|&u| self.presence.sessions(u).next().map(|c| (u, c)))
+            .collect();
+        for (user, conn) in loading {
+            debug!(
+                user,
+                group = n.group_id,
+                "member change while loading groups; reloading"
+            );
+            self.load_groups(user, conn, out);
+        }
         let mut told: HashSet<u32> = HashSet::new();
         for &user in n.chg_user_id_list.iter().chain(&n.cur_user_id_list) {
             if told.insert(user) {
@@ -1376,7 +1417,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 self.deliver(p.user_id, Some(p.conn), &notify, out);
                 self.send_upstream(Upstream::Route, notify, out);
             }
-            Message::GroupChangeMemberResponse(rsp) if rsp.result_code == 0 => {
+            // Nothing added or removed (all were in already, or out):
+            // nothing to announce.
+            Message::GroupChangeMemberResponse(rsp)
+                if rsp.result_code == 0 && !rsp.chg_user_id_list.is_empty() =>
+            {
                 let n = ImGroupChangeMemberNotify {
                     user_id: p.user_id,
                     change_type: rsp.change_type,
@@ -1834,8 +1879,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     pub fn step(&mut self, now: Now, input: Input<'_, NoJob, C>, out: &mut Out<NoJob, C>) {
         self.now = now.unix();
         let actions = match input {
-            Input::Listening { addr, .. } => {
-                if self.registration.port == 0 {
+            Input::Listening { port, addr } => {
+                if port == self.ws_port_id {
+                    self.registration.ws_port = Some(addr.port());
+                } else if port == CLIENT_PORT && self.registration.port == 0 {
                     self.registration.port = addr.port();
                 }
                 return;

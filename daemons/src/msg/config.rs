@@ -7,8 +7,14 @@ use teamtalk_conn::SessionConfig;
 use tracing::info;
 
 use super::app::{Registration, SessionLimits};
+use std::sync::Arc;
+
+use teamtalk_conn::tls::rustls::ServerConfig;
+use teamtalk_conn::{WsConfig, WsOrigins};
+
 use crate::cluster::{ClusterError, PeerPolicy};
 use crate::conf::{Conf, ConfError};
+use crate::tls::{TlsConfError, TlsSettings};
 
 /// Everything a msg_server needs to start.
 #[derive(Debug, Clone)]
@@ -41,6 +47,18 @@ pub struct MsgConfig {
     pub admin_token: Option<String>,
     /// Limits per client session (`MsgRateLimit=`: messages per second).
     pub limits: SessionLimits,
+    /// A second client port over TLS (`TlsListenPort=` with `TlsCertFile=`
+    /// and `TlsKeyFile=`), for clients that speak TLS; plain TCP stays on
+    /// `ListenPort` for TeamTalk's clients.
+    pub tls_listen: Option<(SocketAddr, Arc<ServerConfig>)>,
+    /// TLS on the links to db_proxy, login and route servers
+    /// (`LinkTlsCaFile=`, optional `LinkTlsServerName=`,
+    /// `LinkTlsCertFile=`/`LinkTlsKeyFile=` for a client certificate).
+    pub link_tls: Option<TlsSettings>,
+    /// A client port for browsers over WebSocket (`WebSocketPort=`,
+    /// `WebSocketOrigins=`, `WebSocketTls=true` for wss with the `Tls*`
+    /// keys).
+    pub websocket: Option<WebSocketPort>,
     /// The cluster secret its links prove (`ClusterSecret`,
     /// `ClusterSecretFile`).
     pub peers: PeerPolicy,
@@ -63,6 +81,8 @@ impl MsgConfig {
                 port: listen.port(),
                 max_conn_cnt: 100_000,
                 host_name: host_name(),
+                ws_port: None,
+                ws_tls: false,
             },
             db: vec![db],
             login: vec![login],
@@ -75,6 +95,9 @@ impl MsgConfig {
             admin_token: None,
             peers: PeerPolicy::open(),
             limits: SessionLimits::default(),
+            tls_listen: None,
+            link_tls: None,
+            websocket: None,
         }
     }
 
@@ -87,7 +110,7 @@ impl MsgConfig {
     /// # Errors
     /// [`MsgConfigError`] naming the file, line and key.
     pub fn from_conf(conf: &Conf) -> Result<Self, MsgConfigError> {
-        conf.warn_about_keys(&[KNOWN, crate::cluster::KEYS].concat());
+        conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
         for key in ["ConcurrentDBConnCnt", "aesKey"] {
             if conf.get(key).is_some() {
                 info!(key, "key accepted for compatibility and not used");
@@ -125,15 +148,28 @@ impl MsgConfig {
         if let Some(max) = conf.get_parsed("MaxConnCnt")? {
             cfg.registration.max_conn_cnt = max;
         }
-        cfg.admin = conf.get_parsed("AdminListen")?;
+        cfg.admin = crate::runtime::admin::listen_from_conf(conf)?;
         cfg.admin_token = conf.get("AdminToken").map(str::to_owned);
         cfg.peers = PeerPolicy::from_conf(conf)?;
         cfg.limits.messages_per_second = conf.get_parsed::<u32>("MsgRateLimit")?.filter(|n| *n > 0);
+        if let Some(port) = conf.get_parsed::<u16>("TlsListenPort")? {
+            let tls = TlsSettings::from_conf(conf, "")?.ok_or_else(|| {
+                MsgConfigError::Tls(TlsConfError::Missing {
+                    origin: conf.origin().to_owned(),
+                    key: "TlsCertFile".to_owned(),
+                    why: "TlsListenPort is set",
+                })
+            })?;
+            cfg.tls_listen = Some((SocketAddr::new(cfg.listen.ip(), port), tls.server_config()?));
+        }
+        cfg.link_tls = TlsSettings::from_conf(conf, "Link")?;
+        cfg.websocket = websocket_from_conf(conf, cfg.listen.ip())?;
         Ok(cfg)
     }
 }
 
-const KNOWN: &[&str] = &[
+/// The `msgserver.conf` keys msg_server reads or accepts.
+pub const KNOWN_KEYS: &[&str] = &[
     "ListenIP",
     "ListenPort",
     "ConcurrentDBConnCnt",
@@ -154,7 +190,91 @@ const KNOWN: &[&str] = &[
     "AdminListen",
     "AdminToken",
     "MsgRateLimit",
+    "TlsListenPort",
+    "TlsCertFile",
+    "TlsKeyFile",
+    "TlsCaFile",
+    "TlsClientAuth",
+    "TlsServerName",
+    "LinkTlsCertFile",
+    "LinkTlsKeyFile",
+    "LinkTlsCaFile",
+    "LinkTlsClientAuth",
+    "LinkTlsServerName",
+    "WebSocketPort",
+    "WebSocketOrigins",
+    "WebSocketTls",
 ];
+
+/// msg_server's WebSocket port: each binary message one PDU, the same
+/// client sessions as on the TCP port.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebSocketPort {
+    /// Where to listen (port 0 picks one).
+    pub addr: SocketAddr,
+    /// Allowed origins and limits.
+    pub ws: WsConfig,
+    /// wss: TLS around the WebSocket.
+    pub tls: Option<Arc<ServerConfig>>,
+}
+
+impl WebSocketPort {
+    /// A plain (ws://) port accepting pages of `origins`.
+    #[must_use]
+    pub fn new(addr: SocketAddr, origins: WsOrigins) -> Self {
+        Self {
+            addr,
+            ws: WsConfig::new(origins),
+            tls: None,
+        }
+    }
+}
+
+/// Reads `WebSocketOrigins=`: `*`, or origins separated by `;`, `,` or
+/// spaces.
+#[must_use]
+pub fn parse_origins(raw: &str) -> WsOrigins {
+    let list: Vec<String> = raw
+        .split([';', ',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.iter().any(|o| o == "*") {
+        WsOrigins::Any
+    } else {
+        WsOrigins::List(list.into())
+    }
+}
+
+fn websocket_from_conf(
+    conf: &Conf,
+    ip: std::net::IpAddr,
+) -> Result<Option<WebSocketPort>, MsgConfigError> {
+    let Some(port) = conf.get_parsed::<u16>("WebSocketPort")? else {
+        return Ok(None);
+    };
+    let origins = match conf.get("WebSocketOrigins").map(parse_origins) {
+        Some(WsOrigins::List(l)) if l.is_empty() => None,
+        other => other,
+    }
+    .ok_or_else(|| MsgConfigError::WebSocketOrigins {
+        origin: conf.origin().to_owned(),
+    })?;
+    let mut ws = WebSocketPort::new(SocketAddr::new(ip, port), origins);
+    if conf.get_parsed::<bool>("WebSocketTls")?.unwrap_or(false) {
+        let tls = TlsSettings::from_conf(conf, "")?.ok_or_else(|| {
+            MsgConfigError::Tls(TlsConfError::Missing {
+                origin: conf.origin().to_owned(),
+                key: "TlsCertFile".to_owned(),
+                why: "WebSocketTls is true",
+            })
+        })?;
+        ws.tls = Some(tls.server_config()?);
+    }
+    Ok(Some(ws))
+}
 
 /// A bad msg_server configuration.
 #[derive(Debug, thiserror::Error)]
@@ -166,9 +286,21 @@ pub enum MsgConfigError {
     /// The cluster secret is unusable.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsConfError),
     /// A host name does not resolve.
     #[error("cannot resolve {0}")]
     Resolve(String),
+    /// `WebSocketPort` without the origins browsers may come from.
+    #[error(
+        "{origin}: WebSocketPort needs WebSocketOrigins: the web origins allowed to connect \
+         (e.g. http://chat.example.com:8080), or * for any"
+    )]
+    WebSocketOrigins {
+        /// The conf file.
+        origin: String,
+    },
 }
 
 /// Resolves `host:port`, preferring IPv4 (TeamTalk configs say `localhost`).
@@ -208,7 +340,7 @@ mod tests {
         assert_eq!(cfg.registration.ip2, "10.0.0.2");
         assert_eq!(cfg.registration.max_conn_cnt, 500);
         assert_eq!(cfg.admin, Some("127.0.0.1:9100".parse().unwrap()));
-        assert!(conf.unknown_keys(KNOWN).is_empty());
+        assert!(conf.unknown_keys(KNOWN_KEYS).is_empty());
     }
 
     #[test]

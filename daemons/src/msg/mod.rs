@@ -9,6 +9,8 @@ pub mod app;
 mod config;
 pub mod groups;
 
+use std::sync::Arc;
+
 use teamtalk_conn::LinkConfig;
 use teamtalk_net::ReactorConfig;
 
@@ -16,7 +18,7 @@ pub use app::{
     Action, AppStats, MAX_CREDENTIAL_LEN, MsgApp, Registration, SessionLimits, Upstream,
     UpstreamLink,
 };
-pub use config::{MsgConfig, MsgConfigError};
+pub use config::{KNOWN_KEYS, MsgConfig, MsgConfigError, WebSocketPort, parse_origins};
 
 use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
 
@@ -44,6 +46,30 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
         cfg.listen,
         PortKind::Clients(cfg.session.clone()),
     );
+    if let Some((addr, tls)) = &cfg.tls_listen {
+        plan.listen_tls(
+            "clients",
+            "client",
+            *addr,
+            PortKind::Clients(cfg.session.clone()),
+            Arc::clone(tls),
+        );
+    }
+    let mut ws_port = None;
+    if let Some(ws) = &cfg.websocket {
+        ws_port = Some(plan.listen_ws(
+            "clients",
+            "browser",
+            ws.addr,
+            PortKind::Clients(cfg.session.clone()),
+            ws.ws.clone(),
+            ws.tls.clone(),
+        ));
+    }
+    let link_tls = match &cfg.link_tls {
+        Some(t) => Some((t.client_config().map_err(tls_error)?, t)),
+        None => None,
+    };
     let mut links = Vec::new();
     for (kind, addrs) in [
         (Upstream::Db, &cfg.db),
@@ -62,7 +88,15 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
                 lc.heartbeat_interval = heartbeat;
                 lc.idle_timeout = idle;
             }
-            let id = plan.link("upstream", lc);
+            let id = match &link_tls {
+                Some((config, settings)) => {
+                    let name = settings
+                        .server_name(&addr.ip().to_string())
+                        .map_err(tls_error)?;
+                    plan.link_tls("upstream", lc, Arc::clone(config), name)
+                }
+                None => plan.link("upstream", lc),
+            };
             links.push(UpstreamLink {
                 id,
                 kind,
@@ -76,10 +110,20 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
     );
     plan.peer_policy(cfg.peers.clone());
     plan.client_credit(Some(app::CLIENT_PDU_CREDIT));
-    runtime::start(
-        MsgApp::new(cfg.registration.clone(), links).with_limits(cfg.limits),
-        plan,
-    )
+    let mut registration = cfg.registration.clone();
+    registration.ws_tls = cfg.websocket.as_ref().is_some_and(|w| w.tls.is_some());
+    let mut app = MsgApp::new(registration, links).with_limits(cfg.limits);
+    if let Some(id) = ws_port {
+        app = app.with_ws_port(id);
+    }
+    runtime::start(app, plan)
+}
+
+fn tls_error(e: crate::tls::TlsConfError) -> DaemonError {
+    DaemonError::Config {
+        daemon: "msg_server",
+        reason: e.to_string(),
+    }
 }
 
 #[cfg(test)]

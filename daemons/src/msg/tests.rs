@@ -39,6 +39,8 @@ fn app() -> MsgApp<u32> {
             port: 8000,
             max_conn_cnt: 10,
             host_name: "test".into(),
+            ws_port: None,
+            ws_tls: false,
         },
         links,
     );
@@ -424,6 +426,8 @@ fn a_request_on_a_link_that_dies_is_answered_even_while_its_twin_is_up() {
             port: 8000,
             max_conn_cnt: 10,
             host_name: "test".into(),
+            ws_port: None,
+            ws_tls: false,
         },
         links,
     );
@@ -776,6 +780,25 @@ fn member_changes_update_the_index_and_reach_everyone_concerned() {
         upstream_of(&out, ROUTE, Command::GroupChangeMemberNotify).len(),
         1
     );
+    // Adding 8 again changes nothing: answered, not announced.
+    let out = app.client_pdu(1, &Command::GroupChangeMemberRequest.pdu(5, &req));
+    let [Message::GroupChangeMemberRequest(fwd)] =
+        &upstream_of(&out, DB, Command::GroupChangeMemberRequest)[..]
+    else {
+        panic!("{out:?}")
+    };
+    let unchanged = ImGroupChangeMemberRsp {
+        chg_user_id_list: Vec::new(),
+        attach_data: fwd.attach_data.clone(),
+        ..rsp.clone()
+    };
+    let out = app.upstream_pdu(DB, &Command::GroupChangeMemberResponse.pdu(5, &unchanged));
+    assert_eq!(
+        sent_to(&out, 1, Command::GroupChangeMemberResponse).len(),
+        1
+    );
+    assert!(sent_to(&out, 2, Command::GroupChangeMemberNotify).is_empty());
+    assert!(upstream_of(&out, ROUTE, Command::GroupChangeMemberNotify).is_empty());
     // 8 now receives the group's messages.
     let mut m = group_text(7, 50);
     m.msg_id = 1;
@@ -797,6 +820,59 @@ fn member_changes_update_the_index_and_reach_everyone_concerned() {
     assert_eq!(subscriptions(&out), [(false, vec![50])]);
     let out = app.upstream_pdu(ROUTE, &Command::MsgData.pdu(0, &m));
     assert!(out.is_empty(), "no member here any more: {out:?}");
+}
+
+/// A member change that overtakes the user's group list at login: the
+/// list may predate the change, so it is asked for again, and the later
+/// answer (with the change) is what the index keeps.
+#[test]
+fn a_member_change_during_the_group_load_loads_again() {
+    use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
+    let mut app = app();
+    app.client_open(1);
+    let out = app.login_request(1, &login_pdu("u", ClientType::Windows, 5));
+    let [Message::OtherValidateReq(req)] = &upstream_of(&out, DB, Command::OtherValidateReq)[..]
+    else {
+        panic!("{out:?}")
+    };
+    let rsp = ImValidateRsp {
+        user_name: req.user_name.clone(),
+        result_code: 0,
+        result_string: None,
+        user_info: Some(UserInfo {
+            user_id: 7,
+            ..UserInfo::default()
+        }),
+        attach_data: req.attach_data.clone(),
+    };
+    let first_load = app.upstream_pdu(DB, &Command::OtherValidateRsp.pdu(5, &rsp));
+    assert_eq!(
+        upstream_of(&first_load, DB, Command::OtherUserGroupsReq).len(),
+        1
+    );
+    // User 7 is added to group 60 before the list arrives.
+    let n = ImGroupChangeMemberNotify {
+        user_id: 1,
+        change_type: 1,
+        group_id: 60,
+        cur_user_id_list: vec![1, 7],
+        chg_user_id_list: vec![7],
+    };
+    let out = app.upstream_pdu(ROUTE, &Command::GroupChangeMemberNotify.pdu(0, &n));
+    assert_eq!(sent_to(&out, 1, Command::GroupChangeMemberNotify).len(), 1);
+    let second_load = upstream_of(&out, DB, Command::OtherUserGroupsReq);
+    assert_eq!(second_load.len(), 1, "asked again: {out:?}");
+    // The stale list, then the fresh one.
+    let mut more = Vec::new();
+    answer_groups(&mut app, &first_load, &[], &mut more);
+    answer_groups(&mut app, &out, &[60], &mut more);
+    assert_eq!(subscriptions(&more), [(true, vec![60])]);
+    assert_eq!(app.hosted_groups(), 1);
+    // A change about a user whose groups are loaded asks nothing.
+    let n = ImGroupChangeMemberNotify { group_id: 61, ..n };
+    let out = app.upstream_pdu(ROUTE, &Command::GroupChangeMemberNotify.pdu(0, &n));
+    assert!(upstream_of(&out, DB, Command::OtherUserGroupsReq).is_empty());
+    assert_eq!(subscriptions(&out), [(true, vec![61])]);
 }
 
 #[test]

@@ -40,7 +40,7 @@ pub struct RouteCounters {
     /// Relayable PDUs none of whose recipients is online on another
     /// msg_server, so nobody got them.
     pub no_recipient: u64,
-    /// Group-member and file notices, dropped until those features exist.
+    /// File notices, dropped until file transfer exists.
     pub unsupported: u64,
     /// Commands a msg_server has no business sending to route_server.
     pub unexpected: u64,
@@ -771,7 +771,7 @@ impl runtime::App for RouteApp<Conn> {
             ),
             (
                 "teamtalk_route_unsupported_total",
-                "Group-member and file notices dropped (not supported yet).",
+                "File notices dropped (not supported yet).",
                 c.unsupported,
             ),
             (

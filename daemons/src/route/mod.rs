@@ -74,9 +74,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use teamtalk_conn::SessionConfig;
 use teamtalk_net::ReactorConfig;
 
+use std::sync::Arc;
+
+use teamtalk_conn::tls::rustls::ServerConfig;
+
 use crate::cluster::{ClusterError, PeerPolicy};
 use crate::conf::{Conf, ConfError};
 use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
+use crate::tls::{TlsConfError, TlsSettings};
 
 pub use app::{Action, RouteApp, RouteCounters};
 
@@ -92,12 +97,11 @@ pub fn spawn(config: RouteConfig) -> Result<RunningRoute, DaemonError> {
     let mut plan = Plan::<NoWorker>::new();
     plan.side("peers", config.reactor.clone());
     for addr in config.listen_addrs() {
-        plan.listen(
-            "peers",
-            "msg_server",
-            addr,
-            PortKind::Peers(SessionConfig::server_peer()),
-        );
+        let kind = PortKind::Peers(SessionConfig::server_peer());
+        match &config.peer_tls {
+            Some(tls) => plan.listen_tls("peers", "msg_server", addr, kind, Arc::clone(tls)),
+            None => plan.listen("peers", "msg_server", addr, kind),
+        };
     }
     plan.admin(
         config
@@ -110,7 +114,17 @@ pub fn spawn(config: RouteConfig) -> Result<RunningRoute, DaemonError> {
 
 /// The keys of `routeserver.conf` this daemon understands; any other key is
 /// reported as a probable typo.
-pub const KNOWN_KEYS: &[&str] = &["ListenIP", "ListenMsgPort", "AdminListen", "AdminToken"];
+pub const KNOWN_KEYS: &[&str] = &[
+    "ListenIP",
+    "ListenMsgPort",
+    "AdminListen",
+    "AdminToken",
+    "PeerTlsCertFile",
+    "PeerTlsKeyFile",
+    "PeerTlsCaFile",
+    "PeerTlsClientAuth",
+    "PeerTlsServerName",
+];
 
 /// How to run a route_server.
 #[derive(Debug, Clone)]
@@ -132,6 +146,10 @@ pub struct RouteConfig {
     /// The cluster secret and who may skip it (`ClusterSecret`,
     /// `ClusterSecretFile`, `AllowUnauthenticatedPeers`).
     pub peers: PeerPolicy,
+    /// TLS on the msg_server port (`PeerTlsCertFile=`, `PeerTlsKeyFile=`,
+    /// and `PeerTlsCaFile=` with `PeerTlsClientAuth=true` to require
+    /// client certificates).
+    pub peer_tls: Option<Arc<ServerConfig>>,
 }
 
 impl RouteConfig {
@@ -142,14 +160,15 @@ impl RouteConfig {
     /// A missing key, a port that is not a number, or a `ListenIP` entry
     /// that is not an IP address.
     pub fn from_conf(conf: &Conf) -> Result<Self, ConfigError> {
-        conf.warn_about_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat());
+        conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
         Ok(Self {
             listen_ips: listen_ips(conf, "ListenIP")?,
             msg_port: conf.require("ListenMsgPort")?,
             reactor: ReactorConfig::default(),
-            admin: conf.get_parsed("AdminListen")?,
+            admin: crate::runtime::admin::listen_from_conf(conf)?,
             admin_token: conf.get("AdminToken").map(str::to_owned),
             peers: PeerPolicy::from_conf(conf)?,
+            peer_tls: peer_tls(conf)?,
         })
     }
 
@@ -167,6 +186,7 @@ impl RouteConfig {
             admin: None,
             admin_token: None,
             peers: PeerPolicy::open(),
+            peer_tls: None,
         }
     }
 
@@ -191,6 +211,9 @@ pub enum ConfigError {
     /// The cluster secret or the unauthenticated-peer list is unusable.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsConfError),
     /// A listen-address list contains something that is not an IP address.
     #[error("{origin}: {key}: invalid value {value:?}: expected IP addresses separated by ';'")]
     ListenIp {
@@ -201,6 +224,14 @@ pub enum ConfigError {
         /// The offending entry.
         value: String,
     },
+}
+
+/// The TLS configuration of a daemon's server port (`PeerTls*` keys), if
+/// any.
+pub(crate) fn peer_tls(conf: &Conf) -> Result<Option<Arc<ServerConfig>>, TlsConfError> {
+    TlsSettings::from_conf(conf, "Peer")?
+        .map(|t| t.server_config())
+        .transpose()
 }
 
 /// Reads a TeamTalk listen-address list: IP addresses separated by `;`
@@ -242,7 +273,8 @@ mod tests {
         assert_eq!(cfg.listen_ips, vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]);
         assert_eq!(cfg.msg_port, 8200);
         assert_eq!(cfg.listen_addrs(), vec!["0.0.0.0:8200".parse().unwrap()]);
-        assert_eq!(cfg.admin, None);
+        // The admin endpoint is on by default, on loopback, on a free port.
+        assert_eq!(cfg.admin, Some("127.0.0.1:0".parse().unwrap()));
 
         let conf = Conf::parse_str(&format!("{text}AdminListen=[::1]:0\n"), "r.conf").unwrap();
         assert!(conf.unknown_keys(KNOWN_KEYS).is_empty());

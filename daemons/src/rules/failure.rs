@@ -63,8 +63,7 @@
 //! gets a 0x0302 ack (no result field, hence close), while db_proxy answers
 //! msg_server with the message itself, `msg_id` set. There `msg_id` 0 stays
 //! what it has always meant, "refused, not storable" (to oneself, empty, a
-//! group message while groups are not stored): a decided answer, not a
-//! failure. A message db_proxy could not store because its store failed is
+//! group message from a non-member): a decided answer, not a failure. A message db_proxy could not store because its store failed is
 //! answered with `IMRequestFailed`.
 //!
 //! 0x050b and 0x050c (offline file added / deleted) have no reply in

@@ -71,6 +71,25 @@ impl AdminSettings {
     }
 }
 
+/// Reads `AdminListen=` as every daemon's conf has it: unset, the admin
+/// endpoint is on, on loopback with a port the kernel picks (logged at
+/// start); `off` (or `none`, `no`, `false`) serves none; otherwise an
+/// `IP:PORT`.
+///
+/// # Errors
+/// A value that is none of these.
+pub fn listen_from_conf(
+    conf: &crate::conf::Conf,
+) -> Result<Option<SocketAddr>, crate::conf::ConfError> {
+    match conf.get("AdminListen") {
+        None => Ok(Some(SocketAddr::from(([127, 0, 0, 1], 0)))),
+        Some(v) if ["off", "none", "no", "false"].contains(&v.to_ascii_lowercase().as_str()) => {
+            Ok(None)
+        }
+        Some(_) => conf.get_parsed("AdminListen"),
+    }
+}
+
 /// What the worker is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminQuery {

@@ -4,6 +4,11 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
+use teamtalk_conn::WsConfig;
+use teamtalk_conn::tls::rustls::pki_types::ServerName;
+use teamtalk_conn::tls::rustls::{ClientConfig, ServerConfig};
 use teamtalk_conn::{HttpConfig, LinkConfig, SessionConfig};
 use teamtalk_net::ReactorConfig;
 
@@ -44,6 +49,11 @@ pub(crate) struct ListenSpec {
     pub(crate) kind: PortKind,
     pub(crate) side: &'static str,
     pub(crate) peer: &'static str,
+    /// TLS on this listener (TeamTalk sessions only).
+    pub(crate) tls: Option<Arc<ServerConfig>>,
+    /// WebSocket on this listener (client sessions only; inside TLS when
+    /// both are set).
+    pub(crate) ws: Option<WsConfig>,
 }
 
 /// One link of a plan.
@@ -51,6 +61,9 @@ pub(crate) struct ListenSpec {
 pub(crate) struct LinkSpec {
     pub(crate) config: LinkConfig,
     pub(crate) peer: &'static str,
+    /// TLS on this link: the client configuration and the name the
+    /// server's certificate must carry.
+    pub(crate) tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
 /// The side a plan's links live on (`side` label of the transport metrics).
@@ -121,14 +134,73 @@ impl<W> Plan<W> {
             kind,
             side,
             peer,
+            tls: None,
+            ws: None,
         });
+        id
+    }
+
+    /// Declares a listener whose TeamTalk sessions ([`PortKind::Clients`]
+    /// or [`PortKind::Peers`]) run over TLS with `tls`.
+    pub fn listen_tls(
+        &mut self,
+        side: &'static str,
+        peer: &'static str,
+        addr: SocketAddr,
+        kind: PortKind,
+        tls: Arc<ServerConfig>,
+    ) -> PortId {
+        let id = self.listen(side, peer, addr, kind);
+        if let Some(l) = self.listeners.last_mut() {
+            l.tls = Some(tls);
+        }
+        id
+    }
+
+    /// Declares a listener for browsers: each TeamTalk session of `kind`
+    /// (normally [`PortKind::Clients`]) runs over WebSocket with `ws`, and
+    /// over TLS too (wss) when `tls` is given.
+    pub fn listen_ws(
+        &mut self,
+        side: &'static str,
+        peer: &'static str,
+        addr: SocketAddr,
+        kind: PortKind,
+        ws: WsConfig,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> PortId {
+        let id = self.listen(side, peer, addr, kind);
+        if let Some(l) = self.listeners.last_mut() {
+            l.ws = Some(ws);
+            l.tls = tls;
+        }
         id
     }
 
     /// Declares an outbound link; `peer` labels its PDU counters.
     pub fn link(&mut self, peer: &'static str, config: LinkConfig) -> LinkId {
         let id = LinkId(u16::try_from(self.links.len()).unwrap_or(u16::MAX));
-        self.links.push(LinkSpec { config, peer });
+        self.links.push(LinkSpec {
+            config,
+            peer,
+            tls: None,
+        });
+        id
+    }
+
+    /// Declares an outbound link over TLS: `tls` verifies the server, whose
+    /// certificate must name `server_name`.
+    pub fn link_tls(
+        &mut self,
+        peer: &'static str,
+        config: LinkConfig,
+        tls: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> LinkId {
+        let id = self.link(peer, config);
+        if let Some(l) = self.links.last_mut() {
+            l.tls = Some((tls, server_name));
+        }
         id
     }
 

@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use teamtalk_conn::{
-    CloseReason, HttpConn, HttpEvent, Link, LinkEvent, PeerAuth, Session, SessionEvent,
+    CloseReason, HttpConn, HttpEvent, Link, LinkEvent, PeerAuth, Session, SessionEvent, Tls, Ws,
+    WsConfig,
 };
 use teamtalk_net::{ConnId, ListenOptions, NetEvent, Reactor, ReactorConfig};
 use teamtalk_proto::Pdu;
@@ -122,6 +123,8 @@ where
             kind,
             side,
             peer,
+            tls,
+            ws,
         } = spec;
         let side = side_of(side);
         let options = ListenOptions {
@@ -131,7 +134,11 @@ where
             },
         };
         let local = reactors[side]
-            .listen_with(addr, options, factory(&kind, &policy, client_credit))
+            .listen_with(
+                addr,
+                options,
+                factory(&kind, &policy, client_credit, tls, ws),
+            )
             .map_err(|source| DaemonError::Listen {
                 daemon: name,
                 addr,
@@ -155,8 +162,14 @@ where
             spec.config.auth = policy.auth();
         }
         let peer = Traffic::peer_index(&mut peers, spec.peer);
+        let now = clock::now();
+        let link = Link::new(spec.config, now);
+        let wire = match spec.tls {
+            Some((config, name)) => Wire::TlsLink(Box::new(Tls::client(config, name, link, now))),
+            None => Wire::Link(link),
+        };
         let id = reactors[links_side]
-            .open(Wire::Link(Link::new(spec.config, clock::now())))
+            .open(wire)
             .map_err(|source| DaemonError::Link {
                 daemon: name,
                 addr,
@@ -279,7 +292,19 @@ fn factory(
     kind: &PortKind,
     policy: &PeerPolicy,
     client_credit: Option<u32>,
+    tls: Option<Arc<teamtalk_conn::tls::rustls::ServerConfig>>,
+    ws: Option<WsConfig>,
 ) -> Box<dyn Fn(SocketAddr, std::time::Instant) -> Wire + Send> {
+    let wrap = move |s: Session, now| match (&tls, &ws) {
+        (Some(config), None) => Wire::TlsSession(Box::new(Tls::server(Arc::clone(config), s, now))),
+        (None, Some(ws)) => Wire::WsSession(Box::new(Ws::server(ws.clone(), s, now))),
+        (Some(config), Some(ws)) => Wire::TlsWsSession(Box::new(Tls::server(
+            Arc::clone(config),
+            Ws::server(ws.clone(), s, now),
+            now,
+        ))),
+        (None, None) => Wire::Session(s),
+    };
     match kind {
         PortKind::Clients(c) => {
             let config = c.clone();
@@ -288,7 +313,7 @@ fn factory(
                 if client_credit.is_some() {
                     s.set_pdu_credit(now, client_credit);
                 }
-                Wire::Session(s)
+                wrap(s, now)
             })
         }
         PortKind::Peers(c) => {
@@ -299,7 +324,7 @@ fn factory(
                 let config = config
                     .clone()
                     .with_unauthenticated_allowed(policy.lists(peer.ip()));
-                Wire::Session(Session::new(config, peer, now))
+                wrap(Session::new(config, peer, now), now)
             })
         }
         PortKind::Http { config, .. } => {
@@ -762,7 +787,7 @@ impl<A: App> Runner<A> {
         if let Some(side) = self.links_side {
             for (id, pdus) in self.outbox.links.drain() {
                 let sent = self.reactors[side].exec(id, move |w| {
-                    let Wire::Link(l) = w else { return };
+                    let Some(l) = w.link() else { return };
                     for pdu in pdus {
                         if let Err(e) = l.send(&pdu) {
                             debug!(error = %e, key = %pdu.key(), "link send failed");
@@ -778,18 +803,16 @@ impl<A: App> Runner<A> {
             let Some(reactor) = self.reactors.get(usize::from(conn.side())) else {
                 continue;
             };
-            let sent = reactor.exec(conn.id(), move |w| match w {
-                Wire::Session(s) => {
+            let sent = reactor.exec(conn.id(), move |w| {
+                if let Wire::Http(h) = w {
+                    for op in ops {
+                        apply_http(h, op);
+                    }
+                } else if let Some(s) = w.session() {
                     for op in ops {
                         apply(s, op);
                     }
                 }
-                Wire::Http(h) => {
-                    for op in ops {
-                        apply_http(h, op);
-                    }
-                }
-                Wire::Link(_) => {}
             });
             if sent.is_err() {
                 debug!(%conn, "reactor stopped");

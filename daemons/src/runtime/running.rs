@@ -101,7 +101,13 @@ impl<A: App> Running<A> {
             .unwrap_or_default();
         let source: Arc<dyn MetricsSource> =
             Arc::new(Labelled::new(self.shared.name, instance, self.metrics()));
-        self.admin = Some(Box::new(serve_admin(settings, source)?));
+        let admin = serve_admin(settings, source)?;
+        tracing::info!(
+            daemon = self.shared.name,
+            "admin endpoint: http://{0}/metrics http://{0}/healthz",
+            admin.addr()
+        );
+        self.admin = Some(Box::new(admin));
         Ok(())
     }
 

@@ -1,5 +1,5 @@
-//! Storage behind `db_proxy_server`: users, departments, single-chat messages,
-//! unread counters, recent sessions, push settings.
+//! Storage behind `db_proxy_server`: users, departments, groups, single and
+//! group messages, unread counters, recent sessions, push settings.
 //!
 //! The C++ db_proxy spread this over MySQL (eight sharded message tables) and
 //! five Redis pools, with message ids from a Redis `INCR` outside any
@@ -26,26 +26,38 @@
 //! - Recent sessions: at most [`MAX_RECENT_SESSIONS`], newest first, removed ones
 //!   hidden until a new message revives them.
 //!
+//! # Groups
+//!
+//! Groups, their members and their messages are modelled as TeamTalk does
+//! (see [`groups`] for the model, the unread design and the permission
+//! rule). Group messages go through [`Store::store_message`] and
+//! [`Store::store_messages`] like single ones ([`NewMessage::session_type`]),
+//! so they share the group commit and the dedupe keys; storing one costs the
+//! same few writes whatever the group's size. Group sessions appear in
+//! [`Store::recent_sessions`] and [`Store::unread`] beside single ones; they
+//! are derived from the membership and the group's last message rather than
+//! written per member.
+//!
 //! # Not here yet, and where it goes
 //!
-//! - **Groups**: tables `group` (id, name, avatar, creator, type, version,
-//!   status, last_chated, created, updated), `group_member` (group_id, user_id,
-//!   status, created, updated), `group_message` keyed by (group_id, msg_id) with
-//!   `group.last_msg_id` as the per-group counter (the same scheme as
-//!   `relation.last_msg_id`), and `group_unread` (user_id, group_id,
-//!   read_msg_count) holding each member's snapshot so that unread = group total
-//!   − snapshot. Recent sessions already carry a `session_type` column, so group
-//!   sessions use the same `session` table; the latest-message join then goes to
-//!   `group_message`. Group push-shield flags fit in `group_member`.
 //! - **Offline files**: a `transmit_file` table (id, from_id, to_id, task_id,
 //!   file_name, size, status, created) with `status = 0` meaning pending.
 //! - Each of these is a new migration appended to the list in `sqlite.rs`.
 
+pub mod groups;
+mod lock;
 mod sqlite;
 
 #[cfg(test)]
+mod group_tests;
+#[cfg(test)]
 mod tests;
 
+pub use groups::{
+    Actor, ChangeRefused, Group, GroupId, GroupMember, GroupType, GroupVersion, MAX_GROUP_MEMBERS,
+    MAX_GROUPS_PER_USER, MemberChange, MembersChanged, NewGroup,
+};
+pub use lock::{LOCK_FILE_NAME, LockError, ServeLock};
 pub use sqlite::{Clock, DB_FILE_NAME, SqliteStore, StoreOptions};
 
 use crate::password::PasswordError;
@@ -131,6 +143,47 @@ pub enum StoreError {
     /// A conversation reached the largest message id (`u32::MAX`).
     #[error("conversation between {0} and {1} has used every message id")]
     MsgIdsExhausted(UserId, UserId),
+    /// A group reached the largest message id (`u32::MAX`).
+    #[error("group {0} has used every message id")]
+    GroupMsgIdsExhausted(GroupId),
+    /// No such group.
+    #[error("no group {0}")]
+    NoSuchGroup(GroupId),
+    /// The user is not a member of the group, so may neither post to it nor
+    /// read it.
+    #[error("user {user} is not a member of group {group}")]
+    NotMember {
+        /// The user.
+        user: UserId,
+        /// The group.
+        group: GroupId,
+    },
+    /// A member change the permission rule does not allow
+    /// ([`groups::check_member_change`]).
+    #[error("member change refused: {0}")]
+    Refused(#[from] ChangeRefused),
+    /// A user id that names no user (a group member to add).
+    #[error("no user {0}")]
+    NoSuchUser(UserId),
+}
+
+impl StoreError {
+    /// Whether the request itself is at fault (a value that can never be
+    /// stored, a group that does not exist, a non-member, a refused
+    /// change), as opposed to the database failing: the first is answered
+    /// as refused, the second as "try again later".
+    #[must_use]
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Invalid(_)
+                | Self::NoSuchGroup(_)
+                | Self::NotMember { .. }
+                | Self::Refused(_)
+                | Self::NoSuchUser(_)
+                | Self::NameTaken(_)
+        )
+    }
 }
 
 /// Shorthand for store results.
@@ -211,14 +264,19 @@ pub struct User {
     pub updated: u32,
 }
 
-/// A single-chat message to store.
+/// A message to store, to a user or to a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     /// Sender (the authenticated user, never a client-supplied value).
     pub from: UserId,
-    /// Recipient.
+    /// Recipient: a user, or a group for [`SessionType::Group`].
     pub to: UserId,
-    /// `MsgType` as on the wire (1 text, 2 audio); kept raw so new types pass.
+    /// Single chat, or a group message: then the sender must be a member
+    /// of group `to` (checked in the storing transaction) and the id comes
+    /// from the group's own sequence.
+    pub session_type: SessionType,
+    /// `MsgType` as on the wire (1 text, 2 audio, 0x11 / 0x12 for groups);
+    /// kept raw so new types pass.
     pub msg_type: u32,
     /// Server time of sending (Unix seconds).
     pub create_time: u32,
@@ -227,7 +285,8 @@ pub struct NewMessage {
     /// The message's idempotency key (`IMMsgData.dedupe_key`, a digest
     /// msg_server computes from the sender, the recipient, the type, the
     /// client's own time and id and the body): a message whose key was stored
-    /// for the same sender and recipient within [`DEDUPE_WINDOW_SECS`] is not
+    /// for the same sender, session type and recipient within
+    /// [`DEDUPE_WINDOW_SECS`] is not
     /// stored again ([`Stored::Duplicate`]). `None` stores every time, as
     /// TeamTalk does. At most [`MAX_DEDUPE_KEY_LEN`] bytes.
     pub dedupe_key: Option<Vec<u8>>,
@@ -328,12 +387,12 @@ pub struct LatestMessage {
     pub data: Vec<u8>,
 }
 
-/// Unread messages from one peer (an `UnreadInfo`).
+/// Unread messages from one peer or group (an `UnreadInfo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadSession {
-    /// The peer (the session id on the wire).
+    /// The peer, or the group (the session id on the wire).
     pub peer: UserId,
-    /// Always [`SessionType::Single`] until groups are stored.
+    /// Single chat or group.
     pub session_type: SessionType,
     /// How many messages the reader has not acknowledged.
     pub count: u32,
@@ -344,9 +403,10 @@ pub struct UnreadSession {
 /// Unread state of one user (`IMUnreadMsgCntRsp`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnreadSummary {
-    /// Sum of all counts (the push badge).
+    /// Sum of all counts, groups included (the push badge).
     pub total: u32,
-    /// One entry per peer with unread messages, by peer id.
+    /// One entry per peer with unread messages, by peer id, then one per
+    /// group, by group id.
     pub sessions: Vec<UnreadSession>,
 }
 
@@ -445,11 +505,16 @@ pub trait Store: Send + Sync {
         password_md5hex: &str,
     ) -> StoreResult<Vec<UserId>>;
 
-    // ---- single-chat messages ----
+    // ---- messages ----
 
     /// Stores a message, assigning the conversation's next id, counting it unread
     /// for the recipient and refreshing both recent sessions, in one durable
     /// transaction.
+    ///
+    /// A group message ([`SessionType::Group`]) takes the group's next id
+    /// instead, after checking in the same transaction that the sender is a
+    /// member, and moves the sender's read point to it: a handful of writes
+    /// whatever the group's size (see [`groups`]).
     ///
     /// A message with a [`dedupe_key`](NewMessage::dedupe_key) already
     /// stored for the same sender and recipient within
@@ -462,7 +527,10 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// [`StoreError::Invalid`] for a message that is never stored (to
     /// oneself, from or to user 0, a body over [`MAX_MSG_DATA_LEN`], a key
-    /// over [`MAX_DEDUPE_KEY_LEN`]); any other error when the database failed.
+    /// over [`MAX_DEDUPE_KEY_LEN`]); [`StoreError::NoSuchGroup`] and
+    /// [`StoreError::NotMember`] for a group message to a group that does not
+    /// exist or from a non-member ([`StoreError::is_refusal`] tells these
+    /// apart); any other error when the database failed.
     fn store_message(&self, msg: &NewMessage) -> StoreResult<Stored>;
     /// Stores several messages, in order, as [`Store::store_message`] would one
     /// by one, but with a single commit (group commit): one fsync for the whole
@@ -501,12 +569,13 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Vec<StoredMessage>>;
     /// Latest message id of the conversation, 0 if none.
     fn latest_msg_id(&self, user: UserId, peer: UserId) -> StoreResult<MsgId>;
-    /// Unread counts of `user`, per peer, with each conversation's latest
-    /// message. `total` counts every conversation; the list stops after the
-    /// one whose latest message brings the bodies to [`MAX_LIST_BODY_BYTES`].
+    /// Unread counts of `user`, per peer and per group, with each
+    /// conversation's latest message. `total` counts every conversation; the
+    /// list stops after the one whose latest message brings the bodies to
+    /// [`MAX_LIST_BODY_BYTES`].
     fn unread(&self, user: UserId) -> StoreResult<UnreadSummary>;
-    /// The total of `user`'s unread counts (the push badge), without reading
-    /// any message.
+    /// The total of `user`'s unread counts, groups included (the push
+    /// badge), without reading any message.
     fn unread_total(&self, user: UserId) -> StoreResult<u32> {
         self.unread(user).map(|u| u.total)
     }
@@ -515,17 +584,109 @@ pub trait Store: Send + Sync {
     /// Recent sessions of `user` changed after `since`, newest first, at most
     /// [`MAX_RECENT_SESSIONS`]; removed sessions are left out.
     ///
+    /// The groups the user is in are sessions too, changed when their last
+    /// message was posted or when the user joined, whichever is later.
+    ///
     /// When the latest messages of those sessions exceed
     /// [`MAX_LIST_BODY_BYTES`], the oldest of them are returned, up to the one
     /// that reaches the bound: a client keeps the newest `updated` it got as
     /// its watermark for the next request, which then must not pass a
     /// session it did not get.
     fn recent_sessions(&self, user: UserId, since: u32) -> StoreResult<Vec<RecentSession>>;
-    /// Hides a recent session until the next message; `false` if there was none.
+    /// Hides a recent session until the next message; `false` if there was
+    /// none (for a group: the user is not a member).
     fn remove_session(
         &self,
         user: UserId,
         peer: UserId,
         session_type: SessionType,
     ) -> StoreResult<bool>;
+
+    // ---- groups (see [`groups`]) ----
+
+    /// Creates a group, version 1, with its creator and members (the
+    /// creator always one of them), and returns it.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for what [`groups::normalize_new_group`]
+    /// refuses, [`StoreError::NoSuchUser`] for a member who does not exist.
+    fn create_group(&self, group: &NewGroup) -> StoreResult<Group>;
+    /// A group with its members; `None` if there is no such group.
+    fn group(&self, id: GroupId) -> StoreResult<Option<Group>>;
+    /// Every group, by id, with its members (for the administration).
+    fn groups(&self) -> StoreResult<Vec<Group>>;
+    /// The groups `user` is in with their versions, by group id, only those
+    /// of `group_type` if given; at most [`MAX_GROUPS_PER_USER`].
+    fn user_groups(
+        &self,
+        user: UserId,
+        group_type: Option<GroupType>,
+    ) -> StoreResult<Vec<GroupVersion>>;
+    /// The groups among `known` that `user` is a member of and whose
+    /// version is newer than the one given, with their members, in the
+    /// order asked (a group named twice, once). Groups the user is not in
+    /// are left out.
+    fn groups_newer_than(&self, user: UserId, known: &[GroupVersion]) -> StoreResult<Vec<Group>>;
+    /// Adds or removes members as `actor` asks, if [`groups::check_member_change`]
+    /// allows it, and bumps the version when anyone was added or removed.
+    /// Added users start with nothing unread and read only what is posted
+    /// after they joined; removed users no longer see the group's session.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchGroup`], [`StoreError::Refused`],
+    /// [`StoreError::NoSuchUser`] for a user to add who does not exist,
+    /// [`StoreError::Invalid`] for a change naming more than
+    /// [`MAX_GROUP_MEMBERS`] users or user 0, or leaving the group with more.
+    fn change_group_members(
+        &self,
+        actor: Actor,
+        group: GroupId,
+        change: MemberChange,
+        users: &[UserId],
+    ) -> StoreResult<MembersChanged>;
+    /// Mutes (or unmutes) the group for `user`'s pushes.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchGroup`], [`StoreError::NotMember`].
+    fn set_group_shield(&self, user: UserId, group: GroupId, on: bool) -> StoreResult<()>;
+    /// The push shields of those of `users` who are members of `group`, by
+    /// user id (non-members are left out).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchGroup`].
+    fn group_shields(&self, group: GroupId, users: &[UserId]) -> StoreResult<Vec<(UserId, bool)>>;
+    /// The group's history as `user` may read it (posted after they
+    /// joined), newest first, as [`Store::message_list`].
+    ///
+    /// # Errors
+    /// [`StoreError::NotMember`] (also for a group that does not exist).
+    fn group_message_list(
+        &self,
+        user: UserId,
+        group: GroupId,
+        begin: MsgId,
+        count: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// The group's messages with the given ids that `user` may read, as
+    /// [`Store::messages_by_ids`].
+    ///
+    /// # Errors
+    /// [`StoreError::NotMember`].
+    fn group_messages_by_ids(
+        &self,
+        user: UserId,
+        group: GroupId,
+        ids: &[MsgId],
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// The group's latest message id as `user` sees it: 0 when nothing was
+    /// posted since they joined.
+    ///
+    /// # Errors
+    /// [`StoreError::NotMember`].
+    fn group_latest_msg_id(&self, user: UserId, group: GroupId) -> StoreResult<MsgId>;
+    /// Marks everything posted to the group as read by `user`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotMember`].
+    fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()>;
 }

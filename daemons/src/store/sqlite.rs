@@ -11,13 +11,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, LatestMessage, MAX_DEDUPE_KEY_LEN,
-    MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES, MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID,
-    MAX_RECENT_SESSIONS, MsgId, NewMessage, NewUser, RecentSession, SessionType, Store, StoreError,
-    StoreResult, Stored, StoredMessage, USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User,
-    UserId,
+    Actor, DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, Group, GroupId, GroupType,
+    GroupVersion, LatestMessage, MAX_DEDUPE_KEY_LEN, MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES,
+    MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID, MAX_RECENT_SESSIONS, MemberChange,
+    MembersChanged, MsgId, NewGroup, NewMessage, NewUser, RecentSession, SessionType, Store,
+    StoreError, StoreResult, Stored, StoredMessage, USER_STATUS_DEPARTED, UnreadSession,
+    UnreadSummary, User, UserId,
 };
 use crate::password::{self, HashParams, StoredPassword};
+
+mod groups;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "teamtalk.sqlite3";
@@ -26,7 +29,7 @@ pub const DB_FILE_NAME: &str = "teamtalk.sqlite3";
 ///
 /// Append only: a released entry is never edited, so every existing database
 /// can be brought forward by running the missing tail.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: users, departments, single chat, sessions, device tokens.
     "
     CREATE TABLE department (
@@ -121,6 +124,68 @@ const MIGRATIONS: &[&str] = &[
         created     INTEGER NOT NULL,
         UNIQUE (from_id, to_id, key)
     );
+    CREATE INDEX message_dedupe_created ON message_dedupe(created);
+    ",
+    // 3: groups (see `super::groups`), and dedupe keys told apart by session
+    // type, since a group id and a user id may be equal.
+    //
+    // A member's unread count is `chat_group.last_msg_id - read_msg_id`; they
+    // read messages after `joined_msg_id`; their group session is hidden
+    // until a message newer than `hidden_msg_id` (NULL: shown).
+    "
+    CREATE TABLE chat_group (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        name        TEXT    NOT NULL,
+        avatar      TEXT    NOT NULL DEFAULT '',
+        creator     INTEGER NOT NULL,
+        group_type  INTEGER NOT NULL,
+        status      INTEGER NOT NULL DEFAULT 0,
+        version     INTEGER NOT NULL DEFAULT 1,
+        last_msg_id INTEGER NOT NULL DEFAULT 0,
+        last_chated INTEGER NOT NULL DEFAULT 0,
+        created     INTEGER NOT NULL,
+        updated     INTEGER NOT NULL
+    );
+
+    CREATE TABLE group_member (
+        group_id      INTEGER NOT NULL REFERENCES chat_group(id),
+        user_id       INTEGER NOT NULL,
+        status        INTEGER NOT NULL DEFAULT 0,
+        shield        INTEGER NOT NULL DEFAULT 0,
+        read_msg_id   INTEGER NOT NULL,
+        joined_msg_id INTEGER NOT NULL,
+        hidden_msg_id INTEGER,
+        joined        INTEGER NOT NULL,
+        updated       INTEGER NOT NULL,
+        PRIMARY KEY (group_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX group_member_user ON group_member(user_id, status, group_id);
+
+    CREATE TABLE group_message (
+        group_id    INTEGER NOT NULL REFERENCES chat_group(id),
+        msg_id      INTEGER NOT NULL,
+        from_id     INTEGER NOT NULL,
+        msg_type    INTEGER NOT NULL,
+        content     BLOB    NOT NULL,
+        status      INTEGER NOT NULL DEFAULT 0,
+        created     INTEGER NOT NULL,
+        PRIMARY KEY (group_id, msg_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE message_dedupe_v3 (
+        seq          INTEGER PRIMARY KEY,
+        session_type INTEGER NOT NULL,
+        from_id      INTEGER NOT NULL,
+        to_id        INTEGER NOT NULL,
+        key          BLOB    NOT NULL,
+        msg_id       INTEGER NOT NULL,
+        created      INTEGER NOT NULL,
+        UNIQUE (session_type, from_id, to_id, key)
+    );
+    INSERT INTO message_dedupe_v3 (seq, session_type, from_id, to_id, key, msg_id, created)
+        SELECT seq, 1, from_id, to_id, key, msg_id, created FROM message_dedupe;
+    DROP TABLE message_dedupe;
+    ALTER TABLE message_dedupe_v3 RENAME TO message_dedupe;
     CREATE INDEX message_dedupe_created ON message_dedupe(created);
     ",
 ];
@@ -426,11 +491,11 @@ fn relation_id(conn: &Connection, a: UserId, b: UserId) -> StoreResult<Option<i6
 
 /// Rejects messages that can never be stored, before touching the database.
 fn check_message(msg: &NewMessage) -> StoreResult<()> {
-    if msg.from == msg.to {
+    if msg.session_type == SessionType::Single && msg.from == msg.to {
         return Err(StoreError::Invalid("a message to oneself is not stored"));
     }
     if msg.from == 0 || msg.to == 0 {
-        return Err(StoreError::Invalid("user id 0 is not a user"));
+        return Err(StoreError::Invalid("id 0 is neither a user nor a group"));
     }
     if msg.data.len() > MAX_MSG_DATA_LEN {
         return Err(StoreError::Invalid(
@@ -460,13 +525,14 @@ fn find_duplicate(
     key: &[u8],
     now: u32,
 ) -> StoreResult<Option<MsgId>> {
+    let kind = msg.session_type.as_u32();
     let found: Option<(MsgId, u32)> = conn
         .prepare_cached(
             "SELECT msg_id, created FROM message_dedupe
-             WHERE from_id = ?1 AND to_id = ?2 AND key = ?3",
+             WHERE session_type = ?1 AND from_id = ?2 AND to_id = ?3 AND key = ?4",
         )
         .and_then(|mut s| {
-            s.query_row(params![msg.from, msg.to, key], |r| {
+            s.query_row(params![kind, msg.from, msg.to, key], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .optional()
@@ -476,9 +542,10 @@ fn find_duplicate(
         Some((id, created)) if created >= dedupe_cutoff(now) => Ok(Some(id)),
         Some(_) => {
             conn.prepare_cached(
-                "DELETE FROM message_dedupe WHERE from_id = ?1 AND to_id = ?2 AND key = ?3",
+                "DELETE FROM message_dedupe
+                 WHERE session_type = ?1 AND from_id = ?2 AND to_id = ?3 AND key = ?4",
             )
-            .and_then(|mut s| s.execute(params![msg.from, msg.to, key]))
+            .and_then(|mut s| s.execute(params![kind, msg.from, msg.to, key]))
             .map_err(sql("forgetting an expired dedupe key"))?;
             Ok(None)
         }
@@ -488,21 +555,38 @@ fn find_duplicate(
 
 /// Stores one checked message with its dedupe key inside the caller's
 /// transaction: a duplicate when the key is known, else the message and
-/// then its key.
+/// then its key. A group message is refused first if its sender is not a
+/// member now (so not even a resend of what they posted before their
+/// removal goes through).
 fn insert_keyed(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<Stored> {
+    if msg.session_type == SessionType::Group {
+        groups::check_poster(conn, msg.from, msg.to)?;
+    }
     let key = msg.dedupe_key.as_deref().filter(|k| !k.is_empty());
     if let Some(key) = key
         && let Some(id) = find_duplicate(conn, msg, key, now)?
     {
         return Ok(Stored::Duplicate(id));
     }
-    let stored = insert_message(conn, msg, now)?;
+    let stored = match msg.session_type {
+        SessionType::Single => insert_message(conn, msg, now)?,
+        SessionType::Group => groups::insert_group_message(conn, msg, now)?,
+    };
     if let Some(key) = key {
         conn.prepare_cached(
-            "INSERT INTO message_dedupe (from_id, to_id, key, msg_id, created)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO message_dedupe (session_type, from_id, to_id, key, msg_id, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
-        .and_then(|mut s| s.execute(params![msg.from, msg.to, key, stored.msg_id, now]))
+        .and_then(|mut s| {
+            s.execute(params![
+                msg.session_type.as_u32(),
+                msg.from,
+                msg.to,
+                key,
+                stored.msg_id,
+                now
+            ])
+        })
         .map_err(sql("remembering dedupe key"))?;
     }
     Ok(Stored::New(stored))
@@ -1012,17 +1096,25 @@ impl Store for SqliteStore {
                     .and_then(Iterator::collect)
             })
             .map_err(sql("reading unread counts"))?;
+        let group_counts = groups::unread_counts(&conn, user)?;
         let total = counts
             .iter()
+            .chain(&group_counts)
             .fold(0u32, |acc, &(_, n)| acc.saturating_add(n));
         let mut sessions = Vec::new();
         let mut bytes = 0usize;
-        for (peer, count) in counts {
-            let latest = latest_message(&conn, user, peer)?;
+        let singles = counts.into_iter().map(|c| (SessionType::Single, c));
+        let groups = group_counts.into_iter().map(|c| (SessionType::Group, c));
+        for (session_type, (peer, count)) in singles.chain(groups) {
+            let latest = match session_type {
+                SessionType::Single => latest_message(&conn, user, peer)?,
+                // Unread means posted after the read point, so after joining.
+                SessionType::Group => groups::latest_message(&conn, peer, 0)?,
+            };
             bytes = bytes.saturating_add(latest.data.len());
             sessions.push(UnreadSession {
                 peer,
-                session_type: SessionType::Single,
+                session_type,
                 count,
                 latest,
             });
@@ -1034,15 +1126,19 @@ impl Store for SqliteStore {
     }
 
     fn unread_total(&self, user: UserId) -> StoreResult<u32> {
-        let counts: Vec<u32> = self
-            .lock()
+        let conn = self.lock();
+        let counts: Vec<u32> = conn
             .prepare_cached("SELECT count FROM single_unread WHERE user_id = ?1 AND count > 0")
             .and_then(|mut s| {
                 s.query_map(params![user], |r| r.get(0))
                     .and_then(Iterator::collect)
             })
             .map_err(sql("counting unread messages"))?;
-        Ok(counts.into_iter().fold(0u32, u32::saturating_add))
+        let groups = groups::unread_counts(&conn, user)?;
+        Ok(counts
+            .into_iter()
+            .chain(groups.into_iter().map(|(_, n)| n))
+            .fold(0u32, u32::saturating_add))
     }
 
     fn clear_unread(&self, reader: UserId, peer: UserId) -> StoreResult<()> {
@@ -1060,31 +1156,43 @@ impl Store for SqliteStore {
         // The newest sessions first (small rows), then their latest messages
         // oldest session first, so that when the bodies reach the bound the
         // sessions left out are the newest ones (see the trait).
-        let rows: Vec<(u32, u32, u32, u32)> = conn
+        // Single sessions are rows; group sessions are derived from the
+        // membership (`groups::sessions`). Each list is the newest
+        // MAX_RECENT_SESSIONS of its kind, so their merge holds the newest
+        // of both. `floor` is the member's join point for groups.
+        let mut rows: Vec<(u32, SessionType, u32, u32, MsgId)> = conn
             .prepare_cached(
-                "SELECT peer_id, session_type, status, updated FROM session
-                 WHERE user_id = ?1 AND status = 0 AND updated > ?2
+                "SELECT peer_id, status, updated FROM session
+                 WHERE user_id = ?1 AND status = 0 AND updated > ?2 AND session_type = ?4
                  ORDER BY updated DESC, peer_id DESC
                  LIMIT ?3",
             )
             .and_then(|mut s| {
-                s.query_map(params![user, since, MAX_RECENT_SESSIONS], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
+                s.query_map(
+                    params![
+                        user,
+                        since,
+                        MAX_RECENT_SESSIONS,
+                        SessionType::Single.as_u32()
+                    ],
+                    |r| Ok((r.get(0)?, SessionType::Single, r.get(1)?, r.get(2)?, 0)),
+                )
                 .and_then(Iterator::collect)
             })
             .map_err(sql("listing recent sessions"))?;
+        rows.extend(
+            groups::sessions(&conn, user, since, MAX_RECENT_SESSIONS)?
+                .into_iter()
+                .map(|(group, updated, floor)| (group, SessionType::Group, 0, updated, floor)),
+        );
+        rows.sort_by_key(|r| std::cmp::Reverse((r.3, r.0, r.1.as_u32())));
+        rows.truncate(usize::try_from(MAX_RECENT_SESSIONS).unwrap_or(usize::MAX));
         let mut out = Vec::with_capacity(rows.len());
         let mut bytes = 0usize;
-        for (peer, raw_type, status, updated) in rows.into_iter().rev() {
-            // Rows of a kind this build does not know are skipped rather than
-            // mislabelled.
-            let Some(session_type) = SessionType::from_u32(raw_type) else {
-                continue;
-            };
+        for (peer, session_type, status, updated, floor) in rows.into_iter().rev() {
             let latest = match session_type {
                 SessionType::Single => latest_message(&conn, user, peer)?,
-                SessionType::Group => LatestMessage::default(),
+                SessionType::Group => groups::latest_message(&conn, peer, floor)?,
             };
             bytes = bytes.saturating_add(latest.data.len());
             out.push(RecentSession {
@@ -1109,8 +1217,11 @@ impl Store for SqliteStore {
         session_type: SessionType,
     ) -> StoreResult<bool> {
         let now = self.now();
-        let n = self
-            .lock()
+        let conn = self.lock();
+        if session_type == SessionType::Group {
+            return groups::hide_session(&conn, user, peer, now);
+        }
+        let n = conn
             .execute(
                 "UPDATE session SET status = 1, updated = ?4
                  WHERE user_id = ?1 AND peer_id = ?2 AND session_type = ?3 AND status = 0",
@@ -1118,5 +1229,77 @@ impl Store for SqliteStore {
             )
             .map_err(sql("removing session"))?;
         Ok(n > 0)
+    }
+
+    fn create_group(&self, group: &NewGroup) -> StoreResult<Group> {
+        let now = self.now();
+        groups::create(&mut self.lock(), group, now)
+    }
+
+    fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        groups::load(&self.lock(), id)
+    }
+
+    fn groups(&self) -> StoreResult<Vec<Group>> {
+        groups::load_all(&self.lock())
+    }
+
+    fn user_groups(
+        &self,
+        user: UserId,
+        group_type: Option<GroupType>,
+    ) -> StoreResult<Vec<GroupVersion>> {
+        groups::of_user(&self.lock(), user, group_type)
+    }
+
+    fn groups_newer_than(&self, user: UserId, known: &[GroupVersion]) -> StoreResult<Vec<Group>> {
+        groups::newer_than(&self.lock(), user, known)
+    }
+
+    fn change_group_members(
+        &self,
+        actor: Actor,
+        group: GroupId,
+        change: MemberChange,
+        users: &[UserId],
+    ) -> StoreResult<MembersChanged> {
+        let now = self.now();
+        groups::change_members(&mut self.lock(), actor, group, change, users, now)
+    }
+
+    fn set_group_shield(&self, user: UserId, group: GroupId, on: bool) -> StoreResult<()> {
+        let now = self.now();
+        groups::set_shield(&self.lock(), user, group, on, now)
+    }
+
+    fn group_shields(&self, group: GroupId, users: &[UserId]) -> StoreResult<Vec<(UserId, bool)>> {
+        groups::shields(&self.lock(), group, users)
+    }
+
+    fn group_message_list(
+        &self,
+        user: UserId,
+        group: GroupId,
+        begin: MsgId,
+        count: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        groups::message_list(&self.lock(), user, group, begin, count)
+    }
+
+    fn group_messages_by_ids(
+        &self,
+        user: UserId,
+        group: GroupId,
+        ids: &[MsgId],
+    ) -> StoreResult<Vec<StoredMessage>> {
+        groups::messages_by_ids(&self.lock(), user, group, ids)
+    }
+
+    fn group_latest_msg_id(&self, user: UserId, group: GroupId) -> StoreResult<MsgId> {
+        groups::latest_msg_id(&self.lock(), user, group)
+    }
+
+    fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
+        groups::clear_unread(&self.lock(), user, group)
     }
 }

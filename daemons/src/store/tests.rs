@@ -54,6 +54,7 @@ fn msg(from: UserId, to: UserId, body: &str) -> NewMessage {
     NewMessage {
         from,
         to,
+        session_type: SessionType::Single,
         msg_type: 1,
         create_time: 1_000,
         data: body.as_bytes().to_vec(),
@@ -663,7 +664,7 @@ proptest! {
             clock.set(now);
             match op {
                 Op::Send { from, to, body } => {
-                    let sent = NewMessage { from, to, msg_type: 1, create_time: now, data: body, dedupe_key: None };
+                    let sent = NewMessage { from, to, session_type: SessionType::Single, msg_type: 1, create_time: now, data: body, dedupe_key: None };
                     let res = store.store_message(&sent);
                     if from == to {
                         prop_assert!(matches!(res, Err(StoreError::Invalid(_))));
@@ -913,7 +914,10 @@ fn a_resend_after_reopening_the_store_is_recognised() {
         assert_eq!(r[0].as_ref().unwrap().msg_id(), 1);
     }
     let store = SqliteStore::open_with(dir.path(), clock.options()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(
+        store.schema_version().unwrap(),
+        SqliteStore::latest_schema_version()
+    );
     let r = store.store_messages(&[keyed(1, 2, "x", 5)]).unwrap();
     assert_eq!(r[0].as_ref().unwrap(), &Stored::Duplicate(1));
     assert_eq!(store.latest_msg_id(1, 2).unwrap(), 1);

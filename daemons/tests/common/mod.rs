@@ -22,10 +22,17 @@ pub struct World {
 }
 
 pub fn world() -> World {
+    world_with(|cfg| {
+        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+    })
+}
+
+/// [`world`] with its configuration adjusted by `tune` before the start.
+pub fn world_with(tune: impl FnOnce(&mut SystemConfig)) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = SystemConfig::ephemeral(dir.path(), 2);
     cfg.hash_params = HashParams::INSECURE_FAST;
-    cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+    tune(&mut cfg);
     let sys = system::start(cfg).expect("system starts");
     assert!(
         sys.wait_ready(T),
@@ -180,4 +187,60 @@ pub fn unread(c: &mut Client) -> (u32, Vec<(u32, u32)>) {
         .map(|u| (u.session_id, u.unread_cnt))
         .collect();
     (rsp.total_cnt, per)
+}
+
+/// A client on a raw socket, for what the client machine would not send:
+/// bursts in one write, frames it would never build.
+pub struct RawClient {
+    stream: std::net::TcpStream,
+    codec: teamtalk_proto::PduCodec,
+    buf: bytes::BytesMut,
+}
+
+impl RawClient {
+    /// Connects and logs in as `name` (password `secret`); the user id.
+    pub fn login(addr: std::net::SocketAddr, name: &str) -> (Self, u32) {
+        let stream = std::net::TcpStream::connect_timeout(&addr, T).expect("connect");
+        stream.set_read_timeout(Some(T)).expect("timeout");
+        let mut c = Self {
+            stream,
+            codec: teamtalk_proto::PduCodec::default(),
+            buf: bytes::BytesMut::new(),
+        };
+        let req = teamtalk_proto::pb::im::login::ImLoginReq {
+            user_name: name.into(),
+            password: daemons::password::md5_hex(b"secret"),
+            online_status: 1,
+            client_type: ClientType::Windows as i32,
+            client_version: None,
+        };
+        c.write(&Command::LoginReqUserlogin.pdu(1, &req).to_bytes());
+        let p = c.next_pdu();
+        let Ok(Message::LoginResUserlogin(res)) = Message::decode(&p) else {
+            panic!("login answer: {p:?}")
+        };
+        assert_eq!(res.result_code, 0, "{res:?}");
+        let id = res.user_info.expect("user info").user_id;
+        (c, id)
+    }
+
+    /// Writes `bytes` in one call.
+    pub fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// The next PDU from the server (within [`T`]).
+    pub fn next_pdu(&mut self) -> teamtalk_proto::Pdu {
+        use std::io::Read;
+        loop {
+            if let Some(p) = self.codec.decode(&mut self.buf).expect("framing") {
+                return p;
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "closed by the server");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
 }

@@ -43,3 +43,8 @@ fn tls_session_steps_corpus() {
 fn tls_server_bytes_corpus() {
     replay("tls_server_bytes", teamtalk_conn::fuzzing::run_tls_server_bytes);
 }
+
+#[test]
+fn client_steps_corpus() {
+    replay("client_steps", teamtalk_conn::fuzzing::run_client_steps);
+}

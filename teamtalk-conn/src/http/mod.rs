@@ -52,9 +52,25 @@
 //!
 //! `Expect: 100-continue` on an HTTP/1.1 request with a body is answered
 //! with `100 Continue` as soon as the head is accepted, or with 413 when
-//! the announced length is over the limit. Other expectations are
+//! the announced length is over the limit (but see the next section).
+//! Other expectations are
 //! ignored (RFC 9110 §10.1.1 allows it). A missing `Host` is accepted:
 //! some embedded TeamTalk clients omit it and nothing here routes by host.
+//!
+//! # Oversized bodies answered by the application
+//!
+//! Some protocols promise an answer of their own to an upload that is too
+//! large (TeamTalk's msfs sends a JSON error, and its clients show its
+//! message). A listener that sets [`HttpConfig::max_discard_bytes`] gets
+//! such requests instead of a 413: a body announced by `Content-Length`
+//! over `max_body_bytes` but not over `max_discard_bytes` is read and
+//! thrown away (within the body deadline, never buffered), then the
+//! request is delivered with an empty body and an [`OversizedBody`]
+//! extension (`request.extensions().get::<OversizedBody>()`). With
+//! `Expect: 100-continue` it is delivered at once, without `100 Continue`,
+//! so the client never sends the body. Either way the connection closes
+//! after the application's answer. Longer bodies and chunked bodies over
+//! the limit are still answered 413 by the machine.
 //!
 //! Closing right after an error response while the client still sends
 //! (an oversized upload) may reset the connection before the client reads
@@ -174,8 +190,16 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     /// Most header fields in a head; more is 431.
     pub max_headers: usize,
-    /// Largest request body, after chunked decoding; more is 413.
+    /// Largest request body, after chunked decoding; more is 413 (or see
+    /// `max_discard_bytes`).
     pub max_body_bytes: usize,
+    /// Bodies announced by `Content-Length` over `max_body_bytes` and up
+    /// to this long are read and dropped, and the request is delivered
+    /// with an empty body and an [`OversizedBody`] extension, for the
+    /// application to answer in its own format (see the
+    /// [module docs](self)). 0 (the default), or any value not above
+    /// `max_body_bytes`: the machine answers 413.
+    pub max_discard_bytes: usize,
     /// Largest response (head plus body) [`HttpConn::respond`] accepts;
     /// also the cap on the driver's backlog.
     pub max_tx_bytes: usize,
@@ -195,6 +219,7 @@ impl Default for HttpConfig {
             max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
             max_headers: 64,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_discard_bytes: 0,
             max_tx_bytes: DEFAULT_MAX_TX_BYTES,
             max_requests: 1000,
         }
@@ -215,6 +240,16 @@ pub enum HttpEvent {
     /// The connection ended; raised exactly once, just before
     /// [`Output::Finished`].
     Closed(HttpCloseReason),
+}
+
+/// The extension on a request whose body was over
+/// [`HttpConfig::max_body_bytes`] and was dropped (or, with
+/// `Expect: 100-continue`, never asked for): the request arrives with an
+/// empty body, and the connection closes after its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OversizedBody {
+    /// The length the request announced.
+    pub length: u64,
 }
 
 /// Why a request was answered with 400 Bad Request.
@@ -420,6 +455,12 @@ enum BodyReader {
     /// A `Content-Length` body of this many bytes, collected in `rx`.
     Length(usize),
     Chunked(Chunked),
+    /// An oversized `Content-Length` body being dropped: bytes still to
+    /// come, and the announced length.
+    Discard {
+        left: usize,
+        length: u64,
+    },
 }
 
 /// Queued outputs, in order (few at a time, so not boxed).
@@ -764,6 +805,21 @@ impl HttpConn {
                 }
                 State::Body(state) => {
                     let done = match &mut state.body {
+                        BodyReader::Discard { left, length } => {
+                            let n = (*left).min(self.rx.len());
+                            let _ = self.rx.split_to(n);
+                            *left -= n;
+                            if *left > 0 {
+                                return;
+                            }
+                            let length = *length;
+                            let State::Body(state) =
+                                std::mem::replace(&mut self.state, State::Closed)
+                            else {
+                                return;
+                            };
+                            return self.deliver_oversized(state.request, state.info, length);
+                        }
                         BodyReader::Length(n) => {
                             if self.rx.len() < *n {
                                 return;
@@ -854,11 +910,19 @@ impl HttpConn {
             Framing::None => return self.deliver(head.request, info, Bytes::new()),
             Framing::Length(n) => match usize::try_from(n) {
                 Ok(n) if n <= self.cfg.max_body_bytes => BodyReader::Length(n),
+                Ok(left) if left <= self.cfg.max_discard_bytes => {
+                    if head.expect_continue && self.rx.is_empty() {
+                        // Answer before the body is sent at all.
+                        return self.deliver_oversized(head.request, info, n);
+                    }
+                    BodyReader::Discard { left, length: n }
+                }
                 _ => return self.fail(HttpCloseReason::BodyTooLarge),
             },
             Framing::Chunked => BodyReader::Chunked(Chunked::new()),
         };
-        if head.expect_continue && self.rx.is_empty() {
+        let discarding = matches!(body, BodyReader::Discard { .. });
+        if head.expect_continue && self.rx.is_empty() && !discarding {
             self.queue_data(Bytes::from_static(response::CONTINUE));
             self.update_tx_timers();
         }
@@ -869,6 +933,16 @@ impl HttpConn {
             info,
             body,
         }));
+    }
+
+    /// Delivers a request whose oversized body was dropped (or never
+    /// asked for): empty body, [`OversizedBody`] extension, and no
+    /// keep-alive, since the client may still be sending.
+    fn deliver_oversized(&mut self, mut request: Request<()>, mut info: Info, length: u64) {
+        debug!(peer = %self.peer, length, "oversized request body dropped; delivering the head");
+        request.extensions_mut().insert(OversizedBody { length });
+        info.keep_alive = false;
+        self.deliver(request, info, Bytes::new());
     }
 
     fn deliver(&mut self, request: Request<()>, info: Info, body: Bytes) {
@@ -905,8 +979,13 @@ impl HttpConn {
                 Timer::Body => self.fail(HttpCloseReason::BodyTimedOut),
                 Timer::Idle => self.abort(HttpCloseReason::IdleTimedOut),
                 Timer::Send => self.abort(HttpCloseReason::SendTimedOut),
-                Timer::Connect | Timer::Backoff | Timer::Heartbeat | Timer::Login | Timer::Auth => {
-                }
+                Timer::Connect
+                | Timer::Backoff
+                | Timer::Heartbeat
+                | Timer::Login
+                | Timer::Auth
+                | Timer::Request
+                | Timer::Logout => {}
             }
         }
     }

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 
 use super::{Drive, ms, secs, t0};
-use crate::http::{BadRequest, HttpCloseReason, HttpConfig, HttpConn, HttpEvent, RespondError};
+use crate::http::{
+    BadRequest, HttpCloseReason, HttpConfig, HttpConn, HttpEvent, OversizedBody, RespondError,
+};
 use crate::{Input, Machine, Output};
 
 fn peer() -> SocketAddr {
@@ -226,6 +228,82 @@ fn expect_100_continue_is_answered_or_refused_by_length() {
     assert!(!wire(&d).contains("100 Continue"));
     assert!(wire(&d).starts_with("HTTP/1.1 413 "));
     assert_closed(&d, HttpCloseReason::BodyTooLarge);
+}
+
+#[test]
+fn oversized_bodies_are_dropped_and_delivered_when_the_listener_asks() {
+    let cfg = HttpConfig {
+        max_body_bytes: 4,
+        max_discard_bytes: 100,
+        ..HttpConfig::default()
+    };
+    // Over the body limit, under the discard limit: read in pieces and
+    // dropped, then the head is delivered with the marker and no body.
+    let mut d = conn_with(cfg.clone());
+    d.recv(b"POST /up HTTP/1.1\r\nHost: msfs\r\nContent-Length: 50\r\n\r\n");
+    d.recv(&[b'x'; 30]);
+    assert!(requests(&d).is_empty());
+    assert_eq!(d.call(|m| m.buffered().0), 0, "dropped bytes are not kept");
+    d.recv(&[b'y'; 20]);
+    let reqs = requests(&d);
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].body().is_empty());
+    assert_eq!(
+        reqs[0].extensions().get::<OversizedBody>(),
+        Some(&OversizedBody { length: 50 })
+    );
+    assert!(
+        d.transmitted().is_empty(),
+        "the machine answered nothing itself"
+    );
+    // Whatever follows is not parsed: the answer closes the connection.
+    d.recv(b"GET / HTTP/1.1\r\n\r\n");
+    d.call(|m| m.respond(text("{\"error_code\":1}"))).unwrap();
+    assert!(wire(&d).starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(wire(&d).contains("Connection: close\r\n"));
+    assert_eq!(requests(&d).len(), 1);
+    assert_closed(&d, HttpCloseReason::Done);
+
+    // The body deadline still runs while dropping.
+    let mut d = conn_with(cfg.clone());
+    let t = d.now;
+    d.recv(b"POST /up HTTP/1.1\r\nContent-Length: 50\r\n\r\n0123456789");
+    d.advance_to(t + secs(30) - ms(1));
+    assert!(!d.finished());
+    d.advance_to(t + secs(30));
+    assert!(requests(&d).is_empty());
+    assert_closed(&d, HttpCloseReason::BodyTimedOut);
+
+    // Expect: 100-continue: delivered at once, no 100 asked the body in.
+    let mut d = conn_with(cfg.clone());
+    d.recv(b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 50\r\n\r\n");
+    assert_eq!(requests(&d).len(), 1);
+    assert!(!wire(&d).contains("100 Continue"));
+    d.recv(&[b'z'; 50]);
+    d.call(|m| m.respond(text("no"))).unwrap();
+    assert!(wire(&d).contains("Connection: close\r\n"));
+    assert_closed(&d, HttpCloseReason::Done);
+
+    // Over the discard limit, or chunked: 413 from the machine as before.
+    let mut d = conn_with(cfg.clone());
+    d.recv(b"POST /up HTTP/1.1\r\nContent-Length: 101\r\n\r\n");
+    assert!(wire(&d).starts_with("HTTP/1.1 413 "));
+    assert_closed(&d, HttpCloseReason::BodyTooLarge);
+    let mut d = conn_with(cfg.clone());
+    d.recv(b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    assert!(wire(&d).starts_with("HTTP/1.1 413 "));
+    assert_closed(&d, HttpCloseReason::BodyTooLarge);
+
+    // Within the body limit nothing changes.
+    let mut d = conn_with(cfg);
+    d.recv(b"POST /up HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd");
+    assert_eq!(&requests(&d)[0].body()[..], b"abcd");
+    assert!(
+        requests(&d)[0]
+            .extensions()
+            .get::<OversizedBody>()
+            .is_none()
+    );
 }
 
 #[test]

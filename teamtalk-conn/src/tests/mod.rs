@@ -5,12 +5,14 @@
 
 mod auth;
 mod backpressure;
+mod client;
 mod http_conn;
 mod link;
 mod prop;
 mod session;
 mod sim;
 mod tls;
+mod ws;
 
 use std::time::{Duration, Instant};
 

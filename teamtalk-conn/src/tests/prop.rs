@@ -7,8 +7,9 @@ use bytes::Bytes;
 use teamtalk_proto::{CommandKey, Pdu};
 
 use crate::fuzzing::{
-    HONEST_LINK_OPENING, HONEST_PEER_OPENING, Step, after, run_auth_link, run_auth_peer_session,
-    run_link, run_peer_session, run_session, run_tls_session, test_auth,
+    ClientStep, HONEST_LINK_OPENING, HONEST_PEER_OPENING, Step, after, run_auth_link,
+    run_auth_peer_session, run_client, run_link, run_peer_session, run_session, run_tls_session,
+    test_auth,
 };
 use crate::machine::{Input, Machine, Output};
 use crate::{PeerAuth, Session, SessionConfig, SessionEvent};
@@ -49,6 +50,25 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
     proptest::collection::vec(step(), 0..120)
+}
+
+fn client_step() -> impl Strategy<Value = ClientStep> {
+    prop_oneof![
+        12 => step().prop_map(ClientStep::Common),
+        3 => prop_oneof![Just(0u8), Just(3), Just(6), any::<u8>()].prop_map(ClientStep::LoginReply),
+        1 => any::<u8>().prop_map(ClientStep::Kick),
+        1 => Just(ClientStep::LogoutReply),
+        2 => (prop_oneof![Just(1u8), Just(0x11), any::<u8>()], any::<u16>())
+            .prop_map(|(t, seq)| ClientStep::Delivery(t, seq)),
+        4 => (any::<u8>(), proptest::bool::weighted(0.2))
+            .prop_map(|(n, wrong)| ClientStep::ReplyTo { n, wrong }),
+        5 => ((0u16..1200), proptest::option::of(any::<u16>()))
+            .prop_map(|(len, t)| ClientStep::Request(len, t)),
+        2 => Just(ClientStep::Assigned),
+        1 => Just(ClientStep::AssignmentFailed),
+        1 => Just(ClientStep::Login),
+        1 => Just(ClientStep::Logout),
+    ]
 }
 
 proptest! {
@@ -193,6 +213,13 @@ proptest! {
     #[test]
     fn tls_server_survives_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
         crate::fuzzing::run_tls_server_bytes(&data);
+    }
+
+    #[test]
+    fn client_keeps_the_contract_and_ends_every_request_once(
+        steps in proptest::collection::vec(client_step(), 0..160)
+    ) {
+        let _ = run_client(&steps);
     }
 }
 
@@ -493,4 +520,40 @@ mod http {
         }]);
         assert_eq!((idle.requests, idle.closed), (1, None));
     }
+}
+
+/// A scripted run through the client harness that reaches every phase
+/// (login, requests answered, timed out and failed, reconnect, logout), so
+/// the properties above are known to check more than the early states.
+#[test]
+fn client_harness_reaches_every_phase() {
+    use ClientStep::{Common, LoginReply, Logout, LogoutReply, ReplyTo, Request};
+    let script = [
+        Common(Step::Connected),
+        LoginReply(0),
+        Request(10, None),
+        Request(10, Some(100)),
+        Request(10, None),
+        ReplyTo { n: 0, wrong: false },
+        Common(Step::Advance(200)),
+        ReplyTo { n: 0, wrong: true },
+        Common(Step::Closed),
+        Common(Step::Advance(u16::MAX)),
+        Common(Step::Connected),
+        LoginReply(8),
+        Request(5, None),
+        Logout,
+        LogoutReply,
+        // 16 steps, even and not a multiple of 3: a fixed msg_server and
+        // credentials.
+        Common(Step::Closed),
+    ];
+    assert!(script.len().is_multiple_of(2) && !script.len().is_multiple_of(3));
+    let s = run_client(&script);
+    assert_eq!((s.connects, s.logins), (2, 2), "{s:?}");
+    assert_eq!(
+        (s.requests, s.replies, s.timed_out, s.failed),
+        (4, 1, 1, 2),
+        "{s:?}"
+    );
 }

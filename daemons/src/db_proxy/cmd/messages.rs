@@ -1,4 +1,4 @@
-//! Single-chat messages: 0x0301 store → 0x0301, 0x0303 read ack (no
+//! Messages, single and group: 0x0301 store → 0x0301, 0x0303 read ack (no
 //! reply), 0x0307 unread counts → 0x0308, 0x0309 history → 0x030a, 0x030b
 //! latest id → 0x030c, 0x030d by id → 0x030e.
 //!
@@ -15,15 +15,21 @@
 //! - Latest id: 0 for a conversation without messages.
 //! - Unread: per conversation the count and its latest message, plus the
 //!   total.
+//! - Group messages (types 0x11 / 0x12) take the group's own id sequence;
+//!   the sender must be a member (else `msg_id` 0). A group read ack
+//!   clears the member's unread count of the group; group history, by id
+//!   and latest id read the group's messages posted since the member
+//!   joined (see `crate::store::groups`).
 //!
 //! # Where we differ
 //!
 //! - Storable messages are taken out by [`DbProxy::prepare_message`] and
 //!   stored in runs with one commit each ([`DbProxy::store_prepared`],
 //!   group commit), in arrival order.
-//! - Messages that cannot be stored by rule (group messages while groups
-//!   are not stored, unknown types, empty bodies, to oneself, from user 0)
-//!   are answered with `msg_id` 0; TeamTalk sent nothing for some of these.
+//! - Messages that cannot be stored by rule (unknown types, empty bodies,
+//!   to oneself, from user 0, to a group that does not exist or from a
+//!   non-member) are answered with `msg_id` 0; TeamTalk sent nothing for
+//!   some of these (a group message from a non-member among them).
 //! - A message the store failed to write is answered with `IMRequestFailed`
 //!   (0x0301's reply has no result field), not `msg_id` 0: "try again
 //!   later", not "refused".
@@ -50,9 +56,11 @@
 //!   an empty list or, for an invalid session type, nothing. A read ack
 //!   that could not be applied is reported the same way, though nothing
 //!   waits for it.
-//! - Group history, latest id and read acks have nothing stored yet: an
-//!   empty page and id 0, as TeamTalk answers a user who is not in the
-//!   group; a group read ack is accepted.
+//! - A non-member's group history, by id, latest id and read ack are
+//!   failure answers (`IMRequestFailed`, code 6 forbidden); TeamTalk
+//!   answered an empty list, which reads as "no messages".
+//! - Group messages are batched with single ones (group commit) and
+//!   deduplicated by their `dedupe_key` like them.
 
 use teamtalk_proto::pb::im::base_define::UnreadInfo;
 use teamtalk_proto::pb::im::message::{
@@ -81,7 +89,7 @@ const MSG_TYPE_SINGLE_AUDIO: i32 = 0x02;
 const MSG_TYPE_GROUP_TEXT: i32 = 0x11;
 const MSG_TYPE_GROUP_AUDIO: i32 = 0x12;
 
-/// A single-chat message accepted for storing, waiting for its batch.
+/// A message (single or group) accepted for storing, waiting for its batch.
 ///
 /// Made by [`DbProxy::prepare_message`], consumed by
 /// [`DbProxy::store_prepared`].
@@ -93,25 +101,28 @@ pub struct PreparedMessage {
 }
 
 impl DbProxy {
-    /// If `pdu` is a storable single-chat `CID_MSG_DATA`, takes it out for
-    /// batching; `None` for anything else (including messages that will be
-    /// refused: [`DbProxy::handle`] answers those). Counts the request.
+    /// If `pdu` is a storable `CID_MSG_DATA` (single or group), takes it
+    /// out for batching; `None` for anything else (including messages that
+    /// will be refused: [`DbProxy::handle`] answers those). Counts the
+    /// request.
     pub fn prepare_message(&self, pdu: &Pdu) -> Option<PreparedMessage> {
         if !pdu.is(Command::MsgData.key()) {
             return None;
         }
         let request: ImMsgData = pdu.decode_body().ok()?;
-        if !matches!(
-            request.msg_type,
-            MSG_TYPE_SINGLE_TEXT | MSG_TYPE_SINGLE_AUDIO
-        ) || request.msg_data.is_empty()
-        {
+        let session_type = match request.msg_type {
+            MSG_TYPE_SINGLE_TEXT | MSG_TYPE_SINGLE_AUDIO => SessionType::Single,
+            MSG_TYPE_GROUP_TEXT | MSG_TYPE_GROUP_AUDIO => SessionType::Group,
+            _ => return None,
+        };
+        if request.msg_data.is_empty() {
             return None;
         }
         bump(&self.counters.requests);
         let new = NewMessage {
             from: request.from_user_id,
             to: request.to_session_id,
+            session_type,
             msg_type: wire_u32(request.msg_type),
             create_time: request.create_time,
             data: request.msg_data.to_vec(),
@@ -192,9 +203,10 @@ impl DbProxy {
     }
 
     /// One message of a batch was not stored: `None` when the store refused
-    /// it as invalid (answered `msg_id` 0), else the failure to answer.
+    /// it (invalid, or a group message to a group that does not exist or
+    /// from a non-member: answered `msg_id` 0), else the failure to answer.
     fn message_store_failed(&self, m: &NewMessage, e: &StoreError) -> Option<Failed> {
-        if matches!(e, StoreError::Invalid(_)) {
+        if e.is_refusal() {
             bump(&self.counters.messages_refused);
             info!(from = m.from, to = m.to, error = %e, "message refused");
             None
@@ -219,23 +231,22 @@ impl DbProxy {
         }
     }
 
-    /// A `CID_MSG_DATA` that [`DbProxy::prepare_message`] did not take: group
-    /// messages (not stored yet), unknown types, empty bodies. Answered with
-    /// `msg_id` 0, which msg_server treats as "not stored" (the sender gets no
-    /// ack and may resend). TeamTalk sent no reply at all for some of these;
-    /// answering keeps every request paired with a reply.
+    /// A `CID_MSG_DATA` that [`DbProxy::prepare_message`] did not take:
+    /// unknown types, empty bodies. Answered with `msg_id` 0, which
+    /// msg_server treats as "not stored" (the sender gets no ack and may
+    /// resend). TeamTalk sent no reply at all for some of these; answering
+    /// keeps every request paired with a reply.
     fn refuse_message(&self, seq: u16, mut req: ImMsgData) -> Pdu {
         bump(&self.counters.messages_refused);
         match req.msg_type {
-            MSG_TYPE_GROUP_TEXT | MSG_TYPE_GROUP_AUDIO => {
-                bump(&self.counters.unimplemented);
-                warn!(
-                    from = req.from_user_id,
-                    group = req.to_session_id,
-                    "group message refused: group chat is not stored yet"
-                );
-            }
-            t if t != MSG_TYPE_SINGLE_TEXT && t != MSG_TYPE_SINGLE_AUDIO => {
+            t if !matches!(
+                t,
+                MSG_TYPE_SINGLE_TEXT
+                    | MSG_TYPE_SINGLE_AUDIO
+                    | MSG_TYPE_GROUP_TEXT
+                    | MSG_TYPE_GROUP_AUDIO
+            ) =>
+            {
                 warn!(
                     from = req.from_user_id,
                     msg_type = t,
@@ -258,14 +269,10 @@ impl DbProxy {
                 .store
                 .clear_unread(req.user_id, req.session_id)
                 .map_err(|e| self.store_failed("clearing unread", &e)),
-            SessionType::Group => {
-                debug!(
-                    user = req.user_id,
-                    group = req.session_id,
-                    "group read ack: no group unread kept"
-                );
-                Ok(())
-            }
+            SessionType::Group => self
+                .store
+                .clear_group_unread(req.user_id, req.session_id)
+                .map_err(|e| self.group_read_failed("clearing a group's unread count", &e)),
         }
     }
 
@@ -309,9 +316,10 @@ impl DbProxy {
                 .store
                 .message_list(req.user_id, req.session_id, req.msg_id_begin, req.msg_cnt)
                 .map_err(|e| self.store_failed("listing messages", &e))?,
-            // No group history is stored yet: an empty page, as TeamTalk
-            // answers a user who is not in the group.
-            SessionType::Group => Vec::new(),
+            SessionType::Group => self
+                .store
+                .group_message_list(req.user_id, req.session_id, req.msg_id_begin, req.msg_cnt)
+                .map_err(|e| self.group_read_failed("listing group messages", &e))?,
         };
         let mut rsp = ImGetMsgListRsp {
             user_id: req.user_id,
@@ -338,7 +346,10 @@ impl DbProxy {
                 .store
                 .latest_msg_id(req.user_id, req.session_id)
                 .map_err(|e| self.store_failed("reading the latest message id", &e))?,
-            SessionType::Group => 0,
+            SessionType::Group => self
+                .store
+                .group_latest_msg_id(req.user_id, req.session_id)
+                .map_err(|e| self.group_read_failed("reading a group's latest message id", &e))?,
         };
         Ok(ImGetLatestMsgIdRsp {
             user_id: req.user_id,
@@ -362,7 +373,10 @@ impl DbProxy {
                 .store
                 .messages_by_ids(req.user_id, req.session_id, &req.msg_id_list)
                 .map_err(|e| self.store_failed("reading messages by id", &e))?,
-            SessionType::Group => Vec::new(),
+            SessionType::Group => self
+                .store
+                .group_messages_by_ids(req.user_id, req.session_id, &req.msg_id_list)
+                .map_err(|e| self.group_read_failed("reading group messages by id", &e))?,
         };
         let mut rsp = ImGetMsgByIdRsp {
             user_id: req.user_id,

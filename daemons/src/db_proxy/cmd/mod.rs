@@ -5,21 +5,22 @@
 //! |---|---|
 //! | [`login`] | 0x0703 validate, with the failure limiter and the credential cache |
 //! | [`users`] | 0x0204 users by id, 0x0208 changed users, 0x0210 departments, 0x0213 sign info (0x020c avatar: not stored yet) |
-//! | [`messages`] | 0x0301 store (one by one or batched), 0x0303 read ack, 0x0307 unread, 0x0309 history, 0x030b latest id, 0x030d by id |
+//! | [`messages`] | 0x0301 store (one by one or batched, single and group), 0x0303 read ack, 0x0307 unread, 0x0309 history, 0x030b latest id, 0x030d by id |
 //! | [`sessions`] | 0x0201 recent sessions, 0x0206 remove a session |
 //! | [`push`] | 0x0108 device token, 0x010c / 0x010e push shield, 0x0705 device tokens |
-//! | `groups.rs` (to come) | 0x0401–0x0409 groups, 0x0711 group shield of members |
+//! | [`groups`] | 0x0401–0x0409 groups, 0x0711 group shield of members, 0x0791 a user's groups |
 //! | `files.rs` (to come) | 0x0509 / 0x050b / 0x050c offline files |
 //!
 //! [`domain`] is the dispatch table: the one place that says which file
-//! serves a command. A new family gets a [`Domain`] variant (groups and
-//! files already have theirs, answered "not implemented" until their file
-//! exists) and an arm in [`DbProxy::serve`].
+//! serves a command. A new family gets a [`Domain`] variant (files already
+//! have theirs, answered "not implemented" until their file exists) and an
+//! arm in [`DbProxy::serve`].
 //!
 //! Each handler returns its typed reply or a [`Failed`]; it never builds a
 //! failure answer itself. [`DbProxy::fail`] turns every [`Failed`] into the
 //! answer `crate::rules::failure` prescribes.
 
+pub(super) mod groups;
 pub(super) mod login;
 pub(super) mod messages;
 pub(super) mod push;
@@ -108,7 +109,7 @@ pub(super) enum Domain {
     Sessions,
     /// [`push`].
     Push,
-    /// Groups and group shield: not stored yet (`groups.rs` to come).
+    /// [`groups`].
     Groups,
     /// Offline files: not stored yet (`files.rs` to come).
     Files,
@@ -141,7 +142,8 @@ pub(super) const fn domain(command: Command) -> Option<Domain> {
         | C::GroupCreateRequest
         | C::GroupChangeMemberRequest
         | C::GroupShieldGroupRequest
-        | C::OtherGetShieldReq => Domain::Groups,
+        | C::OtherGetShieldReq
+        | C::OtherUserGroupsReq => Domain::Groups,
         C::FileHasOfflineReq | C::FileAddOfflineReq | C::FileDelOfflineReq => Domain::Files,
         _ => return None,
     })
@@ -160,7 +162,7 @@ impl DbProxy {
             Some(Domain::Messages) => self.serve_messages(seq, msg),
             Some(Domain::Sessions) => self.serve_sessions(seq, msg),
             Some(Domain::Push) => self.serve_push(seq, msg),
-            Some(Domain::Groups) => Err(Failed::not_implemented("groups are not stored yet")),
+            Some(Domain::Groups) => self.serve_groups(seq, msg),
             Some(Domain::Files) => Err(Failed::not_implemented("offline files are not stored yet")),
             None => Err(Failed::unsupported("db_proxy does not serve this command")),
         }
@@ -326,7 +328,7 @@ mod tests {
             routed += 1;
             let msg = command.decode_body(Bytes::new()).unwrap();
             let result = proxy.serve(1, &msg);
-            if matches!(d, Domain::Groups | Domain::Files) {
+            if matches!(d, Domain::Files) {
                 assert_eq!(
                     result.unwrap_err().code,
                     RequestFailedCode::RequestFailedNotImplemented,
@@ -340,7 +342,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(routed, 27);
+        assert_eq!(routed, 28);
     }
 
     /// db_proxy serves only requests, and every request msg_server sends it

@@ -6,10 +6,12 @@
 //! - Recent sessions: those updated after `latest_update_time`, newest
 //!   first, each with its latest message; removed ones are left out (at
 //!   most [`MAX_RECENT_SESSIONS`](crate::store::MAX_RECENT_SESSIONS)).
+//!   The groups the user is in are sessions too (type 2), changed by their
+//!   last message or by the user's joining.
 //! - Remove: hides the session until its next message; `result_code` 0 on
-//!   success, 1 when there was no such session; `session_type` and
-//!   `session_id` echoed. Removing a single-chat session also clears its
-//!   unread count.
+//!   success, 1 when there was no such session (or, for a group, the user
+//!   is not a member); `session_type` and `session_id` echoed. Removing a
+//!   session also clears its unread count.
 //!
 //! # Where we differ
 //!
@@ -115,15 +117,21 @@ impl DbProxy {
             return Err(Failed::bad_request("invalid session type"));
         };
         // A removed conversation no longer counts as unread.
-        if kind == SessionType::Single {
-            self.store
-                .clear_unread(req.user_id, req.session_id)
-                .map_err(|e| self.store_failed("clearing unread before removing a session", &e))?;
-        }
-        let removed = self
-            .store
-            .remove_session(req.user_id, req.session_id, kind)
-            .map_err(|e| self.store_failed("removing a session", &e))?;
+        let cleared = match kind {
+            SessionType::Single => self.store.clear_unread(req.user_id, req.session_id),
+            SessionType::Group => self.store.clear_group_unread(req.user_id, req.session_id),
+        };
+        let removed = match cleared {
+            // Not a member: there is no such session.
+            Err(e) if e.is_refusal() => false,
+            Err(e) => {
+                return Err(self.store_failed("clearing unread before removing a session", &e));
+            }
+            Ok(()) => self
+                .store
+                .remove_session(req.user_id, req.session_id, kind)
+                .map_err(|e| self.store_failed("removing a session", &e))?,
+        };
         Ok(ImRemoveSessionRsp {
             user_id: req.user_id,
             result_code: if removed { 0 } else { RESULT_FAILED },

@@ -88,7 +88,10 @@ fn messages_that_cannot_be_stored_get_msg_id_0() {
     let s = f.proxy.stats();
     assert_eq!(s.messages_refused, 6);
     assert_eq!(s.messages_stored, 0);
-    assert_eq!(s.unimplemented, 2, "group messages count as unimplemented");
+    assert_eq!(
+        s.unimplemented, 0,
+        "groups are stored: group 9 does not exist"
+    );
     assert_eq!(f.store.latest_msg_id(1, 2).unwrap(), 0);
 }
 
@@ -136,12 +139,18 @@ fn read_ack_clears_unread_without_reply() {
     };
     assert!(f.proxy.handle(&ack.to_pdu(8)).is_none());
     assert_eq!(f.store.unread(1).unwrap().total, 1);
-    // Group acks have nothing to clear yet; still no reply.
+    // A read ack of a group the reader is not in is reported (nothing
+    // waits for it, but the failure is not silent).
     let group_ack = ImMsgDataReadAck {
         session_type: 2,
         ..ack
     };
-    assert!(f.proxy.handle(&group_ack.to_pdu(8)).is_none());
+    let reply = f.proxy.handle(&group_ack.to_pdu(8)).expect("reported");
+    let failed = request_failed(&reply, 8, Command::MsgReadAck);
+    assert_eq!(
+        failed.result_code,
+        RequestFailedCode::RequestFailedForbidden as u32
+    );
 }
 
 fn list_req(session_type: i32, begin: u32, count: u32) -> ImGetMsgListReq {
@@ -208,7 +217,12 @@ fn message_list_latest_id_and_by_id() {
         list(&f.proxy, 1, 0, 100_000).msg_list.len(),
         crate::store::MAX_MSG_LIST as usize
     );
-    assert!(list(&f.proxy, 2, 0, 10).msg_list.is_empty());
+    // A group the user is not in: forbidden, not an empty page.
+    let reply = f.proxy.handle(&list_req(2, 0, 10).to_pdu(6)).unwrap();
+    assert_eq!(
+        request_failed(&reply, 6, Command::MsgListRequest).result_code,
+        RequestFailedCode::RequestFailedForbidden as u32
+    );
     // An invalid session type is a bad request (TeamTalk sent nothing).
     let reply = f.proxy.handle(&list_req(0, 0, 10).to_pdu(6)).unwrap();
     let failed = request_failed(&reply, 6, Command::MsgListRequest);

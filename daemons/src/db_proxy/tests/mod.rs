@@ -5,6 +5,7 @@
 //! the conf and a loopback server.
 
 mod captured;
+mod groups;
 mod login;
 mod messages;
 mod push;
@@ -28,7 +29,8 @@ use teamtalk_proto::{Command, Pdu};
 use super::{DbProxy, DbProxyOptions};
 use crate::password::HashParams;
 use crate::store::{
-    Department, DeviceToken, MsgId, NewMessage, NewUser, RecentSession, SessionType, SqliteStore,
+    Actor, Department, DeviceToken, Group, GroupId, GroupType, GroupVersion, MemberChange,
+    MembersChanged, MsgId, NewGroup, NewMessage, NewUser, RecentSession, SessionType, SqliteStore,
     Store, StoreError, StoreOptions, StoreResult, Stored, StoredMessage, UnreadSummary, User,
     UserId,
 };
@@ -407,6 +409,75 @@ impl Store for FailingStore {
     ) -> StoreResult<bool> {
         self.check("remove_session")?;
         self.inner.remove_session(user, peer, session_type)
+    }
+    fn create_group(&self, group: &NewGroup) -> StoreResult<Group> {
+        self.check("create_group")?;
+        self.inner.create_group(group)
+    }
+    fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        self.check("group")?;
+        self.inner.group(id)
+    }
+    fn groups(&self) -> StoreResult<Vec<Group>> {
+        self.check("groups")?;
+        self.inner.groups()
+    }
+    fn user_groups(
+        &self,
+        user: UserId,
+        group_type: Option<GroupType>,
+    ) -> StoreResult<Vec<GroupVersion>> {
+        self.check("user_groups")?;
+        self.inner.user_groups(user, group_type)
+    }
+    fn groups_newer_than(&self, user: UserId, known: &[GroupVersion]) -> StoreResult<Vec<Group>> {
+        self.check("groups_newer_than")?;
+        self.inner.groups_newer_than(user, known)
+    }
+    fn change_group_members(
+        &self,
+        actor: Actor,
+        group: GroupId,
+        change: MemberChange,
+        users: &[UserId],
+    ) -> StoreResult<MembersChanged> {
+        self.check("change_group_members")?;
+        self.inner.change_group_members(actor, group, change, users)
+    }
+    fn set_group_shield(&self, user: UserId, group: GroupId, on: bool) -> StoreResult<()> {
+        self.check("set_group_shield")?;
+        self.inner.set_group_shield(user, group, on)
+    }
+    fn group_shields(&self, group: GroupId, users: &[UserId]) -> StoreResult<Vec<(UserId, bool)>> {
+        self.check("group_shields")?;
+        self.inner.group_shields(group, users)
+    }
+    fn group_message_list(
+        &self,
+        user: UserId,
+        group: GroupId,
+        begin: MsgId,
+        count: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        self.check("group_message_list")?;
+        self.inner.group_message_list(user, group, begin, count)
+    }
+    fn group_messages_by_ids(
+        &self,
+        user: UserId,
+        group: GroupId,
+        ids: &[MsgId],
+    ) -> StoreResult<Vec<StoredMessage>> {
+        self.check("group_messages_by_ids")?;
+        self.inner.group_messages_by_ids(user, group, ids)
+    }
+    fn group_latest_msg_id(&self, user: UserId, group: GroupId) -> StoreResult<MsgId> {
+        self.check("group_latest_msg_id")?;
+        self.inner.group_latest_msg_id(user, group)
+    }
+    fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
+        self.check("clear_group_unread")?;
+        self.inner.clear_group_unread(user, group)
     }
 }
 

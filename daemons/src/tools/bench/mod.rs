@@ -1,0 +1,450 @@
+//! `teamtalk bench`: a load generator for any TeamTalk-protocol cluster.
+//!
+//! It speaks only the client protocol (HTTP assignment from login_server,
+//! then TCP to a msg_server), so it measures the C++ servers as well as
+//! ours. Four workloads:
+//!
+//! - `msg`: sender/receiver pairs with a window of messages in flight;
+//!   delivered/s, acked/s, send→delivery latency, lost, duplicates and
+//!   refused (unacked) messages. A server-side rate limit shows up as
+//!   unacked and lost messages, never hidden.
+//! - `login`: connect, log in, log out at a given concurrency.
+//! - `conns`: many idle logged-in connections with heartbeats, and the
+//!   server's memory per connection.
+//! - `group`: parsed, but refused until the servers support groups.
+//!
+//! Users are the ones `teamtalk user seed --prefix P --count N` creates:
+//! `P1`…`PN`. A progress line goes to stderr once per second; the summary
+//! (or, with `--json`, one JSON object) goes to the given writer.
+//!
+//! Every connection is a [`teamtalk_conn::Client`] machine run by a
+//! `teamtalk-net` reactor, the same client behaviour as every other tool:
+//! `msg` and `conns` run a few workers, each one reactor plus one thread
+//! reading its machines' events (`engine.rs`); `login` runs one machine
+//! per concurrent slot that logs in and out as the slot's users in turn,
+//! its script on the reactor thread (`login.rs`). Addresses may be host
+//! names. The bench reports its own CPU use so a saturated bench is
+//! visible.
+
+mod engine;
+pub mod hist;
+mod login;
+mod msg;
+mod report;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use crate::tools::addr::ServerAddr;
+use crate::tools::client::{AssignError, Assigner};
+
+/// Arguments of `teamtalk bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Which workload.
+    #[command(subcommand)]
+    pub kind: BenchKind,
+}
+
+/// The workloads.
+#[derive(Debug, Clone, Subcommand)]
+#[non_exhaustive]
+pub enum BenchKind {
+    /// One-to-one messages between sender/receiver pairs.
+    Msg(MsgArgs),
+    /// Logins per second: connect, log in, log out.
+    Login(LoginArgs),
+    /// Idle logged-in connections held open, and the server's memory per connection.
+    Conns(ConnsArgs),
+    /// Fan-out to group members (needs group support in the servers).
+    Group(GroupArgs),
+}
+
+/// Options every workload takes: where the cluster is, which users, output.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// login_server's HTTP address as a URL (`http://host:port`); each
+    /// connection asks it for a msg_server, like real clients. The default
+    /// when no target is given is http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["http", "msg_server"])]
+    pub login: Option<String>,
+    /// login_server's HTTP address as `host:port` (same as `--login`).
+    #[arg(long, value_name = "ADDR", conflicts_with = "msg_server")]
+    pub http: Option<String>,
+    /// Connect straight to this msg_server (repeat for several, used in turn).
+    #[arg(long = "msg-server", value_name = "ADDR")]
+    pub msg_server: Vec<String>,
+    /// User name prefix: users are PREFIX1, PREFIX2, … (`teamtalk user seed`).
+    #[arg(long)]
+    pub prefix: String,
+    /// Password of every user.
+    #[arg(long)]
+    pub password: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The server process to watch: its CPU use and memory (VmRSS) are
+    /// reported (use the pid of `teamtalk up`, or of the msg_server).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+}
+
+/// `teamtalk bench msg`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MsgArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Sender/receiver pairs (users PREFIX1…PREFIX<2×pairs>).
+    #[arg(long, default_value_t = 100)]
+    pub pairs: u32,
+    /// Messages in flight (sent, not yet acked) per sender.
+    #[arg(long, default_value_t = 16)]
+    pub window: u32,
+    /// Message body (`msg_data`) size in bytes; at least 24.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Seconds of sending.
+    #[arg(long, default_value = "10", value_parser = secs)]
+    pub duration: Duration,
+    /// Pace all senders together to this many messages per second
+    /// (default: as fast as the windows allow).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Worker threads, each owning many connections.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// A message not acked within this many seconds leaves the window and
+    /// counts as unacked (servers that drop silently would stall it).
+    #[arg(long, default_value = "5", value_parser = secs)]
+    pub ack_timeout: Duration,
+    /// After sending stops, wait at most this long for acks and deliveries.
+    #[arg(long, default_value = "3", value_parser = secs)]
+    pub grace: Duration,
+    /// Give up waiting for logins after this long.
+    #[arg(long, default_value = "60", value_parser = secs)]
+    pub setup_timeout: Duration,
+    /// Heartbeat interval, seconds.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    pub heartbeat: Duration,
+}
+
+/// `teamtalk bench login`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Logins in progress at once (one thread each).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u32,
+    /// Users to cycle through, `PREFIX1`…`PREFIX<users>` (default: concurrency);
+    /// no user logs in twice at the same time.
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// Seconds to run (default 10 unless --count is given).
+    #[arg(long, value_parser = secs)]
+    pub duration: Option<Duration>,
+    /// Stop after this many logins instead.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+/// `teamtalk bench conns`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnsArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Connections to open and log in (users `PREFIX1`…`PREFIX<N>`).
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub connections: u32,
+    /// Seconds to hold them once logged in.
+    #[arg(long, default_value = "10", value_parser = secs)]
+    pub duration: Duration,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Connections connecting or logging in at once, per worker.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Heartbeat interval, seconds.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    pub heartbeat: Duration,
+    /// Give up waiting for logins after this long.
+    #[arg(long, default_value = "120", value_parser = secs)]
+    pub setup_timeout: Duration,
+}
+
+/// `teamtalk bench group`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Members per group.
+    #[arg(long, default_value_t = 100)]
+    pub members: u32,
+    /// Groups.
+    #[arg(long, default_value_t = 1)]
+    pub groups: u32,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Seconds of sending.
+    #[arg(long, default_value = "10", value_parser = secs)]
+    pub duration: Duration,
+}
+
+/// Why a bench could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// The arguments do not make a valid run.
+    #[error("bench: {0}")]
+    Args(String),
+    /// An address did not parse or resolve.
+    #[error("bench: {0}")]
+    Resolve(String),
+    /// login_server gave no msg_server.
+    #[error("bench: {0}")]
+    Assign(#[from] AssignError),
+    /// Nothing could log in, so nothing was measured.
+    #[error("bench: no connection logged in ({0})")]
+    NoLogin(String),
+    /// The group workload needs servers with group messaging.
+    #[error(
+        "bench group: group benchmarking needs group support (CID_GROUP_* create, member list and \
+         group messages) in the servers, which teamtalk-rs does not have yet; nothing was measured"
+    )]
+    GroupUnsupported,
+    /// A worker thread panicked.
+    #[error("bench: a worker thread failed")]
+    Worker,
+    /// Socket, thread or output error.
+    #[error("bench: {0}")]
+    Io(#[from] std::io::Error),
+    /// JSON output failed.
+    #[error("bench: json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Runs a bench, writing the summary (or JSON) to `out` and the progress
+/// line to stderr.
+///
+/// # Errors
+/// [`BenchError`]; `group` always fails with
+/// [`BenchError::GroupUnsupported`].
+pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    match &args.kind {
+        BenchKind::Msg(a) => msg::run_msg(a, out),
+        BenchKind::Login(a) => login::run_login(a, out),
+        BenchKind::Conns(a) => msg::run_conns(a, out),
+        BenchKind::Group(_) => Err(BenchError::GroupUnsupported),
+    }
+}
+
+fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s:?}: must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// How connections find their msg_server.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// Ask login_server's HTTP port, once per connection.
+    Http(SocketAddr),
+    /// Use these msg_servers in turn.
+    Direct(Vec<SocketAddr>),
+}
+
+/// `host:port` or `http://host:port/...`, resolved.
+fn resolve(addr: &str) -> Result<SocketAddr, BenchError> {
+    ServerAddr::parse(addr)
+        .and_then(|a| a.resolve())
+        .map_err(|e| BenchError::Resolve(e.to_string()))
+}
+
+/// Timeout of one assignment query or connect.
+pub(crate) const NET_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Common {
+    pub(crate) fn target(&self) -> Result<Target, BenchError> {
+        if !self.msg_server.is_empty() {
+            let addrs = self
+                .msg_server
+                .iter()
+                .map(|a| resolve(a))
+                .collect::<Result<_, _>>()?;
+            return Ok(Target::Direct(addrs));
+        }
+        if let Some(url) = &self.login {
+            return Ok(Target::Http(resolve(url)?));
+        }
+        Ok(Target::Http(resolve(
+            self.http.as_deref().unwrap_or("127.0.0.1:8080"),
+        )?))
+    }
+
+    pub(crate) fn user(&self, n: u64) -> String {
+        format!("{}{n}", self.prefix)
+    }
+
+    pub(crate) fn progress(&self, line: &str) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+    }
+}
+
+impl Target {
+    /// The msg_server for connection number `i`.
+    pub(crate) fn assign(&self, i: usize) -> Result<SocketAddr, BenchError> {
+        match self {
+            Self::Http(http) => Ok(Assigner::new(&(*http).into(), NET_TIMEOUT)
+                .query()?
+                .addr()?),
+            Self::Direct(v) => Ok(v[i % v.len()]),
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Http(a) => format!("http://{a}"),
+            Self::Direct(v) => v
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// Assignments for `n` connections, asked in parallel.
+    pub(crate) fn assign_all(&self, n: usize) -> Vec<Result<SocketAddr, String>> {
+        let threads = 16.min(n.max(1));
+        let mut out: Vec<Result<SocketAddr, String>> = Vec::with_capacity(n);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        (t..n)
+                            .step_by(threads)
+                            .map(|i| (i, self.assign(i).map_err(|e| e.to_string())))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut all: Vec<(usize, Result<SocketAddr, String>)> = handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| vec![(usize::MAX, Err("panicked".to_owned()))])
+                })
+                .collect();
+            all.sort_by_key(|(i, _)| *i);
+            out.extend(all.into_iter().filter(|(i, _)| *i < n).map(|(_, r)| r));
+        });
+        out.resize_with(n, || Err("assignment thread failed".to_owned()));
+        out
+    }
+}
+
+/// Kernel-reported clock ticks per second in `/proc/*/stat` (`USER_HZ`,
+/// fixed at 100 on Linux whatever the kernel's internal tick rate).
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime of a process (`None`: this process), in ticks.
+pub(crate) fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name may contain spaces; fields resume after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After ')': state is field 3; utime and stime are fields 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU use between two tick readings over `elapsed`, in % of one core.
+pub(crate) fn cpu_pct(before: Option<u64>, after: Option<u64>, elapsed: Duration) -> Option<f64> {
+    let (b, a) = (before?, after?);
+    let secs = elapsed.as_secs_f64();
+    (secs > 0.0).then(|| a.saturating_sub(b) as f64 / USER_HZ / secs * 100.0)
+}
+
+/// Resident memory of a process in KiB (`VmRSS`).
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cpu_and_memory_are_readable() {
+        assert!(cpu_ticks(None).is_some());
+        assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
+        assert_eq!(
+            cpu_pct(Some(100), Some(150), Duration::from_secs(1)),
+            Some(50.0)
+        );
+        assert_eq!(cpu_pct(None, Some(1), Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn durations_must_be_positive() {
+        assert_eq!(secs("2.5"), Ok(Duration::from_millis(2500)));
+        assert!(secs("0").is_err() && secs("-1").is_err() && secs("x").is_err());
+    }
+
+    #[test]
+    fn targets_parse() {
+        let common = |login: Option<&str>, http: Option<&str>, msg: &[&str]| Common {
+            login: login.map(str::to_owned),
+            http: http.map(str::to_owned),
+            msg_server: msg.iter().map(|s| (*s).to_owned()).collect(),
+            prefix: "u".into(),
+            password: "p".into(),
+            json: false,
+            quiet: true,
+            server_pid: None,
+        };
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(matches!(
+            common(Some("http://127.0.0.1:9/msg_server"), None, &[]).target(),
+            Ok(Target::Http(a)) if a == addr("127.0.0.1:9")
+        ));
+        assert!(matches!(
+            common(None, None, &[]).target(),
+            Ok(Target::Http(a)) if a == addr("127.0.0.1:8080")
+        ));
+        let Ok(Target::Direct(v)) = common(None, None, &["127.0.0.1:1", "127.0.0.1:2"]).target()
+        else {
+            panic!("direct")
+        };
+        let t = Target::Direct(v);
+        assert_eq!(t.assign(3).unwrap(), addr("127.0.0.1:2"));
+        assert_eq!(t.assign_all(3).len(), 3);
+        assert!(
+            common(None, Some("nowhere.invalid:x"), &[])
+                .target()
+                .is_err()
+        );
+    }
+}
