@@ -963,10 +963,17 @@ impl Harness {
             }
         }
         // The one request that may be pending now: the groups of a user
-        // with a session (closing ones included: their user is logged in
-        // until the connection ends), asked again at every tick while
-        // db_proxy does not answer.
-        let users: HashSet<u32> = self.clients.values().filter_map(Client::user).collect();
+        // logged in here, asked again at every tick while db_proxy does
+        // not answer (a session the App closes is logged out at once, so
+        // its user's groups are not asked for).
+        let users: HashSet<u32> = self
+            .clients
+            .values()
+            .filter_map(|c| match c.phase {
+                Phase::LoggedIn(u) => Some(u),
+                _ => None,
+            })
+            .collect();
         if self.app.pending() > users.len() {
             self.fail(format!(
                 "{} requests pending after every limit passed, with {} users online",

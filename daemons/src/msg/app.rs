@@ -837,6 +837,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             Ok(m) => m,
             Err(e) => {
                 warn!(?conn, user_id, error = %e, "undecodable pdu from client; closing");
+                self.end_session(conn, &mut out);
                 out.push(Action::Close { conn, notice: None });
                 return out;
             }
@@ -885,6 +886,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
             Message::LoginReqLoginout(_) => {
                 let rsp = Command::LoginResLoginout.pdu(seq, &ImLogoutRsp { result_code: 0 });
+                self.end_session(conn, &mut out);
                 out.push(Action::Close {
                     conn,
                     notice: Some(rsp),
@@ -1392,6 +1394,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     conn,
                     request_failed(request, None, code, reason, seq),
                 ));
+                self.end_session(conn, out);
                 out.push(Action::Close { conn, notice: None });
             }
         }
@@ -1789,6 +1792,24 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             conn,
             reply: Command::LoginResUserlogin.pdu(seq, &reply),
         });
+    }
+
+    /// Logs out a session this App has decided to close, at once rather
+    /// than when the runner reports the connection gone: from here on its
+    /// user is offline (announced upstream), gets no deliveries through it,
+    /// and needs no groups loaded for it (a closing session's groups were
+    /// otherwise asked of db_proxy at every tick until it ended, found by
+    /// the `msg_app` fuzz target). Later PDUs from it are dropped as from a
+    /// session that is not logged in.
+    fn end_session(&mut self, conn: C, out: &mut Actions<C>) {
+        self.presence_watchers.remove(&conn);
+        if let Some(state) = self.conns.get_mut(&conn)
+            && let Some((uid, ct)) = state.user.take()
+        {
+            self.presence.logout(uid, conn);
+            self.went_offline(uid, ct, out);
+            self.maybe_forget_groups(uid, out);
+        }
     }
 
     fn kick(&mut self, conn: C, user_id: u32, reason: KickReason, out: &mut Actions<C>) {

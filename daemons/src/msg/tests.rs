@@ -875,6 +875,86 @@ fn a_member_change_during_the_group_load_loads_again() {
     assert_eq!(subscriptions(&out), [(true, vec![61])]);
 }
 
+/// Fuzz finding (`msg_app`, corpus `crash-groups-retry-of-closing-session`):
+/// a session the App closed stayed logged in until the runner reported the
+/// connection gone, so a groups load that had failed for its user was
+/// asked of db_proxy again at every tick meanwhile. Now the close logs the
+/// session out at once: offline upstream, groups forgotten, nothing retried,
+/// and the connection's end announces nothing twice.
+#[test]
+fn a_session_the_app_closes_is_logged_out_at_once() {
+    for close in ["logout", "undecodable"] {
+        let mut app = app();
+        app.client_open(1);
+        let out = app.login_request(1, &login_pdu("u", ClientType::Windows, 5));
+        let [Message::OtherValidateReq(req)] =
+            &upstream_of(&out, DB, Command::OtherValidateReq)[..]
+        else {
+            panic!("no validate request in {out:?}");
+        };
+        let rsp = ImValidateRsp {
+            user_name: req.user_name.clone(),
+            result_code: 0,
+            result_string: None,
+            user_info: Some(UserInfo {
+                user_id: 7,
+                ..UserInfo::default()
+            }),
+            attach_data: req.attach_data.clone(),
+        };
+        let out = app.upstream_pdu(DB, &Command::OtherValidateRsp.pdu(5, &rsp));
+        assert_eq!(upstream_of(&out, DB, Command::OtherUserGroupsReq).len(), 1);
+        // db_proxy never answers the groups: the load expires and is due
+        // again at the next tick.
+        app.set_time(1_700_000_000 + 3600);
+        let _ = app.tick();
+        assert_eq!(app.pending(), 0);
+        let out = match close {
+            "logout" => app.client_pdu(
+                1,
+                &Command::LoginReqLoginout.pdu(6, &teamtalk_proto::pb::im::login::ImLogoutReq {}),
+            ),
+            _ => app.client_pdu(
+                1,
+                &Pdu::new(
+                    Command::MsgUnreadCntRequest.key(),
+                    6,
+                    Bytes::from_static(&[0xff, 0xff]),
+                ),
+            ),
+        };
+        assert!(
+            matches!(out.last(), Some(Action::Close { conn: 1, .. })),
+            "{close}: {out:?}"
+        );
+        assert_eq!(
+            upstream_of(&out, LOGIN, Command::OtherUserCntUpdate).len(),
+            1
+        );
+        assert_eq!(
+            upstream_of(&out, ROUTE, Command::OtherUserStatusUpdate).len(),
+            1
+        );
+        assert_eq!(app.logged_in(), 0);
+        app.check_invariants().unwrap();
+        let out = app.tick();
+        assert!(
+            upstream_of(&out, DB, Command::OtherUserGroupsReq).is_empty(),
+            "{close}: the closing session's groups asked again: {out:?}"
+        );
+        assert_eq!(app.pending(), 0);
+        // What it sends before the runner closes it is not its user's.
+        let out = app.client_pdu(
+            1,
+            &Command::MsgUnreadCntRequest.pdu(7, &ImUnreadMsgCntReq::default()),
+        );
+        assert!(out.is_empty(), "{close}: {out:?}");
+        let out = app.client_closed(1);
+        assert!(out.is_empty(), "{close}: offline announced twice: {out:?}");
+        app.check_invariants().unwrap();
+    }
+}
+
 #[test]
 fn a_users_last_session_takes_their_groups_along() {
     let mut app = app();
