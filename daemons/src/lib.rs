@@ -48,6 +48,8 @@ pub mod cluster;
 pub mod conf;
 pub mod db_proxy;
 pub mod file;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod http;
 pub mod login;
 pub mod metrics;

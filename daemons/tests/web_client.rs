@@ -147,6 +147,8 @@ impl Person {
     }
 
     /// Waits until `js` is true; on a timeout, fails with what the page shows.
+    // A browser runs in real time: the deadline is the wall clock's.
+    #[allow(clippy::disallowed_methods)]
     fn wait(&self, what: &str, js: &str) {
         let end = daemons::clock::now() + SEE;
         loop {

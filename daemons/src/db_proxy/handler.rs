@@ -21,6 +21,7 @@ use super::credcache::{CredentialCache, DEFAULT_MAX_BYTES, DEFAULT_TTL_SECS};
 use super::limiter::LoginLimiter;
 use crate::clip::clip;
 use crate::rules::failure::{self, FailureAnswer};
+use crate::rules::sizing;
 use crate::store::{Clock, Store, StoreError};
 
 pub use super::cmd::messages::PreparedMessage;
@@ -202,6 +203,9 @@ impl std::fmt::Debug for DbProxy {
 /// Commands never answered, whatever happens to them: heartbeats (the
 /// Session's business; TeamTalk's db_proxy never echoes them) and failure
 /// answers from a peer (answering a failure with a failure could loop).
+/// The reason given when a reply would exceed the frame limit.
+const TOO_LARGE: &str = "reply would exceed the frame limit";
+
 fn never_answered(key: CommandKey) -> bool {
     key == Command::OtherHeartbeat.key() || key == Command::OtherRequestFailed.key()
 }
@@ -339,10 +343,44 @@ impl DbProxy {
             }
             return None;
         }
-        match self.serve(seq, &msg) {
+        let reply = match self.serve(seq, &msg) {
             Ok(reply) => reply,
             Err(failed) => Some(self.fail(seq, &msg, failed)),
+        };
+        reply.map(|r| self.within_frame(seq, &msg, r))
+    }
+
+    /// `reply` if it fits a frame; otherwise the failure answer, and when
+    /// even that cannot carry the request's `attach_data` (nearly a frame
+    /// of it, which no msg_server sends), `IMRequestFailed` without it.
+    ///
+    /// A reply echoes the request's `attach_data`, so a request that
+    /// fits a frame can still make a reply that does not (a login, a user's
+    /// info, a stored message's new id): found by the `db_proxy` fuzz
+    /// target. Such a reply used to be built and then dropped by the
+    /// runtime as too large, and the requester waited for nothing.
+    pub(super) fn within_frame(&self, seq: u16, request: &Message, reply: Pdu) -> Pdu {
+        if sizing::fits_frame(reply.body.len()) {
+            return reply;
         }
+        warn!(
+            key = %reply.key(),
+            bytes = reply.wire_len(),
+            "reply over the frame limit; answering with the failure instead"
+        );
+        // The reply was counted; the failure answer replaces it.
+        self.counters.replies.fetch_sub(1, Ordering::Relaxed);
+        let failed = self.fail(seq, request, Failed::too_large(TOO_LARGE));
+        if sizing::fits_frame(failed.body.len()) {
+            return failed;
+        }
+        failure::request_failed(
+            request.key(),
+            None,
+            RequestFailedCode::RequestFailedServerError,
+            TOO_LARGE,
+            seq,
+        )
     }
 
     /// The failure answer to `request` (the one place that builds it): the

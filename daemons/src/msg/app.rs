@@ -197,11 +197,11 @@ pub struct AppStats {
 const MAX_PENDING: usize = 200_000;
 /// Pending requests older than this are answered with their failure by
 /// [`MsgApp::tick`].
-const PENDING_TTL_SECS: u32 = 30;
+pub(crate) const PENDING_TTL_SECS: u32 = 30;
 /// Pending logins older than this are refused (`NO_DB_SERVER`) by the
 /// tick: sooner than the 15 s a client gets to complete its login, so a
 /// client waiting on a frozen db_proxy hears why instead of being cut off.
-const LOGIN_TTL_SECS: u32 = 10;
+pub(crate) const LOGIN_TTL_SECS: u32 = 10;
 /// PDUs a client session may send before msg_server has dealt with them
 /// (its PDU credit at the start; see [`MsgApp::step`]).
 pub const CLIENT_PDU_CREDIT: u32 = 16;
@@ -243,6 +243,9 @@ struct Pending<C> {
     seq: u16,
     user_id: u32,
     upstream: Upstream,
+    /// The link it went out on: its reply can only come back on that
+    /// connection.
+    link: LinkId,
     kind: PendingKind,
     created: u32,
     /// The request's command, for `IMRequestFailed`.
@@ -349,6 +352,18 @@ pub struct MsgApp<C> {
     /// up). Registration waits for db_proxy and route_server: a msg_server
     /// login_server hands out must be able to log clients in.
     registered: HashSet<LinkId>,
+    /// [`MAX_PENDING`], [`SESSION_INFLIGHT_BYTES`] and
+    /// [`GLOBAL_INFLIGHT_BYTES`], smaller under test so the limits are
+    /// reached.
+    caps: Caps,
+}
+
+/// The bounds of the pending table and of the in-flight budgets.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    max_pending: usize,
+    session_inflight: usize,
+    global_inflight: usize,
 }
 
 impl<C: Debug> Debug for MsgApp<C> {
@@ -393,6 +408,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             kick_log: LogGate::default(),
             push: push::PushState::default(),
             registered: HashSet::new(),
+            caps: Caps {
+                max_pending: MAX_PENDING,
+                session_inflight: SESSION_INFLIGHT_BYTES,
+                global_inflight: GLOBAL_INFLIGHT_BYTES,
+            },
         }
     }
 
@@ -481,6 +501,133 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
 
     fn now(&self) -> u32 {
         self.now
+    }
+
+    /// Replaces the bound of the pending table and the per-session and
+    /// server in-flight budgets (bytes), so tests and the fuzz harness
+    /// reach them with a handful of requests.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[must_use]
+    pub fn with_capacity_limits(
+        mut self,
+        max_pending: usize,
+        session_inflight: usize,
+        global_inflight: usize,
+    ) -> Self {
+        self.caps = Caps {
+            max_pending,
+            session_inflight,
+            global_inflight,
+        };
+        self
+    }
+
+    /// The bound of the pending table.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[must_use]
+    pub fn max_pending(&self) -> usize {
+        self.caps.max_pending
+    }
+
+    /// Client sessions known (opened and not closed yet).
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[must_use]
+    pub fn sessions(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Checks that the App's tables agree with each other between two
+    /// inputs; the first disagreement found, in words. For the fuzz
+    /// harness and property tests.
+    ///
+    /// # Errors
+    /// A description of the broken invariant.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.credit.is_some() {
+            return Err("a PDU's credit is still being handled between inputs".into());
+        }
+        if self.pending.len() > self.caps.max_pending {
+            return Err(format!(
+                "{} pending requests over the cap of {}",
+                self.pending.len(),
+                self.caps.max_pending
+            ));
+        }
+        let total: usize = self.pending.values().map(|p| p.bytes).sum();
+        if total != self.inflight_bytes {
+            return Err(format!(
+                "in-flight bytes {} but pending requests hold {total}",
+                self.inflight_bytes
+            ));
+        }
+        for (conn, state) in &self.conns {
+            let mine: usize = self
+                .pending
+                .values()
+                .filter(|p| p.conn == *conn)
+                .map(|p| p.bytes)
+                .sum();
+            if mine != state.inflight_bytes {
+                return Err(format!(
+                    "session {conn:?}: in-flight bytes {} but its pending requests hold {mine}",
+                    state.inflight_bytes
+                ));
+            }
+            if (state.owed > 0) != self.owed.contains(conn) {
+                return Err(format!(
+                    "session {conn:?} owed {} but the owed set says otherwise",
+                    state.owed
+                ));
+            }
+            if let Some((user, client_type)) = state.user {
+                let class = ClientClass::of(client_type);
+                if self.presence.session(user, class) != Some(*conn) {
+                    return Err(format!(
+                        "session {conn:?} logged in as {user} is not in the presence table"
+                    ));
+                }
+            }
+        }
+        for conn in &self.owed {
+            if !self.conns.contains_key(conn) {
+                return Err(format!("credit owed to a closed session {conn:?}"));
+            }
+        }
+        for conn in &self.presence_watchers {
+            if !self.conns.contains_key(conn) {
+                return Err(format!("closed session {conn:?} still watches presence"));
+            }
+        }
+        let logged_in = self.conns.values().filter(|c| c.user.is_some()).count();
+        if u32::try_from(logged_in).ok() != Some(self.logged_in) {
+            return Err(format!(
+                "logged_in says {} but {logged_in} sessions are logged in",
+                self.logged_in
+            ));
+        }
+        for (conn, state) in &self.conns {
+            if let Some((user, _)) = state.user {
+                for other in self.presence.sessions(user) {
+                    let owner = self.conns.get(&other).and_then(|c| c.user).map(|u| u.0);
+                    if owner != Some(user) {
+                        return Err(format!(
+                            "presence lists {other:?} for user {user} (seen from {conn:?}), \
+                             but that session is not logged in as them"
+                        ));
+                    }
+                }
+            }
+        }
+        self.groups.check_invariants()?;
+        for user in self.groups.indexed_users() {
+            if self.presence.sessions(user).next().is_none() {
+                return Err(format!(
+                    "groups of user {user} indexed with no session here"
+                ));
+            }
+        }
+        Ok(())
     }
 
     // ----- upstream links -------------------------------------------------
@@ -584,11 +731,13 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             .collect()
     }
 
-    /// A link went down. While another link of its kind is up nothing
-    /// changes. Otherwise every request waiting on that kind gets its
+    /// A link went down. Every request that went out on it gets its
     /// failure answer now (logins TeamTalk's refusal code for that
-    /// server): nothing was acknowledged, and nobody waits for a reply
-    /// that cannot come.
+    /// server), even while another link of its kind is up: its reply could
+    /// only have come back on the connection that is gone, so nothing was
+    /// acknowledged and nobody may wait for it (the fuzz harness found
+    /// requests left to their 30 s limit). Requests on the other links of
+    /// the kind go on waiting for their replies.
     pub fn link_down(&mut self, link: LinkId) -> Actions<C> {
         let Some(l) = self.link(link) else {
             return Vec::new();
@@ -606,13 +755,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         if upstream == Upstream::File {
             return self.file_link_down(link);
         }
-        if self.is_up(upstream) {
-            return Vec::new();
-        }
         let lost: Vec<u32> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.upstream == upstream)
+            .filter(|(_, p)| p.link == link)
             .map(|(id, _)| *id)
             .collect();
         let mut out = Vec::new();
@@ -827,6 +973,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             Ok(m) => m,
             Err(e) => {
                 warn!(?conn, user_id, error = %e, "undecodable pdu from client; closing");
+                self.end_session(conn, &mut out);
                 out.push(Action::Close { conn, notice: None });
                 return out;
             }
@@ -884,6 +1031,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
             Message::LoginReqLoginout(_) => {
                 let rsp = Command::LoginResLoginout.pdu(seq, &ImLogoutRsp { result_code: 0 });
+                self.end_session(conn, &mut out);
                 out.push(Action::Close {
                     conn,
                     notice: Some(rsp),
@@ -1418,6 +1566,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     conn,
                     request_failed(request, None, code, reason, seq),
                 ));
+                self.end_session(conn, out);
                 out.push(Action::Close { conn, notice: None });
             }
         }
@@ -1726,7 +1875,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             Some(l) => link_up(self, l),
             None => self.is_up(upstream),
         };
-        if !reachable || self.pending.len() >= MAX_PENDING {
+        if !reachable || self.pending.len() >= self.caps.max_pending {
             warn!(
                 ?conn,
                 ?upstream,
@@ -1745,6 +1894,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             if !self.pending.contains_key(&self.next_request) {
                 break self.next_request;
             }
+        };
+        let Some(link) = options.link.or_else(|| self.up_links(upstream).next()) else {
+            return false;
         };
         attached.set_attach_data(Some(Attach::handle(id).encode()));
         let created = self.now();
@@ -1773,6 +1925,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 seq,
                 user_id,
                 upstream,
+                link,
                 kind,
                 created,
                 request,
@@ -1783,9 +1936,6 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 push: options.push,
             },
         );
-        let Some(link) = options.link.or_else(|| self.up_links(upstream).next()) else {
-            return false;
-        };
         out.push(Action::Link(link, pdu));
         true
     }
@@ -1808,11 +1958,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     /// Pays one credit back to `conn`, or owes it while the session or the
     /// server is over its in-flight budget.
     fn repay(&mut self, conn: C, out: &mut Actions<C>) {
-        let server_full = self.inflight_bytes >= GLOBAL_INFLIGHT_BYTES;
+        let server_full = self.inflight_bytes >= self.caps.global_inflight;
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
-        if server_full || state.inflight_bytes >= SESSION_INFLIGHT_BYTES {
+        if server_full || state.inflight_bytes >= self.caps.session_inflight {
             state.owed += 1;
             self.owed.insert(conn);
             return;
@@ -1823,7 +1973,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     /// Pays what is owed to sessions now under their budget (and only while
     /// the server is under its own).
     fn pay_owed(&mut self, out: &mut Actions<C>) {
-        if self.owed.is_empty() || self.inflight_bytes >= GLOBAL_INFLIGHT_BYTES {
+        if self.owed.is_empty() || self.inflight_bytes >= self.caps.global_inflight {
             return;
         }
         let owed: Vec<C> = self.owed.iter().copied().collect();
@@ -1832,7 +1982,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 self.owed.remove(&conn);
                 continue;
             };
-            if state.inflight_bytes < SESSION_INFLIGHT_BYTES {
+            if state.inflight_bytes < self.caps.session_inflight {
                 let n = std::mem::take(&mut state.owed);
                 self.owed.remove(&conn);
                 if n > 0 {
@@ -1856,6 +2006,24 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             conn,
             reply: Command::LoginResUserlogin.pdu(seq, &reply),
         });
+    }
+
+    /// Logs out a session this App has decided to close, at once rather
+    /// than when the runner reports the connection gone: from here on its
+    /// user is offline (announced upstream), gets no deliveries through it,
+    /// and needs no groups loaded for it (a closing session's groups were
+    /// otherwise asked of db_proxy at every tick until it ended, found by
+    /// the `msg_app` fuzz target). Later PDUs from it are dropped as from a
+    /// session that is not logged in.
+    fn end_session(&mut self, conn: C, out: &mut Actions<C>) {
+        self.presence_watchers.remove(&conn);
+        if let Some(state) = self.conns.get_mut(&conn)
+            && let Some((uid, ct)) = state.user.take()
+        {
+            self.presence.logout(uid, conn);
+            self.went_offline(uid, ct, out);
+            self.maybe_forget_groups(uid, out);
+        }
     }
 
     fn kick(&mut self, conn: C, user_id: u32, reason: KickReason, out: &mut Actions<C>) {

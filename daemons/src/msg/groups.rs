@@ -157,6 +157,46 @@ impl GroupIndex {
     pub fn group_count(&self) -> usize {
         self.members.len()
     }
+
+    /// Users whose groups are indexed.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn indexed_users(&self) -> impl Iterator<Item = u32> + '_ {
+        self.groups_of.keys().copied()
+    }
+
+    /// Checks that the two maps say the same thing: a user is a member of
+    /// a group in one exactly when the group lists the user in the other,
+    /// no group is listed without members, and no user in more than
+    /// [`MAX_GROUPS_PER_USER`] groups.
+    ///
+    /// # Errors
+    /// A description of the first disagreement.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (user, groups) in &self.groups_of {
+            if groups.len() > MAX_GROUPS_PER_USER {
+                return Err(format!("user {user} indexed in {} groups", groups.len()));
+            }
+            for g in groups {
+                if !self.members.get(g).is_some_and(|m| m.contains(user)) {
+                    return Err(format!(
+                        "user {user} in group {g} but not among its members"
+                    ));
+                }
+            }
+        }
+        for (g, members) in &self.members {
+            if members.is_empty() {
+                return Err(format!("group {g} listed with no member"));
+            }
+            for user in members {
+                if !self.groups_of.get(user).is_some_and(|gs| gs.contains(g)) {
+                    return Err(format!("group {g} lists user {user}, who is not in it"));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A group both joined and left in one change is neither.

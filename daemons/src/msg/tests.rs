@@ -410,6 +410,70 @@ fn pending_requests_are_answered_when_the_db_link_dies_or_they_expire() {
     assert_eq!(app.pending(), 0);
 }
 
+/// Fuzz finding (`msg_app`): a request forwarded on a db link that went
+/// down while a second db link stayed up waited for its 30 s limit,
+/// though its reply could only have come back on the dead connection.
+#[test]
+fn a_request_on_a_link_that_dies_is_answered_even_while_its_twin_is_up() {
+    const DB2: LinkId = LinkId(3);
+    let links: Vec<UpstreamLink> = [
+        (DB, Upstream::Db),
+        (LOGIN, Upstream::Login),
+        (ROUTE, Upstream::Route),
+        (DB2, Upstream::Db),
+    ]
+    .into_iter()
+    .map(|(id, kind)| UpstreamLink {
+        id,
+        kind,
+        addr: "127.0.0.1:1".parse().unwrap(),
+    })
+    .collect();
+    let mut app = MsgApp::new(
+        Registration {
+            ip1: "127.0.0.1".into(),
+            ip2: "127.0.0.1".into(),
+            port: 8000,
+            max_conn_cnt: 10,
+            host_name: "test".into(),
+            ws_port: None,
+            ws_tls: false,
+        },
+        links,
+    );
+    app.set_time(1_700_000_000);
+    for l in [DB, LOGIN, ROUTE, DB2] {
+        let _ = app.link_up(l);
+    }
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let sign = teamtalk_proto::pb::im::buddy::ImChangeSignInfoReq {
+        user_id: 42,
+        sign_info: "hi".into(),
+        attach_data: None,
+    };
+    let out = app.client_pdu(1, &Command::BuddyListChangeSignInfoRequest.pdu(9, &sign));
+    assert_eq!(
+        upstream_of(&out, DB, Command::BuddyListChangeSignInfoRequest).len(),
+        1,
+        "the first db link that is up serves it"
+    );
+    let out = app.link_down(DB);
+    let [rsp] = &sent_to(&out, 1, Command::BuddyListChangeSignInfoResponse)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(rsp.seq(), 9);
+    assert_eq!(app.pending(), 0);
+    // The next request goes to the db link still up, and waits there.
+    let out = app.client_pdu(1, &Command::BuddyListChangeSignInfoRequest.pdu(10, &sign));
+    assert_eq!(
+        upstream_of(&out, DB2, Command::BuddyListChangeSignInfoRequest).len(),
+        1
+    );
+    let out = app.link_down(LOGIN);
+    assert!(sent_to(&out, 1, Command::BuddyListChangeSignInfoResponse).is_empty());
+    assert_eq!(app.pending(), 1);
+}
+
 #[test]
 fn request_failed_from_db_proxy_reaches_the_client() {
     let mut app = app();
@@ -841,6 +905,86 @@ fn a_member_change_during_the_group_load_loads_again() {
     let out = app.upstream_pdu(ROUTE, &Command::GroupChangeMemberNotify.pdu(0, &n));
     assert!(upstream_of(&out, DB, Command::OtherUserGroupsReq).is_empty());
     assert_eq!(subscriptions(&out), [(true, vec![61])]);
+}
+
+/// Fuzz finding (`msg_app`, corpus `crash-groups-retry-of-closing-session`):
+/// a session the App closed stayed logged in until the runner reported the
+/// connection gone, so a groups load that had failed for its user was
+/// asked of db_proxy again at every tick meanwhile. Now the close logs the
+/// session out at once: offline upstream, groups forgotten, nothing retried,
+/// and the connection's end announces nothing twice.
+#[test]
+fn a_session_the_app_closes_is_logged_out_at_once() {
+    for close in ["logout", "undecodable"] {
+        let mut app = app();
+        app.client_open(1);
+        let out = app.login_request(1, &login_pdu("u", ClientType::Windows, 5));
+        let [Message::OtherValidateReq(req)] =
+            &upstream_of(&out, DB, Command::OtherValidateReq)[..]
+        else {
+            panic!("no validate request in {out:?}");
+        };
+        let rsp = ImValidateRsp {
+            user_name: req.user_name.clone(),
+            result_code: 0,
+            result_string: None,
+            user_info: Some(UserInfo {
+                user_id: 7,
+                ..UserInfo::default()
+            }),
+            attach_data: req.attach_data.clone(),
+        };
+        let out = app.upstream_pdu(DB, &Command::OtherValidateRsp.pdu(5, &rsp));
+        assert_eq!(upstream_of(&out, DB, Command::OtherUserGroupsReq).len(), 1);
+        // db_proxy never answers the groups: the load expires and is due
+        // again at the next tick.
+        app.set_time(1_700_000_000 + 3600);
+        let _ = app.tick();
+        assert_eq!(app.pending(), 0);
+        let out = match close {
+            "logout" => app.client_pdu(
+                1,
+                &Command::LoginReqLoginout.pdu(6, &teamtalk_proto::pb::im::login::ImLogoutReq {}),
+            ),
+            _ => app.client_pdu(
+                1,
+                &Pdu::new(
+                    Command::MsgUnreadCntRequest.key(),
+                    6,
+                    Bytes::from_static(&[0xff, 0xff]),
+                ),
+            ),
+        };
+        assert!(
+            matches!(out.last(), Some(Action::Close { conn: 1, .. })),
+            "{close}: {out:?}"
+        );
+        assert_eq!(
+            upstream_of(&out, LOGIN, Command::OtherUserCntUpdate).len(),
+            1
+        );
+        assert_eq!(
+            upstream_of(&out, ROUTE, Command::OtherUserStatusUpdate).len(),
+            1
+        );
+        assert_eq!(app.logged_in(), 0);
+        app.check_invariants().unwrap();
+        let out = app.tick();
+        assert!(
+            upstream_of(&out, DB, Command::OtherUserGroupsReq).is_empty(),
+            "{close}: the closing session's groups asked again: {out:?}"
+        );
+        assert_eq!(app.pending(), 0);
+        // What it sends before the runner closes it is not its user's.
+        let out = app.client_pdu(
+            1,
+            &Command::MsgUnreadCntRequest.pdu(7, &ImUnreadMsgCntReq::default()),
+        );
+        assert!(out.is_empty(), "{close}: {out:?}");
+        let out = app.client_closed(1);
+        assert!(out.is_empty(), "{close}: offline announced twice: {out:?}");
+        app.check_invariants().unwrap();
+    }
 }
 
 #[test]

@@ -620,6 +620,84 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
         self.subscribers.len()
     }
 
+    /// Whether msg_server `server` subscribed to `group`.
+    #[must_use]
+    pub fn is_subscribed(&self, server: C, group: u32) -> bool {
+        self.subscribers
+            .get(&group)
+            .is_some_and(|s| s.contains(&server))
+    }
+
+    /// Checks that the indexes agree between two inputs: every user's
+    /// sessions are listed under the msg_servers that host them and back,
+    /// no empty entry lingers, only connected msg_servers appear, and the
+    /// two subscription maps mirror each other. For the fuzz harness and
+    /// property tests.
+    ///
+    /// # Errors
+    /// A description of the first disagreement.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.hosted.len() != self.servers.len() {
+            return Err(format!(
+                "{} servers but {} hosted entries",
+                self.servers.len(),
+                self.hosted.len()
+            ));
+        }
+        for (user, per_server) in &self.users {
+            if per_server.is_empty() {
+                return Err(format!("user {user} listed with no msg_server"));
+            }
+            for (server, sessions) in per_server {
+                if sessions.is_empty() {
+                    return Err(format!("user {user} on {server:?} with no session"));
+                }
+                if !self.hosted.get(server).is_some_and(|h| h.contains(user)) {
+                    return Err(format!("user {user} on {server:?}, not in its hosted set"));
+                }
+            }
+        }
+        for (server, users) in &self.hosted {
+            if !self.servers.contains(server) {
+                return Err(format!("hosted set of {server:?}, which is not connected"));
+            }
+            for u in users {
+                if !self.users.get(u).is_some_and(|m| m.contains_key(server)) {
+                    return Err(format!("{server:?} hosts {u}, who has no session there"));
+                }
+            }
+        }
+        for (server, groups) in &self.subscriptions {
+            if !self.servers.contains(server) {
+                return Err(format!(
+                    "subscriptions of {server:?}, which is not connected"
+                ));
+            }
+            if groups.len() > MAX_SUBSCRIPTIONS_PER_SERVER {
+                return Err(format!("{server:?} holds {} subscriptions", groups.len()));
+            }
+            for g in groups {
+                if !self.is_subscribed(*server, *g) {
+                    return Err(format!(
+                        "{server:?} subscribed to {g}, not among its subscribers"
+                    ));
+                }
+            }
+        }
+        for (g, servers) in &self.subscribers {
+            if servers.is_empty() {
+                return Err(format!("group {g} listed with no subscriber"));
+            }
+            for s in servers {
+                if !self.subscriptions.get(s).is_some_and(|gs| gs.contains(g)) {
+                    return Err(format!("group {g} lists {s:?}, which did not subscribe"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `pdu` to every msg_server but `except`.
     fn broadcast(&self, pdu: &Pdu, except: Option<C>, out: &mut Vec<Action<C>>) {
         for &server in &self.servers {

@@ -14,10 +14,18 @@ use super::{Checker, MAX_FRAME, MAX_TX, Step, addr, backpressure_step, check_ses
 use crate::tls::testing::TestPki;
 use crate::{Input, Login, Machine, Session, SessionConfig, Tls};
 
-/// The honest peer: a rustls client and the plaintext it decrypted so
-/// far (checked to hold whole PDUs).
+/// Most bytes one read hands the server: the runners' reads stay well
+/// below [`check_session`]'s allowance for what a paused session holds
+/// (the reactor reads up to 64 KiB and checks `wants_read` between
+/// reads, as here).
+const READ_CHUNK: usize = 512;
+
+/// The honest peer: a rustls client, the records it wrote that the
+/// server has not read yet (they wait in the kernel, for real), and the
+/// plaintext it decrypted so far (checked to hold whole PDUs).
 struct Peer {
     conn: ClientConnection,
+    unread: Vec<u8>,
     rx: BytesMut,
     codec: PduCodec,
 }
@@ -29,6 +37,7 @@ impl Peer {
         let name = ServerName::try_from("localhost").expect("name");
         Self {
             conn: ClientConnection::new(config, name).expect("client connection"),
+            unread: Vec::new(),
             rx: BytesMut::new(),
             codec: PduCodec::new(MAX_FRAME),
         }
@@ -63,14 +72,16 @@ impl Peer {
         true
     }
 
-    fn records(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
+    /// The next read of the server: at most [`READ_CHUNK`] bytes of the
+    /// client's records.
+    fn read(&mut self) -> Vec<u8> {
         while self.conn.wants_write() {
-            if self.conn.write_tls(&mut out).unwrap_or(0) == 0 {
+            if self.conn.write_tls(&mut self.unread).unwrap_or(0) == 0 {
                 break;
             }
         }
-        out
+        let n = self.unread.len().min(READ_CHUNK);
+        self.unread.drain(..n).collect()
     }
 }
 
@@ -138,15 +149,16 @@ fn run_tls_session_login(steps: &[Step]) -> (bool, Login) {
         }
         check_session(s.inner());
         drain_to(&mut c, &mut s, &mut peer);
-        // Let the honest client and the server talk until both are quiet.
-        for _ in 0..16 {
+        // Let the honest client and the server talk until both are quiet,
+        // one bounded read at a time, as a driver reads.
+        for _ in 0..64 {
             // A paused session's records stay with the client (in the
             // kernel, for real).
             if !s.wants_read() {
                 break;
             }
             let Some(p) = peer.as_mut() else { break };
-            let records = p.records();
+            let records = p.read();
             if records.is_empty() {
                 break;
             }

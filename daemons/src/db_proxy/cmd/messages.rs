@@ -161,10 +161,14 @@ impl DbProxy {
         batch
             .into_iter()
             .map(|p| {
-                let failed = match results.next() {
+                let seq = p.seq;
+                // Cheap (the bodies are shared): for the failure answer of
+                // a reply that would not fit a frame.
+                let request = Message::MsgData(p.request.clone());
+                let reply = match results.next() {
                     Some(Ok(Stored::New(stored))) => {
                         bump(&self.counters.messages_stored);
-                        return self.stored_reply(p, stored.msg_id, false);
+                        self.stored_reply(p, stored.msg_id, false)
                     }
                     Some(Ok(Stored::Duplicate(msg_id))) => {
                         bump(&self.counters.messages_duplicate);
@@ -174,16 +178,16 @@ impl DbProxy {
                             msg_id,
                             "resend not stored again"
                         );
-                        return self.stored_reply(p, msg_id, true);
+                        self.stored_reply(p, msg_id, true)
                     }
                     Some(Err(e)) => match self.message_store_failed(&p.new, &e) {
-                        None => return self.stored_reply(p, 0, false),
-                        Some(failed) => failed,
+                        None => self.stored_reply(p, 0, false),
+                        Some(failed) => self.fail(seq, &request, failed),
                     },
                     // The whole batch failed (logged above).
-                    None => Failed::store("storing a message batch"),
+                    None => self.fail(seq, &request, Failed::store("storing a message batch")),
                 };
-                self.fail(p.seq, &Message::MsgData(p.request), failed)
+                self.within_frame(seq, &request, reply)
             })
             .collect()
     }

@@ -429,3 +429,66 @@ fn resends_with_a_dedupe_key_are_stored_once() {
     // The same key from another sender is another message.
     assert_eq!(send(&f.proxy, &keyed(3, 2, "hello", &[7; 16])), 1);
 }
+
+/// Fuzz finding (`db_proxy`): a request that fits a frame, carrying nearly
+/// a frame of `attach_data`, got a reply over the frame limit (the attach
+/// echoed plus the reply's own fields), which the runtime then dropped.
+/// Now the answer always fits: the failure answer with the attach, or
+/// `IMRequestFailed` without it when not even that fits.
+#[test]
+fn a_near_frame_attach_never_makes_an_answer_over_the_frame() {
+    use teamtalk_proto::Message;
+    use teamtalk_proto::pb::im::ext::ImRequestFailed;
+    use teamtalk_proto::pb::im::server::{ImValidateReq, ImValidateRsp};
+
+    let f = fixture();
+    for slack in [40, 64, 100, 300, 2_000] {
+        let attach = Bytes::from(vec![0x5a; MAX_FRAME_LEN - 16 - slack]);
+        let login = ImValidateReq {
+            user_name: "user1".into(),
+            password: pw(1),
+            attach_data: Some(attach.clone()),
+            client_addr: None,
+        };
+        let info = ImUsersInfoReq {
+            user_id: 1,
+            user_id_list: vec![1, 2],
+            attach_data: Some(attach.clone()),
+        };
+        let message = ImMsgData {
+            msg_id: 0,
+            attach_data: Some(attach.clone()),
+            ..text(1, 2, "x")
+        };
+        for req in [login.to_pdu(3), info.to_pdu(3), message.to_pdu(3)] {
+            if req.wire_len() > MAX_FRAME_LEN {
+                continue;
+            }
+            let reply = f.proxy.handle(&req).expect("an answer");
+            assert!(
+                reply.wire_len() <= MAX_FRAME_LEN,
+                "{} answered with {} bytes (slack {slack})",
+                req.key(),
+                reply.wire_len()
+            );
+            assert_eq!(reply.seq(), 3);
+            match Message::decode(&reply).unwrap() {
+                Message::OtherRequestFailed(ImRequestFailed { attach_data, .. }) => {
+                    // Without the attach only when it could not fit.
+                    if attach_data.as_ref() != Some(&attach) {
+                        assert!(attach_data.is_none() && slack < 300, "slack {slack}");
+                    }
+                }
+                Message::OtherValidateRsp(ImValidateRsp { attach_data, .. }) => {
+                    assert_eq!(attach_data.as_ref(), Some(&attach));
+                }
+                mut other => assert_eq!(
+                    other.attach_data().as_ref(),
+                    Some(&attach),
+                    "{:?}",
+                    other.command()
+                ),
+            }
+        }
+    }
+}
