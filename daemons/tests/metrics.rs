@@ -280,3 +280,30 @@ fn a_single_daemon_serves_its_own_admin_port() {
         "admin port closed on shutdown"
     );
 }
+
+/// `teamtalk up` without a push sink: push_server runs, but no msg_server
+/// links to it, so messages cost no push lookups that could only end in
+/// "no sink" (they halved a 500-member group's deliveries per second).
+#[test]
+fn a_system_without_a_push_sink_does_not_link_msg_servers_to_push_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = SystemConfig::ephemeral(dir.path(), 2);
+    cfg.hash_params = HashParams::INSECURE_FAST;
+    let sys = system::start(cfg).expect("system starts");
+    assert!(sys.wait_ready(T), "msg_servers registered");
+    let admin = sys.admin_addr().expect("admin port");
+    let peers = |text: &str, daemon: &str| {
+        value(
+            text,
+            "teamtalk_connections_open",
+            &[("daemon", daemon), ("side", "peers")],
+        )
+    };
+    // The msg_servers' other optional link, to file_server, is up...
+    eventually(Duration::from_secs(15), "file_server links up", || {
+        peers(&get(admin, "/metrics").1, "file_server") == Some(2.0)
+    });
+    // ...and none goes to push_server.
+    let text = get(admin, "/metrics").1;
+    assert_eq!(peers(&text, "push_server"), Some(0.0), "{text}");
+}

@@ -130,9 +130,9 @@ pub struct UpArgs {
     pub msfs_url: Option<String>,
     /// push_server's sink: a webhook every push is POSTed to as JSON
     /// (docs/protocol.md, "Push notifications"). Without it push_server
-    /// runs with no sink and answers every token "no sink" (logged once);
-    /// FCM and APNs need credentials: run push_server with a
-    /// pushserver.conf for them.
+    /// runs with no sink and the msg_servers do not push (every token
+    /// would be answered "no sink"); FCM and APNs need credentials: run
+    /// push_server with a pushserver.conf for them.
     #[arg(long, value_name = "URL")]
     pub push_webhook: Option<String>,
     /// File holding the webhook's bearer token (`Authorization: Bearer`).
@@ -777,7 +777,7 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         args.data_dir.join(crate::file::DEFAULT_DATA_DIR).display()
     )?;
     let sink = args.push_webhook.as_deref().map_or_else(
-        || "no sink: pushes answered \"no sink\"".to_owned(),
+        || "no sink: msg_servers do not push".to_owned(),
         |u| format!("webhook {u}"),
     );
     writeln!(out, "  push_server        {}  ({sink})", sys.push_addr())?;
