@@ -64,7 +64,10 @@ const CLIENT_PORT: PortId = PortId(0);
 const NO_PORT: PortId = PortId(u8::MAX);
 
 /// The file-transfer half: file_server links, offers, offline records.
+mod admin;
 mod files;
+
+pub use admin::LocalSession;
 
 /// The servers msg_server keeps links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -575,7 +578,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         match upstream {
             Upstream::Route => self.route_pdu(pdu, msg),
-            Upstream::Db => self.reply_pdu(upstream, pdu, msg),
+            Upstream::Db => match self.db_instruction(pdu, &msg) {
+                Some(actions) => actions,
+                None => self.reply_pdu(upstream, pdu, msg),
+            },
             Upstream::File => self.file_link_pdu(link, pdu, msg),
             Upstream::Login => {
                 debug!(key = %pdu.key(), "ignoring pdu from login_server");

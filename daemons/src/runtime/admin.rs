@@ -8,6 +8,11 @@
 //! App thread (a blocking question with a time limit), so that work runs
 //! on the admin's worker, never on its App thread.
 //!
+//! With an [`AdminApi`] (under `teamtalk up`, and on db_proxy_server) the
+//! same port serves the admin REST API under `/api/` and the web console
+//! at `/` ([`crate::admin_api`]); API calls run on the worker too, since
+//! they write the store.
+//!
 //! Listening beyond loopback requires a bearer token (`AdminToken=`):
 //! metrics and health say a lot about a deployment. With a token, every
 //! request must carry `Authorization: Bearer <token>`; the comparison
@@ -27,6 +32,7 @@ use super::contract::{App, Conn, Input, Now, Out, Request, Response, Worker};
 use super::error::DaemonError;
 use super::plan::{Plan, PortKind};
 use super::running::Running;
+use crate::admin_api::{AdminApi, Console, MAX_BODY};
 use crate::http;
 use crate::metrics::{CONTENT_TYPE, MetricsSource, Scrape};
 
@@ -91,17 +97,22 @@ pub fn listen_from_conf(
 }
 
 /// What the worker is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum AdminQuery {
     /// `/metrics`.
     Metrics,
     /// `/healthz`.
     Health,
+    /// A request to the admin API (`/api/…`).
+    Api(Box<Request>),
 }
 
 /// The admin port's decisions: which path, whether the token is right.
 pub struct AdminApp {
     token: Option<Vec<u8>>,
+    /// The web console, served when the port has the API.
+    console: Option<Console>,
     answered: u64,
     refused: u64,
 }
@@ -134,7 +145,24 @@ impl AdminApp {
         let query = match path {
             "/metrics" => AdminQuery::Metrics,
             "/healthz" => AdminQuery::Health,
+            path if self.console.is_some() && AdminApi::owns(path) => {
+                if !self.authorized(request) {
+                    self.refused += 1;
+                    let mut r = http::error(StatusCode::UNAUTHORIZED, "bearer token required");
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer"),
+                    );
+                    return Err(Box::new(r));
+                }
+                return Ok(AdminQuery::Api(Box::new(request.clone())));
+            }
             _ => {
+                // The console's files need no token: they hold nothing
+                // but the page, which asks for the token.
+                if let Some(r) = self.console.as_ref().and_then(|c| c.respond(request)) {
+                    return Err(Box::new(r));
+                }
                 return Err(Box::new(http::text(
                     StatusCode::NOT_FOUND,
                     "not found; try /metrics or /healthz\n",
@@ -200,9 +228,11 @@ impl App for AdminApp {
     fn health(&self, _problems: &mut Vec<String>) {}
 }
 
-/// Collects from the daemons, off the admin's App thread.
+/// Collects from the daemons and serves the API, off the admin's App
+/// thread.
 pub struct AdminWorker {
     source: Arc<dyn MetricsSource>,
+    api: Option<Arc<AdminApi>>,
 }
 
 impl Worker for AdminWorker {
@@ -211,7 +241,12 @@ impl Worker for AdminWorker {
 
     fn run(&mut self, jobs: Vec<Self::Job>, done: &mut Vec<Self::Done>) {
         for (conn, query) in jobs {
-            done.push((conn, answer(&*self.source, query)));
+            let response = match (query, &self.api) {
+                (AdminQuery::Api(request), Some(api)) => api.handle(&request),
+                (AdminQuery::Api(_), None) => http::not_found(),
+                (query, _) => answer(&*self.source, query),
+            };
+            done.push((conn, response));
         }
     }
 }
@@ -229,6 +264,7 @@ pub fn answer(source: &dyn MetricsSource, query: AdminQuery) -> Response {
                 Bytes::from(scrape.render().into_bytes()),
             )
         }
+        AdminQuery::Api(_) => http::not_found(),
         AdminQuery::Health => {
             let mut problems = Vec::new();
             source.health(&mut problems);
@@ -255,6 +291,19 @@ pub fn serve_admin(
     settings: &AdminSettings,
     source: Arc<dyn MetricsSource>,
 ) -> Result<Running<AdminApp>, DaemonError> {
+    serve_admin_api(settings, source, None)
+}
+
+/// Serves `/metrics` and `/healthz` for `source` and, with `api`, the
+/// admin API under `/api/` and the web console at `/`.
+///
+/// # Errors
+/// As [`serve_admin`].
+pub fn serve_admin_api(
+    settings: &AdminSettings,
+    source: Arc<dyn MetricsSource>,
+    api: Option<Arc<AdminApi>>,
+) -> Result<Running<AdminApp>, DaemonError> {
     if !settings.addr.ip().is_loopback() && settings.token.as_deref().is_none_or(str::is_empty) {
         return Err(DaemonError::Config {
             daemon: "admin",
@@ -275,20 +324,28 @@ pub fn serve_admin(
                 header_timeout: REQUEST_TIMEOUT,
                 body_timeout: REQUEST_TIMEOUT,
                 max_head_bytes: MAX_REQUEST,
-                max_body_bytes: 0,
+                max_body_bytes: if api.is_some() { MAX_BODY } else { 0 },
                 ..HttpConfig::default()
             },
             max_per_source: Some(MAX_PER_SOURCE),
         },
     );
-    plan.worker(AdminWorker { source });
+    let has_api = api.is_some();
+    let console = has_api.then(Console::new);
+    plan.worker(AdminWorker { source, api });
     let app = AdminApp {
         token: settings.token.as_ref().map(|t| t.as_bytes().to_vec()),
+        console,
         answered: 0,
         refused: 0,
     };
     let running = super::start(app, plan)?;
-    info!(addr = %running.addr(), token = settings.token.is_some(), "admin endpoint: /metrics and /healthz");
+    if has_api {
+        info!(addr = %running.addr(), token = settings.token.is_some(),
+            "admin endpoint: /metrics, /healthz, the admin API under /api/ and the console at /");
+    } else {
+        info!(addr = %running.addr(), token = settings.token.is_some(), "admin endpoint: /metrics and /healthz");
+    }
     Ok(running)
 }
 
@@ -301,6 +358,7 @@ mod tests {
     fn app(token: Option<&str>) -> AdminApp {
         AdminApp {
             token: token.map(|t| t.as_bytes().to_vec()),
+            console: None,
             answered: 0,
             refused: 0,
         }
@@ -317,14 +375,14 @@ mod tests {
     #[test]
     fn paths_methods_and_tokens() {
         let mut open = app(None);
-        assert_eq!(
-            open.route(&req("GET", "/metrics", None)).ok(),
-            Some(AdminQuery::Metrics)
-        );
-        assert_eq!(
-            open.route(&req("HEAD", "/healthz?x=1", None)).ok(),
-            Some(AdminQuery::Health)
-        );
+        assert!(matches!(
+            open.route(&req("GET", "/metrics", None)),
+            Ok(AdminQuery::Metrics)
+        ));
+        assert!(matches!(
+            open.route(&req("HEAD", "/healthz?x=1", None)),
+            Ok(AdminQuery::Health)
+        ));
         let r = open.route(&req("POST", "/metrics", None)).unwrap_err();
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         let r = open.route(&req("GET", "/", None)).unwrap_err();
@@ -341,12 +399,10 @@ mod tests {
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
             assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
         }
-        assert_eq!(
-            locked
-                .route(&req("GET", "/metrics", Some("Bearer s3cret")))
-                .ok(),
-            Some(AdminQuery::Metrics)
-        );
+        assert!(matches!(
+            locked.route(&req("GET", "/metrics", Some("Bearer s3cret"))),
+            Ok(AdminQuery::Metrics)
+        ));
         assert_eq!(locked.refused, 4);
     }
 

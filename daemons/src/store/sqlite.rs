@@ -20,10 +20,11 @@ use super::{
     MAX_LIST_BODY_BYTES, MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID, MAX_RECENT_SESSIONS,
     MemberChange, MembersChanged, MsgId, NewGroup, NewMessage, NewUser, RecentSession, SessionType,
     Store, StoreError, StoreResult, Stored, StoredMessage, USER_STATUS_DEPARTED, UnreadSession,
-    UnreadSummary, User, UserCredential, UserId,
+    UnreadSummary, User, UserCredential, UserId, UserUpdate,
 };
 use crate::password::{self, HashParams, StoredPassword};
 
+mod admin;
 mod groups;
 
 /// File name of the database inside the data directory.
@@ -1623,6 +1624,26 @@ impl Store for SqliteStore {
 
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
         groups::clear_unread(&self.lock(), user, group)
+    }
+
+    fn update_user(&self, user: UserId, update: &UserUpdate) -> StoreResult<Option<User>> {
+        let now = self.now();
+        admin::update_user(&mut self.lock(), user, update, now)
+    }
+
+    fn rename_department(&self, id: DeptId, name: &str) -> StoreResult<bool> {
+        let now = self.now();
+        admin::rename_department(&self.lock(), id, name, now)
+    }
+
+    fn delete_department(&self, id: DeptId) -> StoreResult<bool> {
+        let now = self.now();
+        admin::delete_department(&mut self.lock(), id, now)
+    }
+
+    fn delete_group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        let now = self.now();
+        admin::delete_group(&mut self.lock(), id, now)
     }
 
     fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool> {

@@ -1,0 +1,97 @@
+//! [`Cluster`]s: how the API reaches the msg_servers.
+//!
+//! [`MsgServers`] is the in-process one (`teamtalk up`): it acts on each
+//! msg_server's App through its [`Controller`], between two of its inputs,
+//! so a kick or a group notice leaves as if the msg_server had decided it.
+
+use std::net::SocketAddr;
+
+use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
+use tracing::warn;
+
+use super::types::client_name;
+use super::{Cluster, ClusterError, OnlineSession};
+use crate::msg::MsgApp;
+use crate::runtime::{Conn, Controller};
+use crate::store::UserId;
+
+/// The msg_servers of this process, by client address.
+#[derive(Debug, Clone, Default)]
+pub struct MsgServers {
+    servers: Vec<(SocketAddr, Controller<MsgApp<Conn>>)>,
+}
+
+impl MsgServers {
+    /// Acting on these msg_servers.
+    #[must_use]
+    pub fn new(servers: Vec<(SocketAddr, Controller<MsgApp<Conn>>)>) -> Self {
+        Self { servers }
+    }
+
+    /// Runs `f` on every msg_server; the results of those that answered,
+    /// or an error when none did (a msg_server that does not answer is
+    /// logged: it is stopping, or wedged).
+    fn each<R: Send + 'static>(
+        &self,
+        f: impl Fn(&Controller<MsgApp<Conn>>) -> Result<R, crate::runtime::DaemonError>,
+    ) -> Result<Vec<(SocketAddr, R)>, ClusterError> {
+        let mut out = Vec::with_capacity(self.servers.len());
+        let mut failed = Vec::new();
+        for (addr, c) in &self.servers {
+            match f(c) {
+                Ok(r) => out.push((*addr, r)),
+                Err(e) => {
+                    warn!(msg_server = %addr, error = %e, "admin API: msg_server did not answer");
+                    failed.push(addr.to_string());
+                }
+            }
+        }
+        if out.is_empty() && !failed.is_empty() {
+            return Err(ClusterError::Unavailable(failed.join(", ")));
+        }
+        Ok(out)
+    }
+}
+
+impl Cluster for MsgServers {
+    fn sessions(&self, user: UserId) -> Result<Vec<OnlineSession>, ClusterError> {
+        let found = self.each(|c| c.inspect(move |app| app.user_sessions(user)))?;
+        Ok(found
+            .into_iter()
+            .flat_map(|(server, sessions)| {
+                sessions.into_iter().map(move |s| OnlineSession {
+                    server: server.to_string(),
+                    client_type: s.client_type,
+                    client: client_name(s.client_type).to_owned(),
+                    addr: s.addr.map(|a| a.to_string()),
+                    status: s.online_status,
+                })
+            })
+            .collect())
+    }
+
+    fn kick(&self, user: UserId) -> Result<u32, ClusterError> {
+        let kicked = self.each(|c| {
+            c.act(move |app, now, out| {
+                app.set_time(now.unix());
+                let (n, actions) = app.kick_user(user);
+                out.extend(actions);
+                n
+            })
+        })?;
+        Ok(kicked.iter().map(|(_, n)| n).sum())
+    }
+
+    fn announce(&self, notify: ImGroupChangeMemberNotify) -> Result<(), ClusterError> {
+        // Every msg_server delivers to its own members: none relays, so a
+        // route_server link that is down loses nothing.
+        self.each(|c| {
+            let n = notify.clone();
+            c.act(move |app, now, out| {
+                app.set_time(now.unix());
+                out.extend(app.deliver_group_change(&n));
+            })
+        })?;
+        Ok(())
+    }
+}
