@@ -354,3 +354,124 @@ fn the_console_is_served_without_a_token_and_framing_is_refused() {
         }
     }
 }
+
+/// Separate daemons: db_proxy_server's admin port serves the API; kicks
+/// and group notices reach the msg_servers over their db links.
+#[test]
+fn db_proxy_serves_the_api_for_separate_daemons() {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use daemons::db_proxy::{self, DbProxyConfig};
+    use daemons::login::{self, LoginConfig};
+    use daemons::msg::{self, MsgConfig};
+    use daemons::password::HashParams;
+    use daemons::route::{self, RouteConfig};
+    use daemons::store::{SqliteStore, Store, StoreOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_with(
+            dir.path(),
+            StoreOptions {
+                hash_params: HashParams::INSECURE_FAST,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let mut cfg = DbProxyConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.admin = Some("127.0.0.1:0".parse().unwrap());
+    cfg.admin_token = Some(TOKEN.into());
+    let db = db_proxy::spawn(cfg, store).unwrap();
+    let route = route::spawn(RouteConfig::loopback()).unwrap();
+    let login_server = login::spawn(LoginConfig::loopback()).unwrap();
+    let msgs: Vec<_> = (0..2)
+        .map(|_| {
+            let mut m = MsgConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                db.addr(),
+                login_server.msg_server_addr(),
+                route.addr(),
+            );
+            m.threads = 1;
+            msg::spawn(m).unwrap()
+        })
+        .collect();
+    let deadline = daemons::clock::now() + T;
+    while login_server.msg_servers().len() < 2 {
+        assert!(daemons::clock::now() < deadline, "msg_servers registered");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let api = AdminClient::new(
+        &db.admin_addr().expect("db_proxy's admin port").to_string(),
+        Some(TOKEN.into()),
+        T,
+    );
+    let connect = |i: usize, name: &str, pw: &str, ct: ClientType| {
+        let addr: SocketAddr = msgs[i].addr();
+        let mut c = Client::connect(addr, T).expect("connect");
+        c.login(name, pw, ct, T).map(|_| c)
+    };
+    let mut ids = Vec::new();
+    for name in ["erin", "frank"] {
+        let u = api
+            .call(
+                "POST",
+                "/api/users",
+                Some(&json!({"name": name, "password": "pw"})),
+            )
+            .unwrap();
+        ids.push(id(&u));
+    }
+    let (erin, frank) = (ids[0], ids[1]);
+    let mut e = connect(0, "erin", "pw", ClientType::Windows).expect("erin logs in");
+    let mut f = connect(1, "frank", "pw", ClientType::Android).expect("frank logs in");
+
+    let g = api
+        .call(
+            "POST",
+            "/api/groups",
+            Some(&json!({"name": "g", "creator": erin, "members": [frank]})),
+        )
+        .unwrap();
+    for client in [&mut e, &mut f] {
+        let (change, group, mut users) = member_notice(client);
+        users.sort_unstable();
+        assert_eq!((change, group, users), (1, id(&g), vec![erin, frank]));
+    }
+
+    // Sessions are known to the msg_servers only.
+    let err = api
+        .call("GET", &format!("/api/users/{erin}/sessions"), None)
+        .unwrap_err();
+    assert_eq!(err.status(), Some(501), "{err}");
+
+    let kicked = api
+        .call("DELETE", &format!("/api/users/{erin}/sessions"), None)
+        .unwrap();
+    assert_eq!(kicked["kicked"], Value::Null);
+    assert!(closed(&mut e), "erin was kicked");
+
+    api.call("POST", &format!("/api/users/{frank}/disable"), None)
+        .unwrap();
+    assert!(closed(&mut f), "frank was kicked when disabled");
+    assert!(matches!(
+        connect(0, "frank", "pw", ClientType::Android),
+        Err(ClientError::LoginRefused { .. })
+    ));
+    api.call(
+        "PUT",
+        &format!("/api/users/{erin}/password"),
+        Some(&json!({"password": "pw2"})),
+    )
+    .unwrap();
+    assert!(matches!(
+        connect(1, "erin", "pw", ClientType::Windows),
+        Err(ClientError::LoginRefused { .. })
+    ));
+    connect(1, "erin", "pw2", ClientType::Windows).expect("the new password");
+    for m in msgs {
+        m.stop();
+    }
+}

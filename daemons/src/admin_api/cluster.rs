@@ -3,14 +3,26 @@
 //! [`MsgServers`] is the in-process one (`teamtalk up`): it acts on each
 //! msg_server's App through its [`Controller`], between two of its inputs,
 //! so a kick or a group notice leaves as if the msg_server had decided it.
+//!
+//! [`DbProxyLinks`] is db_proxy_server's (separate daemons): the
+//! instructions go as PDUs to every msg_server connected to it, which act
+//! on them for their own sessions (`OtherServerKickUser` kicks every
+//! session of the user; `GroupChangeMemberNotify` reaches the members
+//! online there). Every msg_server links to the db_proxy_server serving
+//! its store, so all of them are told; a msg_server whose link is down
+//! misses a kick (the user's next request to db_proxy finds them
+//! disabled) or a notice (members see the change at their next login).
 
 use std::net::SocketAddr;
 
 use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
+use teamtalk_proto::pb::im::server::ImServerKickUser;
+use teamtalk_proto::{Command, Pdu};
 use tracing::warn;
 
 use super::types::client_name;
 use super::{Cluster, ClusterError, OnlineSession};
+use crate::db_proxy::DbProxyApp;
 use crate::msg::MsgApp;
 use crate::runtime::{Conn, Controller};
 use crate::store::UserId;
@@ -70,7 +82,7 @@ impl Cluster for MsgServers {
             .collect())
     }
 
-    fn kick(&self, user: UserId) -> Result<u32, ClusterError> {
+    fn kick(&self, user: UserId) -> Result<Option<u32>, ClusterError> {
         let kicked = self.each(|c| {
             c.act(move |app, now, out| {
                 app.set_time(now.unix());
@@ -79,7 +91,7 @@ impl Cluster for MsgServers {
                 n
             })
         })?;
-        Ok(kicked.iter().map(|(_, n)| n).sum())
+        Ok(Some(kicked.iter().map(|(_, n)| n).sum()))
     }
 
     fn announce(&self, notify: ImGroupChangeMemberNotify) -> Result<(), ClusterError> {
@@ -92,6 +104,57 @@ impl Cluster for MsgServers {
                 out.extend(app.deliver_group_change(&n));
             })
         })?;
+        Ok(())
+    }
+}
+
+/// db_proxy_server's msg_server links. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct DbProxyLinks {
+    db: Controller<DbProxyApp>,
+}
+
+impl DbProxyLinks {
+    /// Through the running db_proxy_server's App.
+    #[must_use]
+    pub fn new(db: Controller<DbProxyApp>) -> Self {
+        Self { db }
+    }
+
+    fn send(&self, pdu: Pdu) -> Result<usize, ClusterError> {
+        let told = self
+            .db
+            .act(move |app, _now, out| app.instruct(&pdu, out))
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        if told == 0 {
+            return Err(ClusterError::Unavailable(
+                "no msg_server is connected to this db_proxy_server".into(),
+            ));
+        }
+        Ok(told)
+    }
+}
+
+impl Cluster for DbProxyLinks {
+    fn sessions(&self, _user: UserId) -> Result<Vec<OnlineSession>, ClusterError> {
+        Err(ClusterError::Unsupported(
+            "db_proxy_server does not know who is online; `teamtalk up`'s admin API lists \
+             sessions",
+        ))
+    }
+
+    fn kick(&self, user: UserId) -> Result<Option<u32>, ClusterError> {
+        let kick = ImServerKickUser {
+            user_id: user,
+            client_type: 0,
+            reason: teamtalk_conn::KickReason::DuplicateUser.code(),
+        };
+        self.send(Command::OtherServerKickUser.pdu(0, &kick))?;
+        Ok(None)
+    }
+
+    fn announce(&self, notify: ImGroupChangeMemberNotify) -> Result<(), ClusterError> {
+        self.send(Command::GroupChangeMemberNotify.pdu(0, &notify))?;
         Ok(())
     }
 }

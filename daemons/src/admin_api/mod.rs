@@ -42,7 +42,7 @@ use serde::Serialize;
 use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
 use tracing::{info, warn};
 
-pub use cluster::MsgServers;
+pub use cluster::{DbProxyLinks, MsgServers};
 pub use console::Console;
 pub use openapi::openapi;
 pub use types::{
@@ -75,6 +75,9 @@ pub enum ClusterError {
     /// No msg_server could be reached (stopped, or not answering in time).
     #[error("msg_servers unavailable: {0}")]
     Unavailable(String),
+    /// This process cannot do it.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// What the API needs of the running msg_servers.
@@ -84,11 +87,11 @@ pub trait Cluster: Send + Sync {
     /// # Errors
     /// [`ClusterError`] when the sessions cannot be known.
     fn sessions(&self, user: UserId) -> Result<Vec<OnlineSession>, ClusterError>;
-    /// Kicks every session of `user`; how many there were (when known).
+    /// Kicks every session of `user`; how many there were, when known.
     ///
     /// # Errors
     /// [`ClusterError`] when the msg_servers cannot be told.
-    fn kick(&self, user: UserId) -> Result<u32, ClusterError>;
+    fn kick(&self, user: UserId) -> Result<Option<u32>, ClusterError>;
     /// Announces a group change to the members online.
     ///
     /// # Errors
@@ -159,7 +162,11 @@ impl From<StoreError> for ApiError {
 
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        let status = match e {
+            ClusterError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ClusterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.to_string())
     }
 }
 
@@ -329,7 +336,7 @@ impl AdminApi {
                     Method::GET | Method::HEAD => ok(&self.cluster.sessions(user)?),
                     Method::DELETE => {
                         let kicked = self.cluster.kick(user)?;
-                        info!(user, kicked, "admin API: sessions kicked");
+                        info!(user, ?kicked, "admin API: sessions kicked");
                         ok(&serde_json::json!({ "kicked": kicked }))
                     }
                     _ => methods(&[Method::GET, Method::HEAD, Method::DELETE]),
@@ -481,7 +488,7 @@ impl AdminApi {
     /// session ends at the latest when it next needs db_proxy.
     fn kick_quietly(&self, user: UserId) {
         match self.cluster.kick(user) {
-            Ok(n) => info!(user, kicked = n, "admin API: sessions kicked"),
+            Ok(n) => info!(user, kicked = ?n, "admin API: sessions kicked"),
             Err(e) => warn!(user, error = %e, "admin API: sessions not kicked"),
         }
     }

@@ -29,9 +29,9 @@ impl Cluster for Recorder {
         }])
     }
 
-    fn kick(&self, user: UserId) -> Result<u32, ClusterError> {
+    fn kick(&self, user: UserId) -> Result<Option<u32>, ClusterError> {
         self.kicked.lock().unwrap().push(user);
-        Ok(1)
+        Ok(Some(1))
     }
 
     fn announce(&self, notify: ImGroupChangeMemberNotify) -> Result<(), ClusterError> {

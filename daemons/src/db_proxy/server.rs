@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use super::DbProxyConfig;
 use super::handler::DbProxy;
 use super::worker::{DbWorker, Job, Reply};
+use crate::admin_api::{AdminApi, DbProxyLinks};
 use crate::metrics::{Histogram, Scrape};
 use crate::runtime::{self, App, Conn, DaemonError, Input, Now, Out, Plan, PortKind, Running};
 use crate::store::Store;
@@ -54,6 +55,15 @@ impl DbProxyApp {
     /// The lane a request goes to: logins to the login lanes in turn (so
     /// an Argon2 check never stalls message storing), everything else to
     /// the store lane, in arrival order.
+    /// Sends an instruction of the admin API (a kick, a group notice) to
+    /// every msg_server connected; returns how many.
+    pub fn instruct(&self, pdu: &Pdu, out: &mut Out<Job<Conn>>) -> usize {
+        for conn in &self.peers {
+            out.send(*conn, pdu.clone());
+        }
+        self.peers.len()
+    }
+
     fn lane(&mut self, pdu: &Pdu) -> usize {
         if self.login_lanes > 0 && DbProxy::is_login(pdu) {
             self.next_login = (self.next_login + 1) % self.login_lanes;
@@ -79,7 +89,10 @@ impl DbProxyApp {
 /// # Errors
 /// The address cannot be bound or a thread cannot start.
 pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServer, DaemonError> {
-    let proxy = Arc::new(DbProxy::with_options(store, config.options.clone()));
+    let proxy = Arc::new(DbProxy::with_options(
+        Arc::clone(&store),
+        config.options.clone(),
+    ));
     let store_latency = Arc::new(Histogram::latency());
     let mut plan = Plan::new();
     plan.side(
@@ -103,11 +116,6 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
     for _ in 0..config.worker.login_threads {
         plan.worker(DbWorker::login(Arc::clone(&proxy)));
     }
-    plan.admin(
-        config
-            .admin
-            .map(|a| runtime::AdminSettings::with_token(a, config.admin_token.clone())),
-    );
     plan.peer_policy(config.peers.clone());
     let app = DbProxyApp {
         proxy,
@@ -117,7 +125,17 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
         store_queued: 0,
         store_latency,
     };
-    runtime::start(app, plan)
+    let mut running = runtime::start(app, plan)?;
+    if let Some(addr) = config.admin {
+        // The admin API: this process holds the store; kicks and group
+        // notices go to the msg_servers on their links here.
+        let api = AdminApi::new(store, Arc::new(DbProxyLinks::new(running.controller())));
+        running.serve_admin_api(
+            &runtime::AdminSettings::with_token(addr, config.admin_token.clone()),
+            Some(Arc::new(api)),
+        )?;
+    }
+    Ok(running)
 }
 
 impl App for DbProxyApp {

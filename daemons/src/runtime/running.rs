@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
-use super::admin::{AdminApp, AdminSettings, serve_admin};
+use super::admin::{AdminApp, AdminSettings};
 use super::contract::{App, Now, Out};
 use super::error::DaemonError;
 use super::traffic::Traffic;
@@ -100,6 +100,16 @@ impl<A: App> Running<A> {
     /// Serves this daemon's `/metrics` and `/healthz` as `settings` say,
     /// labelled with its name and first address.
     pub(crate) fn serve_admin(&mut self, settings: &AdminSettings) -> Result<(), DaemonError> {
+        self.serve_admin_api(settings, None)
+    }
+
+    /// Serves this daemon's `/metrics` and `/healthz` and, with `api`,
+    /// the admin API and console (db_proxy_server, which holds the store).
+    pub(crate) fn serve_admin_api(
+        &mut self,
+        settings: &AdminSettings,
+        api: Option<Arc<crate::admin_api::AdminApi>>,
+    ) -> Result<(), DaemonError> {
         let instance = self
             .addrs
             .first()
@@ -107,7 +117,7 @@ impl<A: App> Running<A> {
             .unwrap_or_default();
         let source: Arc<dyn MetricsSource> =
             Arc::new(Labelled::new(self.shared.name, instance, self.metrics()));
-        let admin = serve_admin(settings, source)?;
+        let admin = super::admin::serve_admin_api(settings, source, api)?;
         tracing::info!(
             daemon = self.shared.name,
             "admin endpoint: http://{0}/metrics http://{0}/healthz",
