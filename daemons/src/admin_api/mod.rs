@@ -47,8 +47,8 @@ pub use console::Console;
 pub use openapi::openapi;
 pub use types::{
     ApiDepartment, ApiGroup, ApiUser, DepartmentCreate, DepartmentRename, GroupCreate,
-    MAX_LONG_TEXT, MAX_NAME, MAX_PASSWORD, MAX_TEXT, MembersBody, OnlineSession, PasswordBody,
-    UserCreate, UserPage, UserUpdateBody, ValidationError, client_name,
+    MAX_LONG_TEXT, MAX_TEXT, MembersBody, OnlineSession, PasswordBody, UserCreate, UserPage,
+    UserUpdateBody, ValidationError, client_name,
 };
 
 use crate::http::{self, JsonError, Route, parse_json};
@@ -144,7 +144,7 @@ impl From<StoreError> for ApiError {
         let status = match &e {
             StoreError::NameTaken(_)
             | StoreError::DeptNameTaken(_)
-            | StoreError::DeptNotEmpty(_) => StatusCode::CONFLICT,
+            | StoreError::DeptNotEmpty { .. } => StatusCode::CONFLICT,
             StoreError::NoSuchUser(_) | StoreError::NoSuchGroup(_) => StatusCode::NOT_FOUND,
             StoreError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             e if e.is_refusal() => StatusCode::UNPROCESSABLE_ENTITY,

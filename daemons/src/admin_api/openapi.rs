@@ -225,9 +225,9 @@ pub fn openapi() -> Value {
                 "UserCreate": {
                     "type": "object", "required": ["name", "password"], "additionalProperties": false,
                     "properties": {
-                        "name": {"type": "string", "maxLength": 64, "description": "no spaces, not a number"},
+                        "name": {"type": "string", "minLength": 1, "maxLength": 256, "description": "no spaces or control characters"},
                         "password": {"type": "string", "minLength": 1, "maxLength": 256},
-                        "nick": {"type": "string", "maxLength": 128}, "dept_id": {"type": "integer"},
+                        "nick": {"type": "string", "maxLength": 32}, "dept_id": {"type": "integer"},
                         "sex": {"type": "integer", "enum": [0, 1, 2]}, "email": {"type": "string", "maxLength": 128},
                         "phone": {"type": "string", "maxLength": 128}, "avatar": {"type": "string", "maxLength": 1024},
                         "domain": {"type": "string", "maxLength": 128}
@@ -236,7 +236,7 @@ pub fn openapi() -> Value {
                 "UserUpdate": {
                     "type": "object", "additionalProperties": false, "minProperties": 1,
                     "properties": {
-                        "nick": {"type": "string", "maxLength": 128}, "dept_id": {"type": "integer"},
+                        "nick": {"type": "string", "maxLength": 32}, "dept_id": {"type": "integer"},
                         "status": {"type": "integer", "minimum": 0, "maximum": 4, "description": "3 disables (kicks)"},
                         "sex": {"type": "integer", "enum": [0, 1, 2]}, "email": {"type": "string", "maxLength": 128},
                         "phone": {"type": "string", "maxLength": 128}, "avatar": {"type": "string", "maxLength": 1024},
@@ -267,13 +267,13 @@ pub fn openapi() -> Value {
                 "DepartmentCreate": {
                     "type": "object", "required": ["name"], "additionalProperties": false,
                     "properties": {
-                        "name": {"type": "string", "maxLength": 128}, "parent_id": {"type": "integer"},
+                        "name": {"type": "string", "maxLength": 64}, "parent_id": {"type": "integer"},
                         "priority": {"type": "integer"}
                     }
                 },
                 "DepartmentRename": {
                     "type": "object", "required": ["name"], "additionalProperties": false,
-                    "properties": {"name": {"type": "string", "maxLength": 128}}
+                    "properties": {"name": {"type": "string", "maxLength": 64}}
                 },
                 "Group": {
                     "type": "object",

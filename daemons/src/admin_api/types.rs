@@ -4,17 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::directory::{
+    DirectoryError, check_dept_name, check_name, check_nick, check_password,
+};
 use crate::store::groups::{MAX_GROUP_AVATAR_LEN, MAX_GROUP_NAME_LEN};
 use crate::store::{
     Department, DeptId, Group, GroupType, MAX_GROUP_MEMBERS, NewUser, USER_STATUS_DEPARTED, User,
     UserId, UserUpdate,
 };
 
-/// Longest login name, in bytes.
-pub const MAX_NAME: usize = 64;
-/// Longest password, in bytes (db_proxy refuses credentials over 256).
-pub const MAX_PASSWORD: usize = 256;
-/// Longest nick, department name, e-mail, phone, in bytes.
+/// Longest e-mail, phone or pinyin, in bytes.
 pub const MAX_TEXT: usize = 128;
 /// Longest avatar URL or signature, in bytes.
 pub const MAX_LONG_TEXT: usize = 1024;
@@ -57,30 +56,29 @@ fn name(field: &'static str, value: &str, max: usize) -> Result<String, Validati
     Ok(v.to_owned())
 }
 
-/// A login name: also no white space, and not all digits (tools take a
-/// number as a user id).
+/// The directory's own checks (the same as `teamtalk user`'s), as a
+/// refusal of `field`.
+fn directory(field: &'static str, r: Result<(), DirectoryError>) -> Result<(), ValidationError> {
+    r.map_err(|e| invalid(field, e.to_string()))
+}
+
 fn login_name(value: &str) -> Result<String, ValidationError> {
-    let v = name("name", value, MAX_NAME)?;
-    if v.chars().any(char::is_whitespace) {
-        return Err(invalid("name", "must not contain spaces"));
-    }
-    if v.chars().all(|c| c.is_ascii_digit()) {
-        return Err(invalid("name", "must not be a number"));
-    }
-    Ok(v)
+    directory("name", check_name(value))?;
+    Ok(value.to_owned())
 }
 
 fn password(value: &str) -> Result<(), ValidationError> {
-    if value.is_empty() {
-        return Err(invalid("password", "must not be empty"));
-    }
-    if value.len() > MAX_PASSWORD {
-        return Err(invalid(
-            "password",
-            format!("longer than {MAX_PASSWORD} bytes"),
-        ));
-    }
-    Ok(())
+    directory("password", check_password(value))
+}
+
+fn nick(value: &str) -> Result<(), ValidationError> {
+    directory("nick", check_nick(value))
+}
+
+fn dept_name(value: &str) -> Result<String, ValidationError> {
+    let v = value.trim();
+    directory("name", check_dept_name(v))?;
+    Ok(v.to_owned())
 }
 
 fn sex(value: u32) -> Result<u32, ValidationError> {
@@ -207,7 +205,7 @@ impl UserCreate {
         password(&self.password)?;
         let nick = match &self.nick {
             Some(n) => {
-                text("nick", n, MAX_TEXT)?;
+                nick(n)?;
                 n.clone()
             }
             None => name.clone(),
@@ -274,8 +272,10 @@ impl UserUpdateBody {
     /// # Errors
     /// The first field that is not acceptable, or a body changing nothing.
     pub fn validated(self) -> Result<(UserUpdate, Option<u32>), ValidationError> {
+        if let Some(n) = &self.nick {
+            nick(n)?;
+        }
         for (field, value, max) in [
-            ("nick", &self.nick, MAX_TEXT),
             ("email", &self.email, MAX_TEXT),
             ("phone", &self.phone, MAX_TEXT),
             ("domain", &self.domain, MAX_TEXT),
@@ -371,7 +371,7 @@ impl DepartmentCreate {
     /// An empty, over-long or unprintable name.
     pub fn validated(self) -> Result<Self, ValidationError> {
         Ok(Self {
-            name: name("name", &self.name, MAX_TEXT)?,
+            name: dept_name(&self.name)?,
             ..self
         })
     }
@@ -391,7 +391,7 @@ impl DepartmentRename {
     /// # Errors
     /// An empty, over-long or unprintable name.
     pub fn validated(self) -> Result<String, ValidationError> {
-        name("name", &self.name, MAX_TEXT)
+        dept_name(&self.name)
     }
 }
 

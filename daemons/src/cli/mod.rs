@@ -20,6 +20,7 @@ use crossbeam_channel::Receiver;
 use tracing::{info, warn};
 
 use crate::conf::ConfError;
+use crate::store::directory;
 use crate::system::{self, SystemConfig, SystemError};
 
 /// `teamtalk`: run and administer a TeamTalk-compatible system.
@@ -114,13 +115,15 @@ pub struct UpArgs {
     pub msfs_url: Option<String>,
 }
 
-/// `teamtalk user …`.
+/// `teamtalk user …`. Users are named by login name or id. The store is
+/// `--data-dir`, else `$TEAMTALK_DATA_DIR`, else `./teamtalk-data`; no
+/// command creates one without `--create`.
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum UserCommand {
     /// Add one user.
     Add {
-        /// Login name.
+        /// Login name (no spaces or control characters).
         name: String,
         /// Password in plain text (stored as Argon2id of its md5hex).
         #[arg(long)]
@@ -128,12 +131,15 @@ pub enum UserCommand {
         /// Display name (defaults to the login name).
         #[arg(long)]
         nick: Option<String>,
-        /// Department id or name.
+        /// Department name or id (`teamtalk dept list`).
         #[arg(long)]
         dept: Option<String>,
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// Create the store if there is none in the data directory.
+        #[arg(long)]
+        create: bool,
     },
     /// Add users `<prefix>1` … `<prefix><count>` in one go, for load tests.
     Seed {
@@ -154,9 +160,50 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// Create the store if there is none in the data directory.
+        #[arg(long)]
+        create: bool,
     },
-    /// List users.
+    /// List users, disabled ones included (opens the store read-only).
     List {
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Change a user's password; the old one stops working at once, even
+    /// while the system runs.
+    Passwd {
+        /// Login name or id.
+        user: String,
+        /// The new password in plain text.
+        #[arg(long)]
+        password: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Refuse a user's logins from now on (TeamTalk's "departed" status);
+    /// `user enable` undoes it.
+    Disable {
+        /// Login name or id.
+        user: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Let a disabled user log in again.
+    Enable {
+        /// Login name or id.
+        user: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Delete a user (their groups lose them; what they sent stays in the
+    /// others' history).
+    Del {
+        /// Login name or id.
+        user: String,
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
@@ -167,13 +214,41 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum DeptCommand {
-    /// Add a department.
+    /// Add a department (names are unique).
     Add {
         /// Name.
         name: String,
-        /// Parent department id (0: top level).
-        #[arg(long, default_value_t = 0)]
-        parent: u32,
+        /// Parent department, by name or id (0 or none: top level).
+        #[arg(long)]
+        parent: Option<String>,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+        /// Create the store if there is none in the data directory.
+        #[arg(long)]
+        create: bool,
+    },
+    /// List departments (opens the store read-only).
+    List {
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Rename a department.
+    Rename {
+        /// Department name or id.
+        dept: String,
+        /// The new name.
+        name: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Delete an empty department (clients see it deleted at their next
+    /// directory sync).
+    Del {
+        /// Department name or id.
+        dept: String,
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
@@ -252,6 +327,12 @@ pub enum CliError {
     /// A directory command failed.
     #[error(transparent)]
     Users(#[from] users::UsersError),
+    /// A directory operation refused.
+    #[error(transparent)]
+    Directory(#[from] directory::DirectoryError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A group command failed.
     #[error(transparent)]
     Groups(#[from] groups::GroupsError),
@@ -312,55 +393,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Commands::Up(args) => up(&args, &mut out),
         Commands::Bench(args) => Ok(crate::tools::bench::run(&args, &mut out)?),
         Commands::Chat(args) => Ok(crate::tools::chat::run(&args, &mut out)?),
-        Commands::User(UserCommand::Add {
-            name,
-            password,
-            nick,
-            dept,
-            data_dir,
-        }) => {
-            let id = users::add_user(
-                &data_dir,
-                &name,
-                &password,
-                nick.as_deref(),
-                dept.as_deref(),
-            )?;
-            writeln!(out, "added user {name} with id {id}")?;
-            Ok(())
-        }
-        Commands::User(UserCommand::Seed {
-            prefix,
-            count,
-            password,
-            teamtalk_md5,
-            data_dir,
-        }) => {
-            let ids = users::seed_users(&data_dir, &prefix, count, &password, teamtalk_md5)?;
-            match (ids.first(), ids.last()) {
-                (Some(first), Some(last)) => writeln!(
-                    out,
-                    "added {} users {prefix}1..{prefix}{count} (ids {first}..{last})",
-                    ids.len()
-                )?,
-                _ => writeln!(out, "added no users")?,
-            }
-            Ok(())
-        }
-        Commands::User(UserCommand::List { data_dir }) => {
-            let n = users::list_users(&data_dir, &mut out)?;
-            writeln!(out, "{n} users")?;
-            Ok(())
-        }
-        Commands::Dept(DeptCommand::Add {
-            name,
-            parent,
-            data_dir,
-        }) => {
-            let id = users::add_dept(&data_dir, &name, parent)?;
-            writeln!(out, "added department {name} with id {id}")?;
-            Ok(())
-        }
+        Commands::User(cmd) => user_command(cmd, &mut out),
+        Commands::Dept(cmd) => dept_command(cmd, &mut out),
         Commands::Group(cmd) => group_command(cmd, &mut out),
     }
 }
@@ -380,6 +414,132 @@ pub fn default_data_dir() -> PathBuf {
 
 /// The environment variable naming the default store directory.
 pub const DATA_DIR_ENV: &str = "TEAMTALK_DATA_DIR";
+
+fn write_access(create: bool) -> users::Access {
+    if create {
+        users::Access::Create
+    } else {
+        users::Access::Write
+    }
+}
+
+fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    use users::Access;
+    match cmd {
+        UserCommand::Add {
+            name,
+            password,
+            nick,
+            dept,
+            data_dir,
+            create,
+        } => {
+            // Checked before the store is opened: a typo is reported as a
+            // typo, not as a missing store.
+            directory::check_name(&name)?;
+            directory::check_password(&password)?;
+            let store = users::open(&data_dir, write_access(create))?;
+            let id =
+                directory::add_user(&store, &name, &password, nick.as_deref(), dept.as_deref())?;
+            writeln!(out, "added user {name} with id {id}")?;
+        }
+        UserCommand::Seed {
+            prefix,
+            count,
+            password,
+            teamtalk_md5,
+            data_dir,
+            create,
+        } => {
+            let store = users::open(&data_dir, write_access(create))?;
+            let ids = directory::seed_users(&store, &prefix, count, &password, teamtalk_md5)?;
+            match (ids.first(), ids.last()) {
+                (Some(first), Some(last)) => writeln!(
+                    out,
+                    "added {} users {prefix}1..{prefix}{count} (ids {first}..{last})",
+                    ids.len()
+                )?,
+                _ => writeln!(out, "added no users")?,
+            }
+        }
+        UserCommand::List { data_dir } => {
+            let store = users::open(&data_dir, Access::Read)?;
+            let n = users::print_users(&store, out)?;
+            writeln!(out, "{n} users")?;
+        }
+        UserCommand::Passwd {
+            user,
+            password,
+            data_dir,
+        } => {
+            directory::check_password(&password)?;
+            let store = users::open(&data_dir, Access::Write)?;
+            let u = directory::set_password(&store, &user, &password)?;
+            writeln!(
+                out,
+                "changed the password of {} (id {}); the old one is refused from now on",
+                u.name, u.id
+            )?;
+        }
+        UserCommand::Disable { user, data_dir } => {
+            let store = users::open(&data_dir, Access::Write)?;
+            let u = directory::set_disabled(&store, &user, true)?;
+            writeln!(
+                out,
+                "disabled {} (id {}): logins are refused from now on (`teamtalk user enable {}` undoes it)",
+                u.name, u.id, u.name
+            )?;
+        }
+        UserCommand::Enable { user, data_dir } => {
+            let store = users::open(&data_dir, Access::Write)?;
+            let u = directory::set_disabled(&store, &user, false)?;
+            writeln!(out, "enabled {} (id {})", u.name, u.id)?;
+        }
+        UserCommand::Del { user, data_dir } => {
+            let store = users::open(&data_dir, Access::Write)?;
+            let u = directory::delete_user(&store, &user)?;
+            writeln!(out, "deleted user {} (id {})", u.name, u.id)?;
+        }
+    }
+    Ok(())
+}
+
+fn dept_command(cmd: DeptCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        DeptCommand::Add {
+            name,
+            parent,
+            data_dir,
+            create,
+        } => {
+            let store = users::open(&data_dir, write_access(create))?;
+            let parent = parent.filter(|p| p != "0");
+            let id = directory::add_dept(&store, &name, parent.as_deref())?;
+            writeln!(out, "added department {name} with id {id}")?;
+        }
+        DeptCommand::Rename {
+            dept,
+            name,
+            data_dir,
+        } => {
+            directory::check_dept_name(&name)?;
+            let store = users::open(&data_dir, users::Access::Write)?;
+            let d = directory::rename_dept(&store, &dept, &name)?;
+            writeln!(out, "renamed department {} (id {}) to {name}", d.name, d.id)?;
+        }
+        DeptCommand::Del { dept, data_dir } => {
+            let store = users::open(&data_dir, users::Access::Write)?;
+            let d = directory::delete_dept(&store, &dept)?;
+            writeln!(out, "deleted department {} (id {})", d.name, d.id)?;
+        }
+        DeptCommand::List { data_dir } => {
+            let store = users::open(&data_dir, users::Access::Read)?;
+            let n = users::print_depts(&store, out)?;
+            writeln!(out, "{n} departments")?;
+        }
+    }
+    Ok(())
+}
 
 fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {

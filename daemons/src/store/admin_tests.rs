@@ -1,5 +1,5 @@
 //! The administration's side of the store: passwords, statuses, deletion,
-//! credential stamps, unique department names (migration 4), and how a
+//! credential stamps, unique department names (migration 5), and how a
 //! data directory is opened (existing only, read-only, not a directory,
 //! permission denied).
 
@@ -152,17 +152,17 @@ fn department_names_are_unique() {
 }
 
 #[test]
-fn migration_4_renames_duplicate_departments() {
+fn migration_5_renames_duplicate_departments() {
     let dir = tempfile::tempdir().unwrap();
     {
         let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
-        for step in &super::sqlite::MIGRATIONS[..3] {
+        for step in &super::sqlite::MIGRATIONS[..4] {
             conn.execute_batch(step).unwrap();
         }
-        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.pragma_update(None, "user_version", 4).unwrap();
         conn.execute_batch(
-            "INSERT INTO department (name, created, updated) VALUES
-                 ('sales', 1, 1), ('dev', 1, 1), ('sales', 1, 1)",
+            "INSERT INTO department (name, status, created, updated) VALUES
+                 ('sales', 0, 1, 1), ('dev', 0, 1, 1), ('sales', 0, 1, 1), ('dev', 1, 1, 1)",
         )
         .unwrap();
     }
@@ -174,7 +174,8 @@ fn migration_4_renames_duplicate_departments() {
         .into_iter()
         .map(|d| d.name)
         .collect();
-    assert_eq!(names, ["sales", "dev", "sales #3"]);
+    // A deleted department keeps its name: it is no duplicate.
+    assert_eq!(names, ["sales", "dev", "sales #3", "dev"]);
     assert!(matches!(
         store.add_department("dev", 0, 0),
         Err(StoreError::DeptNameTaken(_))
@@ -296,4 +297,67 @@ fn an_unwritable_store_says_permission_denied_with_the_file() {
         text.contains("permission denied") && text.contains(&file.display().to_string()),
         "{text}"
     );
+}
+
+#[test]
+fn departments_are_renamed_and_deleted_only_when_empty() {
+    let store = SqliteStore::open_in_memory(options()).unwrap();
+    let sales = store.add_department("sales", 0, 0).unwrap();
+    let dev = store.add_department("dev", 0, 0).unwrap();
+    let sub = store.add_department("dev-tools", 0, dev).unwrap();
+
+    assert!(store.rename_department(sales, "Sales").unwrap());
+    assert!(matches!(
+        store.rename_department(sales, "dev"),
+        Err(StoreError::DeptNameTaken(n)) if n == "dev"
+    ));
+    assert!(!store.rename_department(999, "x").unwrap());
+
+    let mut u = user("alice");
+    u.dept_id = sales;
+    let alice = store.add_user(&u, &pw("pw")).unwrap();
+    let e = store.delete_department(sales).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::DeptNotEmpty {
+                users: 1,
+                children: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.is_refusal());
+    let e = store.delete_department(dev).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::DeptNotEmpty {
+                users: 0,
+                children: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    assert!(store.delete_department(sub).unwrap());
+    assert!(!store.delete_department(sub).unwrap(), "deleted already");
+    assert!(!store.rename_department(sub, "y").unwrap(), "deleted");
+    assert!(store.delete_department(dev).unwrap(), "empty now");
+    assert!(store.delete_user(alice).unwrap());
+    assert!(store.delete_department(sales).unwrap());
+
+    // Clients syncing incrementally see the deletions; the names are free.
+    let all = store.departments_updated_since(0).unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(
+        all.iter().all(|d| d.status == DEPT_STATUS_DELETED),
+        "{all:?}"
+    );
+    store
+        .add_department("dev", 0, 0)
+        .expect("the name is free again");
+    assert!(!store.delete_department(999).unwrap());
 }

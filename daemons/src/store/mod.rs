@@ -43,6 +43,7 @@
 //! Offline files (TeamTalk's `IMTransmitFile`) are in `files.rs`: a
 //! `transmit_file` table, `status = 0` meaning waiting.
 
+pub mod directory;
 mod files;
 pub mod groups;
 mod lock;
@@ -105,6 +106,11 @@ pub const MAX_RECENT_SESSIONS: u32 = 100;
 /// TeamTalk's user status for someone who has left; such users cannot log in
 /// and are left out of a full directory download.
 pub const USER_STATUS_DEPARTED: u32 = 3;
+
+/// A department's `status` once deleted (TeamTalk's `DEPT_STATUS_DELETE`).
+/// The row stays, so clients that sync the directory incrementally learn
+/// of the deletion; its name is free for a new department.
+pub const DEPT_STATUS_DELETED: u32 = 1;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +177,19 @@ pub enum StoreError {
     /// A department with this name already exists.
     #[error("department name {0:?} is already taken")]
     DeptNameTaken(String),
+    /// A department to delete still has users or sub-departments.
+    #[error(
+        "department {id} is not empty: {users} users and {children} sub-departments are in it \
+         (move or delete them first)"
+    )]
+    DeptNotEmpty {
+        /// The department.
+        id: DeptId,
+        /// Users in it (disabled ones included).
+        users: u64,
+        /// Departments under it that are not deleted.
+        children: u64,
+    },
     /// The data directory is a file (or something else that is not a
     /// directory).
     #[error("{path}: not a directory (the data directory must be a directory)")]
@@ -199,9 +218,6 @@ pub enum StoreError {
         /// What was refused: reading, or writing.
         what: &'static str,
     },
-    /// The department still has users or departments in it.
-    #[error("department {0} is not empty: move its users and departments first")]
-    DeptNotEmpty(DeptId),
     /// This store does not implement the operation (a store written before
     /// the admin API).
     #[error("this store does not support {0}")]
@@ -224,7 +240,7 @@ impl StoreError {
                 | Self::NoSuchUser(_)
                 | Self::NameTaken(_)
                 | Self::DeptNameTaken(_)
-                | Self::DeptNotEmpty(_)
+                | Self::DeptNotEmpty { .. }
         )
     }
 }
@@ -556,8 +572,18 @@ pub trait Store: Send + Sync {
 
     /// Adds a department and returns its id.
     fn add_department(&self, name: &str, priority: u32, parent_id: DeptId) -> StoreResult<DeptId>;
-    /// Departments changed after `since` (0 = all), by id.
+    /// Departments changed after `since` (0 = all, deleted ones included
+    /// with [`DEPT_STATUS_DELETED`]), by id.
     fn departments_updated_since(&self, since: u32) -> StoreResult<Vec<Department>>;
+    /// Renames a department; `false` when there is no such department (or
+    /// it is deleted). [`StoreError::DeptNameTaken`] when another has the
+    /// name.
+    fn rename_department(&self, id: DeptId, name: &str) -> StoreResult<bool>;
+    /// Deletes a department ([`DEPT_STATUS_DELETED`]); `false` when there
+    /// is no such department (or it is deleted already).
+    /// [`StoreError::DeptNotEmpty`] while users or sub-departments are in
+    /// it, so no user is left in a department clients no longer show.
+    fn delete_department(&self, id: DeptId) -> StoreResult<bool>;
 
     // ---- users ----
 
@@ -838,23 +864,6 @@ pub trait Store: Send + Sync {
     fn update_user(&self, user: UserId, update: &UserUpdate) -> StoreResult<Option<User>> {
         let _ = (user, update);
         Err(StoreError::Unsupported("changing a user's profile"))
-    }
-    /// Renames a department and bumps its `updated`; `false` if no such
-    /// (live) department.
-    fn rename_department(&self, id: DeptId, name: &str) -> StoreResult<bool> {
-        let _ = (id, name);
-        Err(StoreError::Unsupported("renaming a department"))
-    }
-    /// Deletes a department: its status becomes 1 (TeamTalk's deleted,
-    /// which clients syncing the directory see) and `updated` moves;
-    /// `false` if no such (live) department.
-    ///
-    /// # Errors
-    /// [`StoreError::DeptNotEmpty`] while users who are not departed, or
-    /// live departments, are in it.
-    fn delete_department(&self, id: DeptId) -> StoreResult<bool> {
-        let _ = id;
-        Err(StoreError::Unsupported("deleting a department"))
     }
     /// Deletes a group (its messages stay stored, unreachable): it is gone
     /// from every member's lists. Returns the group as it was, for the

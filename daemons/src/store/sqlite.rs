@@ -15,12 +15,12 @@ use rusqlite::{
 
 use super::files::{self, NewOfflineFile, OfflineFile};
 use super::{
-    Actor, CredentialStamp, DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, Group, GroupId,
-    GroupType, GroupVersion, LatestMessage, MAX_DEDUPE_KEY_LEN, MAX_DEDUPE_KEYS,
-    MAX_LIST_BODY_BYTES, MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID, MAX_RECENT_SESSIONS,
-    MemberChange, MembersChanged, MsgId, NewGroup, NewMessage, NewUser, RecentSession, SessionType,
-    Store, StoreError, StoreResult, Stored, StoredMessage, USER_STATUS_DEPARTED, UnreadSession,
-    UnreadSummary, User, UserCredential, UserId, UserUpdate,
+    Actor, CredentialStamp, DEDUPE_WINDOW_SECS, DEPT_STATUS_DELETED, Department, DeptId,
+    DeviceToken, Group, GroupId, GroupType, GroupVersion, LatestMessage, MAX_DEDUPE_KEY_LEN,
+    MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES, MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID,
+    MAX_RECENT_SESSIONS, MemberChange, MembersChanged, MsgId, NewGroup, NewMessage, NewUser,
+    RecentSession, SessionType, Store, StoreError, StoreResult, Stored, StoredMessage,
+    USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User, UserCredential, UserId, UserUpdate,
 };
 use crate::password::{self, HashParams, StoredPassword};
 
@@ -199,9 +199,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // (`teamtalk user add --dept NAME`). Duplicates made before get their id
     // appended; the first of each name keeps it.
     "
+    -- Deleted departments (status 1) keep their rows for clients that
+    -- sync incrementally but free their names.
     UPDATE department SET name = name || ' #' || id
-        WHERE id NOT IN (SELECT min(id) FROM department GROUP BY name);
-    CREATE UNIQUE INDEX department_name ON department(name);
+        WHERE status = 0
+          AND id NOT IN (SELECT min(id) FROM department WHERE status = 0 GROUP BY name);
+    CREATE UNIQUE INDEX department_name ON department(name) WHERE status = 0;
     ",
 ];
 
@@ -949,6 +952,58 @@ impl Store for SqliteStore {
         }
     }
 
+    fn rename_department(&self, id: DeptId, name: &str) -> StoreResult<bool> {
+        let now = self.now();
+        let conn = self.lock();
+        match conn.execute(
+            "UPDATE department SET name = ?2, updated = ?3
+             WHERE id = ?1 AND status = 0",
+            params![id, name, now],
+        ) {
+            Ok(n) => Ok(n > 0),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::DeptNameTaken(name.to_owned())),
+            Err(e) => Err(StoreError::Sql {
+                context: "renaming a department",
+                source: e,
+            }),
+        }
+    }
+
+    fn delete_department(&self, id: DeptId) -> StoreResult<bool> {
+        let now = self.now();
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("deleting a department"))?;
+        let count = |query: &str| -> StoreResult<u64> {
+            tx.query_row(query, params![id], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(sql("counting a department's members"))
+        };
+        let users = count("SELECT count(*) FROM user WHERE dept_id = ?1")?;
+        let children =
+            count("SELECT count(*) FROM department WHERE parent_id = ?1 AND status = 0")?;
+        let exists = count("SELECT count(*) FROM department WHERE id = ?1 AND status = 0")? > 0;
+        if !exists {
+            return Ok(false);
+        }
+        if users > 0 || children > 0 {
+            return Err(StoreError::DeptNotEmpty {
+                id,
+                users,
+                children,
+            });
+        }
+        tx.execute(
+            "UPDATE department SET status = ?2, updated = ?3 WHERE id = ?1",
+            params![id, DEPT_STATUS_DELETED, now],
+        )
+        .map_err(sql("deleting a department"))?;
+        tx.commit()
+            .map_err(sql("committing a department's deletion"))?;
+        Ok(true)
+    }
+
     fn departments_updated_since(&self, since: u32) -> StoreResult<Vec<Department>> {
         let conn = self.lock();
         let mut stmt = conn
@@ -1098,6 +1153,12 @@ impl Store for SqliteStore {
             (
                 "deleting sessions",
                 "DELETE FROM session WHERE user_id = ?1",
+            ),
+            // Files waiting for them would wait forever; files they sent
+            // stay, as their messages do.
+            (
+                "deleting offline files",
+                "DELETE FROM transmit_file WHERE to_id = ?1",
             ),
         ] {
             tx.execute(statement, params![user]).map_err(sql(context))?;
@@ -1629,16 +1690,6 @@ impl Store for SqliteStore {
     fn update_user(&self, user: UserId, update: &UserUpdate) -> StoreResult<Option<User>> {
         let now = self.now();
         admin::update_user(&mut self.lock(), user, update, now)
-    }
-
-    fn rename_department(&self, id: DeptId, name: &str) -> StoreResult<bool> {
-        let now = self.now();
-        admin::rename_department(&self.lock(), id, name, now)
-    }
-
-    fn delete_department(&self, id: DeptId) -> StoreResult<bool> {
-        let now = self.now();
-        admin::delete_department(&mut self.lock(), id, now)
     }
 
     fn delete_group(&self, id: GroupId) -> StoreResult<Option<Group>> {

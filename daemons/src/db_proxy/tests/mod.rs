@@ -281,6 +281,16 @@ impl Store for FailingStore {
         self.check("departments_updated_since")?;
         self.inner.departments_updated_since(since)
     }
+    fn rename_department(&self, id: u32, name: &str) -> StoreResult<bool> {
+        self.check("rename_department")?;
+        self.inner.rename_department(id, name)
+    }
+
+    fn delete_department(&self, id: u32) -> StoreResult<bool> {
+        self.check("delete_department")?;
+        self.inner.delete_department(id)
+    }
+
     fn add_user(&self, user: &NewUser, password_md5hex: &str) -> StoreResult<UserId> {
         self.check("add_user")?;
         self.inner.add_user(user, password_md5hex)

@@ -1,14 +1,10 @@
 //! The administration's writes on SQLite (the admin API): profile
-//! changes, department renames and deletions, group deletions.
+//! changes and group deletions.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{USER_COLUMNS, groups, is_unique_violation, sql, user_from_row};
-use crate::store::{DeptId, Group, GroupId, StoreError, StoreResult, User, UserId, UserUpdate};
-
-/// `department.status` of a live department, and of a deleted one.
-const DEPT_LIVE: u32 = 0;
-const DEPT_DELETED: u32 = 1;
+use super::{USER_COLUMNS, groups, sql, user_from_row};
+use crate::store::{Group, GroupId, StoreResult, User, UserId, UserUpdate};
 
 pub(super) fn update_user(
     conn: &mut Connection,
@@ -55,69 +51,6 @@ pub(super) fn update_user(
         .map_err(sql("reading a changed profile"))?;
     tx.commit().map_err(sql("committing a profile change"))?;
     Ok(row)
-}
-
-pub(super) fn rename_department(
-    conn: &Connection,
-    id: DeptId,
-    name: &str,
-    now: u32,
-) -> StoreResult<bool> {
-    match conn.execute(
-        "UPDATE department SET name = ?2, updated = max(updated + 1, ?3)
-         WHERE id = ?1 AND status = ?4",
-        params![id, name, now, DEPT_LIVE],
-    ) {
-        Ok(n) => Ok(n > 0),
-        Err(e) if is_unique_violation(&e) => Err(StoreError::DeptNameTaken(name.to_owned())),
-        Err(e) => Err(sql("renaming a department")(e)),
-    }
-}
-
-pub(super) fn delete_department(conn: &mut Connection, id: DeptId, now: u32) -> StoreResult<bool> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql("starting a department deletion"))?;
-    let users: i64 = tx
-        .query_row(
-            "SELECT count(*) FROM user WHERE dept_id = ?1 AND status != ?2",
-            params![id, crate::store::USER_STATUS_DEPARTED],
-            |r| r.get(0),
-        )
-        .map_err(sql("counting a department's users"))?;
-    let children: i64 = tx
-        .query_row(
-            "SELECT count(*) FROM department WHERE parent_id = ?1 AND status = ?2",
-            params![id, DEPT_LIVE],
-            |r| r.get(0),
-        )
-        .map_err(sql("counting a department's departments"))?;
-    let live: bool = tx
-        .query_row(
-            "SELECT count(*) FROM department WHERE id = ?1 AND status = ?2",
-            params![id, DEPT_LIVE],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(sql("reading a department"))?
-        > 0;
-    if !live {
-        return Ok(false);
-    }
-    if users > 0 || children > 0 {
-        return Err(StoreError::DeptNotEmpty(id));
-    }
-    // Names are unique over every row: a deleted department's name is
-    // freed for a new one.
-    tx.execute(
-        "UPDATE department SET status = ?2, updated = max(updated + 1, ?3),
-             name = name || ' (deleted #' || id || ')'
-         WHERE id = ?1",
-        params![id, DEPT_DELETED, now],
-    )
-    .map_err(sql("deleting a department"))?;
-    tx.commit()
-        .map_err(sql("committing a department deletion"))?;
-    Ok(true)
 }
 
 pub(super) fn delete_group(
