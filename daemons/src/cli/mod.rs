@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod groups;
+pub mod remote;
 pub mod users;
 
 pub use daemon::{Daemon, DaemonArgs, daemon_main, run_daemon};
@@ -137,6 +138,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
         /// Create the store if there is none in the data directory.
         #[arg(long)]
         create: bool,
@@ -169,6 +173,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Change a user's password; the old one stops working at once, even
     /// while the system runs.
@@ -181,6 +188,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Refuse a user's logins from now on (TeamTalk's "departed" status);
     /// `user enable` undoes it.
@@ -190,6 +200,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Let a disabled user log in again.
     Enable {
@@ -198,6 +211,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Delete a user (their groups lose them; what they sent stays in the
     /// others' history).
@@ -207,6 +223,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
 }
 
@@ -224,6 +243,9 @@ pub enum DeptCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
         /// Create the store if there is none in the data directory.
         #[arg(long)]
         create: bool,
@@ -233,6 +255,9 @@ pub enum DeptCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Rename a department.
     Rename {
@@ -243,6 +268,9 @@ pub enum DeptCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Delete an empty department (clients see it deleted at their next
     /// directory sync).
@@ -252,6 +280,9 @@ pub enum DeptCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
 }
 
@@ -275,12 +306,18 @@ pub enum GroupCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// List every group.
     List {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Show a group and its members.
     Show {
@@ -289,6 +326,9 @@ pub enum GroupCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Add members to a group.
     Add {
@@ -300,6 +340,9 @@ pub enum GroupCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Remove members from a group.
     Remove {
@@ -311,7 +354,49 @@ pub enum GroupCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
+}
+
+impl UserCommand {
+    /// Where the command may go over the admin API: its API arguments and
+    /// data directory (`user seed` works on the store only).
+    fn api_target(&self) -> Option<(&remote::ApiArgs, &Path)> {
+        match self {
+            Self::Add { api, data_dir, .. }
+            | Self::List { api, data_dir }
+            | Self::Passwd { api, data_dir, .. }
+            | Self::Disable { api, data_dir, .. }
+            | Self::Enable { api, data_dir, .. }
+            | Self::Del { api, data_dir, .. } => Some((api, data_dir)),
+            Self::Seed { .. } => None,
+        }
+    }
+}
+
+impl DeptCommand {
+    fn api_target(&self) -> (&remote::ApiArgs, &Path) {
+        match self {
+            Self::Add { api, data_dir, .. }
+            | Self::List { api, data_dir }
+            | Self::Rename { api, data_dir, .. }
+            | Self::Del { api, data_dir, .. } => (api, data_dir),
+        }
+    }
+}
+
+impl GroupCommand {
+    fn api_target(&self) -> (&remote::ApiArgs, &Path) {
+        match self {
+            Self::Create { api, data_dir, .. }
+            | Self::List { api, data_dir }
+            | Self::Show { api, data_dir, .. }
+            | Self::Add { api, data_dir, .. }
+            | Self::Remove { api, data_dir, .. } => (api, data_dir),
+        }
+    }
 }
 
 /// Why a command failed.
@@ -351,6 +436,9 @@ pub enum CliError {
     /// A benchmark could not run.
     #[error(transparent)]
     Bench(#[from] crate::tools::bench::BenchError),
+    /// The admin API refused, or could not be reached.
+    #[error(transparent)]
+    Remote(remote::RemoteError),
 }
 
 /// Sets up logging: `RUST_LOG` decides the level (default `info`).
@@ -425,6 +513,11 @@ fn write_access(create: bool) -> users::Access {
 
 fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
     use users::Access;
+    if let Some((api, dir)) = cmd.api_target()
+        && let Some(client) = remote::client(api, dir)?
+    {
+        return remote::user(&cmd, &client, out);
+    }
     match cmd {
         UserCommand::Add {
             name,
@@ -433,6 +526,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             dept,
             data_dir,
             create,
+            ..
         } => {
             // Checked before the store is opened: a typo is reported as a
             // typo, not as a missing store.
@@ -462,7 +556,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
                 _ => writeln!(out, "added no users")?,
             }
         }
-        UserCommand::List { data_dir } => {
+        UserCommand::List { data_dir, .. } => {
             let store = users::open(&data_dir, Access::Read)?;
             let n = users::print_users(&store, out)?;
             writeln!(out, "{n} users")?;
@@ -471,6 +565,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             user,
             password,
             data_dir,
+            ..
         } => {
             directory::check_password(&password)?;
             let store = users::open(&data_dir, Access::Write)?;
@@ -481,7 +576,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
                 u.name, u.id
             )?;
         }
-        UserCommand::Disable { user, data_dir } => {
+        UserCommand::Disable { user, data_dir, .. } => {
             let store = users::open(&data_dir, Access::Write)?;
             let u = directory::set_disabled(&store, &user, true)?;
             writeln!(
@@ -490,12 +585,12 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
                 u.name, u.id, u.name
             )?;
         }
-        UserCommand::Enable { user, data_dir } => {
+        UserCommand::Enable { user, data_dir, .. } => {
             let store = users::open(&data_dir, Access::Write)?;
             let u = directory::set_disabled(&store, &user, false)?;
             writeln!(out, "enabled {} (id {})", u.name, u.id)?;
         }
-        UserCommand::Del { user, data_dir } => {
+        UserCommand::Del { user, data_dir, .. } => {
             let store = users::open(&data_dir, Access::Write)?;
             let u = directory::delete_user(&store, &user)?;
             writeln!(out, "deleted user {} (id {})", u.name, u.id)?;
@@ -505,12 +600,17 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn dept_command(cmd: DeptCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    let (api, dir) = cmd.api_target();
+    if let Some(client) = remote::client(api, dir)? {
+        return remote::dept(&cmd, &client, out);
+    }
     match cmd {
         DeptCommand::Add {
             name,
             parent,
             data_dir,
             create,
+            ..
         } => {
             let store = users::open(&data_dir, write_access(create))?;
             let parent = parent.filter(|p| p != "0");
@@ -521,18 +621,19 @@ fn dept_command(cmd: DeptCommand, out: &mut dyn Write) -> Result<(), CliError> {
             dept,
             name,
             data_dir,
+            ..
         } => {
             directory::check_dept_name(&name)?;
             let store = users::open(&data_dir, users::Access::Write)?;
             let d = directory::rename_dept(&store, &dept, &name)?;
             writeln!(out, "renamed department {} (id {}) to {name}", d.name, d.id)?;
         }
-        DeptCommand::Del { dept, data_dir } => {
+        DeptCommand::Del { dept, data_dir, .. } => {
             let store = users::open(&data_dir, users::Access::Write)?;
             let d = directory::delete_dept(&store, &dept)?;
             writeln!(out, "deleted department {} (id {})", d.name, d.id)?;
         }
-        DeptCommand::List { data_dir } => {
+        DeptCommand::List { data_dir, .. } => {
             let store = users::open(&data_dir, users::Access::Read)?;
             let n = users::print_depts(&store, out)?;
             writeln!(out, "{n} departments")?;
@@ -542,6 +643,10 @@ fn dept_command(cmd: DeptCommand, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    let (api, dir) = cmd.api_target();
+    if let Some(client) = remote::client(api, dir)? {
+        return remote::group(&cmd, &client, out);
+    }
     match cmd {
         GroupCommand::Create {
             name,
@@ -549,18 +654,22 @@ fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError>
             members,
             avatar,
             data_dir,
+            ..
         } => {
             groups::print_create(&data_dir, &name, &avatar, &creator, &members, out)?;
         }
-        GroupCommand::List { data_dir } => {
+        GroupCommand::List { data_dir, .. } => {
             let n = groups::print_list(&data_dir, out)?;
             writeln!(out, "{n} groups")?;
         }
-        GroupCommand::Show { group, data_dir } => groups::print_show(&data_dir, group, out)?,
+        GroupCommand::Show {
+            group, data_dir, ..
+        } => groups::print_show(&data_dir, group, out)?,
         GroupCommand::Add {
             group,
             users,
             data_dir,
+            ..
         } => {
             groups::print_change(&data_dir, group, true, &users, out)?;
         }
@@ -568,6 +677,7 @@ fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError>
             group,
             users,
             data_dir,
+            ..
         } => {
             groups::print_change(&data_dir, group, false, &users, out)?;
         }
@@ -681,6 +791,22 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
             out,
             "  admin              http://{a}/metrics  http://{a}/healthz"
         )?;
+        writeln!(
+            out,
+            "  admin console      http://{a}/  (REST API under http://{a}/api/, \
+             described at /api/openapi.json)"
+        )?;
+        // `teamtalk user|dept|group` find the API here while we run.
+        let ad = remote::Advertised {
+            url: format!("http://{a}"),
+            token_file: args
+                .admin_token_file
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        };
+        if let Err(e) = remote::advertise(&args.data_dir, &ad) {
+            warn!(error = %e, "cannot write {} in the data directory", remote::ADMIN_FILE);
+        }
     }
     writeln!(
         out,
@@ -696,6 +822,7 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         .map(|m| m.inspect(crate::msg::MsgApp::stats).unwrap_or_default())
         .collect();
     sys.shutdown();
+    remote::withdraw(&args.data_dir);
     for (addr, s) in msgs.iter().zip(stats) {
         writeln!(
             out,
