@@ -406,6 +406,41 @@ mod tests {
         assert_eq!(locked.refused, 4);
     }
 
+    #[test]
+    fn with_the_api_the_console_is_open_and_the_api_needs_the_token() {
+        let mut a = app(Some("s3cret"));
+        a.console = Some(Console::new());
+        let page = a.route(&req("GET", "/", None)).unwrap_err();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.headers().contains_key("content-security-policy"));
+        let js = a.route(&req("GET", "/console.js", None)).unwrap_err();
+        assert_eq!(js.status(), StatusCode::OK);
+        let r = a.route(&req("GET", "/api/users", None)).unwrap_err();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], http::JSON);
+        assert!(matches!(
+            a.route(&req("POST", "/api/users", Some("Bearer s3cret"))),
+            Ok(AdminQuery::Api(r)) if r.uri().path() == "/api/users"
+        ));
+        assert_eq!(
+            a.route(&req("GET", "/nothing", None)).unwrap_err().status(),
+            StatusCode::NOT_FOUND
+        );
+        // Without the API, /api is just another unknown path.
+        let mut plain = app(None);
+        assert_eq!(
+            plain
+                .route(&req("GET", "/api/users", None))
+                .unwrap_err()
+                .status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            plain.route(&req("GET", "/", None)).unwrap_err().status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
     struct Fake(AtomicBool);
 
     impl MetricsSource for Fake {
