@@ -25,7 +25,7 @@ use std::time::Duration;
 use ::http::{Method, StatusCode, header};
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
-use teamtalk_conn::HttpConfig;
+use teamtalk_conn::{HttpConfig, OversizedBody};
 use tracing::{debug, info};
 
 use super::contract::{App, Conn, Input, Now, Out, Request, Response, Worker};
@@ -40,6 +40,9 @@ use crate::metrics::{CONTENT_TYPE, MetricsSource, Scrape};
 pub const MAX_REQUEST: usize = 8192;
 /// Time a client has to send its request head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// API bodies over [`MAX_BODY`] and up to this long are answered with the
+/// API's JSON 413.
+pub const MAX_DISCARD: usize = 1 << 20;
 /// Connections one address may hold on the admin port.
 pub const MAX_PER_SOURCE: usize = 16;
 
@@ -154,6 +157,12 @@ impl AdminApp {
                         header::HeaderValue::from_static("Bearer"),
                     );
                     return Err(Box::new(r));
+                }
+                if let Some(o) = request.extensions().get::<OversizedBody>() {
+                    return Err(Box::new(http::error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("body of {} bytes exceeds {MAX_BODY}", o.length),
+                    )));
                 }
                 return Ok(AdminQuery::Api(Box::new(request.clone())));
             }
@@ -325,6 +334,10 @@ pub fn serve_admin_api(
                 body_timeout: REQUEST_TIMEOUT,
                 max_head_bytes: MAX_REQUEST,
                 max_body_bytes: if api.is_some() { MAX_BODY } else { 0 },
+                // Somewhat larger API bodies are read and dropped, to be
+                // answered with the API's JSON error; far larger ones get
+                // the machine's bare 413.
+                max_discard_bytes: if api.is_some() { MAX_DISCARD } else { 0 },
                 ..HttpConfig::default()
             },
             max_per_source: Some(MAX_PER_SOURCE),
