@@ -797,8 +797,17 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
              described at /api/openapi.json)"
         )?;
         // `teamtalk user|dept|group` find the API here while we run.
+        let reachable = match a.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => {
+                SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.port())
+            }
+            IpAddr::V6(v6) if v6.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), a.port())
+            }
+            _ => a,
+        };
         let ad = remote::Advertised {
-            url: format!("http://{a}"),
+            url: format!("http://{reachable}"),
             token_file: args
                 .admin_token_file
                 .as_ref()
