@@ -55,6 +55,7 @@ pub mod metrics;
 pub mod msfs;
 pub mod msg;
 pub mod password;
+pub mod push;
 pub mod route;
 pub mod rules;
 pub mod runtime;

@@ -22,6 +22,7 @@ use crate::metrics::{Labelled, MetricsSource, Scrape};
 use crate::msfs::{self, MsfsConfig, RunningMsfs};
 use crate::msg::{self, MsgConfig, RunningMsg, WebSocketPort};
 use crate::password::HashParams;
+use crate::push::{self, PushConfig, RunningPush};
 use crate::route::{self, RouteConfig, RunningRoute};
 use crate::runtime::admin::AdminApp;
 use crate::runtime::{AdminSettings, DaemonError, Running, serve_admin_api};
@@ -55,6 +56,99 @@ pub struct Ports {
     pub file_msg: u16,
 }
 
+/// The names `teamtalk up --port NAME=PORT` takes, one per [`Ports`] field
+/// (`msg` and `ws` name the first msg_server's; the others follow it).
+pub const PORT_NAMES: &[&str] = &[
+    "db_proxy",
+    "route",
+    "login_msg",
+    "login_http",
+    "login_client",
+    "msg",
+    "ws",
+    "msfs",
+    "file_client",
+    "file_msg",
+];
+
+impl Ports {
+    /// Moves every non-zero port by `offset` (TeamTalk's test scripts run a
+    /// second cluster at +10000).
+    ///
+    /// # Errors
+    /// The name and port of the first one pushed out of 1..=65535.
+    pub fn shift(&mut self, offset: i32) -> Result<(), String> {
+        let mut result = Ok(());
+        self.for_each(|name, port| {
+            if *port == 0 || result.is_err() {
+                return;
+            }
+            match u16::try_from(i32::from(*port) + offset) {
+                Ok(p) if p != 0 => *port = p,
+                _ => {
+                    result = Err(format!(
+                        "{name} port {port} moved by {offset} is out of range"
+                    ))
+                }
+            }
+        });
+        result
+    }
+
+    /// Sets one port by its [`PORT_NAMES`] name; for `msg` and `ws` the
+    /// following msg_servers take the next ports.
+    ///
+    /// # Errors
+    /// An unknown name, listing the known ones.
+    pub fn set(&mut self, name: &str, port: u16) -> Result<(), String> {
+        let one = |list: &mut Vec<u16>| {
+            for (i, p) in list.iter_mut().enumerate() {
+                *p = if port == 0 {
+                    0
+                } else {
+                    port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
+                };
+            }
+        };
+        match name {
+            "db_proxy" => self.db = port,
+            "route" => self.route = port,
+            "login_msg" => self.login_msg = port,
+            "login_http" => self.login_http = port,
+            "login_client" => self.login_client = port,
+            "msg" => one(&mut self.msg),
+            "ws" => one(&mut self.ws),
+            "msfs" => self.msfs = port,
+            "file_client" => self.file_client = port,
+            "file_msg" => self.file_msg = port,
+            _ => {
+                return Err(format!(
+                    "no port named {name:?}; the names are {}",
+                    PORT_NAMES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn for_each(&mut self, mut f: impl FnMut(&str, &mut u16)) {
+        f("db_proxy", &mut self.db);
+        f("route", &mut self.route);
+        f("login_msg", &mut self.login_msg);
+        f("login_http", &mut self.login_http);
+        f("login_client", &mut self.login_client);
+        for p in &mut self.msg {
+            f("msg", p);
+        }
+        for p in &mut self.ws {
+            f("ws", p);
+        }
+        f("msfs", &mut self.msfs);
+        f("file_client", &mut self.file_client);
+        f("file_msg", &mut self.file_msg);
+    }
+}
+
 /// How to run the whole system.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -84,6 +178,10 @@ pub struct SystemConfig {
     /// answers), for clients that reach it by another name than `host`
     /// (`--host 0.0.0.0`, a proxy); `None`: `http://<host>:<msfs port>/`.
     pub msfs_url: Option<String>,
+    /// The push_server: its address (host and port are replaced by
+    /// `host` and the port asked for here; TeamTalk's 8500), sinks and
+    /// bounds. Without sinks, every token is answered "no sink".
+    pub push: PushConfig,
 }
 
 impl SystemConfig {
@@ -116,6 +214,10 @@ impl SystemConfig {
             admin_token: None,
             cluster_secret: None,
             msfs_url: None,
+            push: PushConfig::new(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), push::DEFAULT_PORT),
+                push::Sinks::default(),
+            ),
         }
     }
 
@@ -136,6 +238,7 @@ impl SystemConfig {
             file_msg: 0,
         };
         cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+        cfg.push.port = 0;
         cfg
     }
 }
@@ -264,6 +367,7 @@ pub struct RunningSystem {
     file: Option<RunningFile>,
     file_cfg: FileConfig,
     msgs: Vec<RunningMsg>,
+    push: RunningPush,
     metrics: Arc<SystemMetrics>,
     admin: Option<Running<AdminApp>>,
 }
@@ -324,6 +428,15 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     msfs_cfg.listen_ips = vec![cfg.host];
     msfs_cfg.port = cfg.ports.msfs;
     msfs_cfg.public_url.clone_from(&cfg.msfs_url);
+    // The web client (login_server's page) uploads images: its origin may
+    // read msfs's answers. With a kernel-chosen login port the origin is
+    // not known yet (msfs starts first, login_server names it), so any
+    // origin then: an answer only names the URL of what was just uploaded,
+    // and any program can upload without a browser anyway.
+    msfs_cfg.cors_origins = match web_origins(cfg.host, cfg.ports.login_http) {
+        WsOrigins::List(list) if cfg.ports.login_http != 0 => list.to_vec(),
+        _ => vec!["*".to_owned()],
+    };
     let msfs = msfs::spawn(msfs_cfg)?;
     let msfs_url = advertised_msfs_url(&cfg, msfs.addr());
     let mut login_cfg = LoginConfig::loopback();
@@ -347,6 +460,10 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     // A restart binds the same ports, the ones chosen now if 0 was asked.
     file_cfg.client_port = file.client_addr().port();
     file_cfg.msg_port = file.msg_server_addr().port();
+    let mut push_cfg = cfg.push.clone();
+    push_cfg.listen_ips = vec![cfg.host];
+    push_cfg.peers = peers.clone();
+    let push = push::spawn(push_cfg)?;
     let mut msgs = Vec::new();
     let origins = web_origins(cfg.host, login.http_addr().port());
     for (i, port) in cfg.ports.msg.iter().enumerate() {
@@ -365,6 +482,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         m.link_timers = cfg.link_timers;
         m.peers = peers.clone();
         m.file = vec![file.msg_server_addr()];
+        m.push = vec![push.addr()];
         m.threads = 1;
         msgs.push(msg::spawn(m)?);
     }
@@ -383,6 +501,11 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             "msfs",
             msfs.addr().to_string(),
             msfs.metrics(),
+        )),
+        Arc::new(Labelled::new(
+            "push_server",
+            push.addr().to_string(),
+            push.metrics(),
         )),
     ];
     for m in &msgs {
@@ -427,6 +550,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         file: Some(file),
         file_cfg,
         msgs,
+        push,
         metrics,
         admin,
     })
@@ -548,6 +672,18 @@ impl RunningSystem {
         Arc::clone(&self.store)
     }
 
+    /// push_server's address (msg_servers' port).
+    #[must_use]
+    pub fn push_addr(&self) -> SocketAddr {
+        self.push.addr()
+    }
+
+    /// The push_server.
+    #[must_use]
+    pub fn push(&self) -> &RunningPush {
+        &self.push
+    }
+
     /// The running msg_servers.
     #[must_use]
     pub fn msg_servers(&self) -> &[RunningMsg] {
@@ -650,6 +786,7 @@ impl RunningSystem {
             db,
             file,
             admin,
+            push,
             ..
         } = self;
         if let Some(admin) = admin {
@@ -661,6 +798,7 @@ impl RunningSystem {
         if let Some(f) = file {
             f.stop();
         }
+        push.stop();
         login.stop();
         msfs.stop();
         route.stop();

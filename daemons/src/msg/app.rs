@@ -26,6 +26,7 @@
 //!   link is up, online or offline as TeamTalk decides, every offer is
 //!   answered, offline records are scoped to the session's user.
 
+use crate::runtime::log_gate::LogGate;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -66,6 +67,8 @@ const NO_PORT: PortId = PortId(u8::MAX);
 /// The file-transfer half: file_server links, offers, offline records.
 mod admin;
 mod files;
+/// The push path: offline recipients notified through push_server.
+pub mod push;
 
 pub use admin::LocalSession;
 
@@ -82,6 +85,9 @@ pub enum Upstream {
     /// file_server: file transfer tasks. Optional: without one, file
     /// requests are answered with a failure, logins are not refused.
     File,
+    /// push_server: notifications for recipients without a phone online.
+    /// Optional: without one, nothing is pushed.
+    Push,
 }
 
 impl Upstream {
@@ -96,6 +102,7 @@ impl Upstream {
             Self::Login => "login",
             Self::Route => "route",
             Self::File => "file",
+            Self::Push => "push",
         }
     }
 
@@ -106,6 +113,7 @@ impl Upstream {
             Self::Login => "login_server",
             Self::Route => "route_server",
             Self::File => "file_server",
+            Self::Push => "push_server",
         }
     }
 
@@ -114,7 +122,7 @@ impl Upstream {
         match self {
             // Logins never wait on a file_server; db_proxy's code is the
             // nearest "a server is unreachable".
-            Self::Db | Self::File => ResultType::RefuseReasonNoDbServer,
+            Self::Db | Self::File | Self::Push => ResultType::RefuseReasonNoDbServer,
             Self::Login => ResultType::RefuseReasonNoLoginServer,
             Self::Route => ResultType::RefuseReasonNoRouteServer,
         }
@@ -228,6 +236,8 @@ enum PendingKind {
     FileStatus,
     /// A file_server (this link) opening a transfer task.
     FileTransfer(LinkId),
+    /// A step of a message's push (the plan is in [`Pending::push`]).
+    Push(push::PushStep),
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +261,8 @@ struct Pending<C> {
     holds_credit: bool,
     /// The file a client offered, for the file-transfer requests.
     offer: Option<files::FileOffer>,
+    /// A message's push, for the push path's requests.
+    push: Option<Box<push::PushPlan>>,
 }
 
 /// What [`MsgApp::forward_with`] may do beyond [`MsgApp::forward`].
@@ -263,6 +275,8 @@ struct Forward {
     on_failure: Option<FailureAnswer>,
     /// The file offered.
     offer: Option<files::FileOffer>,
+    /// The push under way.
+    push: Option<Box<push::PushPlan>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -328,6 +342,16 @@ pub struct MsgApp<C> {
     stats: AppStats,
     /// The file_servers' client addresses, by link.
     files: files::FileLinks,
+    /// Refused logins and kicks: one INFO line per interval (a client can
+    /// cause thousands), the rest at debug; the counters count them all.
+    refusal_log: LogGate<u32>,
+    kick_log: LogGate<u32>,
+    /// The push path's settings and counters.
+    push: push::PushState,
+    /// login_server links this msg_server registered on (since they came
+    /// up). Registration waits for db_proxy and route_server: a msg_server
+    /// login_server hands out must be able to log clients in.
+    registered: HashSet<LinkId>,
 }
 
 impl<C: Debug> Debug for MsgApp<C> {
@@ -368,7 +392,19 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             logged_in: 0,
             stats: AppStats::default(),
             files: files::FileLinks::default(),
+            refusal_log: LogGate::default(),
+            kick_log: LogGate::default(),
+            push: push::PushState::default(),
+            registered: HashSet::new(),
         }
+    }
+
+    /// Decodes message text for push notifications with this `aesKey`
+    /// (TeamTalk's default otherwise).
+    #[must_use]
+    pub fn with_aes_key(mut self, key: Option<[u8; 32]>) -> Self {
+        self.push.aes_key = key;
+        self
     }
 
     /// Counters so far.
@@ -468,20 +504,16 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
         }
         let greeting = match l.kind {
-            Upstream::Db => Vec::new(),
+            // db_proxy and route_server up may complete what registration
+            // waits for, on every login link up and not registered yet.
+            Upstream::Db => return self.register_where_ready(),
             Upstream::Login => {
-                let r = &self.registration;
-                let info = ImMsgServInfo {
-                    ip1: r.ip1.clone(),
-                    ip2: r.ip2.clone(),
-                    port: u32::from(r.port),
-                    max_conn_cnt: r.max_conn_cnt,
-                    cur_conn_cnt: self.logged_in,
-                    host_name: r.host_name.clone(),
-                    ws_port: r.ws_port.map(u32::from),
-                    ws_tls: r.ws_port.map(|_| r.ws_tls),
-                };
-                vec![Command::OtherMsgServInfo.pdu(0, &info)]
+                let mut out = self.register_where_ready();
+                if !self.registered.contains(&link) {
+                    debug!(addr = %l.addr, "registration with login_server waits for db_proxy and route_server");
+                }
+                out.retain(|a| matches!(a, Action::Link(to, _) if *to == link));
+                return out;
             }
             Upstream::Route => {
                 let user_stat_list = self
@@ -512,10 +544,46 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 Command::OtherFileServerIpReq
                     .pdu(0, &teamtalk_proto::pb::im::server::ImFileServerIpReq {}),
             ],
+            Upstream::Push => Vec::new(),
         };
-        greeting
+        let mut out: Actions<C> = greeting
             .into_iter()
             .map(|pdu| Action::Link(link, pdu))
+            .collect();
+        if l.kind == Upstream::Route {
+            out.extend(self.register_where_ready());
+        }
+        out
+    }
+
+    /// `IMMsgServInfo` to every login_server link that is up and not
+    /// registered on yet, once db_proxy and route_server are up.
+    fn register_where_ready(&mut self) -> Actions<C> {
+        if !(self.is_up(Upstream::Db) && self.is_up(Upstream::Route)) {
+            return Vec::new();
+        }
+        let r = &self.registration;
+        let info = ImMsgServInfo {
+            ip1: r.ip1.clone(),
+            ip2: r.ip2.clone(),
+            port: u32::from(r.port),
+            max_conn_cnt: r.max_conn_cnt,
+            cur_conn_cnt: self.logged_in,
+            host_name: r.host_name.clone(),
+            ws_port: r.ws_port.map(u32::from),
+            ws_tls: r.ws_port.map(|_| r.ws_tls),
+        };
+        let todo: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(l, up)| *up && l.kind == Upstream::Login && !self.registered.contains(&l.id))
+            .map(|(l, _)| l.id)
+            .collect();
+        todo.into_iter()
+            .map(|link| {
+                self.registered.insert(link);
+                Action::Link(link, Command::OtherMsgServInfo.pdu(0, &info))
+            })
             .collect()
     }
 
@@ -531,9 +599,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         for (x, up) in &mut self.links {
             if x.id == link && *up {
                 *up = false;
-                warn!(upstream = ?l.kind, addr = %l.addr, "link down");
+                // The link itself logs it at WARN with the next retry.
+                debug!(upstream = ?l.kind, addr = %l.addr, "link down");
             }
         }
+        // A login_server that comes back gets the registration again.
+        self.registered.remove(&link);
         let upstream = l.kind;
         if upstream == Upstream::File {
             return self.file_link_down(link);
@@ -583,6 +654,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 None => self.reply_pdu(upstream, pdu, msg),
             },
             Upstream::File => self.file_link_pdu(link, pdu, msg),
+            Upstream::Push => {
+                let mut out = Vec::new();
+                self.push_answer(msg, &mut out);
+                out
+            }
             Upstream::Login => {
                 debug!(key = %pdu.key(), "ignoring pdu from login_server");
                 Vec::new()
@@ -668,12 +744,15 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             return out;
         };
         if req.user_name.len() > MAX_CREDENTIAL_LEN || req.password.len() > MAX_CREDENTIAL_LEN {
-            info!(
-                ?conn,
-                name_len = req.user_name.len(),
-                password_len = req.password.len(),
-                "login refused: user name or password too long"
-            );
+            if let Some(held_back) = self.refusal_log.pass_secs(self.now) {
+                info!(
+                    ?conn,
+                    name_len = req.user_name.len(),
+                    password_len = req.password.len(),
+                    held_back,
+                    "login refused: user name or password too long"
+                );
+            }
             self.refuse_login(
                 conn,
                 pdu.seq(),
@@ -683,7 +762,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             return out;
         }
         if let Some(down) = Upstream::ALL.into_iter().find(|u| !self.is_up(*u)) {
-            info!(?conn, user = %clip(&req.user_name), ?down, "login refused: link down");
+            if let Some(held_back) = self.refusal_log.pass_secs(self.now) {
+                info!(?conn, user = %clip(&req.user_name), ?down, held_back, "login refused: link down");
+            } else {
+                debug!(?conn, user = %clip(&req.user_name), ?down, "login refused: link down");
+            }
             self.refuse_login(conn, pdu.seq(), down.refusal(), &mut out);
             return out;
         }
@@ -729,6 +812,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             && let Some((user_id, client_type)) = state.user
         {
             self.presence.logout(user_id, conn);
+            if self.presence.sessions(user_id).next().is_none() {
+                self.push.nicks.remove(&user_id);
+            }
             self.went_offline(user_id, client_type, &mut out);
             self.maybe_forget_groups(user_id, &mut out);
         }
@@ -1039,6 +1125,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             self.stats.messages_acked += 1;
         }
         let delivery = Command::MsgData.pdu(0, &m);
+        // Pushed from here only, the sender's msg_server (push.rs); a
+        // resend too: the first push may never have gone, and push_server
+        // sends one message to one device once.
+        self.start_push(p.conn, &m, out);
         if group {
             // Every local member (the sender's other sessions included),
             // not the sending session; one copy to route_server for the
@@ -1180,6 +1270,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             info!(?upstream, "upstream is shutting down");
             return out;
         }
+        if let Message::LoginResDevicetoken(r) = &msg
+            && r.attach_data.is_none()
+        {
+            // db_proxy removed a token push_server found invalid.
+            return out;
+        }
         let Some(p) = self.take_pending(&mut msg) else {
             debug!(?upstream, key = %pdu.key(), "reply without a pending request");
             self.stats.stale_replies += 1;
@@ -1187,6 +1283,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         self.release(&p, &mut out);
         match (p.kind, msg) {
+            (PendingKind::Push(step), msg) => self.push_reply(p, step, msg, &mut out),
             (
                 PendingKind::Login {
                     client_type,
@@ -1254,6 +1351,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         reason: &str,
         out: &mut Actions<C>,
     ) {
+        if let PendingKind::Push(step) = p.kind {
+            self.push_failed(step);
+            return;
+        }
         self.stats.forward_failed += 1;
         if p.kind == PendingKind::FileStatus {
             // Not knowing where the receiver is, the file goes offline.
@@ -1409,12 +1510,18 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         let user = match (rsp.result_code, rsp.user_info) {
             (0, Some(user)) => user,
             (code, _) => {
-                info!(conn = ?p.conn, user = %clip(&rsp.user_name), code, "login refused by db_proxy");
+                if let Some(held_back) = self.refusal_log.pass_secs(self.now) {
+                    info!(conn = ?p.conn, user = %clip(&rsp.user_name), code, held_back,
+                        "login refused by db_proxy");
+                } else {
+                    debug!(conn = ?p.conn, user = %clip(&rsp.user_name), code, "login refused by db_proxy");
+                }
                 self.refuse_login(p.conn, p.seq, ResultType::RefuseReasonDbValidateFailed, out);
                 return;
             }
         };
         let user_id = user.user_id;
+        self.push.nicks.insert(user_id, user.user_nick_name.clone());
         if let Some(kick) = self.presence.login(user_id, client_type, p.conn) {
             self.kick(kick.session, user_id, kick.reason, out);
         }
@@ -1566,7 +1673,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             ]
             .iter()
             .any(|c| pdu.is(c.key())),
-            Upstream::Db | Upstream::File => false,
+            Upstream::Db | Upstream::File | Upstream::Push => false,
         };
         let targets: Vec<LinkId> = if to_all {
             self.up_links(upstream).collect()
@@ -1679,6 +1786,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 bytes,
                 holds_credit,
                 offer: options.offer,
+                push: options.push,
             },
         );
         let Some(link) = options.link.or_else(|| self.up_links(upstream).next()) else {
@@ -1757,7 +1865,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     }
 
     fn kick(&mut self, conn: C, user_id: u32, reason: KickReason, out: &mut Actions<C>) {
-        info!(?conn, user_id, ?reason, "kicking session");
+        if let Some(held_back) = self.kick_log.pass_secs(self.now) {
+            info!(?conn, user_id, ?reason, held_back, "kicking session");
+        } else {
+            debug!(?conn, user_id, ?reason, "kicking session");
+        }
         self.presence_watchers.remove(&conn);
         if let Some(state) = self.conns.get_mut(&conn)
             && let Some((uid, ct)) = state.user.take()
@@ -1907,6 +2019,7 @@ impl runtime::App for MsgApp<Conn> {
     }
 
     fn collect(&self, out: &mut Scrape) {
+        self.collect_push(out);
         let s = self.stats;
         out.counter(
             "teamtalk_msg_logins_ok_total",
@@ -2002,7 +2115,8 @@ impl runtime::App for MsgApp<Conn> {
         let files_configured = self.links.iter().any(|(l, _)| l.kind == Upstream::File);
         let kinds = Upstream::ALL
             .into_iter()
-            .chain(files_configured.then_some(Upstream::File));
+            .chain(files_configured.then_some(Upstream::File))
+            .chain(self.push_configured().then_some(Upstream::Push));
         for kind in kinds {
             if !self.is_up(kind) {
                 let addrs: Vec<String> = self

@@ -133,7 +133,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 "file_server addresses out of bounds left out"
             );
         }
-        info!(?link, addrs = ?addrs.iter().map(|a| format!("{}:{}", clip(&a.ip), a.port)).collect::<Vec<_>>(),
+        debug!(?link, addrs = ?addrs.iter().map(|a| format!("{}:{}", clip(&a.ip), a.port)).collect::<Vec<_>>(),
             "file_server addresses");
         self.files.addrs.insert(link, addrs);
     }
@@ -322,6 +322,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             link: Some(link),
             on_failure: failure.clone(),
             offer: Some(offer),
+            push: None,
         };
         if !self.forward_with(
             conn,
