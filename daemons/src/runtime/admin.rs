@@ -158,6 +158,17 @@ impl AdminApp {
                     );
                     return Err(Box::new(r));
                 }
+                if self.token.is_none() && !host_is_an_address(request) {
+                    // Without a token, only a page that names the port by
+                    // its address gets in: a name could be a DNS-rebinding
+                    // page of another site pointed at loopback.
+                    self.refused += 1;
+                    return Err(Box::new(http::error(
+                        StatusCode::FORBIDDEN,
+                        "without an AdminToken the API answers requests to the port's address \
+                         (127.0.0.1, localhost) only",
+                    )));
+                }
                 if let Some(o) = request.extensions().get::<OversizedBody>() {
                     return Err(Box::new(http::error(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -235,6 +246,32 @@ impl App for AdminApp {
     }
 
     fn health(&self, _problems: &mut Vec<String>) {}
+}
+
+/// Whether the request's `Host` is an IP address or `localhost` (with an
+/// optional port), not a DNS name, or absent (HTTP/1.0 tools).
+fn host_is_an_address(request: &Request) -> bool {
+    let Some(host) = request.headers().get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    if host.parse::<SocketAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.parse::<u16>().is_ok() {
+            name
+        } else {
+            host
+        }
+    });
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// Collects from the daemons and serves the API, off the admin's App
@@ -439,6 +476,44 @@ mod tests {
             a.route(&req("GET", "/nothing", None)).unwrap_err().status(),
             StatusCode::NOT_FOUND
         );
+        // Without a token, a request naming the port by a DNS name (a
+        // rebinding page) is refused; addresses and localhost pass.
+        let mut open = app(None);
+        open.console = Some(Console::new());
+        let named = |host: &str| {
+            let mut r = req("GET", "/api/users", None);
+            r.headers_mut().insert(header::HOST, host.parse().unwrap());
+            r
+        };
+        for host in [
+            "127.0.0.1:8090",
+            "localhost:8090",
+            "[::1]:8090",
+            "localhost",
+            "10.0.0.1",
+        ] {
+            assert!(
+                matches!(open.route(&named(host)), Ok(AdminQuery::Api(_))),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:8090",
+            "evil.example",
+            "localhost.evil.example",
+        ] {
+            assert_eq!(
+                open.route(&named(host)).unwrap_err().status(),
+                StatusCode::FORBIDDEN,
+                "{host}"
+            );
+        }
+        // With a token any name will do.
+        let mut r = named("admin.example:8090");
+        r.headers_mut()
+            .insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(matches!(a.route(&r), Ok(AdminQuery::Api(_))));
+
         // Without the API, /api is just another unknown path.
         let mut plain = app(None);
         assert_eq!(
