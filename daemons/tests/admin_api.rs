@@ -444,17 +444,28 @@ fn db_proxy_serves_the_api_for_separate_daemons() {
         assert_eq!((change, group, users), (1, id(&g), vec![erin, frank]));
     }
 
-    // Sessions are known to the msg_servers only.
-    let err = api
+    // db_proxy asks every msg_server who is online.
+    let sessions = api
         .call("GET", &format!("/api/users/{erin}/sessions"), None)
-        .unwrap_err();
-    assert_eq!(err.status(), Some(501), "{err}");
+        .unwrap();
+    let list = sessions.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{sessions}");
+    assert_eq!(list[0]["client"], "windows");
+    let phone = api
+        .call("GET", &format!("/api/users/{frank}/sessions"), None)
+        .unwrap();
+    assert_eq!(phone[0]["client"], "android", "{phone}");
 
     let kicked = api
         .call("DELETE", &format!("/api/users/{erin}/sessions"), None)
         .unwrap();
     assert_eq!(kicked["kicked"], Value::Null);
     assert!(closed(&mut e), "erin was kicked");
+    assert_eq!(
+        api.call("GET", &format!("/api/users/{erin}/sessions"), None)
+            .unwrap(),
+        json!([])
+    );
 
     api.call("POST", &format!("/api/users/{frank}/disable"), None)
         .unwrap();

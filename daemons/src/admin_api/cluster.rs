@@ -8,12 +8,14 @@
 //! instructions go as PDUs to every msg_server connected to it, which act
 //! on them for their own sessions (`OtherServerKickUser` kicks every
 //! session of the user; `GroupChangeMemberNotify` reaches the members
-//! online there). Every msg_server links to the db_proxy_server serving
+//! online there), and the sessions of a user are asked of each of them
+//! (`crate::db_proxy::sessions`). Every msg_server links to the db_proxy_server serving
 //! its store, so all of them are told; a msg_server whose link is down
 //! misses a kick (the user's next request to db_proxy finds them
 //! disabled) or a notice (members see the change at their next login).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
 use teamtalk_proto::pb::im::server::ImServerKickUser;
@@ -23,6 +25,7 @@ use tracing::warn;
 use super::types::client_name;
 use super::{Cluster, ClusterError, OnlineSession};
 use crate::db_proxy::DbProxyApp;
+use crate::db_proxy::sessions::QUERY_TTL;
 use crate::msg::MsgApp;
 use crate::runtime::{Conn, Controller};
 use crate::store::UserId;
@@ -136,11 +139,32 @@ impl DbProxyLinks {
 }
 
 impl Cluster for DbProxyLinks {
-    fn sessions(&self, _user: UserId) -> Result<Vec<OnlineSession>, ClusterError> {
-        Err(ClusterError::Unsupported(
-            "db_proxy_server does not know who is online; `teamtalk up`'s admin API lists \
-             sessions",
-        ))
+    fn sessions(&self, user: UserId) -> Result<Vec<OnlineSession>, ClusterError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.db
+            .act(move |app, now, out| app.ask_sessions(user, now, tx, out))
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        // db_proxy answers by QUERY_TTL with whatever came.
+        let answer = rx
+            .recv_timeout(QUERY_TTL + Duration::from_secs(3))
+            .map_err(|_| ClusterError::Unavailable("db_proxy_server did not answer".into()))?;
+        if !answer.silent.is_empty() {
+            warn!(silent = ?answer.silent, "admin API: msg_servers did not say who is online");
+        }
+        Ok(answer
+            .sessions
+            .into_iter()
+            .map(|(link, s)| {
+                let client_type = u32::try_from(s.client_type).unwrap_or(0);
+                OnlineSession {
+                    server: format!("msg_server link from {link}"),
+                    client_type,
+                    client: client_name(client_type).to_owned(),
+                    addr: None,
+                    status: s.status,
+                }
+            })
+            .collect())
     }
 
     fn kick(&self, user: UserId) -> Result<Option<u32>, ClusterError> {

@@ -2,16 +2,18 @@
 //! It takes requests from msg_servers, hands them to the store lane or a
 //! login lane, and sends each reply back to the connection that asked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use teamtalk_proto::Pdu;
 use teamtalk_proto::command::CommandMessage;
 use teamtalk_proto::pb::im::server::ImStopReceivePacket;
+use teamtalk_proto::{Command, Message, Pdu};
 use tracing::{debug, info, warn};
 
 use super::DbProxyConfig;
 use super::handler::DbProxy;
+use super::sessions::{SessionQueries, SessionsAnswer};
 use super::worker::{DbWorker, Job, Reply};
 use crate::admin_api::{AdminApi, DbProxyLinks};
 use crate::metrics::{Histogram, Scrape};
@@ -29,6 +31,11 @@ const STORE_LANE: usize = 0;
 pub struct DbProxyApp {
     proxy: Arc<DbProxy>,
     peers: BTreeSet<Conn>,
+    /// Each msg_server connection's peer address (the admin API's
+    /// sessions answers name it).
+    peer_addrs: HashMap<Conn, SocketAddr>,
+    /// The admin API's sessions queries waiting for the msg_servers.
+    session_queries: SessionQueries,
     login_lanes: usize,
     next_login: usize,
     /// Requests handed to the store lane and not answered yet.
@@ -62,6 +69,23 @@ impl DbProxyApp {
             out.send(*conn, pdu.clone());
         }
         self.peers.len()
+    }
+
+    /// Asks every msg_server connected which sessions `user` has there;
+    /// the answer comes on `reply` (see [`super::sessions`]).
+    pub fn ask_sessions(
+        &mut self,
+        user: u32,
+        now: Now,
+        reply: crossbeam_channel::Sender<SessionsAnswer>,
+        out: &mut Out<Job<Conn>>,
+    ) {
+        for (conn, pdu) in self
+            .session_queries
+            .ask(user, &self.peer_addrs, now.mono, reply)
+        {
+            out.send(conn, pdu);
+        }
     }
 
     fn lane(&mut self, pdu: &Pdu) -> usize {
@@ -120,6 +144,8 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
     let app = DbProxyApp {
         proxy,
         peers: BTreeSet::new(),
+        peer_addrs: HashMap::new(),
+        session_queries: SessionQueries::default(),
         login_lanes: config.worker.login_threads,
         next_login: 0,
         store_queued: 0,
@@ -146,12 +172,27 @@ impl App for DbProxyApp {
         "db_proxy_server"
     }
 
-    fn handle(&mut self, _now: Now, input: Input<'_, Reply<Conn>>, out: &mut Out<Job<Conn>>) {
+    fn handle(&mut self, now: Now, input: Input<'_, Reply<Conn>>, out: &mut Out<Job<Conn>>) {
         match input {
             Input::Opened { conn, peer, .. } => {
                 debug!(%conn, %peer, "msg_server connected");
                 self.peers.insert(conn);
+                self.peer_addrs.insert(conn, peer);
             }
+            Input::Pdu { conn, pdu } if pdu.is(Command::OtherOnlineUserInfo.key()) => {
+                // Only the admin API's sessions queries are answered so.
+                let from = self.peer_addrs.get(&conn).copied();
+                let answered = match (from, Message::decode(pdu)) {
+                    (Some(from), Ok(Message::OtherOnlineUserInfo(info))) => self
+                        .session_queries
+                        .answered(conn, from, pdu.header.seq_num, info),
+                    _ => false,
+                };
+                if !answered {
+                    debug!(%conn, "online-user list that answers no query; dropped");
+                }
+            }
+            Input::Tick => self.session_queries.expire(now.mono, &self.peer_addrs),
             Input::Pdu { conn, pdu } => {
                 let lane = self.lane(pdu);
                 if lane == STORE_LANE {
@@ -180,6 +221,8 @@ impl App for DbProxyApp {
             Input::Closed { conn, reason } => {
                 info!(%conn, %reason, "msg_server connection closed");
                 self.peers.remove(&conn);
+                self.peer_addrs.remove(&conn);
+                self.session_queries.closed(conn);
             }
             Input::Stopping => {
                 // TeamTalk's db_proxy tells its peers to stop sending before

@@ -649,7 +649,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         match upstream {
             Upstream::Route => self.route_pdu(pdu, msg),
-            Upstream::Db => match self.db_instruction(pdu, &msg) {
+            Upstream::Db => match self.db_instruction(link, pdu, &msg) {
                 Some(actions) => actions,
                 None => self.reply_pdu(upstream, pdu, msg),
             },

@@ -1208,6 +1208,23 @@ fn kicks_and_member_notices_from_db_proxy_are_instructions_not_replies() {
     );
     assert!(app.user_sessions(8).is_empty());
 
+    // db_proxy asks who is online: answered on the db link, same seq.
+    let ask = teamtalk_proto::pb::im::buddy::ImUsersStatReq {
+        user_id: 0,
+        user_id_list: vec![7, 8],
+        attach_data: None,
+    };
+    let out = app.upstream_pdu(DB, &Command::BuddyListUsersStatusRequest.pdu(33, &ask));
+    let [Action::Link(DB, answer)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(answer.header.seq_num, 33);
+    let Ok(Message::OtherOnlineUserInfo(info)) = Message::decode(answer) else {
+        panic!("{answer:?}")
+    };
+    let users: Vec<u32> = info.user_stat_list.iter().map(|s| s.user_id).collect();
+    assert_eq!(users, [7], "8 was kicked");
+
     // The in-process path delivers the same way.
     let out = app.deliver_group_change(&ImGroupChangeMemberNotify {
         change_type: 2,

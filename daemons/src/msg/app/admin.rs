@@ -12,11 +12,18 @@ use std::hash::Hash;
 use std::net::SocketAddr;
 
 use teamtalk_conn::KickReason;
+use teamtalk_proto::pb::im::base_define::ServerUserStat;
 use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
+use teamtalk_proto::pb::im::server::ImOnlineUserInfo;
 use teamtalk_proto::{Command, Message, Pdu};
 use tracing::info;
 
-use super::{Actions, MsgApp};
+use super::{Action, Actions, MsgApp};
+use crate::runtime::LinkId;
+
+/// Most users one sessions query from db_proxy names (the admin API asks
+/// about one).
+const MAX_SESSION_QUERY: usize = 100;
 
 /// A logged-in session of this msg_server, as the admin API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,10 +98,36 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     /// admin API, with separate daemons): `OtherServerKickUser` kicks
     /// every session of the user here; `GroupChangeMemberNotify` is
     /// delivered to the members online here (db_proxy sends it to every
-    /// msg_server, so none relays it). `None` for any other PDU, which is
-    /// then a reply.
-    pub(super) fn db_instruction(&mut self, pdu: &Pdu, msg: &Message) -> Option<Actions<C>> {
+    /// msg_server, so none relays it); `BuddyListUsersStatusRequest` asks
+    /// for the sessions of the users it names here, answered on the same
+    /// link with `OtherOnlineUserInfo` (one entry per session) and the
+    /// request's seq. `None` for any other PDU, which is then a reply.
+    pub(super) fn db_instruction(
+        &mut self,
+        link: LinkId,
+        pdu: &Pdu,
+        msg: &Message,
+    ) -> Option<Actions<C>> {
         match msg {
+            Message::BuddyListUsersStatusRequest(req) => {
+                let user_stat_list = req
+                    .user_id_list
+                    .iter()
+                    .take(MAX_SESSION_QUERY)
+                    .flat_map(|&user| {
+                        self.user_sessions(user)
+                            .into_iter()
+                            .map(move |s| ServerUserStat {
+                                user_id: user,
+                                status: s.online_status,
+                                client_type: s.client_type as i32,
+                            })
+                    })
+                    .collect();
+                let answer = Command::OtherOnlineUserInfo
+                    .pdu(pdu.header.seq_num, &ImOnlineUserInfo { user_stat_list });
+                Some(vec![Action::Link(link, answer)])
+            }
             Message::OtherServerKickUser(k) => Some(self.kick_user(k.user_id).1),
             Message::GroupChangeMemberNotify(n) => {
                 let mut out = Vec::new();
