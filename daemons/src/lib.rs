@@ -40,6 +40,7 @@
 //! daemons' Apps, the shared runtime, the store and `teamtalk up`'s
 //! [`system`]: what a Rust backend links.
 #![forbid(unsafe_code)]
+pub mod admin_api;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clip;

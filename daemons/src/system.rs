@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::admin_api::{AdminApi, MsgServers};
 use crate::cluster::PeerPolicy;
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
 use crate::file::{self, FileConfig, RunningFile};
@@ -24,7 +25,7 @@ use crate::password::HashParams;
 use crate::push::{self, PushConfig, RunningPush};
 use crate::route::{self, RouteConfig, RunningRoute};
 use crate::runtime::admin::AdminApp;
-use crate::runtime::{AdminSettings, DaemonError, Running, serve_admin};
+use crate::runtime::{AdminSettings, DaemonError, Running, serve_admin_api};
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 use teamtalk_conn::WsOrigins;
 
@@ -531,10 +532,18 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     metrics.db.set(Some(db.metrics()));
     metrics.file.set(Some(file.metrics()));
     let admin = match cfg.admin {
-        Some(addr) => Some(serve_admin(
-            &AdminSettings::with_token(addr, cfg.admin_token.clone()),
-            Arc::clone(&metrics) as Arc<dyn MetricsSource>,
-        )?),
+        Some(addr) => {
+            // The admin API acts on the store and, in-process, on the
+            // msg_servers (docs/admin-api.md).
+            let cluster =
+                MsgServers::new(msgs.iter().map(|m| (m.addr(), m.controller())).collect());
+            let api = AdminApi::new(Arc::clone(&store) as Arc<dyn Store>, Arc::new(cluster));
+            Some(serve_admin_api(
+                &AdminSettings::with_token(addr, cfg.admin_token.clone()),
+                Arc::clone(&metrics) as Arc<dyn MetricsSource>,
+                Some(Arc::new(api)),
+            )?)
+        }
         None => None,
     };
     Ok(RunningSystem {

@@ -562,6 +562,170 @@ fn a_wrong_password_is_said_and_not_retried() {
     );
 }
 
+/// The admin console (served on `teamtalk up`'s admin port) in a browser.
+struct Console {
+    _browser: Browser,
+    tab: Arc<Tab>,
+}
+
+impl Console {
+    fn open(w: &World, token: &str) -> Self {
+        let browser = launch();
+        let tab = browser.new_tab().expect("tab");
+        tab.set_default_timeout(SEE);
+        let url = format!("http://{}/", w.sys.admin_addr().expect("admin port"));
+        tab.navigate_to(&url).expect("navigate");
+        tab.wait_until_navigated().expect("loaded");
+        let c = Self {
+            _browser: browser,
+            tab,
+        };
+        c.type_into("#token", token);
+        c.tab.press_key("Enter").expect("use the token");
+        c.wait(
+            "healthy",
+            "document.getElementById('health').textContent === 'healthy'",
+        );
+        c
+    }
+
+    fn eval(&self, js: &str) -> serde_json::Value {
+        self.tab
+            .evaluate(js, false)
+            .unwrap_or_else(|e| panic!("console: evaluating {js}: {e}"))
+            .value
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn wait(&self, what: &str, js: &str) {
+        let end = daemons::clock::now() + SEE;
+        loop {
+            if self.eval(js) == serde_json::Value::Bool(true) {
+                return;
+            }
+            if daemons::clock::now() > end {
+                let body = self.eval("document.body.innerText");
+                panic!("console: {what} not seen within {SEE:?}; the page shows:\n{body}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn type_into(&self, selector: &str, text: &str) {
+        self.tab
+            .wait_for_element(selector)
+            .unwrap_or_else(|e| panic!("{selector}: {e}"))
+            .click()
+            .expect("click");
+        self.tab.type_str(text).expect("type");
+    }
+
+    fn tab_named(&self, tab: &str) {
+        self.eval(&format!(
+            "document.querySelector(\".tabs button[data-tab='{tab}']\").click()"
+        ));
+    }
+
+    fn screenshot(&self, file: &str) {
+        let Some(dir) = std::env::var_os("TEAMTALK_WEB_SCREENSHOTS") else {
+            return;
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let png = self
+            .tab
+            .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+            .expect("screenshot");
+        let path = PathBuf::from(dir).join(file);
+        std::fs::write(&path, png).expect("write screenshot");
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+#[test]
+fn the_admin_console_creates_a_user_who_then_signs_in_from_the_web_client() {
+    if !browser_wanted() {
+        return;
+    }
+    let w = world_with(|cfg| cfg.admin_token = Some("console-token".into()));
+    let console = Console::open(&w, "console-token");
+    console.wait(
+        "the overview's figures",
+        "document.getElementById('ov-msgservers').textContent === '2'",
+    );
+
+    // A department, then a user in it, through the forms.
+    console.tab_named("departments");
+    console.type_into("#dept-create input[name=name]", "Support");
+    console
+        .tab
+        .press_key("Enter")
+        .expect("create the department");
+    console.wait(
+        "the department listed",
+        "[...document.querySelectorAll('#departments tr')].some(r => r.cells[1].textContent === 'Support')",
+    );
+    console.tab_named("users");
+    console.wait(
+        "the users listed",
+        "document.querySelectorAll('#users tr').length === 3",
+    );
+    console.type_into("#user-create input[name=name]", "zoe");
+    console.type_into("#user-create input[name=password]", "secret");
+    console.type_into("#user-create input[name=nick]", "Zoe Z");
+    console.eval(
+        "(s => { s.value = [...s.options].find(o => o.textContent === 'Support').value; })\
+         (document.querySelector('#user-create select'))",
+    );
+    console.eval("document.getElementById('user-create').requestSubmit()");
+    console.wait(
+        "zoe listed in Support",
+        "[...document.querySelectorAll('#users tr')].some(r => r.dataset.name === 'zoe' \
+         && r.cells[2].textContent === 'Zoe Z' && r.cells[3].textContent === 'Support')",
+    );
+
+    // zoe signs in from the web client; the console shows her online.
+    let zoe = Person::sign_in(&w, "zoe");
+    console.tab_named("groups");
+    console.tab_named("users");
+    console.wait(
+        "zoe online",
+        "[...document.querySelectorAll('#users tr')].some(r => r.dataset.name === 'zoe' \
+         && r.querySelector('.sessions').textContent.includes('windows'))",
+    );
+    console.screenshot("admin-console-users.png");
+    console.tab_named("overview");
+    console.wait(
+        "zoe counted online",
+        "document.getElementById('ov-online').textContent === '1'",
+    );
+    console.screenshot("admin-console-overview.png");
+    console.tab_named("users");
+    console.wait(
+        "the users listed again",
+        "document.querySelectorAll('#users tr').length === 4",
+    );
+
+    // Disabling her in the console signs the browser out.
+    console.eval(
+        "[...document.querySelectorAll('#users tr')].find(r => r.dataset.name === 'zoe')\
+         .querySelector('button.danger').click()",
+    );
+    zoe.wait(
+        "signed out by the disable",
+        "document.getElementById('conn-state').textContent !== 'Online'",
+    );
+    console.wait(
+        "zoe disabled",
+        "[...document.querySelectorAll('#users tr')].some(r => r.dataset.name === 'zoe' \
+         && r.cells[4].textContent === 'disabled')",
+    );
+    let store = w.sys.store();
+    let zoe_row = daemons::store::Store::user_by_name(&*store, "zoe")
+        .expect("store")
+        .expect("zoe stored");
+    assert_eq!(zoe_row.status, daemons::store::USER_STATUS_DEPARTED);
+}
+
 /// A valid 1x1 PNG (a red dot), built here so the test has no binary file.
 fn tiny_png() -> Vec<u8> {
     // Signature, IHDR (1x1, 8-bit RGB), IDAT (zlib of one filtered row),

@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod groups;
+pub mod remote;
 pub mod users;
 
 pub use daemon::{Daemon, DaemonArgs, daemon_main, run_daemon};
@@ -162,6 +163,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
         /// Create the store if there is none in the data directory.
         #[arg(long)]
         create: bool,
@@ -194,6 +198,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Change a user's password; the old one stops working at once, even
     /// while the system runs.
@@ -206,6 +213,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Refuse a user's logins from now on (TeamTalk's "departed" status);
     /// `user enable` undoes it.
@@ -215,6 +225,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Let a disabled user log in again.
     Enable {
@@ -223,6 +236,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Delete a user (their groups lose them; what they sent stays in the
     /// others' history).
@@ -232,6 +248,9 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
 }
 
@@ -249,6 +268,9 @@ pub enum DeptCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
         /// Create the store if there is none in the data directory.
         #[arg(long)]
         create: bool,
@@ -258,6 +280,9 @@ pub enum DeptCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Rename a department.
     Rename {
@@ -268,6 +293,9 @@ pub enum DeptCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Delete an empty department (clients see it deleted at their next
     /// directory sync).
@@ -277,6 +305,9 @@ pub enum DeptCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
 }
 
@@ -300,12 +331,18 @@ pub enum GroupCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// List every group.
     List {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Show a group and its members.
     Show {
@@ -314,6 +351,9 @@ pub enum GroupCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Add members to a group.
     Add {
@@ -325,6 +365,9 @@ pub enum GroupCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
     /// Remove members from a group.
     Remove {
@@ -336,7 +379,49 @@ pub enum GroupCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// The admin API of a running system (see `--admin`).
+        #[command(flatten)]
+        api: remote::ApiArgs,
     },
+}
+
+impl UserCommand {
+    /// Where the command may go over the admin API: its API arguments and
+    /// data directory (`user seed` works on the store only).
+    fn api_target(&self) -> Option<(&remote::ApiArgs, &Path)> {
+        match self {
+            Self::Add { api, data_dir, .. }
+            | Self::List { api, data_dir }
+            | Self::Passwd { api, data_dir, .. }
+            | Self::Disable { api, data_dir, .. }
+            | Self::Enable { api, data_dir, .. }
+            | Self::Del { api, data_dir, .. } => Some((api, data_dir)),
+            Self::Seed { .. } => None,
+        }
+    }
+}
+
+impl DeptCommand {
+    fn api_target(&self) -> (&remote::ApiArgs, &Path) {
+        match self {
+            Self::Add { api, data_dir, .. }
+            | Self::List { api, data_dir }
+            | Self::Rename { api, data_dir, .. }
+            | Self::Del { api, data_dir, .. } => (api, data_dir),
+        }
+    }
+}
+
+impl GroupCommand {
+    fn api_target(&self) -> (&remote::ApiArgs, &Path) {
+        match self {
+            Self::Create { api, data_dir, .. }
+            | Self::List { api, data_dir }
+            | Self::Show { api, data_dir, .. }
+            | Self::Add { api, data_dir, .. }
+            | Self::Remove { api, data_dir, .. } => (api, data_dir),
+        }
+    }
 }
 
 /// Why a command failed.
@@ -376,6 +461,9 @@ pub enum CliError {
     /// A benchmark could not run.
     #[error(transparent)]
     Bench(#[from] crate::tools::bench::BenchError),
+    /// The admin API refused, or could not be reached.
+    #[error(transparent)]
+    Remote(remote::RemoteError),
     /// Arguments that cannot work together, or a clash they caused.
     #[error("{0}")]
     Usage(String),
@@ -478,6 +566,11 @@ fn write_access(create: bool) -> users::Access {
 
 fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
     use users::Access;
+    if let Some((api, dir)) = cmd.api_target()
+        && let Some(client) = remote::client(api, dir)?
+    {
+        return remote::user(&cmd, &client, out);
+    }
     match cmd {
         UserCommand::Add {
             name,
@@ -486,6 +579,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             dept,
             data_dir,
             create,
+            ..
         } => {
             // Checked before the store is opened: a typo is reported as a
             // typo, not as a missing store.
@@ -515,7 +609,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
                 _ => writeln!(out, "added no users")?,
             }
         }
-        UserCommand::List { data_dir } => {
+        UserCommand::List { data_dir, .. } => {
             let store = users::open(&data_dir, Access::Read)?;
             let n = users::print_users(&store, out)?;
             writeln!(out, "{n} users")?;
@@ -524,6 +618,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             user,
             password,
             data_dir,
+            ..
         } => {
             directory::check_password(&password)?;
             let store = users::open(&data_dir, Access::Write)?;
@@ -534,7 +629,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
                 u.name, u.id
             )?;
         }
-        UserCommand::Disable { user, data_dir } => {
+        UserCommand::Disable { user, data_dir, .. } => {
             let store = users::open(&data_dir, Access::Write)?;
             let u = directory::set_disabled(&store, &user, true)?;
             writeln!(
@@ -543,12 +638,12 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
                 u.name, u.id, u.name
             )?;
         }
-        UserCommand::Enable { user, data_dir } => {
+        UserCommand::Enable { user, data_dir, .. } => {
             let store = users::open(&data_dir, Access::Write)?;
             let u = directory::set_disabled(&store, &user, false)?;
             writeln!(out, "enabled {} (id {})", u.name, u.id)?;
         }
-        UserCommand::Del { user, data_dir } => {
+        UserCommand::Del { user, data_dir, .. } => {
             let store = users::open(&data_dir, Access::Write)?;
             let u = directory::delete_user(&store, &user)?;
             writeln!(out, "deleted user {} (id {})", u.name, u.id)?;
@@ -558,12 +653,17 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn dept_command(cmd: DeptCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    let (api, dir) = cmd.api_target();
+    if let Some(client) = remote::client(api, dir)? {
+        return remote::dept(&cmd, &client, out);
+    }
     match cmd {
         DeptCommand::Add {
             name,
             parent,
             data_dir,
             create,
+            ..
         } => {
             let store = users::open(&data_dir, write_access(create))?;
             let parent = parent.filter(|p| p != "0");
@@ -574,18 +674,19 @@ fn dept_command(cmd: DeptCommand, out: &mut dyn Write) -> Result<(), CliError> {
             dept,
             name,
             data_dir,
+            ..
         } => {
             directory::check_dept_name(&name)?;
             let store = users::open(&data_dir, users::Access::Write)?;
             let d = directory::rename_dept(&store, &dept, &name)?;
             writeln!(out, "renamed department {} (id {}) to {name}", d.name, d.id)?;
         }
-        DeptCommand::Del { dept, data_dir } => {
+        DeptCommand::Del { dept, data_dir, .. } => {
             let store = users::open(&data_dir, users::Access::Write)?;
             let d = directory::delete_dept(&store, &dept)?;
             writeln!(out, "deleted department {} (id {})", d.name, d.id)?;
         }
-        DeptCommand::List { data_dir } => {
+        DeptCommand::List { data_dir, .. } => {
             let store = users::open(&data_dir, users::Access::Read)?;
             let n = users::print_depts(&store, out)?;
             writeln!(out, "{n} departments")?;
@@ -595,6 +696,10 @@ fn dept_command(cmd: DeptCommand, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    let (api, dir) = cmd.api_target();
+    if let Some(client) = remote::client(api, dir)? {
+        return remote::group(&cmd, &client, out);
+    }
     match cmd {
         GroupCommand::Create {
             name,
@@ -602,18 +707,22 @@ fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError>
             members,
             avatar,
             data_dir,
+            ..
         } => {
             groups::print_create(&data_dir, &name, &avatar, &creator, &members, out)?;
         }
-        GroupCommand::List { data_dir } => {
+        GroupCommand::List { data_dir, .. } => {
             let n = groups::print_list(&data_dir, out)?;
             writeln!(out, "{n} groups")?;
         }
-        GroupCommand::Show { group, data_dir } => groups::print_show(&data_dir, group, out)?,
+        GroupCommand::Show {
+            group, data_dir, ..
+        } => groups::print_show(&data_dir, group, out)?,
         GroupCommand::Add {
             group,
             users,
             data_dir,
+            ..
         } => {
             groups::print_change(&data_dir, group, true, &users, out)?;
         }
@@ -621,6 +730,7 @@ fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError>
             group,
             users,
             data_dir,
+            ..
         } => {
             groups::print_change(&data_dir, group, false, &users, out)?;
         }
@@ -786,6 +896,31 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
             out,
             "  admin              http://{a}/metrics  http://{a}/healthz"
         )?;
+        writeln!(
+            out,
+            "  admin console      http://{a}/  (REST API under http://{a}/api/, \
+             described at /api/openapi.json)"
+        )?;
+        // `teamtalk user|dept|group` find the API here while we run.
+        let reachable = match a.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => {
+                SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.port())
+            }
+            IpAddr::V6(v6) if v6.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), a.port())
+            }
+            _ => a,
+        };
+        let ad = remote::Advertised {
+            url: format!("http://{reachable}"),
+            token_file: args
+                .admin_token_file
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        };
+        if let Err(e) = remote::advertise(&args.data_dir, &ad) {
+            warn!(error = %e, "cannot write {} in the data directory", remote::ADMIN_FILE);
+        }
     }
     writeln!(
         out,
@@ -801,6 +936,7 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         .map(|m| m.inspect(crate::msg::MsgApp::stats).unwrap_or_default())
         .collect();
     sys.shutdown();
+    remote::withdraw(&args.data_dir);
     for (addr, s) in msgs.iter().zip(stats) {
         writeln!(
             out,

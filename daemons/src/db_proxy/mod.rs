@@ -58,6 +58,7 @@ pub mod credcache;
 mod handler;
 pub mod limiter;
 mod server;
+pub mod sessions;
 mod worker;
 
 #[cfg(test)]

@@ -2,17 +2,20 @@
 //! It takes requests from msg_servers, hands them to the store lane or a
 //! login lane, and sends each reply back to the connection that asked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use teamtalk_proto::Pdu;
 use teamtalk_proto::command::CommandMessage;
 use teamtalk_proto::pb::im::server::ImStopReceivePacket;
+use teamtalk_proto::{Command, Message, Pdu};
 use tracing::{debug, info, warn};
 
 use super::DbProxyConfig;
 use super::handler::DbProxy;
+use super::sessions::{SessionQueries, SessionsAnswer};
 use super::worker::{DbWorker, Job, Reply};
+use crate::admin_api::{AdminApi, DbProxyLinks};
 use crate::metrics::{Histogram, Scrape};
 use crate::runtime::{self, App, Conn, DaemonError, Input, Now, Out, Plan, PortKind, Running};
 use crate::store::Store;
@@ -28,6 +31,11 @@ const STORE_LANE: usize = 0;
 pub struct DbProxyApp {
     proxy: Arc<DbProxy>,
     peers: BTreeSet<Conn>,
+    /// Each msg_server connection's peer address (the admin API's
+    /// sessions answers name it).
+    peer_addrs: HashMap<Conn, SocketAddr>,
+    /// The admin API's sessions queries waiting for the msg_servers.
+    session_queries: SessionQueries,
     login_lanes: usize,
     next_login: usize,
     /// Requests handed to the store lane and not answered yet.
@@ -54,6 +62,32 @@ impl DbProxyApp {
     /// The lane a request goes to: logins to the login lanes in turn (so
     /// an Argon2 check never stalls message storing), everything else to
     /// the store lane, in arrival order.
+    /// Sends an instruction of the admin API (a kick, a group notice) to
+    /// every msg_server connected; returns how many.
+    pub fn instruct(&self, pdu: &Pdu, out: &mut Out<Job<Conn>>) -> usize {
+        for conn in &self.peers {
+            out.send(*conn, pdu.clone());
+        }
+        self.peers.len()
+    }
+
+    /// Asks every msg_server connected which sessions `user` has there;
+    /// the answer comes on `reply` (see [`super::sessions`]).
+    pub fn ask_sessions(
+        &mut self,
+        user: u32,
+        now: Now,
+        reply: crossbeam_channel::Sender<SessionsAnswer>,
+        out: &mut Out<Job<Conn>>,
+    ) {
+        for (conn, pdu) in self
+            .session_queries
+            .ask(user, &self.peer_addrs, now.mono, reply)
+        {
+            out.send(conn, pdu);
+        }
+    }
+
     fn lane(&mut self, pdu: &Pdu) -> usize {
         if self.login_lanes > 0 && DbProxy::is_login(pdu) {
             self.next_login = (self.next_login + 1) % self.login_lanes;
@@ -79,7 +113,10 @@ impl DbProxyApp {
 /// # Errors
 /// The address cannot be bound or a thread cannot start.
 pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServer, DaemonError> {
-    let proxy = Arc::new(DbProxy::with_options(store, config.options.clone()));
+    let proxy = Arc::new(DbProxy::with_options(
+        Arc::clone(&store),
+        config.options.clone(),
+    ));
     let store_latency = Arc::new(Histogram::latency());
     let mut plan = Plan::new();
     plan.side(
@@ -103,21 +140,28 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
     for _ in 0..config.worker.login_threads {
         plan.worker(DbWorker::login(Arc::clone(&proxy)));
     }
-    plan.admin(
-        config
-            .admin
-            .map(|a| runtime::AdminSettings::with_token(a, config.admin_token.clone())),
-    );
     plan.peer_policy(config.peers.clone());
     let app = DbProxyApp {
         proxy,
         peers: BTreeSet::new(),
+        peer_addrs: HashMap::new(),
+        session_queries: SessionQueries::default(),
         login_lanes: config.worker.login_threads,
         next_login: 0,
         store_queued: 0,
         store_latency,
     };
-    runtime::start(app, plan)
+    let mut running = runtime::start(app, plan)?;
+    if let Some(addr) = config.admin {
+        // The admin API: this process holds the store; kicks and group
+        // notices go to the msg_servers on their links here.
+        let api = AdminApi::new(store, Arc::new(DbProxyLinks::new(running.controller())));
+        running.serve_admin_api(
+            &runtime::AdminSettings::with_token(addr, config.admin_token.clone()),
+            Some(Arc::new(api)),
+        )?;
+    }
+    Ok(running)
 }
 
 impl App for DbProxyApp {
@@ -128,12 +172,27 @@ impl App for DbProxyApp {
         "db_proxy_server"
     }
 
-    fn handle(&mut self, _now: Now, input: Input<'_, Reply<Conn>>, out: &mut Out<Job<Conn>>) {
+    fn handle(&mut self, now: Now, input: Input<'_, Reply<Conn>>, out: &mut Out<Job<Conn>>) {
         match input {
             Input::Opened { conn, peer, .. } => {
                 debug!(%conn, %peer, "msg_server connected");
                 self.peers.insert(conn);
+                self.peer_addrs.insert(conn, peer);
             }
+            Input::Pdu { conn, pdu } if pdu.is(Command::OtherOnlineUserInfo.key()) => {
+                // Only the admin API's sessions queries are answered so.
+                let from = self.peer_addrs.get(&conn).copied();
+                let answered = match (from, Message::decode(pdu)) {
+                    (Some(from), Ok(Message::OtherOnlineUserInfo(info))) => self
+                        .session_queries
+                        .answered(conn, from, pdu.header.seq_num, info),
+                    _ => false,
+                };
+                if !answered {
+                    debug!(%conn, "online-user list that answers no query; dropped");
+                }
+            }
+            Input::Tick => self.session_queries.expire(now.mono, &self.peer_addrs),
             Input::Pdu { conn, pdu } => {
                 let lane = self.lane(pdu);
                 if lane == STORE_LANE {
@@ -162,6 +221,8 @@ impl App for DbProxyApp {
             Input::Closed { conn, reason } => {
                 info!(%conn, %reason, "msg_server connection closed");
                 self.peers.remove(&conn);
+                self.peer_addrs.remove(&conn);
+                self.session_queries.closed(conn);
             }
             Input::Stopping => {
                 // TeamTalk's db_proxy tells its peers to stop sending before

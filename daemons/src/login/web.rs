@@ -96,6 +96,7 @@ struct Asset {
 #[derive(Debug, Clone)]
 pub struct WebClient {
     assets: HashMap<String, Asset>,
+    csp: &'static str,
 }
 
 impl Default for WebClient {
@@ -109,12 +110,21 @@ impl WebClient {
     /// ETags (computed once here, not per request).
     #[must_use]
     pub fn new() -> Self {
-        let mut assets = HashMap::new();
         let files = FILES.iter().map(|(p, b)| ((*p).to_owned(), *b)).chain(
             teamtalk_proto::PROTO_FILES
                 .iter()
                 .map(|(name, text)| (format!("proto/{name}"), text.as_bytes())),
         );
+        Self::of_files(files, CSP)
+    }
+
+    /// Another static page served the same way (ETags, `no-cache`, the
+    /// security headers, `csp` on its HTML): the admin console.
+    pub(crate) fn of_files(
+        files: impl IntoIterator<Item = (String, &'static [u8])>,
+        csp: &'static str,
+    ) -> Self {
+        let mut assets = HashMap::new();
         for (path, body) in files {
             let content_type = if path.ends_with(".proto") {
                 "text/plain; charset=utf-8"
@@ -131,7 +141,7 @@ impl WebClient {
                 },
             );
         }
-        Self { assets }
+        Self { assets, csp }
     }
 
     /// The answer for `request` if its path is one of the client's files
@@ -183,7 +193,7 @@ impl WebClient {
         if asset.html {
             h.insert(
                 HeaderName::from_static("content-security-policy"),
-                HeaderValue::from_static(CSP),
+                HeaderValue::from_static(self.csp),
             );
             h.insert(
                 HeaderName::from_static("x-frame-options"),

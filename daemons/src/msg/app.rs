@@ -65,9 +65,12 @@ const CLIENT_PORT: PortId = PortId(0);
 const NO_PORT: PortId = PortId(u8::MAX);
 
 /// The file-transfer half: file_server links, offers, offline records.
+mod admin;
 mod files;
 /// The push path: offline recipients notified through push_server.
 pub mod push;
+
+pub use admin::LocalSession;
 
 /// The servers msg_server keeps links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -792,7 +795,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         match upstream {
             Upstream::Route => self.route_pdu(pdu, msg),
-            Upstream::Db => self.reply_pdu(upstream, pdu, msg),
+            Upstream::Db => match self.db_instruction(link, pdu, &msg) {
+                Some(actions) => actions,
+                None => self.reply_pdu(upstream, pdu, msg),
+            },
             Upstream::File => self.file_link_pdu(link, pdu, msg),
             Upstream::Push => {
                 let mut out = Vec::new();

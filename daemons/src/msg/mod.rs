@@ -16,8 +16,8 @@ use teamtalk_conn::LinkConfig;
 use teamtalk_net::ReactorConfig;
 
 pub use app::{
-    Action, AppStats, MAX_CREDENTIAL_LEN, MsgApp, Registration, SessionLimits, Upstream,
-    UpstreamLink,
+    Action, AppStats, LocalSession, MAX_CREDENTIAL_LEN, MsgApp, Registration, SessionLimits,
+    Upstream, UpstreamLink,
 };
 pub use config::{KNOWN_KEYS, MsgConfig, MsgConfigError, WebSocketPort, parse_origins};
 

@@ -1280,3 +1280,102 @@ fn the_clients_address_goes_to_db_proxys_limiter() {
     };
     assert_eq!(req.client_addr.as_deref(), Some("192.0.2.7"));
 }
+
+// ----- the admin API's instructions ---------------------------------------
+
+#[test]
+fn the_administration_lists_and_kicks_every_session_of_a_user() {
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 7, ClientType::Windows);
+    let _ = log_in(&mut app, 2, 7, ClientType::Android);
+    let _ = log_in(&mut app, 3, 8, ClientType::Windows);
+    let mut types: Vec<u32> = app.user_sessions(7).iter().map(|s| s.client_type).collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [ClientType::Windows as u32, ClientType::Android as u32]
+    );
+    assert!(app.user_sessions(9).is_empty());
+
+    let (n, out) = app.kick_user(7);
+    assert_eq!(n, 2);
+    let closed: Vec<u32> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close { conn, notice } => {
+                let notice = notice.as_ref().expect("a kick notice");
+                assert!(notice.is(Command::LoginKickUser.key()));
+                Some(*conn)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed.len(), 2);
+    assert!(closed.contains(&1) && closed.contains(&2));
+    // route_server learns they are gone.
+    assert!(!upstream_of(&out, ROUTE, Command::OtherUserStatusUpdate).is_empty());
+    assert!(app.user_sessions(7).is_empty());
+    assert_eq!(app.user_sessions(8).len(), 1);
+    assert_eq!(app.kick_user(7).0, 0, "nobody left to kick");
+}
+
+#[test]
+fn kicks_and_member_notices_from_db_proxy_are_instructions_not_replies() {
+    let mut app = app();
+    let _ = log_in_with_groups(&mut app, 1, 7, &[]);
+    let _ = log_in(&mut app, 2, 8, ClientType::Mac);
+    // db_proxy's admin API adds 7 and 8 to group 40.
+    let notify = ImGroupChangeMemberNotify {
+        user_id: 7,
+        change_type: 1,
+        group_id: 40,
+        cur_user_id_list: vec![7, 8],
+        chg_user_id_list: vec![7, 8],
+    };
+    let out = app.upstream_pdu(DB, &Command::GroupChangeMemberNotify.pdu(0, &notify));
+    assert_eq!(sent_to(&out, 1, Command::GroupChangeMemberNotify).len(), 1);
+    assert_eq!(sent_to(&out, 2, Command::GroupChangeMemberNotify).len(), 1);
+    // Delivered here only: db_proxy told every msg_server itself.
+    assert!(upstream_of(&out, ROUTE, Command::GroupChangeMemberNotify).is_empty());
+    assert_eq!(subscriptions(&out), [(true, vec![40])]);
+    assert_eq!(app.stats().stale_replies, 0);
+
+    let kick = teamtalk_proto::pb::im::server::ImServerKickUser {
+        user_id: 8,
+        client_type: 0,
+        reason: 1,
+    };
+    let out = app.upstream_pdu(DB, &Command::OtherServerKickUser.pdu(0, &kick));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Close { conn: 2, .. }))
+    );
+    assert!(app.user_sessions(8).is_empty());
+
+    // db_proxy asks who is online: answered on the db link, same seq.
+    let ask = teamtalk_proto::pb::im::buddy::ImUsersStatReq {
+        user_id: 0,
+        user_id_list: vec![7, 8],
+        attach_data: None,
+    };
+    let out = app.upstream_pdu(DB, &Command::BuddyListUsersStatusRequest.pdu(33, &ask));
+    let [Action::Link(DB, answer)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(answer.header.seq_num, 33);
+    let Ok(Message::OtherOnlineUserInfo(info)) = Message::decode(answer) else {
+        panic!("{answer:?}")
+    };
+    let users: Vec<u32> = info.user_stat_list.iter().map(|s| s.user_id).collect();
+    assert_eq!(users, [7], "8 was kicked");
+
+    // The in-process path delivers the same way.
+    let out = app.deliver_group_change(&ImGroupChangeMemberNotify {
+        change_type: 2,
+        chg_user_id_list: vec![7],
+        cur_user_id_list: vec![],
+        ..notify
+    });
+    assert_eq!(sent_to(&out, 1, Command::GroupChangeMemberNotify).len(), 1);
+    assert_eq!(subscriptions(&out), [(false, vec![40])]);
+}

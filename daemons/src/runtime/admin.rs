@@ -8,6 +8,11 @@
 //! App thread (a blocking question with a time limit), so that work runs
 //! on the admin's worker, never on its App thread.
 //!
+//! With an [`AdminApi`] (under `teamtalk up`, and on db_proxy_server) the
+//! same port serves the admin REST API under `/api/` and the web console
+//! at `/` ([`crate::admin_api`]); API calls run on the worker too, since
+//! they write the store.
+//!
 //! Listening beyond loopback requires a bearer token (`AdminToken=`):
 //! metrics and health say a lot about a deployment. With a token, every
 //! request must carry `Authorization: Bearer <token>`; the comparison
@@ -20,13 +25,14 @@ use std::time::Duration;
 use ::http::{Method, StatusCode, header};
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
-use teamtalk_conn::HttpConfig;
+use teamtalk_conn::{HttpConfig, OversizedBody};
 use tracing::{debug, info};
 
 use super::contract::{App, Conn, Input, Now, Out, Request, Response, Worker};
 use super::error::DaemonError;
 use super::plan::{Plan, PortKind};
 use super::running::Running;
+use crate::admin_api::{AdminApi, Console, MAX_BODY};
 use crate::http;
 use crate::metrics::{CONTENT_TYPE, MetricsSource, Scrape};
 
@@ -34,6 +40,9 @@ use crate::metrics::{CONTENT_TYPE, MetricsSource, Scrape};
 pub const MAX_REQUEST: usize = 8192;
 /// Time a client has to send its request head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// API bodies over [`MAX_BODY`] and up to this long are answered with the
+/// API's JSON 413.
+pub const MAX_DISCARD: usize = 1 << 20;
 /// Connections one address may hold on the admin port.
 pub const MAX_PER_SOURCE: usize = 16;
 
@@ -91,17 +100,22 @@ pub fn listen_from_conf(
 }
 
 /// What the worker is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum AdminQuery {
     /// `/metrics`.
     Metrics,
     /// `/healthz`.
     Health,
+    /// A request to the admin API (`/api/…`).
+    Api(Box<Request>),
 }
 
 /// The admin port's decisions: which path, whether the token is right.
 pub struct AdminApp {
     token: Option<Vec<u8>>,
+    /// The web console, served when the port has the API.
+    console: Option<Console>,
     answered: u64,
     refused: u64,
 }
@@ -134,7 +148,41 @@ impl AdminApp {
         let query = match path {
             "/metrics" => AdminQuery::Metrics,
             "/healthz" => AdminQuery::Health,
+            path if self.console.is_some() && AdminApi::owns(path) => {
+                if !self.authorized(request) {
+                    self.refused += 1;
+                    let mut r = http::error(StatusCode::UNAUTHORIZED, "bearer token required");
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Bearer"),
+                    );
+                    return Err(Box::new(r));
+                }
+                if self.token.is_none() && !host_is_an_address(request) {
+                    // Without a token, only a page that names the port by
+                    // its address gets in: a name could be a DNS-rebinding
+                    // page of another site pointed at loopback.
+                    self.refused += 1;
+                    return Err(Box::new(http::error(
+                        StatusCode::FORBIDDEN,
+                        "without an AdminToken the API answers requests to the port's address \
+                         (127.0.0.1, localhost) only",
+                    )));
+                }
+                if let Some(o) = request.extensions().get::<OversizedBody>() {
+                    return Err(Box::new(http::error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("body of {} bytes exceeds {MAX_BODY}", o.length),
+                    )));
+                }
+                return Ok(AdminQuery::Api(Box::new(request.clone())));
+            }
             _ => {
+                // The console's files need no token: they hold nothing
+                // but the page, which asks for the token.
+                if let Some(r) = self.console.as_ref().and_then(|c| c.respond(request)) {
+                    return Err(Box::new(r));
+                }
                 return Err(Box::new(http::text(
                     StatusCode::NOT_FOUND,
                     "not found; try /metrics or /healthz\n",
@@ -200,9 +248,37 @@ impl App for AdminApp {
     fn health(&self, _problems: &mut Vec<String>) {}
 }
 
-/// Collects from the daemons, off the admin's App thread.
+/// Whether the request's `Host` is an IP address or `localhost` (with an
+/// optional port), not a DNS name, or absent (HTTP/1.0 tools).
+fn host_is_an_address(request: &Request) -> bool {
+    let Some(host) = request.headers().get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    if host.parse::<SocketAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.parse::<u16>().is_ok() {
+            name
+        } else {
+            host
+        }
+    });
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// Collects from the daemons and serves the API, off the admin's App
+/// thread.
 pub struct AdminWorker {
     source: Arc<dyn MetricsSource>,
+    api: Option<Arc<AdminApi>>,
 }
 
 impl Worker for AdminWorker {
@@ -211,7 +287,12 @@ impl Worker for AdminWorker {
 
     fn run(&mut self, jobs: Vec<Self::Job>, done: &mut Vec<Self::Done>) {
         for (conn, query) in jobs {
-            done.push((conn, answer(&*self.source, query)));
+            let response = match (query, &self.api) {
+                (AdminQuery::Api(request), Some(api)) => api.handle(&request),
+                (AdminQuery::Api(_), None) => http::not_found(),
+                (query, _) => answer(&*self.source, query),
+            };
+            done.push((conn, response));
         }
     }
 }
@@ -229,6 +310,7 @@ pub fn answer(source: &dyn MetricsSource, query: AdminQuery) -> Response {
                 Bytes::from(scrape.render().into_bytes()),
             )
         }
+        AdminQuery::Api(_) => http::not_found(),
         AdminQuery::Health => {
             let mut problems = Vec::new();
             source.health(&mut problems);
@@ -255,6 +337,19 @@ pub fn serve_admin(
     settings: &AdminSettings,
     source: Arc<dyn MetricsSource>,
 ) -> Result<Running<AdminApp>, DaemonError> {
+    serve_admin_api(settings, source, None)
+}
+
+/// Serves `/metrics` and `/healthz` for `source` and, with `api`, the
+/// admin API under `/api/` and the web console at `/`.
+///
+/// # Errors
+/// As [`serve_admin`].
+pub fn serve_admin_api(
+    settings: &AdminSettings,
+    source: Arc<dyn MetricsSource>,
+    api: Option<Arc<AdminApi>>,
+) -> Result<Running<AdminApp>, DaemonError> {
     if !settings.addr.ip().is_loopback() && settings.token.as_deref().is_none_or(str::is_empty) {
         return Err(DaemonError::Config {
             daemon: "admin",
@@ -275,20 +370,32 @@ pub fn serve_admin(
                 header_timeout: REQUEST_TIMEOUT,
                 body_timeout: REQUEST_TIMEOUT,
                 max_head_bytes: MAX_REQUEST,
-                max_body_bytes: 0,
+                max_body_bytes: if api.is_some() { MAX_BODY } else { 0 },
+                // Somewhat larger API bodies are read and dropped, to be
+                // answered with the API's JSON error; far larger ones get
+                // the machine's bare 413.
+                max_discard_bytes: if api.is_some() { MAX_DISCARD } else { 0 },
                 ..HttpConfig::default()
             },
             max_per_source: Some(MAX_PER_SOURCE),
         },
     );
-    plan.worker(AdminWorker { source });
+    let has_api = api.is_some();
+    let console = has_api.then(Console::new);
+    plan.worker(AdminWorker { source, api });
     let app = AdminApp {
         token: settings.token.as_ref().map(|t| t.as_bytes().to_vec()),
+        console,
         answered: 0,
         refused: 0,
     };
     let running = super::start(app, plan)?;
-    info!(addr = %running.addr(), token = settings.token.is_some(), "admin endpoint: /metrics and /healthz");
+    if has_api {
+        info!(addr = %running.addr(), token = settings.token.is_some(),
+            "admin endpoint: /metrics, /healthz, the admin API under /api/ and the console at /");
+    } else {
+        info!(addr = %running.addr(), token = settings.token.is_some(), "admin endpoint: /metrics and /healthz");
+    }
     Ok(running)
 }
 
@@ -301,6 +408,7 @@ mod tests {
     fn app(token: Option<&str>) -> AdminApp {
         AdminApp {
             token: token.map(|t| t.as_bytes().to_vec()),
+            console: None,
             answered: 0,
             refused: 0,
         }
@@ -317,14 +425,14 @@ mod tests {
     #[test]
     fn paths_methods_and_tokens() {
         let mut open = app(None);
-        assert_eq!(
-            open.route(&req("GET", "/metrics", None)).ok(),
-            Some(AdminQuery::Metrics)
-        );
-        assert_eq!(
-            open.route(&req("HEAD", "/healthz?x=1", None)).ok(),
-            Some(AdminQuery::Health)
-        );
+        assert!(matches!(
+            open.route(&req("GET", "/metrics", None)),
+            Ok(AdminQuery::Metrics)
+        ));
+        assert!(matches!(
+            open.route(&req("HEAD", "/healthz?x=1", None)),
+            Ok(AdminQuery::Health)
+        ));
         let r = open.route(&req("POST", "/metrics", None)).unwrap_err();
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         let r = open.route(&req("GET", "/", None)).unwrap_err();
@@ -341,13 +449,84 @@ mod tests {
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
             assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
         }
-        assert_eq!(
-            locked
-                .route(&req("GET", "/metrics", Some("Bearer s3cret")))
-                .ok(),
-            Some(AdminQuery::Metrics)
-        );
+        assert!(matches!(
+            locked.route(&req("GET", "/metrics", Some("Bearer s3cret"))),
+            Ok(AdminQuery::Metrics)
+        ));
         assert_eq!(locked.refused, 4);
+    }
+
+    #[test]
+    fn with_the_api_the_console_is_open_and_the_api_needs_the_token() {
+        let mut a = app(Some("s3cret"));
+        a.console = Some(Console::new());
+        let page = a.route(&req("GET", "/", None)).unwrap_err();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.headers().contains_key("content-security-policy"));
+        let js = a.route(&req("GET", "/console.js", None)).unwrap_err();
+        assert_eq!(js.status(), StatusCode::OK);
+        let r = a.route(&req("GET", "/api/users", None)).unwrap_err();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], http::JSON);
+        assert!(matches!(
+            a.route(&req("POST", "/api/users", Some("Bearer s3cret"))),
+            Ok(AdminQuery::Api(r)) if r.uri().path() == "/api/users"
+        ));
+        assert_eq!(
+            a.route(&req("GET", "/nothing", None)).unwrap_err().status(),
+            StatusCode::NOT_FOUND
+        );
+        // Without a token, a request naming the port by a DNS name (a
+        // rebinding page) is refused; addresses and localhost pass.
+        let mut open = app(None);
+        open.console = Some(Console::new());
+        let named = |host: &str| {
+            let mut r = req("GET", "/api/users", None);
+            r.headers_mut().insert(header::HOST, host.parse().unwrap());
+            r
+        };
+        for host in [
+            "127.0.0.1:8090",
+            "localhost:8090",
+            "[::1]:8090",
+            "localhost",
+            "10.0.0.1",
+        ] {
+            assert!(
+                matches!(open.route(&named(host)), Ok(AdminQuery::Api(_))),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:8090",
+            "evil.example",
+            "localhost.evil.example",
+        ] {
+            assert_eq!(
+                open.route(&named(host)).unwrap_err().status(),
+                StatusCode::FORBIDDEN,
+                "{host}"
+            );
+        }
+        // With a token any name will do.
+        let mut r = named("admin.example:8090");
+        r.headers_mut()
+            .insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(matches!(a.route(&r), Ok(AdminQuery::Api(_))));
+
+        // Without the API, /api is just another unknown path.
+        let mut plain = app(None);
+        assert_eq!(
+            plain
+                .route(&req("GET", "/api/users", None))
+                .unwrap_err()
+                .status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            plain.route(&req("GET", "/", None)).unwrap_err().status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     struct Fake(AtomicBool);

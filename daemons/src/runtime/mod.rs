@@ -99,7 +99,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use admin::{AdminSettings, serve_admin};
+pub use admin::{AdminSettings, serve_admin, serve_admin_api};
 pub use contract::{
     Action, App, CloseCause, Conn, Input, LinkId, NoJob, NoWorker, Now, Out, PortId, Request,
     Response, Worker,
@@ -107,4 +107,4 @@ pub use contract::{
 pub use error::DaemonError;
 pub use plan::{DEFAULT_BATCH_LIMIT, DEFAULT_WORKER_QUEUE, Plan, PortKind};
 pub use runner::{EVENT_BATCH, TICK, log_lifecycle_at_debug, start};
-pub use running::{CALL_TIMEOUT, Running, RunningDaemon};
+pub use running::{CALL_TIMEOUT, Controller, Running, RunningDaemon};

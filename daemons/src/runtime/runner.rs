@@ -492,6 +492,11 @@ impl<A: App> Runner<A> {
                 },
                 Source::Control => match op.recv(control) {
                     Ok(Control::Call(f)) => f(&mut self.app),
+                    Ok(Control::Act(f)) => {
+                        self.now = now;
+                        f(&mut self.app, now, &mut self.out);
+                        self.execute();
+                    }
                     Ok(Control::Stop(ack)) => break Some(ack),
                     Err(_) => break None,
                 },

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
-use super::admin::{AdminApp, AdminSettings, serve_admin};
-use super::contract::App;
+use super::admin::{AdminApp, AdminSettings};
+use super::contract::{App, Now, Out};
 use super::error::DaemonError;
 use super::traffic::Traffic;
 use crate::metrics::{ClearOnDrop, Labelled, MetricsSource, Scrape};
@@ -19,12 +19,18 @@ use crate::metrics::{ClearOnDrop, Labelled, MetricsSource, Scrape};
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request to the App's thread.
-pub(crate) enum Control<A> {
+pub(crate) enum Control<A: App> {
     /// Run this with the App, between two inputs.
     Call(Box<dyn FnOnce(&mut A) + Send>),
+    /// Run this with the App as if it were an input: it may push actions,
+    /// which the runner carries out like those of any input.
+    Act(Box<ActFn<A>>),
     /// Stop; answer on the channel when stopped.
     Stop(Sender<()>),
 }
+
+/// A closure run by [`Control::Act`].
+pub(crate) type ActFn<A> = dyn FnOnce(&mut A, Now, &mut Out<<A as App>::Job>) + Send;
 
 /// What a daemon's handle and its metrics source share.
 pub(crate) struct Shared {
@@ -94,6 +100,16 @@ impl<A: App> Running<A> {
     /// Serves this daemon's `/metrics` and `/healthz` as `settings` say,
     /// labelled with its name and first address.
     pub(crate) fn serve_admin(&mut self, settings: &AdminSettings) -> Result<(), DaemonError> {
+        self.serve_admin_api(settings, None)
+    }
+
+    /// Serves this daemon's `/metrics` and `/healthz` and, with `api`,
+    /// the admin API and console (db_proxy_server, which holds the store).
+    pub(crate) fn serve_admin_api(
+        &mut self,
+        settings: &AdminSettings,
+        api: Option<Arc<crate::admin_api::AdminApi>>,
+    ) -> Result<(), DaemonError> {
         let instance = self
             .addrs
             .first()
@@ -101,7 +117,7 @@ impl<A: App> Running<A> {
             .unwrap_or_default();
         let source: Arc<dyn MetricsSource> =
             Arc::new(Labelled::new(self.shared.name, instance, self.metrics()));
-        let admin = serve_admin(settings, source)?;
+        let admin = super::admin::serve_admin_api(settings, source, api)?;
         tracing::info!(
             daemon = self.shared.name,
             "admin endpoint: http://{0}/metrics http://{0}/healthz",
@@ -171,6 +187,17 @@ impl<A: App> Running<A> {
         self.shared.is_alive()
     }
 
+    /// A handle that can be cloned and sent to other threads to act on
+    /// the App (the admin API kicks sessions and announces group changes
+    /// through it); it does not keep the daemon running.
+    #[must_use]
+    pub fn controller(&self) -> Controller<A> {
+        Controller {
+            name: self.shared.name,
+            control: self.control.clone(),
+        }
+    }
+
     /// The daemon's metrics and health, for an admin endpoint: transport
     /// counters read directly, the App's own asked of its thread.
     #[must_use]
@@ -209,6 +236,64 @@ impl<A: App> Running<A> {
 impl<A: App> Drop for Running<A> {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+/// Acts on a running App from another thread ([`Running::controller`]).
+pub struct Controller<A: App> {
+    name: &'static str,
+    control: Sender<Control<A>>,
+}
+
+impl<A: App> Clone for Controller<A> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name,
+            control: self.control.clone(),
+        }
+    }
+}
+
+impl<A: App> std::fmt::Debug for Controller<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("daemon", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: App> Controller<A> {
+    /// As [`Running::inspect`].
+    ///
+    /// # Errors
+    /// [`DaemonError::Stopped`] when the daemon is not running or does
+    /// not answer within [`CALL_TIMEOUT`].
+    pub fn inspect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&A) -> R + Send + 'static,
+    ) -> Result<R, DaemonError> {
+        call(&self.control, self.name, move |app| f(app))
+    }
+
+    /// Runs `f` with the App on its thread, between two inputs, as if it
+    /// were an input: the actions it pushes are carried out like any
+    /// input's (sends, closes, links), and its result is returned.
+    ///
+    /// # Errors
+    /// [`DaemonError::Stopped`] when the daemon is not running or does
+    /// not answer within [`CALL_TIMEOUT`].
+    pub fn act<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut A, Now, &mut Out<A::Job>) -> R + Send + 'static,
+    ) -> Result<R, DaemonError> {
+        let (tx, rx) = bounded(1);
+        self.control
+            .send(Control::Act(Box::new(move |app, now, out| {
+                let _ = tx.send(f(app, now, out));
+            })))
+            .map_err(|_| DaemonError::Stopped(self.name))?;
+        rx.recv_timeout(CALL_TIMEOUT)
+            .map_err(|_| DaemonError::Stopped(self.name))
     }
 }
 

@@ -50,6 +50,7 @@ struct Echo {
     ticks: u32,
     opened: u32,
     closed: u32,
+    last: Option<Conn>,
 }
 
 impl App for Echo {
@@ -64,7 +65,10 @@ impl App for Echo {
         match input {
             Input::Listening { addr, .. } => self.listening.push(addr),
             Input::Tick => self.ticks += 1,
-            Input::Opened { .. } => self.opened += 1,
+            Input::Opened { conn, .. } => {
+                self.opened += 1;
+                self.last = Some(conn);
+            }
             Input::Closed { .. } => self.closed += 1,
             Input::Pdu { conn, pdu } => out.send(conn, pdu.clone()),
             _ => {}
@@ -292,4 +296,38 @@ fn a_port_in_use_is_an_error_naming_it() {
     let err = start(Echo::default(), plan).unwrap_err();
     assert!(matches!(err, DaemonError::Listen { addr, .. } if addr == d.addr()));
     assert!(err.to_string().contains(&d.addr().to_string()), "{err}");
+}
+
+#[test]
+fn a_controller_acts_on_the_app_as_an_input_would() {
+    let d = echo();
+    let mut s = connect(d.addr());
+    let mut buf = BytesMut::new();
+    s.write_all(&pdu(1).to_bytes()).unwrap();
+    let _ = read_pdu(&mut s, &mut buf);
+    let c = d.controller();
+    let from_thread = std::thread::spawn({
+        let c = c.clone();
+        move || {
+            c.act(|app, _now, out| {
+                let conn = app.last.expect("a connection");
+                out.send(conn, pdu(42));
+                app.opened
+            })
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(from_thread.unwrap(), 1);
+    assert_eq!(
+        read_pdu(&mut s, &mut buf),
+        pdu(42),
+        "the action was carried out"
+    );
+    assert_eq!(c.inspect(|app| app.opened).unwrap(), 1);
+    d.stop();
+    assert!(matches!(
+        c.act(|_, _, _| ()),
+        Err(DaemonError::Stopped("echo"))
+    ));
 }

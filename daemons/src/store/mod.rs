@@ -218,6 +218,10 @@ pub enum StoreError {
         /// What was refused: reading, or writing.
         what: &'static str,
     },
+    /// This store does not implement the operation (a store written before
+    /// the admin API).
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -363,6 +367,28 @@ pub struct UserCredential {
     pub user: User,
     /// The stamp of the credential stored when the row was read.
     pub credential: CredentialStamp,
+}
+
+/// Profile fields to change ([`Store::update_user`]); `None` keeps one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserUpdate {
+    /// Display name.
+    pub nick: Option<String>,
+    /// Department.
+    pub dept_id: Option<DeptId>,
+    /// 0 unknown, 1 male, 2 female.
+    pub sex: Option<u32>,
+    /// Avatar URL.
+    pub avatar: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Telephone number.
+    pub phone: Option<String>,
+    /// Pinyin of the name.
+    pub domain: Option<String>,
+    /// Signature line.
+    pub sign_info: Option<String>,
 }
 
 /// A message to store, to a user or to a group.
@@ -830,6 +856,23 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// [`StoreError::NotMember`].
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()>;
+    // ---- administration (the admin API) ----
+
+    /// Changes the profile fields `update` names and bumps `updated`, so
+    /// clients syncing the directory learn of it; the user as it is now,
+    /// `None` if no such user.
+    fn update_user(&self, user: UserId, update: &UserUpdate) -> StoreResult<Option<User>> {
+        let _ = (user, update);
+        Err(StoreError::Unsupported("changing a user's profile"))
+    }
+    /// Deletes a group (its messages stay stored, unreachable): it is gone
+    /// from every member's lists. Returns the group as it was, for the
+    /// notice to its members; `None` if no such group.
+    fn delete_group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        let _ = id;
+        Err(StoreError::Unsupported("deleting a group"))
+    }
+
     // ---- offline files ----
 
     /// Records an offline file for its receiver; `false` when its task id

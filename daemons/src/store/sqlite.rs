@@ -20,10 +20,11 @@ use super::{
     MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES, MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID,
     MAX_RECENT_SESSIONS, MemberChange, MembersChanged, MsgId, NewGroup, NewMessage, NewUser,
     RecentSession, SessionType, Store, StoreError, StoreResult, Stored, StoredMessage,
-    USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User, UserCredential, UserId,
+    USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User, UserCredential, UserId, UserUpdate,
 };
 use crate::password::{self, HashParams, StoredPassword};
 
+mod admin;
 mod groups;
 
 /// File name of the database inside the data directory.
@@ -1684,6 +1685,16 @@ impl Store for SqliteStore {
 
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
         groups::clear_unread(&self.lock(), user, group)
+    }
+
+    fn update_user(&self, user: UserId, update: &UserUpdate) -> StoreResult<Option<User>> {
+        let now = self.now();
+        admin::update_user(&mut self.lock(), user, update, now)
+    }
+
+    fn delete_group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        let now = self.now();
+        admin::delete_group(&mut self.lock(), id, now)
     }
 
     fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool> {

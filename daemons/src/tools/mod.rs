@@ -8,10 +8,13 @@
 //! - [`chat`]: `teamtalk chat`, a terminal client.
 //! - [`bench`](mod@bench): `teamtalk bench`, a load generator running many
 //!   client machines on reactors.
+//! - [`admin_client`]: a client of the admin REST API (`teamtalk user`
+//!   and friends while the system runs).
 //! - [`addr`]: the one parser for addresses given on command lines or by
 //!   login_server (`host:port`, `http://host:port/...`, host names).
 
 pub mod addr;
+pub mod admin_client;
 pub mod bench;
 pub mod chat;
 pub mod client;
