@@ -276,6 +276,15 @@ impl HttpMsgApp {
         out.link(link, pdu);
     }
 
+    /// What a link goes to, for log lines.
+    fn upstream(&self, link: LinkId) -> &'static str {
+        if self.links.db.contains(&link) {
+            "db_proxy"
+        } else {
+            "route_server"
+        }
+    }
+
     /// The next db_proxy link that is up, round robin.
     fn pick_db(&mut self) -> Option<LinkId> {
         let n = self.links.db.len();
@@ -481,14 +490,15 @@ impl runtime::App for HttpMsgApp {
                 }
             }
             Input::LinkUp(link) => {
-                info!(?link, "link up");
+                // At debug: `teamtalk up`'s banner says the daemons are up.
+                debug!(upstream = self.upstream(link), "link up");
                 self.up.insert(link);
                 if self.links.route.contains(&link) {
                     self.flush_notices(out);
                 }
             }
             Input::LinkDown(link, reason) => {
-                warn!(?link, %reason, "link down");
+                warn!(upstream = self.upstream(link), %reason, "link down");
                 self.up.remove(&link);
                 if self.links.db.contains(&link) {
                     self.fail_waiting(Some(link), out);
