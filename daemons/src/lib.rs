@@ -12,6 +12,8 @@
 //! | [`db_proxy`] | db_proxy_server: every storage request, on a [`store::Store`] | 10600 |
 //! | [`msfs`] | msfs: images and avatars over HTTP, content-addressed files | 8700 HTTP |
 //! | [`mod@file`] | file_server: online relay and offline files between clients | 8600 clients, 8601 |
+//! | [`push`] | push_server: notifications for offline phones (APNs, FCM, webhook) | 8500 |
+//! | [`http_msg`] | http_msg_server: TeamTalk's back-office HTTP API (groups) | 8400 HTTP |
 //!
 //! [`system`] starts them all in one process (`teamtalk up`); [`client`] is
 //! a blocking TeamTalk client used by [`chat`], [`mod@bench`] and the tests;
@@ -52,6 +54,7 @@ pub mod file;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod http;
+pub mod http_msg;
 pub mod login;
 pub mod metrics;
 pub mod msfs;

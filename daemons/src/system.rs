@@ -5,8 +5,10 @@
 //! Start order follows the dependencies: db_proxy_server (with the store),
 //! route_server, msfs (files in `<data dir>/msfs`), login_server (which
 //! hands out msfs's URL), file_server (offline files in
-//! `<data dir>/offline_file`), then the msg_servers, which connect to
-//! db_proxy, route, login and file_server and register with login_server.
+//! `<data dir>/offline_file`), push_server, then the msg_servers, which
+//! connect to db_proxy, route, login, file_server and push_server and
+//! register with login_server, and last http_msg_server (links to db_proxy
+//! and route_server).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use crate::admin_api::{AdminApi, MsgServers};
 use crate::cluster::PeerPolicy;
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
 use crate::file::{self, FileConfig, RunningFile};
+use crate::http_msg::{self, HttpMsgConfig, RunningHttpMsg};
 use crate::login::{self, LoginConfig, RunningLogin};
 use crate::metrics::{Labelled, MetricsSource, Scrape};
 use crate::msfs::{self, MsfsConfig, RunningMsfs};
@@ -185,6 +188,10 @@ pub struct SystemConfig {
     /// requests per message (for a group message each as large as the
     /// group), which halved a 500-member group's deliveries per second.
     pub push: PushConfig,
+    /// http_msg_server: its port (TeamTalk's 8400; host, db_proxy and
+    /// route_server are the system's) and app keys; with none, one is
+    /// generated at start ([`RunningSystem::http_msg_app_keys`]).
+    pub http_msg: HttpMsgConfig,
 }
 
 impl SystemConfig {
@@ -221,6 +228,12 @@ impl SystemConfig {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), push::DEFAULT_PORT),
                 push::Sinks::default(),
             ),
+            http_msg: HttpMsgConfig::new(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), http_msg::DEFAULT_PORT),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10600),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8200),
+                Vec::new(),
+            ),
         }
     }
 
@@ -242,6 +255,7 @@ impl SystemConfig {
         };
         cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
         cfg.push.port = 0;
+        cfg.http_msg.port = 0;
         cfg
     }
 }
@@ -371,6 +385,7 @@ pub struct RunningSystem {
     file_cfg: FileConfig,
     msgs: Vec<RunningMsg>,
     push: RunningPush,
+    http_msg: RunningHttpMsg,
     metrics: Arc<SystemMetrics>,
     admin: Option<Running<AdminApp>>,
 }
@@ -395,7 +410,7 @@ impl std::fmt::Debug for RunningSystem {
 /// # Errors
 /// [`SystemError`] naming the daemon that failed; whatever had started is
 /// stopped again.
-pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
+pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     let lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
     tracing::info!(dir = %cfg.data_dir.display(), "store");
     let store = Arc::new(SqliteStore::open_with(
@@ -495,6 +510,20 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         m.threads = 1;
         msgs.push(msg::spawn(m)?);
     }
+    if cfg.http_msg.app_keys.is_empty() {
+        let key = http_msg::generate_app_key().map_err(|e| DaemonError::Config {
+            daemon: "http_msg_server",
+            reason: format!("no randomness for an app key: {e}"),
+        })?;
+        cfg.http_msg.app_keys.push(key);
+    }
+    let mut http_msg_cfg = cfg.http_msg.clone();
+    http_msg_cfg.listen_ips = vec![cfg.host];
+    http_msg_cfg.db = vec![db_addr];
+    http_msg_cfg.route = vec![route.addr()];
+    http_msg_cfg.peers = peers.clone();
+    http_msg_cfg.link_timers = cfg.link_timers;
+    let http_msg = http_msg::spawn(http_msg_cfg)?;
     let mut others: Vec<Arc<dyn MetricsSource>> = vec![
         Arc::new(Labelled::new(
             "route_server",
@@ -515,6 +544,11 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             "push_server",
             push.addr().to_string(),
             push.metrics(),
+        )),
+        Arc::new(Labelled::new(
+            "http_msg_server",
+            http_msg.addr().to_string(),
+            http_msg.metrics(),
         )),
     ];
     for m in &msgs {
@@ -560,6 +594,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         file_cfg,
         msgs,
         push,
+        http_msg,
         metrics,
         admin,
     })
@@ -693,6 +728,25 @@ impl RunningSystem {
         &self.push
     }
 
+    /// http_msg_server's HTTP address (TeamTalk's back-office API).
+    #[must_use]
+    pub fn http_msg_addr(&self) -> SocketAddr {
+        self.http_msg.addr()
+    }
+
+    /// The app keys http_msg_server accepts (the generated one when none
+    /// was configured).
+    #[must_use]
+    pub fn http_msg_app_keys(&self) -> &[String] {
+        &self.cfg.http_msg.app_keys
+    }
+
+    /// The http_msg_server.
+    #[must_use]
+    pub fn http_msg(&self) -> &RunningHttpMsg {
+        &self.http_msg
+    }
+
     /// The running msg_servers.
     #[must_use]
     pub fn msg_servers(&self) -> &[RunningMsg] {
@@ -796,11 +850,13 @@ impl RunningSystem {
             file,
             admin,
             push,
+            http_msg,
             ..
         } = self;
         if let Some(admin) = admin {
             admin.stop();
         }
+        http_msg.stop();
         for m in msgs {
             m.stop();
         }

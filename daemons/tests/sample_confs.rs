@@ -54,6 +54,10 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
                 daemons::push::PushConfig::from_conf(&conf)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
+            } else if name.starts_with("httpmsgserver") {
+                daemons::http_msg::HttpMsgConfig::from_conf(&conf)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             } else if name.starts_with("fileserver") {
                 daemons::file::FileConfig::from_conf(&conf)
                     .map(|_| ())
@@ -72,5 +76,5 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 7 + 7);
+    assert_eq!(checked, 8 + 7);
 }

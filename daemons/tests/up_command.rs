@@ -90,10 +90,27 @@ fn the_start_up_log_is_short_and_spells_connections_one_way() {
         .expect("start teamtalk up");
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
+    let mut banner = String::new();
     while !line.contains("Ctrl-C stops") {
         line.clear();
         assert!(stdout.read_line(&mut line).unwrap() > 0, "no banner");
+        banner.push_str(&line);
     }
+    // http_msg_server with the key generated for it (no --app-key).
+    let http_msg = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("http_msg_server"))
+        .unwrap_or_else(|| panic!("{banner}"));
+    assert!(http_msg.contains("http://127.0.0.1:"), "{http_msg}");
+    let key = http_msg
+        .split("app_key ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{http_msg}"));
+    assert!(
+        key.len() == 32 && key.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{http_msg}"
+    );
     // Give late start-up lines a moment, then stop it cleanly.
     std::thread::sleep(Duration::from_millis(300));
     let ok = Command::new("kill")

@@ -1,5 +1,5 @@
 //! The separate daemon binaries (`msg_server`, `login_server`,
-//! `route_server`, `db_proxy_server`): one `main` for all, made to drop in
+//! `route_server`, `db_proxy_server`, …): one `main` for all, made to drop in
 //! where TeamTalk's C++ daemons ran.
 //!
 //! Like TeamTalk's, a daemon started without `-c` reads its conf from the
@@ -37,6 +37,8 @@ pub enum Daemon {
     File,
     /// push_server: notifications for offline phones.
     Push,
+    /// http_msg_server: TeamTalk's back-office HTTP API.
+    HttpMsg,
 }
 
 impl Daemon {
@@ -51,6 +53,7 @@ impl Daemon {
             Self::Msfs => "msfs",
             Self::File => "file_server",
             Self::Push => "push_server",
+            Self::HttpMsg => "http_msg_server",
         }
     }
 
@@ -66,6 +69,7 @@ impl Daemon {
             Self::Msfs => "msfs.conf",
             Self::File => "fileserver.conf",
             Self::Push => "pushserver.conf",
+            Self::HttpMsg => "httpmsgserver.conf",
         }
     }
 
@@ -88,6 +92,7 @@ impl Daemon {
             Self::Msfs => MSFS_KEYS,
             Self::File => FILE_KEYS,
             Self::Push => PUSH_KEYS,
+            Self::HttpMsg => HTTP_MSG_KEYS,
         }
     }
 }
@@ -281,6 +286,14 @@ fn start_daemon(
                 None,
             )
         }
+        Daemon::HttpMsg => {
+            let mut cfg = crate::http_msg::HttpMsgConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
+            (
+                Box::new(crate::http_msg::spawn(cfg).map_err(|e| fail(&e))?),
+                None,
+            )
+        }
     })
 }
 
@@ -403,6 +416,20 @@ pushserver.conf keys (TeamTalk's, then ours):
   DedupeSecs=N                              how long a sent (message, device) is remembered (default 3600)
 ";
 
+const HTTP_MSG_KEYS: &str = "\
+httpmsgserver.conf keys (TeamTalk's, then ours):
+  ListenIP=IP;…, ListenPort=PORT            HTTP port (default 127.0.0.1, 8400)
+  DBServerIP<n>=HOST, DBServerPort<n>=PORT  db_proxy_servers (at least one)
+  RouteServerIP<n>=HOST, RouteServerPort<n> route_servers (at least one)
+  ConcurrentDBConnCnt                       accepted for compatibility, not used
+  AppKey=KEY;…                              app keys requests must carry (AppKey or AppKeyFile required)
+  AppKeyFile=PATH                           more app keys, one a line (# comments)
+  RequestTimeoutSecs=N                      answer \"server error\" when db_proxy is slower (default 10)
+  MaxPending=N                              requests waiting for db_proxy (default 1024; more get 503)
+  MaxBodyBytes=N                            largest request body (default 262144)
+  MaxConnsPerSource=N                       HTTP connections per address (default 64)
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,7 +437,8 @@ mod tests {
     /// Every key a daemon reads is in its `--help`.
     #[test]
     fn help_names_every_known_key() {
-        let lists: [(Daemon, &[&str]); 7] = [
+        let lists: [(Daemon, &[&str]); 8] = [
+            (Daemon::HttpMsg, crate::http_msg::KNOWN_KEYS),
             (Daemon::Push, crate::push::KNOWN_KEYS),
             (Daemon::File, crate::file::KNOWN_KEYS),
             (Daemon::Msfs, crate::msfs::KNOWN_KEYS),

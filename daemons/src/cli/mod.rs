@@ -107,7 +107,7 @@ pub struct UpArgs {
     /// One daemon's port, after `--port-offset`: `NAME=PORT`, repeatable.
     /// Names: db_proxy, route, login_msg, login_http, login_client, msg
     /// (the first msg_server; the others follow), ws, msfs, file_client,
-    /// file_msg, push. Port 0 lets the kernel pick.
+    /// file_msg, push, http_msg. Port 0 lets the kernel pick.
     #[arg(long = "port", value_name = "NAME=PORT", value_parser = parse_port_setting)]
     pub ports: Vec<(String, u16)>,
     /// Admin endpoint for all daemons: `/metrics` (Prometheus) and
@@ -139,6 +139,10 @@ pub struct UpArgs {
     /// File holding the webhook's bearer token (`Authorization: Bearer`).
     #[arg(long, requires = "push_webhook")]
     pub push_webhook_token_file: Option<PathBuf>,
+    /// An app key http_msg_server accepts in `app_key` (repeatable).
+    /// Without one, a random key is generated and printed.
+    #[arg(long = "app-key", value_name = "KEY")]
+    pub app_keys: Vec<String>,
 }
 
 /// `teamtalk user …`. Users are named by login name or id. The store is
@@ -474,9 +478,9 @@ fn parse_port_setting(s: &str) -> Result<(String, u16), String> {
     let (name, port) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected NAME=PORT"))?;
-    if name != "push" && !system::PORT_NAMES.contains(&name) {
+    if !matches!(name, "push" | "http_msg") && !system::PORT_NAMES.contains(&name) {
         return Err(format!(
-            "no port named {name:?}; the names are {}, push",
+            "no port named {name:?}; the names are {}, push, http_msg",
             system::PORT_NAMES.join(", ")
         ));
     }
@@ -790,9 +794,23 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 ))
             })?;
     }
+    if cfg.http_msg.port != 0 {
+        cfg.http_msg.port = u16::try_from(i32::from(cfg.http_msg.port) + offset)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "http_msg_server port moved by {offset} is out of range"
+                ))
+            })?;
+    }
     for (name, port) in &args.ports {
         if name == "push" {
             cfg.push.port = *port;
+            continue;
+        }
+        if name == "http_msg" {
+            cfg.http_msg.port = *port;
             continue;
         }
         cfg.ports.set(name, *port).map_err(CliError::Usage)?;
@@ -816,6 +834,12 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         cfg.admin_token = Some(read_token(path)?);
     }
     cfg.msfs_url.clone_from(&args.msfs_url);
+    if args.app_keys.iter().any(|k| k.trim().is_empty()) {
+        return Err(CliError::Usage(
+            "--app-key: a key cannot be empty".to_owned(),
+        ));
+    }
+    cfg.http_msg.app_keys.clone_from(&args.app_keys);
     if let Some(url) = &args.push_webhook {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(CliError::Daemon(format!(
@@ -891,6 +915,19 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         |u| format!("webhook {u}"),
     );
     writeln!(out, "  push_server        {}  ({sink})", sys.push_addr())?;
+    let keys = if args.app_keys.is_empty() {
+        format!(
+            "app_key {} (generated; --app-key KEY to choose)",
+            sys.http_msg_app_keys().join(", ")
+        )
+    } else {
+        format!("{} app key(s) from --app-key", args.app_keys.len())
+    };
+    writeln!(
+        out,
+        "  http_msg_server    http://{}  ({keys})",
+        sys.http_msg_addr()
+    )?;
     if let Some(a) = sys.admin_addr() {
         writeln!(
             out,

@@ -326,7 +326,7 @@ pub enum MsgConfigError {
 }
 
 /// Resolves `host:port`, preferring IPv4 (TeamTalk configs say `localhost`).
-fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+pub(crate) fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
     let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().ok()?.collect();
     addrs
         .iter()

@@ -19,6 +19,7 @@ pub use app::{
     Action, AppStats, LocalSession, MAX_CREDENTIAL_LEN, MsgApp, Registration, SessionLimits,
     Upstream, UpstreamLink,
 };
+pub(crate) use config::resolve;
 pub use config::{KNOWN_KEYS, MsgConfig, MsgConfigError, WebSocketPort, parse_origins};
 
 use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};

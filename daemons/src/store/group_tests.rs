@@ -117,6 +117,21 @@ fn a_group_is_created_with_its_creator_and_read_back() {
         [v(normal.id, 1)]
     );
     assert_eq!(store.user_groups(3, Some(GroupType::Normal)).unwrap(), []);
+    // The administration's NORMAL group (creator 0): it is no member.
+    let admin = store
+        .create_group(&NewGroup {
+            group_type: GroupType::Normal,
+            ..tmp(0, &[3, 2])
+        })
+        .unwrap();
+    assert_eq!((admin.creator, admin.member_ids()), (0, vec![2, 3]));
+    assert!(matches!(
+        store.create_group(&NewGroup {
+            group_type: GroupType::Normal,
+            ..tmp(0, &[0, 2])
+        }),
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -137,6 +152,11 @@ fn a_group_that_cannot_be_created_leaves_nothing() {
             ..tmp(1, &[2])
         }),
         Err(StoreError::Invalid(_))
+    ));
+    // Creator 0 (the administration) makes NORMAL groups only.
+    assert!(matches!(
+        store.create_group(&tmp(0, &[2])),
+        Err(StoreError::Invalid("user id 0 is not a user"))
     ));
     assert!(store.groups().unwrap().is_empty());
     assert!(store.user_groups(2, None).unwrap().is_empty());

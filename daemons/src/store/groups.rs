@@ -44,9 +44,14 @@
 //! TeamTalk: on a TMP group anyone may add; everything else (removing, and
 //! any change of a NORMAL group) only the creator; user 0 anything. Ours:
 //!
-//! - [`Actor::Admin`] (the `teamtalk group` command, later the admin API)
-//!   may do anything; no user id stands for the administration, so a
-//!   msg_server cannot send one that does.
+//! - [`Actor::Admin`] (the `teamtalk group` command, the admin API, and
+//!   `user_id` 0 in a request from a cluster server such as
+//!   http_msg_server) may do anything. msg_server puts the session's own
+//!   user id in every request it forwards, and no user has id 0, so a
+//!   client can never act as the administration.
+//! - A NORMAL group may be created with creator 0: made by the
+//!   administration, which is not a member (TeamTalk's http_msg_server
+//!   creates its groups so). A TMP group's creator is a user.
 //! - A user must be a member of the group to change it at all (TeamTalk let
 //!   strangers add people to any TMP group).
 //! - TMP groups: any member may add; the creator may remove anyone; any
@@ -291,7 +296,8 @@ pub fn check_member_change(
 
 /// Checks a new group's fields that need no database: name and avatar
 /// lengths, the creator, the member count. Returns the members, creator
-/// included, sorted and deduplicated.
+/// included, sorted and deduplicated. Creator 0 stands for the
+/// administration and is allowed for NORMAL groups only; it is no member.
 ///
 /// # Errors
 /// A reason, for [`StoreError::Invalid`](super::StoreError::Invalid).
@@ -305,7 +311,10 @@ pub fn normalize_new_group(group: &NewGroup) -> Result<Vec<UserId>, &'static str
     if group.avatar.len() > MAX_GROUP_AVATAR_LEN {
         return Err("group avatar URL too long");
     }
-    if group.creator == 0 {
+    // Creator 0 is the administration (TeamTalk's http_msg_server sends
+    // 0): allowed for NORMAL groups only, and not a member.
+    let by_administration = group.creator == 0 && group.group_type == GroupType::Normal;
+    if group.creator == 0 && !by_administration {
         return Err("user id 0 is not a user");
     }
     // Bounded before sorting, so a huge list costs nothing.
@@ -313,7 +322,9 @@ pub fn normalize_new_group(group: &NewGroup) -> Result<Vec<UserId>, &'static str
         return Err("too many members");
     }
     let mut members = group.members.clone();
-    members.push(group.creator);
+    if !by_administration {
+        members.push(group.creator);
+    }
     members.sort_unstable();
     members.dedup();
     if members.first() == Some(&0) {

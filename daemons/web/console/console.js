@@ -145,7 +145,7 @@ async function loadOverview() {
   const ok = metric(text, "teamtalk_msg_logins_ok_total");
   const refused = metric(text, "teamtalk_msg_logins_refused_total");
   $("ov-logins").textContent = ok === null ? "–" : `${ok} / ${refused ?? 0}`;
-  show("ov-msgservers", metric(text, "teamtalk_route_msg_servers"));
+  show("ov-msgservers", metric(text, "teamtalk_login_msg_servers"));
 }
 
 // ---- departments ------------------------------------------------------------

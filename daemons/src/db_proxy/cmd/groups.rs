@@ -24,9 +24,16 @@
 //!
 //! # Where we differ
 //!
-//! - Clients create TMP groups only: a NORMAL (or unknown) type gets the
-//!   failure reply (`result_code` 1), not silence. NORMAL groups come from
-//!   the administration (`teamtalk group`, on the store directly).
+//! - Trust split: every peer of db_proxy is an authenticated cluster
+//!   server, so db_proxy creates NORMAL and TMP groups alike; the rule
+//!   that clients create TMP groups only is msg_server's, which knows the
+//!   client. NORMAL groups come from the administration: `teamtalk group`
+//!   on the store, and http_msg_server over this link with creator
+//!   `user_id` 0 (the administration, no member), as TeamTalk's sends it.
+//!   An unknown type gets the failure reply (`result_code` 1), not
+//!   silence.
+//! - `user_id` 0 in a change of members is the administration
+//!   ([`Actor::Admin`]): any group, any change (TeamTalk's rule for 0).
 //! - The creator is always a member of the group created.
 //! - Only members may read a group's details (a non-member's request is
 //!   answered without that group) or change it; members may leave TMP
@@ -169,19 +176,23 @@ impl DbProxy {
     }
 
     fn create_group(&self, req: &ImGroupCreateReq) -> Served<ImGroupCreateRsp> {
-        if GroupType::from_u32(wire_u32(req.group_type)) != Some(GroupType::Tmp) {
+        // Every peer here is a cluster server: msg_server has already
+        // refused NORMAL groups from clients (it knows who the client is);
+        // http_msg_server asks for NORMAL groups with creator 0, the
+        // administration.
+        let Some(group_type) = GroupType::from_u32(wire_u32(req.group_type)) else {
             warn!(
                 user = req.user_id,
                 group_type = req.group_type,
-                "a client asked for a group that is not temporary; refused"
+                "create of a group of unknown type; refused"
             );
-            return Err(Failed::bad_request("clients create temporary groups only"));
-        }
+            return Err(Failed::bad_request("unknown group type"));
+        };
         let new = NewGroup {
             name: req.group_name.clone(),
             avatar: req.group_avatar.clone(),
             creator: req.user_id,
-            group_type: GroupType::Tmp,
+            group_type,
             members: req.member_id_list.clone(),
         };
         let group = self.store.create_group(&new).map_err(|e| {
@@ -195,8 +206,9 @@ impl DbProxy {
         info!(
             user = req.user_id,
             group = group.id,
+            ?group_type,
             members = group.members.len(),
-            "temporary group created"
+            "group created"
         );
         Ok(ImGroupCreateRsp {
             user_id: req.user_id,
@@ -216,7 +228,7 @@ impl DbProxy {
         let changed = self
             .store
             .change_group_members(
-                Actor::User(req.user_id),
+                actor(req.user_id),
                 req.group_id,
                 change,
                 &req.member_id_list,
@@ -307,6 +319,17 @@ impl DbProxy {
             group_id_list: groups.into_iter().map(|g| g.id).collect(),
             attach_data: echo(&req.attach_data),
         })
+    }
+}
+
+/// Who asks for a member change: user 0 is the administration
+/// (http_msg_server, as TeamTalk's sends it). msg_server puts the
+/// session's user in every request it forwards, and no user has id 0.
+fn actor(user_id: u32) -> Actor {
+    if user_id == 0 {
+        Actor::Admin
+    } else {
+        Actor::User(user_id)
     }
 }
 

@@ -119,11 +119,11 @@ fn clients_create_temporary_groups_and_members_read_them() {
     );
     assert_eq!(rsp.attach_data, attach());
     let g = rsp.group_id.unwrap();
-    // NORMAL groups are the administration's; unknown users are refused.
+    // Unknown types and users are refused; so is a TMP group by user 0.
     for req in [
-        create_req(1, 1, &[2]),
         create_req(1, 9, &[2]),
         create_req(1, 2, &[2, 99]),
+        create_req(0, 2, &[2]),
     ] {
         let rsp: ImGroupCreateRsp = call(&f.proxy, 3, &req);
         assert_eq!(
@@ -270,6 +270,40 @@ fn member_changes_answer_the_lists_msg_server_announces() {
     assert_eq!(change(&f.proxy, 2, 1, n, &[3]).result_code, RESULT_FAILED);
     assert_eq!(change(&f.proxy, 2, 2, n, &[2]).result_code, RESULT_FAILED);
     assert_eq!(change(&f.proxy, 1, 1, n, &[3]).result_code, 0);
+}
+
+/// db_proxy's peers are cluster servers: a NORMAL group is created as
+/// asked (msg_server refuses them from clients), and user 0 is the
+/// administration, as http_msg_server sends it: creator of no membership,
+/// allowed any change.
+#[test]
+fn peers_create_normal_groups_and_user_zero_is_the_administration() {
+    let f = fixture();
+    let rsp: ImGroupCreateRsp = call(&f.proxy, 3, &create_req(0, 1, &[3, 2]));
+    assert_eq!(
+        (rsp.user_id, rsp.result_code, &rsp.user_id_list[..]),
+        (0, 0, &[2, 3][..]),
+        "the administration is no member"
+    );
+    let g = rsp.group_id.unwrap();
+    let stored = f.store.group(g).unwrap().unwrap();
+    assert_eq!((stored.group_type, stored.creator), (GroupType::Normal, 0));
+    // A NORMAL group asked by a user (a peer vouches for it): its creator.
+    let rsp: ImGroupCreateRsp = call(&f.proxy, 3, &create_req(1, 1, &[2]));
+    assert_eq!((rsp.result_code, &rsp.user_id_list[..]), (0, &[1, 2][..]));
+    // Members cannot change the administration's group; user 0 can.
+    assert_eq!(change(&f.proxy, 2, 1, g, &[4]).result_code, RESULT_FAILED);
+    let rsp = change(&f.proxy, 0, 1, g, &[4]);
+    assert_eq!(
+        (
+            rsp.result_code,
+            &rsp.chg_user_id_list[..],
+            &rsp.cur_user_id_list[..]
+        ),
+        (0, &[4][..], &[2, 3, 4][..])
+    );
+    let rsp = change(&f.proxy, 0, 2, g, &[2, 3]);
+    assert_eq!((rsp.result_code, &rsp.cur_user_id_list[..]), (0, &[4][..]));
 }
 
 #[test]
