@@ -46,8 +46,11 @@
 mod files;
 pub mod groups;
 mod lock;
+pub mod mysql_redis;
 mod sqlite;
 
+#[cfg(test)]
+mod conformance;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
@@ -59,6 +62,7 @@ pub use groups::{
     MAX_GROUPS_PER_USER, MemberChange, MembersChanged, NewGroup,
 };
 pub use lock::{LOCK_FILE_NAME, LockError, ServeLock};
+pub use mysql_redis::{MysqlConfig, MysqlStore, RedisUrls};
 pub use sqlite::{Clock, DB_FILE_NAME, SqliteStore, StoreOptions};
 
 use crate::password::PasswordError;
@@ -166,6 +170,30 @@ pub enum StoreError {
     /// A user id that names no user (a group member to add).
     #[error("no user {0}")]
     NoSuchUser(UserId),
+    /// MySQL failed ([`MysqlStore`]); `context` says which operation.
+    #[error("{context}: {source}")]
+    Mysql {
+        /// What the store was doing.
+        context: &'static str,
+        /// The client's error (boxed: it is large).
+        source: Box<::mysql::Error>,
+    },
+    /// Redis failed ([`MysqlStore`]); `context` says which operation.
+    #[error("{context}: {source}")]
+    Redis {
+        /// What the store was doing.
+        context: &'static str,
+        /// The client's error.
+        source: Box<::redis::RedisError>,
+    },
+    /// A store address or setting that cannot be used.
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// Another db_proxy stored the same message (its dedupe key) a moment
+    /// ago; the caller answers with that one's id. Never returned by a
+    /// [`Store`] method.
+    #[error("the same message was stored concurrently")]
+    DuplicateRace,
 }
 
 impl StoreError {

@@ -1,0 +1,106 @@
+//! Private MariaDB and Redis servers for tests, from `.ci/services`.
+//!
+//! [`services`] gives the servers of this test process: those named by
+//! `TEAMTALK_TEST_MYSQL` (`mysql://user:pw@host:port/`) and
+//! `TEAMTALK_TEST_REDIS` (`redis://host:port`) when both are set, else a
+//! pair `.ci/services` starts once per process (installing Debian's
+//! packages when missing) and tears down after the process exits. When
+//! neither works the calling test fails with the reason, unless
+//! `TEAMTALK_SKIP_MYSQL=1` says to skip the MySQL tests (then each one
+//! prints that it was skipped and passes).
+//!
+//! [`fresh_config`] gives each test its own database and Redis database
+//! number, so tests run in parallel on one pair of servers.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::MysqlConfig;
+
+/// The servers a test process uses.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// `mysql://user:pw@host:port/` (no database).
+    pub mysql: String,
+    /// `redis://host:port` (no database number).
+    pub redis: String,
+}
+
+fn start() -> Result<Services, String> {
+    if let (Ok(mysql), Ok(redis)) = (
+        std::env::var("TEAMTALK_TEST_MYSQL"),
+        std::env::var("TEAMTALK_TEST_REDIS"),
+    ) {
+        return Ok(Services { mysql, redis });
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/services");
+    let dir = std::env::temp_dir().join(format!("teamtalk-services-{}", std::process::id()));
+    let out = std::process::Command::new(script)
+        .arg("start")
+        .arg(&dir)
+        .arg("")
+        .arg("")
+        .arg(std::process::id().to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{script} start failed ({})", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{script} printed no {key}: {text}"))
+    };
+    Ok(Services {
+        mysql: get("TEAMTALK_TEST_MYSQL=")?,
+        redis: get("TEAMTALK_TEST_REDIS=")?,
+    })
+}
+
+/// This process's servers; `None` when `TEAMTALK_SKIP_MYSQL=1`.
+///
+/// # Panics
+/// When the servers cannot be had, with the reason and the ways out.
+pub fn services() -> Option<&'static Services> {
+    static SERVICES: OnceLock<Result<Services, String>> = OnceLock::new();
+    if std::env::var("TEAMTALK_SKIP_MYSQL").is_ok_and(|v| v == "1") {
+        eprintln!("TEAMTALK_SKIP_MYSQL=1: MySQL store test skipped");
+        return None;
+    }
+    match SERVICES.get_or_init(start) {
+        Ok(s) => Some(s),
+        Err(e) => panic!(
+            "MariaDB and Redis for the MySQL store tests: {e}. Run .ci/services as root to \
+             install them, point TEAMTALK_TEST_MYSQL and TEAMTALK_TEST_REDIS at servers, or \
+             set TEAMTALK_SKIP_MYSQL=1 to skip these tests"
+        ),
+    }
+}
+
+/// A configuration on a database and Redis database number no other test
+/// of this process uses (the Redis one emptied first).
+pub fn fresh_config() -> Option<MysqlConfig> {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let s = services()?;
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    // Redis databases 1..=4095 (`.ci/services` makes 4096); 0 is left to
+    // people looking around with redis-cli.
+    let db = (std::process::id().wrapping_mul(131).wrapping_add(n)) % 4095 + 1;
+    let redis = format!("{}/{db}", s.redis.trim_end_matches('/'));
+    let client = redis::Client::open(redis.as_str()).ok()?;
+    let mut conn = client
+        .get_connection()
+        .unwrap_or_else(|e| panic!("Redis at {redis}: {e}"));
+    redis::cmd("FLUSHDB")
+        .query::<()>(&mut conn)
+        .unwrap_or_else(|e| panic!("Redis at {redis}: {e}"));
+    let mysql = format!(
+        "{}/tt_{}_{n}",
+        s.mysql.trim_end_matches('/'),
+        std::process::id()
+    );
+    Some(MysqlConfig::new(&mysql, &redis))
+}
