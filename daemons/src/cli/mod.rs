@@ -80,9 +80,19 @@ pub enum Commands {
 /// Arguments of `teamtalk up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
-    /// Directory of the SQLite store.
+    /// Directory of the SQLite store (and, with --mysql, of the cluster
+    /// secret, msfs's images and file_server's files).
     #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
     pub data_dir: PathBuf,
+    /// Keep the data in this MySQL/MariaDB database on TeamTalk's schema
+    /// (`mysql://user:pw@host:port/dbname`, created if missing) instead of
+    /// SQLite; needs --redis.
+    #[arg(long, requires = "redis", env = "TEAMTALK_MYSQL")]
+    pub mysql: Option<String>,
+    /// The Redis TeamTalk keeps counters and tokens in
+    /// (`redis://host:port/db`), with --mysql.
+    #[arg(long, requires = "mysql", env = "TEAMTALK_REDIS")]
+    pub redis: Option<String>,
     /// Address every daemon listens on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -468,17 +478,21 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         cfg.admin_token = Some(read_token(path)?);
     }
     cfg.msfs_url.clone_from(&args.msfs_url);
+    if let (Some(mysql), Some(redis)) = (&args.mysql, &args.redis) {
+        cfg.mysql = Some(crate::store::MysqlConfig::new(mysql, redis));
+    }
+    let cfg_store = cfg.mysql.as_ref().map(crate::store::MysqlConfig::describe);
     let stop = stop_signal()?;
     let sys = system::start(cfg)?;
     if !sys.wait_ready(Duration::from_secs(10)) {
         warn!("not every msg_server registered with login_server within 10 s");
     }
     let msgs: Vec<String> = sys.msg_addrs().iter().map(ToString::to_string).collect();
-    writeln!(
-        out,
-        "teamtalk-rs is up; store in {}",
-        args.data_dir.display()
-    )?;
+    let at = match &cfg_store {
+        Some(describe) => describe.clone(),
+        None => args.data_dir.display().to_string(),
+    };
+    writeln!(out, "teamtalk-rs is up; store in {at}")?;
     writeln!(
         out,
         "  clients start at   http://{}/msg_server  (then TCP to the msg_server it names)",
