@@ -104,3 +104,37 @@ pub fn fresh_config() -> Option<MysqlConfig> {
     );
     Some(MysqlConfig::new(&mysql, &redis))
 }
+
+/// The `dbproxyserver.conf` lines (TeamTalk's keys) naming `config`'s
+/// MySQL and Redis, for tests that start db_proxy_server from a conf.
+///
+/// # Panics
+/// On URLs [`fresh_config`] does not make.
+#[must_use]
+pub fn conf_keys(config: &MysqlConfig) -> String {
+    let opts = mysql::Opts::from_url(&config.mysql_url).expect("MySQL URL");
+    let (redis_host, rest) = config
+        .redis
+        .unread
+        .trim_start_matches("redis://")
+        .split_once(':')
+        .expect("redis://host:port/db");
+    let (redis_port, redis_db) = rest.split_once('/').expect("redis://host:port/db");
+    let mut out = format!(
+        "DBInstances=teamtalk_master,teamtalk_slave\n\
+         teamtalk_master_host={}\nteamtalk_master_port={}\nteamtalk_master_dbname={}\n\
+         teamtalk_master_username={}\nteamtalk_master_password={}\nteamtalk_master_maxconncnt=16\n\
+         CacheInstances=unread,group_set,token,sync,group_member\n",
+        opts.get_ip_or_hostname(),
+        opts.get_tcp_port(),
+        opts.get_db_name().unwrap_or(""),
+        opts.get_user().unwrap_or(""),
+        opts.get_pass().unwrap_or(""),
+    );
+    for role in ["unread", "group_set", "token", "sync", "group_member"] {
+        out.push_str(&format!(
+            "{role}_host={redis_host}\n{role}_port={redis_port}\n{role}_db={redis_db}\n"
+        ));
+    }
+    out
+}
