@@ -44,6 +44,8 @@ mod groups;
 mod schema;
 #[doc(hidden)]
 pub mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -1643,7 +1645,7 @@ impl MysqlStore {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit_tests {
     use super::*;
 
     #[test]
