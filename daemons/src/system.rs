@@ -54,6 +54,99 @@ pub struct Ports {
     pub file_msg: u16,
 }
 
+/// The names `teamtalk up --port NAME=PORT` takes, one per [`Ports`] field
+/// (`msg` and `ws` name the first msg_server's; the others follow it).
+pub const PORT_NAMES: &[&str] = &[
+    "db_proxy",
+    "route",
+    "login_msg",
+    "login_http",
+    "login_client",
+    "msg",
+    "ws",
+    "msfs",
+    "file_client",
+    "file_msg",
+];
+
+impl Ports {
+    /// Moves every non-zero port by `offset` (TeamTalk's test scripts run a
+    /// second cluster at +10000).
+    ///
+    /// # Errors
+    /// The name and port of the first one pushed out of 1..=65535.
+    pub fn shift(&mut self, offset: i32) -> Result<(), String> {
+        let mut result = Ok(());
+        self.for_each(|name, port| {
+            if *port == 0 || result.is_err() {
+                return;
+            }
+            match u16::try_from(i32::from(*port) + offset) {
+                Ok(p) if p != 0 => *port = p,
+                _ => {
+                    result = Err(format!(
+                        "{name} port {port} moved by {offset} is out of range"
+                    ))
+                }
+            }
+        });
+        result
+    }
+
+    /// Sets one port by its [`PORT_NAMES`] name; for `msg` and `ws` the
+    /// following msg_servers take the next ports.
+    ///
+    /// # Errors
+    /// An unknown name, listing the known ones.
+    pub fn set(&mut self, name: &str, port: u16) -> Result<(), String> {
+        let one = |list: &mut Vec<u16>| {
+            for (i, p) in list.iter_mut().enumerate() {
+                *p = if port == 0 {
+                    0
+                } else {
+                    port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
+                };
+            }
+        };
+        match name {
+            "db_proxy" => self.db = port,
+            "route" => self.route = port,
+            "login_msg" => self.login_msg = port,
+            "login_http" => self.login_http = port,
+            "login_client" => self.login_client = port,
+            "msg" => one(&mut self.msg),
+            "ws" => one(&mut self.ws),
+            "msfs" => self.msfs = port,
+            "file_client" => self.file_client = port,
+            "file_msg" => self.file_msg = port,
+            _ => {
+                return Err(format!(
+                    "no port named {name:?}; the names are {}",
+                    PORT_NAMES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn for_each(&mut self, mut f: impl FnMut(&str, &mut u16)) {
+        f("db_proxy", &mut self.db);
+        f("route", &mut self.route);
+        f("login_msg", &mut self.login_msg);
+        f("login_http", &mut self.login_http);
+        f("login_client", &mut self.login_client);
+        for p in &mut self.msg {
+            f("msg", p);
+        }
+        for p in &mut self.ws {
+            f("ws", p);
+        }
+        f("msfs", &mut self.msfs);
+        f("file_client", &mut self.file_client);
+        f("file_msg", &mut self.file_msg);
+    }
+}
+
 /// How to run the whole system.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -335,6 +428,15 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     msfs_cfg.listen_ips = vec![cfg.host];
     msfs_cfg.port = cfg.ports.msfs;
     msfs_cfg.public_url.clone_from(&cfg.msfs_url);
+    // The web client (login_server's page) uploads images: its origin may
+    // read msfs's answers. With a kernel-chosen login port the origin is
+    // not known yet (msfs starts first, login_server names it), so any
+    // origin then: an answer only names the URL of what was just uploaded,
+    // and any program can upload without a browser anyway.
+    msfs_cfg.cors_origins = match web_origins(cfg.host, cfg.ports.login_http) {
+        WsOrigins::List(list) if cfg.ports.login_http != 0 => list.to_vec(),
+        _ => vec!["*".to_owned()],
+    };
     let msfs = msfs::spawn(msfs_cfg)?;
     let msfs_url = advertised_msfs_url(&cfg, msfs.addr());
     let mut login_cfg = LoginConfig::loopback();

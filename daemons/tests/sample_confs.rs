@@ -68,5 +68,5 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 6 + 5);
+    assert_eq!(checked, 6 + 7);
 }

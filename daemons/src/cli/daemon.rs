@@ -363,6 +363,7 @@ msfs.conf keys (TeamTalk's, then ours):
   QuotaBytes=N                              total bytes stored (default: no quota)
   UploadsPerMinute=N                        uploads per source address a minute (default 120)
   PublicUrl=URL                             the URL answers name (default: from the request's Host)
+  CorsOrigins=URL;… | *                     web pages that may read upload answers (a web client)
   MaxConnsPerSource=N, MaxConnections=N     connection caps (default 64 and 1024)
 ";
 

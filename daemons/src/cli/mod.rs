@@ -98,11 +98,26 @@ pub struct UpArgs {
     pub host: IpAddr,
     /// How many msg_servers (ports 8000, 8001, …); file_server listens on
     /// 8600 (clients) and 8601 (msg_servers).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub msg_servers: u16,
     /// Let the kernel pick every port (prints them) instead of TeamTalk's.
     #[arg(long)]
     pub any_ports: bool,
+    /// Add N to every TeamTalk port, the admin port included (TeamTalk's
+    /// test scripts run a second cluster at +10000; may be negative).
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        conflicts_with = "any_ports"
+    )]
+    pub port_offset: Option<i32>,
+    /// One daemon's port, after `--port-offset`: `NAME=PORT`, repeatable.
+    /// Names: db_proxy, route, login_msg, login_http, login_client, msg
+    /// (the first msg_server; the others follow), ws, msfs, file_client,
+    /// file_msg. Port 0 lets the kernel pick.
+    #[arg(long = "port", value_name = "NAME=PORT", value_parser = parse_port_setting)]
+    pub ports: Vec<(String, u16)>,
     /// Admin endpoint for all daemons: `/metrics` (Prometheus) and
     /// `/healthz`. Default: the host's port 8090 (a free port with
     /// `--any-ports`).
@@ -280,6 +295,26 @@ pub enum CliError {
     /// A benchmark could not run.
     #[error(transparent)]
     Bench(#[from] crate::tools::bench::BenchError),
+    /// Arguments that cannot work together, or a clash they caused.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// `NAME=PORT` of `teamtalk up --port`.
+fn parse_port_setting(s: &str) -> Result<(String, u16), String> {
+    let (name, port) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=PORT"))?;
+    if !system::PORT_NAMES.contains(&name) {
+        return Err(format!(
+            "no port named {name:?}; the names are {}",
+            system::PORT_NAMES.join(", ")
+        ));
+    }
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number (0-65535)"))?;
+    Ok((name.to_owned(), port))
 }
 
 /// Sets up logging: `RUST_LOG` decides the level (default `info`).
@@ -453,6 +488,9 @@ pub(crate) fn stop_signal() -> Result<Receiver<()>, CliError> {
 }
 
 fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    // The banner names every daemon's addresses and the summary says how
+    // they stopped: their own lines would say it twice.
+    crate::runtime::log_lifecycle_at_debug(true);
     // Every client is a descriptor; the default soft limit (often 1024) would cap connections.
     let _ = teamtalk_net::raise_fd_limit();
     let cfg = if args.any_ports {
@@ -462,17 +500,25 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     let mut cfg = cfg;
     cfg.host = args.host;
+    let offset = args.port_offset.unwrap_or(0);
+    cfg.ports.shift(offset).map_err(CliError::Usage)?;
+    for (name, port) in &args.ports {
+        cfg.ports.set(name, *port).map_err(CliError::Usage)?;
+    }
+    let admin_port = if args.any_ports {
+        0
+    } else {
+        u16::try_from(i32::from(system::DEFAULT_ADMIN_PORT) + offset).map_err(|_| {
+            CliError::Usage(format!(
+                "admin port {} moved by {offset} is out of range",
+                system::DEFAULT_ADMIN_PORT
+            ))
+        })?
+    };
     cfg.admin = match (args.no_admin, args.admin) {
         (true, _) => None,
         (false, Some(addr)) => Some(addr),
-        (false, None) => Some(SocketAddr::new(
-            args.host,
-            if args.any_ports {
-                0
-            } else {
-                system::DEFAULT_ADMIN_PORT
-            },
-        )),
+        (false, None) => Some(SocketAddr::new(args.host, admin_port)),
     };
     if let Some(path) = &args.admin_token_file {
         cfg.admin_token = Some(read_token(path)?);
@@ -483,7 +529,13 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     let cfg_store = cfg.mysql.as_ref().map(crate::store::MysqlConfig::describe);
     let stop = stop_signal()?;
-    let sys = system::start(cfg)?;
+    let sys = system::start(cfg).map_err(|e| match e {
+        SystemError::Daemon(ref d) if d.is_addr_in_use() => CliError::Usage(format!(
+            "{e}\n  another teamtalk up or a TeamTalk cluster is using it: stop it, or run with \
+             --any-ports (free ports, printed), --port-offset N or --port NAME=PORT"
+        )),
+        other => CliError::System(other),
+    })?;
     if !sys.wait_ready(Duration::from_secs(10)) {
         warn!("not every msg_server registered with login_server within 10 s");
     }

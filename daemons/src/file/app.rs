@@ -1290,7 +1290,7 @@ impl App for FileApp {
                 if self.client_ports.contains(&port) {
                     self.clients.insert(conn, Client::default());
                 } else {
-                    info!(%conn, %peer, "msg_server connected");
+                    debug!(%conn, %peer, "msg_server connected");
                     self.msg_servers.insert(conn);
                 }
             }

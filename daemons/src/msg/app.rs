@@ -26,6 +26,7 @@
 //!   link is up, online or offline as TeamTalk decides, every offer is
 //!   answered, offline records are scoped to the session's user.
 
+use crate::runtime::log_gate::LogGate;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -325,6 +326,10 @@ pub struct MsgApp<C> {
     stats: AppStats,
     /// The file_servers' client addresses, by link.
     files: files::FileLinks,
+    /// Refused logins and kicks: one INFO line per interval (a client can
+    /// cause thousands), the rest at debug; the counters count them all.
+    refusal_log: LogGate<u32>,
+    kick_log: LogGate<u32>,
 }
 
 impl<C: Debug> Debug for MsgApp<C> {
@@ -365,6 +370,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             logged_in: 0,
             stats: AppStats::default(),
             files: files::FileLinks::default(),
+            refusal_log: LogGate::default(),
+            kick_log: LogGate::default(),
         }
     }
 
@@ -528,7 +535,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         for (x, up) in &mut self.links {
             if x.id == link && *up {
                 *up = false;
-                warn!(upstream = ?l.kind, addr = %l.addr, "link down");
+                // The link itself logs it at WARN with the next retry.
+                debug!(upstream = ?l.kind, addr = %l.addr, "link down");
             }
         }
         let upstream = l.kind;
@@ -662,12 +670,15 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             return out;
         };
         if req.user_name.len() > MAX_CREDENTIAL_LEN || req.password.len() > MAX_CREDENTIAL_LEN {
-            info!(
-                ?conn,
-                name_len = req.user_name.len(),
-                password_len = req.password.len(),
-                "login refused: user name or password too long"
-            );
+            if let Some(held_back) = self.refusal_log.pass_secs(self.now) {
+                info!(
+                    ?conn,
+                    name_len = req.user_name.len(),
+                    password_len = req.password.len(),
+                    held_back,
+                    "login refused: user name or password too long"
+                );
+            }
             self.refuse_login(
                 conn,
                 pdu.seq(),
@@ -677,7 +688,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             return out;
         }
         if let Some(down) = Upstream::ALL.into_iter().find(|u| !self.is_up(*u)) {
-            info!(?conn, user = %clip(&req.user_name), ?down, "login refused: link down");
+            if let Some(held_back) = self.refusal_log.pass_secs(self.now) {
+                info!(?conn, user = %clip(&req.user_name), ?down, held_back, "login refused: link down");
+            } else {
+                debug!(?conn, user = %clip(&req.user_name), ?down, "login refused: link down");
+            }
             self.refuse_login(conn, pdu.seq(), down.refusal(), &mut out);
             return out;
         }
@@ -1403,7 +1418,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         let user = match (rsp.result_code, rsp.user_info) {
             (0, Some(user)) => user,
             (code, _) => {
-                info!(conn = ?p.conn, user = %clip(&rsp.user_name), code, "login refused by db_proxy");
+                if let Some(held_back) = self.refusal_log.pass_secs(self.now) {
+                    info!(conn = ?p.conn, user = %clip(&rsp.user_name), code, held_back,
+                        "login refused by db_proxy");
+                } else {
+                    debug!(conn = ?p.conn, user = %clip(&rsp.user_name), code, "login refused by db_proxy");
+                }
                 self.refuse_login(p.conn, p.seq, ResultType::RefuseReasonDbValidateFailed, out);
                 return;
             }
@@ -1751,7 +1771,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     }
 
     fn kick(&mut self, conn: C, user_id: u32, reason: KickReason, out: &mut Actions<C>) {
-        info!(?conn, user_id, ?reason, "kicking session");
+        if let Some(held_back) = self.kick_log.pass_secs(self.now) {
+            info!(?conn, user_id, ?reason, held_back, "kicking session");
+        } else {
+            debug!(?conn, user_id, ?reason, "kicking session");
+        }
         self.presence_watchers.remove(&conn);
         if let Some(state) = self.conns.get_mut(&conn)
             && let Some((uid, ct)) = state.user.take()

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use teamtalk_conn::SessionConfig;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::app::{Registration, SessionLimits};
 use std::sync::Arc;
@@ -121,6 +121,14 @@ impl MsgConfig {
             if conf.get(key).is_some() {
                 info!(key, "key accepted for compatibility and not used");
             }
+        }
+        if conf.get("PushServerIP1").is_some() {
+            // A feature the operator configured and does not get: louder
+            // than a compatibility key.
+            warn!(
+                file = conf.origin(),
+                "PushServerIP1 is set, but push is not served yet: offline phones get no push notification"
+            );
         }
         let ip: String = conf
             .get_parsed("ListenIP")?

@@ -14,7 +14,7 @@ use teamtalk_proto::pb::im::server::{
 };
 use teamtalk_proto::{Command, Message, Pdu};
 
-use super::app::{Action, MsgApp, Registration, Upstream, UpstreamLink};
+use super::app::{Action, MsgApp, Upstream};
 use crate::runtime::LinkId;
 
 type A = Action<u32>;
@@ -33,33 +33,13 @@ const ONLINE: i32 = 1;
 /// A msg_server with every link up and two file_servers that told their
 /// addresses.
 fn app() -> MsgApp<u32> {
-    let links = [
+    let mut app = super::tests::app_with_links(&[
         (DB, Upstream::Db),
         (LOGIN, Upstream::Login),
         (ROUTE, Upstream::Route),
         (FILE1, Upstream::File),
         (FILE2, Upstream::File),
-    ]
-    .into_iter()
-    .map(|(id, kind)| UpstreamLink {
-        id,
-        kind,
-        addr: "127.0.0.1:1".parse().unwrap(),
-    })
-    .collect();
-    let mut app = MsgApp::new(
-        Registration {
-            ip1: "127.0.0.1".into(),
-            ip2: "127.0.0.1".into(),
-            port: 8000,
-            max_conn_cnt: 10,
-            host_name: "test".into(),
-            ws_port: None,
-            ws_tls: false,
-        },
-        links,
-    );
-    app.set_time(1_700_000_000);
+    ]);
     for l in [DB, LOGIN, ROUTE] {
         let _ = app.link_up(l);
     }
@@ -370,23 +350,7 @@ fn every_offer_is_answered_even_when_it_cannot_be_served() {
 /// A runtime msg_server (health is defined for `Conn` ids) with one
 /// db_proxy link, up.
 fn app_conn_view() -> MsgApp<crate::runtime::Conn> {
-    let links = vec![UpstreamLink {
-        id: DB,
-        kind: Upstream::Db,
-        addr: "127.0.0.1:1".parse().unwrap(),
-    }];
-    let mut app = MsgApp::new(
-        Registration {
-            ip1: String::new(),
-            ip2: String::new(),
-            port: 0,
-            max_conn_cnt: 1,
-            host_name: String::new(),
-            ws_port: None,
-            ws_tls: false,
-        },
-        links,
-    );
+    let mut app = super::tests::app_with_links(&[(DB, Upstream::Db)]);
     let _ = app.link_up(DB);
     app
 }
@@ -401,29 +365,14 @@ fn health_names_the_file_servers_only_when_configured() {
         problems.iter().all(|p| !p.contains("file_server")),
         "{problems:?}"
     );
-    let links = vec![UpstreamLink {
-        id: FILE1,
-        kind: Upstream::File,
-        addr: "127.0.0.1:8601".parse().unwrap(),
-    }];
-    let app: MsgApp<crate::runtime::Conn> = MsgApp::new(
-        Registration {
-            ip1: String::new(),
-            ip2: String::new(),
-            port: 0,
-            max_conn_cnt: 1,
-            host_name: String::new(),
-            ws_port: None,
-            ws_tls: false,
-        },
-        links,
-    );
+    let app: MsgApp<crate::runtime::Conn> =
+        super::tests::app_with_links(&[(FILE1, Upstream::File)]);
     let mut problems = Vec::new();
     crate::runtime::App::health(&app, &mut problems);
     assert!(
         problems
             .iter()
-            .any(|p| p.contains("no file_server link up (127.0.0.1:8601)")),
+            .any(|p| p.contains("no file_server link up (127.0.0.1:1)")),
         "{problems:?}"
     );
 }

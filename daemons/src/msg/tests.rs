@@ -19,19 +19,20 @@ const DB: LinkId = LinkId(0);
 const LOGIN: LinkId = LinkId(1);
 const ROUTE: LinkId = LinkId(2);
 
-fn app() -> MsgApp<u32> {
-    let links = [
-        (DB, Upstream::Db),
-        (LOGIN, Upstream::Login),
-        (ROUTE, Upstream::Route),
-    ]
-    .into_iter()
-    .map(|(id, kind)| UpstreamLink {
-        id,
-        kind,
-        addr: "127.0.0.1:1".parse().unwrap(),
-    })
-    .collect();
+/// A msg_server for unit tests with these upstream links (all at
+/// 127.0.0.1:1, none up yet) and its clock set; the one builder every msg
+/// test file uses.
+pub(super) fn app_with_links<C: Copy + Eq + std::hash::Hash + std::fmt::Debug>(
+    links: &[(LinkId, Upstream)],
+) -> MsgApp<C> {
+    let links = links
+        .iter()
+        .map(|&(id, kind)| UpstreamLink {
+            id,
+            kind,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        })
+        .collect();
     let mut app = MsgApp::new(
         Registration {
             ip1: "127.0.0.1".into(),
@@ -45,6 +46,15 @@ fn app() -> MsgApp<u32> {
         links,
     );
     app.set_time(1_700_000_000);
+    app
+}
+
+fn app() -> MsgApp<u32> {
+    let mut app = app_with_links(&[
+        (DB, Upstream::Db),
+        (LOGIN, Upstream::Login),
+        (ROUTE, Upstream::Route),
+    ]);
     for l in [DB, LOGIN, ROUTE] {
         let _ = app.link_up(l);
     }

@@ -229,7 +229,7 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 }
             },
             Message::OtherRoleSet(r) => {
-                info!(
+                debug!(
                     ?from,
                     master = r.master,
                     "msg_server set our role (informational)"
@@ -395,7 +395,7 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 }
             }
         }
-        info!(?from, sessions = taken, "msg_server sent its online users");
+        debug!(?from, sessions = taken, "msg_server sent its online users");
         self.announce_changes(&before, out);
     }
 
@@ -642,7 +642,7 @@ impl runtime::App for RouteApp<Conn> {
     fn handle(&mut self, _now: Now, input: Input<'_, NoJob>, out: &mut Out<NoJob>) {
         let actions = match input {
             Input::Opened { conn, peer, .. } => {
-                info!(%conn, %peer, "msg_server connected");
+                debug!(%conn, %peer, "msg_server connected");
                 self.server_connected(conn);
                 return;
             }

@@ -158,7 +158,18 @@ impl DbProxy {
             }
             bump(&self.counters.logins_failed);
             self.limiter.record_failure(source, &req.user_name, now);
-            info!(user = %clip(&req.user_name), "login refused: bad credentials");
+            // A guessing client can cause thousands a second: counted
+            // always (logins_failed), one INFO line per interval.
+            if let Some(held_back) = self
+                .refusal_log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pass_secs(now)
+            {
+                info!(user = %clip(&req.user_name), held_back, "login refused: bad credentials");
+            } else {
+                debug!(user = %clip(&req.user_name), "login refused: bad credentials");
+            }
             rsp.result_code = VALIDATE_BAD_CREDENTIALS;
             rsp.result_string = Some("wrong user name or password".to_owned());
         }

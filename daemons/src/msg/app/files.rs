@@ -133,7 +133,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 "file_server addresses out of bounds left out"
             );
         }
-        info!(?link, addrs = ?addrs.iter().map(|a| format!("{}:{}", clip(&a.ip), a.port)).collect::<Vec<_>>(),
+        debug!(?link, addrs = ?addrs.iter().map(|a| format!("{}:{}", clip(&a.ip), a.port)).collect::<Vec<_>>(),
             "file_server addresses");
         self.files.addrs.insert(link, addrs);
     }
