@@ -75,6 +75,27 @@ pub enum Commands {
     Group(GroupCommand),
     /// Load-test a TeamTalk cluster (ours or the C++ one) over the client protocol.
     Bench(crate::tools::bench::BenchArgs),
+    /// Copy a TeamTalk deployment (its MySQL and Redis) into the embedded
+    /// store: users with their passwords, departments, groups, all history,
+    /// sessions and unread counts. Resumable: run it again after a stop.
+    Import(ImportArgs),
+}
+
+/// Arguments of `teamtalk import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The deployment's MySQL (`mysql://user:pw@host:port/dbname`, as its
+    /// dbproxyserver.conf's teamtalk_master_* keys say). Only read.
+    #[arg(long, env = "TEAMTALK_MYSQL")]
+    pub mysql: String,
+    /// Its Redis (`redis://host:port/db`, the `unread_*` keys; TeamTalk
+    /// keeps every role in one database by default). Only read.
+    #[arg(long, env = "TEAMTALK_REDIS")]
+    pub redis: String,
+    /// The embedded store to fill (created if missing; not while a
+    /// `teamtalk up` or db_proxy_server serves it).
+    #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+    pub data_dir: PathBuf,
 }
 
 /// Arguments of `teamtalk up`.
@@ -300,6 +321,51 @@ pub enum CliError {
     Usage(String),
 }
 
+/// `teamtalk import`: progress lines while it runs, a summary at the end.
+fn import(args: &ImportArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let fail = |e: &dyn std::fmt::Display| CliError::Daemon(e.to_string());
+    let config = crate::store::MysqlConfig::new(&args.mysql, &args.redis);
+    let source = crate::store::MysqlStore::open_existing(&config).map_err(|e| fail(&e))?;
+    let _lock = crate::store::ServeLock::acquire(&args.data_dir).map_err(|e| fail(&e))?;
+    let target = crate::store::SqliteStore::open(&args.data_dir).map_err(|e| fail(&e))?;
+    writeln!(
+        out,
+        "importing {} into {}",
+        source.describe(),
+        args.data_dir.display()
+    )?;
+    let mut io_error = None;
+    let report = crate::store::mysql_redis::import::import(&source, &target, &mut |stage, n| {
+        if let Err(e) = writeln!(out, "  {stage}: {n}") {
+            io_error.get_or_insert(e);
+        }
+    })
+    .map_err(|e| {
+        fail(&format!(
+            "{e} (what was copied stays; run the same command again to resume)"
+        ))
+    })?;
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    writeln!(
+        out,
+        "imported {} users, {} departments, {} messages in {} conversations, {} groups \
+         ({} members, {} messages), {} sessions, {} unread counters, {} offline files",
+        report.users,
+        report.departments,
+        report.messages,
+        report.conversations,
+        report.groups,
+        report.group_members,
+        report.group_messages,
+        report.sessions,
+        report.unread,
+        report.offline_files
+    )?;
+    Ok(())
+}
+
 /// `NAME=PORT` of `teamtalk up --port`.
 fn parse_port_setting(s: &str) -> Result<(String, u16), String> {
     let (name, port) = s
@@ -355,6 +421,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Commands::Up(args) => up(&args, &mut out),
+        Commands::Import(args) => import(&args, &mut out),
         Commands::Bench(args) => Ok(crate::tools::bench::run(&args, &mut out)?),
         Commands::Chat(args) => Ok(crate::tools::chat::run(&args, &mut out)?),
         Commands::User(UserCommand::Add {

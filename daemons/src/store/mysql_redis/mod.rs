@@ -41,6 +41,7 @@
 //! schema refuses rather than store twice.
 
 mod groups;
+pub mod import;
 mod schema;
 #[doc(hidden)]
 pub mod testing;
@@ -383,6 +384,19 @@ impl MysqlStore {
     /// [`StoreError::Config`] for a malformed URL; [`StoreError::Mysql`] or
     /// [`StoreError::Redis`] when a server cannot be reached or refuses.
     pub fn open(config: &MysqlConfig, options: StoreOptions) -> StoreResult<Self> {
+        Self::connect(config, options, true)
+    }
+
+    /// Connects to an existing deployment without creating anything: for
+    /// reading it (`teamtalk import`), never for serving.
+    ///
+    /// # Errors
+    /// As [`MysqlStore::open`].
+    pub fn open_existing(config: &MysqlConfig) -> StoreResult<Self> {
+        Self::connect(config, StoreOptions::default(), false)
+    }
+
+    fn connect(config: &MysqlConfig, options: StoreOptions, create: bool) -> StoreResult<Self> {
         let opts = Opts::from_url(&config.mysql_url)
             .map_err(|e| StoreError::Config(format!("MySQL URL: {e}")))?;
         let db = opts.get_db_name().unwrap_or("").to_owned();
@@ -410,7 +424,7 @@ impl MysqlStore {
                 "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
             ]);
         // The database itself, when the server is new to TeamTalk.
-        {
+        if create {
             let mut conn = mysql::Conn::new(base.clone().db_name(None::<String>))
                 .map_err(my("connecting to MySQL"))?;
             conn.query_drop(format!(
@@ -423,7 +437,7 @@ impl MysqlStore {
             .ok_or_else(|| StoreError::Config("bad connection count".into()))?;
         let pool = Pool::new(base.pool_opts(PoolOpts::default().with_constraints(constraints)))
             .map_err(my("connecting to MySQL"))?;
-        {
+        if create {
             let mut conn = pool.get_conn().map_err(my("connecting to MySQL"))?;
             for stmt in schema::statements() {
                 conn.query_drop(stmt).map_err(my("creating tables"))?;
