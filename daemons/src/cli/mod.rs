@@ -200,6 +200,13 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// Seed a MySQL store instead (`mysql://user:pw@host:port/dbname`,
+        /// with --redis), as `teamtalk up --mysql` uses.
+        #[arg(long, requires = "redis")]
+        mysql: Option<String>,
+        /// The MySQL store's Redis (`redis://host:port/db`).
+        #[arg(long, requires = "mysql")]
+        redis: Option<String>,
     },
     /// List users.
     List {
@@ -447,8 +454,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             password,
             teamtalk_md5,
             data_dir,
+            mysql,
+            redis,
         }) => {
-            let ids = users::seed_users(&data_dir, &prefix, count, &password, teamtalk_md5)?;
+            let ids = match (mysql, redis) {
+                (Some(mysql), Some(redis)) => {
+                    let config = crate::store::MysqlConfig::new(&mysql, &redis);
+                    let store = crate::store::MysqlStore::open(&config, Default::default())
+                        .map_err(|e| CliError::Daemon(e.to_string()))?;
+                    users::seed_users_in(&store, &prefix, count, &password, teamtalk_md5)?
+                }
+                _ => users::seed_users(&data_dir, &prefix, count, &password, teamtalk_md5)?,
+            };
             match (ids.first(), ids.last()) {
                 (Some(first), Some(last)) => writeln!(
                     out,

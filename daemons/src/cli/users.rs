@@ -76,7 +76,26 @@ pub fn seed_users(
     password: &str,
     teamtalk_form: bool,
 ) -> Result<Vec<u32>, UsersError> {
-    let store = SqliteStore::open(data_dir)?;
+    seed_users_in(
+        &SqliteStore::open(data_dir)?,
+        prefix,
+        count,
+        password,
+        teamtalk_form,
+    )
+}
+
+/// [`seed_users`] into any store.
+///
+/// # Errors
+/// Store errors, a name taken.
+pub fn seed_users_in(
+    store: &dyn Store,
+    prefix: &str,
+    count: u32,
+    password: &str,
+    teamtalk_form: bool,
+) -> Result<Vec<u32>, UsersError> {
     let md5 = md5_hex(password.as_bytes());
     Ok(if teamtalk_form {
         store.seed_teamtalk_users(prefix, count, &md5)?

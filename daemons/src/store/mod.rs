@@ -9,9 +9,12 @@
 //! after the commit is durable. Nothing acknowledged to a client can then be
 //! lost or half-applied.
 //!
-//! [`Store`] is a synchronous, object-safe trait (`Arc<dyn Store>`), so the
-//! embedded [`SqliteStore`] can later be joined by a server database without
-//! touching the daemons. Its types are our own, not the prost messages: the
+//! [`Store`] is a synchronous, object-safe trait (`Arc<dyn Store>`) with two
+//! implementations the daemons cannot tell apart: the embedded
+//! [`SqliteStore`], and [`MysqlStore`] on TeamTalk's own MySQL schema and
+//! Redis keys ([`mysql_redis`]), where message ids come from Redis `INCR`
+//! as in TeamTalk and the commit of the MySQL transaction still precedes
+//! every answer. One conformance suite (`suite_tests.rs`) runs against both. Its types are our own, not the prost messages: the
 //! protocol layer maps between them, and the store stays free of wire details.
 //!
 //! # Semantics kept from TeamTalk

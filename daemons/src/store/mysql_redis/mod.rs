@@ -22,7 +22,7 @@
 //!
 //! Ours alone, which the C++ db_proxy never reads: `rs_user_password`
 //! (Argon2 hashes of users we create), `rs_msg_dedupe` (idempotency keys)
-//! and `rs_group_member` (join and hide points); see [`schema`].
+//! and `rs_group_member` (join and hide points) (see `schema.rs`).
 //!
 //! # Durability and several db_proxies
 //!
