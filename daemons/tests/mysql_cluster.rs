@@ -131,3 +131,112 @@ fn two_db_proxies_on_one_database_share_a_conversation() {
     let unread = systems[0].store().unread(bob).unwrap();
     assert_eq!(unread.total, total);
 }
+
+/// MariaDB killed (SIGKILL) and restarted under a stream of messages:
+/// while it is down each message is answered with a failure (never an
+/// ack), service resumes by itself once it is back, and every message
+/// acked before, during or after is in the history.
+#[test]
+fn a_mariadb_restart_mid_stream_loses_no_acked_message() {
+    let Some((dir, services)) = testing::private_services("restart") else {
+        return;
+    };
+    let mysql = testing::config_on(&services);
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = SystemConfig::ephemeral(data.path(), 1);
+    cfg.hash_params = HashParams::INSECURE_FAST;
+    cfg.mysql = Some(mysql);
+    let sys = system::start(cfg).expect("system on MariaDB");
+    assert!(sys.wait_ready(T));
+    let mut ids = Vec::new();
+    for name in ["alice", "bob"] {
+        let user = NewUser {
+            name: name.into(),
+            nick: name.into(),
+            ..NewUser::default()
+        };
+        ids.push(sys.store().add_user(&user, &md5_hex(b"secret")).unwrap());
+    }
+    let addr = sys.msg_addrs()[0];
+    let short = std::time::Duration::from_secs(5);
+    // A session that got a failure may be closed by msg_server (its
+    // answer to some failures): a real client logs in again, and so does
+    // this one, which may fail too while MariaDB is down.
+    let mut session: Option<Client> = None;
+    let mut acked = Vec::new();
+    let mut send = |n: u32| -> bool {
+        if session.is_none() {
+            let Ok(mut c) = Client::connect(addr, short) else {
+                return false;
+            };
+            if c.login("alice", "secret", ClientType::Windows, short)
+                .is_err()
+            {
+                return false;
+            }
+            session = Some(c);
+        }
+        let Some(c) = session.as_mut() else {
+            return false;
+        };
+        let body = text(ids[1], &format!("m{n}"));
+        match c.request(Command::MsgData, &body, Command::MsgDataAck, short) {
+            Ok(Message::MsgDataAck(a)) => {
+                acked.push(a.msg_id);
+                true
+            }
+            _ => {
+                session = None;
+                false
+            }
+        }
+    };
+    for n in 0..20 {
+        assert!(send(n), "before the restart every message is acked");
+    }
+    let restart = std::thread::spawn(move || testing::restart_mysql(&dir, 2));
+    let mut failed = 0;
+    let mut n = 100;
+    while !restart.is_finished() {
+        if !send(n) {
+            failed += 1;
+        }
+        n += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    restart.join().unwrap();
+    assert!(
+        failed > 0,
+        "messages sent while MariaDB was down were not acked"
+    );
+    // Service resumes without any restart of ours.
+    let deadline = daemons::clock::now() + std::time::Duration::from_secs(30);
+    while !send(n) {
+        assert!(daemons::clock::now() < deadline, "service did not resume");
+        n += 1;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for k in 0..20 {
+        assert!(send(1000 + k), "after the restart every message is acked");
+    }
+    let mut bob = Client::connect(sys.msg_addrs()[0], T).unwrap();
+    bob.login("bob", "secret", ClientType::Windows, T).unwrap();
+    let req = ImGetMsgListReq {
+        user_id: 0,
+        session_type: 1,
+        session_id: ids[0],
+        msg_id_begin: 0,
+        msg_cnt: 200,
+        attach_data: None,
+    };
+    let Message::MsgListResponse(page) = bob
+        .request(Command::MsgListRequest, &req, Command::MsgListResponse, T)
+        .unwrap()
+    else {
+        panic!("no history")
+    };
+    let stored: BTreeSet<u32> = page.msg_list.iter().map(|m| m.msg_id).collect();
+    for id in &acked {
+        assert!(stored.contains(id), "acked msg_id {id} lost");
+    }
+}

@@ -26,6 +26,9 @@ pub struct Services {
     pub redis: String,
 }
 
+/// `.ci/services` of this source tree.
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/services");
+
 fn start() -> Result<Services, String> {
     if let (Ok(mysql), Ok(redis)) = (
         std::env::var("TEAMTALK_TEST_MYSQL"),
@@ -33,11 +36,16 @@ fn start() -> Result<Services, String> {
     ) {
         return Ok(Services { mysql, redis });
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/services");
     let dir = std::env::temp_dir().join(format!("teamtalk-services-{}", std::process::id()));
+    start_in(&dir)
+}
+
+/// Starts a pair in `dir`, torn down when this process exits.
+fn start_in(dir: &std::path::Path) -> Result<Services, String> {
+    let script = SCRIPT;
     let out = std::process::Command::new(script)
         .arg("start")
-        .arg(&dir)
+        .arg(dir)
         .arg("")
         .arg("")
         .arg(std::process::id().to_string())
@@ -83,14 +91,21 @@ pub fn services() -> Option<&'static Services> {
 /// A configuration on a database and Redis database number no other test
 /// of this process uses (the Redis one emptied first).
 pub fn fresh_config() -> Option<MysqlConfig> {
+    Some(config_on(services()?))
+}
+
+/// [`fresh_config`] on the servers `s`.
+///
+/// # Panics
+/// When Redis cannot be reached.
+pub fn config_on(s: &Services) -> MysqlConfig {
     static NEXT: AtomicU32 = AtomicU32::new(1);
-    let s = services()?;
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     // Redis databases 1..=4095 (`.ci/services` makes 4096); 0 is left to
     // people looking around with redis-cli.
     let db = (std::process::id().wrapping_mul(131).wrapping_add(n)) % 4095 + 1;
     let redis = format!("{}/{db}", s.redis.trim_end_matches('/'));
-    let client = redis::Client::open(redis.as_str()).ok()?;
+    let client = redis::Client::open(redis.as_str()).expect("Redis URL");
     let mut conn = client
         .get_connection()
         .unwrap_or_else(|e| panic!("Redis at {redis}: {e}"));
@@ -102,7 +117,7 @@ pub fn fresh_config() -> Option<MysqlConfig> {
         s.mysql.trim_end_matches('/'),
         std::process::id()
     );
-    Some(MysqlConfig::new(&mysql, &redis))
+    MysqlConfig::new(&mysql, &redis)
 }
 
 /// The `dbproxyserver.conf` lines (TeamTalk's keys) naming `config`'s
@@ -137,4 +152,37 @@ pub fn conf_keys(config: &MysqlConfig) -> String {
         ));
     }
     out
+}
+
+/// A pair of servers for this caller alone (not shared with other tests):
+/// for a test that restarts MariaDB. `None` when `TEAMTALK_SKIP_MYSQL=1`.
+///
+/// # Panics
+/// When the servers cannot be started, as [`services`].
+pub fn private_services(name: &str) -> Option<(std::path::PathBuf, Services)> {
+    if std::env::var("TEAMTALK_SKIP_MYSQL").is_ok_and(|v| v == "1") {
+        eprintln!("TEAMTALK_SKIP_MYSQL=1: MySQL store test skipped");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("teamtalk-services-{}-{name}", std::process::id()));
+    match start_in(&dir) {
+        Ok(s) => Some((dir, s)),
+        Err(e) => panic!("MariaDB and Redis for the MySQL store tests: {e}"),
+    }
+}
+
+/// Kills the MariaDB of a [`private_services`] pair with SIGKILL, waits
+/// `pause_secs` and starts it again on the same port and data.
+///
+/// # Panics
+/// When the script fails.
+pub fn restart_mysql(dir: &std::path::Path, pause_secs: u32) {
+    let status = std::process::Command::new(SCRIPT)
+        .arg("restart-mysql")
+        .arg(dir)
+        .arg(pause_secs.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run .ci/services");
+    assert!(status.success(), ".ci/services restart-mysql failed");
 }
