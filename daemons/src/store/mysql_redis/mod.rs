@@ -74,6 +74,11 @@ const ER_DUP_ENTRY: u16 = 1062;
 const MAX_CACHED_RELATIONS: usize = 100_000;
 /// Idle Redis connections kept per instance.
 const REDIS_IDLE: usize = 16;
+/// Most rows one multi-row INSERT (or dedupe lookup) carries.
+const INSERT_ROWS: usize = 200;
+/// Most body bytes one multi-row INSERT carries (MySQL's
+/// `max_allowed_packet` is 16 MiB by default; one body alone may be 1 MiB).
+const INSERT_BYTES: usize = 4 << 20;
 
 /// Where the Redis instances of TeamTalk's `CacheInstances` are: each a
 /// `redis://host:port/db` URL. TeamTalk's conf names five; the `sync` one
@@ -932,8 +937,330 @@ impl MysqlStore {
             };
             relates.push(r);
         }
+        let (out, after) = match self.store_together(&mut conn, msgs, &relates, now)? {
+            Some((done, after)) => {
+                let out = done
+                    .into_iter()
+                    .zip(relates)
+                    .map(|(r, relate)| match (r, relate) {
+                        (Some(r), _) => r,
+                        (None, Err(e)) => Err(e),
+                        (None, Ok(_)) => Err(StoreError::Invalid("a message got no result")),
+                    })
+                    .collect();
+                (out, after)
+            }
+            // A statement of the batch failed (another db_proxy stored the
+            // same resend a moment ago, a body TeamTalk's column refuses):
+            // the batch again, one savepoint per message, so only that
+            // message fails.
+            None => self.store_each(&mut conn, msgs, relates, now)?,
+        };
+        drop(conn);
+        // Sessions and counters move only for what is committed. A failure
+        // here loses a count or a session's place, not a message: the
+        // messages are answered as stored.
+        if let Err(e) = self.apply_after(after, now) {
+            tracing::warn!(error = %e, "unread counters not updated after a commit");
+        }
+        Ok(out)
+    }
+
+    /// The batch in one transaction with a handful of statements whatever
+    /// its size: the dedupe keys looked up in one query, the ids taken in one
+    /// Redis pipeline, the rows inserted by multi-row INSERTs per table.
+    /// `Ok(None)` when a statement failed on the server: nothing was stored
+    /// (the ids taken are skipped) and the caller goes message by message.
+    /// Entries left `None` are those whose `relates` is an error.
+    #[allow(clippy::type_complexity)]
+    fn store_together(
+        &self,
+        conn: &mut PooledConn,
+        msgs: &[NewMessage],
+        relates: &[StoreResult<u32>],
+        now: u32,
+    ) -> StoreResult<Option<(Vec<Option<StoreResult<Stored>>>, Vec<After>)>> {
+        type Key = (u32, UserId, UserId, Vec<u8>);
+        let mut res: Vec<Option<StoreResult<Stored>>> = msgs.iter().map(|_| None).collect();
+        let mut tx = tx(conn)?;
+        // Group posters: each (sender, group) checked once, in the
+        // transaction (see `groups::check_poster`).
+        let mut pending = Vec::with_capacity(msgs.len());
+        let mut posters: HashMap<(UserId, GroupId), u8> = HashMap::new();
+        for (i, msg) in msgs.iter().enumerate() {
+            if relates[i].is_err() {
+                continue;
+            }
+            if msg.session_type == SessionType::Group {
+                let verdict = match posters.get(&(msg.from, msg.to)) {
+                    Some(&v) => v,
+                    None => {
+                        let v = match groups::check_poster(&mut tx, msg.from, msg.to) {
+                            Ok(()) => 0,
+                            Err(StoreError::NoSuchGroup(_)) => 1,
+                            Err(StoreError::NotMember { .. }) => 2,
+                            Err(e) => return Err(e),
+                        };
+                        posters.insert((msg.from, msg.to), v);
+                        v
+                    }
+                };
+                match verdict {
+                    1 => {
+                        res[i] = Some(Err(StoreError::NoSuchGroup(msg.to)));
+                        continue;
+                    }
+                    2 => {
+                        res[i] = Some(Err(StoreError::NotMember {
+                            user: msg.from,
+                            group: msg.to,
+                        }));
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            pending.push(i);
+        }
+        // Dedupe keys known already, in one query per few hundred.
+        let key_of = |m: &NewMessage| -> Option<Key> {
+            m.dedupe_key
+                .as_ref()
+                .filter(|k| !k.is_empty())
+                .map(|k| (m.session_type.as_u32(), m.from, m.to, k.clone()))
+        };
+        let keys: Vec<Key> = pending.iter().filter_map(|&i| key_of(&msgs[i])).collect();
+        let mut known: HashMap<Key, (MsgId, u32)> = HashMap::new();
+        for chunk in keys.chunks(INSERT_ROWS) {
+            let query = format!(
+                "SELECT sessionType, fromId, toId, dkey, msgId, created FROM rs_msg_dedupe
+                 WHERE (sessionType, fromId, toId, dkey) IN ({})",
+                vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut values = Vec::with_capacity(chunk.len() * 4);
+            for k in chunk {
+                values.extend([k.0.into(), k.1.into(), k.2.into(), k.3.as_slice().into()]);
+            }
+            let rows: Vec<(u32, u32, u32, Vec<u8>, u32, u32)> = tx
+                .exec(query, mysql::Params::Positional(values))
+                .map_err(my("looking up dedupe keys"))?;
+            for (kind, from, to, key, id, created) in rows {
+                known.insert((kind, from, to, key), (id, created));
+            }
+        }
+        let cutoff = now.saturating_sub(DEDUPE_WINDOW_SECS);
+        let mut first: HashMap<Key, usize> = HashMap::new();
+        let mut dup_of: Vec<(usize, usize)> = Vec::new();
+        let mut to_store = Vec::with_capacity(pending.len());
+        for i in pending {
+            if let Some(key) = key_of(&msgs[i]) {
+                match known.get(&key) {
+                    Some(&(id, created)) if created >= cutoff => {
+                        res[i] = Some(Ok(Stored::Duplicate(id)));
+                        continue;
+                    }
+                    Some(_) => {
+                        tx.exec_drop(
+                            "DELETE FROM rs_msg_dedupe
+                             WHERE sessionType = ? AND fromId = ? AND toId = ? AND dkey = ?",
+                            (key.0, key.1, key.2, key.3.as_slice()),
+                        )
+                        .map_err(my("forgetting an expired dedupe key"))?;
+                        known.remove(&key);
+                    }
+                    None => {}
+                }
+                if let Some(&j) = first.get(&key) {
+                    dup_of.push((i, j));
+                    continue;
+                }
+                first.insert(key, i);
+            }
+            to_store.push(i);
+        }
+        // Ids, in batch order, in one round trip.
+        let counters: Vec<i64> = if to_store.is_empty() {
+            Vec::new()
+        } else {
+            self.cache.unread.run("taking message ids", |c| {
+                let mut pipe = redis::pipe();
+                for &i in &to_store {
+                    let m = &msgs[i];
+                    let key = match m.session_type {
+                        SessionType::Single => {
+                            format!("msg_id_{}", relates[i].as_ref().copied().unwrap_or(0))
+                        }
+                        SessionType::Group => format!("group_msg_id_{}", m.to),
+                    };
+                    pipe.cmd("INCR").arg(key);
+                }
+                pipe.query(c)
+            })?
+        };
+        let mut stored: Vec<(usize, MsgId)> = Vec::with_capacity(to_store.len());
+        for (&i, v) in to_store.iter().zip(counters) {
+            let m = &msgs[i];
+            match (as_msg_id(v), m.session_type) {
+                (Some(id), _) => stored.push((i, id)),
+                (None, SessionType::Single) => {
+                    let (a, b) = pair(m.from, m.to);
+                    res[i] = Some(Err(StoreError::MsgIdsExhausted(a, b)));
+                }
+                (None, SessionType::Group) => {
+                    res[i] = Some(Err(StoreError::GroupMsgIdsExhausted(m.to)));
+                }
+            }
+        }
+        // Rows by table, a few hundred (and a few MB) per statement.
+        let mut tables: std::collections::BTreeMap<String, Vec<(usize, MsgId)>> =
+            std::collections::BTreeMap::new();
+        for &(i, id) in &stored {
+            let m = &msgs[i];
+            let table = match m.session_type {
+                SessionType::Single => {
+                    format!(
+                        "IMMessage_{}",
+                        shard(relates[i].as_ref().copied().unwrap_or(0))
+                    )
+                }
+                SessionType::Group => format!("IMGroupMessage_{}", shard(m.to)),
+            };
+            tables.entry(table).or_default().push((i, id));
+        }
+        for (table, rows) in &tables {
+            let single = table.starts_with("IMMessage_");
+            let mut start = 0;
+            while start < rows.len() {
+                let mut end = start;
+                let mut bytes = 0usize;
+                while end < rows.len()
+                    && end - start < INSERT_ROWS
+                    && (end == start || bytes + msgs[rows[end].0].data.len() <= INSERT_BYTES)
+                {
+                    bytes += msgs[rows[end].0].data.len();
+                    end += 1;
+                }
+                let part = &rows[start..end];
+                let (head, row) = if single {
+                    (
+                        "(relateId, fromId, toId, msgId, content, type, status, created, updated)",
+                        "(?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                    )
+                } else {
+                    (
+                        "(groupId, userId, msgId, content, type, status, created, updated)",
+                        "(?, ?, ?, ?, ?, 0, ?, ?)",
+                    )
+                };
+                let mut values: Vec<mysql::Value> = Vec::with_capacity(part.len() * 8);
+                for &(i, id) in part {
+                    let m = &msgs[i];
+                    if single {
+                        values.push(relates[i].as_ref().copied().unwrap_or(0).into());
+                        values.push(m.from.into());
+                        values.push(m.to.into());
+                    } else {
+                        values.push(m.to.into());
+                        values.push(m.from.into());
+                    }
+                    values.extend([
+                        id.into(),
+                        m.data.as_slice().into(),
+                        m.msg_type.into(),
+                        m.create_time.into(),
+                        m.create_time.into(),
+                    ]);
+                }
+                let query = format!(
+                    "INSERT INTO {table} {head} VALUES {}",
+                    vec![row; part.len()].join(", ")
+                );
+                match tx.exec_drop(query, mysql::Params::Positional(values)) {
+                    Ok(()) => {}
+                    Err(mysql::Error::MySqlError(e)) => {
+                        tracing::debug!(error = %e, "a batch insert failed; storing one by one");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(my("inserting messages")(e)),
+                }
+                start = end;
+            }
+        }
+        let ids: HashMap<usize, MsgId> = stored.iter().copied().collect();
+        let keyed: Vec<(Key, MsgId)> = stored
+            .iter()
+            .filter_map(|&(i, id)| key_of(&msgs[i]).map(|k| (k, id)))
+            .collect();
+        for chunk in keyed.chunks(INSERT_ROWS) {
+            let query = format!(
+                "INSERT INTO rs_msg_dedupe (sessionType, fromId, toId, dkey, msgId, created)
+                 VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut values = Vec::with_capacity(chunk.len() * 6);
+            for (k, id) in chunk {
+                values.extend([
+                    k.0.into(),
+                    k.1.into(),
+                    k.2.into(),
+                    k.3.as_slice().into(),
+                    (*id).into(),
+                    now.into(),
+                ]);
+            }
+            match tx.exec_drop(query, mysql::Params::Positional(values)) {
+                Ok(()) => {}
+                // Another db_proxy stored one of these resends meanwhile.
+                Err(mysql::Error::MySqlError(_)) => return Ok(None),
+                Err(e) => return Err(my("remembering dedupe keys")(e)),
+            }
+        }
+        for (i, j) in dup_of {
+            match ids.get(&j) {
+                Some(&id) => res[i] = Some(Ok(Stored::Duplicate(id))),
+                // Its first copy was not stored: decide message by message.
+                None => return Ok(None),
+            }
+        }
+        if !keys.is_empty() {
+            Self::prune_dedupe(&mut tx, now)?;
+        }
+        tx.commit().map_err(my("committing messages"))?;
+        let mut after = Vec::with_capacity(stored.len());
+        for (i, id) in stored {
+            let m = &msgs[i];
+            after.push(match m.session_type {
+                SessionType::Single => After::Unread {
+                    to: m.to,
+                    from: m.from,
+                },
+                SessionType::Group => After::GroupPosted {
+                    group: m.to,
+                    from: m.from,
+                },
+            });
+            res[i] = Some(Ok(Stored::New(StoredMessage {
+                msg_id: id,
+                from: m.from,
+                to: m.to,
+                msg_type: m.msg_type,
+                create_time: m.create_time,
+                data: m.data.clone(),
+            })));
+        }
+        Ok(Some((res, after)))
+    }
+
+    /// The batch in one transaction, message by message under savepoints.
+    fn store_each(
+        &self,
+        conn: &mut PooledConn,
+        msgs: &[NewMessage],
+        relates: Vec<StoreResult<u32>>,
+        now: u32,
+    ) -> StoreResult<(Vec<StoreResult<Stored>>, Vec<After>)> {
         let mut after = Vec::new();
-        let mut tx = tx(&mut conn)?;
+        let mut tx = tx(conn)?;
         let mut out = Vec::with_capacity(msgs.len());
         for (msg, relate) in msgs.iter().zip(relates) {
             let relate = match relate {
@@ -977,14 +1304,7 @@ impl MysqlStore {
             Self::prune_dedupe(&mut tx, now)?;
         }
         tx.commit().map_err(my("committing messages"))?;
-        drop(conn);
-        // Sessions and counters move only for what is committed. A failure
-        // here loses a count or a session's place, not a message: the
-        // messages are answered as stored.
-        if let Err(e) = self.apply_after(after, now) {
-            tracing::warn!(error = %e, "unread counters not updated after a commit");
-        }
-        Ok(out)
+        Ok((out, after))
     }
 }
 

@@ -431,3 +431,51 @@ fn two_stores_share_a_conversation() {
         400
     );
 }
+
+/// On TeamTalk's own message columns (`varchar(4096)` text) a body the
+/// column refuses fails that message alone; the rest of its batch is
+/// stored.
+#[test]
+fn a_body_teamtalks_column_refuses_fails_only_its_own_message() {
+    let Some(config) = testing::fresh_config() else {
+        return;
+    };
+    let store = MysqlStore::open(&config, options()).unwrap();
+    let ids = store.seed_teamtalk_users("u", 2, &md5_hex(b"pw")).unwrap();
+    let mut db = store.conn().unwrap();
+    for n in 0..8 {
+        db.query_drop(format!(
+            "ALTER TABLE IMMessage_{n} MODIFY content varchar(4096)
+             CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT ''"
+        ))
+        .unwrap();
+    }
+    let msg = |data: Vec<u8>| NewMessage {
+        from: ids[0],
+        to: ids[1],
+        session_type: SessionType::Single,
+        msg_type: 1,
+        create_time: 1_500_000_000,
+        data,
+        dedupe_key: None,
+    };
+    let results = store
+        .store_messages(&[
+            msg(b"first".to_vec()),
+            msg(vec![0xff, 0xfe, 0x00]),
+            msg(b"second".to_vec()),
+            msg(vec![b'x'; 5000]),
+        ])
+        .unwrap();
+    let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    assert_eq!(ok, [true, false, true, false]);
+    let history = store.message_list(ids[1], ids[0], 0, 10).unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|m| m.data.as_slice())
+            .collect::<Vec<_>>(),
+        [&b"second"[..], b"first"]
+    );
+    assert!(history[0].msg_id > history[1].msg_id);
+}
