@@ -269,6 +269,10 @@ pub struct MysqlStore {
     /// `(smallId, bigId)` → `relateId`; a conversation's id never changes.
     relations: Mutex<HashMap<(UserId, UserId), u32>>,
     describe: String,
+    /// `IMRecentSession` has a unique key on (userId, peerId, type) (ours
+    /// does; TeamTalk's setup does not), so sessions are upserted in one
+    /// statement rather than row by row.
+    session_key: bool,
 }
 
 impl std::fmt::Debug for MysqlStore {
@@ -449,12 +453,29 @@ impl MysqlStore {
             }
         }
         let cache = Cache::open(&config.redis)?;
+        let session_key = {
+            let mut conn = pool.get_conn().map_err(my("connecting to MySQL"))?;
+            let uniques: Vec<(String, String)> = conn
+                .exec(
+                    "SELECT index_name, GROUP_CONCAT(column_name ORDER BY seq_in_index)
+                     FROM information_schema.statistics
+                     WHERE table_schema = DATABASE() AND table_name = 'IMRecentSession'
+                       AND non_unique = 0
+                     GROUP BY index_name",
+                    (),
+                )
+                .map_err(my("reading the schema"))?;
+            uniques
+                .iter()
+                .any(|(_, cols)| cols.eq_ignore_ascii_case("userId,peerId,type"))
+        };
         Ok(Self {
             pool,
             cache,
             options,
             relations: Mutex::new(HashMap::new()),
             describe: config.describe(),
+            session_key,
         })
     }
 
@@ -633,14 +654,13 @@ impl MysqlStore {
         Ok(ids)
     }
 
-    /// Upserts a recent-session row, in its own statements after the
-    /// message committed (holding session rows in the message transaction
-    /// would make two writers of one conversation deadlock). TeamTalk's
-    /// table may have no unique key, so an UPDATE first and an INSERT only
-    /// when nothing matched; with our unique key, a concurrent INSERT of the
-    /// same row makes this one an UPDATE again.
+    /// Upserts a recent-session row on TeamTalk's table without a unique
+    /// key: an UPDATE first and an INSERT only when nothing matched (the
+    /// batch's sessions go in their own transaction after the messages
+    /// committed: holding session rows in the message transaction would
+    /// make two writers of one conversation deadlock).
     fn touch_session(
-        conn: &mut PooledConn,
+        conn: &mut Transaction<'_>,
         user: UserId,
         peer: UserId,
         session_type: SessionType,
@@ -823,17 +843,41 @@ impl MysqlStore {
             }
         }
         {
+            // One transaction (one commit, one log flush) for the batch's
+            // sessions and groups, rows taken in ascending order so two
+            // batches never wait on each other in a cycle.
             let mut conn = self.conn()?;
-            for (user, peer) in sessions {
-                Self::touch_session(&mut conn, user, peer, SessionType::Single, now)?;
+            let mut tx = tx(&mut conn)?;
+            let sessions: Vec<(UserId, UserId)> = sessions.into_iter().collect();
+            if self.session_key {
+                for chunk in sessions.chunks(INSERT_ROWS) {
+                    let query = format!(
+                        "INSERT INTO IMRecentSession (userId, peerId, type, status, created, updated)
+                         VALUES {}
+                         ON DUPLICATE KEY UPDATE status = 0,
+                             updated = GREATEST(updated, VALUES(updated))",
+                        vec!["(?, ?, 1, 0, ?, ?)"; chunk.len()].join(", ")
+                    );
+                    let mut values: Vec<mysql::Value> = Vec::with_capacity(chunk.len() * 4);
+                    for &(user, peer) in chunk {
+                        values.extend([user.into(), peer.into(), now.into(), now.into()]);
+                    }
+                    tx.exec_drop(query, mysql::Params::Positional(values))
+                        .map_err(my("updating sessions"))?;
+                }
+            } else {
+                for (user, peer) in sessions {
+                    Self::touch_session(&mut tx, user, peer, SessionType::Single, now)?;
+                }
             }
             for group in chated {
-                conn.exec_drop(
+                tx.exec_drop(
                     "UPDATE IMGroup SET lastChated = GREATEST(lastChated, ?) WHERE id = ?",
                     (now, group),
                 )
                 .map_err(my("marking a group chatted"))?;
             }
+            tx.commit().map_err(my("committing sessions"))?;
         }
         let mut totals: Vec<(GroupId, UserId)> = Vec::new();
         self.cache.unread.run("counting unread messages", |c| {

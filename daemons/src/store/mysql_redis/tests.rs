@@ -450,6 +450,12 @@ fn a_body_teamtalks_column_refuses_fails_only_its_own_message() {
         ))
         .unwrap();
     }
+    // And TeamTalk's IMRecentSession, without a unique key: sessions are
+    // updated row by row, never duplicated.
+    db.query_drop("ALTER TABLE IMRecentSession DROP INDEX uniq_userId_peerId_type")
+        .unwrap();
+    let store = MysqlStore::open(&config, options()).unwrap();
+    assert!(!store.session_key);
     let msg = |data: Vec<u8>| NewMessage {
         from: ids[0],
         to: ids[1],
@@ -478,4 +484,10 @@ fn a_body_teamtalks_column_refuses_fails_only_its_own_message() {
         [&b"second"[..], b"first"]
     );
     assert!(history[0].msg_id > history[1].msg_id);
+    store.store_message(&msg(b"third".to_vec())).unwrap();
+    let rows: Option<u32> = db
+        .exec_first("SELECT COUNT(*) FROM IMRecentSession", ())
+        .unwrap();
+    assert_eq!(rows, Some(2), "one row each way");
+    assert_eq!(store.recent_sessions(ids[0], 0).unwrap().len(), 1);
 }
