@@ -822,10 +822,34 @@ impl MysqlStore {
         }))
     }
 
+    /// Both parties' session rows of single messages, `pairs` sorted, in
+    /// multi-row upserts (IMRecentSession with our unique key).
+    fn upsert_sessions(
+        tx: &mut Transaction<'_>,
+        pairs: &[(UserId, UserId)],
+        now: u32,
+    ) -> StoreResult<()> {
+        for chunk in pairs.chunks(INSERT_ROWS) {
+            let query = format!(
+                "INSERT INTO IMRecentSession (userId, peerId, type, status, created, updated)
+                 VALUES {}
+                 ON DUPLICATE KEY UPDATE status = 0, updated = GREATEST(updated, VALUES(updated))",
+                vec!["(?, ?, 1, 0, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut values: Vec<mysql::Value> = Vec::with_capacity(chunk.len() * 4);
+            for &(user, peer) in chunk {
+                values.extend([user.into(), peer.into(), now.into(), now.into()]);
+            }
+            tx.exec_drop(query, mysql::Params::Positional(values))
+                .map_err(my("updating sessions"))?;
+        }
+        Ok(())
+    }
+
     /// Applies what follows committed messages: both parties' sessions
     /// (in a fixed order, each row once) and a group's last chat time in
     /// MySQL, then the counters in Redis.
-    fn apply_after(&self, after: Vec<After>, now: u32) -> StoreResult<()> {
+    fn apply_after(&self, after: Vec<After>, now: u32, sessions_done: bool) -> StoreResult<()> {
         if after.is_empty() {
             return Ok(());
         }
@@ -833,16 +857,17 @@ impl MysqlStore {
         let mut chated = std::collections::BTreeSet::new();
         for a in &after {
             match *a {
-                After::Unread { to, from } => {
+                After::Unread { to, from } if !sessions_done => {
                     sessions.insert((from, to));
                     sessions.insert((to, from));
                 }
+                After::Unread { .. } => {}
                 After::GroupPosted { group, .. } => {
                     chated.insert(group);
                 }
             }
         }
-        {
+        if !sessions.is_empty() || !chated.is_empty() {
             // One transaction (one commit, one log flush) for the batch's
             // sessions and groups, rows taken in ascending order so two
             // batches never wait on each other in a cycle.
@@ -850,21 +875,7 @@ impl MysqlStore {
             let mut tx = tx(&mut conn)?;
             let sessions: Vec<(UserId, UserId)> = sessions.into_iter().collect();
             if self.session_key {
-                for chunk in sessions.chunks(INSERT_ROWS) {
-                    let query = format!(
-                        "INSERT INTO IMRecentSession (userId, peerId, type, status, created, updated)
-                         VALUES {}
-                         ON DUPLICATE KEY UPDATE status = 0,
-                             updated = GREATEST(updated, VALUES(updated))",
-                        vec!["(?, ?, 1, 0, ?, ?)"; chunk.len()].join(", ")
-                    );
-                    let mut values: Vec<mysql::Value> = Vec::with_capacity(chunk.len() * 4);
-                    for &(user, peer) in chunk {
-                        values.extend([user.into(), peer.into(), now.into(), now.into()]);
-                    }
-                    tx.exec_drop(query, mysql::Params::Positional(values))
-                        .map_err(my("updating sessions"))?;
-                }
+                Self::upsert_sessions(&mut tx, &sessions, now)?;
             } else {
                 for (user, peer) in sessions {
                     Self::touch_session(&mut tx, user, peer, SessionType::Single, now)?;
@@ -981,8 +992,10 @@ impl MysqlStore {
             };
             relates.push(r);
         }
+        let mut sessions_done = false;
         let (out, after) = match self.store_together(&mut conn, msgs, &relates, now)? {
             Some((done, after)) => {
+                sessions_done = self.session_key;
                 let out = done
                     .into_iter()
                     .zip(relates)
@@ -1004,7 +1017,7 @@ impl MysqlStore {
         // Sessions and counters move only for what is committed. A failure
         // here loses a count or a session's place, not a message: the
         // messages are answered as stored.
-        if let Err(e) = self.apply_after(after, now) {
+        if let Err(e) = self.apply_after(after, now, sessions_done) {
             tracing::warn!(error = %e, "unread counters not updated after a commit");
         }
         Ok(out)
@@ -1268,6 +1281,18 @@ impl MysqlStore {
         }
         if !keys.is_empty() {
             Self::prune_dedupe(&mut tx, now)?;
+        }
+        if self.session_key {
+            // In the messages' transaction: one log flush per batch. Rows
+            // in ascending order, so concurrent batches cannot deadlock.
+            let mut pairs: Vec<(UserId, UserId)> = stored
+                .iter()
+                .filter(|&&(i, _)| msgs[i].session_type == SessionType::Single)
+                .flat_map(|&(i, _)| [(msgs[i].from, msgs[i].to), (msgs[i].to, msgs[i].from)])
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            Self::upsert_sessions(&mut tx, &pairs, now)?;
         }
         tx.commit().map_err(my("committing messages"))?;
         let mut after = Vec::with_capacity(stored.len());
