@@ -27,11 +27,14 @@
 //! # Durability and several db_proxies
 //!
 //! A message's id comes from Redis `INCR`, atomic whichever db_proxy asks,
-//! so several of ours (and C++ ones) can serve one conversation. The row is
-//! inserted in a MySQL transaction with its session rows and dedupe key,
-//! and the answer is given only after the commit; a batch shares one
-//! transaction (group commit), each message under a savepoint so a failing
-//! one does not undo the others. Counters in Redis (unread, group totals)
+//! so several of ours (and C++ ones) can serve one conversation. A batch of
+//! messages is one MySQL transaction (group commit) of a handful of
+//! statements: the dedupe keys looked up at once, the ids taken in one
+//! Redis pipeline, multi-row INSERTs per shard table, the keys, and (where
+//! `IMRecentSession` has our unique key) both parties' sessions; the
+//! answers are given only after the commit. A statement the server refuses
+//! sends the batch through a savepoint per message, so only that message
+//! fails. Counters in Redis (unread, group totals) and a group's chat time
 //! move after the commit, as TeamTalk's did: a crash between the two loses
 //! an unread increment, never a message. An id taken by a transaction that
 //! then failed is not reused (a gap, as in TeamTalk).
