@@ -54,6 +54,7 @@ pub mod metrics;
 pub mod msfs;
 pub mod msg;
 pub mod password;
+pub mod push;
 pub mod route;
 pub mod rules;
 pub mod runtime;

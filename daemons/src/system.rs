@@ -21,6 +21,7 @@ use crate::metrics::{Labelled, MetricsSource, Scrape};
 use crate::msfs::{self, MsfsConfig, RunningMsfs};
 use crate::msg::{self, MsgConfig, RunningMsg, WebSocketPort};
 use crate::password::HashParams;
+use crate::push::{self, PushConfig, RunningPush};
 use crate::route::{self, RouteConfig, RunningRoute};
 use crate::runtime::admin::AdminApp;
 use crate::runtime::{AdminSettings, DaemonError, Running, serve_admin};
@@ -180,6 +181,10 @@ pub struct SystemConfig {
     /// (`teamtalk up --mysql URL --redis URL`); `data_dir` still holds the
     /// cluster secret, msfs's and file_server's files.
     pub mysql: Option<crate::store::MysqlConfig>,
+    /// The push_server: its address (host and port are replaced by
+    /// `host` and the port asked for here; TeamTalk's 8500), sinks and
+    /// bounds. Without sinks, every token is answered "no sink".
+    pub push: PushConfig,
 }
 
 impl SystemConfig {
@@ -213,6 +218,10 @@ impl SystemConfig {
             cluster_secret: None,
             msfs_url: None,
             mysql: None,
+            push: PushConfig::new(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), push::DEFAULT_PORT),
+                push::Sinks::default(),
+            ),
         }
     }
 
@@ -233,6 +242,7 @@ impl SystemConfig {
             file_msg: 0,
         };
         cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+        cfg.push.port = 0;
         cfg
     }
 }
@@ -361,6 +371,7 @@ pub struct RunningSystem {
     file: Option<RunningFile>,
     file_cfg: FileConfig,
     msgs: Vec<RunningMsg>,
+    push: RunningPush,
     metrics: Arc<SystemMetrics>,
     admin: Option<Running<AdminApp>>,
 }
@@ -460,6 +471,10 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     // A restart binds the same ports, the ones chosen now if 0 was asked.
     file_cfg.client_port = file.client_addr().port();
     file_cfg.msg_port = file.msg_server_addr().port();
+    let mut push_cfg = cfg.push.clone();
+    push_cfg.listen_ips = vec![cfg.host];
+    push_cfg.peers = peers.clone();
+    let push = push::spawn(push_cfg)?;
     let mut msgs = Vec::new();
     let origins = web_origins(cfg.host, login.http_addr().port());
     for (i, port) in cfg.ports.msg.iter().enumerate() {
@@ -478,6 +493,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         m.link_timers = cfg.link_timers;
         m.peers = peers.clone();
         m.file = vec![file.msg_server_addr()];
+        m.push = vec![push.addr()];
         m.threads = 1;
         msgs.push(msg::spawn(m)?);
     }
@@ -496,6 +512,11 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             "msfs",
             msfs.addr().to_string(),
             msfs.metrics(),
+        )),
+        Arc::new(Labelled::new(
+            "push_server",
+            push.addr().to_string(),
+            push.metrics(),
         )),
     ];
     for m in &msgs {
@@ -532,6 +553,7 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         file: Some(file),
         file_cfg,
         msgs,
+        push,
         metrics,
         admin,
     })
@@ -653,6 +675,18 @@ impl RunningSystem {
         Arc::clone(&self.store)
     }
 
+    /// push_server's address (msg_servers' port).
+    #[must_use]
+    pub fn push_addr(&self) -> SocketAddr {
+        self.push.addr()
+    }
+
+    /// The push_server.
+    #[must_use]
+    pub fn push(&self) -> &RunningPush {
+        &self.push
+    }
+
     /// The running msg_servers.
     #[must_use]
     pub fn msg_servers(&self) -> &[RunningMsg] {
@@ -755,6 +789,7 @@ impl RunningSystem {
             db,
             file,
             admin,
+            push,
             ..
         } = self;
         if let Some(admin) = admin {
@@ -766,6 +801,7 @@ impl RunningSystem {
         if let Some(f) = file {
             f.stop();
         }
+        push.stop();
         login.stop();
         msfs.stop();
         route.stop();

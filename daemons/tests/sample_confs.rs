@@ -50,6 +50,10 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
                 daemons::msfs::MsfsConfig::from_conf(&conf)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
+            } else if name.starts_with("pushserver") {
+                daemons::push::PushConfig::from_conf(&conf)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             } else if name.starts_with("fileserver") {
                 daemons::file::FileConfig::from_conf(&conf)
                     .map(|_| ())
@@ -68,5 +72,5 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 6 + 7);
+    assert_eq!(checked, 7 + 7);
 }

@@ -35,6 +35,8 @@ pub enum Daemon {
     Msfs,
     /// file_server: file transfer between clients.
     File,
+    /// push_server: notifications for offline phones.
+    Push,
 }
 
 impl Daemon {
@@ -48,6 +50,7 @@ impl Daemon {
             Self::DbProxy => "db_proxy_server",
             Self::Msfs => "msfs",
             Self::File => "file_server",
+            Self::Push => "push_server",
         }
     }
 
@@ -62,6 +65,7 @@ impl Daemon {
             Self::DbProxy => "dbproxyserver.conf",
             Self::Msfs => "msfs.conf",
             Self::File => "fileserver.conf",
+            Self::Push => "pushserver.conf",
         }
     }
 
@@ -83,6 +87,7 @@ impl Daemon {
             Self::DbProxy => DB_KEYS,
             Self::Msfs => MSFS_KEYS,
             Self::File => FILE_KEYS,
+            Self::Push => PUSH_KEYS,
         }
     }
 }
@@ -280,6 +285,14 @@ fn start_daemon(
                 None,
             )
         }
+        Daemon::Push => {
+            let mut cfg = crate::push::PushConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
+            (
+                Box::new(crate::push::spawn(cfg).map_err(|e| fail(&e))?),
+                None,
+            )
+        }
     })
 }
 
@@ -304,8 +317,9 @@ msgserver.conf keys (TeamTalk's, then ours):
   LoginServerIP<n>=HOST, LoginServerPort<n> login_servers' msg_server ports (at least one)
   RouteServerIP<n>=HOST, RouteServerPort<n> route_servers (at least one)
   FileServerIP<n>=HOST, FileServerPort<n>   file_servers' msg_server ports (optional: no file transfer without)
-  PushServerIP<n>, PushServerPort<n>        accepted; push is not served yet
-  ConcurrentDBConnCnt, aesKey               accepted for compatibility, not used
+  PushServerIP<n>=HOST, PushServerPort<n>   push_servers (optional: no push notifications without)
+  aesKey=KEY                                the 32-byte key clients encode text with (push text; default TeamTalk's)
+  ConcurrentDBConnCnt                       accepted for compatibility, not used
   MsgRateLimit=N                            messages a second per session (default: no limit)
   TlsListenPort=PORT                        a second client port over TLS (needs TlsCertFile, TlsKeyFile)
   TlsCertFile, TlsKeyFile, TlsCaFile, TlsClientAuth, TlsServerName   that port's TLS
@@ -384,6 +398,26 @@ fileserver.conf keys (TeamTalk's, then ours):
                                             TLS on the msg_server port
 ";
 
+const PUSH_KEYS: &str = "\
+pushserver.conf keys (TeamTalk's, then ours):
+  ListenIP=IP;…, ListenPort=PORT            msg_server port (default 127.0.0.1, 8500)
+  CertPath, KeyPath, KeyPassword            TeamTalk's binary APNs (retired by Apple): accepted, not used
+  SandBox=1                                 APNs sandbox host (default production)
+  IosSink=apns|webhook|none                 sink for iOS tokens (default apns if configured, else webhook)
+  AndroidSink=fcm|webhook|none              sink for Android tokens (default fcm if configured, else webhook)
+  WebhookUrl=URL, WebhookToken=T            JSON POST per device (bearer token optional)
+  FcmCredentialsFile=PATH                   Google service-account JSON (FCM HTTP v1)
+  FcmUrl=URL                                FCM host (default https://fcm.googleapis.com)
+  ApnsKeyFile=PATH, ApnsKeyId, ApnsTeamId, ApnsTopic   APNs token auth (.p8 key, key id, team, bundle id)
+  ApnsUrl=URL                               APNs host (default from SandBox)
+  HttpCaFile=PATH                           extra trusted roots (PEM) for the services
+  HttpTimeoutSecs=N                         per request (default 10)
+  Workers=N                                 sending threads (default 2)
+  MaxQueue=N                                deliveries held at once (default 10000)
+  MaxAttempts=N, RetryBaseSecs=N            attempts per delivery (default 4), first backoff (1 s, doubling)
+  DedupeSecs=N                              how long a sent (message, device) is remembered (default 3600)
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,7 +425,8 @@ mod tests {
     /// Every key a daemon reads is in its `--help`.
     #[test]
     fn help_names_every_known_key() {
-        let lists: [(Daemon, &[&str]); 6] = [
+        let lists: [(Daemon, &[&str]); 7] = [
+            (Daemon::Push, crate::push::KNOWN_KEYS),
             (Daemon::File, crate::file::KNOWN_KEYS),
             (Daemon::Msfs, crate::msfs::KNOWN_KEYS),
             (Daemon::Msg, crate::msg::KNOWN_KEYS),

@@ -66,6 +66,8 @@ const NO_PORT: PortId = PortId(u8::MAX);
 
 /// The file-transfer half: file_server links, offers, offline records.
 mod files;
+/// The push path: offline recipients notified through push_server.
+pub mod push;
 
 /// The servers msg_server keeps links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +82,9 @@ pub enum Upstream {
     /// file_server: file transfer tasks. Optional: without one, file
     /// requests are answered with a failure, logins are not refused.
     File,
+    /// push_server: notifications for recipients without a phone online.
+    /// Optional: without one, nothing is pushed.
+    Push,
 }
 
 impl Upstream {
@@ -94,6 +99,7 @@ impl Upstream {
             Self::Login => "login",
             Self::Route => "route",
             Self::File => "file",
+            Self::Push => "push",
         }
     }
 
@@ -104,6 +110,7 @@ impl Upstream {
             Self::Login => "login_server",
             Self::Route => "route_server",
             Self::File => "file_server",
+            Self::Push => "push_server",
         }
     }
 
@@ -112,7 +119,7 @@ impl Upstream {
         match self {
             // Logins never wait on a file_server; db_proxy's code is the
             // nearest "a server is unreachable".
-            Self::Db | Self::File => ResultType::RefuseReasonNoDbServer,
+            Self::Db | Self::File | Self::Push => ResultType::RefuseReasonNoDbServer,
             Self::Login => ResultType::RefuseReasonNoLoginServer,
             Self::Route => ResultType::RefuseReasonNoRouteServer,
         }
@@ -226,6 +233,8 @@ enum PendingKind {
     FileStatus,
     /// A file_server (this link) opening a transfer task.
     FileTransfer(LinkId),
+    /// A step of a message's push (the plan is in [`Pending::push`]).
+    Push(push::PushStep),
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +258,8 @@ struct Pending<C> {
     holds_credit: bool,
     /// The file a client offered, for the file-transfer requests.
     offer: Option<files::FileOffer>,
+    /// A message's push, for the push path's requests.
+    push: Option<Box<push::PushPlan>>,
 }
 
 /// What [`MsgApp::forward_with`] may do beyond [`MsgApp::forward`].
@@ -261,6 +272,8 @@ struct Forward {
     on_failure: Option<FailureAnswer>,
     /// The file offered.
     offer: Option<files::FileOffer>,
+    /// The push under way.
+    push: Option<Box<push::PushPlan>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -330,6 +343,12 @@ pub struct MsgApp<C> {
     /// cause thousands), the rest at debug; the counters count them all.
     refusal_log: LogGate<u32>,
     kick_log: LogGate<u32>,
+    /// The push path's settings and counters.
+    push: push::PushState,
+    /// login_server links this msg_server registered on (since they came
+    /// up). Registration waits for db_proxy and route_server: a msg_server
+    /// login_server hands out must be able to log clients in.
+    registered: HashSet<LinkId>,
 }
 
 impl<C: Debug> Debug for MsgApp<C> {
@@ -372,7 +391,17 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             files: files::FileLinks::default(),
             refusal_log: LogGate::default(),
             kick_log: LogGate::default(),
+            push: push::PushState::default(),
+            registered: HashSet::new(),
         }
+    }
+
+    /// Decodes message text for push notifications with this `aesKey`
+    /// (TeamTalk's default otherwise).
+    #[must_use]
+    pub fn with_aes_key(mut self, key: Option<[u8; 32]>) -> Self {
+        self.push.aes_key = key;
+        self
     }
 
     /// Counters so far.
@@ -472,20 +501,16 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
         }
         let greeting = match l.kind {
-            Upstream::Db => Vec::new(),
+            // db_proxy and route_server up may complete what registration
+            // waits for, on every login link up and not registered yet.
+            Upstream::Db => return self.register_where_ready(),
             Upstream::Login => {
-                let r = &self.registration;
-                let info = ImMsgServInfo {
-                    ip1: r.ip1.clone(),
-                    ip2: r.ip2.clone(),
-                    port: u32::from(r.port),
-                    max_conn_cnt: r.max_conn_cnt,
-                    cur_conn_cnt: self.logged_in,
-                    host_name: r.host_name.clone(),
-                    ws_port: r.ws_port.map(u32::from),
-                    ws_tls: r.ws_port.map(|_| r.ws_tls),
-                };
-                vec![Command::OtherMsgServInfo.pdu(0, &info)]
+                let mut out = self.register_where_ready();
+                if !self.registered.contains(&link) {
+                    debug!(addr = %l.addr, "registration with login_server waits for db_proxy and route_server");
+                }
+                out.retain(|a| matches!(a, Action::Link(to, _) if *to == link));
+                return out;
             }
             Upstream::Route => {
                 let user_stat_list = self
@@ -516,10 +541,46 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 Command::OtherFileServerIpReq
                     .pdu(0, &teamtalk_proto::pb::im::server::ImFileServerIpReq {}),
             ],
+            Upstream::Push => Vec::new(),
         };
-        greeting
+        let mut out: Actions<C> = greeting
             .into_iter()
             .map(|pdu| Action::Link(link, pdu))
+            .collect();
+        if l.kind == Upstream::Route {
+            out.extend(self.register_where_ready());
+        }
+        out
+    }
+
+    /// `IMMsgServInfo` to every login_server link that is up and not
+    /// registered on yet, once db_proxy and route_server are up.
+    fn register_where_ready(&mut self) -> Actions<C> {
+        if !(self.is_up(Upstream::Db) && self.is_up(Upstream::Route)) {
+            return Vec::new();
+        }
+        let r = &self.registration;
+        let info = ImMsgServInfo {
+            ip1: r.ip1.clone(),
+            ip2: r.ip2.clone(),
+            port: u32::from(r.port),
+            max_conn_cnt: r.max_conn_cnt,
+            cur_conn_cnt: self.logged_in,
+            host_name: r.host_name.clone(),
+            ws_port: r.ws_port.map(u32::from),
+            ws_tls: r.ws_port.map(|_| r.ws_tls),
+        };
+        let todo: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(l, up)| *up && l.kind == Upstream::Login && !self.registered.contains(&l.id))
+            .map(|(l, _)| l.id)
+            .collect();
+        todo.into_iter()
+            .map(|link| {
+                self.registered.insert(link);
+                Action::Link(link, Command::OtherMsgServInfo.pdu(0, &info))
+            })
             .collect()
     }
 
@@ -539,6 +600,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 debug!(upstream = ?l.kind, addr = %l.addr, "link down");
             }
         }
+        // A login_server that comes back gets the registration again.
+        self.registered.remove(&link);
         let upstream = l.kind;
         if upstream == Upstream::File {
             return self.file_link_down(link);
@@ -585,6 +648,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             Upstream::Route => self.route_pdu(pdu, msg),
             Upstream::Db => self.reply_pdu(upstream, pdu, msg),
             Upstream::File => self.file_link_pdu(link, pdu, msg),
+            Upstream::Push => {
+                let mut out = Vec::new();
+                self.push_answer(msg, &mut out);
+                out
+            }
             Upstream::Login => {
                 debug!(key = %pdu.key(), "ignoring pdu from login_server");
                 Vec::new()
@@ -738,6 +806,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             && let Some((user_id, client_type)) = state.user
         {
             self.presence.logout(user_id, conn);
+            if self.presence.sessions(user_id).next().is_none() {
+                self.push.nicks.remove(&user_id);
+            }
             self.went_offline(user_id, client_type, &mut out);
             self.maybe_forget_groups(user_id, &mut out);
         }
@@ -1048,6 +1119,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             self.stats.messages_acked += 1;
         }
         let delivery = Command::MsgData.pdu(0, &m);
+        // Pushed from here only, the sender's msg_server (push.rs); a
+        // resend too: the first push may never have gone, and push_server
+        // sends one message to one device once.
+        self.start_push(p.conn, &m, out);
         if group {
             // Every local member (the sender's other sessions included),
             // not the sending session; one copy to route_server for the
@@ -1189,6 +1264,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             info!(?upstream, "upstream is shutting down");
             return out;
         }
+        if let Message::LoginResDevicetoken(r) = &msg
+            && r.attach_data.is_none()
+        {
+            // db_proxy removed a token push_server found invalid.
+            return out;
+        }
         let Some(p) = self.take_pending(&mut msg) else {
             debug!(?upstream, key = %pdu.key(), "reply without a pending request");
             self.stats.stale_replies += 1;
@@ -1196,6 +1277,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         self.release(&p, &mut out);
         match (p.kind, msg) {
+            (PendingKind::Push(step), msg) => self.push_reply(p, step, msg, &mut out),
             (
                 PendingKind::Login {
                     client_type,
@@ -1263,6 +1345,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         reason: &str,
         out: &mut Actions<C>,
     ) {
+        if let PendingKind::Push(step) = p.kind {
+            self.push_failed(step);
+            return;
+        }
         self.stats.forward_failed += 1;
         if p.kind == PendingKind::FileStatus {
             // Not knowing where the receiver is, the file goes offline.
@@ -1429,6 +1515,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
         };
         let user_id = user.user_id;
+        self.push.nicks.insert(user_id, user.user_nick_name.clone());
         if let Some(kick) = self.presence.login(user_id, client_type, p.conn) {
             self.kick(kick.session, user_id, kick.reason, out);
         }
@@ -1580,7 +1667,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             ]
             .iter()
             .any(|c| pdu.is(c.key())),
-            Upstream::Db | Upstream::File => false,
+            Upstream::Db | Upstream::File | Upstream::Push => false,
         };
         let targets: Vec<LinkId> = if to_all {
             self.up_links(upstream).collect()
@@ -1693,6 +1780,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 bytes,
                 holds_credit,
                 offer: options.offer,
+                push: options.push,
             },
         );
         let Some(link) = options.link.or_else(|| self.up_links(upstream).next()) else {
@@ -1925,6 +2013,7 @@ impl runtime::App for MsgApp<Conn> {
     }
 
     fn collect(&self, out: &mut Scrape) {
+        self.collect_push(out);
         let s = self.stats;
         out.counter(
             "teamtalk_msg_logins_ok_total",
@@ -2020,7 +2109,8 @@ impl runtime::App for MsgApp<Conn> {
         let files_configured = self.links.iter().any(|(l, _)| l.kind == Upstream::File);
         let kinds = Upstream::ALL
             .into_iter()
-            .chain(files_configured.then_some(Upstream::File));
+            .chain(files_configured.then_some(Upstream::File))
+            .chain(self.push_configured().then_some(Upstream::Push));
         for kind in kinds {
             if !self.is_up(kind) {
                 let addrs: Vec<String> = self

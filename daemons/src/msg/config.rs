@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use teamtalk_conn::SessionConfig;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::app::{Registration, SessionLimits};
 use std::sync::Arc;
@@ -34,6 +34,12 @@ pub struct MsgConfig {
     /// file_server addresses (their msg_server port); none: file requests
     /// are answered with a failure.
     pub file: Vec<SocketAddr>,
+    /// push_server addresses (`PushServerIPn`/`PushServerPortn`); none:
+    /// nothing is pushed.
+    pub push: Vec<SocketAddr>,
+    /// The `aesKey` clients encode message text with (for the push text);
+    /// `None`: TeamTalk's default.
+    pub aes_key: Option<[u8; 32]>,
     /// Client session settings (login gate, timeouts, caps).
     pub session: SessionConfig,
     /// Reactor threads for client connections.
@@ -91,6 +97,8 @@ impl MsgConfig {
             login: vec![login],
             route: vec![route],
             file: Vec::new(),
+            push: Vec::new(),
+            aes_key: None,
             session: SessionConfig::client(),
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             max_connections: 100_000,
@@ -108,8 +116,8 @@ impl MsgConfig {
     /// Reads TeamTalk's `msgserver.conf` keys.
     ///
     /// Known but unused here: `ConcurrentDBConnCnt` (one link per db_proxy
-    /// is enough: requests are pipelined), `PushServerIP/Port` (push comes
-    /// later), `aesKey`. `FileServerIPn`/`FileServerPortn` name the
+    /// is enough: requests are pipelined). `aesKey` decodes message text
+    /// for push notifications. `FileServerIPn`/`FileServerPortn` name the
     /// file_servers' msg_server ports (8601; TeamTalk's stock file says
     /// 8600, the client port, which cannot work).
     ///
@@ -117,18 +125,10 @@ impl MsgConfig {
     /// [`MsgConfigError`] naming the file, line and key.
     pub fn from_conf(conf: &Conf) -> Result<Self, MsgConfigError> {
         conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
-        for key in ["ConcurrentDBConnCnt", "aesKey"] {
+        for key in ["ConcurrentDBConnCnt"] {
             if conf.get(key).is_some() {
                 info!(key, "key accepted for compatibility and not used");
             }
-        }
-        if conf.get("PushServerIP1").is_some() {
-            // A feature the operator configured and does not get: louder
-            // than a compatibility key.
-            warn!(
-                file = conf.origin(),
-                "PushServerIP1 is set, but push is not served yet: offline phones get no push notification"
-            );
         }
         let ip: String = conf
             .get_parsed("ListenIP")?
@@ -154,6 +154,13 @@ impl MsgConfig {
         cfg.login = upstream("LoginServerIP", "LoginServerPort")?;
         cfg.route = upstream("RouteServerIP", "RouteServerPort")?;
         cfg.file = upstream("FileServerIP", "FileServerPort")?;
+        cfg.push = upstream("PushServerIP", "PushServerPort")?;
+        if let Some(key) = conf.get("aesKey") {
+            match <[u8; 32]>::try_from(key.as_bytes()) {
+                Ok(k) => cfg.aes_key = Some(k),
+                Err(_) => return Err(conf.invalid_value("aesKey", "32 bytes").into()),
+            }
+        }
         if let Some(ip1) = conf.get("IpAddr1") {
             cfg.registration.ip1 = ip1.to_owned();
         }

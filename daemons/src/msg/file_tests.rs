@@ -253,6 +253,7 @@ fn online_mode_follows_the_receivers_pc() {
             user_stat_list: vec![UserStat {
                 user_id: 30,
                 status,
+                mobile_sessions: None,
             }],
             attach_data: q.attach_data.clone(),
         };

@@ -519,6 +519,7 @@ fn route_relays_reach_every_local_session_of_the_user() {
 fn registration_and_snapshot_on_link_up() {
     let mut app = app();
     let _ = log_in(&mut app, 1, 7, ClientType::Windows);
+    let _ = app.link_down(LOGIN);
     let out = app.link_up(LOGIN);
     let [Message::OtherMsgServInfo(info)] =
         &upstream_of(&out, LOGIN, Command::OtherMsgServInfo)[..]
@@ -537,6 +538,27 @@ fn registration_and_snapshot_on_link_up() {
     };
     assert_eq!(snap.user_stat_list.len(), 1);
     assert_eq!(snap.user_stat_list[0].user_id, 7);
+}
+
+#[test]
+fn registration_waits_until_db_proxy_and_route_server_are_up() {
+    // login_server hands clients to registered msg_servers: one that
+    // cannot reach db_proxy would refuse every login it was sent.
+    let mut app: MsgApp<u32> = app_with_links(&[
+        (DB, Upstream::Db),
+        (LOGIN, Upstream::Login),
+        (ROUTE, Upstream::Route),
+    ]);
+    let registrations = |out: &Vec<A>| upstream_of(out, LOGIN, Command::OtherMsgServInfo).len();
+    assert_eq!(registrations(&app.link_up(LOGIN)), 0);
+    assert_eq!(registrations(&app.link_up(DB)), 0);
+    assert_eq!(registrations(&app.link_up(ROUTE)), 1, "all up: registered");
+    // Once per login link up: db_proxy flapping does not register again…
+    let _ = app.link_down(DB);
+    assert_eq!(registrations(&app.link_up(DB)), 0);
+    // …a login_server that comes back does.
+    let _ = app.link_down(LOGIN);
+    assert_eq!(registrations(&app.link_up(LOGIN)), 1);
 }
 
 #[test]
@@ -856,6 +878,7 @@ fn presence_pushes_go_to_pc_sessions_that_asked_about_users() {
         user_stat: UserStat {
             user_id: 42,
             status: 1,
+            mobile_sessions: None,
         },
     };
     let out = app.upstream_pdu(ROUTE, &Command::BuddyListStatusNotify.pdu(0, &notify));

@@ -486,6 +486,7 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 "too many user ids",
             ));
         }
+        let server_query = req.user_id == 0;
         let rsp = ImUsersStatRsp {
             user_id: req.user_id,
             user_stat_list: req
@@ -494,6 +495,11 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 .map(|&user_id| UserStat {
                     user_id,
                     status: self.status(user_id) as i32,
+                    // A server's query (msg_server's push path) also learns
+                    // whether a phone is online; clients' replies stay
+                    // TeamTalk's.
+                    mobile_sessions: server_query
+                        .then(|| self.sessions(user_id) - self.pc_sessions(user_id)),
                 })
                 .collect(),
             attach_data: req.attach_data,
@@ -732,6 +738,7 @@ fn stat_notify(user_id: u32, status: UserStatType) -> Pdu {
         user_stat: UserStat {
             user_id,
             status: status as i32,
+            mobile_sessions: None,
         },
     };
     Command::BuddyListStatusNotify.pdu(0, &msg)

@@ -19,3 +19,4 @@ pub mod relay;
 pub mod requests;
 pub mod sessions;
 pub mod sizing;
+pub mod text;

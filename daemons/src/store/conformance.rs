@@ -57,6 +57,20 @@ fn user(name: &str) -> NewUser {
     }
 }
 
+/// A user as the administration's tests make them: nick = name, no
+/// department.
+fn admin_user(name: &str) -> NewUser {
+    NewUser {
+        name: name.to_owned(),
+        nick: name.to_owned(),
+        ..NewUser::default()
+    }
+}
+
+fn pw(text: &str) -> String {
+    crate::password::md5_hex(text.as_bytes())
+}
+
 fn msg(from: UserId, to: UserId, body: &str) -> NewMessage {
     NewMessage {
         from,

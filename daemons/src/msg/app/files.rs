@@ -322,6 +322,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             link: Some(link),
             on_failure: failure.clone(),
             offer: Some(offer),
+            push: None,
         };
         if !self.forward_with(
             conn,

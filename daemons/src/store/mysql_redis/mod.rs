@@ -62,11 +62,12 @@ use mysql::{
 
 use super::files::{self, NewOfflineFile, OfflineFile};
 use super::{
-    Actor, DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, Group, GroupId, GroupType,
-    GroupVersion, LatestMessage, MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES, MAX_MSG_LIST,
+    Actor, CredentialStamp, DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, Group, GroupId,
+    GroupType, GroupVersion, LatestMessage, MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES, MAX_MSG_LIST,
     MAX_MSGS_BY_ID, MAX_RECENT_SESSIONS, MemberChange, MembersChanged, MsgId, NewGroup, NewMessage,
     NewUser, RecentSession, SessionType, Store, StoreError, StoreOptions, StoreResult, Stored,
-    StoredMessage, USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User, UserId,
+    StoredMessage, USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User, UserCredential,
+    UserId,
 };
 use crate::password::{self, StoredPassword};
 use crate::rules::files::MAX_OFFLINE_FILES;
@@ -1380,6 +1381,29 @@ impl MysqlStore {
     }
 }
 
+/// A user row with `password, salt, phc` after [`USER_COLUMNS`]: the user,
+/// the stored password to verify against and its stamp. Ours (an Argon2
+/// string in `rs_user_password`) wins over TeamTalk's columns.
+fn credential_from_row(mut row: Row) -> StoreResult<(User, StoredPassword, CredentialStamp)> {
+    let user = user_from_row(&mut row)?;
+    let hash: String = take(&mut row, 14)?;
+    let salt: String = take(&mut row, 15)?;
+    let phc: Option<String> = match row.take_opt::<Option<String>, usize>(16) {
+        Some(Ok(v)) => v,
+        _ => None,
+    };
+    Ok(match phc {
+        Some(phc) => {
+            let stamp = CredentialStamp::of(&phc, None);
+            (user, StoredPassword::Argon2(phc), stamp)
+        }
+        None => {
+            let stamp = CredentialStamp::of(&hash, Some(&salt));
+            (user, StoredPassword::TeamTalk { hash, salt }, stamp)
+        }
+    })
+}
+
 /// Starts a transaction on `conn` (READ COMMITTED, set when it opened).
 fn tx(conn: &mut PooledConn) -> StoreResult<Transaction<'_>> {
     conn.start_transaction(TxOpts::default())
@@ -1402,14 +1426,93 @@ impl Store for MysqlStore {
     fn add_department(&self, name: &str, priority: u32, parent_id: DeptId) -> StoreResult<DeptId> {
         let now = self.now();
         let mut conn = self.conn()?;
-        conn.exec_drop(
+        let mut tx = tx(&mut conn)?;
+        // Live names are unique (TeamTalk's table has no such key).
+        let taken: Option<u32> = tx
+            .exec_first(
+                "SELECT id FROM IMDepart WHERE departName = ? AND status = 0 LIMIT 1 FOR UPDATE",
+                (name,),
+            )
+            .map_err(my("looking up a department name"))?;
+        if taken.is_some() {
+            return Err(StoreError::DeptNameTaken(name.to_owned()));
+        }
+        tx.exec_drop(
             "INSERT INTO IMDepart (departName, priority, parentId, status, created, updated)
              VALUES (?, ?, ?, 0, ?, ?)",
             (name, priority, parent_id, now, now),
         )
         .map_err(my("inserting a department"))?;
-        u32::try_from(conn.last_insert_id())
-            .map_err(|_| StoreError::Invalid("id space exhausted (ids are 32-bit)"))
+        let id = tx
+            .last_insert_id()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or(StoreError::Invalid("id space exhausted (ids are 32-bit)"))?;
+        tx.commit().map_err(my("committing a department"))?;
+        Ok(id)
+    }
+
+    fn rename_department(&self, id: DeptId, name: &str) -> StoreResult<bool> {
+        let now = self.now();
+        let mut conn = self.conn()?;
+        let mut tx = tx(&mut conn)?;
+        let taken: Option<u32> = tx
+            .exec_first(
+                "SELECT id FROM IMDepart WHERE departName = ? AND status = 0 AND id != ?
+                 LIMIT 1 FOR UPDATE",
+                (name, id),
+            )
+            .map_err(my("looking up a department name"))?;
+        if taken.is_some() {
+            return Err(StoreError::DeptNameTaken(name.to_owned()));
+        }
+        tx.exec_drop(
+            "UPDATE IMDepart SET departName = ?, updated = ? WHERE id = ? AND status = 0",
+            (name, now, id),
+        )
+        .map_err(my("renaming a department"))?;
+        let found = tx.affected_rows() > 0;
+        tx.commit().map_err(my("committing a department"))?;
+        Ok(found)
+    }
+
+    fn delete_department(&self, id: DeptId) -> StoreResult<bool> {
+        let now = self.now();
+        let mut conn = self.conn()?;
+        let mut tx = tx(&mut conn)?;
+        let live: Option<u32> = tx
+            .exec_first(
+                "SELECT id FROM IMDepart WHERE id = ? AND status = 0 FOR UPDATE",
+                (id,),
+            )
+            .map_err(my("reading a department"))?;
+        if live.is_none() {
+            return Ok(false);
+        }
+        let users: Option<u64> = tx
+            .exec_first("SELECT COUNT(*) FROM IMUser WHERE departId = ?", (id,))
+            .map_err(my("counting a department's members"))?;
+        let children: Option<u64> = tx
+            .exec_first(
+                "SELECT COUNT(*) FROM IMDepart WHERE parentId = ? AND status = 0",
+                (id,),
+            )
+            .map_err(my("counting a department's members"))?;
+        let (users, children) = (users.unwrap_or(0), children.unwrap_or(0));
+        if users > 0 || children > 0 {
+            return Err(StoreError::DeptNotEmpty {
+                id,
+                users,
+                children,
+            });
+        }
+        tx.exec_drop(
+            "UPDATE IMDepart SET status = ?, updated = ? WHERE id = ?",
+            (super::DEPT_STATUS_DELETED, now, id),
+        )
+        .map_err(my("deleting a department"))?;
+        tx.commit()
+            .map_err(my("committing a department's deletion"))?;
+        Ok(true)
     }
 
     fn departments_updated_since(&self, since: u32) -> StoreResult<Vec<Department>> {
@@ -1449,7 +1552,11 @@ impl Store for MysqlStore {
         self.insert_user(user, password, salt, None)
     }
 
-    fn verify_login(&self, name: &str, password_md5hex: &str) -> StoreResult<Option<User>> {
+    fn check_login(
+        &self,
+        name: &str,
+        password_md5hex: &str,
+    ) -> StoreResult<Option<UserCredential>> {
         let row: Option<Row> = self
             .conn()?
             .exec_first(
@@ -1461,24 +1568,170 @@ impl Store for MysqlStore {
                 (name,),
             )
             .map_err(my("looking up a login"))?;
-        let Some(mut row) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let user = user_from_row(&mut row)?;
+        let (user, stored, credential) = credential_from_row(row)?;
         if user.status == USER_STATUS_DEPARTED {
             return Ok(None);
         }
-        let hash: String = take(&mut row, 14)?;
-        let salt: String = take(&mut row, 15)?;
-        let phc: Option<String> = match row.take_opt::<Option<String>, usize>(16) {
-            Some(Ok(v)) => v,
-            _ => None,
+        Ok(stored
+            .verify(password_md5hex)?
+            .then_some(UserCredential { user, credential }))
+    }
+
+    fn user_with_credential(&self, id: UserId) -> StoreResult<Option<UserCredential>> {
+        let row: Option<Row> = self
+            .conn()?
+            .exec_first(
+                format!(
+                    "SELECT {USER_COLUMNS}, u.password, u.salt, p.phc
+                     FROM IMUser u LEFT JOIN rs_user_password p ON p.userId = u.id
+                     WHERE u.id = ?"
+                ),
+                (id,),
+            )
+            .map_err(my("reading a user's credential"))?;
+        row.map(|row| {
+            let (user, _, credential) = credential_from_row(row)?;
+            Ok(UserCredential { user, credential })
+        })
+        .transpose()
+    }
+
+    fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        let row: Option<Row> = self
+            .conn()?
+            .exec_first(
+                format!(
+                    "SELECT {USER_COLUMNS} FROM IMUser u WHERE u.name = ? ORDER BY u.id LIMIT 1"
+                ),
+                (name,),
+            )
+            .map_err(my("looking up a user by name"))?;
+        row.map(|mut r| user_from_row(&mut r)).transpose()
+    }
+
+    fn all_users(&self) -> StoreResult<Vec<User>> {
+        let rows: Vec<Row> = self
+            .conn()?
+            .exec(
+                format!("SELECT {USER_COLUMNS} FROM IMUser u ORDER BY u.id"),
+                (),
+            )
+            .map_err(my("listing users"))?;
+        rows.into_iter()
+            .map(|mut r| user_from_row(&mut r))
+            .collect()
+    }
+
+    fn set_password(&self, user: UserId, password_md5hex: &str) -> StoreResult<bool> {
+        // Hashed before any connection is taken, as in `add_user`.
+        let phc = password::hash_password(&self.options.hash_params, password_md5hex)?;
+        let now = self.now();
+        let mut conn = self.conn()?;
+        let mut tx = tx(&mut conn)?;
+        // TeamTalk's columns emptied: the C++ db_proxy no longer accepts
+        // the old password either.
+        tx.exec_drop(
+            "UPDATE IMUser SET password = '', salt = '', updated = ? WHERE id = ?",
+            (now, user),
+        )
+        .map_err(my("setting a password"))?;
+        if tx.affected_rows() == 0 {
+            return Ok(false);
+        }
+        tx.exec_drop(
+            "INSERT INTO rs_user_password (userId, phc) VALUES (?, ?)
+             ON DUPLICATE KEY UPDATE phc = VALUES(phc)",
+            (user, &phc),
+        )
+        .map_err(my("setting a password"))?;
+        tx.commit().map_err(my("committing a password"))?;
+        Ok(true)
+    }
+
+    fn set_user_status(&self, user: UserId, status: u32) -> StoreResult<bool> {
+        let now = self.now();
+        let mut conn = self.conn()?;
+        conn.exec_drop(
+            "UPDATE IMUser SET status = ?, updated = ? WHERE id = ?",
+            (status, now, user),
+        )
+        .map_err(my("setting a user's status"))?;
+        Ok(conn.affected_rows() > 0)
+    }
+
+    fn delete_user(&self, user: UserId) -> StoreResult<bool> {
+        let now = self.now();
+        let mut conn = self.conn()?;
+        let groups: Vec<GroupId> = {
+            let mut tx = tx(&mut conn)?;
+            tx.exec_drop("DELETE FROM IMUser WHERE id = ?", (user,))
+                .map_err(my("deleting a user"))?;
+            if tx.affected_rows() == 0 {
+                return Ok(false);
+            }
+            for (context, statement) in [
+                (
+                    "deleting a password",
+                    "DELETE FROM rs_user_password WHERE userId = ?",
+                ),
+                (
+                    "deleting sessions",
+                    "DELETE FROM IMRecentSession WHERE userId = ?",
+                ),
+                // Files waiting for them would wait forever; files they
+                // sent stay, as their messages do.
+                (
+                    "deleting offline files",
+                    "DELETE FROM IMTransmitFile WHERE toId = ?",
+                ),
+            ] {
+                tx.exec_drop(statement, (user,)).map_err(my(context))?;
+            }
+            let groups: Vec<GroupId> = tx
+                .exec(
+                    "SELECT DISTINCT groupId FROM IMGroupMember WHERE userId = ? AND status = 0
+                     ORDER BY groupId",
+                    (user,),
+                )
+                .map_err(my("reading a user's groups"))?;
+            tx.exec_drop(
+                "UPDATE IMGroupMember SET status = 1, updated = ? WHERE userId = ? AND status = 0",
+                (now, user),
+            )
+            .map_err(my("removing a user from their groups"))?;
+            for &g in &groups {
+                tx.exec_drop(
+                    "UPDATE IMGroup SET version = version + 1,
+                         userCnt = IF(userCnt > 0, userCnt - 1, 0), updated = ?
+                     WHERE id = ?",
+                    (now, g),
+                )
+                .map_err(my("bumping a group version"))?;
+            }
+            tx.commit().map_err(my("committing a user's deletion"))?;
+            groups
         };
-        let stored = match phc {
-            Some(phc) => StoredPassword::Argon2(phc),
-            None => StoredPassword::TeamTalk { hash, salt },
-        };
-        Ok(stored.verify(password_md5hex)?.then_some(user))
+        // Their counters, token and membership cache in Redis.
+        self.cache.unread.run("deleting unread counters", |c| {
+            redis::cmd("DEL")
+                .arg(format!("unread_{user}"))
+                .query::<()>(c)
+        })?;
+        self.set_device_token(user, 0, "")?;
+        for g in groups {
+            self.cache
+                .group_member
+                .run("updating the group member cache", |c| {
+                    redis::cmd("HDEL")
+                        .arg(format!("group_member_{g}"))
+                        .arg(user)
+                        .query::<()>(c)
+                })?;
+        }
+        Ok(true)
     }
 
     fn users_updated_since(&self, since: u32) -> StoreResult<Vec<User>> {
