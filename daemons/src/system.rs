@@ -181,6 +181,10 @@ pub struct SystemConfig {
     /// answers), for clients that reach it by another name than `host`
     /// (`--host 0.0.0.0`, a proxy); `None`: `http://<host>:<msfs port>/`.
     pub msfs_url: Option<String>,
+    /// MySQL + Redis to keep the data in instead of SQLite in `data_dir`
+    /// (`teamtalk up --mysql URL --redis URL`); `data_dir` still holds the
+    /// cluster secret, msfs's and file_server's files.
+    pub mysql: Option<crate::store::MysqlConfig>,
     /// The push_server: its address (host and port are replaced by
     /// `host` and the port asked for here; TeamTalk's 8500), sinks and
     /// bounds. Without sinks the msg_servers are not linked to it: every
@@ -224,6 +228,7 @@ impl SystemConfig {
             admin_token: None,
             cluster_secret: None,
             msfs_url: None,
+            mysql: None,
             push: PushConfig::new(
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), push::DEFAULT_PORT),
                 push::Sinks::default(),
@@ -375,7 +380,7 @@ pub struct RunningSystem {
     /// Held while the system serves the store.
     _lock: crate::store::ServeLock,
     peers: PeerPolicy,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     db: Option<DbProxyServer>,
     db_addr: SocketAddr,
     route: RunningRoute,
@@ -412,14 +417,21 @@ impl std::fmt::Debug for RunningSystem {
 /// stopped again.
 pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     let lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
-    tracing::info!(dir = %cfg.data_dir.display(), "store");
-    let store = Arc::new(SqliteStore::open_with(
-        &cfg.data_dir,
-        StoreOptions {
-            hash_params: cfg.hash_params,
-            ..StoreOptions::default()
-        },
-    )?);
+    let options = StoreOptions {
+        hash_params: cfg.hash_params,
+        ..StoreOptions::default()
+    };
+    let store: Arc<dyn Store> = match &cfg.mysql {
+        Some(mysql) => {
+            let store = crate::store::MysqlStore::open(mysql, options)?;
+            tracing::info!(store = "mysql+redis", at = %store.describe(), "store");
+            Arc::new(store)
+        }
+        None => {
+            tracing::info!(store = "sqlite", dir = %cfg.data_dir.display(), "store");
+            Arc::new(SqliteStore::open_with(&cfg.data_dir, options)?)
+        }
+    };
     let secret_error = |reason: String| SystemError::Secret {
         dir: cfg.data_dir.clone(),
         reason,
@@ -633,13 +645,13 @@ fn advertised_msfs_url(cfg: &SystemConfig, bound: SocketAddr) -> String {
 fn spawn_db(
     cfg: &SystemConfig,
     addr: SocketAddr,
-    store: &Arc<SqliteStore>,
+    store: &Arc<dyn Store>,
     peers: &PeerPolicy,
 ) -> Result<DbProxyServer, SystemError> {
     let mut db_cfg = DbProxyConfig::new(addr);
     db_cfg.data_dir.clone_from(&cfg.data_dir);
     db_cfg.peers = peers.clone();
-    let store: Arc<dyn Store> = Arc::clone(store) as Arc<dyn Store>;
+    let store: Arc<dyn Store> = Arc::clone(store);
     Ok(db_proxy::spawn(db_cfg, store)?)
 }
 
@@ -712,7 +724,7 @@ impl RunningSystem {
 
     /// The store db_proxy_server uses (tests add users through it).
     #[must_use]
-    pub fn store(&self) -> Arc<SqliteStore> {
+    pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
     }
 

@@ -12,7 +12,6 @@ use clap::Parser;
 use daemons::bench::{BenchError, run, run_until};
 use daemons::cli::{Cli, Commands};
 use daemons::password::{HashParams, md5_hex};
-use daemons::store::Store;
 use daemons::system::{self, RunningSystem, SystemConfig};
 use serde_json::Value;
 

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use daemons::password::{HashParams, md5_hex};
-use daemons::store::{NewUser, Store};
+use daemons::store::NewUser;
 use daemons::system::{self, SystemConfig};
 
 fn teamtalk() -> Command {

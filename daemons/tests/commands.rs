@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use daemons::store::Store;
 use teamtalk_proto::pb::im::base_define::ClientType;
 use teamtalk_proto::pb::im::buddy::{
     ImAllUserReq, ImChangeSignInfoReq, ImDepartmentReq, ImRecentContactSessionReq,

@@ -1,6 +1,7 @@
 //! Nothing acknowledged is lost: db_proxy_server runs as its own process
 //! and is killed with SIGKILL in the middle of a conversation; every
-//! message a client got an ack for is in the history after a restart.
+//! message a client got an ack for is in the history after a restart; on
+//! the embedded SQLite store and on MariaDB + Redis (`.ci/services`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -13,7 +14,8 @@ use daemons::login::{self, LoginConfig};
 use daemons::msg::{self, MsgConfig};
 use daemons::password::{HashParams, md5_hex};
 use daemons::route::{self, RouteConfig};
-use daemons::store::{NewUser, SqliteStore, Store, StoreOptions};
+use daemons::store::mysql_redis::testing;
+use daemons::store::{MysqlStore, NewUser, SqliteStore, Store, StoreOptions};
 use teamtalk_proto::pb::im::base_define::ClientType;
 use teamtalk_proto::pb::im::message::{ImGetMsgListReq, ImMsgData};
 use teamtalk_proto::{Command as Cmd, Message};
@@ -40,12 +42,14 @@ impl Drop for Killed {
     }
 }
 
-fn start_db(dir: &Path, port: u16) -> Killed {
+/// Starts db_proxy_server on `port`; its store is SQLite in `dir/data`,
+/// or what `store_keys` names (TeamTalk's DBInstances and CacheInstances).
+fn start_db(dir: &Path, port: u16, store_keys: &str) -> Killed {
     let conf = dir.join("dbproxyserver.conf");
     std::fs::write(
         &conf,
         format!(
-            "ListenIP=127.0.0.1\nListenPort={port}\nDataDir={}\n",
+            "ListenIP=127.0.0.1\nListenPort={port}\nDataDir={}\n{store_keys}",
             dir.join("data").display()
         ),
     )
@@ -89,30 +93,53 @@ fn login(addr: SocketAddr, name: &str) -> Client {
     }
 }
 
+fn add_users(store: &dyn Store) -> (u32, u32) {
+    let add = |name: &str| {
+        let u = NewUser {
+            name: name.into(),
+            nick: name.into(),
+            ..NewUser::default()
+        };
+        store.add_user(&u, &md5_hex(b"pw")).unwrap()
+    };
+    (add("alice"), add("bob"))
+}
+
+fn fast() -> StoreOptions {
+    StoreOptions {
+        hash_params: HashParams::INSECURE_FAST,
+        ..StoreOptions::default()
+    }
+}
+
 #[test]
 fn sigkill_of_db_proxy_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
-    let (alice_id, bob_id) = {
-        let store = SqliteStore::open_with(
-            dir.path().join("data"),
-            StoreOptions {
-                hash_params: HashParams::INSECURE_FAST,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
-        let add = |name: &str| {
-            let u = NewUser {
-                name: name.into(),
-                nick: name.into(),
-                ..NewUser::default()
-            };
-            store.add_user(&u, &md5_hex(b"pw")).unwrap()
-        };
-        (add("alice"), add("bob"))
+    let users = {
+        let store = SqliteStore::open_with(dir.path().join("data"), fast()).unwrap();
+        add_users(&store)
     };
+    burst_kill_restart(dir.path(), users, "");
+}
+
+/// The same on MariaDB + Redis: db_proxy_server selects them by TeamTalk's
+/// own conf keys.
+#[test]
+fn sigkill_of_db_proxy_on_mysql_loses_no_acknowledged_message() {
+    let Some(config) = testing::fresh_config() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let users = add_users(&MysqlStore::open(&config, fast()).unwrap());
+    burst_kill_restart(dir.path(), users, &testing::conf_keys(&config));
+}
+
+/// Pipelines a burst from alice to bob, kills db_proxy_server in the middle
+/// of the acks, restarts it and checks every acked message is in bob's
+/// history.
+fn burst_kill_restart(dir: &Path, (alice_id, bob_id): (u32, u32), store_keys: &str) {
     let db_port = free_port();
-    let mut db = start_db(dir.path(), db_port);
+    let mut db = start_db(dir, db_port, store_keys);
     let route = route::spawn(RouteConfig::loopback()).unwrap();
     let login_server = login::spawn(LoginConfig::loopback()).unwrap();
     let mut cfg = MsgConfig::new(
@@ -150,7 +177,7 @@ fn sigkill_of_db_proxy_loses_no_acknowledged_message() {
         }
     }
 
-    let _db = start_db(dir.path(), db_port);
+    let _db = start_db(dir, db_port, store_keys);
     let mut bob = login(msg.addr(), "bob");
     let req = ImGetMsgListReq {
         user_id: 0,

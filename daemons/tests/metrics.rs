@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use daemons::client::{Client, ClientError};
 use daemons::password::{HashParams, md5_hex};
-use daemons::store::{NewUser, Store};
+use daemons::store::NewUser;
 use daemons::system::{self, SystemConfig};
 use teamtalk_proto::pb::im::base_define::ClientType;
 use teamtalk_proto::pb::im::message::ImMsgData;

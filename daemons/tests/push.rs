@@ -17,7 +17,6 @@ use bytes::Bytes;
 use common::{T, World, send, sync_route, world_with};
 use daemons::client::Client;
 use daemons::push::{self, ApnsSettings, PushConfig, SinkKind, Sinks, WebhookSettings};
-use daemons::store::Store as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;

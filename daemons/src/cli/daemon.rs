@@ -248,13 +248,25 @@ fn start_daemon(
         Daemon::DbProxy => {
             let mut cfg = crate::db_proxy::config_from_conf(conf).map_err(|e| fail(&e))?;
             cfg.admin = admin.or(cfg.admin);
+            if let Some(mysql) = cfg.mysql.clone() {
+                // The conf names TeamTalk's MySQL and Redis: the deployment's
+                // own data, shared with other db_proxies; no local lock.
+                let store = crate::store::MysqlStore::open(&mysql, Default::default())
+                    .map_err(|e| fail(&e))?;
+                info!(store = "mysql+redis", at = %store.describe(), conf = %path.display(), "store");
+                let store: std::sync::Arc<dyn crate::store::Store> = std::sync::Arc::new(store);
+                return Ok((
+                    Box::new(crate::db_proxy::spawn(cfg, store).map_err(|e| fail(&e))?),
+                    None,
+                ));
+            }
             if let Some(dir) = &args.data_dir {
                 cfg.data_dir.clone_from(dir);
             } else if conf.get("DataDir").is_none() {
                 cfg.data_dir = super::default_data_dir();
             }
             let lock = ServeLock::acquire(&cfg.data_dir).map_err(|e| fail(&e))?;
-            info!(dir = %cfg.data_dir.display(), conf = %path.display(), "store");
+            info!(store = "sqlite", dir = %cfg.data_dir.display(), conf = %path.display(), "store");
             let store = crate::store::SqliteStore::open(&cfg.data_dir).map_err(|e| fail(&e))?;
             let store: std::sync::Arc<dyn crate::store::Store> = std::sync::Arc::new(store);
             (
@@ -356,10 +368,13 @@ const DB_KEYS: &str = "\
 dbproxyserver.conf keys (TeamTalk's, then ours):
   ListenIP=IP                               msg_server port address (default 0.0.0.0: needs the cluster secret)
   ListenPort=PORT                           msg_server port (default 10600)
-  ThreadNum, MsfsSite, aesKey, DBInstances, CacheInstances and their per-instance keys
-                                            accepted; storage is the embedded store here
-  DataDir=PATH                              the store's directory (default ./teamtalk-data, or $TEAMTALK_DATA_DIR;
-                                            --data-dir wins)
+  DBInstances=NAME,…                        TeamTalk's MySQL: the store is MySQL + Redis (NAME ending in master, else the first)
+  NAME_host, NAME_port, NAME_dbname, NAME_username, NAME_password, NAME_maxconncnt
+  CacheInstances=unread,group_set,token,sync,group_member   TeamTalk's Redis instances by role
+  ROLE_host, ROLE_port, ROLE_db             (a role not listed uses unread's; sync is not used)
+  ThreadNum, MsfsSite, aesKey               accepted, not used
+  DataDir=PATH                              without DBInstances: the embedded SQLite store's directory
+                                            (default ./teamtalk-data, or $TEAMTALK_DATA_DIR; --data-dir wins)
   UtcOffsetMinutes=N                        time zone of dates, minutes east of UTC
   PeerTlsCertFile, PeerTlsKeyFile, PeerTlsCaFile, PeerTlsClientAuth, PeerTlsServerName
                                             TLS on the msg_server port

@@ -77,14 +77,45 @@ pub enum Commands {
     Group(GroupCommand),
     /// Load-test a TeamTalk cluster (ours or the C++ one) over the client protocol.
     Bench(crate::tools::bench::BenchArgs),
+    /// Copy a TeamTalk deployment (its MySQL and Redis) into the embedded
+    /// store: users with their passwords, departments, groups, all history,
+    /// sessions and unread counts. Resumable: run it again after a stop.
+    Import(ImportArgs),
+}
+
+/// Arguments of `teamtalk import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The deployment's MySQL (`mysql://user:pw@host:port/dbname`, as its
+    /// dbproxyserver.conf's teamtalk_master_* keys say). Only read.
+    #[arg(long, env = "TEAMTALK_MYSQL")]
+    pub mysql: String,
+    /// Its Redis (`redis://host:port/db`, the `unread_*` keys; TeamTalk
+    /// keeps every role in one database by default). Only read.
+    #[arg(long, env = "TEAMTALK_REDIS")]
+    pub redis: String,
+    /// The embedded store to fill (created if missing; not while a
+    /// `teamtalk up` or db_proxy_server serves it).
+    #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+    pub data_dir: PathBuf,
 }
 
 /// Arguments of `teamtalk up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
-    /// Directory of the SQLite store.
+    /// Directory of the SQLite store (and, with --mysql, of the cluster
+    /// secret, msfs's images and file_server's files).
     #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
     pub data_dir: PathBuf,
+    /// Keep the data in this MySQL/MariaDB database on TeamTalk's schema
+    /// (`mysql://user:pw@host:port/dbname`, created if missing) instead of
+    /// SQLite; needs --redis.
+    #[arg(long, requires = "redis", env = "TEAMTALK_MYSQL")]
+    pub mysql: Option<String>,
+    /// The Redis TeamTalk keeps counters and tokens in
+    /// (`redis://host:port/db`), with --mysql.
+    #[arg(long, requires = "mysql", env = "TEAMTALK_REDIS")]
+    pub redis: Option<String>,
     /// Address every daemon listens on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -193,6 +224,13 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// Seed a MySQL store instead (`mysql://user:pw@host:port/dbname`,
+        /// with --redis), as `teamtalk up --mysql` uses.
+        #[arg(long, requires = "redis")]
+        mysql: Option<String>,
+        /// The MySQL store's Redis (`redis://host:port/db`).
+        #[arg(long, requires = "mysql")]
+        redis: Option<String>,
         /// Create the store if there is none in the data directory.
         #[arg(long)]
         create: bool,
@@ -473,6 +511,51 @@ pub enum CliError {
     Usage(String),
 }
 
+/// `teamtalk import`: progress lines while it runs, a summary at the end.
+fn import(args: &ImportArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let fail = |e: &dyn std::fmt::Display| CliError::Daemon(e.to_string());
+    let config = crate::store::MysqlConfig::new(&args.mysql, &args.redis);
+    let source = crate::store::MysqlStore::open_existing(&config).map_err(|e| fail(&e))?;
+    let _lock = crate::store::ServeLock::acquire(&args.data_dir).map_err(|e| fail(&e))?;
+    let target = crate::store::SqliteStore::open(&args.data_dir).map_err(|e| fail(&e))?;
+    writeln!(
+        out,
+        "importing {} into {}",
+        source.describe(),
+        args.data_dir.display()
+    )?;
+    let mut io_error = None;
+    let report = crate::store::mysql_redis::import::import(&source, &target, &mut |stage, n| {
+        if let Err(e) = writeln!(out, "  {stage}: {n}") {
+            io_error.get_or_insert(e);
+        }
+    })
+    .map_err(|e| {
+        fail(&format!(
+            "{e} (what was copied stays; run the same command again to resume)"
+        ))
+    })?;
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    writeln!(
+        out,
+        "imported {} users, {} departments, {} messages in {} conversations, {} groups \
+         ({} members, {} messages), {} sessions, {} unread counters, {} offline files",
+        report.users,
+        report.departments,
+        report.messages,
+        report.conversations,
+        report.groups,
+        report.group_members,
+        report.group_messages,
+        report.sessions,
+        report.unread,
+        report.offline_files
+    )?;
+    Ok(())
+}
+
 /// `NAME=PORT` of `teamtalk up --port`.
 fn parse_port_setting(s: &str) -> Result<(String, u16), String> {
     let (name, port) = s
@@ -528,6 +611,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Commands::Up(args) => up(&args, &mut out),
+        Commands::Import(args) => import(&args, &mut out),
         Commands::Bench(args) => {
             // Ctrl-C stops the run; the summary of what ran so far is
             // still written (a second Ctrl-C while it is written has no
@@ -600,10 +684,22 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             password,
             teamtalk_md5,
             data_dir,
+            mysql,
+            redis,
             create,
         } => {
-            let store = users::open(&data_dir, write_access(create))?;
-            let ids = directory::seed_users(&store, &prefix, count, &password, teamtalk_md5)?;
+            let ids = match (mysql, redis) {
+                (Some(mysql), Some(redis)) => {
+                    let config = crate::store::MysqlConfig::new(&mysql, &redis);
+                    let store = crate::store::MysqlStore::open(&config, Default::default())
+                        .map_err(|e| CliError::Daemon(e.to_string()))?;
+                    directory::seed_users(&store, &prefix, count, &password, teamtalk_md5)?
+                }
+                _ => {
+                    let store = users::open(&data_dir, write_access(create))?;
+                    directory::seed_users(&store, &prefix, count, &password, teamtalk_md5)?
+                }
+            };
             match (ids.first(), ids.last()) {
                 (Some(first), Some(last)) => writeln!(
                     out,
@@ -840,6 +936,10 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         ));
     }
     cfg.http_msg.app_keys.clone_from(&args.app_keys);
+    if let (Some(mysql), Some(redis)) = (&args.mysql, &args.redis) {
+        cfg.mysql = Some(crate::store::MysqlConfig::new(mysql, redis));
+    }
+    let cfg_store = cfg.mysql.as_ref().map(crate::store::MysqlConfig::describe);
     if let Some(url) = &args.push_webhook {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(CliError::Daemon(format!(
@@ -868,11 +968,11 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
         warn!("not every msg_server registered with login_server within 10 s");
     }
     let msgs: Vec<String> = sys.msg_addrs().iter().map(ToString::to_string).collect();
-    writeln!(
-        out,
-        "teamtalk-rs is up; store in {}",
-        args.data_dir.display()
-    )?;
+    let at = match &cfg_store {
+        Some(describe) => describe.clone(),
+        None => args.data_dir.display().to_string(),
+    };
+    writeln!(out, "teamtalk-rs is up; store in {at}")?;
     writeln!(
         out,
         "  clients start at   http://{}/msg_server  (then TCP to the msg_server it names)",

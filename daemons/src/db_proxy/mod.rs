@@ -110,6 +110,10 @@ pub struct DbProxyConfig {
     pub peers: crate::cluster::PeerPolicy,
     /// TLS on the msg_server port (`PeerTls*` keys).
     pub peer_tls: Option<std::sync::Arc<teamtalk_conn::tls::rustls::ServerConfig>>,
+    /// MySQL and Redis from TeamTalk's `DBInstances` and `CacheInstances`:
+    /// when set, the store is [`crate::store::MysqlStore`] there and
+    /// `data_dir` is not used.
+    pub mysql: Option<crate::store::MysqlConfig>,
 }
 
 impl DbProxyConfig {
@@ -126,6 +130,7 @@ impl DbProxyConfig {
             admin_token: None,
             peers: crate::cluster::PeerPolicy::open(),
             peer_tls: None,
+            mysql: None,
         }
     }
 }
@@ -154,15 +159,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "PeerTlsServerName",
 ];
 /// Keys of the C++ conf that mean nothing here: the thread pool (we use one
-/// ordered worker), the MySQL and Redis settings (storage is embedded
-/// SQLite), the msfs site and the AES key (db_proxy never encrypts).
-const IGNORED_KEYS: &[&str] = &[
-    "ThreadNum",
-    "MsfsSite",
-    "aesKey",
-    "DBInstances",
-    "CacheInstances",
-];
+/// ordered worker), the msfs site and the AES key (db_proxy never
+/// encrypts). `DBInstances` and `CacheInstances` select the MySQL store.
+const IGNORED_KEYS: &[&str] = &["ThreadNum", "MsfsSite", "aesKey"];
 /// Per-instance suffixes of the MySQL (`DBInstances`) and Redis
 /// (`CacheInstances`) settings, e.g. `teamtalk_master_host`, `unread_db`.
 const INSTANCE_SUFFIXES: &[&str] = &[
@@ -174,6 +173,84 @@ const INSTANCE_SUFFIXES: &[&str] = &[
     "maxconncnt",
     "db",
 ];
+
+/// The MySQL and Redis a TeamTalk conf names: `DBInstances` lists MySQL
+/// instances (the one ending in `master`, else the first, takes every
+/// query: `<i>_host`, `<i>_port` (3306), `<i>_dbname`, `<i>_username`,
+/// `<i>_password`, `<i>_maxconncnt` (16)); `CacheInstances` lists Redis
+/// instances by role (`unread`, `group_set`, `token`, `group_member`; `sync`
+/// is accepted and unused), each `<i>_host`, `<i>_port` (6379), `<i>_db`
+/// (0). A role not listed uses `unread`'s. `None` without `DBInstances`.
+///
+/// # Errors
+/// `DBInstances` without `CacheInstances` (or without `unread`), or a
+/// value that does not parse.
+pub fn mysql_from_conf(conf: &Conf) -> Result<Option<crate::store::MysqlConfig>, DaemonError> {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let bad = |reason: String| DaemonError::Config {
+        daemon: "db_proxy_server",
+        reason,
+    };
+    let list = |key: &str| -> Vec<String> {
+        conf.get(key)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let dbs = list("DBInstances");
+    if dbs.is_empty() {
+        return Ok(None);
+    }
+    let db = dbs
+        .iter()
+        .find(|d| d.ends_with("master"))
+        .unwrap_or(&dbs[0]);
+    let host = conf.get(&format!("{db}_host")).unwrap_or("127.0.0.1");
+    let port: u16 = conf.get_parsed(&format!("{db}_port"))?.unwrap_or(3306);
+    let name = conf.get(&format!("{db}_dbname")).ok_or_else(|| {
+        bad(format!(
+            "DBInstances names {db}, but {db}_dbname is missing"
+        ))
+    })?;
+    let user = conf.get(&format!("{db}_username")).unwrap_or("root");
+    let password = conf.get(&format!("{db}_password")).unwrap_or("");
+    let max: usize = conf.get_parsed(&format!("{db}_maxconncnt"))?.unwrap_or(16);
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    let mysql_url = format!(
+        "mysql://{}:{}@{host}:{port}/{name}",
+        enc(user),
+        enc(password)
+    );
+    let caches = list("CacheInstances");
+    let redis_url = |role: &str| -> Result<Option<String>, DaemonError> {
+        if !caches.iter().any(|c| c == role) {
+            return Ok(None);
+        }
+        let host = conf.get(&format!("{role}_host")).unwrap_or("127.0.0.1");
+        let port: u16 = conf.get_parsed(&format!("{role}_port"))?.unwrap_or(6379);
+        let db: u32 = conf.get_parsed(&format!("{role}_db"))?.unwrap_or(0);
+        Ok(Some(format!("redis://{host}:{port}/{db}")))
+    };
+    let unread = redis_url("unread")?.ok_or_else(|| {
+        bad("DBInstances needs CacheInstances with at least `unread` (TeamTalk's Redis)".into())
+    })?;
+    let or_unread = |role: &str| -> Result<String, DaemonError> {
+        Ok(redis_url(role)?.unwrap_or_else(|| unread.clone()))
+    };
+    Ok(Some(crate::store::MysqlConfig {
+        mysql_url,
+        max_connections: max.clamp(1, 1024),
+        redis: crate::store::RedisUrls {
+            unread: unread.clone(),
+            group_set: or_unread("group_set")?,
+            token: or_unread("token")?,
+            group_member: or_unread("group_member")?,
+        },
+    }))
+}
 
 /// Reads the settings that matter from a TeamTalk `dbproxyserver.conf`:
 /// `ListenIP` (default 0.0.0.0), `ListenPort` (default 10600), and our own
@@ -224,22 +301,23 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
     let mut known: Vec<&str> = KNOWN_KEYS
         .iter()
         .chain(IGNORED_KEYS)
+        .chain(&["DBInstances", "CacheInstances"])
         .chain(crate::cluster::KEYS)
         .copied()
         .collect();
     known.extend(instance_keys.iter().map(String::as_str));
     conf.check_keys(&known)?;
+    config.mysql = mysql_from_conf(conf)?;
     let ignored: Vec<&str> = conf
         .iter()
         .map(|(k, _)| k)
-        .filter(|k| IGNORED_KEYS.contains(k) || instance_keys.iter().any(|i| i == k))
+        .filter(|k| IGNORED_KEYS.contains(k))
         .collect();
     if !ignored.is_empty() {
         tracing::info!(
             file = conf.origin(),
             keys = ?ignored,
-            "MySQL, Redis and thread-pool settings are not used: storage is embedded SQLite \
-             in DataDir with one ordered worker"
+            "thread-pool, msfs and AES settings are not used: one ordered store worker"
         );
     }
     Ok(config)

@@ -69,7 +69,7 @@ fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 /// Rejects rows that are never stored, before touching the database.
-fn check(file: &NewOfflineFile) -> StoreResult<()> {
+pub(super) fn check(file: &NewOfflineFile) -> StoreResult<()> {
     if file.from == 0 || file.to == 0 {
         return Err(StoreError::Invalid("user id 0 is not a user"));
     }

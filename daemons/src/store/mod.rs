@@ -9,9 +9,12 @@
 //! after the commit is durable. Nothing acknowledged to a client can then be
 //! lost or half-applied.
 //!
-//! [`Store`] is a synchronous, object-safe trait (`Arc<dyn Store>`), so the
-//! embedded [`SqliteStore`] can later be joined by a server database without
-//! touching the daemons. Its types are our own, not the prost messages: the
+//! [`Store`] is a synchronous, object-safe trait (`Arc<dyn Store>`) with two
+//! implementations the daemons cannot tell apart: the embedded
+//! [`SqliteStore`], and [`MysqlStore`] on TeamTalk's own MySQL schema and
+//! Redis keys ([`mysql_redis`]), where message ids come from Redis `INCR`
+//! as in TeamTalk and the commit of the MySQL transaction still precedes
+//! every answer. One conformance suite (`suite_tests.rs`) runs against both. Its types are our own, not the prost messages: the
 //! protocol layer maps between them, and the store stays free of wire details.
 //!
 //! # Semantics kept from TeamTalk
@@ -47,10 +50,13 @@ pub mod directory;
 mod files;
 pub mod groups;
 mod lock;
+pub mod mysql_redis;
 mod sqlite;
 
 #[cfg(test)]
 mod admin_tests;
+#[cfg(test)]
+mod conformance;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
@@ -62,6 +68,7 @@ pub use groups::{
     MAX_GROUPS_PER_USER, MemberChange, MembersChanged, NewGroup,
 };
 pub use lock::{LOCK_FILE_NAME, LockError, ServeLock};
+pub use mysql_redis::{MysqlConfig, MysqlStore, RedisUrls};
 pub use sqlite::{Clock, DB_FILE_NAME, OpenMode, SqliteStore, StoreOptions};
 
 use crate::password::PasswordError;
@@ -174,6 +181,30 @@ pub enum StoreError {
     /// A user id that names no user (a group member to add).
     #[error("no user {0}")]
     NoSuchUser(UserId),
+    /// MySQL failed ([`MysqlStore`]); `context` says which operation.
+    #[error("{context}: {source}")]
+    Mysql {
+        /// What the store was doing.
+        context: &'static str,
+        /// The client's error (boxed: it is large).
+        source: Box<::mysql::Error>,
+    },
+    /// Redis failed ([`MysqlStore`]); `context` says which operation.
+    #[error("{context}: {source}")]
+    Redis {
+        /// What the store was doing.
+        context: &'static str,
+        /// The client's error.
+        source: Box<::redis::RedisError>,
+    },
+    /// A store address or setting that cannot be used.
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// Another db_proxy stored the same message (its dedupe key) a moment
+    /// ago; the caller answers with that one's id. Never returned by a
+    /// [`Store`] method.
+    #[error("the same message was stored concurrently")]
+    DuplicateRace,
     /// A department with this name already exists.
     #[error("department name {0:?} is already taken")]
     DeptNameTaken(String),

@@ -722,7 +722,7 @@ fn relation_id(conn: &Connection, a: UserId, b: UserId) -> StoreResult<Option<i6
 }
 
 /// Rejects messages that can never be stored, before touching the database.
-fn check_message(msg: &NewMessage) -> StoreResult<()> {
+pub(super) fn check_message(msg: &NewMessage) -> StoreResult<()> {
     if msg.session_type == SessionType::Single && msg.from == msg.to {
         return Err(StoreError::Invalid("a message to oneself is not stored"));
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use daemons::client::{Client, ClientError};
 use daemons::password::{HashParams, md5_hex};
-use daemons::store::{NewUser, Store};
+use daemons::store::NewUser;
 use daemons::system::{self, RunningSystem, SystemConfig};
 use teamtalk_proto::pb::im::base_define::ClientType;
 use teamtalk_proto::pb::im::buddy::ImUsersStatReq;
@@ -28,10 +28,17 @@ pub fn world() -> World {
 }
 
 /// [`world`] with its configuration adjusted by `tune` before the start.
+///
+/// With `TEAMTALK_TEST_STORE=mysql` the system keeps its data in MariaDB +
+/// Redis (`.ci/services`, a database of its own per world) instead of
+/// SQLite: the same client suite runs on both stores.
 pub fn world_with(tune: impl FnOnce(&mut SystemConfig)) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = SystemConfig::ephemeral(dir.path(), 2);
     cfg.hash_params = HashParams::INSECURE_FAST;
+    if std::env::var("TEAMTALK_TEST_STORE").is_ok_and(|v| v == "mysql") {
+        cfg.mysql = daemons::store::mysql_redis::testing::fresh_config();
+    }
     tune(&mut cfg);
     let sys = system::start(cfg).expect("system starts");
     assert!(

@@ -224,6 +224,7 @@ fn config_from_stock_conf() {
     let text = "ListenIP=127.0.0.1\nListenPort=10601\nThreadNum=48\t\t# cores\nMsfsSite=127.0.0.1\n\
         DBInstances=teamtalk_master,teamtalk_slave\nteamtalk_master_host=127.0.0.1\n\
         teamtalk_master_port=3306\nteamtalk_slave_dbname=teamtalk\n\
+        teamtalk_master_dbname=teamtalk_master_db\n\
         CacheInstances=unread,token\nunread_db=1\ntoken_maxconncnt=16\naesKey=0123\n\
         DataDir=/var/lib/teamtalk\nUtcOffsetMinutes=480\nListenPrt=1\n";
     let conf = crate::conf::Conf::parse_str(text, "dbproxyserver.conf").unwrap();
@@ -231,11 +232,46 @@ fn config_from_stock_conf() {
     assert_eq!(cfg.listen, "127.0.0.1:10601".parse().unwrap());
     assert_eq!(cfg.data_dir, std::path::PathBuf::from("/var/lib/teamtalk"));
     assert_eq!(cfg.options.utc_offset_secs, 8 * 3600);
+    // DBInstances selects MySQL + Redis: the master instance, each cache
+    // role at its own db, the roles not listed on `unread`'s.
+    let mysql = cfg.mysql.expect("DBInstances selects the MySQL store");
+    assert_eq!(
+        mysql.mysql_url,
+        "mysql://root:@127.0.0.1:3306/teamtalk_master_db"
+    );
+    assert_eq!(mysql.redis.unread, "redis://127.0.0.1:6379/1");
+    assert_eq!(mysql.redis.token, "redis://127.0.0.1:6379/0");
+    assert_eq!(mysql.redis.group_set, mysql.redis.unread);
+    assert_eq!(mysql.max_connections, 16);
 
     let empty = crate::conf::Conf::parse_str("", "x.conf").unwrap();
     let cfg = config_from_conf(&empty).unwrap();
+    assert!(cfg.mysql.is_none(), "no DBInstances: SQLite");
     assert_eq!(cfg.listen, "0.0.0.0:10600".parse().unwrap());
     assert_eq!(cfg.data_dir, std::path::PathBuf::from(DEFAULT_DATA_DIR));
+
+    // TeamTalk's own conf, with its user and password, escaped in the URL.
+    let stock = "DBInstances=teamtalk_master,teamtalk_slave\nteamtalk_master_host=db\n\
+        teamtalk_master_port=3307\nteamtalk_master_dbname=teamtalk\n\
+        teamtalk_master_username=test\nteamtalk_master_password=p@ss:1\n\
+        teamtalk_master_maxconncnt=8\nCacheInstances=unread,group_set,token,sync,group_member\n\
+        unread_host=r\nunread_port=6380\nunread_db=1\ngroup_set_host=r\ngroup_set_db=1\n\
+        sync_db=2\ntoken_host=t\ntoken_db=3\ngroup_member_host=r\ngroup_member_db=1\n";
+    let conf = crate::conf::Conf::parse_str(stock, "dbproxyserver.conf").unwrap();
+    let mysql = config_from_conf(&conf).unwrap().mysql.unwrap();
+    assert_eq!(mysql.mysql_url, "mysql://test:p%40ss%3A1@db:3307/teamtalk");
+    assert_eq!(mysql.max_connections, 8);
+    assert_eq!(mysql.redis.unread, "redis://r:6380/1");
+    assert_eq!(mysql.redis.group_set, "redis://r:6379/1");
+    assert_eq!(mysql.redis.token, "redis://t:6379/3");
+    assert!(
+        !format!("{mysql:?}").contains("p@ss"),
+        "no password in logs"
+    );
+    let no_cache =
+        crate::conf::Conf::parse_str("DBInstances=m\nm_dbname=x\n", "dbproxyserver.conf").unwrap();
+    let err = config_from_conf(&no_cache).unwrap_err().to_string();
+    assert!(err.contains("CacheInstances"), "{err}");
 
     let bad = crate::conf::Conf::parse_str("ListenPort=99999\n", "x.conf").unwrap();
     let err = config_from_conf(&bad).unwrap_err().to_string();
