@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use daemons::client::Client;
-use daemons::store::{GroupType, Store};
+use daemons::store::GroupType;
 use teamtalk_proto::pb::im::base_define::ClientType;
 use teamtalk_proto::pb::im::group::{
     ImGroupChangeMemberNotify, ImGroupCreateReq, ImNormalGroupListReq,
