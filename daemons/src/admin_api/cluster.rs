@@ -111,7 +111,9 @@ impl Cluster for MsgServers {
     }
 }
 
-/// db_proxy_server's msg_server links. See the [module docs](self).
+/// db_proxy_server's msg_server links (separate daemons): kicks and group
+/// notices go as PDUs to every msg_server connected to db_proxy_server,
+/// and a user's sessions are asked of each of them.
 #[derive(Debug, Clone)]
 pub struct DbProxyLinks {
     db: Controller<DbProxyApp>,
