@@ -22,7 +22,9 @@ use super::engine::{
     BitSet, CREATE, EngineConfig, GroupState, HEADER_LEN, PlanConn, PlanCreate, PlanMember, SETTLE,
     WorkerPlan,
 };
-use super::msg::{Workers, common_head, cpu_figures, rate, setup_figures};
+use super::msg::{
+    Workers, ack_and_connection_figures, common_head, cpu_figures, rate, setup_figures,
+};
 use super::report::{Report, thousands};
 use super::{BenchError, GroupArgs, Stop, Target, cpu_ticks, outcome, verdict};
 use crate::clock;
@@ -345,23 +347,7 @@ pub(super) fn run_group(
         "deliveries to members not ready",
         t.to_not_ready,
     );
-    r.int("unacked", "unacked (no server ack)", unacked);
-    r.int(
-        "ack_timeouts",
-        "acks later than --ack-timeout",
-        c.ack_timeouts,
-    );
-    r.int("late_acks", "acks after timeout", c.late_acks);
-    r.int(
-        "duplicate_acks",
-        "duplicate or unknown acks",
-        c.duplicate_acks,
-    );
-    let refused = c.login_refused + unacked;
-    r.int("refused", "refused (login refusals + unacked)", refused);
-    r.int("foreign", "deliveries not sent by this run", c.foreign);
-    r.int("disconnects", "disconnects while running", c.disconnects);
-    r.int("kicked", "kicked", c.kicked);
+    let refused = ack_and_connection_figures(&mut r, c, unacked);
     cpu_figures(&mut r, common, (cpu0, cpu1), (srv0, srv1), elapsed);
     let problems = [
         ("lost", t.lost()),

@@ -232,6 +232,31 @@ pub(super) fn setup_figures(
     r.latency("login_latency", "login latency", &res.login_latency);
 }
 
+/// The rows every message workload reports the same way: acks (missing,
+/// late, duplicated), refusals, foreign deliveries, disconnects and kicks.
+/// Returns the refused count (login refusals and unacked sends) for the
+/// verdict.
+pub(super) fn ack_and_connection_figures(r: &mut Report, c: &engine::Counts, unacked: u64) -> u64 {
+    r.int("unacked", "unacked (no server ack)", unacked);
+    r.int(
+        "ack_timeouts",
+        "acks later than --ack-timeout",
+        c.ack_timeouts,
+    );
+    r.int("late_acks", "acks after timeout", c.late_acks);
+    r.int(
+        "duplicate_acks",
+        "duplicate or unknown acks",
+        c.duplicate_acks,
+    );
+    let refused = c.login_refused + unacked;
+    r.int("refused", "refused (login refusals + unacked)", refused);
+    r.int("foreign", "deliveries not sent by this run", c.foreign);
+    r.int("disconnects", "disconnects while running", c.disconnects);
+    r.int("kicked", "kicked", c.kicked);
+    refused
+}
+
 pub(super) fn cpu_figures(
     r: &mut Report,
     common: &Common,
@@ -394,23 +419,7 @@ pub(super) fn run_msg(
     let unacked = c.sent.saturating_sub(c.acked);
     r.int("lost", "lost (sent, never delivered)", lost);
     r.int("duplicates", "duplicate deliveries", c.duplicates);
-    r.int("unacked", "unacked (no server ack)", unacked);
-    r.int(
-        "ack_timeouts",
-        "acks later than --ack-timeout",
-        c.ack_timeouts,
-    );
-    r.int("late_acks", "acks after timeout", c.late_acks);
-    r.int(
-        "duplicate_acks",
-        "duplicate or unknown acks",
-        c.duplicate_acks,
-    );
-    let refused = c.login_refused + unacked;
-    r.int("refused", "refused (login refusals + unacked)", refused);
-    r.int("foreign", "deliveries not sent by this run", c.foreign);
-    r.int("disconnects", "disconnects while running", c.disconnects);
-    r.int("kicked", "kicked", c.kicked);
+    let refused = ack_and_connection_figures(&mut r, c, unacked);
     cpu_figures(&mut r, common, (cpu0, cpu1), (srv0, srv1), elapsed);
     let problems = [
         ("lost", lost),
