@@ -11,7 +11,8 @@ COPY . .
 RUN cargo build --release --locked -p teamtalk-daemons --bins \
  && mkdir /out \
  && cp target/release/teamtalk target/release/msg_server target/release/login_server \
-       target/release/route_server target/release/db_proxy_server /out/
+       target/release/route_server target/release/db_proxy_server target/release/msfs \
+       target/release/file_server /out/
 
 FROM debian:bookworm-slim
 RUN useradd --system --home-dir /var/lib/teamtalk --create-home teamtalk

@@ -414,6 +414,21 @@ impl Conf {
         }
     }
 
+    /// The error for `key`'s value when a daemon checks it beyond its type
+    /// (a list whose entries must each parse), naming file, line and key
+    /// like the errors of [`Conf::get_parsed`]. `expected` says what a valid
+    /// value looks like.
+    #[must_use]
+    pub fn invalid_value(&self, key: &str, expected: &str) -> ConfError {
+        ConfError::Invalid {
+            origin: self.origin.clone(),
+            line: self.line_of(key),
+            key: key.to_owned(),
+            value: self.get(key).unwrap_or_default().to_owned(),
+            expected: expected.to_owned(),
+        }
+    }
+
     fn invalid(&self, entry: &Entry, expected: &str) -> ConfError {
         ConfError::Invalid {
             origin: self.origin.clone(),

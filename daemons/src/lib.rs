@@ -11,10 +11,12 @@
 //! | [`route`] | route_server: presence and relay between msg_servers | 8200 |
 //! | [`db_proxy`] | db_proxy_server: every storage request, on a [`store::Store`] | 10600 |
 //! | [`msfs`] | msfs: images and avatars over HTTP, content-addressed files | 8700 HTTP |
+//! | [`mod@file`] | file_server: online relay and offline files between clients | 8600 clients, 8601 |
 //!
-//! [`system`] starts all of them in one process (`teamtalk up`); [`conf`]
-//! reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics` and
-//! `/healthz`; [`rules`] holds protocol rules every daemon applies the
+//! [`system`] starts them all in one process (`teamtalk up`); [`client`] is
+//! a blocking TeamTalk client used by [`chat`], [`mod@bench`] and the tests;
+//! [`conf`] reads TeamTalk's `.conf` files; [`metrics`] serves `/metrics`
+//! and `/healthz`; [`rules`] holds protocol rules every daemon applies the
 //! same way (the failure answer of each request, who receives a relay);
 //! [`mod@http`] holds what every HTTP endpoint shares (routing, JSON,
 //! ranges, CORS, multipart) on top of `teamtalk_conn::http::HttpConn`;
@@ -45,6 +47,7 @@ pub mod clock;
 pub mod cluster;
 pub mod conf;
 pub mod db_proxy;
+pub mod file;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod http;
@@ -53,6 +56,7 @@ pub mod metrics;
 pub mod msfs;
 pub mod msg;
 pub mod password;
+pub mod push;
 pub mod route;
 pub mod rules;
 pub mod runtime;

@@ -4,8 +4,9 @@
 //!
 //! Start order follows the dependencies: db_proxy_server (with the store),
 //! route_server, msfs (files in `<data dir>/msfs`), login_server (which
-//! hands out msfs's URL), then the msg_servers, which connect to db_proxy,
-//! route and login and register with login_server.
+//! hands out msfs's URL), file_server (offline files in
+//! `<data dir>/offline_file`), then the msg_servers, which connect to
+//! db_proxy, route, login and file_server and register with login_server.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -14,11 +15,13 @@ use std::time::Duration;
 
 use crate::cluster::PeerPolicy;
 use crate::db_proxy::{self, DbProxyConfig, DbProxyServer};
+use crate::file::{self, FileConfig, RunningFile};
 use crate::login::{self, LoginConfig, RunningLogin};
 use crate::metrics::{Labelled, MetricsSource, Scrape};
 use crate::msfs::{self, MsfsConfig, RunningMsfs};
 use crate::msg::{self, MsgConfig, RunningMsg, WebSocketPort};
 use crate::password::HashParams;
+use crate::push::{self, PushConfig, RunningPush};
 use crate::route::{self, RouteConfig, RunningRoute};
 use crate::runtime::admin::AdminApp;
 use crate::runtime::{AdminSettings, DaemonError, Running, serve_admin};
@@ -46,6 +49,103 @@ pub struct Ports {
     pub ws: Vec<u16>,
     /// msfs, the HTTP file store (8700).
     pub msfs: u16,
+    /// file_server's client port (8600).
+    pub file_client: u16,
+    /// file_server's msg_server port (8601).
+    pub file_msg: u16,
+}
+
+/// The names `teamtalk up --port NAME=PORT` takes, one per [`Ports`] field
+/// (`msg` and `ws` name the first msg_server's; the others follow it).
+pub const PORT_NAMES: &[&str] = &[
+    "db_proxy",
+    "route",
+    "login_msg",
+    "login_http",
+    "login_client",
+    "msg",
+    "ws",
+    "msfs",
+    "file_client",
+    "file_msg",
+];
+
+impl Ports {
+    /// Moves every non-zero port by `offset` (TeamTalk's test scripts run a
+    /// second cluster at +10000).
+    ///
+    /// # Errors
+    /// The name and port of the first one pushed out of 1..=65535.
+    pub fn shift(&mut self, offset: i32) -> Result<(), String> {
+        let mut result = Ok(());
+        self.for_each(|name, port| {
+            if *port == 0 || result.is_err() {
+                return;
+            }
+            match u16::try_from(i32::from(*port) + offset) {
+                Ok(p) if p != 0 => *port = p,
+                _ => {
+                    result = Err(format!(
+                        "{name} port {port} moved by {offset} is out of range"
+                    ))
+                }
+            }
+        });
+        result
+    }
+
+    /// Sets one port by its [`PORT_NAMES`] name; for `msg` and `ws` the
+    /// following msg_servers take the next ports.
+    ///
+    /// # Errors
+    /// An unknown name, listing the known ones.
+    pub fn set(&mut self, name: &str, port: u16) -> Result<(), String> {
+        let one = |list: &mut Vec<u16>| {
+            for (i, p) in list.iter_mut().enumerate() {
+                *p = if port == 0 {
+                    0
+                } else {
+                    port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
+                };
+            }
+        };
+        match name {
+            "db_proxy" => self.db = port,
+            "route" => self.route = port,
+            "login_msg" => self.login_msg = port,
+            "login_http" => self.login_http = port,
+            "login_client" => self.login_client = port,
+            "msg" => one(&mut self.msg),
+            "ws" => one(&mut self.ws),
+            "msfs" => self.msfs = port,
+            "file_client" => self.file_client = port,
+            "file_msg" => self.file_msg = port,
+            _ => {
+                return Err(format!(
+                    "no port named {name:?}; the names are {}",
+                    PORT_NAMES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn for_each(&mut self, mut f: impl FnMut(&str, &mut u16)) {
+        f("db_proxy", &mut self.db);
+        f("route", &mut self.route);
+        f("login_msg", &mut self.login_msg);
+        f("login_http", &mut self.login_http);
+        f("login_client", &mut self.login_client);
+        for p in &mut self.msg {
+            f("msg", p);
+        }
+        for p in &mut self.ws {
+            f("ws", p);
+        }
+        f("msfs", &mut self.msfs);
+        f("file_client", &mut self.file_client);
+        f("file_msg", &mut self.file_msg);
+    }
 }
 
 /// How to run the whole system.
@@ -77,6 +177,10 @@ pub struct SystemConfig {
     /// answers), for clients that reach it by another name than `host`
     /// (`--host 0.0.0.0`, a proxy); `None`: `http://<host>:<msfs port>/`.
     pub msfs_url: Option<String>,
+    /// The push_server: its address (host and port are replaced by
+    /// `host` and the port asked for here; TeamTalk's 8500), sinks and
+    /// bounds. Without sinks, every token is answered "no sink".
+    pub push: PushConfig,
 }
 
 impl SystemConfig {
@@ -97,6 +201,8 @@ impl SystemConfig {
                     .map(|i| DEFAULT_WS_PORT + i)
                     .collect(),
                 msfs: msfs::DEFAULT_PORT,
+                file_client: file::DEFAULT_CLIENT_PORT,
+                file_msg: file::DEFAULT_MSG_PORT,
             },
             hash_params: HashParams::RECOMMENDED,
             link_timers: None,
@@ -107,6 +213,10 @@ impl SystemConfig {
             admin_token: None,
             cluster_secret: None,
             msfs_url: None,
+            push: PushConfig::new(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), push::DEFAULT_PORT),
+                push::Sinks::default(),
+            ),
         }
     }
 
@@ -123,8 +233,11 @@ impl SystemConfig {
             msg: vec![0; usize::from(msg_servers.max(1))],
             ws: vec![0; usize::from(msg_servers.max(1))],
             msfs: 0,
+            file_client: 0,
+            file_msg: 0,
         };
         cfg.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+        cfg.push.port = 0;
         cfg
     }
 }
@@ -159,44 +272,44 @@ pub const DEFAULT_WS_PORT: u16 = 8800;
 /// 8090: free among TeamTalk's ports and not Prometheus's own 9090.
 pub const DEFAULT_ADMIN_PORT: u16 = 8090;
 
-/// Every daemon of the system behind one endpoint. db_proxy_server can be
-/// stopped and restarted ([`RunningSystem::restart_db`]), so its source is
-/// swapped in and out; while it is stopped the system is unhealthy.
-struct SystemMetrics {
-    db_instance: String,
-    db: Mutex<Option<Arc<dyn MetricsSource>>>,
-    others: Vec<Arc<dyn MetricsSource>>,
+/// A daemon that can be stopped and started again while the system runs
+/// (db_proxy_server and file_server, for tests of restarts): its metrics
+/// source is swapped in and out; while it is stopped the system is
+/// unhealthy.
+struct Swappable {
+    daemon: &'static str,
+    instance: String,
+    source: Mutex<Option<Arc<dyn MetricsSource>>>,
 }
 
-impl SystemMetrics {
-    fn set_db(&self, db: Option<&DbProxyServer>) {
-        let source = db.map(|db| {
-            Arc::new(Labelled::new(
-                "db_proxy_server",
-                self.db_instance.clone(),
-                db.metrics(),
-            )) as Arc<dyn MetricsSource>
-        });
-        *self.db.lock().unwrap_or_else(PoisonError::into_inner) = source;
+impl Swappable {
+    fn new(daemon: &'static str, instance: String) -> Self {
+        Self {
+            daemon,
+            instance,
+            source: Mutex::new(None),
+        }
     }
 
-    fn db(&self) -> Option<Arc<dyn MetricsSource>> {
-        self.db
+    fn set(&self, metrics: Option<Arc<dyn MetricsSource>>) {
+        let source = metrics.map(|m| {
+            Arc::new(Labelled::new(self.daemon, self.instance.clone(), m)) as Arc<dyn MetricsSource>
+        });
+        *self.source.lock().unwrap_or_else(PoisonError::into_inner) = source;
+    }
+
+    fn get(&self) -> Option<Arc<dyn MetricsSource>> {
+        self.source
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-}
 
-impl MetricsSource for SystemMetrics {
     fn collect(&self, out: &mut Scrape) {
-        match self.db() {
-            Some(db) => db.collect(out),
+        match self.get() {
+            Some(source) => source.collect(out),
             None => out.scoped(
-                &[
-                    ("daemon", "db_proxy_server"),
-                    ("instance", &self.db_instance),
-                ],
+                &[("daemon", self.daemon), ("instance", &self.instance)],
                 |out| {
                     out.gauge(
                         "teamtalk_healthy",
@@ -207,14 +320,33 @@ impl MetricsSource for SystemMetrics {
                 },
             ),
         }
+    }
+
+    fn health(&self, problems: &mut Vec<String>) {
+        match self.get() {
+            Some(source) => source.health(problems),
+            None => problems.push(format!("{} {}: not running", self.daemon, self.instance)),
+        }
+    }
+}
+
+/// Every daemon of the system behind one endpoint.
+struct SystemMetrics {
+    db: Swappable,
+    file: Swappable,
+    others: Vec<Arc<dyn MetricsSource>>,
+}
+
+impl MetricsSource for SystemMetrics {
+    fn collect(&self, out: &mut Scrape) {
+        self.db.collect(out);
+        self.file.collect(out);
         self.others.collect(out);
     }
 
     fn health(&self, problems: &mut Vec<String>) {
-        match self.db() {
-            Some(db) => db.health(problems),
-            None => problems.push(format!("db_proxy_server {}: not running", self.db_instance)),
-        }
+        self.db.health(problems);
+        self.file.health(problems);
         self.others.health(problems);
     }
 }
@@ -231,7 +363,10 @@ pub struct RunningSystem {
     route: RunningRoute,
     msfs: RunningMsfs,
     login: RunningLogin,
+    file: Option<RunningFile>,
+    file_cfg: FileConfig,
     msgs: Vec<RunningMsg>,
+    push: RunningPush,
     metrics: Arc<SystemMetrics>,
     admin: Option<Running<AdminApp>>,
 }
@@ -244,6 +379,7 @@ impl std::fmt::Debug for RunningSystem {
             .field("route", &self.route)
             .field("msfs", &self.msfs)
             .field("login", &self.login)
+            .field("file", &self.file)
             .field("msgs", &self.msgs)
             .field("admin", &self.admin)
             .finish_non_exhaustive()
@@ -291,6 +427,15 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     msfs_cfg.listen_ips = vec![cfg.host];
     msfs_cfg.port = cfg.ports.msfs;
     msfs_cfg.public_url.clone_from(&cfg.msfs_url);
+    // The web client (login_server's page) uploads images: its origin may
+    // read msfs's answers. With a kernel-chosen login port the origin is
+    // not known yet (msfs starts first, login_server names it), so any
+    // origin then: an answer only names the URL of what was just uploaded,
+    // and any program can upload without a browser anyway.
+    msfs_cfg.cors_origins = match web_origins(cfg.host, cfg.ports.login_http) {
+        WsOrigins::List(list) if cfg.ports.login_http != 0 => list.to_vec(),
+        _ => vec!["*".to_owned()],
+    };
     let msfs = msfs::spawn(msfs_cfg)?;
     let msfs_url = advertised_msfs_url(&cfg, msfs.addr());
     let mut login_cfg = LoginConfig::loopback();
@@ -304,6 +449,20 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     login_cfg.client_ips = vec![cfg.host];
     login_cfg.client_port = Some(cfg.ports.login_client);
     let login = login::spawn(login_cfg)?;
+    let mut file_cfg = FileConfig::loopback(cfg.data_dir.join(file::DEFAULT_DATA_DIR));
+    file_cfg.client_ips = vec![cfg.host];
+    file_cfg.client_port = cfg.ports.file_client;
+    file_cfg.msg_ips = vec![cfg.host];
+    file_cfg.msg_port = cfg.ports.file_msg;
+    file_cfg.peers = peers.clone();
+    let file = file::spawn(file_cfg.clone())?;
+    // A restart binds the same ports, the ones chosen now if 0 was asked.
+    file_cfg.client_port = file.client_addr().port();
+    file_cfg.msg_port = file.msg_server_addr().port();
+    let mut push_cfg = cfg.push.clone();
+    push_cfg.listen_ips = vec![cfg.host];
+    push_cfg.peers = peers.clone();
+    let push = push::spawn(push_cfg)?;
     let mut msgs = Vec::new();
     let origins = web_origins(cfg.host, login.http_addr().port());
     for (i, port) in cfg.ports.msg.iter().enumerate() {
@@ -321,6 +480,8 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         }
         m.link_timers = cfg.link_timers;
         m.peers = peers.clone();
+        m.file = vec![file.msg_server_addr()];
+        m.push = vec![push.addr()];
         m.threads = 1;
         msgs.push(msg::spawn(m)?);
     }
@@ -340,6 +501,11 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             msfs.addr().to_string(),
             msfs.metrics(),
         )),
+        Arc::new(Labelled::new(
+            "push_server",
+            push.addr().to_string(),
+            push.metrics(),
+        )),
     ];
     for m in &msgs {
         others.push(Arc::new(Labelled::new(
@@ -349,11 +515,12 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         )));
     }
     let metrics = Arc::new(SystemMetrics {
-        db_instance: db_addr.to_string(),
-        db: Mutex::new(None),
+        db: Swappable::new("db_proxy_server", db_addr.to_string()),
+        file: Swappable::new("file_server", file.msg_server_addr().to_string()),
         others,
     });
-    metrics.set_db(Some(&db));
+    metrics.db.set(Some(db.metrics()));
+    metrics.file.set(Some(file.metrics()));
     let admin = match cfg.admin {
         Some(addr) => Some(serve_admin(
             &AdminSettings::with_token(addr, cfg.admin_token.clone()),
@@ -371,7 +538,10 @@ pub fn start(cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         route,
         msfs,
         login,
+        file: Some(file),
+        file_cfg,
         msgs,
+        push,
         metrics,
         admin,
     })
@@ -493,6 +663,18 @@ impl RunningSystem {
         Arc::clone(&self.store)
     }
 
+    /// push_server's address (msg_servers' port).
+    #[must_use]
+    pub fn push_addr(&self) -> SocketAddr {
+        self.push.addr()
+    }
+
+    /// The push_server.
+    #[must_use]
+    pub fn push(&self) -> &RunningPush {
+        &self.push
+    }
+
     /// The running msg_servers.
     #[must_use]
     pub fn msg_servers(&self) -> &[RunningMsg] {
@@ -529,9 +711,48 @@ impl RunningSystem {
     /// Stops db_proxy_server (as a crash or restart would).
     pub fn stop_db(&mut self) {
         if let Some(db) = self.db.take() {
-            self.metrics.set_db(None);
+            self.metrics.db.set(None);
             db.stop();
         }
+    }
+
+    /// file_server's client address (where clients send and fetch files).
+    #[must_use]
+    pub fn file_client_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.cfg.host, self.file_cfg.client_port)
+    }
+
+    /// file_server's msg_server address.
+    #[must_use]
+    pub fn file_msg_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.cfg.host, self.file_cfg.msg_port)
+    }
+
+    /// The file_server, while it runs.
+    #[must_use]
+    pub fn file_server(&self) -> Option<&RunningFile> {
+        self.file.as_ref()
+    }
+
+    /// Stops file_server (as a crash or restart would).
+    pub fn stop_file(&mut self) {
+        if let Some(f) = self.file.take() {
+            self.metrics.file.set(None);
+            f.stop();
+        }
+    }
+
+    /// Starts file_server again on the same addresses and data directory:
+    /// the offline files stored before are found and served again.
+    ///
+    /// # Errors
+    /// When it cannot bind or start.
+    pub fn restart_file(&mut self) -> Result<(), SystemError> {
+        self.stop_file();
+        let f = file::spawn(self.file_cfg.clone())?;
+        self.metrics.file.set(Some(f.metrics()));
+        self.file = Some(f);
+        Ok(())
     }
 
     /// Starts db_proxy_server again on the same address and store.
@@ -541,7 +762,7 @@ impl RunningSystem {
     pub fn restart_db(&mut self) -> Result<(), SystemError> {
         self.stop_db();
         let db = spawn_db(&self.cfg, self.db_addr, &self.store, &self.peers)?;
-        self.metrics.set_db(Some(&db));
+        self.metrics.db.set(Some(db.metrics()));
         self.db = Some(db);
         Ok(())
     }
@@ -554,7 +775,9 @@ impl RunningSystem {
             msfs,
             route,
             db,
+            file,
             admin,
+            push,
             ..
         } = self;
         if let Some(admin) = admin {
@@ -563,6 +786,10 @@ impl RunningSystem {
         for m in msgs {
             m.stop();
         }
+        if let Some(f) = file {
+            f.stop();
+        }
+        push.stop();
         login.stop();
         msfs.stop();
         route.stop();

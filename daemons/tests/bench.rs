@@ -1,13 +1,15 @@
 //! `teamtalk bench` against an in-process cluster on 127.0.0.1 (kernel
 //! ports), through the same argument parsing as the command line and with
 //! the `--json` output parsed back. Only what must hold is asserted (no
-//! message lost or duplicated, every send acked, every login accepted),
-//! never rates.
+//! message lost or duplicated, every send acked, every login accepted,
+//! the run's verdict), never rates.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use daemons::bench::{BenchError, run};
+use daemons::bench::{BenchError, run, run_until};
 use daemons::cli::{Cli, Commands};
 use daemons::password::{HashParams, md5_hex};
 use daemons::store::Store;
@@ -22,8 +24,12 @@ struct Cluster {
 }
 
 fn cluster() -> Cluster {
+    cluster_of(1)
+}
+
+fn cluster_of(msg_servers: u16) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = SystemConfig::ephemeral(dir.path(), 1);
+    let mut cfg = SystemConfig::ephemeral(dir.path(), msg_servers);
     cfg.hash_params = HashParams::INSECURE_FAST;
     let sys = system::start(cfg).expect("system starts");
     assert!(
@@ -39,8 +45,11 @@ fn cluster() -> Cluster {
 fn bench_args(c: &Cluster, kind: &str, extra: &[&str]) -> daemons::bench::BenchArgs {
     let http = c.sys.http_addr().to_string();
     let mut argv = vec![
-        "teamtalk", "bench", kind, "--http", &http, "--prefix", "b", "--quiet", "--json",
+        "teamtalk", "bench", kind, "--prefix", "b", "--quiet", "--json",
     ];
+    if !extra.contains(&"--msg-server") {
+        argv.extend(["--http", &http]);
+    }
     if !extra.contains(&"--password") {
         argv.extend(["--password", "pw"]);
     }
@@ -51,11 +60,27 @@ fn bench_args(c: &Cluster, kind: &str, extra: &[&str]) -> daemons::bench::BenchA
     }
 }
 
+/// A clean run's summary.
 fn bench(c: &Cluster, kind: &str, extra: &[&str]) -> Value {
+    let (v, result) = bench_result(c, kind, extra);
+    if let Err(e) = result {
+        panic!("bench run not clean: {e}: {v}");
+    }
+    assert_eq!(v["clean"], true, "{v}");
+    assert_eq!(v["interrupted"], false, "{v}");
+    v
+}
+
+/// Any run's summary and verdict.
+fn bench_result(c: &Cluster, kind: &str, extra: &[&str]) -> (Value, Result<(), BenchError>) {
     let args = bench_args(c, kind, extra);
     let mut out = Vec::new();
-    run(&args, &mut out).expect("bench runs");
-    let text = String::from_utf8(out).expect("utf-8");
+    let result = run(&args, &mut out);
+    (summary(&out), result)
+}
+
+fn summary(out: &[u8]) -> Value {
+    let text = String::from_utf8(out.to_vec()).expect("utf-8");
     assert_eq!(text.lines().count(), 1, "one JSON object: {text}");
     serde_json::from_str(&text).expect("valid JSON")
 }
@@ -146,12 +171,18 @@ fn login_bench_counts_logins_and_refusals() {
     assert_eq!(n(&v, "unclean_logouts"), 0, "{v}");
     assert!(v["login_latency_p99_us"].as_f64().is_some(), "{v}");
 
-    let v = bench(
+    // Refusals: the summary is written, then the run fails (exit 1).
+    let (v, result) = bench_result(
         &c,
         "login",
         &["--concurrency", "1", "--count", "3", "--password", "wrong"],
     );
     assert_eq!((n(&v, "count"), n(&v, "refused")), (0, 3), "{v}");
+    assert_eq!(v["clean"], false, "{v}");
+    match result {
+        Err(BenchError::Unclean(why)) => assert!(why.contains("3 refused"), "{why}"),
+        other => panic!("refusals must fail the run: {other:?}"),
+    }
 }
 
 #[test]
@@ -177,15 +208,190 @@ fn conns_bench_holds_every_connection() {
     assert_eq!(n(&v, "disconnects"), 0, "{v}");
     assert!(n(&v, "heartbeats") >= 6, "every connection heartbeats: {v}");
     assert!(v["server_rss_after_kib"].as_f64().is_some(), "{v}");
+    assert!(n(&v, "server_rss_samples") >= 1, "{v}");
+    // The slope is a number or absent (too few connections to fit one),
+    // never a missing key.
+    let slope = &v["server_bytes_per_conn"];
+    assert!(slope.is_null() || slope.is_f64(), "{v}");
 }
 
 #[test]
-fn group_bench_parses_but_refuses_without_group_support() {
+fn an_unreachable_target_fails_without_a_summary() {
     let c = cluster();
-    let args = bench_args(&c, "group", &["--members", "5", "--groups", "2"]);
+    let args = bench_args(
+        &c,
+        "msg",
+        &[
+            "--msg-server",
+            "127.0.0.1:1",
+            "--pairs",
+            "1",
+            "--duration",
+            "1",
+        ],
+    );
     let mut out = Vec::new();
-    let err = run(&args, &mut out).expect_err("group is not supported yet");
-    assert!(matches!(err, BenchError::GroupUnsupported), "{err}");
-    assert!(err.to_string().contains("group support"), "{err}");
-    assert!(out.is_empty(), "nothing measured, nothing printed");
+    let err = run(&args, &mut out).expect_err("nothing to connect to");
+    assert!(matches!(err, BenchError::NoLogin(_)), "{err}");
+}
+
+#[test]
+fn an_interrupted_run_writes_what_it_measured() {
+    let c = cluster();
+    let args = bench_args(
+        &c,
+        "msg",
+        &["--pairs", "2", "--duration", "60", "--window", "4"],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let ctrl_c = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        flag.store(true, Ordering::Relaxed);
+    });
+    let started = daemons::clock::now();
+    let mut out = Vec::new();
+    let result = run_until(&args, &mut out, &stop);
+    ctrl_c.join().expect("timer thread");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the run stopped at the interrupt"
+    );
+    assert!(matches!(result, Err(BenchError::Interrupted)), "{result:?}");
+    let v = summary(&out);
+    assert_eq!(v["interrupted"], true, "{v}");
+    assert_eq!(v["clean"], false, "{v}");
+    assert_eq!(n(&v, "logged_in"), 4, "{v}");
+    assert!(n(&v, "sent") > 0, "{v}");
+    // What was in flight at the interrupt is waited for, not called lost.
+    assert_eq!(n(&v, "lost"), 0, "{v}");
+    assert_eq!(n(&v, "duplicates"), 0, "{v}");
+    assert!(v["duration_s"].as_f64().is_some_and(|d| d < 30.0), "{v}");
+}
+
+#[test]
+fn a_run_whose_connections_are_all_gone_stops_and_fails() {
+    let c = cluster();
+    let args = bench_args(&c, "msg", &["--pairs", "2", "--duration", "60"]);
+    let Cluster { sys, _dir } = c;
+    let servers_down = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        sys.shutdown();
+        _dir
+    });
+    let started = daemons::clock::now();
+    let mut out = Vec::new();
+    let result = run(&args, &mut out);
+    let _dir = servers_down.join().expect("shutdown thread");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the run stopped when its connections were gone"
+    );
+    let v = summary(&out);
+    assert_eq!(n(&v, "disconnects"), 4, "{v}");
+    assert_eq!(v["clean"], false, "{v}");
+    match result {
+        Err(BenchError::Unclean(why)) => assert!(why.contains("disconnects"), "{why}"),
+        other => panic!("lost connections must fail the run: {other:?}"),
+    }
+}
+
+#[test]
+fn group_bench_delivers_every_message_to_every_other_member_once() {
+    let c = cluster_of(2);
+    // Two groups of 6 over two msg_servers, straight to them (members in
+    // turn) so both host members of both groups.
+    let addrs: Vec<String> = c.sys.msg_addrs().iter().map(ToString::to_string).collect();
+    let v = bench(
+        &c,
+        "group",
+        &[
+            "--msg-server",
+            &addrs[0],
+            "--msg-server",
+            &addrs[1],
+            "--groups",
+            "2",
+            "--members",
+            "6",
+            "--senders",
+            "2",
+            "--window",
+            "4",
+            "--size",
+            "64",
+            "--duration",
+            "1.5",
+        ],
+    );
+    assert_eq!(n(&v, "logged_in"), 12, "{v}");
+    assert_eq!(n(&v, "groups_created"), 2, "{v}");
+    assert_eq!(n(&v, "members_ready"), 12, "{v}");
+    assert_eq!(n(&v, "msg_servers"), 2, "{v}");
+    let sent = n(&v, "sent");
+    assert!(sent > 0, "{v}");
+    // Every message reaches the five other members of its group.
+    assert_eq!(n(&v, "expected"), 5 * sent, "{v}");
+    assert_eq!(n(&v, "delivered"), 5 * sent, "{v}");
+    assert_eq!(n(&v, "acked"), sent, "{v}");
+    for zero in [
+        "lost",
+        "duplicates",
+        "unsent",
+        "unacked",
+        "refused",
+        "login_failed",
+        "members_not_ready",
+        "foreign",
+        "disconnects",
+    ] {
+        assert_eq!(n(&v, zero), 0, "{zero} in {v}");
+    }
+    let p50 = v["latency_p50_us"].as_f64().expect("latency measured");
+    assert!(p50 > 0.0, "{v}");
+}
+
+#[test]
+fn group_bench_through_login_server_assigns_every_member() {
+    let c = cluster_of(2);
+    let v = bench(
+        &c,
+        "group",
+        &["--members", "8", "--senders", "1", "--duration", "1"],
+    );
+    assert_eq!(n(&v, "members_ready"), 8, "{v}");
+    assert_eq!(n(&v, "lost"), 0, "{v}");
+    assert_eq!(n(&v, "duplicates"), 0, "{v}");
+    assert!(n(&v, "delivered") > 0, "{v}");
+    assert_eq!(n(&v, "delivered"), 7 * n(&v, "sent"), "{v}");
+    // Assigned by login_server as they connect (which of the two it
+    // picks depends on the load reports that reached it by then).
+    let spread = v["msg_server_spread"].as_str().expect("spread");
+    let placed: u64 = spread
+        .split(' ')
+        .map(|s| {
+            s.rsplit('=')
+                .next()
+                .and_then(|k| k.parse::<u64>().ok())
+                .expect("addr=count")
+        })
+        .sum();
+    assert_eq!(placed, 8, "{v}");
+    assert!((1..=2).contains(&n(&v, "msg_servers")), "{v}");
+}
+
+#[test]
+fn group_bench_refuses_bad_arguments() {
+    let c = cluster();
+    for extra in [
+        &["--members", "1"][..],
+        &["--members", "4", "--senders", "5"],
+        &["--members", "4", "--size", "8"],
+    ] {
+        let args = bench_args(&c, "group", extra);
+        let mut out = Vec::new();
+        let err = run(&args, &mut out).expect_err("refused");
+        assert!(matches!(err, BenchError::Args(_)), "{extra:?}: {err}");
+        assert!(out.is_empty(), "nothing measured, nothing printed");
+    }
 }

@@ -69,6 +69,18 @@ fn slow_clients_never_keep_others_from_the_msg_server_answer() {
 fn idle_admin_connections_never_stall_healthz() {
     let w = world();
     let admin = w.sys.admin_addr().expect("admin port");
+    // Healthy first (every link up: file_server's may come a moment after
+    // the msg_servers registered), so the answer below is about the idle
+    // connections only.
+    let deadline = daemons::clock::now() + Duration::from_secs(20);
+    while get_from(Ipv4Addr::LOCALHOST, admin, "/healthz")
+        .ok()
+        .as_deref()
+        != Some("HTTP/1.1 200 OK")
+    {
+        assert!(daemons::clock::now() < deadline, "never healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _idle: Vec<TcpStream> = (0..6)
         .filter_map(|_| connect_from(Ipv4Addr::LOCALHOST, admin).ok())
         .collect();

@@ -50,6 +50,14 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
                 daemons::msfs::MsfsConfig::from_conf(&conf)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
+            } else if name.starts_with("pushserver") {
+                daemons::push::PushConfig::from_conf(&conf)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else if name.starts_with("fileserver") {
+                daemons::file::FileConfig::from_conf(&conf)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             } else {
                 panic!("a sample conf no test reads: {name}");
             };
@@ -64,5 +72,5 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 5 + 5);
+    assert_eq!(checked, 7 + 7);
 }

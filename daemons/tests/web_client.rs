@@ -14,7 +14,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use daemons::client::text;
@@ -150,12 +150,12 @@ impl Person {
     // A browser runs in real time: the deadline is the wall clock's.
     #[allow(clippy::disallowed_methods)]
     fn wait(&self, what: &str, js: &str) {
-        let end = Instant::now() + SEE;
+        let end = daemons::clock::now() + SEE;
         loop {
             if self.eval(js) == serde_json::Value::Bool(true) {
                 return;
             }
-            if Instant::now() > end {
+            if daemons::clock::now() > end {
                 let body = self.eval("document.body.innerText");
                 let conn = self.eval("document.getElementById('conn-state').title + ' noGroups=' + window.teamtalk.noGroups + ' ready=' + window.teamtalk.ready + ' conn=' + window.teamtalk.conn?.state");
                 panic!(
@@ -335,6 +335,36 @@ fn browsers_chat_with_each_other_and_with_a_desktop_client() {
         text::decode(&got.msg_data, text::DEFAULT_KEY).as_deref(),
         Some("browser to desktop: ünïcödé ok"),
         "the browser speaks TeamTalk's text encoding"
+    );
+
+    // alice sends an image from her disk: the page uploads it to msfs
+    // (login_server's origin may read msfs's answer) and sends its URL in
+    // TeamTalk's image form; the desktop client gets the URL and fetches
+    // the very bytes back from msfs.
+    let png = tiny_png();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dot.png");
+    std::fs::write(&file, &png).unwrap();
+    alice
+        .tab
+        .wait_for_element("#image-file")
+        .expect("#image-file")
+        .set_input_files(&[file.to_str().unwrap()])
+        .expect("choose the file");
+    let got = receive(&mut carol);
+    assert_eq!(got.from_user_id, alice_id);
+    let sent = text::decode(&got.msg_data, text::DEFAULT_KEY).expect("TeamTalk text");
+    let url = sent
+        .strip_prefix("&$#@~^@[{:")
+        .and_then(|s| s.strip_suffix(":}]&$~@#@"))
+        .unwrap_or_else(|| panic!("an image message, got {sent:?}"));
+    assert_eq!(http_get(url), png, "msfs serves what the browser uploaded");
+    alice.wait(
+        "her own image shown inline",
+        &format!(
+            "[...document.querySelectorAll('#message-list .bubble img')].some(i => i.src === {} && i.complete && i.naturalWidth > 0)",
+            js_str(url)
+        ),
     );
 
     // Presence: carol leaves; bob's directory shows her offline.
@@ -530,4 +560,43 @@ fn a_wrong_password_is_said_and_not_retried() {
         p.eval("window.teamtalk.conn === null && document.getElementById('main-view').hidden"),
         serde_json::Value::Bool(true)
     );
+}
+
+/// A valid 1x1 PNG (a red dot), built here so the test has no binary file.
+fn tiny_png() -> Vec<u8> {
+    // Signature, IHDR (1x1, 8-bit RGB), IDAT (zlib of one filtered row),
+    // IEND; CRCs precomputed.
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    png.extend_from_slice(&[
+        0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0, 0x90, 0x77,
+        0x53, 0xde,
+    ]);
+    png.extend_from_slice(&[
+        0, 0, 0, 12, b'I', b'D', b'A', b'T', 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0x00, 0x00, 0x03,
+        0x01, 0x01, 0x00, 0xc9, 0xfe, 0x92, 0xef,
+    ]);
+    png.extend_from_slice(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82]);
+    png
+}
+
+/// The body of `GET url` (`http://host:port/path`), over a plain socket.
+fn http_get(url: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').expect("a path");
+    let mut s = std::net::TcpStream::connect(host).expect("connect to msfs");
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    all[split + 4..].to_vec()
 }

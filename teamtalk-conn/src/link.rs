@@ -169,7 +169,16 @@ pub struct Link {
     greeting: Bytes,
     /// The handshake in progress (state `Authenticating`).
     initiator: Option<Initiator>,
+    /// Failed connect attempts are logged at WARN from the first one, but
+    /// at most one line per [`FAILURE_LOG_EVERY`] while the peer stays
+    /// unreachable (the backoff alone would still log every few seconds).
+    failure_log_next: Option<Instant>,
+    /// Attempts failed since the last WARN line.
+    failures_held_back: u32,
 }
+
+/// At most one "connect failed" WARN line per this long, per link.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -194,6 +203,8 @@ impl Link {
             out: Outbox::default(),
             greeting: Bytes::new(),
             initiator: None,
+            failure_log_next: None,
+            failures_held_back: 0,
         };
         link.start_connect();
         link
@@ -398,39 +409,48 @@ impl Link {
 
     /// The connection that was up is gone: close it and back off.
     fn go_down(&mut self, reason: CloseReason) {
-        match reason {
-            CloseReason::TimedOut | CloseReason::PeerClosed => {
-                debug!(addr = %self.cfg.addr, %reason, "link down");
-            }
-            _ => warn!(addr = %self.cfg.addr, %reason, "link down"),
-        }
         self.wire.reset();
         self.out.push(Output::Close);
         self.out.event(LinkEvent::Down(reason));
-        self.back_off();
+        let retry_in = self.back_off();
+        warn!(addr = %self.cfg.addr, %reason, ?retry_in, "link down; reconnecting");
+        // The outage starts now: its first failed attempt is worth a line.
+        self.failure_log_next = None;
+        self.failures_held_back = 0;
     }
 
     /// A connect attempt (or its handshake) failed: back off.
     fn attempt_failed(&mut self, reason: CloseReason) {
-        match reason {
-            CloseReason::AuthFailed(_) | CloseReason::Unauthenticated(_) => {
-                warn!(addr = %self.cfg.addr, %reason, "link refused");
-            }
-            _ => debug!(addr = %self.cfg.addr, %reason, "link connect failed"),
-        }
         self.wire.reset();
         self.initiator = None;
         self.out.push(Output::Close);
         self.out.event(LinkEvent::Unreachable(reason));
-        self.back_off();
+        let retry_in = self.back_off();
+        if self.failure_log_next.is_some_and(|next| self.now < next) {
+            self.failures_held_back = self.failures_held_back.saturating_add(1);
+            debug!(addr = %self.cfg.addr, %reason, ?retry_in, "link connect failed");
+            return;
+        }
+        self.failure_log_next = Some(self.now + FAILURE_LOG_EVERY);
+        let held_back = std::mem::take(&mut self.failures_held_back);
+        match reason {
+            CloseReason::AuthFailed(_) | CloseReason::Unauthenticated(_) => {
+                warn!(addr = %self.cfg.addr, %reason, ?retry_in, held_back,
+                    "link refused (is the cluster secret the same on both ends?); retrying");
+            }
+            _ => {
+                warn!(addr = %self.cfg.addr, %reason, ?retry_in, held_back, "link connect failed; retrying")
+            }
+        }
     }
 
-    fn back_off(&mut self) {
+    /// Schedules the next connect attempt; returns how far away it is.
+    fn back_off(&mut self) -> Duration {
         let delay = self.cfg.backoff.next_delay();
-        debug!(addr = %self.cfg.addr, ?delay, "link backing off");
         self.state = State::Backoff;
         self.timers.clear_all();
         self.timers.set(Timer::Backoff, self.now + delay);
+        delay
     }
 
     fn on_received(&mut self, data: &[u8]) {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use teamtalk_proto::{Command, DEFAULT_MAX_PDU_LEN, Pdu};
+use teamtalk_proto::{Command, CommandKey, DEFAULT_MAX_PDU_LEN, Pdu};
 use tracing::{debug, warn};
 
 use crate::auth::{self, ClusterAuth, PeerAuth, Rejection, Responder};
@@ -65,6 +65,11 @@ pub struct SessionConfig {
     /// hello, not at the accept: a silent C++ peer is left to the idle
     /// timeout. Meaningless without `auth`.
     pub allow_unauthenticated: bool,
+    /// The command that opens the login gate of a client session:
+    /// `CID_LOGIN_REQ_USERLOGIN` (0x0103) on msg_server, `CID_FILE_LOGIN_REQ`
+    /// (0x0501) on file_server, whose clients log in to a transfer task
+    /// instead. Meaningless without [`SessionConfig::login_timeout`].
+    pub login_command: CommandKey,
 }
 
 impl SessionConfig {
@@ -82,6 +87,7 @@ impl SessionConfig {
             max_tx_bytes: DEFAULT_MAX_TX_BYTES,
             auth: None,
             allow_unauthenticated: false,
+            login_command: Command::LoginReqUserlogin.key(),
         }
     }
 
@@ -98,7 +104,16 @@ impl SessionConfig {
             max_tx_bytes: DEFAULT_MAX_TX_BYTES,
             auth: None,
             allow_unauthenticated: false,
+            login_command: Command::LoginReqUserlogin.key(),
         }
+    }
+
+    /// Gates the session on `command` instead of
+    /// `CID_LOGIN_REQ_USERLOGIN` (see [`SessionConfig::login_command`]).
+    #[must_use]
+    pub fn with_login_command(mut self, command: CommandKey) -> Self {
+        self.login_command = command;
+        self
     }
 
     /// Requires link authentication with `auth` (see
@@ -665,7 +680,7 @@ impl Session {
             }
             return;
         }
-        let is_login = key == Command::LoginReqUserlogin.key();
+        let is_login = key == self.cfg.login_command;
         match self.login {
             Login::NotRequired => self.deliver(SessionEvent::Pdu(pdu)),
             Login::Awaiting if is_login => {

@@ -491,6 +491,8 @@ command_table! {
         "CID_OTHER_USER_GROUPS_RSP", ext::ImUserGroupsRsp, "IM.Ext.IMUserGroupsRsp";
     OtherGroupSubscription = 0x0007 / 0x0793,
         "CID_OTHER_GROUP_SUBSCRIPTION", ext::ImGroupSubscription, "IM.Ext.IMGroupSubscription";
+    OtherFileTaskDelete = 0x0007 / 0x07a0,
+        "CID_OTHER_FILE_TASK_DELETE", ext::ImFileTaskDelete, "IM.Ext.IMFileTaskDelete";
 }
 
 impl Command {
@@ -617,7 +619,7 @@ mod tests {
             .collect();
         let in_table: Vec<u16> = Command::ALL.iter().map(|c| c.key().command_id).collect();
         assert_eq!(in_table, in_protos);
-        assert_eq!(Command::ALL.len(), 103);
+        assert_eq!(Command::ALL.len(), 104);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum Daemon {
     DbProxy,
     /// msfs, the HTTP file store.
     Msfs,
+    /// file_server: file transfer between clients.
+    File,
+    /// push_server: notifications for offline phones.
+    Push,
 }
 
 impl Daemon {
@@ -45,6 +49,8 @@ impl Daemon {
             Self::Route => "route_server",
             Self::DbProxy => "db_proxy_server",
             Self::Msfs => "msfs",
+            Self::File => "file_server",
+            Self::Push => "push_server",
         }
     }
 
@@ -58,6 +64,8 @@ impl Daemon {
             Self::Route => "routeserver.conf",
             Self::DbProxy => "dbproxyserver.conf",
             Self::Msfs => "msfs.conf",
+            Self::File => "fileserver.conf",
+            Self::Push => "pushserver.conf",
         }
     }
 
@@ -78,6 +86,8 @@ impl Daemon {
             Self::Route => ROUTE_KEYS,
             Self::DbProxy => DB_KEYS,
             Self::Msfs => MSFS_KEYS,
+            Self::File => FILE_KEYS,
+            Self::Push => PUSH_KEYS,
         }
     }
 }
@@ -255,6 +265,22 @@ fn start_daemon(
                 None,
             )
         }
+        Daemon::File => {
+            let mut cfg = crate::file::FileConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
+            (
+                Box::new(crate::file::spawn(cfg).map_err(|e| fail(&e))?),
+                None,
+            )
+        }
+        Daemon::Push => {
+            let mut cfg = crate::push::PushConfig::from_conf(conf).map_err(|e| fail(&e))?;
+            cfg.admin = admin.or(cfg.admin);
+            (
+                Box::new(crate::push::spawn(cfg).map_err(|e| fail(&e))?),
+                None,
+            )
+        }
     })
 }
 
@@ -278,9 +304,10 @@ msgserver.conf keys (TeamTalk's, then ours):
   DBServerIP<n>=HOST, DBServerPort<n>=PORT  db_proxy_servers (n = 1, 2, …; at least one)
   LoginServerIP<n>=HOST, LoginServerPort<n> login_servers' msg_server ports (at least one)
   RouteServerIP<n>=HOST, RouteServerPort<n> route_servers (at least one)
-  PushServerIP<n>, PushServerPort<n>        accepted; push is not served yet
-  FileServerIP<n>, FileServerPort<n>        accepted; file transfer is not served yet
-  ConcurrentDBConnCnt, aesKey               accepted for compatibility, not used
+  FileServerIP<n>=HOST, FileServerPort<n>   file_servers' msg_server ports (optional: no file transfer without)
+  PushServerIP<n>=HOST, PushServerPort<n>   push_servers (optional: no push notifications without)
+  aesKey=KEY                                the 32-byte key clients encode text with (push text; default TeamTalk's)
+  ConcurrentDBConnCnt                       accepted for compatibility, not used
   MsgRateLimit=N                            messages a second per session (default: no limit)
   TlsListenPort=PORT                        a second client port over TLS (needs TlsCertFile, TlsKeyFile)
   TlsCertFile, TlsKeyFile, TlsCaFile, TlsClientAuth, TlsServerName   that port's TLS
@@ -299,6 +326,7 @@ loginserver.conf keys (TeamTalk's, then ours):
   msfs=URL                                  image store URL handed to clients (required)
   discovery=URL                             discovery URL handed to clients (required)
   CorsOrigins=URL;… | *                     web origins that may read /msg_server
+  WebClient=false                           do not serve the web client at / (default: served)
   PeerTlsCertFile, PeerTlsKeyFile, PeerTlsCaFile, PeerTlsClientAuth, PeerTlsServerName
                                             TLS on the msg_server port
 ";
@@ -334,7 +362,45 @@ msfs.conf keys (TeamTalk's, then ours):
   QuotaBytes=N                              total bytes stored (default: no quota)
   UploadsPerMinute=N                        uploads per source address a minute (default 120)
   PublicUrl=URL                             the URL answers name (default: from the request's Host)
+  CorsOrigins=URL;… | *                     web pages that may read upload answers (a web client)
   MaxConnsPerSource=N, MaxConnections=N     connection caps (default 64 and 1024)
+";
+
+const FILE_KEYS: &str = "\
+fileserver.conf keys (TeamTalk's, then ours):
+  ClientListenIP=IP;…, ClientListenPort=PORT      client port (required; TeamTalk: 8600)
+  MsgServerListenIP=IP;…, MsgServerListenPort=PORT  msg_server port (required; TeamTalk: 8601)
+  FileServerIp=IP;…                         addresses handed to clients (with ClientListenPort)
+  ClientAdvertise=HOST:PORT;…               addresses handed to clients, ports of their own (at most 8)
+  TaskTimeout=SECS                          how long a transfer may wait for its peer
+  Address, ListenPort                       TeamTalk's older keys: accepted, not used
+  DataDir=PATH                              offline files (default ./offline_file, as TeamTalk)
+  MaxFileBytes=N                            largest file (at most 4294967295)
+  QuotaBytes=N                              total bytes of offline files
+  OfflineRetentionSecs=SECS                 how long an offline file is kept
+  MaxTasks=N, MaxTasksPerUser=N             transfers at once, in all and per user
+  PeerTlsCertFile, PeerTlsKeyFile, PeerTlsCaFile, PeerTlsClientAuth, PeerTlsServerName
+                                            TLS on the msg_server port
+";
+
+const PUSH_KEYS: &str = "\
+pushserver.conf keys (TeamTalk's, then ours):
+  ListenIP=IP;…, ListenPort=PORT            msg_server port (default 127.0.0.1, 8500)
+  CertPath, KeyPath, KeyPassword            TeamTalk's binary APNs (retired by Apple): accepted, not used
+  SandBox=1                                 APNs sandbox host (default production)
+  IosSink=apns|webhook|none                 sink for iOS tokens (default apns if configured, else webhook)
+  AndroidSink=fcm|webhook|none              sink for Android tokens (default fcm if configured, else webhook)
+  WebhookUrl=URL, WebhookToken=T            JSON POST per device (bearer token optional)
+  FcmCredentialsFile=PATH                   Google service-account JSON (FCM HTTP v1)
+  FcmUrl=URL                                FCM host (default https://fcm.googleapis.com)
+  ApnsKeyFile=PATH, ApnsKeyId, ApnsTeamId, ApnsTopic   APNs token auth (.p8 key, key id, team, bundle id)
+  ApnsUrl=URL                               APNs host (default from SandBox)
+  HttpCaFile=PATH                           extra trusted roots (PEM) for the services
+  HttpTimeoutSecs=N                         per request (default 10)
+  Workers=N                                 sending threads (default 2)
+  MaxQueue=N                                deliveries held at once (default 10000)
+  MaxAttempts=N, RetryBaseSecs=N            attempts per delivery (default 4), first backoff (1 s, doubling)
+  DedupeSecs=N                              how long a sent (message, device) is remembered (default 3600)
 ";
 
 #[cfg(test)]
@@ -344,7 +410,9 @@ mod tests {
     /// Every key a daemon reads is in its `--help`.
     #[test]
     fn help_names_every_known_key() {
-        let lists: [(Daemon, &[&str]); 5] = [
+        let lists: [(Daemon, &[&str]); 7] = [
+            (Daemon::Push, crate::push::KNOWN_KEYS),
+            (Daemon::File, crate::file::KNOWN_KEYS),
             (Daemon::Msfs, crate::msfs::KNOWN_KEYS),
             (Daemon::Msg, crate::msg::KNOWN_KEYS),
             (Daemon::Login, crate::login::KNOWN_KEYS),

@@ -9,7 +9,8 @@
 //! group (`crate::store::groups`).
 //!
 //! Like `teamtalk user`, the command opens the SQLite database the running
-//! db_proxy_server uses (WAL lets both write). The msg_servers are not told
+//! db_proxy_server uses (WAL lets both write), an existing one only, and
+//! logs which ([`super::users::open`]). The msg_servers are not told
 //! of a change made here: members who are online when they are added or
 //! removed follow it from their next login (clients learn of NORMAL groups
 //! from the 0x0401 list they ask for at login anyway).
@@ -17,9 +18,10 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::users::{Access, open};
 use crate::store::{
-    Actor, Group, GroupId, GroupType, MemberChange, MembersChanged, NewGroup, SqliteStore, Store,
-    StoreError, UserId,
+    Actor, Group, GroupId, GroupType, MemberChange, MembersChanged, NewGroup, Store, StoreError,
+    UserId,
 };
 
 /// What went wrong with a group command.
@@ -159,7 +161,7 @@ pub fn print_create(
     members: &[String],
     out: &mut dyn Write,
 ) -> Result<GroupId, GroupsError> {
-    let store = SqliteStore::open(data_dir)?;
+    let store = open(data_dir, Access::Write)?;
     let creator = resolve_users(&store, &[creator.to_owned()])?[0];
     let members = resolve_users(&store, members)?;
     let g = create_normal_group(&store, name, avatar, creator, &members)?;
@@ -179,7 +181,7 @@ pub fn print_create(
 /// # Errors
 /// Store or output errors.
 pub fn print_list(data_dir: &Path, out: &mut dyn Write) -> Result<usize, GroupsError> {
-    let store = SqliteStore::open(data_dir)?;
+    let store = open(data_dir, Access::Read)?;
     let all = groups(&store)?;
     writeln!(
         out,
@@ -206,7 +208,7 @@ pub fn print_list(data_dir: &Path, out: &mut dyn Write) -> Result<usize, GroupsE
 /// # Errors
 /// [`GroupsError::NoSuchGroup`], store or output errors.
 pub fn print_show(data_dir: &Path, id: GroupId, out: &mut dyn Write) -> Result<(), GroupsError> {
-    let store = SqliteStore::open(data_dir)?;
+    let store = open(data_dir, Access::Read)?;
     let g = group(&store, id)?;
     writeln!(
         out,
@@ -243,7 +245,7 @@ pub fn print_change(
     users: &[String],
     out: &mut dyn Write,
 ) -> Result<MembersChanged, GroupsError> {
-    let store = SqliteStore::open(data_dir)?;
+    let store = open(data_dir, Access::Write)?;
     let users = resolve_users(&store, users)?;
     let c = if add {
         add_members(&store, id, &users)?
@@ -265,7 +267,7 @@ pub fn print_change(
 mod tests {
     use super::*;
     use crate::password::md5_hex;
-    use crate::store::NewUser;
+    use crate::store::{NewUser, SqliteStore};
 
     fn seeded(dir: &Path) {
         let store = SqliteStore::open(dir).unwrap();

@@ -20,6 +20,7 @@ use crossbeam_channel::Receiver;
 use tracing::{info, warn};
 
 use crate::conf::ConfError;
+use crate::store::directory;
 use crate::system::{self, SystemConfig, SystemError};
 
 /// `teamtalk`: run and administer a TeamTalk-compatible system.
@@ -59,7 +60,8 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum Commands {
-    /// Run every daemon in this process on loopback, with the embedded store.
+    /// Run every daemon in this process on loopback, with the embedded store
+    /// (db_proxy, route, login, file and msg servers).
     Up(UpArgs),
     /// A terminal TeamTalk client: chat interactively or run scripted steps.
     Chat(crate::tools::chat::ChatArgs),
@@ -85,12 +87,28 @@ pub struct UpArgs {
     /// Address every daemon listens on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
-    /// How many msg_servers (ports 8000, 8001, …).
-    #[arg(long, default_value_t = 1)]
+    /// How many msg_servers (ports 8000, 8001, …); file_server listens on
+    /// 8600 (clients) and 8601 (msg_servers).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub msg_servers: u16,
     /// Let the kernel pick every port (prints them) instead of TeamTalk's.
     #[arg(long)]
     pub any_ports: bool,
+    /// Add N to every TeamTalk port, the admin port included (TeamTalk's
+    /// test scripts run a second cluster at +10000; may be negative).
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        conflicts_with = "any_ports"
+    )]
+    pub port_offset: Option<i32>,
+    /// One daemon's port, after `--port-offset`: `NAME=PORT`, repeatable.
+    /// Names: db_proxy, route, login_msg, login_http, login_client, msg
+    /// (the first msg_server; the others follow), ws, msfs, file_client,
+    /// file_msg, push. Port 0 lets the kernel pick.
+    #[arg(long = "port", value_name = "NAME=PORT", value_parser = parse_port_setting)]
+    pub ports: Vec<(String, u16)>,
     /// Admin endpoint for all daemons: `/metrics` (Prometheus) and
     /// `/healthz`. Default: the host's port 8090 (a free port with
     /// `--any-ports`).
@@ -110,15 +128,27 @@ pub struct UpArgs {
     /// Default: msfs's own address.
     #[arg(long)]
     pub msfs_url: Option<String>,
+    /// push_server's sink: a webhook every push is POSTed to as JSON
+    /// (docs/protocol.md, "Push notifications"). Without it push_server
+    /// runs with no sink and answers every token "no sink" (logged once);
+    /// FCM and APNs need credentials: run push_server with a
+    /// pushserver.conf for them.
+    #[arg(long, value_name = "URL")]
+    pub push_webhook: Option<String>,
+    /// File holding the webhook's bearer token (`Authorization: Bearer`).
+    #[arg(long, requires = "push_webhook")]
+    pub push_webhook_token_file: Option<PathBuf>,
 }
 
-/// `teamtalk user …`.
+/// `teamtalk user …`. Users are named by login name or id. The store is
+/// `--data-dir`, else `$TEAMTALK_DATA_DIR`, else `./teamtalk-data`; no
+/// command creates one without `--create`.
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum UserCommand {
     /// Add one user.
     Add {
-        /// Login name.
+        /// Login name (no spaces or control characters).
         name: String,
         /// Password in plain text (stored as Argon2id of its md5hex).
         #[arg(long)]
@@ -126,12 +156,15 @@ pub enum UserCommand {
         /// Display name (defaults to the login name).
         #[arg(long)]
         nick: Option<String>,
-        /// Department id or name.
+        /// Department name or id (`teamtalk dept list`).
         #[arg(long)]
         dept: Option<String>,
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// Create the store if there is none in the data directory.
+        #[arg(long)]
+        create: bool,
     },
     /// Add users `<prefix>1` … `<prefix><count>` in one go, for load tests.
     Seed {
@@ -152,9 +185,50 @@ pub enum UserCommand {
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
+        /// Create the store if there is none in the data directory.
+        #[arg(long)]
+        create: bool,
     },
-    /// List users.
+    /// List users, disabled ones included (opens the store read-only).
     List {
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Change a user's password; the old one stops working at once, even
+    /// while the system runs.
+    Passwd {
+        /// Login name or id.
+        user: String,
+        /// The new password in plain text.
+        #[arg(long)]
+        password: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Refuse a user's logins from now on (TeamTalk's "departed" status);
+    /// `user enable` undoes it.
+    Disable {
+        /// Login name or id.
+        user: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Let a disabled user log in again.
+    Enable {
+        /// Login name or id.
+        user: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Delete a user (their groups lose them; what they sent stays in the
+    /// others' history).
+    Del {
+        /// Login name or id.
+        user: String,
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
@@ -165,13 +239,41 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum DeptCommand {
-    /// Add a department.
+    /// Add a department (names are unique).
     Add {
         /// Name.
         name: String,
-        /// Parent department id (0: top level).
-        #[arg(long, default_value_t = 0)]
-        parent: u32,
+        /// Parent department, by name or id (0 or none: top level).
+        #[arg(long)]
+        parent: Option<String>,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+        /// Create the store if there is none in the data directory.
+        #[arg(long)]
+        create: bool,
+    },
+    /// List departments (opens the store read-only).
+    List {
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Rename a department.
+    Rename {
+        /// Department name or id.
+        dept: String,
+        /// The new name.
+        name: String,
+        /// Directory of the SQLite store.
+        #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
+        data_dir: PathBuf,
+    },
+    /// Delete an empty department (clients see it deleted at their next
+    /// directory sync).
+    Del {
+        /// Department name or id.
+        dept: String,
         /// Directory of the SQLite store.
         #[arg(long, env = "TEAMTALK_DATA_DIR", default_value = "teamtalk-data")]
         data_dir: PathBuf,
@@ -250,6 +352,12 @@ pub enum CliError {
     /// A directory command failed.
     #[error(transparent)]
     Users(#[from] users::UsersError),
+    /// A directory operation refused.
+    #[error(transparent)]
+    Directory(#[from] directory::DirectoryError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A group command failed.
     #[error(transparent)]
     Groups(#[from] groups::GroupsError),
@@ -268,6 +376,26 @@ pub enum CliError {
     /// A benchmark could not run.
     #[error(transparent)]
     Bench(#[from] crate::tools::bench::BenchError),
+    /// Arguments that cannot work together, or a clash they caused.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// `NAME=PORT` of `teamtalk up --port`.
+fn parse_port_setting(s: &str) -> Result<(String, u16), String> {
+    let (name, port) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=PORT"))?;
+    if name != "push" && !system::PORT_NAMES.contains(&name) {
+        return Err(format!(
+            "no port named {name:?}; the names are {}, push",
+            system::PORT_NAMES.join(", ")
+        ));
+    }
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number (0-65535)"))?;
+    Ok((name.to_owned(), port))
 }
 
 /// Sets up logging: `RUST_LOG` decides the level (default `info`).
@@ -308,57 +436,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Commands::Up(args) => up(&args, &mut out),
-        Commands::Bench(args) => Ok(crate::tools::bench::run(&args, &mut out)?),
+        Commands::Bench(args) => {
+            // Ctrl-C stops the run; the summary of what ran so far is
+            // still written (a second Ctrl-C while it is written has no
+            // further effect: the process ends with the run).
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = std::sync::Arc::clone(&stop);
+            ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))?;
+            Ok(crate::tools::bench::run_until(&args, &mut out, &stop)?)
+        }
         Commands::Chat(args) => Ok(crate::tools::chat::run(&args, &mut out)?),
-        Commands::User(UserCommand::Add {
-            name,
-            password,
-            nick,
-            dept,
-            data_dir,
-        }) => {
-            let id = users::add_user(
-                &data_dir,
-                &name,
-                &password,
-                nick.as_deref(),
-                dept.as_deref(),
-            )?;
-            writeln!(out, "added user {name} with id {id}")?;
-            Ok(())
-        }
-        Commands::User(UserCommand::Seed {
-            prefix,
-            count,
-            password,
-            teamtalk_md5,
-            data_dir,
-        }) => {
-            let ids = users::seed_users(&data_dir, &prefix, count, &password, teamtalk_md5)?;
-            match (ids.first(), ids.last()) {
-                (Some(first), Some(last)) => writeln!(
-                    out,
-                    "added {} users {prefix}1..{prefix}{count} (ids {first}..{last})",
-                    ids.len()
-                )?,
-                _ => writeln!(out, "added no users")?,
-            }
-            Ok(())
-        }
-        Commands::User(UserCommand::List { data_dir }) => {
-            let n = users::list_users(&data_dir, &mut out)?;
-            writeln!(out, "{n} users")?;
-            Ok(())
-        }
-        Commands::Dept(DeptCommand::Add {
-            name,
-            parent,
-            data_dir,
-        }) => {
-            let id = users::add_dept(&data_dir, &name, parent)?;
-            writeln!(out, "added department {name} with id {id}")?;
-            Ok(())
-        }
+        Commands::User(cmd) => user_command(cmd, &mut out),
+        Commands::Dept(cmd) => dept_command(cmd, &mut out),
         Commands::Group(cmd) => group_command(cmd, &mut out),
     }
 }
@@ -378,6 +467,132 @@ pub fn default_data_dir() -> PathBuf {
 
 /// The environment variable naming the default store directory.
 pub const DATA_DIR_ENV: &str = "TEAMTALK_DATA_DIR";
+
+fn write_access(create: bool) -> users::Access {
+    if create {
+        users::Access::Create
+    } else {
+        users::Access::Write
+    }
+}
+
+fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    use users::Access;
+    match cmd {
+        UserCommand::Add {
+            name,
+            password,
+            nick,
+            dept,
+            data_dir,
+            create,
+        } => {
+            // Checked before the store is opened: a typo is reported as a
+            // typo, not as a missing store.
+            directory::check_name(&name)?;
+            directory::check_password(&password)?;
+            let store = users::open(&data_dir, write_access(create))?;
+            let id =
+                directory::add_user(&store, &name, &password, nick.as_deref(), dept.as_deref())?;
+            writeln!(out, "added user {name} with id {id}")?;
+        }
+        UserCommand::Seed {
+            prefix,
+            count,
+            password,
+            teamtalk_md5,
+            data_dir,
+            create,
+        } => {
+            let store = users::open(&data_dir, write_access(create))?;
+            let ids = directory::seed_users(&store, &prefix, count, &password, teamtalk_md5)?;
+            match (ids.first(), ids.last()) {
+                (Some(first), Some(last)) => writeln!(
+                    out,
+                    "added {} users {prefix}1..{prefix}{count} (ids {first}..{last})",
+                    ids.len()
+                )?,
+                _ => writeln!(out, "added no users")?,
+            }
+        }
+        UserCommand::List { data_dir } => {
+            let store = users::open(&data_dir, Access::Read)?;
+            let n = users::print_users(&store, out)?;
+            writeln!(out, "{n} users")?;
+        }
+        UserCommand::Passwd {
+            user,
+            password,
+            data_dir,
+        } => {
+            directory::check_password(&password)?;
+            let store = users::open(&data_dir, Access::Write)?;
+            let u = directory::set_password(&store, &user, &password)?;
+            writeln!(
+                out,
+                "changed the password of {} (id {}); the old one is refused from now on",
+                u.name, u.id
+            )?;
+        }
+        UserCommand::Disable { user, data_dir } => {
+            let store = users::open(&data_dir, Access::Write)?;
+            let u = directory::set_disabled(&store, &user, true)?;
+            writeln!(
+                out,
+                "disabled {} (id {}): logins are refused from now on (`teamtalk user enable {}` undoes it)",
+                u.name, u.id, u.name
+            )?;
+        }
+        UserCommand::Enable { user, data_dir } => {
+            let store = users::open(&data_dir, Access::Write)?;
+            let u = directory::set_disabled(&store, &user, false)?;
+            writeln!(out, "enabled {} (id {})", u.name, u.id)?;
+        }
+        UserCommand::Del { user, data_dir } => {
+            let store = users::open(&data_dir, Access::Write)?;
+            let u = directory::delete_user(&store, &user)?;
+            writeln!(out, "deleted user {} (id {})", u.name, u.id)?;
+        }
+    }
+    Ok(())
+}
+
+fn dept_command(cmd: DeptCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        DeptCommand::Add {
+            name,
+            parent,
+            data_dir,
+            create,
+        } => {
+            let store = users::open(&data_dir, write_access(create))?;
+            let parent = parent.filter(|p| p != "0");
+            let id = directory::add_dept(&store, &name, parent.as_deref())?;
+            writeln!(out, "added department {name} with id {id}")?;
+        }
+        DeptCommand::Rename {
+            dept,
+            name,
+            data_dir,
+        } => {
+            directory::check_dept_name(&name)?;
+            let store = users::open(&data_dir, users::Access::Write)?;
+            let d = directory::rename_dept(&store, &dept, &name)?;
+            writeln!(out, "renamed department {} (id {}) to {name}", d.name, d.id)?;
+        }
+        DeptCommand::Del { dept, data_dir } => {
+            let store = users::open(&data_dir, users::Access::Write)?;
+            let d = directory::delete_dept(&store, &dept)?;
+            writeln!(out, "deleted department {} (id {})", d.name, d.id)?;
+        }
+        DeptCommand::List { data_dir } => {
+            let store = users::open(&data_dir, users::Access::Read)?;
+            let n = users::print_depts(&store, out)?;
+            writeln!(out, "{n} departments")?;
+        }
+    }
+    Ok(())
+}
 
 fn group_command(cmd: GroupCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
@@ -441,6 +656,9 @@ pub(crate) fn stop_signal() -> Result<Receiver<()>, CliError> {
 }
 
 fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    // The banner names every daemon's addresses and the summary says how
+    // they stopped: their own lines would say it twice.
+    crate::runtime::log_lifecycle_at_debug(true);
     // Every client is a descriptor; the default soft limit (often 1024) would cap connections.
     let _ = teamtalk_net::raise_fd_limit();
     let cfg = if args.any_ports {
@@ -450,24 +668,68 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     let mut cfg = cfg;
     cfg.host = args.host;
+    let offset = args.port_offset.unwrap_or(0);
+    cfg.ports.shift(offset).map_err(CliError::Usage)?;
+    if cfg.push.port != 0 {
+        cfg.push.port = u16::try_from(i32::from(cfg.push.port) + offset)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "push_server port moved by {offset} is out of range"
+                ))
+            })?;
+    }
+    for (name, port) in &args.ports {
+        if name == "push" {
+            cfg.push.port = *port;
+            continue;
+        }
+        cfg.ports.set(name, *port).map_err(CliError::Usage)?;
+    }
+    let admin_port = if args.any_ports {
+        0
+    } else {
+        u16::try_from(i32::from(system::DEFAULT_ADMIN_PORT) + offset).map_err(|_| {
+            CliError::Usage(format!(
+                "admin port {} moved by {offset} is out of range",
+                system::DEFAULT_ADMIN_PORT
+            ))
+        })?
+    };
     cfg.admin = match (args.no_admin, args.admin) {
         (true, _) => None,
         (false, Some(addr)) => Some(addr),
-        (false, None) => Some(SocketAddr::new(
-            args.host,
-            if args.any_ports {
-                0
-            } else {
-                system::DEFAULT_ADMIN_PORT
-            },
-        )),
+        (false, None) => Some(SocketAddr::new(args.host, admin_port)),
     };
     if let Some(path) = &args.admin_token_file {
         cfg.admin_token = Some(read_token(path)?);
     }
     cfg.msfs_url.clone_from(&args.msfs_url);
+    if let Some(url) = &args.push_webhook {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CliError::Daemon(format!(
+                "--push-webhook {url:?}: not an http(s) URL"
+            )));
+        }
+        let bearer = match &args.push_webhook_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
+        cfg.push.sinks.webhook = Some(crate::push::WebhookSettings {
+            url: url.clone(),
+            bearer,
+        });
+        cfg.push.routes = crate::push::default_routes(&cfg.push.sinks);
+    }
     let stop = stop_signal()?;
-    let sys = system::start(cfg)?;
+    let sys = system::start(cfg).map_err(|e| match e {
+        SystemError::Daemon(ref d) if d.is_addr_in_use() => CliError::Usage(format!(
+            "{e}\n  another teamtalk up or a TeamTalk cluster is using it: stop it, or run with \
+             --any-ports (free ports, printed), --port-offset N or --port NAME=PORT"
+        )),
+        other => CliError::System(other),
+    })?;
     if !sys.wait_ready(Duration::from_secs(10)) {
         warn!("not every msg_server registered with login_server within 10 s");
     }
@@ -507,6 +769,18 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     writeln!(out, "  route_server       {}", sys.route_addr())?;
     writeln!(out, "  db_proxy_server    {}", sys.db_addr())?;
+    writeln!(
+        out,
+        "  file_server        clients {}, msg_servers {}; offline files in {}",
+        sys.file_client_addr(),
+        sys.file_msg_addr(),
+        args.data_dir.join(crate::file::DEFAULT_DATA_DIR).display()
+    )?;
+    let sink = args.push_webhook.as_deref().map_or_else(
+        || "no sink: pushes answered \"no sink\"".to_owned(),
+        |u| format!("webhook {u}"),
+    );
+    writeln!(out, "  push_server        {}  ({sink})", sys.push_addr())?;
     if let Some(a) = sys.admin_addr() {
         writeln!(
             out,

@@ -13,6 +13,19 @@
 //! The key is random per process and never stored, so the digests are
 //! useless outside this process; the cache lives in memory only.
 //!
+//! # Changes made elsewhere
+//!
+//! The store can be changed by another process while db_proxy runs
+//! (`teamtalk user passwd` and `user disable` edit the SQLite file
+//! directly), so a remembered login is not trusted on its own: each entry
+//! keeps the [`CredentialStamp`] of the stored credential it was verified
+//! against, and a hit ([`CredentialCache::check_current`]) re-reads the
+//! user's row by primary key (no password hashing) and answers from the
+//! cache only if the stamp is unchanged, the name still the user's, and the
+//! user not departed. A changed password or a disabled user therefore stops
+//! working at the next login, not ten minutes later; the entry is then
+//! forgotten and the store decides.
+//!
 //! It is keyed by user name, which is client input, so it is bounded in
 //! bytes ([`CredentialCache::max_bytes`]): each entry is charged its name's
 //! length plus [`ENTRY_OVERHEAD`]. Only names the store verified get in,
@@ -26,19 +39,32 @@ use std::sync::Mutex;
 use blake2::{Blake2b512, Digest};
 use subtle::ConstantTimeEq;
 
+use crate::store::{CredentialStamp, USER_STATUS_DEPARTED, User, UserCredential};
+
 /// How long a verified login is remembered, in seconds.
 pub const DEFAULT_TTL_SECS: u32 = 600;
 /// Default byte budget: 200,000 logins with 64-byte names.
 pub const DEFAULT_MAX_BYTES: usize = 200_000 * (ENTRY_OVERHEAD + 64);
 /// Bytes an entry is charged besides its name: the map slot, the digest,
-/// the id and expiry, and the allocation around the name.
-pub const ENTRY_OVERHEAD: usize = 96;
+/// the id, the credential stamp and expiry, and the allocation around the
+/// name.
+pub const ENTRY_OVERHEAD: usize = 112;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     digest: [u8; 32],
     user_id: u32,
+    credential: CredentialStamp,
     expires: u32,
+}
+
+/// What a cache hit knows before it is checked against the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedLogin {
+    /// The user the login was verified for.
+    pub user_id: u32,
+    /// The stamp of the stored credential it was verified against.
+    pub credential: CredentialStamp,
 }
 
 /// See the [module docs](self).
@@ -112,21 +138,68 @@ impl CredentialCache {
         out
     }
 
-    /// The user id, if `name` logged in with this exact `password` value
-    /// within the last TTL.
+    /// What is remembered of `name` logging in with this exact `password`
+    /// value within the last TTL; to be confirmed against the store
+    /// ([`check_current`](Self::check_current) does both).
     #[must_use]
-    pub fn check(&self, name: &str, password: &str, now: u32) -> Option<u32> {
+    pub fn check(&self, name: &str, password: &str, now: u32) -> Option<CachedLogin> {
         let want = self.digest(name, password);
         let entries = self.entries.lock().ok()?;
         let e = entries.map.get(name)?;
-        (e.expires > now && bool::from(e.digest.ct_eq(&want))).then_some(e.user_id)
+        (e.expires > now && bool::from(e.digest.ct_eq(&want))).then_some(CachedLogin {
+            user_id: e.user_id,
+            credential: e.credential,
+        })
     }
 
-    /// Records a login Argon2 just verified.
-    pub fn remember(&self, name: &str, password: &str, user_id: u32, now: u32) {
+    /// The user, if `name` logged in with this exact `password` value
+    /// within the last TTL and the store still holds the credential it was
+    /// verified against: `current` reads the user's row and stamp by id
+    /// (one indexed read, no hashing). `Ok(None)` means the store must
+    /// check the login; an entry found stale (another password, a departed
+    /// or deleted or renamed user) is forgotten.
+    ///
+    /// # Errors
+    /// What `current` returns.
+    pub fn check_current<E>(
+        &self,
+        name: &str,
+        password: &str,
+        now: u32,
+        current: impl FnOnce(u32) -> Result<Option<UserCredential>, E>,
+    ) -> Result<Option<User>, E> {
+        let Some(hit) = self.check(name, password, now) else {
+            return Ok(None);
+        };
+        match current(hit.user_id)? {
+            Some(c)
+                if c.credential == hit.credential
+                    && c.user.name == name
+                    && c.user.status != USER_STATUS_DEPARTED =>
+            {
+                Ok(Some(c.user))
+            }
+            _ => {
+                self.forget(name);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records a login the store just verified against the stored
+    /// credential `credential`.
+    pub fn remember(
+        &self,
+        name: &str,
+        password: &str,
+        user_id: u32,
+        credential: CredentialStamp,
+        now: u32,
+    ) {
         let entry = Entry {
             digest: self.digest(name, password),
             user_id,
+            credential,
             expires: now.saturating_add(self.ttl_secs),
         };
         let Ok(mut entries) = self.entries.lock() else {
@@ -169,12 +242,24 @@ impl CredentialCache {
 mod tests {
     use super::*;
 
+    const STAMP: CredentialStamp = CredentialStamp([7; 16]);
+
+    fn id(c: Option<CachedLogin>) -> Option<u32> {
+        c.map(|c| c.user_id)
+    }
+
     #[test]
     fn remembers_only_the_same_value_within_the_ttl() {
         let c = CredentialCache::new(60, DEFAULT_MAX_BYTES).unwrap();
         assert_eq!(c.check("alice", "pw", 100), None);
-        c.remember("alice", "pw", 7, 100);
-        assert_eq!(c.check("alice", "pw", 159), Some(7));
+        c.remember("alice", "pw", 7, STAMP, 100);
+        assert_eq!(
+            c.check("alice", "pw", 159),
+            Some(CachedLogin {
+                user_id: 7,
+                credential: STAMP
+            })
+        );
         assert_eq!(c.check("alice", "other", 120), None);
         assert_eq!(c.check("bob", "pw", 120), None);
         assert_eq!(c.check("alice", "pw", 160), None, "expired");
@@ -182,22 +267,99 @@ mod tests {
         assert_eq!(c.check("alice", "pw", 120), None);
     }
 
+    fn user(id: u32, name: &str, status: u32) -> User {
+        User {
+            id,
+            name: name.to_owned(),
+            nick: String::new(),
+            sex: 0,
+            dept_id: 0,
+            avatar: String::new(),
+            email: String::new(),
+            phone: String::new(),
+            domain: String::new(),
+            status,
+            sign_info: String::new(),
+            push_shield: false,
+            created: 0,
+            updated: 0,
+        }
+    }
+
+    fn stored(id: u32, name: &str, status: u32, credential: CredentialStamp) -> UserCredential {
+        UserCredential {
+            user: user(id, name, status),
+            credential,
+        }
+    }
+
+    /// A hit is trusted only while the store holds the credential it was
+    /// verified against, for the same user, not departed; a stale entry is
+    /// forgotten.
+    #[test]
+    fn a_hit_is_confirmed_against_the_stored_credential() {
+        let c = CredentialCache::new(60, DEFAULT_MAX_BYTES).unwrap();
+        let ok = |_: u32| Ok::<_, ()>(Some(stored(7, "alice", 0, STAMP)));
+        assert_eq!(c.check_current("alice", "pw", 1, ok), Ok(None), "empty");
+        c.remember("alice", "pw", 7, STAMP, 0);
+        let mut asked = None;
+        let got = c.check_current("alice", "pw", 1, |id| {
+            asked = Some(id);
+            ok(id)
+        });
+        assert_eq!(got.map(|u| u.map(|u| u.id)), Ok(Some(7)));
+        assert_eq!(asked, Some(7), "the store is asked by id");
+
+        let other = CredentialStamp([8; 16]);
+        for (why, now) in [
+            ("password changed", Some(stored(7, "alice", 0, other))),
+            (
+                "disabled",
+                Some(stored(7, "alice", USER_STATUS_DEPARTED, STAMP)),
+            ),
+            ("renamed", Some(stored(7, "alicia", 0, STAMP))),
+            ("deleted", None),
+        ] {
+            c.remember("alice", "pw", 7, STAMP, 0);
+            let got = c.check_current("alice", "pw", 1, |_| Ok::<_, ()>(now.clone()));
+            assert_eq!(got, Ok(None), "{why}");
+            assert_eq!(id(c.check("alice", "pw", 1)), None, "{why}: forgotten");
+        }
+        c.remember("alice", "pw", 7, STAMP, 0);
+        assert_eq!(
+            c.check_current("alice", "pw", 1, |_| Err::<Option<UserCredential>, _>(
+                "down"
+            )),
+            Err("down"),
+            "a store failure is the caller's"
+        );
+        assert_eq!(
+            id(c.check("alice", "pw", 1)),
+            Some(7),
+            "and forgets nothing"
+        );
+    }
+
     #[test]
     fn the_byte_budget_is_a_hard_bound() {
         let c = CredentialCache::new(60, 2 * (ENTRY_OVERHEAD + 1)).unwrap();
-        c.remember("a", "x", 1, 0);
-        c.remember("b", "x", 2, 0);
-        c.remember("c", "x", 3, 0);
-        assert_eq!(c.check("c", "x", 1), None, "full: not added");
+        c.remember("a", "x", 1, STAMP, 0);
+        c.remember("b", "x", 2, STAMP, 0);
+        c.remember("c", "x", 3, STAMP, 0);
+        assert_eq!(id(c.check("c", "x", 1)), None, "full: not added");
         assert_eq!(c.bytes(), 2 * (ENTRY_OVERHEAD + 1));
-        c.remember("a", "y", 1, 1);
+        c.remember("a", "y", 1, STAMP, 1);
         assert_eq!(
-            c.check("a", "y", 2),
+            id(c.check("a", "y", 2)),
             Some(1),
             "replacing costs nothing more"
         );
-        c.remember("d", "x", 4, 100);
-        assert_eq!(c.check("d", "x", 101), Some(4), "expired entries make room");
+        c.remember("d", "x", 4, STAMP, 100);
+        assert_eq!(
+            id(c.check("d", "x", 101)),
+            Some(4),
+            "expired entries make room"
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c.bytes(), ENTRY_OVERHEAD + 1);
         c.forget("d");
@@ -209,7 +371,7 @@ mod tests {
     fn long_names_are_charged_their_length() {
         let c = CredentialCache::new(60, 1 << 20).unwrap();
         let big = "n".repeat(1 << 20);
-        c.remember(&big, "x", 1, 0);
+        c.remember(&big, "x", 1, STAMP, 0);
         assert!(
             c.is_empty(),
             "a megabyte name does not fit a megabyte budget"

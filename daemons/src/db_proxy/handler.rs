@@ -187,6 +187,8 @@ pub struct DbProxy {
     pub(super) credentials: Option<CredentialCache>,
     pub(super) options: DbProxyOptions,
     pub(super) counters: Counters,
+    /// Refused logins: one INFO line per interval, the rest at debug.
+    pub(super) refusal_log: std::sync::Mutex<crate::runtime::log_gate::LogGate<u32>>,
 }
 
 impl std::fmt::Debug for DbProxy {
@@ -221,6 +223,7 @@ impl DbProxy {
         Self {
             store,
             limiter: LoginLimiter::new(),
+            refusal_log: std::sync::Mutex::default(),
             credentials: CredentialCache::new(DEFAULT_TTL_SECS, DEFAULT_MAX_BYTES)
                 .inspect_err(|e| warn!(error = %e, "no randomness for the credential cache; every login runs Argon2"))
                 .ok(),

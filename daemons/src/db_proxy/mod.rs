@@ -7,8 +7,8 @@
 //! - [`DbProxy`] (`handler.rs`): a pure request handler, PDU in, reply out,
 //!   against any [`Store`](crate::store::Store). The requests are served by
 //!   domain in `cmd/` (`login.rs`, `users.rs`, `messages.rs`,
-//!   `sessions.rs`, `push.rs`, `groups.rs`; files will join as
-//!   `files.rs`), each file documenting its wire rules; one dispatch
+//!   `sessions.rs`, `push.rs`, `groups.rs`, `files.rs`), each file
+//!   documenting its wire rules; one dispatch
 //!   table says which file serves which command. The command map follows
 //!   TeamTalk's db_proxy (see [`DbProxy`] for the wire rules and the trust
 //!   model), with the login-failure limiter of [`limiter`].

@@ -131,7 +131,7 @@ impl App for DbProxyApp {
     fn handle(&mut self, _now: Now, input: Input<'_, Reply<Conn>>, out: &mut Out<Job<Conn>>) {
         match input {
             Input::Opened { conn, peer, .. } => {
-                info!(%conn, %peer, "msg_server connected");
+                debug!(%conn, %peer, "msg_server connected");
                 self.peers.insert(conn);
             }
             Input::Pdu { conn, pdu } => {

@@ -408,7 +408,8 @@ impl Harness {
             | Message::OtherServerKickUser(_)
             | Message::BuddyListRemoveSessionNotify(_)
             | Message::BuddyListSignInfoChangedNotify(_)
-            | Message::GroupChangeMemberNotify(_) => {
+            | Message::GroupChangeMemberNotify(_)
+            | Message::FileNotify(_) => {
                 let expected: Vec<u32> = match audience(&msg) {
                     Some(Audience::Everyone) => self.servers.clone(),
                     Some(Audience::Group(g)) => self.others(from, |s| self.subscribed(s, g)),

@@ -111,8 +111,11 @@ impl Cors {
         self
     }
 
-    /// The request's `Origin`, if the policy allows it.
-    fn allowed_origin<B>(&self, req: &Request<B>) -> Option<HeaderValue> {
+    /// The request's `Origin`, if the policy allows it: what
+    /// [`Cors::apply_allowed`] needs when the answer is built later than
+    /// the request is read (by a worker).
+    #[must_use]
+    pub fn allowed_origin<B>(&self, req: &Request<B>) -> Option<HeaderValue> {
         let origin = req.headers().get(ORIGIN)?;
         let s = origin.to_str().ok()?;
         (self.any || self.origins.iter().any(|o| o == s)).then(|| origin.clone())
@@ -149,11 +152,17 @@ impl Cors {
     /// response from the page).
     pub fn apply<B>(&self, req: &Request<B>, resp: &mut Response<Bytes>) {
         if let Some(origin) = self.allowed_origin(req) {
-            let h = resp.headers_mut();
-            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            self.credentials_header(h);
-            h.append(VARY, HeaderValue::from_static("origin"));
+            self.apply_allowed(origin, resp);
         }
+    }
+
+    /// Adds the CORS headers for an origin [`Cors::allowed_origin`]
+    /// returned.
+    pub fn apply_allowed(&self, origin: HeaderValue, resp: &mut Response<Bytes>) {
+        let h = resp.headers_mut();
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        self.credentials_header(h);
+        h.append(VARY, HeaderValue::from_static("origin"));
     }
 
     fn credentials_header(&self, h: &mut ::http::HeaderMap) {

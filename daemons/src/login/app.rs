@@ -420,7 +420,7 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
                     .copied()
                     .unwrap_or(PeerKind::MsgServer);
                 match kind {
-                    PeerKind::MsgServer => info!(?conn, %peer, "msg_server connected"),
+                    PeerKind::MsgServer => debug!(?conn, %peer, "msg_server connected"),
                     PeerKind::Client => debug!(?conn, %peer, "legacy client connected"),
                     PeerKind::Http => {}
                 }

@@ -17,8 +17,9 @@ use super::name::{NameError, parse_request_path};
 use super::store::Usage;
 use super::upload::{self, UploadError};
 use super::worker::{Done, Job};
+use crate::http::Cors;
 use crate::metrics::{CounterMap, Scrape};
-use crate::runtime::{App, Conn, Input, Now, Out, Request};
+use crate::runtime::{App, Conn, Input, Now, Out, Request, Response};
 
 /// What bounds uploads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +134,11 @@ pub struct MsfsApp {
     downloads: CounterMap,
     /// The last upload could not be written (cleared by the next success).
     storage_failing: bool,
+    /// Which web pages may read answers (`CorsOrigins`); `None`: no page.
+    cors: Option<Cors>,
+    /// The allowed `Origin` of each connection's latest request, for its
+    /// answer (built later, by a worker). At most one per open connection.
+    origins: HashMap<Conn, http::HeaderValue>,
 }
 
 impl MsfsApp {
@@ -170,6 +176,8 @@ impl MsfsApp {
             refused: CounterMap::new(),
             downloads: CounterMap::new(),
             storage_failing: false,
+            cors: None,
+            origins: HashMap::new(),
         }
     }
 
@@ -217,20 +225,51 @@ impl MsfsApp {
         }
     }
 
+    /// Lets pages of `origins` (`*` for any) read upload answers: a web
+    /// client served elsewhere (login_server's, under `teamtalk up`).
+    #[must_use]
+    pub fn with_cors(mut self, origins: &[String]) -> Self {
+        self.cors = (!origins.is_empty()).then(|| {
+            Cors::new(origins.iter().cloned())
+                .methods(&[Method::GET, Method::HEAD, Method::POST])
+                .headers(&[http::header::CONTENT_TYPE])
+        });
+        self
+    }
+
+    /// Answers `conn`, with the CORS headers when its request came from an
+    /// allowed origin. Every answer goes through here.
+    fn respond(&mut self, out: &mut Out<Job>, conn: Conn, mut response: Response) {
+        if let (Some(cors), Some(origin)) = (&self.cors, self.origins.get(&conn)) {
+            cors.apply_allowed(origin.clone(), &mut response);
+        }
+        out.respond(conn, response);
+    }
+
     fn refuse(&mut self, conn: Conn, e: UploadError, out: &mut Out<Job>) {
         debug!(%conn, reason = e.label(), "upload refused");
         self.refused.inc(e.label());
-        out.respond(conn, upload::failure(e));
+        self.respond(out, conn, upload::failure(e));
     }
 
     fn request(&mut self, now: Now, conn: Conn, request: &Request, out: &mut Out<Job>) {
+        if let Some(cors) = &self.cors {
+            if let Some(answer) = cors.preflight(request) {
+                return out.respond(conn, answer);
+            }
+            match cors.allowed_origin(request) {
+                Some(origin) => self.origins.insert(conn, origin),
+                None => self.origins.remove(&conn),
+            };
+        }
         let method = request.method().clone();
         if request.extensions().get::<OversizedBody>().is_some() {
             if method == Method::POST {
                 return self.refuse(conn, UploadError::TooLarge, out);
             }
             self.refused.inc("too_large");
-            return out.respond(
+            return self.respond(
+                out,
                 conn,
                 crate::http::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
             );
@@ -240,13 +279,14 @@ impl MsfsApp {
             Method::POST => {
                 if request.uri().path().contains("..") {
                     self.refused.inc("traversal");
-                    return out.respond(conn, crate::http::bad_request("path not allowed"));
+                    return self.respond(out, conn, crate::http::bad_request("path not allowed"));
                 }
                 self.upload(now, conn, request, out);
             }
             _ => {
                 self.refused.inc("method");
-                out.respond(
+                self.respond(
+                    out,
                     conn,
                     crate::http::method_not_allowed(&[Method::GET, Method::HEAD, Method::POST]),
                 );
@@ -258,11 +298,11 @@ impl MsfsApp {
         match parse_request_path(request.uri().path()) {
             Err(NameError::Traversal) => {
                 self.refused.inc("traversal");
-                out.respond(conn, crate::http::bad_request("path not allowed"));
+                self.respond(out, conn, crate::http::bad_request("path not allowed"));
             }
             Err(NameError::NotFound) => {
                 self.downloads.inc("404");
-                out.respond(conn, crate::http::not_found());
+                self.respond(out, conn, crate::http::not_found());
             }
             Ok(name) => {
                 let mut headers = HeaderMap::new();
@@ -344,7 +384,7 @@ impl MsfsApp {
                         }
                         let path = stored.name.path();
                         let url = format!("{base_url}{path}");
-                        out.respond(conn, upload::success(&path, &url));
+                        self.respond(out, conn, upload::success(&path, &url));
                     }
                     Err(e) => {
                         if e == UploadError::Storage {
@@ -361,7 +401,7 @@ impl MsfsApp {
             } => {
                 self.downloads.inc(served.status());
                 self.counts.download_bytes += served.bytes();
-                out.respond(conn, response);
+                self.respond(out, conn, response);
             }
         }
     }
@@ -396,6 +436,7 @@ impl App for MsfsApp {
             }
             Input::Closed { conn, .. } => {
                 self.sources.remove(&conn);
+                self.origins.remove(&conn);
             }
             Input::Http { conn, request } => self.request(now, conn, request, out),
             Input::Done(done) => self.done(done, out),
@@ -503,7 +544,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use http::header::CONTENT_TYPE;
+    use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE, ORIGIN};
 
     use super::*;
     use crate::msfs::name::{Digest, StoredName, Suffix};
@@ -586,6 +627,64 @@ mod tests {
             len,
             created,
         }
+    }
+
+    #[test]
+    fn pages_of_allowed_origins_read_upload_answers_and_others_do_not() {
+        let mut a = app(limits()).with_cors(&["http://chat.example:8080".to_owned()]);
+        let t = now();
+        let c = open(&mut a, t, 1, "192.0.2.1");
+        let from = |origin: &str| {
+            let mut r = post(10, Some("img.example"));
+            r.headers_mut().insert(ORIGIN, origin.parse().unwrap());
+            r
+        };
+        let answer = |a: &mut MsfsApp| {
+            let mut out = Out::new();
+            a.handle(
+                t,
+                Input::Done(Done::Upload {
+                    conn: c,
+                    reserved: 10,
+                    result: Ok(stored(8, true)),
+                    base_url: "http://img.example/".into(),
+                }),
+                &mut out,
+            );
+            let [Action::Respond(_, r)] = out.actions() else {
+                panic!("{:?}", out.actions());
+            };
+            r.headers().get(ACCESS_CONTROL_ALLOW_ORIGIN).cloned()
+        };
+        // The answer is built by a worker, later: the origin is remembered.
+        let _ = handle(&mut a, t, c, &from("http://chat.example:8080"));
+        assert_eq!(answer(&mut a).unwrap(), "http://chat.example:8080");
+        let _ = handle(&mut a, t, c, &from("http://evil.example"));
+        assert_eq!(answer(&mut a), None);
+        // A preflight is answered at once, without a job.
+        let pre = http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/")
+            .header(ORIGIN, "http://chat.example:8080")
+            .header("access-control-request-method", "POST")
+            .body(Bytes::new())
+            .unwrap();
+        let out = handle(&mut a, t, c, &pre);
+        let [Action::Respond(_, r)] = out.actions() else {
+            panic!("{:?}", out.actions());
+        };
+        assert_eq!(r.status(), 204);
+        // Closing forgets the connection's origin.
+        let mut out = Out::new();
+        a.handle(
+            t,
+            Input::Closed {
+                conn: c,
+                reason: CloseCause::Pdu(teamtalk_conn::CloseReason::PeerClosed),
+            },
+            &mut out,
+        );
+        assert!(a.origins.is_empty());
     }
 
     #[test]

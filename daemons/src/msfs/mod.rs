@@ -118,6 +118,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "QuotaBytes",
     "UploadsPerMinute",
     "PublicUrl",
+    "CorsOrigins",
     "MaxConnsPerSource",
     "MaxConnections",
     "AdminListen",
@@ -152,6 +153,10 @@ pub struct MsfsConfig {
     /// What answered URLs start with (`PublicUrl`, e.g.
     /// `https://img.example.com/`); absent: `http://<Host>/`.
     pub public_url: Option<String>,
+    /// Web origins whose pages may read upload answers (`CorsOrigins`,
+    /// `;`-separated, `*` for any): a web client served elsewhere, such as
+    /// login_server's. Empty: none (TeamTalk's clients are not browsers).
+    pub cors_origins: Vec<String>,
     /// Connections one source may hold (`MaxConnsPerSource`, 64).
     pub max_per_source: usize,
     /// Connections in all (`MaxConnections`, 1024).
@@ -178,6 +183,7 @@ impl MsfsConfig {
             quota_bytes: None,
             uploads_per_minute: DEFAULT_UPLOADS_PER_MINUTE,
             public_url: None,
+            cors_origins: Vec::new(),
             max_per_source: DEFAULT_MAX_PER_SOURCE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             reactor_threads: 1,
@@ -238,6 +244,14 @@ impl MsfsConfig {
             cfg.uploads_per_minute = n;
         }
         cfg.public_url = conf.get("PublicUrl").map(str::to_owned);
+        if let Some(list) = conf.get("CorsOrigins") {
+            cfg.cors_origins = list
+                .split(';')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         if let Some(n) = conf.get_parsed::<usize>("MaxConnsPerSource")? {
             cfg.max_per_source = n.max(1);
         }
@@ -333,9 +347,9 @@ pub fn spawn(config: MsfsConfig) -> Result<RunningMsfs, DaemonError> {
         usage,
         0..gets,
         gets..gets + posts,
-    );
+    )
+    .with_cors(&config.cors_origins);
     let running = runtime::start(app, plan)?;
-    info!(addr = %running.addr(), "msfs listening");
     Ok(running)
 }
 

@@ -21,8 +21,12 @@
 //!   which TeamTalk's PC clients do right after logging in. TeamTalk pushes
 //!   every change to every PC session, so filling a server with N sessions
 //!   costs O(N²) notices even when nobody looks; sessions that never ask
-//!   get none here.
+//!   get none here;
+//! - file transfer (`app/files.rs`): offers go to a file_server whose
+//!   link is up, online or offline as TeamTalk decides, every offer is
+//!   answered, offline records are scoped to the session's user.
 
+use crate::runtime::log_gate::LogGate;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -60,6 +64,11 @@ const CLIENT_PORT: PortId = PortId(0);
 /// No such listener.
 const NO_PORT: PortId = PortId(u8::MAX);
 
+/// The file-transfer half: file_server links, offers, offline records.
+mod files;
+/// The push path: offline recipients notified through push_server.
+pub mod push;
+
 /// The servers msg_server keeps links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -70,10 +79,17 @@ pub enum Upstream {
     Login,
     /// route_server: presence and relay to the other msg_servers.
     Route,
+    /// file_server: file transfer tasks. Optional: without one, file
+    /// requests are answered with a failure, logins are not refused.
+    File,
+    /// push_server: notifications for recipients without a phone online.
+    /// Optional: without one, nothing is pushed.
+    Push,
 }
 
 impl Upstream {
-    /// Every upstream, for code that must cover all.
+    /// Every upstream a login needs (a login is refused while one of these
+    /// kinds has no link up; [`Upstream::File`] is not one of them).
     pub const ALL: [Self; 3] = [Self::Db, Self::Login, Self::Route];
 
     /// The `kind` label of `teamtalk_msg_link_up`.
@@ -82,6 +98,8 @@ impl Upstream {
             Self::Db => "db",
             Self::Login => "login",
             Self::Route => "route",
+            Self::File => "file",
+            Self::Push => "push",
         }
     }
 
@@ -91,13 +109,17 @@ impl Upstream {
             Self::Db => "db_proxy_server",
             Self::Login => "login_server",
             Self::Route => "route_server",
+            Self::File => "file_server",
+            Self::Push => "push_server",
         }
     }
 
     /// The login refusal code TeamTalk sends while this link is down.
     fn refusal(self) -> ResultType {
         match self {
-            Self::Db => ResultType::RefuseReasonNoDbServer,
+            // Logins never wait on a file_server; db_proxy's code is the
+            // nearest "a server is unreachable".
+            Self::Db | Self::File | Self::Push => ResultType::RefuseReasonNoDbServer,
             Self::Login => ResultType::RefuseReasonNoLoginServer,
             Self::Route => ResultType::RefuseReasonNoRouteServer,
         }
@@ -163,6 +185,11 @@ pub struct AppStats {
     /// Resent messages db_proxy had stored already (acked with the first
     /// id, stored once).
     pub duplicates: u64,
+    /// File offers (0x0506) a file_server opened a task for.
+    pub files_offered: u64,
+    /// File offers and offline-file records refused (invalid, no
+    /// file_server, refused by it).
+    pub files_refused: u64,
 }
 
 /// Requests waiting for an upstream reply, bounded so a silent upstream
@@ -201,6 +228,13 @@ enum PendingKind {
     Reply(Command),
     /// The groups of a user who just logged in, for the group index.
     UserGroups(u32),
+    /// route_server's presence of a file's receiver, to choose online or
+    /// offline transfer (the offer is in [`Pending::offer`]).
+    FileStatus,
+    /// A file_server (this link) opening a transfer task.
+    FileTransfer(LinkId),
+    /// A step of a message's push (the plan is in [`Pending::push`]).
+    Push(push::PushStep),
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +259,24 @@ struct Pending<C> {
     /// Whether this request holds one PDU credit of its session, paid back
     /// when the request ends.
     holds_credit: bool,
+    /// The file a client offered, for the file-transfer requests.
+    offer: Option<files::FileOffer>,
+    /// A message's push, for the push path's requests.
+    push: Option<Box<push::PushPlan>>,
+}
+
+/// What [`MsgApp::forward_with`] may do beyond [`MsgApp::forward`].
+#[derive(Debug, Default)]
+struct Forward {
+    /// Send on this link (which must be up), not the first of its kind.
+    link: Option<LinkId>,
+    /// The client's answer if no reply comes, instead of the forwarded
+    /// request's own failure answer.
+    on_failure: Option<FailureAnswer>,
+    /// The file offered.
+    offer: Option<files::FileOffer>,
+    /// The push under way.
+    push: Option<Box<push::PushPlan>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -292,6 +344,18 @@ pub struct MsgApp<C> {
     /// [`GLOBAL_INFLIGHT_BYTES`], smaller under test so the limits are
     /// reached.
     caps: Caps,
+    /// The file_servers' client addresses, by link.
+    files: files::FileLinks,
+    /// Refused logins and kicks: one INFO line per interval (a client can
+    /// cause thousands), the rest at debug; the counters count them all.
+    refusal_log: LogGate<u32>,
+    kick_log: LogGate<u32>,
+    /// The push path's settings and counters.
+    push: push::PushState,
+    /// login_server links this msg_server registered on (since they came
+    /// up). Registration waits for db_proxy and route_server: a msg_server
+    /// login_server hands out must be able to log clients in.
+    registered: HashSet<LinkId>,
 }
 
 /// The bounds of the pending table and of the in-flight budgets.
@@ -344,7 +408,20 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 session_inflight: SESSION_INFLIGHT_BYTES,
                 global_inflight: GLOBAL_INFLIGHT_BYTES,
             },
+            files: files::FileLinks::default(),
+            refusal_log: LogGate::default(),
+            kick_log: LogGate::default(),
+            push: push::PushState::default(),
+            registered: HashSet::new(),
         }
+    }
+
+    /// Decodes message text for push notifications with this `aesKey`
+    /// (TeamTalk's default otherwise).
+    #[must_use]
+    pub fn with_aes_key(mut self, key: Option<[u8; 32]>) -> Self {
+        self.push.aes_key = key;
+        self
     }
 
     /// Counters so far.
@@ -571,20 +648,16 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
         }
         let greeting = match l.kind {
-            Upstream::Db => Vec::new(),
+            // db_proxy and route_server up may complete what registration
+            // waits for, on every login link up and not registered yet.
+            Upstream::Db => return self.register_where_ready(),
             Upstream::Login => {
-                let r = &self.registration;
-                let info = ImMsgServInfo {
-                    ip1: r.ip1.clone(),
-                    ip2: r.ip2.clone(),
-                    port: u32::from(r.port),
-                    max_conn_cnt: r.max_conn_cnt,
-                    cur_conn_cnt: self.logged_in,
-                    host_name: r.host_name.clone(),
-                    ws_port: r.ws_port.map(u32::from),
-                    ws_tls: r.ws_port.map(|_| r.ws_tls),
-                };
-                vec![Command::OtherMsgServInfo.pdu(0, &info)]
+                let mut out = self.register_where_ready();
+                if !self.registered.contains(&link) {
+                    debug!(addr = %l.addr, "registration with login_server waits for db_proxy and route_server");
+                }
+                out.retain(|a| matches!(a, Action::Link(to, _) if *to == link));
+                return out;
             }
             Upstream::Route => {
                 let user_stat_list = self
@@ -610,10 +683,51 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     ),
                 ]
             }
+            // As TeamTalk, on every (re)connect: where do clients reach you?
+            Upstream::File => vec![
+                Command::OtherFileServerIpReq
+                    .pdu(0, &teamtalk_proto::pb::im::server::ImFileServerIpReq {}),
+            ],
+            Upstream::Push => Vec::new(),
         };
-        greeting
+        let mut out: Actions<C> = greeting
             .into_iter()
             .map(|pdu| Action::Link(link, pdu))
+            .collect();
+        if l.kind == Upstream::Route {
+            out.extend(self.register_where_ready());
+        }
+        out
+    }
+
+    /// `IMMsgServInfo` to every login_server link that is up and not
+    /// registered on yet, once db_proxy and route_server are up.
+    fn register_where_ready(&mut self) -> Actions<C> {
+        if !(self.is_up(Upstream::Db) && self.is_up(Upstream::Route)) {
+            return Vec::new();
+        }
+        let r = &self.registration;
+        let info = ImMsgServInfo {
+            ip1: r.ip1.clone(),
+            ip2: r.ip2.clone(),
+            port: u32::from(r.port),
+            max_conn_cnt: r.max_conn_cnt,
+            cur_conn_cnt: self.logged_in,
+            host_name: r.host_name.clone(),
+            ws_port: r.ws_port.map(u32::from),
+            ws_tls: r.ws_port.map(|_| r.ws_tls),
+        };
+        let todo: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(l, up)| *up && l.kind == Upstream::Login && !self.registered.contains(&l.id))
+            .map(|(l, _)| l.id)
+            .collect();
+        todo.into_iter()
+            .map(|link| {
+                self.registered.insert(link);
+                Action::Link(link, Command::OtherMsgServInfo.pdu(0, &info))
+            })
             .collect()
     }
 
@@ -631,10 +745,16 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         for (x, up) in &mut self.links {
             if x.id == link && *up {
                 *up = false;
-                warn!(upstream = ?l.kind, addr = %l.addr, "link down");
+                // The link itself logs it at WARN with the next retry.
+                debug!(upstream = ?l.kind, addr = %l.addr, "link down");
             }
         }
+        // A login_server that comes back gets the registration again.
+        self.registered.remove(&link);
         let upstream = l.kind;
+        if upstream == Upstream::File {
+            return self.file_link_down(link);
+        }
         let lost: Vec<u32> = self
             .pending
             .iter()
@@ -673,6 +793,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         match upstream {
             Upstream::Route => self.route_pdu(pdu, msg),
             Upstream::Db => self.reply_pdu(upstream, pdu, msg),
+            Upstream::File => self.file_link_pdu(link, pdu, msg),
+            Upstream::Push => {
+                let mut out = Vec::new();
+                self.push_answer(msg, &mut out);
+                out
+            }
             Upstream::Login => {
                 debug!(key = %pdu.key(), "ignoring pdu from login_server");
                 Vec::new()
@@ -758,12 +884,15 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             return out;
         };
         if req.user_name.len() > MAX_CREDENTIAL_LEN || req.password.len() > MAX_CREDENTIAL_LEN {
-            info!(
-                ?conn,
-                name_len = req.user_name.len(),
-                password_len = req.password.len(),
-                "login refused: user name or password too long"
-            );
+            if let Some(held_back) = self.refusal_log.pass_secs(self.now) {
+                info!(
+                    ?conn,
+                    name_len = req.user_name.len(),
+                    password_len = req.password.len(),
+                    held_back,
+                    "login refused: user name or password too long"
+                );
+            }
             self.refuse_login(
                 conn,
                 pdu.seq(),
@@ -773,7 +902,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             return out;
         }
         if let Some(down) = Upstream::ALL.into_iter().find(|u| !self.is_up(*u)) {
-            info!(?conn, user = %clip(&req.user_name), ?down, "login refused: link down");
+            if let Some(held_back) = self.refusal_log.pass_secs(self.now) {
+                info!(?conn, user = %clip(&req.user_name), ?down, held_back, "login refused: link down");
+            } else {
+                debug!(?conn, user = %clip(&req.user_name), ?down, "login refused: link down");
+            }
             self.refuse_login(conn, pdu.seq(), down.refusal(), &mut out);
             return out;
         }
@@ -819,6 +952,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             && let Some((user_id, client_type)) = state.user
         {
             self.presence.logout(user_id, conn);
+            if self.presence.sessions(user_id).next().is_none() {
+                self.push.nicks.remove(&user_id);
+            }
             self.went_offline(user_id, client_type, &mut out);
             self.maybe_forget_groups(user_id, &mut out);
         }
@@ -870,6 +1006,15 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 let notify = Command::MsgReadNotify.pdu(0, &notify);
                 self.deliver(user_id, Some(conn), &notify, &mut out);
                 self.send_upstream(Upstream::Route, notify, &mut out);
+            }
+            Message::FileRequest(m) => {
+                self.client_file_request(conn, seq, user_id, m.clone(), &mut out);
+            }
+            Message::FileAddOfflineReq(m) => {
+                self.client_add_offline(conn, user_id, m.clone(), &mut out);
+            }
+            Message::FileDelOfflineReq(m) => {
+                self.client_del_offline(conn, user_id, m.clone(), &mut out);
             }
             Message::MsgTimeRequest(_) => {
                 let rsp = ImClientTimeRsp {
@@ -1122,6 +1267,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             self.stats.messages_acked += 1;
         }
         let delivery = Command::MsgData.pdu(0, &m);
+        // Pushed from here only, the sender's msg_server (push.rs); a
+        // resend too: the first push may never have gone, and push_server
+        // sends one message to one device once.
+        self.start_push(p.conn, &m, out);
         if group {
             // Every local member (the sender's other sessions included),
             // not the sending session; one copy to route_server for the
@@ -1263,6 +1412,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             info!(?upstream, "upstream is shutting down");
             return out;
         }
+        if let Message::LoginResDevicetoken(r) = &msg
+            && r.attach_data.is_none()
+        {
+            // db_proxy removed a token push_server found invalid.
+            return out;
+        }
         let Some(p) = self.take_pending(&mut msg) else {
             debug!(?upstream, key = %pdu.key(), "reply without a pending request");
             self.stats.stale_replies += 1;
@@ -1270,6 +1425,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         self.release(&p, &mut out);
         match (p.kind, msg) {
+            (PendingKind::Push(step), msg) => self.push_reply(p, step, msg, &mut out),
             (
                 PendingKind::Login {
                     client_type,
@@ -1282,6 +1438,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             (PendingKind::Message, Message::MsgData(m)) => self.stored_message(p, m, &mut out),
             (PendingKind::UserGroups(user), Message::OtherUserGroupsRsp(rsp)) => {
                 self.groups_loaded(user, &rsp, &mut out);
+            }
+            (PendingKind::FileStatus, Message::BuddyListUsersStatusResponse(rsp)) => {
+                self.file_status_answered(p, &rsp, &mut out);
+            }
+            (PendingKind::FileTransfer(link), Message::OtherFileTransferRsp(rsp)) => {
+                self.file_transfer_answered(p, link, rsp, &mut out);
             }
             (_, Message::OtherRequestFailed(f)) => {
                 let code = RequestFailedCode::try_from(i32::try_from(f.result_code).unwrap_or(1))
@@ -1296,11 +1458,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     &mut out,
                 );
             }
-            (PendingKind::Reply(expected), msg) if msg.command() == Some(expected) => {
+            (PendingKind::Reply(expected), mut msg) if msg.command() == Some(expected) => {
                 if !self.conns.contains_key(&p.conn) {
                     self.stats.stale_replies += 1;
                     return out;
                 }
+                self.complete_file_reply(&mut msg);
                 self.reply_side_effects(&p, &msg, &mut out);
                 out.push(Action::Send(p.conn, msg.to_pdu(p.seq)));
             }
@@ -1330,7 +1493,16 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         reason: &str,
         out: &mut Actions<C>,
     ) {
+        if let PendingKind::Push(step) = p.kind {
+            self.push_failed(step);
+            return;
+        }
         self.stats.forward_failed += 1;
+        if p.kind == PendingKind::FileStatus {
+            // Not knowing where the receiver is, the file goes offline.
+            self.file_status_failed(p, out);
+            return;
+        }
         if let PendingKind::UserGroups(user) = p.kind {
             warn!(user, reason, "could not load the user's groups; retrying");
             self.groups_to_load.insert(user);
@@ -1481,12 +1653,18 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         let user = match (rsp.result_code, rsp.user_info) {
             (0, Some(user)) => user,
             (code, _) => {
-                info!(conn = ?p.conn, user = %clip(&rsp.user_name), code, "login refused by db_proxy");
+                if let Some(held_back) = self.refusal_log.pass_secs(self.now) {
+                    info!(conn = ?p.conn, user = %clip(&rsp.user_name), code, held_back,
+                        "login refused by db_proxy");
+                } else {
+                    debug!(conn = ?p.conn, user = %clip(&rsp.user_name), code, "login refused by db_proxy");
+                }
                 self.refuse_login(p.conn, p.seq, ResultType::RefuseReasonDbValidateFailed, out);
                 return;
             }
         };
         let user_id = user.user_id;
+        self.push.nicks.insert(user_id, user.user_nick_name.clone());
         if let Some(kick) = self.presence.login(user_id, client_type, p.conn) {
             self.kick(kick.session, user_id, kick.reason, out);
         }
@@ -1566,7 +1744,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     self.kick(old, m.user_id, reason, &mut out);
                 }
             }
-            msg @ Message::BuddyListUsersStatusResponse(_) => {
+            msg @ (Message::BuddyListUsersStatusResponse(_) | Message::OtherRequestFailed(_)) => {
                 return self.reply_pdu(Upstream::Route, pdu, msg);
             }
             Message::GroupChangeMemberNotify(n) => self.member_change(&n, pdu, &mut out),
@@ -1579,6 +1757,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                     }
                 }
                 Some(Audience::User(user)) => self.deliver(user, None, pdu, &mut out),
+                Some(Audience::PcsOf(user)) => self.deliver_pc(user, pdu, &mut out),
                 Some(Audience::Everyone) => {
                     let all: Vec<C> = self.logged_in_sessions(|_| true);
                     self.send_all(&all, pdu, &mut out);
@@ -1637,7 +1816,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             ]
             .iter()
             .any(|c| pdu.is(c.key())),
-            Upstream::Db => false,
+            Upstream::Db | Upstream::File | Upstream::Push => false,
         };
         let targets: Vec<LinkId> = if to_all {
             self.up_links(upstream).collect()
@@ -1663,10 +1842,40 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         user_id: u32,
         upstream: Upstream,
         kind: PendingKind,
-        mut msg: Message,
+        msg: Message,
         out: &mut Actions<C>,
     ) -> bool {
-        if !self.is_up(upstream) || self.pending.len() >= self.caps.max_pending {
+        self.forward_with(
+            conn,
+            seq,
+            user_id,
+            upstream,
+            kind,
+            msg,
+            Forward::default(),
+            out,
+        )
+    }
+
+    /// [`Self::forward`] with the options of [`Forward`].
+    #[allow(clippy::too_many_arguments)]
+    fn forward_with(
+        &mut self,
+        conn: C,
+        seq: u16,
+        user_id: u32,
+        upstream: Upstream,
+        kind: PendingKind,
+        mut msg: Message,
+        options: Forward,
+        out: &mut Actions<C>,
+    ) -> bool {
+        let link_up = |app: &Self, l: LinkId| app.links.iter().any(|(x, up)| x.id == l && *up);
+        let reachable = match options.link {
+            Some(l) => link_up(self, l),
+            None => self.is_up(upstream),
+        };
+        if !reachable || self.pending.len() >= self.caps.max_pending {
             warn!(
                 ?conn,
                 ?upstream,
@@ -1686,12 +1895,15 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 break self.next_request;
             }
         };
-        let Some(link) = self.up_links(upstream).next() else {
+        let Some(link) = options.link.or_else(|| self.up_links(upstream).next()) else {
             return false;
         };
         attached.set_attach_data(Some(Attach::handle(id).encode()));
         let created = self.now();
-        let on_failure = failure_reply(&msg, user_id, seq).unwrap_or(FailureAnswer::Close);
+        let on_failure = options
+            .on_failure
+            .or_else(|| failure_reply(&msg, user_id, seq))
+            .unwrap_or(FailureAnswer::Close);
         let request = msg.key();
         let pdu = msg.to_pdu(seq);
         let bytes = pdu.wire_len();
@@ -1720,6 +1932,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 on_failure,
                 bytes,
                 holds_credit,
+                offer: options.offer,
+                push: options.push,
             },
         );
         out.push(Action::Link(link, pdu));
@@ -1813,7 +2027,11 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     }
 
     fn kick(&mut self, conn: C, user_id: u32, reason: KickReason, out: &mut Actions<C>) {
-        info!(?conn, user_id, ?reason, "kicking session");
+        if let Some(held_back) = self.kick_log.pass_secs(self.now) {
+            info!(?conn, user_id, ?reason, held_back, "kicking session");
+        } else {
+            debug!(?conn, user_id, ?reason, "kicking session");
+        }
         self.presence_watchers.remove(&conn);
         if let Some(state) = self.conns.get_mut(&conn)
             && let Some((uid, ct)) = state.user.take()
@@ -1963,6 +2181,7 @@ impl runtime::App for MsgApp<Conn> {
     }
 
     fn collect(&self, out: &mut Scrape) {
+        self.collect_push(out);
         let s = self.stats;
         out.counter(
             "teamtalk_msg_logins_ok_total",
@@ -2018,6 +2237,16 @@ impl runtime::App for MsgApp<Conn> {
                 "Messages refused for exceeding the per-session rate limit (MsgRateLimit).",
                 s.rate_limited,
             ),
+            (
+                "teamtalk_msg_files_offered_total",
+                "File offers (0x0506) a file_server opened a task for.",
+                s.files_offered,
+            ),
+            (
+                "teamtalk_msg_files_refused_total",
+                "File offers and offline-file records refused (invalid, no file_server, refused by it).",
+                s.files_refused,
+            ),
         ] {
             out.counter(name, help, &[], v);
         }
@@ -2045,7 +2274,12 @@ impl runtime::App for MsgApp<Conn> {
     }
 
     fn health(&self, problems: &mut Vec<String>) {
-        for kind in Upstream::ALL {
+        let files_configured = self.links.iter().any(|(l, _)| l.kind == Upstream::File);
+        let kinds = Upstream::ALL
+            .into_iter()
+            .chain(files_configured.then_some(Upstream::File))
+            .chain(self.push_configured().then_some(Upstream::Push));
+        for kind in kinds {
             if !self.is_up(kind) {
                 let addrs: Vec<String> = self
                     .links

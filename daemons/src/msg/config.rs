@@ -31,6 +31,15 @@ pub struct MsgConfig {
     pub login: Vec<SocketAddr>,
     /// route_server addresses.
     pub route: Vec<SocketAddr>,
+    /// file_server addresses (their msg_server port); none: file requests
+    /// are answered with a failure.
+    pub file: Vec<SocketAddr>,
+    /// push_server addresses (`PushServerIPn`/`PushServerPortn`); none:
+    /// nothing is pushed.
+    pub push: Vec<SocketAddr>,
+    /// The `aesKey` clients encode message text with (for the push text);
+    /// `None`: TeamTalk's default.
+    pub aes_key: Option<[u8; 32]>,
     /// Client session settings (login gate, timeouts, caps).
     pub session: SessionConfig,
     /// Reactor threads for client connections.
@@ -87,6 +96,9 @@ impl MsgConfig {
             db: vec![db],
             login: vec![login],
             route: vec![route],
+            file: Vec::new(),
+            push: Vec::new(),
+            aes_key: None,
             session: SessionConfig::client(),
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             max_connections: 100_000,
@@ -104,14 +116,16 @@ impl MsgConfig {
     /// Reads TeamTalk's `msgserver.conf` keys.
     ///
     /// Known but unused here: `ConcurrentDBConnCnt` (one link per db_proxy
-    /// is enough: requests are pipelined), `PushServerIP/Port`,
-    /// `FileServerIP/Port` (push and file transfer come later), `aesKey`.
+    /// is enough: requests are pipelined). `aesKey` decodes message text
+    /// for push notifications. `FileServerIPn`/`FileServerPortn` name the
+    /// file_servers' msg_server ports (8601; TeamTalk's stock file says
+    /// 8600, the client port, which cannot work).
     ///
     /// # Errors
     /// [`MsgConfigError`] naming the file, line and key.
     pub fn from_conf(conf: &Conf) -> Result<Self, MsgConfigError> {
         conf.check_keys(&[KNOWN_KEYS, crate::cluster::KEYS].concat())?;
-        for key in ["ConcurrentDBConnCnt", "aesKey"] {
+        for key in ["ConcurrentDBConnCnt"] {
             if conf.get(key).is_some() {
                 info!(key, "key accepted for compatibility and not used");
             }
@@ -139,6 +153,14 @@ impl MsgConfig {
         cfg.db = upstream("DBServerIP", "DBServerPort")?;
         cfg.login = upstream("LoginServerIP", "LoginServerPort")?;
         cfg.route = upstream("RouteServerIP", "RouteServerPort")?;
+        cfg.file = upstream("FileServerIP", "FileServerPort")?;
+        cfg.push = upstream("PushServerIP", "PushServerPort")?;
+        if let Some(key) = conf.get("aesKey") {
+            match <[u8; 32]>::try_from(key.as_bytes()) {
+                Ok(k) => cfg.aes_key = Some(k),
+                Err(_) => return Err(conf.invalid_value("aesKey", "32 bytes").into()),
+            }
+        }
         if let Some(ip1) = conf.get("IpAddr1") {
             cfg.registration.ip1 = ip1.to_owned();
         }
@@ -330,12 +352,14 @@ mod tests {
             LoginServerIP1=localhost\nLoginServerPort1=8100\n\
             RouteServerIP1=localhost\nRouteServerPort1=8200\n\
             IpAddr1=10.0.0.1 # telecom\nIpAddr2=10.0.0.2\nMaxConnCnt=500\n\
+            FileServerIP1=127.0.0.1\nFileServerPort1=8601\n\
             AdminListen=127.0.0.1:9100\n";
         let conf = Conf::parse_str(text, "msgserver.conf").unwrap();
         let cfg = MsgConfig::from_conf(&conf).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(cfg.db, vec!["127.0.0.1:10600".parse().unwrap()]);
         assert_eq!(cfg.login, vec!["127.0.0.1:8100".parse().unwrap()]);
+        assert_eq!(cfg.file, vec!["127.0.0.1:8601".parse().unwrap()]);
         assert_eq!(cfg.registration.ip1, "10.0.0.1");
         assert_eq!(cfg.registration.ip2, "10.0.0.2");
         assert_eq!(cfg.registration.max_conn_cnt, 500);

@@ -1,5 +1,6 @@
 //! msg_server: holds client connections, logs users in through db_proxy,
-//! delivers messages, and keeps links to db_proxy, login and route servers.
+//! delivers messages, and keeps links to db_proxy, login and route servers
+//! and to the file_servers and push_servers its conf names.
 //!
 //! The logic is [`MsgApp`], a pure state machine; [`spawn`] runs it on the
 //! shared [`crate::runtime`] (one listener of client sessions and
@@ -75,8 +76,10 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
         (Upstream::Db, &cfg.db),
         (Upstream::Login, &cfg.login),
         (Upstream::Route, &cfg.route),
+        (Upstream::File, &cfg.file),
+        (Upstream::Push, &cfg.push),
     ] {
-        if addrs.is_empty() {
+        if addrs.is_empty() && !matches!(kind, Upstream::File | Upstream::Push) {
             return Err(DaemonError::Config {
                 daemon: "msg_server",
                 reason: format!("no {kind:?} server configured"),
@@ -112,7 +115,9 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
     plan.client_credit(Some(app::CLIENT_PDU_CREDIT));
     let mut registration = cfg.registration.clone();
     registration.ws_tls = cfg.websocket.as_ref().is_some_and(|w| w.tls.is_some());
-    let mut app = MsgApp::new(registration, links).with_limits(cfg.limits);
+    let mut app = MsgApp::new(registration, links)
+        .with_limits(cfg.limits)
+        .with_aes_key(cfg.aes_key);
     if let Some(id) = ws_port {
         app = app.with_ws_port(id);
     }
@@ -126,5 +131,7 @@ fn tls_error(e: crate::tls::TlsConfError) -> DaemonError {
     }
 }
 
+#[cfg(test)]
+mod file_tests;
 #[cfg(test)]
 mod tests;

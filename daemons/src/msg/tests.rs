@@ -19,19 +19,20 @@ const DB: LinkId = LinkId(0);
 const LOGIN: LinkId = LinkId(1);
 const ROUTE: LinkId = LinkId(2);
 
-fn app() -> MsgApp<u32> {
-    let links = [
-        (DB, Upstream::Db),
-        (LOGIN, Upstream::Login),
-        (ROUTE, Upstream::Route),
-    ]
-    .into_iter()
-    .map(|(id, kind)| UpstreamLink {
-        id,
-        kind,
-        addr: "127.0.0.1:1".parse().unwrap(),
-    })
-    .collect();
+/// A msg_server for unit tests with these upstream links (all at
+/// 127.0.0.1:1, none up yet) and its clock set; the one builder every msg
+/// test file uses.
+pub(super) fn app_with_links<C: Copy + Eq + std::hash::Hash + std::fmt::Debug>(
+    links: &[(LinkId, Upstream)],
+) -> MsgApp<C> {
+    let links = links
+        .iter()
+        .map(|&(id, kind)| UpstreamLink {
+            id,
+            kind,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        })
+        .collect();
     let mut app = MsgApp::new(
         Registration {
             ip1: "127.0.0.1".into(),
@@ -45,6 +46,15 @@ fn app() -> MsgApp<u32> {
         links,
     );
     app.set_time(1_700_000_000);
+    app
+}
+
+fn app() -> MsgApp<u32> {
+    let mut app = app_with_links(&[
+        (DB, Upstream::Db),
+        (LOGIN, Upstream::Login),
+        (ROUTE, Upstream::Route),
+    ]);
     for l in [DB, LOGIN, ROUTE] {
         let _ = app.link_up(l);
     }
@@ -573,6 +583,7 @@ fn route_relays_reach_every_local_session_of_the_user() {
 fn registration_and_snapshot_on_link_up() {
     let mut app = app();
     let _ = log_in(&mut app, 1, 7, ClientType::Windows);
+    let _ = app.link_down(LOGIN);
     let out = app.link_up(LOGIN);
     let [Message::OtherMsgServInfo(info)] =
         &upstream_of(&out, LOGIN, Command::OtherMsgServInfo)[..]
@@ -591,6 +602,27 @@ fn registration_and_snapshot_on_link_up() {
     };
     assert_eq!(snap.user_stat_list.len(), 1);
     assert_eq!(snap.user_stat_list[0].user_id, 7);
+}
+
+#[test]
+fn registration_waits_until_db_proxy_and_route_server_are_up() {
+    // login_server hands clients to registered msg_servers: one that
+    // cannot reach db_proxy would refuse every login it was sent.
+    let mut app: MsgApp<u32> = app_with_links(&[
+        (DB, Upstream::Db),
+        (LOGIN, Upstream::Login),
+        (ROUTE, Upstream::Route),
+    ]);
+    let registrations = |out: &Vec<A>| upstream_of(out, LOGIN, Command::OtherMsgServInfo).len();
+    assert_eq!(registrations(&app.link_up(LOGIN)), 0);
+    assert_eq!(registrations(&app.link_up(DB)), 0);
+    assert_eq!(registrations(&app.link_up(ROUTE)), 1, "all up: registered");
+    // Once per login link up: db_proxy flapping does not register again…
+    let _ = app.link_down(DB);
+    assert_eq!(registrations(&app.link_up(DB)), 0);
+    // …a login_server that comes back does.
+    let _ = app.link_down(LOGIN);
+    assert_eq!(registrations(&app.link_up(LOGIN)), 1);
 }
 
 #[test]
@@ -990,6 +1022,7 @@ fn presence_pushes_go_to_pc_sessions_that_asked_about_users() {
         user_stat: UserStat {
             user_id: 42,
             status: 1,
+            mobile_sessions: None,
         },
     };
     let out = app.upstream_pdu(ROUTE, &Command::BuddyListStatusNotify.pdu(0, &notify));

@@ -40,7 +40,9 @@ pub struct RouteCounters {
     /// Relayable PDUs none of whose recipients is online on another
     /// msg_server, so nobody got them.
     pub no_recipient: u64,
-    /// File notices, dropped until file transfer exists.
+    /// Notices of a feature route_server does not relay. None is left
+    /// (group-member and file notices are relayed now); the counter stays
+    /// for the metric's sake.
     pub unsupported: u64,
     /// Commands a msg_server has no business sending to route_server.
     pub unexpected: u64,
@@ -205,7 +207,8 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
             | Message::OtherServerKickUser(_)
             | Message::BuddyListRemoveSessionNotify(_)
             | Message::BuddyListSignInfoChangedNotify(_)
-            | Message::GroupChangeMemberNotify(_)) => match audience(m) {
+            | Message::GroupChangeMemberNotify(_)
+            | Message::FileNotify(_)) => match audience(m) {
                 Some(Audience::Group(group)) => {
                     // One copy to each msg_server with a member online;
                     // each delivers to its own members.
@@ -226,17 +229,13 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 }
             },
             Message::OtherRoleSet(r) => {
-                info!(
+                debug!(
                     ?from,
                     master = r.master,
                     "msg_server set our role (informational)"
                 );
             }
             Message::OtherHeartbeat(_) => {}
-            Message::FileNotify(_) => {
-                warn!(?from, cmd = ?pdu.key(), "file notice dropped: not supported yet");
-                self.counters.unsupported += 1;
-            }
             other => {
                 warn!(?from, key = ?other.key(), "unexpected command from msg_server dropped");
                 self.counters.unexpected += 1;
@@ -396,7 +395,7 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 }
             }
         }
-        info!(?from, sessions = taken, "msg_server sent its online users");
+        debug!(?from, sessions = taken, "msg_server sent its online users");
         self.announce_changes(&before, out);
     }
 
@@ -487,6 +486,7 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 "too many user ids",
             ));
         }
+        let server_query = req.user_id == 0;
         let rsp = ImUsersStatRsp {
             user_id: req.user_id,
             user_stat_list: req
@@ -495,6 +495,11 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
                 .map(|&user_id| UserStat {
                     user_id,
                     status: self.status(user_id) as i32,
+                    // A server's query (msg_server's push path) also learns
+                    // whether a phone is online; clients' replies stay
+                    // TeamTalk's.
+                    mobile_sessions: server_query
+                        .then(|| self.sessions(user_id) - self.pc_sessions(user_id)),
                 })
                 .collect(),
             attach_data: req.attach_data,
@@ -721,7 +726,7 @@ impl runtime::App for RouteApp<Conn> {
     fn handle(&mut self, _now: Now, input: Input<'_, NoJob>, out: &mut Out<NoJob>) {
         let actions = match input {
             Input::Opened { conn, peer, .. } => {
-                info!(%conn, %peer, "msg_server connected");
+                debug!(%conn, %peer, "msg_server connected");
                 self.server_connected(conn);
                 return;
             }
@@ -811,6 +816,7 @@ fn stat_notify(user_id: u32, status: UserStatType) -> Pdu {
         user_stat: UserStat {
             user_id,
             status: status as i32,
+            mobile_sessions: None,
         },
     };
     Command::BuddyListStatusNotify.pdu(0, &msg)
@@ -1380,21 +1386,6 @@ mod tests {
         let mut app = three_servers();
         let role = Command::OtherRoleSet.pdu(0, &ImRoleSet { master: 1 });
         assert!(app.handle_pdu(1, &role).is_empty());
-        let notify = Command::FileNotify.pdu(
-            0,
-            &teamtalk_proto::pb::im::file::ImFileNotify {
-                from_user_id: 1,
-                to_user_id: 2,
-                file_name: "f".into(),
-                file_size: 1,
-                task_id: "t".into(),
-                ip_addr_list: vec![],
-                trans_mode: 1,
-                offline_ready: 0,
-            },
-        );
-        assert!(app.handle_pdu(1, &notify).is_empty());
-        assert_eq!(app.counters().unsupported, 1);
         let login = Pdu::new(Command::LoginReqUserlogin.key(), 1, Bytes::new());
         assert!(app.handle_pdu(1, &login).is_empty());
         let unknown = Pdu::new(
@@ -1404,8 +1395,35 @@ mod tests {
         );
         assert!(app.handle_pdu(1, &unknown).is_empty());
         assert_eq!(app.counters().unexpected, 2);
-        assert_eq!(app.counters().received, 4);
+        assert_eq!(app.counters().received, 3);
         assert_eq!(app.counters().sent, 0);
+    }
+
+    /// A file notice goes where its receiver is, like a message.
+    #[test]
+    fn file_notices_go_to_the_receivers_msg_servers() {
+        let mut app = three_servers();
+        app.handle_pdu(2, &update(20, ONLINE, WIN));
+        let notify = Command::FileNotify.pdu(
+            0,
+            &teamtalk_proto::pb::im::file::ImFileNotify {
+                from_user_id: 10,
+                to_user_id: 20,
+                file_name: "f".into(),
+                file_size: 1,
+                task_id: "t".into(),
+                ip_addr_list: vec![],
+                trans_mode: 1,
+                offline_ready: 0,
+            },
+        );
+        assert_eq!(
+            app.handle_pdu(1, &notify),
+            vec![Action::Send(2, notify.clone())]
+        );
+        // Nobody gets one for a user online nowhere else.
+        assert!(app.handle_pdu(2, &notify).is_empty());
+        assert_eq!(app.counters().unsupported, 0);
     }
 
     #[test]

@@ -31,10 +31,8 @@
 //! - **Group messages** (`IMMsgData` with a group `msg_type`) go to every
 //!   other msg_server, as in TeamTalk: route_server does not know group
 //!   members, and each msg_server looks them up itself.
-//! - **Group-member and file notices** (`CID_GROUP_CHANGE_MEMBER_NOTIFY`,
-//!   `CID_FILE_NOTIFY`) are dropped with a warning and counted in
-//!   [`RouteCounters::unsupported`] until groups and file transfer exist in
-//!   these daemons.
+//! - **File notices** (`CID_FILE_NOTIFY`) go to the msg_servers hosting
+//!   the receiver, like a message (TeamTalk: to every msg_server).
 //! - **A msg_server that goes away** takes its users with it, as in
 //!   TeamTalk, but here the users who thereby lose their last PC session
 //!   are announced offline to everyone (TeamTalk left them "online" on the

@@ -20,6 +20,7 @@
 //! | `CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY` | everyone, the sender's msg_server included |
 //! | `CID_BUDDY_LIST_STATUS_NOTIFY` | PC sessions watching presence |
 //! | `CID_OTHER_LOGIN_STATUS_NOTIFY` | the user's mobile sessions |
+//! | `CID_FILE_NOTIFY` | the receiver's PC sessions (TeamTalk's mobile clients have no file transfer) |
 
 use teamtalk_proto::Message;
 use teamtalk_proto::pb::im::base_define::MsgType;
@@ -49,6 +50,8 @@ pub enum Audience {
     PresenceWatchers,
     /// The mobile sessions of this user.
     MobilesOf(u32),
+    /// The PC sessions of this user.
+    PcsOf(u32),
 }
 
 impl Audience {
@@ -58,7 +61,7 @@ impl Audience {
         match self {
             Self::Users(u) => u,
             Self::GroupAndUsers(_, u) => u,
-            Self::User(u) | Self::MobilesOf(u) => std::slice::from_ref(u),
+            Self::User(u) | Self::MobilesOf(u) | Self::PcsOf(u) => std::slice::from_ref(u),
             Self::Group(_) | Self::Everyone | Self::PresenceWatchers => &[],
         }
     }
@@ -88,6 +91,7 @@ pub fn audience(msg: &Message) -> Option<Audience> {
         Message::GroupChangeMemberNotify(n) => {
             Audience::GroupAndUsers(n.group_id, n.chg_user_id_list.clone())
         }
+        Message::FileNotify(n) => Audience::PcsOf(n.to_user_id),
         _ => return None,
     })
 }
@@ -121,6 +125,7 @@ mod tests {
         assert_eq!(audience(&data(0x12)), Some(Audience::Group(2)));
         assert_eq!(audience(&data(7)), None);
         assert_eq!(Audience::Users([2, 1]).users(), [2, 1]);
+        assert_eq!(Audience::PcsOf(4).users(), [4]);
         assert!(Audience::Everyone.users().is_empty());
     }
 }

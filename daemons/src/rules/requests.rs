@@ -21,7 +21,8 @@ pub enum ServedBy {
 
 /// Where a client request that msg_server forwards as it is goes, and the
 /// reply command that comes back; `None` for requests msg_server answers
-/// itself or handles with its own flow (login, messages, kicks, groups).
+/// itself or handles with its own flow (login, messages, kicks, file
+/// offers and offline-file records).
 #[must_use]
 pub fn forwarded(command: Command) -> Option<(ServedBy, Command)> {
     use Command as C;
@@ -45,6 +46,7 @@ pub fn forwarded(command: Command) -> Option<(ServedBy, Command)> {
         C::GroupCreateRequest => db(C::GroupCreateResponse),
         C::GroupChangeMemberRequest => db(C::GroupChangeMemberResponse),
         C::GroupShieldGroupRequest => db(C::GroupShieldGroupResponse),
+        C::FileHasOfflineReq => db(C::FileHasOfflineRes),
         C::BuddyListUsersStatusRequest => Some((ServedBy::Route, C::BuddyListUsersStatusResponse)),
         _ => None,
     }
@@ -75,6 +77,9 @@ pub fn scope(msg: &mut Message, user_id: u32) -> bool {
         Message::GroupCreateRequest(m) => m.user_id = user_id,
         Message::GroupChangeMemberRequest(m) => m.user_id = user_id,
         Message::GroupShieldGroupRequest(m) => m.user_id = user_id,
+        Message::FileHasOfflineReq(m) => m.user_id = user_id,
+        Message::FileRequest(m) => m.from_user_id = user_id,
+        Message::FileAddOfflineReq(m) => m.from_user_id = user_id,
         Message::MsgReadAck(m) => m.user_id = user_id,
         Message::MsgData(m) => m.from_user_id = user_id,
         Message::SwitchP2pCmd(m) => m.from_user_id = user_id,

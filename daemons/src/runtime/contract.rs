@@ -58,7 +58,10 @@ impl Now {
 /// One connection a daemon accepted: a client session, a server peer or
 /// an HTTP connection. Stable for the connection's life; never reused for
 /// another (the reactor's id carries a generation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// `Debug` and `Display` print the same `side:shard.slot.generation`, so
+/// every log line spells a connection one way whichever the App used.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Conn {
     side: u8,
     id: ConnId,
@@ -91,6 +94,12 @@ impl Conn {
 impl std::fmt::Display for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.side, self.id)
+    }
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }
 
@@ -438,5 +447,17 @@ impl Worker for NoWorker {
         if let Some(job) = jobs.into_iter().next() {
             match job {}
         }
+    }
+}
+
+#[cfg(test)]
+mod conn_spelling {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_spell_a_connection_alike() {
+        let c = Conn::new(1, ConnId::from_parts(0, 7, 2));
+        assert_eq!(format!("{c:?}"), format!("{c}"));
+        assert_eq!(format!("{c}"), "1:0.7.2");
     }
 }

@@ -77,3 +77,11 @@ pub enum DaemonError {
     #[error("{0} is not running")]
     Stopped(&'static str),
 }
+
+impl DaemonError {
+    /// A listen address already taken by another process (a port clash).
+    #[must_use]
+    pub fn is_addr_in_use(&self) -> bool {
+        matches!(self, Self::Listen { source: teamtalk_net::NetError::Io(e), .. } if e.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}

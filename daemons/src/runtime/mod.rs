@@ -89,6 +89,7 @@
 pub mod admin;
 mod contract;
 mod error;
+pub(crate) mod log_gate;
 mod plan;
 mod runner;
 mod running;
@@ -105,5 +106,5 @@ pub use contract::{
 };
 pub use error::DaemonError;
 pub use plan::{DEFAULT_BATCH_LIMIT, DEFAULT_WORKER_QUEUE, Plan, PortKind};
-pub use runner::{EVENT_BATCH, TICK, start};
+pub use runner::{EVENT_BATCH, TICK, log_lifecycle_at_debug, start};
 pub use running::{CALL_TIMEOUT, Running, RunningDaemon};

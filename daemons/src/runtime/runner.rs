@@ -19,6 +19,7 @@
 //! so a busy daemon pays one channel send and one wake-up per connection
 //! per batch, not per PDU.
 
+use super::log_gate::{LOG_GATE_SECS, LogGate};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -251,7 +252,12 @@ where
             daemon: name,
             source,
         })?;
-    info!(daemon = name, addrs = ?bound.iter().map(|(a, _)| a).collect::<Vec<_>>(), "listening");
+    let addrs: Vec<_> = bound.iter().map(|(a, _)| a).collect();
+    if lifecycle_at_debug() {
+        debug!(daemon = name, ?addrs, "listening");
+    } else {
+        info!(daemon = name, ?addrs, "listening");
+    }
     let mut running = Running::new(shared, bound, control_tx, thread);
     if let Some(settings) = admin {
         running.serve_admin(&settings)?;
@@ -344,28 +350,25 @@ struct Port {
     server: bool,
 }
 
-/// At most one log line per [`LogGate::EVERY`] for one kind of event a
-/// flood could multiply (refused or failed peers); the lines in between
-/// are counted and the count reported with the next line.
-#[derive(Debug, Default)]
-struct LogGate {
-    next: Option<std::time::Instant>,
-    suppressed: u64,
+/// Whether the "listening" and "stopped" lines of each daemon go to
+/// `debug!`: set by `teamtalk up`, whose banner and closing summary say the
+/// same for all daemons at once.
+static LIFECYCLE_AT_DEBUG: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Sends each daemon's "listening" and "stopped" lines to `debug!` (`true`)
+/// or `info!` (`false`, the default), for a process that announces its
+/// daemons itself.
+pub fn log_lifecycle_at_debug(on: bool) {
+    LIFECYCLE_AT_DEBUG.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-impl LogGate {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    /// `Some(suppressed since the last line)` when a line may be written.
-    fn pass(&mut self, now: std::time::Instant) -> Option<u64> {
-        if self.next.is_some_and(|n| now < n) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.next = Some(now + Self::EVERY);
-        Some(std::mem::take(&mut self.suppressed))
-    }
+fn lifecycle_at_debug() -> bool {
+    LIFECYCLE_AT_DEBUG.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// How long a [`LogGate`] of the runner stays shut.
+const LOG_EVERY: Duration = Duration::from_secs(LOG_GATE_SECS);
 
 /// What the runner remembers of an accepted connection.
 #[derive(Debug, Clone, Copy)]
@@ -427,10 +430,9 @@ struct Runner<A: App> {
 /// The rate limits of the runner's log lines that a flood could multiply.
 #[derive(Debug, Default)]
 struct Gates {
-    refused: LogGate,
-    auth_failed: LogGate,
-    unauthenticated: LogGate,
-    link_auth: LogGate,
+    refused: LogGate<std::time::Instant>,
+    auth_failed: LogGate<std::time::Instant>,
+    unauthenticated: LogGate<std::time::Instant>,
 }
 
 /// Which source a [`Select`] operation belongs to.
@@ -550,7 +552,11 @@ impl<A: App> Runner<A> {
         for r in self.reactors.drain(..) {
             r.shutdown();
         }
-        info!(daemon = name, "stopped");
+        if lifecycle_at_debug() {
+            debug!(daemon = name, "stopped");
+        } else {
+            info!(daemon = name, "stopped");
+        }
         if let Some(ack) = ack {
             let _ = ack.send(());
         }
@@ -584,7 +590,9 @@ impl<A: App> Runner<A> {
                 };
                 if port.server && self.policy.refuses(peer.ip()) {
                     self.traffic.peer_refused();
-                    if let Some(suppressed) = self.gates.refused.pass(now.mono) {
+                    if let Some(suppressed) =
+                        self.gates.refused.pass(now.mono, now.mono + LOG_EVERY)
+                    {
                         warn!(%peer, suppressed, "server-port peer refused: no cluster secret \
                             and not listed in AllowUnauthenticatedPeers");
                     }
@@ -633,7 +641,8 @@ impl<A: App> Runner<A> {
                             reason,
                             CloseReason::AuthFailed(_) | CloseReason::Unauthenticated(_)
                         ) && self.policy.has_secret()
-                            && let Some(suppressed) = self.gates.auth_failed.pass(now.mono)
+                            && let Some(suppressed) =
+                                self.gates.auth_failed.pass(now.mono, now.mono + LOG_EVERY)
                         {
                             warn!(peer = %info.addr, %reason, suppressed,
                                 "server-port peer failed to authenticate; closed");
@@ -643,7 +652,10 @@ impl<A: App> Runner<A> {
                         let authenticated = how == PeerAuth::Authenticated;
                         self.traffic.peer_admitted(authenticated);
                         if !authenticated
-                            && let Some(suppressed) = self.gates.unauthenticated.pass(now.mono)
+                            && let Some(suppressed) = self
+                                .gates
+                                .unauthenticated
+                                .pass(now.mono, now.mono + LOG_EVERY)
                         {
                             warn!(peer = %info.addr, suppressed,
                                 "peer admitted WITHOUT authentication (AllowUnauthenticatedPeers)");
@@ -696,13 +708,8 @@ impl<A: App> Runner<A> {
                 self.input(now, Input::LinkDown(link, reason));
             }
             LinkEvent::Unreachable(reason) => {
+                // The link logs the failure with its next retry (rate-limited).
                 self.traffic.closed(side, &reason);
-                if matches!(reason, CloseReason::AuthFailed(_))
-                    && let Some(suppressed) = self.gates.link_auth.pass(now.mono)
-                {
-                    warn!(?link, %reason, suppressed,
-                        "link failed to authenticate: is the ClusterSecret the same on both ends?");
-                }
                 self.input(now, Input::LinkUnreachable(link, reason));
             }
             LinkEvent::Pdu(pdu) => {

@@ -35,6 +35,9 @@ pub enum LockError {
         /// `" (pid N)"` when the holder wrote its pid.
         holder: String,
     },
+    /// The data directory is a file (or below one).
+    #[error("{0}: not a directory (the data directory must be a directory)")]
+    NotADirectory(PathBuf),
     /// The lock file could not be created or locked.
     #[error("{lock}: {source}")]
     Io {
@@ -65,7 +68,14 @@ impl ServeLock {
             lock: path.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        let not_a_dir = || LockError::NotADirectory(dir.to_path_buf());
+        if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(not_a_dir());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => not_a_dir(),
+            _ => io(e),
+        })?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -120,5 +130,17 @@ mod tests {
         assert!(text.contains("serve.lock"), "{text}");
         drop(first);
         ServeLock::acquire(dir.path()).expect("free again");
+    }
+
+    #[test]
+    fn a_file_is_not_a_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        for path in [file.clone(), file.join("below")] {
+            let text = ServeLock::acquire(&path).unwrap_err().to_string();
+            assert!(text.contains("not a directory"), "{text}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+        }
     }
 }

@@ -38,27 +38,31 @@
 //! are derived from the membership and the group's last message rather than
 //! written per member.
 //!
-//! # Not here yet, and where it goes
+//! # Offline files
 //!
-//! - **Offline files**: a `transmit_file` table (id, from_id, to_id, task_id,
-//!   file_name, size, status, created) with `status = 0` meaning pending.
-//! - Each of these is a new migration appended to the list in `sqlite.rs`.
+//! Offline files (TeamTalk's `IMTransmitFile`) are in `files.rs`: a
+//! `transmit_file` table, `status = 0` meaning waiting.
 
+pub mod directory;
+mod files;
 pub mod groups;
 mod lock;
 mod sqlite;
 
 #[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
 mod group_tests;
 #[cfg(test)]
 mod tests;
 
+pub use files::{NewOfflineFile, OfflineFile};
 pub use groups::{
     Actor, ChangeRefused, Group, GroupId, GroupMember, GroupType, GroupVersion, MAX_GROUP_MEMBERS,
     MAX_GROUPS_PER_USER, MemberChange, MembersChanged, NewGroup,
 };
 pub use lock::{LOCK_FILE_NAME, LockError, ServeLock};
-pub use sqlite::{Clock, DB_FILE_NAME, SqliteStore, StoreOptions};
+pub use sqlite::{Clock, DB_FILE_NAME, OpenMode, SqliteStore, StoreOptions};
 
 use crate::password::PasswordError;
 
@@ -102,6 +106,11 @@ pub const MAX_RECENT_SESSIONS: u32 = 100;
 /// TeamTalk's user status for someone who has left; such users cannot log in
 /// and are left out of a full directory download.
 pub const USER_STATUS_DEPARTED: u32 = 3;
+
+/// A department's `status` once deleted (TeamTalk's `DEPT_STATUS_DELETE`).
+/// The row stays, so clients that sync the directory incrementally learn
+/// of the deletion; its name is free for a new department.
+pub const DEPT_STATUS_DELETED: u32 = 1;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +174,50 @@ pub enum StoreError {
     /// A user id that names no user (a group member to add).
     #[error("no user {0}")]
     NoSuchUser(UserId),
+    /// A department with this name already exists.
+    #[error("department name {0:?} is already taken")]
+    DeptNameTaken(String),
+    /// A department to delete still has users or sub-departments.
+    #[error(
+        "department {id} is not empty: {users} users and {children} sub-departments are in it \
+         (move or delete them first)"
+    )]
+    DeptNotEmpty {
+        /// The department.
+        id: DeptId,
+        /// Users in it (disabled ones included).
+        users: u64,
+        /// Departments under it that are not deleted.
+        children: u64,
+    },
+    /// The data directory is a file (or something else that is not a
+    /// directory).
+    #[error("{path}: not a directory (the data directory must be a directory)")]
+    NotADirectory {
+        /// The path given as the data directory.
+        path: std::path::PathBuf,
+    },
+    /// There is no database in the data directory, and the caller asked
+    /// not to create one (an administration command pointed at the wrong
+    /// place would otherwise start an empty store beside the real one).
+    #[error(
+        "no store at {path}; point --data-dir (or TEAMTALK_DATA_DIR) at the directory of an \
+         existing store, or create one there with --create (or by starting `teamtalk up` \
+         once)"
+    )]
+    NoStore {
+        /// The database file looked for.
+        path: std::path::PathBuf,
+    },
+    /// The database file (or its directory) may not be written, or not
+    /// even read, by this process.
+    #[error("{path}: permission denied ({what})")]
+    PermissionDenied {
+        /// The file (or directory) refused.
+        path: std::path::PathBuf,
+        /// What was refused: reading, or writing.
+        what: &'static str,
+    },
 }
 
 impl StoreError {
@@ -182,6 +235,8 @@ impl StoreError {
                 | Self::Refused(_)
                 | Self::NoSuchUser(_)
                 | Self::NameTaken(_)
+                | Self::DeptNameTaken(_)
+                | Self::DeptNotEmpty { .. }
         )
     }
 }
@@ -262,6 +317,52 @@ pub struct User {
     pub created: u32,
     /// Last profile change (Unix seconds), for incremental directory sync.
     pub updated: u32,
+}
+
+/// A fingerprint of a user's stored credential: a digest of the stored
+/// password hash and its salt.
+///
+/// It changes whenever the password is set (even to the same value: every
+/// Argon2 hash has a fresh salt), so a process that remembered a verified
+/// login (db_proxy's credential cache) can tell, by re-reading this one
+/// value by primary key, whether the credential it verified is still the
+/// one stored, even when another process (`teamtalk user passwd`) changed
+/// it. It reveals nothing usable about the password: it is a digest of a
+/// salted hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CredentialStamp(pub [u8; 16]);
+
+impl CredentialStamp {
+    /// The stamp of a stored password column and salt.
+    #[must_use]
+    pub fn of(password: &str, salt: Option<&str>) -> Self {
+        use blake2::{Blake2b512, Digest};
+        let mut h = Blake2b512::new();
+        h.update((password.len() as u64).to_be_bytes());
+        h.update(password.as_bytes());
+        match salt {
+            Some(salt) => {
+                h.update([1]);
+                h.update(salt.as_bytes());
+            }
+            None => h.update([0]),
+        }
+        let full = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        Self(out)
+    }
+}
+
+/// A user with the stamp of their stored credential, as
+/// [`Store::check_login`] verified it or [`Store::user_with_credential`]
+/// read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCredential {
+    /// The user.
+    pub user: User,
+    /// The stamp of the credential stored when the row was read.
+    pub credential: CredentialStamp,
 }
 
 /// A message to store, to a user or to a group.
@@ -445,8 +546,18 @@ pub trait Store: Send + Sync {
 
     /// Adds a department and returns its id.
     fn add_department(&self, name: &str, priority: u32, parent_id: DeptId) -> StoreResult<DeptId>;
-    /// Departments changed after `since` (0 = all), by id.
+    /// Departments changed after `since` (0 = all, deleted ones included
+    /// with [`DEPT_STATUS_DELETED`]), by id.
     fn departments_updated_since(&self, since: u32) -> StoreResult<Vec<Department>>;
+    /// Renames a department; `false` when there is no such department (or
+    /// it is deleted). [`StoreError::DeptNameTaken`] when another has the
+    /// name.
+    fn rename_department(&self, id: DeptId, name: &str) -> StoreResult<bool>;
+    /// Deletes a department ([`DEPT_STATUS_DELETED`]); `false` when there
+    /// is no such department (or it is deleted already).
+    /// [`StoreError::DeptNotEmpty`] while users or sub-departments are in
+    /// it, so no user is left in a department clients no longer show.
+    fn delete_department(&self, id: DeptId) -> StoreResult<bool>;
 
     // ---- users ----
 
@@ -462,8 +573,38 @@ pub trait Store: Send + Sync {
         salt: &str,
     ) -> StoreResult<UserId>;
     /// Checks a login; `Some(user)` on success, `None` for an unknown name, a
-    /// wrong password or a departed user.
-    fn verify_login(&self, name: &str, password_md5hex: &str) -> StoreResult<Option<User>>;
+    /// wrong password or a departed (disabled) user.
+    fn verify_login(&self, name: &str, password_md5hex: &str) -> StoreResult<Option<User>> {
+        Ok(self.check_login(name, password_md5hex)?.map(|c| c.user))
+    }
+    /// Checks a login as [`Store::verify_login`] does, and returns the
+    /// stamp of the credential it matched (read in the same row read as
+    /// the hash it checked), for a cache of verified logins.
+    fn check_login(&self, name: &str, password_md5hex: &str)
+    -> StoreResult<Option<UserCredential>>;
+    /// A user with the stamp of their stored credential, whatever their
+    /// status; one read by primary key and no password hashing, so a cache
+    /// of verified logins can afford it on every hit.
+    fn user_with_credential(&self, id: UserId) -> StoreResult<Option<UserCredential>>;
+    /// The user with this login name, whatever their status.
+    fn user_by_name(&self, name: &str) -> StoreResult<Option<User>>;
+    /// Every user, departed (disabled) ones included, by id, for the
+    /// administration.
+    fn all_users(&self) -> StoreResult<Vec<User>>;
+    /// Sets a user's password (the client's md5hex value, stored as an
+    /// Argon2id hash, replacing a TeamTalk salted-MD5 one too); `false` if
+    /// no such user. The credential stamp changes, so cached logins with
+    /// the old password stop working at once.
+    fn set_password(&self, user: UserId, password_md5hex: &str) -> StoreResult<bool>;
+    /// Sets a user's status (`status` of [`User`]; [`USER_STATUS_DEPARTED`]
+    /// disables the login and takes them out of a full directory
+    /// download) and bumps `updated`, so clients syncing the directory
+    /// learn of it; `false` if no such user.
+    fn set_user_status(&self, user: UserId, status: u32) -> StoreResult<bool>;
+    /// Deletes a user: their row, push token, unread counters, recent
+    /// sessions and group memberships (the groups' versions move). What
+    /// they sent stays in the others' history. `false` if no such user.
+    fn delete_user(&self, user: UserId) -> StoreResult<bool>;
     /// Users for an incremental directory download (see the module docs), by id.
     fn users_updated_since(&self, since: u32) -> StoreResult<Vec<User>>;
     /// The users among `ids` that exist, by id (duplicates and unknown ids dropped).
@@ -689,4 +830,22 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// [`StoreError::NotMember`].
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()>;
+    // ---- offline files ----
+
+    /// Records an offline file for its receiver; `false` when its task id
+    /// is recorded already.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed task id, a name over
+    /// [`MAX_FILE_NAME_LEN`](crate::rules::files::MAX_FILE_NAME_LEN), a file
+    /// to oneself, or a receiver with
+    /// [`MAX_OFFLINE_FILES`](crate::rules::files::MAX_OFFLINE_FILES)
+    /// files waiting.
+    fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool>;
+    /// The offline files waiting for `to`, oldest first, at most
+    /// [`MAX_OFFLINE_FILES`](crate::rules::files::MAX_OFFLINE_FILES).
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>>;
+    /// Forgets the offline file `task_id` sent by `from` to `to`; `false`
+    /// if there was none.
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool>;
 }

@@ -5,18 +5,22 @@
 //! bounds write throughput. Password hashing (tens of milliseconds) always runs
 //! outside the lock so logins do not stall message storage.
 
-use std::path::Path;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 
+use super::files::{self, NewOfflineFile, OfflineFile};
 use super::{
-    Actor, DEDUPE_WINDOW_SECS, Department, DeptId, DeviceToken, Group, GroupId, GroupType,
-    GroupVersion, LatestMessage, MAX_DEDUPE_KEY_LEN, MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES,
-    MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID, MAX_RECENT_SESSIONS, MemberChange,
-    MembersChanged, MsgId, NewGroup, NewMessage, NewUser, RecentSession, SessionType, Store,
-    StoreError, StoreResult, Stored, StoredMessage, USER_STATUS_DEPARTED, UnreadSession,
-    UnreadSummary, User, UserId,
+    Actor, CredentialStamp, DEDUPE_WINDOW_SECS, DEPT_STATUS_DELETED, Department, DeptId,
+    DeviceToken, Group, GroupId, GroupType, GroupVersion, LatestMessage, MAX_DEDUPE_KEY_LEN,
+    MAX_DEDUPE_KEYS, MAX_LIST_BODY_BYTES, MAX_MSG_DATA_LEN, MAX_MSG_LIST, MAX_MSGS_BY_ID,
+    MAX_RECENT_SESSIONS, MemberChange, MembersChanged, MsgId, NewGroup, NewMessage, NewUser,
+    RecentSession, SessionType, Store, StoreError, StoreResult, Stored, StoredMessage,
+    USER_STATUS_DEPARTED, UnreadSession, UnreadSummary, User, UserCredential, UserId,
 };
 use crate::password::{self, HashParams, StoredPassword};
 
@@ -188,6 +192,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE message_dedupe_v3 RENAME TO message_dedupe;
     CREATE INDEX message_dedupe_created ON message_dedupe(created);
     ",
+    // 4: offline files (TeamTalk's IMTransmitFile).
+    super::files::MIGRATION,
+    // 5: department names are unique, so a name names one department
+    // (`teamtalk user add --dept NAME`). Duplicates made before get their id
+    // appended; the first of each name keeps it.
+    "
+    -- Deleted departments (status 1) keep their rows for clients that
+    -- sync incrementally but free their names.
+    UPDATE department SET name = name || ' #' || id
+        WHERE status = 0
+          AND id NOT IN (SELECT min(id) FROM department WHERE status = 0 GROUP BY name);
+    CREATE UNIQUE INDEX department_name ON department(name) WHERE status = 0;
+    ",
 ];
 
 /// A source of wall-clock time in Unix seconds, for `created`/`updated` columns.
@@ -228,15 +245,36 @@ fn system_clock() -> u32 {
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
+/// How [`SqliteStore::open_mode`] treats a data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenMode {
+    /// Create the directory and the database when missing (the daemons,
+    /// `teamtalk up`, `teamtalk user add --create`).
+    Create,
+    /// Open an existing database for reading and writing;
+    /// [`StoreError::NoStore`] when there is none, so that a command
+    /// pointed at the wrong directory says so instead of starting an empty
+    /// store there.
+    Existing,
+    /// Open an existing database without writing anything (no migration):
+    /// listings on a store this process may read but not write. An older
+    /// schema is read as it is.
+    ReadOnly,
+}
+
 /// [`Store`] on an embedded SQLite database.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     options: StoreOptions,
+    /// The database file (`None` in memory).
+    path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
+            .field("path", &self.path)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -245,6 +283,121 @@ impl std::fmt::Debug for SqliteStore {
 fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Sql { context, source }
 }
+
+/// The error of a failed open or first write: permission problems named
+/// with the file (what an operator can act on), the rest as SQLite said.
+pub(super) fn open_error(file: &Path, context: &'static str, e: rusqlite::Error) -> StoreError {
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::ReadOnly) => StoreError::PermissionDenied {
+            path: file.to_path_buf(),
+            what: "this process may not write the database",
+        },
+        Some(ErrorCode::PermissionDenied) => StoreError::PermissionDenied {
+            path: file.to_path_buf(),
+            what: "this process may not open the database",
+        },
+        Some(ErrorCode::CannotOpen) => match std::fs::File::open(file) {
+            Err(io) if io.kind() == ErrorKind::PermissionDenied => StoreError::PermissionDenied {
+                path: file.to_path_buf(),
+                what: "this process may not read the database",
+            },
+            Ok(_) => match file.parent() {
+                // Readable, yet SQLite cannot open it: it could not create
+                // the -wal and -shm files beside it.
+                Some(dir) if is_read_only(dir) => StoreError::PermissionDenied {
+                    path: dir.to_path_buf(),
+                    what: "SQLite keeps its -wal and -shm files in the data directory, which \
+                           this process may not write",
+                },
+                _ => StoreError::Sql { context, source: e },
+            },
+            Err(_) => StoreError::Sql { context, source: e },
+        },
+        _ => StoreError::Sql { context, source: e },
+    }
+}
+
+/// Whether a directory's permission bits refuse writing (a hint only: the
+/// superuser writes anyway).
+fn is_read_only(dir: &Path) -> bool {
+    std::fs::metadata(dir).is_ok_and(|m| m.permissions().readonly())
+}
+
+/// Checks the data directory exists and is a directory, creating it for
+/// [`OpenMode::Create`].
+fn check_data_dir(dir: &Path, file: &Path, mode: OpenMode) -> StoreResult<()> {
+    let data_dir = |source| StoreError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(StoreError::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound && mode == OpenMode::Create => {
+            std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
+                ErrorKind::NotADirectory | ErrorKind::AlreadyExists => StoreError::NotADirectory {
+                    path: dir.to_path_buf(),
+                },
+                ErrorKind::PermissionDenied => StoreError::PermissionDenied {
+                    path: dir.to_path_buf(),
+                    what: "this process may not create the data directory",
+                },
+                _ => data_dir(e),
+            })
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::NoStore {
+            path: file.to_path_buf(),
+        }),
+        Err(e) if e.kind() == ErrorKind::NotADirectory => Err(StoreError::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(StoreError::PermissionDenied {
+            path: dir.to_path_buf(),
+            what: "this process may not look into the data directory",
+        }),
+        Err(e) => Err(data_dir(e)),
+    }
+}
+
+/// Opens `file` read-only. When SQLite cannot (a WAL database whose -shm
+/// file is missing, in a directory this process may not write), it is
+/// opened as immutable: read as it is on disk, which is what a listing
+/// from a store nobody serves needs.
+fn open_read_only(file: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let probe = |conn: Connection| -> rusqlite::Result<Connection> {
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        Ok(conn)
+    };
+    match Connection::open_with_flags(file, flags).and_then(probe) {
+        Ok(conn) => Ok(conn),
+        Err(first) => {
+            let uri = format!(
+                "file:{}?immutable=1",
+                percent_encoding::utf8_percent_encode(&file.to_string_lossy(), &URI_PATH_ESCAPES)
+            );
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .and_then(probe)
+                .map_err(|_| open_error(file, "opening database read-only", first))
+        }
+    }
+}
+
+/// Characters escaped in a `file:` URI's path: controls, and what SQLite
+/// would read as the end of the path (`?`, `#`) or an escape (`%`).
+const URI_PATH_ESCAPES: percent_encoding::AsciiSet = percent_encoding::CONTROLS
+    .add(b'?')
+    .add(b'#')
+    .add(b'%')
+    .add(b' ');
 
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir`, with default options.
@@ -257,42 +410,115 @@ impl SqliteStore {
     /// Creates the directory, switches to WAL with `synchronous=FULL` and brings
     /// the schema up to date.
     pub fn open_with(data_dir: impl AsRef<Path>, options: StoreOptions) -> StoreResult<Self> {
+        Self::open_mode(data_dir, options, OpenMode::Create)
+    }
+
+    /// Opens the database in `data_dir` as `mode` says.
+    ///
+    /// # Errors
+    /// Besides database failures: [`StoreError::NotADirectory`] when
+    /// `data_dir` is a file, [`StoreError::NoStore`] when there is no
+    /// database and `mode` does not create one,
+    /// [`StoreError::PermissionDenied`] naming the file (or directory) this
+    /// process may not read or write.
+    pub fn open_mode(
+        data_dir: impl AsRef<Path>,
+        options: StoreOptions,
+        mode: OpenMode,
+    ) -> StoreResult<Self> {
         let dir = data_dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let conn = Connection::open(dir.join(DB_FILE_NAME)).map_err(sql("opening database"))?;
+        let file = dir.join(DB_FILE_NAME);
+        check_data_dir(dir, &file, mode)?;
+        if mode != OpenMode::Create {
+            match std::fs::metadata(&file) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(StoreError::Invalid(
+                        "the database path in the data directory is not a file",
+                    ));
+                }
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    return Err(StoreError::PermissionDenied {
+                        path: file,
+                        what: "this process may not look into the data directory",
+                    });
+                }
+                Err(_) => return Err(StoreError::NoStore { path: file }),
+            }
+        }
+        if mode == OpenMode::ReadOnly {
+            let conn = open_read_only(&file)?;
+            let found: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(|e| open_error(&file, "reading schema version", e))?;
+            let supported = Self::latest_schema_version();
+            if found > supported {
+                return Err(StoreError::SchemaTooNew { found, supported });
+            }
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(sql("setting busy timeout"))?;
+            return Ok(Self {
+                conn: Mutex::new(conn),
+                options,
+                path: Some(file),
+            });
+        }
+        let conn = Connection::open(&file).map_err(|e| open_error(&file, "opening database", e))?;
+        // SQLite quietly opens a file it may not write read-only, and
+        // would fail only at the first write, mid-command.
+        if conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(|e| open_error(&file, "opening database", e))?
+        {
+            return Err(StoreError::PermissionDenied {
+                path: file,
+                what: "this process may not write the database",
+            });
+        }
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(sql("enabling WAL"))?;
+            .map_err(|e| open_error(&file, "enabling WAL", e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Invalid(
                 "the database file system does not support WAL",
             ));
         }
-        Self::init(conn, options)
+        Self::init(conn, options, Some(file))
     }
 
     /// A private in-memory database, for tests of code built on the store.
     /// Nothing is durable.
     pub fn open_in_memory(options: StoreOptions) -> StoreResult<Self> {
         let conn = Connection::open_in_memory().map_err(sql("opening in-memory database"))?;
-        Self::init(conn, options)
+        Self::init(conn, options, None)
     }
 
-    fn init(mut conn: Connection, options: StoreOptions) -> StoreResult<Self> {
+    fn init(
+        mut conn: Connection,
+        options: StoreOptions,
+        path: Option<PathBuf>,
+    ) -> StoreResult<Self> {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql("setting synchronous=FULL"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql("enabling foreign keys"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sql("setting busy timeout"))?;
-        migrate(&mut conn)?;
+        migrate(&mut conn).map_err(|e| match (e, &path) {
+            (StoreError::Sql { context, source }, Some(file)) => open_error(file, context, source),
+            (e, _) => e,
+        })?;
         Ok(Self {
             conn: Mutex::new(conn),
             options,
+            path,
         })
+    }
+
+    /// The database file, `None` for an in-memory store.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// The schema version of the open database.
@@ -458,6 +684,11 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         created: r.get(12)?,
         updated: r.get(13)?,
     })
+}
+
+/// A user row followed by its `password` and `salt` columns.
+fn credential_row(r: &Row<'_>) -> rusqlite::Result<(User, String, Option<String>)> {
+    Ok((user_from_row(r)?, r.get(14)?, r.get(15)?))
 }
 
 fn message_from_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
@@ -706,13 +937,70 @@ impl Store for SqliteStore {
     fn add_department(&self, name: &str, priority: u32, parent_id: DeptId) -> StoreResult<DeptId> {
         let now = self.now();
         let conn = self.lock();
-        conn.execute(
+        match conn.execute(
             "INSERT INTO department (name, priority, parent_id, status, created, updated)
              VALUES (?1, ?2, ?3, 0, ?4, ?4)",
             params![name, priority, parent_id, now],
+        ) {
+            Ok(_) => row_id(conn.last_insert_rowid()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::DeptNameTaken(name.to_owned())),
+            Err(e) => Err(StoreError::Sql {
+                context: "inserting department",
+                source: e,
+            }),
+        }
+    }
+
+    fn rename_department(&self, id: DeptId, name: &str) -> StoreResult<bool> {
+        let now = self.now();
+        let conn = self.lock();
+        match conn.execute(
+            "UPDATE department SET name = ?2, updated = ?3
+             WHERE id = ?1 AND status = 0",
+            params![id, name, now],
+        ) {
+            Ok(n) => Ok(n > 0),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::DeptNameTaken(name.to_owned())),
+            Err(e) => Err(StoreError::Sql {
+                context: "renaming a department",
+                source: e,
+            }),
+        }
+    }
+
+    fn delete_department(&self, id: DeptId) -> StoreResult<bool> {
+        let now = self.now();
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("deleting a department"))?;
+        let count = |query: &str| -> StoreResult<u64> {
+            tx.query_row(query, params![id], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(sql("counting a department's members"))
+        };
+        let users = count("SELECT count(*) FROM user WHERE dept_id = ?1")?;
+        let children =
+            count("SELECT count(*) FROM department WHERE parent_id = ?1 AND status = 0")?;
+        let exists = count("SELECT count(*) FROM department WHERE id = ?1 AND status = 0")? > 0;
+        if !exists {
+            return Ok(false);
+        }
+        if users > 0 || children > 0 {
+            return Err(StoreError::DeptNotEmpty {
+                id,
+                users,
+                children,
+            });
+        }
+        tx.execute(
+            "UPDATE department SET status = ?2, updated = ?3 WHERE id = ?1",
+            params![id, DEPT_STATUS_DELETED, now],
         )
-        .map_err(sql("inserting department"))?;
-        row_id(conn.last_insert_rowid())
+        .map_err(sql("deleting a department"))?;
+        tx.commit()
+            .map_err(sql("committing a department's deletion"))?;
+        Ok(true)
     }
 
     fn departments_updated_since(&self, since: u32) -> StoreResult<Vec<Department>> {
@@ -753,21 +1041,17 @@ impl Store for SqliteStore {
         self.insert_user(user, password, Some(salt))
     }
 
-    fn verify_login(&self, name: &str, password_md5hex: &str) -> StoreResult<Option<User>> {
+    fn check_login(
+        &self,
+        name: &str,
+        password_md5hex: &str,
+    ) -> StoreResult<Option<UserCredential>> {
         let found = {
             let conn = self.lock();
             conn.prepare_cached(&format!(
                 "SELECT {USER_COLUMNS}, password, salt FROM user WHERE name = ?1"
             ))
-            .and_then(|mut s| {
-                s.query_row(params![name], |r| {
-                    let user = user_from_row(r)?;
-                    let password: String = r.get(14)?;
-                    let salt: Option<String> = r.get(15)?;
-                    Ok((user, password, salt))
-                })
-                .optional()
-            })
+            .and_then(|mut s| s.query_row(params![name], credential_row).optional())
             .map_err(sql("looking up login"))?
         };
         // The lock is released: hashing must not stall other requests.
@@ -777,11 +1061,110 @@ impl Store for SqliteStore {
         if user.status == USER_STATUS_DEPARTED {
             return Ok(None);
         }
+        let credential = CredentialStamp::of(&hash, salt.as_deref());
         let stored = match salt {
             Some(salt) => StoredPassword::TeamTalk { hash, salt },
             None => StoredPassword::Argon2(hash),
         };
-        Ok(stored.verify(password_md5hex)?.then_some(user))
+        Ok(stored
+            .verify(password_md5hex)?
+            .then_some(UserCredential { user, credential }))
+    }
+
+    fn user_with_credential(&self, id: UserId) -> StoreResult<Option<UserCredential>> {
+        let found = self
+            .lock()
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS}, password, salt FROM user WHERE id = ?1"
+            ))
+            .and_then(|mut s| s.query_row(params![id], credential_row).optional())
+            .map_err(sql("reading a user's credential"))?;
+        Ok(found.map(|(user, hash, salt)| UserCredential {
+            user,
+            credential: CredentialStamp::of(&hash, salt.as_deref()),
+        }))
+    }
+
+    fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        self.lock()
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM user WHERE name = ?1"))
+            .and_then(|mut s| s.query_row(params![name], user_from_row).optional())
+            .map_err(sql("looking up a user by name"))
+    }
+
+    fn all_users(&self) -> StoreResult<Vec<User>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM user ORDER BY id"))
+            .map_err(sql("listing users"))?;
+        stmt.query_map([], user_from_row)
+            .and_then(Iterator::collect)
+            .map_err(sql("listing users"))
+    }
+
+    fn set_password(&self, user: UserId, password_md5hex: &str) -> StoreResult<bool> {
+        // Hashed before taking the lock, as in `add_user`.
+        let phc = password::hash_password(&self.options.hash_params, password_md5hex)?;
+        let now = self.now();
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE user SET password = ?2, salt = NULL, updated = ?3 WHERE id = ?1",
+                params![user, phc, now],
+            )
+            .map_err(sql("setting a password"))?;
+        Ok(n > 0)
+    }
+
+    fn set_user_status(&self, user: UserId, status: u32) -> StoreResult<bool> {
+        let now = self.now();
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE user SET status = ?2, updated = ?3 WHERE id = ?1",
+                params![user, status, now],
+            )
+            .map_err(sql("setting a user's status"))?;
+        Ok(n > 0)
+    }
+
+    fn delete_user(&self, user: UserId) -> StoreResult<bool> {
+        let now = self.now();
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("deleting a user"))?;
+        let n = tx
+            .execute("DELETE FROM user WHERE id = ?1", params![user])
+            .map_err(sql("deleting a user"))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        for (context, statement) in [
+            (
+                "deleting a push token",
+                "DELETE FROM device_token WHERE user_id = ?1",
+            ),
+            (
+                "deleting unread counters",
+                "DELETE FROM single_unread WHERE user_id = ?1",
+            ),
+            (
+                "deleting sessions",
+                "DELETE FROM session WHERE user_id = ?1",
+            ),
+            // Files waiting for them would wait forever; files they sent
+            // stay, as their messages do.
+            (
+                "deleting offline files",
+                "DELETE FROM transmit_file WHERE to_id = ?1",
+            ),
+        ] {
+            tx.execute(statement, params![user]).map_err(sql(context))?;
+        }
+        groups::remove_everywhere(&tx, user, now)?;
+        tx.commit().map_err(sql("committing a user's deletion"))?;
+        Ok(true)
     }
 
     fn users_updated_since(&self, since: u32) -> StoreResult<Vec<User>> {
@@ -1301,5 +1684,18 @@ impl Store for SqliteStore {
 
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
         groups::clear_unread(&self.lock(), user, group)
+    }
+
+    fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool> {
+        let now = self.now();
+        files::add(&mut self.lock(), file, now)
+    }
+
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>> {
+        files::list(&self.lock(), to)
+    }
+
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool> {
+        files::delete(&self.lock(), task_id, from, to)
     }
 }

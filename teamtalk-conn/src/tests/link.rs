@@ -91,6 +91,64 @@ fn teamtalk_backoff_sequence_when_connects_keep_failing() {
     assert_eq!(failures, 7);
 }
 
+/// Log lines written while `f` runs, at WARN and above.
+fn warnings_during(f: impl FnOnce()) -> Vec<String> {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn failed_connects_are_warned_from_the_first_with_the_next_retry_then_rate_limited() {
+    let lines = warnings_during(|| {
+        let t = t0();
+        let mut d = Drive::new(Link::new(teamtalk_cfg(), t), t);
+        // Attempts fail at 0, 4, 12, 28, 60, 124, 128 s (TeamTalk's backoff).
+        for _ in 0..7 {
+            let now = d.now;
+            d.input(Input::ConnectFailed(now));
+            d.advance_to(d.deadline.unwrap());
+        }
+    });
+    let failed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("link connect failed; retrying"))
+        .collect();
+    // The first at once, then one a minute: at 0 s, 60 s (three held back
+    // in between) and 124 s.
+    assert_eq!(failed.len(), 3, "{lines:#?}");
+    assert!(
+        failed
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("10.0.0.2:10600"))
+    );
+    assert!(
+        failed[0].contains("retry_in=4s") && failed[0].contains("held_back=0"),
+        "{}",
+        failed[0]
+    );
+    assert!(failed[1].contains("held_back=3"), "{}", failed[1]);
+}
+
 #[test]
 fn capped_exponential_backoff_is_jittered_bounded_and_seeded() {
     let run = |seed| {

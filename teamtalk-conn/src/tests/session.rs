@@ -123,6 +123,33 @@ fn second_login_request_closes_pending_or_logged_in() {
     assert_closed(&d, CloseReason::DuplicateLogin);
 }
 
+/// file_server's client port: its clients open with `CID_FILE_LOGIN_REQ`
+/// (0x0501), which is their login; msg_server's login is then just
+/// another command before login.
+#[test]
+fn login_command_is_configurable() {
+    let file_login = teamtalk_proto::CommandKey::new(5, 0x0501);
+    let cfg = SessionConfig::client().with_login_command(file_login);
+    let t = t0();
+    let mut d = Drive::new(Session::new(cfg.clone(), peer(), t), t);
+    let req = Pdu::new(file_login, 1, Bytes::from_static(b"\x08\x07"));
+    d.recv(&req.to_bytes());
+    assert_eq!(d.events(), [&SessionEvent::LoginRequest(req)]);
+    d.call(|s| s.accept_login(7, WINDOWS)).unwrap();
+    d.recv(&msg(2, 3).to_bytes());
+    assert_eq!(d.events()[1], &SessionEvent::Pdu(msg(2, 3)));
+    // The deadline and the gate are the same as msg_server's.
+    let mut d = Drive::new(Session::new(cfg.clone(), peer(), t), t);
+    d.advance_to(t + secs(15));
+    assert_closed(&d, CloseReason::LoginTimedOut);
+    let mut d = Drive::new(Session::new(cfg, peer(), t), t);
+    d.recv(&login_req(1).to_bytes());
+    assert_closed(
+        &d,
+        CloseReason::Unauthenticated(teamtalk_proto::Command::LoginReqUserlogin.key()),
+    );
+}
+
 #[test]
 fn heartbeats_are_echoed_byte_for_byte_before_and_after_login() {
     let mut d = client();

@@ -18,8 +18,14 @@
 //!   keep TeamTalk's salted MD5 form so they can still log in.
 //! - A login whose password value the store verified in the last few
 //!   minutes is answered from the [credential
-//!   cache](crate::db_proxy::credcache) without running Argon2 again; a
-//!   failed check forgets the name's entry.
+//!   cache](crate::db_proxy::credcache) without running Argon2 again, as
+//!   long as the stored credential is still the one verified (a password
+//!   changed or a user disabled by `teamtalk user` in another process takes
+//!   effect at once); a failed check forgets the name's entry.
+//! - A disabled user (status 3, departed) is refused like a wrong password
+//!   (1; the client sees TeamTalk's 6, `DB_VALIDATE_FAILED`). TeamTalk's
+//!   query let in status 0 only; other statuses are employment states here
+//!   and log in.
 //! - The limiter counts failures per (client address, user name) and per
 //!   address when msg_server sends the client's address
 //!   (`IMValidateReq.client_addr`, our field 100), per name otherwise, and
@@ -45,7 +51,7 @@ use crate::db_proxy::handler::{
 };
 use crate::db_proxy::limiter::Source;
 use crate::rules::sizing::MAX_CREDENTIAL_LEN;
-use crate::store::{StoreResult, USER_STATUS_DEPARTED, User};
+use crate::store::{StoreResult, User};
 
 /// Whether a login's name or password is longer than any real one
 /// ([`MAX_CREDENTIAL_LEN`]).
@@ -96,23 +102,25 @@ impl DbProxy {
         source
     }
 
-    /// Checks a login: the credential cache first, then the store (Argon2
+    /// Checks a login: the credential cache first (confirmed against the
+    /// stored credential's stamp, one indexed read), then the store (Argon2
     /// or TeamTalk's salted MD5), remembering what the store verified.
     fn verify(&self, name: &str, password: &str, now: u32) -> StoreResult<Option<User>> {
         if let Some(cache) = &self.credentials
-            && let Some(id) = cache.check(name, password, now)
-            && let Some(user) = self.store.users_by_ids(&[id])?.into_iter().next()
-            && user.name == name
-            && user.status != USER_STATUS_DEPARTED
+            && let Some(user) = cache.check_current(name, password, now, |id| {
+                self.store.user_with_credential(id)
+            })?
         {
             bump(&self.counters.logins_cached);
             return Ok(Some(user));
         }
-        let user = self.store.verify_login(name, password)?;
-        if let (Some(cache), Some(u)) = (&self.credentials, &user) {
-            cache.remember(name, password, u.id, now);
+        let Some(verified) = self.store.check_login(name, password)? else {
+            return Ok(None);
+        };
+        if let Some(cache) = &self.credentials {
+            cache.remember(name, password, verified.user.id, verified.credential, now);
         }
-        Ok(user)
+        Ok(Some(verified.user))
     }
 
     fn validate(&self, req: &ImValidateReq) -> Served<ImValidateRsp> {
@@ -158,7 +166,18 @@ impl DbProxy {
             }
             bump(&self.counters.logins_failed);
             self.limiter.record_failure(source, &req.user_name, now);
-            info!(user = %clip(&req.user_name), "login refused: bad credentials");
+            // A guessing client can cause thousands a second: counted
+            // always (logins_failed), one INFO line per interval.
+            if let Some(held_back) = self
+                .refusal_log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pass_secs(now)
+            {
+                info!(user = %clip(&req.user_name), held_back, "login refused: bad credentials");
+            } else {
+                debug!(user = %clip(&req.user_name), "login refused: bad credentials");
+            }
             rsp.result_code = VALIDATE_BAD_CREDENTIALS;
             rsp.result_string = Some("wrong user name or password".to_owned());
         }

@@ -9,17 +9,17 @@
 //! | [`sessions`] | 0x0201 recent sessions, 0x0206 remove a session |
 //! | [`push`] | 0x0108 device token, 0x010c / 0x010e push shield, 0x0705 device tokens |
 //! | [`groups`] | 0x0401–0x0409 groups, 0x0711 group shield of members, 0x0791 a user's groups |
-//! | `files.rs` (to come) | 0x0509 / 0x050b / 0x050c offline files |
+//! | [`files`] | 0x0509 offline files waiting, 0x050b / 0x050c record / forget one |
 //!
 //! [`domain`] is the dispatch table: the one place that says which file
-//! serves a command. A new family gets a [`Domain`] variant (files already
-//! have theirs, answered "not implemented" until their file exists) and an
-//! arm in [`DbProxy::serve`].
+//! serves a command. A new family gets a [`Domain`] variant and an arm in
+//! [`DbProxy::serve`].
 //!
 //! Each handler returns its typed reply or a [`Failed`]; it never builds a
 //! failure answer itself. [`DbProxy::fail`] turns every [`Failed`] into the
 //! answer `crate::rules::failure` prescribes.
 
+pub(super) mod files;
 pub(super) mod groups;
 pub(super) mod login;
 pub(super) mod messages;
@@ -111,7 +111,7 @@ pub(super) enum Domain {
     Push,
     /// [`groups`].
     Groups,
-    /// Offline files: not stored yet (`files.rs` to come).
+    /// [`files`].
     Files,
 }
 
@@ -163,7 +163,7 @@ impl DbProxy {
             Some(Domain::Sessions) => self.serve_sessions(seq, msg),
             Some(Domain::Push) => self.serve_push(seq, msg),
             Some(Domain::Groups) => self.serve_groups(seq, msg),
-            Some(Domain::Files) => Err(Failed::not_implemented("offline files are not stored yet")),
+            Some(Domain::Files) => self.serve_files(seq, msg),
             None => Err(Failed::unsupported("db_proxy does not serve this command")),
         }
     }
@@ -328,13 +328,7 @@ mod tests {
             routed += 1;
             let msg = command.decode_body(Bytes::new()).unwrap();
             let result = proxy.serve(1, &msg);
-            if matches!(d, Domain::Files) {
-                assert_eq!(
-                    result.unwrap_err().code,
-                    RequestFailedCode::RequestFailedNotImplemented,
-                    "{command}"
-                );
-            } else if let Err(f) = result {
+            if let Err(f) = result {
                 assert_ne!(
                     f.code,
                     RequestFailedCode::RequestFailedUnsupported,

@@ -11,6 +11,7 @@ use super::{Fixture, attach, call, failing_fixture, fixture, pw, validate};
 use crate::db_proxy::{
     VALIDATE_BAD_CREDENTIALS, VALIDATE_INTERNAL_ERROR, VALIDATE_OK, VALIDATE_TOO_MANY_FAILURES,
 };
+use crate::store::Store;
 
 #[test]
 fn validate_fills_user_info_like_teamtalk() {
@@ -70,6 +71,45 @@ fn repeated_logins_skip_argon2_until_a_wrong_password() {
     let cached = validate(&f.proxy, "user2", &pw(2));
     assert_eq!(f.proxy.stats().logins_cached, 3);
     assert_eq!(cached.user_info.map(|u| u.user_id), Some(2));
+}
+
+/// A password changed or a user disabled behind db_proxy's back (by
+/// `teamtalk user` on the same file) takes effect at the next login,
+/// although the old password is in the credential cache.
+#[test]
+fn a_changed_password_or_a_disabled_user_is_not_answered_from_the_cache() {
+    let f = fixture();
+    let login = |f: &Fixture, password: &str| validate(&f.proxy, "user2", password).result_code;
+    assert_eq!(login(&f, &pw(2)), VALIDATE_OK);
+    assert_eq!(login(&f, &pw(2)), VALIDATE_OK);
+    assert_eq!(f.proxy.stats().logins_cached, 1, "remembered");
+
+    assert!(f.store.set_password(2, &pw(22)).unwrap());
+    assert_eq!(login(&f, &pw(2)), VALIDATE_BAD_CREDENTIALS, "old password");
+    assert_eq!(f.proxy.stats().logins_cached, 1);
+    assert_eq!(login(&f, &pw(22)), VALIDATE_OK, "new password");
+    assert_eq!(login(&f, &pw(22)), VALIDATE_OK);
+    assert_eq!(f.proxy.stats().logins_cached, 2, "the new one is cached");
+
+    // Setting the same password again makes a new hash: the cache asks
+    // the store again rather than trust a credential no longer stored.
+    assert!(f.store.set_password(2, &pw(22)).unwrap());
+    assert_eq!(login(&f, &pw(22)), VALIDATE_OK);
+    assert_eq!(f.proxy.stats().logins_cached, 2);
+
+    assert!(
+        f.store
+            .set_user_status(2, crate::store::USER_STATUS_DEPARTED)
+            .unwrap()
+    );
+    let rsp = validate(&f.proxy, "user2", &pw(22));
+    assert_eq!(rsp.result_code, VALIDATE_BAD_CREDENTIALS, "disabled");
+    assert!(rsp.user_info.is_none());
+    assert!(f.store.set_user_status(2, 0).unwrap());
+    assert_eq!(login(&f, &pw(22)), VALIDATE_OK, "enabled again");
+
+    assert!(f.store.delete_user(2).unwrap());
+    assert_eq!(login(&f, &pw(22)), VALIDATE_BAD_CREDENTIALS, "deleted");
 }
 
 #[test]

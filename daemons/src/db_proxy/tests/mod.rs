@@ -5,6 +5,7 @@
 //! the conf and a loopback server.
 
 mod captured;
+mod files;
 mod groups;
 mod login;
 mod messages;
@@ -32,7 +33,7 @@ use crate::store::{
     Actor, Department, DeviceToken, Group, GroupId, GroupType, GroupVersion, MemberChange,
     MembersChanged, MsgId, NewGroup, NewMessage, NewUser, RecentSession, SessionType, SqliteStore,
     Store, StoreError, StoreOptions, StoreResult, Stored, StoredMessage, UnreadSummary, User,
-    UserId,
+    UserCredential, UserId,
 };
 
 /// A 12-byte `CDbAttachData` as msg_server sends it (type 1, handle 14).
@@ -280,6 +281,16 @@ impl Store for FailingStore {
         self.check("departments_updated_since")?;
         self.inner.departments_updated_since(since)
     }
+    fn rename_department(&self, id: u32, name: &str) -> StoreResult<bool> {
+        self.check("rename_department")?;
+        self.inner.rename_department(id, name)
+    }
+
+    fn delete_department(&self, id: u32) -> StoreResult<bool> {
+        self.check("delete_department")?;
+        self.inner.delete_department(id)
+    }
+
     fn add_user(&self, user: &NewUser, password_md5hex: &str) -> StoreResult<UserId> {
         self.check("add_user")?;
         self.inner.add_user(user, password_md5hex)
@@ -293,9 +304,37 @@ impl Store for FailingStore {
         self.check("import_teamtalk_user")?;
         self.inner.import_teamtalk_user(user, password, salt)
     }
-    fn verify_login(&self, name: &str, password_md5hex: &str) -> StoreResult<Option<User>> {
+    fn check_login(
+        &self,
+        name: &str,
+        password_md5hex: &str,
+    ) -> StoreResult<Option<UserCredential>> {
         self.check("verify_login")?;
-        self.inner.verify_login(name, password_md5hex)
+        self.inner.check_login(name, password_md5hex)
+    }
+    fn user_with_credential(&self, id: UserId) -> StoreResult<Option<UserCredential>> {
+        self.check("user_with_credential")?;
+        self.inner.user_with_credential(id)
+    }
+    fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        self.check("user_by_name")?;
+        self.inner.user_by_name(name)
+    }
+    fn all_users(&self) -> StoreResult<Vec<User>> {
+        self.check("all_users")?;
+        self.inner.all_users()
+    }
+    fn set_password(&self, user: UserId, password_md5hex: &str) -> StoreResult<bool> {
+        self.check("set_password")?;
+        self.inner.set_password(user, password_md5hex)
+    }
+    fn set_user_status(&self, user: UserId, status: u32) -> StoreResult<bool> {
+        self.check("set_user_status")?;
+        self.inner.set_user_status(user, status)
+    }
+    fn delete_user(&self, user: UserId) -> StoreResult<bool> {
+        self.check("delete_user")?;
+        self.inner.delete_user(user)
     }
     fn users_updated_since(&self, since: u32) -> StoreResult<Vec<User>> {
         self.check("users_updated_since")?;
@@ -478,6 +517,19 @@ impl Store for FailingStore {
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
         self.check("clear_group_unread")?;
         self.inner.clear_group_unread(user, group)
+    }
+
+    fn add_offline_file(&self, file: &crate::store::NewOfflineFile) -> StoreResult<bool> {
+        self.check("add_offline_file")?;
+        self.inner.add_offline_file(file)
+    }
+    fn offline_files(&self, to: UserId) -> StoreResult<Vec<crate::store::OfflineFile>> {
+        self.check("offline_files")?;
+        self.inner.offline_files(to)
+    }
+    fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool> {
+        self.check("delete_offline_file")?;
+        self.inner.delete_offline_file(task_id, from, to)
     }
 }
 

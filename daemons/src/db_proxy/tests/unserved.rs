@@ -1,19 +1,17 @@
-//! What db_proxy does not serve: features not stored yet (offline files,
-//! avatars), commands it never serves, unreadable bodies. Each gets a
-//! failure answer, never silence.
+//! What db_proxy does not serve: features not stored yet (avatars),
+//! commands it never serves, unreadable bodies. Each gets a failure
+//! answer, never silence.
 
 use bytes::Bytes;
 use teamtalk_proto::command::CommandMessage;
 use teamtalk_proto::pb::im::buddy::{ImChangeAvatarReq, ImChangeAvatarRsp};
 use teamtalk_proto::pb::im::ext::{ImRequestFailed, RequestFailedCode};
-use teamtalk_proto::pb::im::file::{ImFileAddOfflineReq, ImFileHasOfflineReq};
 use teamtalk_proto::pb::im::login::ImLoginReq;
 use teamtalk_proto::pb::im::other::ImHeartBeat;
 use teamtalk_proto::{Command, CommandKey, Pdu};
 
-use super::{attach, call, fixture, request_failed};
+use super::{call, fixture, request_failed};
 
-const NOT_IMPLEMENTED: u32 = RequestFailedCode::RequestFailedNotImplemented as u32;
 const UNSUPPORTED: u32 = RequestFailedCode::RequestFailedUnsupported as u32;
 const BAD_REQUEST: u32 = RequestFailedCode::RequestFailedBadRequest as u32;
 
@@ -32,43 +30,8 @@ fn features_not_stored_yet_get_their_failure_answer_and_are_counted() {
     );
     assert_eq!((rsp.user_id, rsp.result_code), (1, 1));
 
-    // The others get IMRequestFailed, "not implemented", with the request's
-    // attach_data (present and empty when the request had none).
-    let not_implemented = |pdu: Pdu, command: Command| -> ImRequestFailed {
-        let seq = pdu.seq();
-        let reply = f
-            .proxy
-            .handle(&pdu)
-            .unwrap_or_else(|| panic!("{command} not answered"));
-        let failed = request_failed(&reply, seq, command);
-        assert_eq!(failed.result_code, NOT_IMPLEMENTED, "{command}");
-        assert!(failed.reason.is_some(), "{command}");
-        failed
-    };
-    let offline = ImFileHasOfflineReq {
-        user_id: 1,
-        attach_data: attach(),
-    };
-    let failed = not_implemented(offline.to_pdu(33), Command::FileHasOfflineReq);
-    assert_eq!(failed.attach_data, attach());
-    let offline = ImFileHasOfflineReq {
-        user_id: 1,
-        attach_data: None,
-    };
-    let failed = not_implemented(offline.to_pdu(35), Command::FileHasOfflineReq);
-    assert_eq!(failed.attach_data, Some(Bytes::new()));
-    // A record with no reply in TeamTalk is still reported as not stored.
-    let add = ImFileAddOfflineReq {
-        from_user_id: 1,
-        to_user_id: 2,
-        task_id: "t".into(),
-        file_name: "f".into(),
-        file_size: 1,
-    };
-    let failed = not_implemented(add.to_pdu(34), Command::FileAddOfflineReq);
-    assert_eq!(failed.attach_data, None);
     let s = f.proxy.stats();
-    assert_eq!((s.unimplemented, s.failures), (4, 4));
+    assert_eq!((s.unimplemented, s.failures), (1, 1));
 }
 
 #[test]

@@ -537,6 +537,31 @@ pub(super) fn change_members(
     })
 }
 
+/// Takes a user out of every group they are in (a deleted user), moving
+/// each group's version so members' clients fetch the new member list;
+/// inside the caller's transaction.
+pub(super) fn remove_everywhere(conn: &Connection, user: UserId, now: u32) -> StoreResult<()> {
+    let groups: Vec<GroupId> = conn
+        .prepare_cached(
+            "UPDATE group_member SET status = ?2, updated = ?3
+             WHERE user_id = ?1 AND status = ?4
+             RETURNING group_id",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![user, REMOVED, now, LIVE], |r| r.get(0))?
+                .collect()
+        })
+        .map_err(sql("removing a user from their groups"))?;
+    let mut bump = conn
+        .prepare_cached("UPDATE chat_group SET version = version + 1, updated = ?2 WHERE id = ?1")
+        .map_err(sql("bumping a group version"))?;
+    for g in groups {
+        bump.execute(params![g, now])
+            .map_err(sql("bumping a group version"))?;
+    }
+    Ok(())
+}
+
 /// Sets a member's push shield.
 pub(super) fn set_shield(
     conn: &Connection,

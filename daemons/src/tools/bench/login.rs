@@ -33,7 +33,9 @@ use teamtalk_proto::pb::im::base_define::ClientType;
 
 use super::hist::Histogram;
 use super::report::{Report, thousands};
-use super::{BenchError, LoginArgs, NET_TIMEOUT, Target, cpu_pct, cpu_ticks};
+use super::{
+    BenchError, LoginArgs, NET_TIMEOUT, Stop, Target, cpu_pct, cpu_ticks, outcome, verdict,
+};
 use crate::clock;
 use crate::tools::client::Assigner;
 
@@ -303,7 +305,11 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// `bench login`.
-pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+pub(super) fn run_login(
+    args: &LoginArgs,
+    out: &mut dyn Write,
+    stop: Stop<'_>,
+) -> Result<(), BenchError> {
     let common = &args.common;
     let users = args.users.unwrap_or(args.concurrency);
     if args.concurrency == 0 || users < args.concurrency {
@@ -359,7 +365,7 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
     let mut last_ok = 0;
     loop {
         let now = clock::now();
-        if duration.is_some_and(|d| now.duration_since(start) >= d) {
+        if duration.is_some_and(|d| now.duration_since(start) >= d) || stop.is_set() {
             break;
         }
         if running.is_empty() && restart.iter().all(Option::is_none) {
@@ -491,7 +497,7 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
         format!("{}1…{}{users}", common.prefix, common.prefix),
     );
     rep.int("concurrency", "concurrency", args.concurrency.into());
-    rep.num("duration_s", "duration (s)", Some(elapsed.as_secs_f64()));
+    rep.secs("duration_s", "duration", Some(elapsed.as_secs_f64()));
     rep.int("count", "logins", totals.ok);
     rep.int("refused", "refused", totals.refused);
     rep.int("failed", "failed", totals.failed);
@@ -503,25 +509,34 @@ pub(super) fn run_login(args: &LoginArgs, out: &mut dyn Write) -> Result<(), Ben
     let secs = elapsed.as_secs_f64();
     rep.num(
         "logins_per_s",
-        "logins/s",
+        "logins",
         (secs > 0.0).then(|| totals.ok as f64 / secs),
+        "logins/s",
     );
     rep.latency("login_latency", "login latency", &totals.login);
     rep.latency("cycle_latency", "assign+login+logout", &totals.cycle);
     rep.num(
         "bench_cpu_pct",
-        "bench CPU (% of one core)",
+        "bench CPU",
         cpu_pct(cpu0, cpu1, elapsed),
+        "% of one core",
     );
     if common.server_pid.is_some() {
         rep.num(
             "server_cpu_pct",
-            "server CPU (% of one core)",
+            "server CPU",
             cpu_pct(srv0, srv1, elapsed),
+            "% of one core",
         );
     }
+    let interrupted = stop.is_set();
+    // An unclean logout (the server did not close within 2 s) is
+    // reported, not a failure: servers differ in who closes.
+    let problems = [("refused", totals.refused), ("failed", totals.failed)];
+    outcome(&mut rep, interrupted, &problems);
     if let Some(e) = totals.first_error {
         rep.text("first_error", "first error", e);
     }
-    rep.write(common.json, out)
+    rep.write(common.json, out)?;
+    verdict(interrupted, &problems)
 }

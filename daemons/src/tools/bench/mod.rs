@@ -10,23 +10,32 @@
 //!   unacked and lost messages, never hidden.
 //! - `login`: connect, log in, log out at a given concurrency.
 //! - `conns`: many idle logged-in connections with heartbeats, and the
-//!   server's memory per connection.
-//! - `group`: parsed, but refused until the servers support groups.
+//!   server's memory per connection (the slope of its RSS over the
+//!   connections as they log in).
+//! - `group`: G TMP groups of M members, created over the protocol by
+//!   their first member; S senders per group; deliveries/s, latency, and
+//!   every member's lost and duplicate deliveries.
 //!
 //! Users are the ones `teamtalk user seed --prefix P --count N` creates:
 //! `P1`…`PN`. A progress line goes to stderr once per second; the summary
-//! (or, with `--json`, one JSON object) goes to the given writer.
+//! (or, with `--json`, one JSON object) goes to the given writer. A run
+//! that lost, refused or duplicated anything, or lost connections, writes
+//! its summary and then fails with [`BenchError::Unclean`]; an
+//! interrupted one (Ctrl-C) writes what it measured so far and fails with
+//! [`BenchError::Interrupted`]; a run whose connections are all gone stops
+//! there.
 //!
 //! Every connection is a [`teamtalk_conn::Client`] machine run by a
 //! `teamtalk-net` reactor, the same client behaviour as every other tool:
-//! `msg` and `conns` run a few workers, each one reactor plus one thread
-//! reading its machines' events (`engine.rs`); `login` runs one machine
-//! per concurrent slot that logs in and out as the slot's users in turn,
-//! its script on the reactor thread (`login.rs`). Addresses may be host
-//! names. The bench reports its own CPU use so a saturated bench is
+//! `msg`, `conns` and `group` run a few workers, each one reactor plus one
+//! thread reading its machines' events (`engine.rs`); `login` runs one
+//! machine per concurrent slot that logs in and out as the slot's users in
+//! turn, its script on the reactor thread (`login.rs`). Addresses may be
+//! host names. The bench reports its own CPU use so a saturated bench is
 //! visible.
 
 mod engine;
+mod group;
 pub mod hist;
 mod login;
 mod msg;
@@ -34,6 +43,7 @@ mod report;
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -41,8 +51,18 @@ use clap::Subcommand;
 use crate::tools::addr::ServerAddr;
 use crate::tools::client::{AssignError, Assigner};
 
+/// How to get load users cheaply, for every workload's help.
+const SEEDING: &str = "Users are PREFIX1, PREFIX2, ... with one password. Seed them cheaply, \
+with TeamTalk's md5 password form instead of Argon2id (a login then costs microseconds, not \
+~18 ms of a core):\n\n  teamtalk user seed --prefix load --count 1000 --password pw \
+--teamtalk-md5 --data-dir DIR\n\n(with --create for a new store; against the C++ servers, insert users into their MySQL \
+the same way). The exit status is 0 only for a clean run: anything lost, refused, duplicated, \
+or a connection lost makes it 1, after the summary; Ctrl-C prints the summary so far and \
+exits 1.";
+
 /// Arguments of `teamtalk bench`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = SEEDING, after_help = "Seed load users cheaply with `teamtalk user seed --teamtalk-md5` (see --help).")]
 pub struct BenchArgs {
     /// Which workload.
     #[command(subcommand)]
@@ -54,12 +74,17 @@ pub struct BenchArgs {
 #[non_exhaustive]
 pub enum BenchKind {
     /// One-to-one messages between sender/receiver pairs.
+    #[command(after_long_help = SEEDING)]
     Msg(MsgArgs),
     /// Logins per second: connect, log in, log out.
+    #[command(after_long_help = SEEDING)]
     Login(LoginArgs),
     /// Idle logged-in connections held open, and the server's memory per connection.
+    #[command(after_long_help = SEEDING)]
     Conns(ConnsArgs),
-    /// Fan-out to group members (needs group support in the servers).
+    /// Fan-out to group members: G TMP groups of M members made over the
+    /// protocol, S senders per group.
+    #[command(after_long_help = SEEDING)]
     Group(GroupArgs),
 }
 
@@ -77,7 +102,9 @@ pub struct Common {
     /// Connect straight to this msg_server (repeat for several, used in turn).
     #[arg(long = "msg-server", value_name = "ADDR")]
     pub msg_server: Vec<String>,
-    /// User name prefix: users are PREFIX1, PREFIX2, … (`teamtalk user seed`).
+    /// User name prefix: users are PREFIX1, PREFIX2, … (`teamtalk user
+    /// seed --prefix P --count N --password PW --teamtalk-md5` makes them
+    /// cheap to log in).
     #[arg(long)]
     pub prefix: String,
     /// Password of every user.
@@ -188,18 +215,48 @@ pub struct GroupArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
-    /// Members per group.
-    #[arg(long, default_value_t = 100)]
-    pub members: u32,
-    /// Groups.
+    /// Groups (group g's members are users PREFIX(g×M+1)…PREFIX(g×M+M)).
     #[arg(long, default_value_t = 1)]
     pub groups: u32,
-    /// Message size in bytes.
+    /// Members per group, at least 2; the first creates the group.
+    #[arg(long, default_value_t = 500)]
+    pub members: u32,
+    /// Senders per group: its first S members post.
+    #[arg(long, default_value_t = 4)]
+    pub senders: u32,
+    /// Messages in flight (sent, not yet acked) per sender.
+    #[arg(long, default_value_t = 8)]
+    pub window: u32,
+    /// Pace all senders together to this many messages per second (each
+    /// makes M-1 deliveries; default: as fast as the windows allow).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Message body (`msg_data`) size in bytes; at least 24.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
     /// Seconds of sending.
     #[arg(long, default_value = "10", value_parser = secs)]
     pub duration: Duration,
+    /// Worker threads, each owning many connections.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// A message not acked within this many seconds leaves the window and
+    /// counts as unacked.
+    #[arg(long, default_value = "5", value_parser = secs)]
+    pub ack_timeout: Duration,
+    /// After sending stops, wait at most this long for acks and deliveries.
+    #[arg(long, default_value = "3", value_parser = secs)]
+    pub grace: Duration,
+    /// Give up waiting for logins, group creation and members after this long.
+    #[arg(long, default_value = "60", value_parser = secs)]
+    pub setup_timeout: Duration,
+    /// A member that has not been told of its group's creation this long
+    /// after it was made logs in again (TeamTalk's servers tell nobody).
+    #[arg(long, default_value = "5", value_parser = secs)]
+    pub notice_timeout: Duration,
+    /// Heartbeat interval, seconds.
+    #[arg(long, default_value = "30", value_parser = secs)]
+    pub heartbeat: Duration,
 }
 
 /// Why a bench could not run.
@@ -218,12 +275,13 @@ pub enum BenchError {
     /// Nothing could log in, so nothing was measured.
     #[error("bench: no connection logged in ({0})")]
     NoLogin(String),
-    /// The group workload needs servers with group messaging.
-    #[error(
-        "bench group: group benchmarking needs group support (CID_GROUP_* create, member list and \
-         group messages) in the servers, which teamtalk-rs does not have yet; nothing was measured"
-    )]
-    GroupUnsupported,
+    /// The run finished and its summary was written, but something was
+    /// lost, refused or duplicated, or connections were lost.
+    #[error("bench: the run was not clean: {0} (summary above)")]
+    Unclean(String),
+    /// The run was interrupted (Ctrl-C); the summary so far was written.
+    #[error("bench: interrupted; the summary covers the run so far")]
+    Interrupted,
     /// A worker thread panicked.
     #[error("bench: a worker thread failed")]
     Worker,
@@ -239,15 +297,69 @@ pub enum BenchError {
 /// line to stderr.
 ///
 /// # Errors
-/// [`BenchError`]; `group` always fails with
-/// [`BenchError::GroupUnsupported`].
+/// [`BenchError`]: the run could not start or measure, or it was not clean
+/// ([`BenchError::Unclean`], after the summary).
 pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    run_until(args, out, &AtomicBool::new(false))
+}
+
+/// [`run`] that stops early once `stop` is set (the CLI sets it on
+/// Ctrl-C): the summary of what was measured so far is written, then
+/// [`BenchError::Interrupted`] returned.
+///
+/// # Errors
+/// As [`run`], and [`BenchError::Interrupted`].
+pub fn run_until(
+    args: &BenchArgs,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<(), BenchError> {
+    let stop = Stop(stop);
     match &args.kind {
-        BenchKind::Msg(a) => msg::run_msg(a, out),
-        BenchKind::Login(a) => login::run_login(a, out),
-        BenchKind::Conns(a) => msg::run_conns(a, out),
-        BenchKind::Group(_) => Err(BenchError::GroupUnsupported),
+        BenchKind::Msg(a) => msg::run_msg(a, out, stop),
+        BenchKind::Login(a) => login::run_login(a, out, stop),
+        BenchKind::Conns(a) => msg::run_conns(a, out, stop),
+        BenchKind::Group(a) => group::run_group(a, out, stop),
     }
+}
+
+/// The interrupt flag of a run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stop<'a>(&'a AtomicBool);
+
+impl Stop<'_> {
+    pub(crate) fn is_set(self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The end of a run, after its summary: `Ok` only for a clean run.
+/// `problems` are (what, how many); the non-zero ones make the run
+/// unclean.
+pub(crate) fn verdict(interrupted: bool, problems: &[(&str, u64)]) -> Result<(), BenchError> {
+    if interrupted {
+        return Err(BenchError::Interrupted);
+    }
+    let bad: Vec<String> = problems
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("{} {what}", report::thousands(*n)))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(BenchError::Unclean(bad.join(", ")))
+    }
+}
+
+/// The outcome row every summary ends with.
+pub(crate) fn outcome(r: &mut report::Report, interrupted: bool, problems: &[(&str, u64)]) {
+    r.flag("interrupted", "interrupted (Ctrl-C)", interrupted);
+    r.flag(
+        "clean",
+        "clean run (exit status 0)",
+        !interrupted && problems.iter().all(|(_, n)| *n == 0),
+    );
 }
 
 fn secs(s: &str) -> Result<Duration, String> {
