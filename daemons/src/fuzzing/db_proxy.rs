@@ -170,7 +170,8 @@ impl DbProxyFuzz {
 
     /// Feeds the requests `data` encodes and checks every answer: no panic;
     /// exactly one answer per request, none only for heartbeats,
-    /// `IMRequestFailed` and read acks that were applied; the answer
+    /// `IMRequestFailed` and one-way requests (read acks, offline files
+    /// added or deleted) that were applied; the answer
     /// carries the request's seq and its `attach_data` (present, maybe
     /// empty), is the request's reply or `IMRequestFailed`, decodes, and
     /// fits the frame limit.
