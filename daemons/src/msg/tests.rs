@@ -416,32 +416,12 @@ fn pending_requests_are_answered_when_the_db_link_dies_or_they_expire() {
 #[test]
 fn a_request_on_a_link_that_dies_is_answered_even_while_its_twin_is_up() {
     const DB2: LinkId = LinkId(3);
-    let links: Vec<UpstreamLink> = [
+    let mut app: MsgApp<u32> = app_with_links(&[
         (DB, Upstream::Db),
         (LOGIN, Upstream::Login),
         (ROUTE, Upstream::Route),
         (DB2, Upstream::Db),
-    ]
-    .into_iter()
-    .map(|(id, kind)| UpstreamLink {
-        id,
-        kind,
-        addr: "127.0.0.1:1".parse().unwrap(),
-    })
-    .collect();
-    let mut app = MsgApp::new(
-        Registration {
-            ip1: "127.0.0.1".into(),
-            ip2: "127.0.0.1".into(),
-            port: 8000,
-            max_conn_cnt: 10,
-            host_name: "test".into(),
-            ws_port: None,
-            ws_tls: false,
-        },
-        links,
-    );
-    app.set_time(1_700_000_000);
+    ]);
     for l in [DB, LOGIN, ROUTE, DB2] {
         let _ = app.link_up(l);
     }
