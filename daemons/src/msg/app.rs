@@ -2306,12 +2306,20 @@ impl runtime::App for MsgApp<Conn> {
 /// The idempotency key of a message (`IMMsgData.dedupe_key`): a resend
 /// carries the same sender, recipient, type, content and the client's own
 /// `create_time` and temporary `msg_id`, so it gets the same key and
-/// db_proxy stores it once. Keyed BLAKE2b-128 over those fields, each
-/// length-prefixed; computed before msg_server overwrites the time and id.
+/// db_proxy stores it once. Computed before msg_server overwrites the time
+/// and id.
+///
+/// Layout (16 bytes): the client's `create_time` big-endian, then a keyed
+/// BLAKE2b-96 over all those fields, each length-prefixed. The time comes
+/// first because the store indexes keys by (sender, recipient, key): keys
+/// of one conversation then arrive in ascending order and land on the last
+/// page of that conversation's range, instead of a random page of an index
+/// of up to a million keys (which cost a page read and a page write per
+/// message; docs/performance.md, "The dedupe index").
 fn dedupe_key(user_id: u32, m: &ImMsgData) -> Vec<u8> {
     use blake2::Digest;
-    let mut h = blake2::Blake2b::<blake2::digest::consts::U16>::new();
-    h.update(b"teamtalk-rs msg dedupe v1");
+    let mut h = blake2::Blake2b::<blake2::digest::consts::U12>::new();
+    h.update(b"teamtalk-rs msg dedupe v2");
     for n in [
         user_id,
         m.to_session_id,
@@ -2323,7 +2331,10 @@ fn dedupe_key(user_id: u32, m: &ImMsgData) -> Vec<u8> {
     }
     h.update((m.msg_data.len() as u64).to_be_bytes());
     h.update(&m.msg_data);
-    h.finalize().to_vec()
+    let mut key = Vec::with_capacity(16);
+    key.extend_from_slice(&m.create_time.to_be_bytes());
+    key.extend_from_slice(&h.finalize());
+    key
 }
 
 fn refusal_text(code: ResultType) -> &'static str {

@@ -1225,6 +1225,19 @@ fn a_resend_carries_the_same_dedupe_key_and_a_duplicate_is_acked() {
         3,
     );
     assert_ne!(first.dedupe_key, other.dedupe_key);
+    // The client's time leads the key, so a conversation's keys ascend and
+    // the store's index takes them at its end (docs/protocol.md).
+    let key = first.dedupe_key.clone().unwrap();
+    assert_eq!(key[..4], 1_600_000_000u32.to_be_bytes());
+    let later = key_of(
+        &mut app,
+        &ImMsgData {
+            create_time: 1_600_000_001,
+            ..m.clone()
+        },
+        4,
+    );
+    assert!(later.dedupe_key.unwrap() > key);
 
     // db_proxy says the second was stored before: acked with the first id,
     // and nothing extension-only reaches the clients.

@@ -400,6 +400,14 @@ const URI_PATH_ESCAPES: percent_encoding::AsciiSet = percent_encoding::CONTROLS
     .add(b'%')
     .add(b' ');
 
+/// The page cache of the store's connection, in KiB (SQLite's
+/// `cache_size`; pages are allocated as they are used). SQLite's default of
+/// 2 MiB holds too little of the hot indexes of a busy server (the latest
+/// pages of every conversation, the recent sessions, the dedupe keys): under
+/// a message load each miss was a `pread`, about a fifth of the store
+/// thread's time (docs/performance.md, "The dedupe index").
+const PAGE_CACHE_KIB: i64 = 64 * 1024;
+
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir`, with default options.
     pub fn open(data_dir: impl AsRef<Path>) -> StoreResult<Self> {
@@ -503,6 +511,8 @@ impl SqliteStore {
             .map_err(sql("setting synchronous=FULL"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql("enabling foreign keys"))?;
+        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
+            .map_err(sql("sizing the page cache"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sql("setting busy timeout"))?;
         migrate(&mut conn).map_err(|e| match (e, &path) {
