@@ -9,7 +9,7 @@
 # DIR holds the confs, the logs, the pids and the SQLite store (seed users
 # into DIR/data first: `teamtalk user seed --data-dir DIR/data --create ...`).
 # Ports: db PORT_BASE+600, route +200, login HTTP +80, login msg +100,
-# msg_server k (1-based) +k-1 from PORT_BASE (default 18000). The daemons'
+# msg_server k (1-based) +k-1 from PORT_BASE (default 28000). The daemons'
 # binaries are taken from $BIN (default target/release).
 set -eu
 cmd=${1:?start or stop}
@@ -30,7 +30,7 @@ start) ;;
 esac
 
 n=${3:-1}
-base=${4:-18000}
+base=${4:-28000}
 mkdir -p "$dir/data"
 [ -f "$dir/cluster.secret" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/cluster.secret"
 secret="ClusterSecretFile=$dir/cluster.secret"
