@@ -69,7 +69,7 @@ pub use groups::{
 };
 pub use lock::{LOCK_FILE_NAME, LockError, ServeLock};
 pub use mysql_redis::{MysqlConfig, MysqlStore, RedisUrls};
-pub use sqlite::{Clock, DB_FILE_NAME, OpenMode, SqliteStore, StoreOptions};
+pub use sqlite::{Clock, DB_FILE_NAME, JOURNAL_FILE_PREFIX, OpenMode, SqliteStore, StoreOptions};
 
 use crate::password::PasswordError;
 
@@ -200,6 +200,30 @@ pub enum StoreError {
     /// A store address or setting that cannot be used.
     #[error("store configuration: {0}")]
     Config(String),
+    /// The embedded store's message log could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Journal {
+        /// The log file.
+        path: std::path::PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Logged messages cannot be written into the tables (the reason is the
+    /// last attempt's error); the applier keeps trying, and what needs them
+    /// applied fails meanwhile.
+    #[error("the message log cannot be applied: {0}")]
+    LogApply(String),
+    /// A complete record of the message log does not decode: the file was
+    /// damaged or written by something else. Nothing is applied.
+    #[error("the message log {path} is damaged: {reason}")]
+    JournalCorrupt {
+        /// The log file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Another db_proxy stored the same message (its dedupe key) a moment
     /// ago; the caller answers with that one's id. Never returned by a
     /// [`Store`] method.

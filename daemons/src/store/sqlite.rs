@@ -26,6 +26,13 @@ use crate::password::{self, HashParams, StoredPassword};
 
 mod admin;
 mod groups;
+mod journal;
+mod staged;
+
+pub use journal::JOURNAL_FILE_PREFIX;
+#[cfg(test)]
+pub(super) use staged::APPLY_AT;
+use staged::MessageLog;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "teamtalk.sqlite3";
@@ -206,6 +213,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
           AND id NOT IN (SELECT min(id) FROM department WHERE status = 0 GROUP BY name);
     CREATE UNIQUE INDEX department_name ON department(name) WHERE status = 0;
     ",
+    // 6: the message log's position (see `staged`).
+    staged::MIGRATION,
 ];
 
 /// A source of wall-clock time in Unix seconds, for `created`/`updated` columns.
@@ -265,11 +274,61 @@ pub enum OpenMode {
 }
 
 /// [`Store`] on an embedded SQLite database.
+///
+/// One-to-one messages of a database file go through its message log first
+/// ([`journal`], [`staged`]): durable and acknowledged after one append,
+/// written into the tables in large transactions, and before anything reads
+/// or writes what they touch.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    inner: Arc<Mutex<Inner>>,
+    /// The message log of a database file (`None` in memory and read-only,
+    /// where messages go straight into the tables).
+    log: Option<Arc<MessageLog>>,
+    /// The log's applier thread.
+    applier: Option<std::thread::JoinHandle<()>>,
     options: StoreOptions,
     /// The database file (`None` in memory).
     path: Option<PathBuf>,
+}
+
+/// What the store's mutex guards: the connection every write but the
+/// message log's goes through (the applier's included).
+#[derive(Debug)]
+struct Inner {
+    conn: Connection,
+}
+
+impl Drop for SqliteStore {
+    /// A clean stop applies the rest of the log (the applier does, then
+    /// ends).
+    fn drop(&mut self) {
+        if let Some(log) = &self.log {
+            log.close();
+        }
+        if let Some(applier) = self.applier.take()
+            && applier.join().is_err()
+        {
+            tracing::warn!(
+                "message log: the applier thread panicked; the next start applies the log"
+            );
+        }
+    }
+}
+
+/// The locked connection.
+pub(super) struct Conn<'a>(MutexGuard<'a, Inner>);
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0.conn
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0.conn
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -467,7 +526,9 @@ impl SqliteStore {
             conn.busy_timeout(std::time::Duration::from_secs(10))
                 .map_err(sql("setting busy timeout"))?;
             return Ok(Self {
-                conn: Mutex::new(conn),
+                inner: Arc::new(Mutex::new(Inner { conn })),
+                log: None,
+                applier: None,
                 options,
                 path: Some(file),
             });
@@ -492,7 +553,67 @@ impl SqliteStore {
                 "the database file system does not support WAL",
             ));
         }
-        Self::init(conn, options, Some(file))
+        let mut store = Self::init(conn, options, Some(file.clone()))?;
+        store.start_log(dir, &file)?;
+        Ok(store)
+    }
+
+    /// Opens the message log beside the database, applies what it holds
+    /// beyond the tables (messages acknowledged before a crash) and starts
+    /// its applier.
+    fn start_log(&mut self, dir: &Path, file: &Path) -> StoreResult<()> {
+        let lookup = Connection::open_with_flags(
+            file,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(file, "opening the message log's lookup connection", e))?;
+        lookup
+            .pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
+            .map_err(sql("sizing the page cache"))?;
+        lookup
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql("setting busy timeout"))?;
+        let log = {
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::new(MessageLog::open(dir, &mut inner.conn, lookup)?)
+        };
+        self.applier = Some(staged::spawn_applier(log.clone(), self.inner.clone())?);
+        self.log = Some(log);
+        Ok(())
+    }
+
+    /// Stops the applier without applying anything more and closes the
+    /// store, as a crash would leave the files.
+    #[cfg(test)]
+    pub(super) fn crash(mut self) {
+        if let Some(log) = self.log.take() {
+            log.abandon();
+        }
+        if let Some(applier) = self.applier.take() {
+            applier.join().unwrap();
+        }
+    }
+
+    /// Stops the applier from applying until the store closes or crashes.
+    #[cfg(test)]
+    pub(super) fn pause_applier(&self) {
+        if let Some(log) = &self.log {
+            log.pause();
+        }
+    }
+
+    /// Applies again after [`Self::pause_applier`].
+    #[cfg(test)]
+    pub(super) fn resume_applier(&self) {
+        if let Some(log) = &self.log {
+            log.resume();
+        }
+    }
+
+    /// Bytes in the message log segment appends go to.
+    #[cfg(test)]
+    pub(super) fn log_segment_len(&self) -> u64 {
+        self.log.as_ref().map_or(0, |l| l.segment_len())
     }
 
     /// A private in-memory database, for tests of code built on the store.
@@ -520,7 +641,9 @@ impl SqliteStore {
             (e, _) => e,
         })?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            inner: Arc::new(Mutex::new(Inner { conn })),
+            log: None,
+            applier: None,
             options,
             path,
         })
@@ -534,7 +657,7 @@ impl SqliteStore {
 
     /// The schema version of the open database.
     pub fn schema_version(&self) -> StoreResult<i64> {
-        self.lock()
+        self.lock()?
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql("reading schema version"))
     }
@@ -544,11 +667,23 @@ impl SqliteStore {
         MIGRATIONS.len() as i64
     }
 
-    /// The connection. A panic while it was held cannot leave a transaction
-    /// open (dropping a transaction rolls it back), so a poisoned lock is safe to
-    /// take over.
-    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The connection, with every logged message written into the tables
+    /// first, so what follows sees them. A panic while it was held cannot
+    /// leave a transaction open (dropping a transaction rolls it back), so a
+    /// poisoned lock is safe to take over.
+    pub(super) fn lock(&self) -> StoreResult<Conn<'_>> {
+        if let Some(log) = &self.log {
+            log.flush()?;
+        }
+        Ok(self.lock_directory())
+    }
+
+    /// The connection without applying the message log: for reads of the
+    /// directory (users, departments, device tokens, group definitions,
+    /// offline files), which logged messages never touch. Logins take
+    /// this path, so a login does not force an early apply.
+    pub(super) fn lock_directory(&self) -> Conn<'_> {
+        Conn(self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn now(&self) -> u32 {
@@ -565,7 +700,7 @@ impl SqliteStore {
         salt: Option<&str>,
     ) -> StoreResult<Vec<UserId>> {
         let now = self.now();
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("seeding users"))?;
@@ -602,7 +737,7 @@ impl SqliteStore {
         salt: Option<&str>,
     ) -> StoreResult<UserId> {
         let now = self.now();
-        let conn = self.lock();
+        let conn = self.lock()?;
         let res = conn.execute(
             "INSERT INTO user (name, nick, sex, dept_id, avatar, email, phone, domain, status,
                                sign_info, password, salt, created, updated)
@@ -942,12 +1077,47 @@ fn insert_message(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<
     })
 }
 
+/// Stores a batch straight into the tables in one transaction: a savepoint
+/// per message, so a failing one is rolled back alone and the rest still
+/// commits. Group messages take this path, and every message of a store
+/// without a message log.
+fn store_in_tables(
+    conn: &mut Connection,
+    msgs: &[NewMessage],
+    now: u32,
+) -> StoreResult<Vec<StoreResult<Stored>>> {
+    let mut tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("starting message batch"))?;
+    let mut out = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        if let Err(e) = check_message(msg) {
+            out.push(Err(e));
+            continue;
+        }
+        let sp = tx.savepoint().map_err(sql("starting message savepoint"))?;
+        match insert_keyed(&sp, msg, now) {
+            Ok(stored) => {
+                sp.commit().map_err(sql("releasing message savepoint"))?;
+                out.push(Ok(stored));
+            }
+            // Dropping the savepoint rolls this message back.
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    if msgs.iter().any(|m| m.dedupe_key.is_some()) {
+        prune_dedupe(&tx, now, MAX_DEDUPE_KEYS)?;
+    }
+    tx.commit().map_err(sql("committing message batch"))?;
+    Ok(out)
+}
+
 const MSG_COLUMNS: &str = "msg_id, from_id, to_id, msg_type, created, content";
 
 impl Store for SqliteStore {
     fn add_department(&self, name: &str, priority: u32, parent_id: DeptId) -> StoreResult<DeptId> {
         let now = self.now();
-        let conn = self.lock();
+        let conn = self.lock()?;
         match conn.execute(
             "INSERT INTO department (name, priority, parent_id, status, created, updated)
              VALUES (?1, ?2, ?3, 0, ?4, ?4)",
@@ -964,7 +1134,7 @@ impl Store for SqliteStore {
 
     fn rename_department(&self, id: DeptId, name: &str) -> StoreResult<bool> {
         let now = self.now();
-        let conn = self.lock();
+        let conn = self.lock()?;
         match conn.execute(
             "UPDATE department SET name = ?2, updated = ?3
              WHERE id = ?1 AND status = 0",
@@ -981,7 +1151,7 @@ impl Store for SqliteStore {
 
     fn delete_department(&self, id: DeptId) -> StoreResult<bool> {
         let now = self.now();
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("deleting a department"))?;
@@ -1015,7 +1185,7 @@ impl Store for SqliteStore {
     }
 
     fn departments_updated_since(&self, since: u32) -> StoreResult<Vec<Department>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT id, priority, name, parent_id, status, updated FROM department
@@ -1058,7 +1228,7 @@ impl Store for SqliteStore {
         password_md5hex: &str,
     ) -> StoreResult<Option<UserCredential>> {
         let found = {
-            let conn = self.lock();
+            let conn = self.lock()?;
             conn.prepare_cached(&format!(
                 "SELECT {USER_COLUMNS}, password, salt FROM user WHERE name = ?1"
             ))
@@ -1084,7 +1254,7 @@ impl Store for SqliteStore {
 
     fn user_with_credential(&self, id: UserId) -> StoreResult<Option<UserCredential>> {
         let found = self
-            .lock()
+            .lock_directory()
             .prepare_cached(&format!(
                 "SELECT {USER_COLUMNS}, password, salt FROM user WHERE id = ?1"
             ))
@@ -1097,14 +1267,14 @@ impl Store for SqliteStore {
     }
 
     fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
-        self.lock()
+        self.lock()?
             .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM user WHERE name = ?1"))
             .and_then(|mut s| s.query_row(params![name], user_from_row).optional())
             .map_err(sql("looking up a user by name"))
     }
 
     fn all_users(&self) -> StoreResult<Vec<User>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn
             .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM user ORDER BY id"))
             .map_err(sql("listing users"))?;
@@ -1118,7 +1288,7 @@ impl Store for SqliteStore {
         let phc = password::hash_password(&self.options.hash_params, password_md5hex)?;
         let now = self.now();
         let n = self
-            .lock()
+            .lock_directory()
             .execute(
                 "UPDATE user SET password = ?2, salt = NULL, updated = ?3 WHERE id = ?1",
                 params![user, phc, now],
@@ -1130,7 +1300,7 @@ impl Store for SqliteStore {
     fn set_user_status(&self, user: UserId, status: u32) -> StoreResult<bool> {
         let now = self.now();
         let n = self
-            .lock()
+            .lock_directory()
             .execute(
                 "UPDATE user SET status = ?2, updated = ?3 WHERE id = ?1",
                 params![user, status, now],
@@ -1141,7 +1311,7 @@ impl Store for SqliteStore {
 
     fn delete_user(&self, user: UserId) -> StoreResult<bool> {
         let now = self.now();
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("deleting a user"))?;
@@ -1179,7 +1349,7 @@ impl Store for SqliteStore {
     }
 
     fn users_updated_since(&self, since: u32) -> StoreResult<Vec<User>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let query = if since == 0 {
             format!("SELECT {USER_COLUMNS} FROM user WHERE status != ?1 ORDER BY id")
         } else {
@@ -1202,7 +1372,7 @@ impl Store for SqliteStore {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn
             .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM user WHERE id = ?1"))
             .map_err(sql("reading users"))?;
@@ -1222,7 +1392,7 @@ impl Store for SqliteStore {
     fn update_sign_info(&self, user: UserId, sign_info: &str) -> StoreResult<bool> {
         let now = self.now();
         let n = self
-            .lock()
+            .lock_directory()
             .execute(
                 "UPDATE user SET sign_info = ?2, updated = ?3 WHERE id = ?1",
                 params![user, sign_info, now],
@@ -1233,7 +1403,7 @@ impl Store for SqliteStore {
 
     fn set_push_shield(&self, user: UserId, on: bool) -> StoreResult<bool> {
         let n = self
-            .lock()
+            .lock_directory()
             .execute(
                 "UPDATE user SET push_shield = ?2 WHERE id = ?1",
                 params![user, i64::from(on)],
@@ -1244,7 +1414,7 @@ impl Store for SqliteStore {
 
     fn push_shield(&self, user: UserId) -> StoreResult<Option<bool>> {
         let v: Option<i64> = self
-            .lock()
+            .lock_directory()
             .query_row(
                 "SELECT push_shield FROM user WHERE id = ?1",
                 params![user],
@@ -1257,7 +1427,7 @@ impl Store for SqliteStore {
 
     fn set_device_token(&self, user: UserId, client_type: u32, token: &str) -> StoreResult<()> {
         let now = self.now();
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("setting device token"))?;
@@ -1287,7 +1457,7 @@ impl Store for SqliteStore {
         let mut users = users.to_vec();
         users.sort_unstable();
         users.dedup();
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn
             .prepare_cached("SELECT client_type, token FROM device_token WHERE user_id = ?1")
             .map_err(sql("reading device tokens"))?;
@@ -1310,7 +1480,7 @@ impl Store for SqliteStore {
 
     fn user_count(&self) -> StoreResult<u64> {
         let n: i64 = self
-            .lock()
+            .lock_directory()
             .query_row("SELECT count(*) FROM user", [], |r| r.get(0))
             .map_err(sql("counting users"))?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -1338,18 +1508,10 @@ impl Store for SqliteStore {
     }
 
     fn store_message(&self, msg: &NewMessage) -> StoreResult<Stored> {
-        check_message(msg)?;
-        let now = self.now();
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("starting message transaction"))?;
-        let stored = insert_keyed(&tx, msg, now)?;
-        if msg.dedupe_key.is_some() {
-            prune_dedupe(&tx, now, MAX_DEDUPE_KEYS)?;
-        }
-        tx.commit().map_err(sql("committing message"))?;
-        Ok(stored)
+        self.store_messages(std::slice::from_ref(msg))?
+            .into_iter()
+            .next()
+            .unwrap_or(Err(StoreError::Invalid("no result for a stored message")))
     }
 
     fn store_messages(&self, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<Stored>>> {
@@ -1357,33 +1519,15 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let now = self.now();
-        let mut conn = self.lock();
-        let mut tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("starting message batch"))?;
-        let mut out = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            if let Err(e) = check_message(msg) {
-                out.push(Err(e));
-                continue;
-            }
-            // A savepoint per message: a failing one is rolled back alone and
-            // the rest of the batch still commits.
-            let sp = tx.savepoint().map_err(sql("starting message savepoint"))?;
-            match insert_keyed(&sp, msg, now) {
-                Ok(stored) => {
-                    sp.commit().map_err(sql("releasing message savepoint"))?;
-                    out.push(Ok(stored));
-                }
-                // Dropping the savepoint rolls this message back.
-                Err(e) => out.push(Err(e)),
-            }
+        if let Some(log) = &self.log
+            && msgs.iter().all(|m| m.session_type == SessionType::Single)
+        {
+            return log.log(msgs, now);
         }
-        if msgs.iter().any(|m| m.dedupe_key.is_some()) {
-            prune_dedupe(&tx, now, MAX_DEDUPE_KEYS)?;
-        }
-        tx.commit().map_err(sql("committing message batch"))?;
-        Ok(out)
+        // Group messages (and the in-memory store) go straight into the
+        // tables, after everything logged before them.
+        let mut inner = self.lock()?;
+        store_in_tables(&mut inner, msgs, now)
     }
 
     fn message_list(
@@ -1398,7 +1542,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let begin = if begin == 0 { u32::MAX } else { begin };
-        let conn = self.lock();
+        let conn = self.lock()?;
         let Some(relation) = relation_id(&conn, user, peer)? else {
             return Ok(Vec::new());
         };
@@ -1434,7 +1578,7 @@ impl Store for SqliteStore {
         let mut ids: Vec<MsgId> = ids.iter().copied().take(MAX_MSGS_BY_ID).collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         ids.dedup();
-        let conn = self.lock();
+        let conn = self.lock()?;
         let Some(relation) = relation_id(&conn, user, peer)? else {
             return Ok(Vec::new());
         };
@@ -1465,7 +1609,7 @@ impl Store for SqliteStore {
     fn latest_msg_id(&self, user: UserId, peer: UserId) -> StoreResult<MsgId> {
         let (small, big) = pair(user, peer);
         let id: Option<u32> = self
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT last_msg_id FROM relation WHERE small_id = ?1 AND big_id = ?2",
                 params![small, big],
@@ -1477,7 +1621,7 @@ impl Store for SqliteStore {
     }
 
     fn unread(&self, user: UserId) -> StoreResult<UnreadSummary> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         // Counts first (small rows, by peer), then each conversation's latest
         // message by a point lookup, so the bodies read stop at the bound.
         let counts: Vec<(UserId, u32)> = conn
@@ -1520,7 +1664,7 @@ impl Store for SqliteStore {
     }
 
     fn unread_total(&self, user: UserId) -> StoreResult<u32> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let counts: Vec<u32> = conn
             .prepare_cached("SELECT count FROM single_unread WHERE user_id = ?1 AND count > 0")
             .and_then(|mut s| {
@@ -1536,7 +1680,7 @@ impl Store for SqliteStore {
     }
 
     fn clear_unread(&self, reader: UserId, peer: UserId) -> StoreResult<()> {
-        self.lock()
+        self.lock()?
             .execute(
                 "DELETE FROM single_unread WHERE user_id = ?1 AND peer_id = ?2",
                 params![reader, peer],
@@ -1546,7 +1690,7 @@ impl Store for SqliteStore {
     }
 
     fn recent_sessions(&self, user: UserId, since: u32) -> StoreResult<Vec<RecentSession>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         // The newest sessions first (small rows), then their latest messages
         // oldest session first, so that when the bodies reach the bound the
         // sessions left out are the newest ones (see the trait).
@@ -1611,7 +1755,7 @@ impl Store for SqliteStore {
         session_type: SessionType,
     ) -> StoreResult<bool> {
         let now = self.now();
-        let conn = self.lock();
+        let conn = self.lock()?;
         if session_type == SessionType::Group {
             return groups::hide_session(&conn, user, peer, now);
         }
@@ -1627,15 +1771,15 @@ impl Store for SqliteStore {
 
     fn create_group(&self, group: &NewGroup) -> StoreResult<Group> {
         let now = self.now();
-        groups::create(&mut self.lock(), group, now)
+        groups::create(&mut *self.lock()?, group, now)
     }
 
     fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
-        groups::load(&self.lock(), id)
+        groups::load(&self.lock_directory(), id)
     }
 
     fn groups(&self) -> StoreResult<Vec<Group>> {
-        groups::load_all(&self.lock())
+        groups::load_all(&self.lock_directory())
     }
 
     fn user_groups(
@@ -1643,11 +1787,11 @@ impl Store for SqliteStore {
         user: UserId,
         group_type: Option<GroupType>,
     ) -> StoreResult<Vec<GroupVersion>> {
-        groups::of_user(&self.lock(), user, group_type)
+        groups::of_user(&*self.lock()?, user, group_type)
     }
 
     fn groups_newer_than(&self, user: UserId, known: &[GroupVersion]) -> StoreResult<Vec<Group>> {
-        groups::newer_than(&self.lock(), user, known)
+        groups::newer_than(&*self.lock()?, user, known)
     }
 
     fn change_group_members(
@@ -1658,16 +1802,16 @@ impl Store for SqliteStore {
         users: &[UserId],
     ) -> StoreResult<MembersChanged> {
         let now = self.now();
-        groups::change_members(&mut self.lock(), actor, group, change, users, now)
+        groups::change_members(&mut *self.lock()?, actor, group, change, users, now)
     }
 
     fn set_group_shield(&self, user: UserId, group: GroupId, on: bool) -> StoreResult<()> {
         let now = self.now();
-        groups::set_shield(&self.lock(), user, group, on, now)
+        groups::set_shield(&*self.lock()?, user, group, on, now)
     }
 
     fn group_shields(&self, group: GroupId, users: &[UserId]) -> StoreResult<Vec<(UserId, bool)>> {
-        groups::shields(&self.lock(), group, users)
+        groups::shields(&self.lock_directory(), group, users)
     }
 
     fn group_message_list(
@@ -1677,7 +1821,7 @@ impl Store for SqliteStore {
         begin: MsgId,
         count: u32,
     ) -> StoreResult<Vec<StoredMessage>> {
-        groups::message_list(&self.lock(), user, group, begin, count)
+        groups::message_list(&*self.lock()?, user, group, begin, count)
     }
 
     fn group_messages_by_ids(
@@ -1686,37 +1830,37 @@ impl Store for SqliteStore {
         group: GroupId,
         ids: &[MsgId],
     ) -> StoreResult<Vec<StoredMessage>> {
-        groups::messages_by_ids(&self.lock(), user, group, ids)
+        groups::messages_by_ids(&*self.lock()?, user, group, ids)
     }
 
     fn group_latest_msg_id(&self, user: UserId, group: GroupId) -> StoreResult<MsgId> {
-        groups::latest_msg_id(&self.lock(), user, group)
+        groups::latest_msg_id(&*self.lock()?, user, group)
     }
 
     fn clear_group_unread(&self, user: UserId, group: GroupId) -> StoreResult<()> {
-        groups::clear_unread(&self.lock(), user, group)
+        groups::clear_unread(&*self.lock()?, user, group)
     }
 
     fn update_user(&self, user: UserId, update: &UserUpdate) -> StoreResult<Option<User>> {
         let now = self.now();
-        admin::update_user(&mut self.lock(), user, update, now)
+        admin::update_user(&mut *self.lock()?, user, update, now)
     }
 
     fn delete_group(&self, id: GroupId) -> StoreResult<Option<Group>> {
         let now = self.now();
-        admin::delete_group(&mut self.lock(), id, now)
+        admin::delete_group(&mut *self.lock()?, id, now)
     }
 
     fn add_offline_file(&self, file: &NewOfflineFile) -> StoreResult<bool> {
         let now = self.now();
-        files::add(&mut self.lock(), file, now)
+        files::add(&mut *self.lock()?, file, now)
     }
 
     fn offline_files(&self, to: UserId) -> StoreResult<Vec<OfflineFile>> {
-        files::list(&self.lock(), to)
+        files::list(&self.lock_directory(), to)
     }
 
     fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool> {
-        files::delete(&self.lock(), task_id, from, to)
+        files::delete(&*self.lock()?, task_id, from, to)
     }
 }

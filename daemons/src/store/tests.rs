@@ -305,7 +305,7 @@ fn opens_with_wal_full_sync_and_schema_version() {
         store.schema_version().unwrap(),
         SqliteStore::latest_schema_version()
     );
-    let conn = store.lock();
+    let conn = store.lock().unwrap();
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
@@ -366,6 +366,7 @@ fn argon2_users_log_in_with_md5hex() {
     // The stored form is a PHC string, never the md5hex itself.
     let stored: String = store
         .lock()
+        .unwrap()
         .query_row("SELECT password FROM user WHERE id = ?1", [id], |r| {
             r.get(0)
         })
@@ -447,6 +448,7 @@ fn keys_are_forgotten_after_a_day() {
     // The old row was replaced and expired ones are pruned.
     let rows: i64 = store
         .lock()
+        .unwrap()
         .query_row("SELECT count(*) FROM message_dedupe", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 1);
@@ -460,7 +462,7 @@ fn the_key_table_is_bounded() {
         store.store_message(&keyed(1, 2, "x", k)).unwrap();
     }
     {
-        let conn = store.lock();
+        let conn = store.lock().unwrap();
         super::sqlite::prune_dedupe(&conn, 1_000, 3).unwrap();
         let left: Vec<Vec<u8>> = conn
             .prepare("SELECT key FROM message_dedupe ORDER BY seq")
@@ -483,5 +485,260 @@ fn the_key_table_is_bounded() {
             .store_message(&keyed(1, 2, "x", 4))
             .unwrap()
             .is_duplicate()
+    );
+}
+
+// ----- the message log ----------------------------------------------------
+
+/// What a reader sees of the conversation 1 ↔ 2: ids, user 2's unread count
+/// from 1, and how many of the two have the session.
+fn conversation_state(store: &SqliteStore) -> (Vec<MsgId>, u32, usize) {
+    let ids = store
+        .message_list(1, 2, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.msg_id)
+        .collect();
+    let unread = store
+        .unread(2)
+        .unwrap()
+        .sessions
+        .iter()
+        .find(|s| s.peer == 1)
+        .map_or(0, |s| s.count);
+    let sessions =
+        store.recent_sessions(1, 0).unwrap().len() + store.recent_sessions(2, 0).unwrap().len();
+    (ids, unread, sessions)
+}
+
+/// The message log's segment files in `data`, with their contents.
+fn log_files(data: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut found: Vec<_> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(JOURNAL_FILE_PREFIX))
+        })
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn acknowledged_messages_survive_a_crash_before_they_reach_the_tables() {
+    let clock = TestClock::new(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = SqliteStore::open_with(&data, clock.options()).unwrap();
+    store.pause_applier();
+    let out = store
+        .store_messages(&(0..5u8).map(|i| keyed(1, 2, "hi", i)).collect::<Vec<_>>())
+        .unwrap();
+    let ids: Vec<MsgId> = out.iter().map(|r| r.as_ref().unwrap().msg_id()).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    // Acknowledged: in the log, and only there.
+    assert!(store.log_segment_len() > 0);
+    store.crash();
+    let store = SqliteStore::open_with(&data, clock.options()).unwrap();
+    assert_eq!(conversation_state(&store), (vec![5, 4, 3, 2, 1], 5, 2));
+    // Ids go on, and a resend from before the crash is still known.
+    assert!(
+        store
+            .store_message(&keyed(1, 2, "hi", 4))
+            .unwrap()
+            .is_duplicate()
+    );
+    assert_eq!(
+        store.store_message(&keyed(1, 2, "hi", 9)).unwrap().msg_id(),
+        6
+    );
+}
+
+#[test]
+fn a_resend_while_its_first_copy_is_only_logged_is_a_duplicate() {
+    let clock = TestClock::new(1_000);
+    let (_dir, store) = temp_store(&clock);
+    store.pause_applier();
+    let first = store.store_message(&keyed(1, 2, "hi", 7)).unwrap();
+    let again = store
+        .store_messages(&[keyed(1, 2, "hi", 7), keyed(1, 2, "hi", 7)])
+        .unwrap();
+    assert_eq!(first.msg_id(), 1);
+    for r in again {
+        let r = r.unwrap();
+        assert!(r.is_duplicate());
+        assert_eq!(r.msg_id(), 1);
+    }
+    // A day later the logged key no longer counts.
+    clock.set(1_001 + DEDUPE_WINDOW_SECS);
+    assert_eq!(
+        store.store_message(&keyed(1, 2, "hi", 7)).unwrap().msg_id(),
+        2
+    );
+    store.crash();
+}
+
+#[test]
+fn a_log_whose_removal_was_lost_is_not_applied_twice() {
+    let clock = TestClock::new(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = SqliteStore::open_with(&data, clock.options()).unwrap();
+    store.pause_applier();
+    for i in 0..3u8 {
+        store.store_message(&keyed(1, 2, "hi", i)).unwrap();
+    }
+    let logged = log_files(&data);
+    assert!(logged.iter().any(|(_, b)| !b.is_empty()));
+    store.resume_applier();
+    // A read applies the log; its segment is removed...
+    assert_eq!(conversation_state(&store), (vec![3, 2, 1], 3, 2));
+    drop(store);
+    // ...but the removal never reached the disk.
+    for (path, bytes) in &logged {
+        std::fs::write(path, bytes).unwrap();
+    }
+    let store = SqliteStore::open_with(&data, clock.options()).unwrap();
+    assert_eq!(conversation_state(&store), (vec![3, 2, 1], 3, 2));
+    assert_eq!(store.store_message(&msg(1, 2, "next")).unwrap().msg_id(), 4);
+}
+
+#[test]
+fn a_torn_last_append_is_cut_and_what_was_whole_is_applied() {
+    let clock = TestClock::new(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = SqliteStore::open_with(&data, clock.options()).unwrap();
+    store.pause_applier();
+    store
+        .store_messages(&[msg(1, 2, "one"), msg(1, 2, "two")])
+        .unwrap();
+    store.crash();
+    // Half of a third append after the first (never acknowledged).
+    let (path, whole) = log_files(&data).pop().unwrap();
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&whole[..whole.len() / 3]);
+    std::fs::write(&path, &torn).unwrap();
+    let store = SqliteStore::open_with(&data, clock.options()).unwrap();
+    assert_eq!(conversation_state(&store).0, vec![2, 1]);
+}
+
+#[test]
+fn a_damaged_whole_record_refuses_the_open_naming_the_log() {
+    let clock = TestClock::new(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    drop(SqliteStore::open_with(&data, clock.options()).unwrap());
+    // A record with a valid checksum over a payload no store writes: a
+    // 200-byte key.
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&1u64.to_le_bytes());
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend_from_slice(&[0; 24]);
+    payload.push(200);
+    payload.extend_from_slice(&[0; 204]);
+    let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    let (segment, _) = log_files(&data).pop().unwrap();
+    std::fs::write(&segment, &record).unwrap();
+    let err = SqliteStore::open_with(&data, clock.options()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::JournalCorrupt { path, .. } if *path == segment),
+        "{err}"
+    );
+}
+
+#[test]
+fn reads_see_logged_messages_and_group_messages_follow_them() {
+    let clock = TestClock::new(1_000);
+    let (_dir, store) = temp_store(&clock);
+    let a = store.add_user(&user("a"), &md5hex(b"pw")).unwrap();
+    let b = store.add_user(&user("b"), &md5hex(b"pw")).unwrap();
+    store.store_message(&msg(a, b, "logged")).unwrap();
+    // Whether or not the applier ran, every read sees it.
+    assert_eq!(store.latest_msg_id(a, b).unwrap(), 1);
+    store.store_message(&msg(a, b, "logged 2")).unwrap();
+    let group = store
+        .create_group(&NewGroup {
+            name: "g".into(),
+            avatar: String::new(),
+            creator: a,
+            group_type: GroupType::Tmp,
+            members: vec![a, b],
+        })
+        .unwrap();
+    // A batch with a group message waits for the log to be applied, then
+    // stores everything in order.
+    let out = store
+        .store_messages(&[
+            msg(a, b, "third"),
+            NewMessage {
+                session_type: SessionType::Group,
+                ..msg(a, group.id, "to the group")
+            },
+        ])
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].as_ref().unwrap().msg_id(), 3);
+    assert_eq!(out[1].as_ref().unwrap().msg_id(), 1);
+    let ids: Vec<MsgId> = store
+        .message_list(b, a, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.msg_id)
+        .collect();
+    assert_eq!(ids, [3, 2, 1]);
+}
+
+#[test]
+fn many_batches_are_applied_and_ids_continue_through_applies() {
+    let clock = TestClock::new(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = SqliteStore::open_with(&data, clock.options()).unwrap();
+    let batch: Vec<NewMessage> = (0..512)
+        .map(|i| {
+            if i % 2 == 0 {
+                msg(1, 2, "x")
+            } else {
+                msg(3, 4, "y")
+            }
+        })
+        .collect();
+    let rounds = super::sqlite::APPLY_AT / 512 * 2 + 1;
+    let mut ids = Vec::new();
+    for _ in 0..rounds {
+        for (i, r) in store
+            .store_messages(&batch)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
+            if i % 2 == 0 {
+                ids.push(r.unwrap().msg_id());
+            }
+        }
+    }
+    // Gap-free and increasing in one conversation, whatever the applier
+    // took when.
+    assert_eq!(ids, (1..=(rounds * 256) as u32).collect::<Vec<_>>());
+    let end = (rounds * 256) as u32;
+    assert_eq!(store.latest_msg_id(1, 2).unwrap(), end);
+    assert_eq!(store.latest_msg_id(4, 3).unwrap(), end);
+    assert_eq!(store.unread_total(2).unwrap(), end);
+    drop(store);
+    // A clean close applied everything and left only the empty segment.
+    assert!(log_files(&data).iter().all(|(_, b)| b.is_empty()));
+    let store = SqliteStore::open_with(&data, clock.options()).unwrap();
+    assert_eq!(
+        store.store_message(&msg(2, 1, "back")).unwrap().msg_id(),
+        end + 1
     );
 }

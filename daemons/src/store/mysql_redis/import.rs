@@ -80,7 +80,7 @@ fn in_chunks<T>(
 ) -> StoreResult<u64> {
     let mut n = 0u64;
     for chunk in rows.chunks(CHUNK) {
-        let mut conn = target.lock();
+        let mut conn = target.lock()?;
         let tx = conn.transaction().map_err(sq("starting an import batch"))?;
         for row in chunk {
             insert(&tx, row).map_err(sq("importing a row"))?;
@@ -211,7 +211,7 @@ pub fn import(
             let Some(&(top, ..)) = page.last() else { break };
             after = top;
             last = last.max(top);
-            let mut conn = target.lock();
+            let mut conn = target.lock()?;
             let tx = conn.transaction().map_err(sq("starting an import batch"))?;
             tx.execute(
                 "INSERT INTO relation (small_id, big_id, last_msg_id, created)
@@ -242,7 +242,7 @@ pub fn import(
         }
         // The counter moves forward even when no row is left.
         target
-            .lock()
+            .lock()?
             .execute(
                 "INSERT INTO relation (small_id, big_id, last_msg_id, created)
                  VALUES (?1, ?2, ?3, ?4)
@@ -381,7 +381,7 @@ fn import_groups(
             .max(u32::try_from(counter.unwrap_or(0)).unwrap_or(0));
         let total = total.unwrap_or(0);
         {
-            let conn = target.lock();
+            let conn = target.lock()?;
             conn.execute(
                 "INSERT INTO chat_group (id, name, avatar, creator, group_type, status, version,
                                          last_msg_id, last_chated, created, updated)
