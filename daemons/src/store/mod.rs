@@ -69,7 +69,10 @@ pub use groups::{
 };
 pub use lock::{LOCK_FILE_NAME, LockError, ServeLock};
 pub use mysql_redis::{MysqlConfig, MysqlStore, RedisUrls};
-pub use sqlite::{Clock, DB_FILE_NAME, JOURNAL_FILE_PREFIX, OpenMode, SqliteStore, StoreOptions};
+pub use sqlite::{
+    Clock, DB_FILE_NAME, JOURNAL_FILE_PREFIX, LOG_LOCK_FILE_NAME, OpenMode, SqliteStore,
+    StoreOptions,
+};
 
 use crate::password::PasswordError;
 
@@ -210,6 +213,10 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+    /// Another process owns this data directory's message log (it serves
+    /// the store), so this one may not hand out one-to-one message ids.
+    #[error("another process serves this store's messages (it holds the message log's lock)")]
+    LogElsewhere,
     /// Logged messages cannot be written into the tables (the reason is the
     /// last attempt's error); the applier keeps trying, and what needs them
     /// applied fails meanwhile.

@@ -37,6 +37,9 @@ use staged::MessageLog;
 /// File name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "teamtalk.sqlite3";
 
+/// File whose exclusive lock marks the process that owns the message log.
+pub const LOG_LOCK_FILE_NAME: &str = "teamtalk.msglog.lock";
+
 /// Schema migrations; entry `i` brings `user_version` from `i` to `i + 1`.
 ///
 /// Append only: a released entry is never edited, so every existing database
@@ -286,6 +289,11 @@ pub struct SqliteStore {
     log: Option<Arc<MessageLog>>,
     /// The log's applier thread.
     applier: Option<std::thread::JoinHandle<()>>,
+    /// The lock that makes this process the log's owner (released when the
+    /// store closes, after the applier ended).
+    log_lock: Option<std::fs::File>,
+    /// Another process owns the data directory's message log.
+    log_elsewhere: bool,
     options: StoreOptions,
     /// The database file (`None` in memory).
     path: Option<PathBuf>,
@@ -535,6 +543,8 @@ impl SqliteStore {
                 inner: Arc::new(Mutex::new(Inner { conn })),
                 log: None,
                 applier: None,
+                log_lock: None,
+                log_elsewhere: false,
                 options,
                 path: Some(file),
             });
@@ -567,7 +577,44 @@ impl SqliteStore {
     /// Opens the message log beside the database, applies what it holds
     /// beyond the tables (messages acknowledged before a crash) and starts
     /// its applier.
+    ///
+    /// One process owns a data directory's log, the first to open the store
+    /// for writing (in practice the serving one: db_proxy_server or
+    /// `teamtalk up`, which hold `serve.lock`); it holds an exclusive lock
+    /// on [`LOG_LOCK_FILE_NAME`] until it closes the store. Another process
+    /// opening the store meanwhile (`teamtalk user …` editing the
+    /// directory) leaves the log alone and writes straight into the tables;
+    /// it does not see messages still in the owner's log, and it may not
+    /// store one-to-one messages, whose ids the owner hands out.
     fn start_log(&mut self, dir: &Path, file: &Path) -> StoreResult<()> {
+        let lock_path = dir.join(LOG_LOCK_FILE_NAME);
+        let log_lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Journal {
+                path: lock_path.clone(),
+                what: "opening the message log's lock",
+                source,
+            })?;
+        match log_lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::debug!(dir = %dir.display(), "message log owned by another process; writing straight into the tables");
+                self.log_elsewhere = true;
+                return Ok(());
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StoreError::Journal {
+                    path: lock_path,
+                    what: "locking the message log",
+                    source,
+                });
+            }
+        }
+        self.log_lock = Some(log_lock);
         let lookup = Connection::open_with_flags(
             file,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -659,6 +706,8 @@ impl SqliteStore {
             inner: Arc::new(Mutex::new(Inner { conn })),
             log: None,
             applier: None,
+            log_lock: None,
+            log_elsewhere: false,
             options,
             path,
         })
@@ -1538,6 +1587,9 @@ impl Store for SqliteStore {
             && msgs.iter().all(|m| m.session_type == SessionType::Single)
         {
             return log.log(msgs, now);
+        }
+        if self.log_elsewhere && msgs.iter().any(|m| m.session_type == SessionType::Single) {
+            return Err(StoreError::LogElsewhere);
         }
         // Group messages (and the in-memory store) go straight into the
         // tables, after everything logged before them.

@@ -519,7 +519,7 @@ fn log_files(data: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(JOURNAL_FILE_PREFIX))
+                .is_some_and(|n| n.starts_with(JOURNAL_FILE_PREFIX) && n.ends_with(".log"))
         })
         .map(|p| {
             let bytes = std::fs::read(&p).unwrap();
@@ -741,4 +741,30 @@ fn many_batches_are_applied_and_ids_continue_through_applies() {
         store.store_message(&msg(2, 1, "back")).unwrap().msg_id(),
         end + 1
     );
+}
+
+#[test]
+fn a_second_process_on_the_store_leaves_the_log_to_its_owner() {
+    let clock = TestClock::new(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let owner = SqliteStore::open_with(&data, clock.options()).unwrap();
+    owner.pause_applier();
+    owner.store_message(&msg(1, 2, "logged")).unwrap();
+    // `teamtalk user …` while the server runs: directory edits go straight
+    // into the tables; message ids stay the owner's to hand out.
+    let other = SqliteStore::open_with(&data, clock.options()).unwrap();
+    let id = other.add_user(&user("late"), &md5hex(b"pw")).unwrap();
+    assert!(matches!(
+        other.store_message(&msg(1, 2, "from elsewhere")),
+        Err(StoreError::LogElsewhere)
+    ));
+    drop(other);
+    owner.resume_applier();
+    assert_eq!(owner.user_by_name("late").unwrap().map(|u| u.id), Some(id));
+    assert_eq!(owner.store_message(&msg(1, 2, "next")).unwrap().msg_id(), 2);
+    drop(owner);
+    // Closed: the next opener owns the log.
+    let next = SqliteStore::open_with(&data, clock.options()).unwrap();
+    assert_eq!(next.store_message(&msg(2, 1, "again")).unwrap().msg_id(), 3);
 }
