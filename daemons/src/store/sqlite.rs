@@ -218,6 +218,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ",
     // 6: the message log's position (see `staged`).
     staged::MIGRATION,
+    // 7: dedupe keys are pruned by `seq` (see `prune_dedupe`).
+    "DROP INDEX message_dedupe_created;",
 ];
 
 /// A source of wall-clock time in Unix seconds, for `created`/`updated` columns.
@@ -1033,14 +1035,33 @@ fn insert_keyed(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<St
     Ok(Stored::New(stored))
 }
 
+/// Most expired dedupe keys one prune forgets (the rest go at the next).
+const PRUNE_EXPIRED_AT_ONCE: i64 = 10_000;
+
 /// Forgets dedupe keys older than the window, and the oldest beyond
-/// `max_keys` ([`MAX_DEDUPE_KEYS`]), inside the caller's transaction. Both deletes walk
-/// an index from its low end, so they cost nothing when there is nothing to
-/// forget.
+/// `max_keys` ([`MAX_DEDUPE_KEYS`]), inside the caller's transaction.
+///
+/// Keys are numbered (`seq`) in the order they are stored, which is the
+/// order of their `created` times, so both deletes work from the low end of
+/// the table's own key: expired keys are looked for only when the oldest
+/// one has expired, a bounded run at a time. (An index on `created` did the
+/// same and cost a B-tree insert and delete per message; migration 7 drops
+/// it.)
 pub(super) fn prune_dedupe(conn: &Connection, now: u32, max_keys: u64) -> StoreResult<()> {
-    conn.prepare_cached("DELETE FROM message_dedupe WHERE created < ?1")
-        .and_then(|mut s| s.execute(params![dedupe_cutoff(now)]))
+    let cutoff = dedupe_cutoff(now);
+    let oldest: Option<u32> = conn
+        .prepare_cached("SELECT created FROM message_dedupe ORDER BY seq LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
         .map_err(sql("pruning expired dedupe keys"))?;
+    if oldest.is_some_and(|t| t < cutoff) {
+        conn.prepare_cached(
+            "DELETE FROM message_dedupe
+             WHERE seq IN (SELECT seq FROM message_dedupe ORDER BY seq LIMIT ?2)
+               AND created < ?1",
+        )
+        .and_then(|mut s| s.execute(params![cutoff, PRUNE_EXPIRED_AT_ONCE]))
+        .map_err(sql("pruning expired dedupe keys"))?;
+    }
     conn.prepare_cached(
         "DELETE FROM message_dedupe
          WHERE seq <= (SELECT max(seq) FROM message_dedupe) - ?1",

@@ -768,3 +768,32 @@ fn a_second_process_on_the_store_leaves_the_log_to_its_owner() {
     let next = SqliteStore::open_with(&data, clock.options()).unwrap();
     assert_eq!(next.store_message(&msg(2, 1, "again")).unwrap().msg_id(), 3);
 }
+
+#[test]
+fn expired_keys_are_pruned_from_the_oldest_and_younger_ones_kept() {
+    let clock = TestClock::new(1_000);
+    let (_dir, store) = temp_store(&clock);
+    store.store_message(&keyed(1, 2, "a", 1)).unwrap();
+    store.store_message(&keyed(1, 2, "b", 2)).unwrap();
+    clock.set(1_000 + DEDUPE_WINDOW_SECS / 2);
+    store.store_message(&keyed(1, 2, "c", 3)).unwrap();
+    clock.set(1_001 + DEDUPE_WINDOW_SECS);
+    store.store_message(&keyed(1, 2, "d", 4)).unwrap();
+    let keys: Vec<Vec<u8>> = store
+        .lock()
+        .unwrap()
+        .prepare("SELECT key FROM message_dedupe ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(keys, [vec![3u8; 16], vec![4; 16]]);
+    // The one kept still counts as a resend.
+    assert!(
+        store
+            .store_message(&keyed(1, 2, "c", 3))
+            .unwrap()
+            .is_duplicate()
+    );
+}
