@@ -81,14 +81,15 @@ impl Report {
         self.push(key, label, Value::from(v.clone()), v);
     }
 
-    /// p50/p90/p99/max/mean of a nanosecond histogram: in the JSON in
-    /// microseconds under keys `<prefix>_p50_us` and so on, in the table
-    /// each in the unit that fits it.
+    /// p50/p90/p99/p99.9/max/mean of a nanosecond histogram: in the JSON
+    /// in microseconds under keys `<prefix>_p50_us` and so on (`_p999_us`
+    /// for p99.9), in the table each in the unit that fits it.
     pub(crate) fn latency(&mut self, prefix: &str, label: &str, h: &Histogram) {
-        const PARTS: [(&str, Option<f64>); 5] = [
+        const PARTS: [(&str, Option<f64>); 6] = [
             ("p50", Some(0.5)),
             ("p90", Some(0.9)),
             ("p99", Some(0.99)),
+            ("p999", Some(0.999)),
             ("max", None),
             ("mean", None),
         ];
@@ -99,7 +100,7 @@ impl Report {
                 _ => h.mean(),
             };
             let key = format!("{prefix}_{part}_us");
-            let lab = format!("{label} {part}");
+            let lab = format!("{label} {}", if part == "p999" { "p99.9" } else { part });
             if h.count() == 0 {
                 self.push(&key, &lab, Value::Null, "-".into());
             } else {
@@ -210,6 +211,7 @@ mod tests {
         let v: Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["sent"], 1_234_567);
         assert_eq!(v["latency_p99_us"], 2.0);
+        assert_eq!(v["latency_p999_us"], 2.0);
         assert_eq!(v["setup_s"], 0.012);
         assert_eq!(v["clean"], true);
         assert!(v["cpu"].is_null());
