@@ -23,7 +23,14 @@ fn replay(target: &str, run: impl Fn(&[u8])) {
 /// cannot be committed without a replay test here.
 #[test]
 fn every_corpus_is_replayed() {
-    let known = ["msfs_upload", "msg_app", "route_app", "login_app", "db_proxy"];
+    let known = [
+        "msfs_upload",
+        "msg_app",
+        "route_app",
+        "login_app",
+        "db_proxy",
+        "message_log",
+    ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for entry in fs::read_dir(&dir).expect("corpus dir") {
         let name = entry.expect("dir entry").file_name();
@@ -57,4 +64,9 @@ fn db_proxy_corpus() {
     let dir = tempfile::tempdir().expect("temp dir");
     let fuzz = daemons::fuzzing::DbProxyFuzz::open(dir.path()).expect("store");
     replay("db_proxy", |data| fuzz.run(data));
+}
+
+#[test]
+fn message_log_corpus() {
+    replay("message_log", daemons::fuzzing::run_message_log);
 }

@@ -46,6 +46,13 @@ pub use login::run_login_app;
 pub use msg::run_msg_app;
 pub use route::run_route_app;
 
+/// Arbitrary bytes as a segment of the SQLite store's message log: read
+/// without panicking, and every record read re-encodes to its own bytes
+/// (what recovery after a crash relies on).
+pub fn run_message_log(data: &[u8]) {
+    crate::store::check_message_log_scan(data);
+}
+
 use crate::runtime::Now;
 
 /// The time every runner starts at: a fixed wall clock (2023-11-14), so a
