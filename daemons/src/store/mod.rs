@@ -69,7 +69,7 @@ pub use groups::{
 };
 pub use lock::{LOCK_FILE_NAME, LockError, ServeLock};
 pub use mysql_redis::{MysqlConfig, MysqlStore, RedisUrls};
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use sqlite::check_message_log_scan;
 pub use sqlite::{
     Clock, DB_FILE_NAME, JOURNAL_FILE_PREFIX, LOG_LOCK_FILE_NAME, OpenMode, SqliteStore,

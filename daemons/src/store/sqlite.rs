@@ -30,7 +30,7 @@ mod journal;
 mod staged;
 
 pub use journal::JOURNAL_FILE_PREFIX;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use journal::check_scan as check_message_log_scan;
 #[cfg(test)]
 pub(super) use staged::APPLY_AT;
