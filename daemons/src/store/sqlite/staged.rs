@@ -163,12 +163,6 @@ impl MessageLog {
                 entries.append(&mut batch);
             }
         }
-        if recovered.cut > 0 {
-            tracing::warn!(
-                bytes = recovered.cut,
-                "message log: cut a torn last record (a crash during its write; none of it was acknowledged)"
-            );
-        }
         if !entries.is_empty() {
             tracing::info!(
                 messages = entries.len(),
@@ -176,8 +170,11 @@ impl MessageLog {
             );
             apply_entries(writer, &entries, last_seq)?;
         }
-        journal::remove(&old)?;
+        for segment in &old {
+            journal::retire(dir, segment)?;
+        }
         let segment = Journal::create(dir, last_seq + 1)?;
+        journal::ensure_spare(dir)?;
         Ok(Self {
             state: Mutex::new(State {
                 dir: dir.to_path_buf(),
@@ -482,10 +479,13 @@ pub(crate) fn run_applier(log: &MessageLog, inner: &Mutex<Inner>) {
                 retry = RETRY_FIRST;
                 drop(st);
                 log.changed.notify_all();
-                if let Err(e) = journal::remove(&segments) {
-                    // Harmless but for disk space: the next open skips
-                    // their records by sequence number and removes them.
-                    tracing::warn!(error = %e, "message log: applied segments left on disk");
+                let dir = lock(&log.state).dir.clone();
+                for segment in &segments {
+                    if let Err(e) = journal::retire(&dir, segment) {
+                        // Harmless but for disk space: the next open skips
+                        // its records by sequence number and removes it.
+                        tracing::warn!(error = %e, "message log: an applied segment left on disk");
+                    }
                 }
             }
             Err(e) => {
