@@ -1,6 +1,7 @@
 //! [`Session`]: an accepted connection, from a client or a server peer.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -229,7 +230,9 @@ pub enum SessionEvent {
 /// ```
 #[derive(Debug)]
 pub struct Session {
-    cfg: SessionConfig,
+    /// Shared by every session of a listener: a msg_server holds tens of
+    /// thousands of sessions, and a copy each would be most of their size.
+    cfg: Arc<SessionConfig>,
     peer: SocketAddr,
     login: Login,
     now: Instant,
@@ -258,7 +261,9 @@ enum AuthState {
     /// unauthenticated peer).
     AwaitingHello,
     /// Challenge sent, waiting for the proof.
-    Challenged(Responder),
+    /// (Boxed: a session spends its life `Admitted`, and every session's
+    /// size would otherwise be that of this rare state.)
+    Challenged(Box<Responder>),
     /// Decided: [`PeerAuth::NotRequired`] (no auth configured),
     /// `Authenticated` or `Unauthenticated`.
     Admitted(PeerAuth),
@@ -267,7 +272,11 @@ enum AuthState {
 impl Session {
     /// A session for a connection just accepted from `peer`.
     #[must_use]
-    pub fn new(cfg: SessionConfig, peer: SocketAddr, now: Instant) -> Self {
+    ///
+    /// `cfg` is a [`SessionConfig`] or an `Arc` of one that many sessions
+    /// share.
+    pub fn new(cfg: impl Into<Arc<SessionConfig>>, peer: SocketAddr, now: Instant) -> Self {
+        let cfg = cfg.into();
         let mut timers = TimerTable::default();
         timers.set(Timer::Idle, now + cfg.idle_timeout);
         let auth = match &cfg.auth {
@@ -720,7 +729,7 @@ impl Session {
                         if self.timers.get(Timer::Auth).is_none() {
                             self.timers.set(Timer::Auth, self.now + auth.timeout);
                         }
-                        self.auth = AuthState::Challenged(responder);
+                        self.auth = AuthState::Challenged(Box::new(responder));
                         // Not `send`/`sent()`: no heartbeat is due before
                         // the peer is admitted.
                         if self.wire.queue(&challenge).is_err() {

@@ -46,9 +46,13 @@ impl Wire {
 
     pub(crate) fn next_pdu(&mut self) -> Result<Option<Pdu>, FrameError> {
         let next = self.codec.decode(&mut self.rx);
-        if matches!(next, Ok(None)) && self.rx.is_empty() && self.rx.capacity() > 0 {
+        if matches!(next, Ok(None)) && self.rx.is_empty() {
             // Let the allocation go with the last PDU split off it: an idle
-            // connection keeps no receive buffer.
+            // connection keeps no receive buffer. Even with no capacity
+            // left (the read ended exactly at a frame's end, as a lone
+            // login or heartbeat does) an emptied buffer still holds its
+            // share of the allocation, so it is dropped whatever its
+            // capacity.
             self.rx = BytesMut::new();
         }
         next
@@ -192,5 +196,42 @@ pub(crate) fn input_kind(input: &Input<'_>) -> &'static str {
         Input::ConnectFailed(_) => "connect failed",
         Input::Received(..) => "received",
         Input::Closed(_) => "closed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PDU split off the receive buffer is the allocation's only owner
+    /// once the buffer has been drained, however the read ended.
+    #[test]
+    fn a_drained_receive_buffer_lets_its_allocation_go() {
+        let pdu = Pdu::new(
+            teamtalk_proto::CommandKey::new(7, 0x0301),
+            3,
+            Bytes::from_static(b"hello"),
+        );
+        let one = pdu.to_bytes();
+        // The read ends exactly at the frame's end, or with room to spare.
+        for spare in [0, 100] {
+            let mut w = Wire::new(1 << 20, 1 << 20);
+            w.rx.reserve(one.len() + spare);
+            w.receive(&one);
+            let got = w.next_pdu().expect("a frame").expect("a whole PDU");
+            assert_eq!(got.body, pdu.body);
+            assert!(!got.body.is_unique(), "still shared with the buffer");
+            assert!(matches!(w.next_pdu(), Ok(None)));
+            assert!(
+                got.body.is_unique(),
+                "spare {spare}: the buffer kept its share"
+            );
+            assert_eq!(w.rx.capacity(), 0);
+        }
+        // A partial frame stays buffered.
+        let mut w = Wire::new(1 << 20, 1 << 20);
+        w.receive(&one[..5]);
+        assert!(matches!(w.next_pdu(), Ok(None)));
+        assert_eq!(w.buffered().0, 5);
     }
 }

@@ -1670,7 +1670,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
         };
         let user_id = user.user_id;
-        self.push.nicks.insert(user_id, user.user_nick_name.clone());
+        self.push
+            .nicks
+            .insert(user_id, user.user_nick_name.as_str().into());
         if let Some(kick) = self.presence.login(user_id, client_type, p.conn) {
             self.kick(kick.session, user_id, kick.reason, out);
         }

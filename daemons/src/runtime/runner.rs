@@ -167,7 +167,7 @@ where
         let link = Link::new(spec.config, now);
         let wire = match spec.tls {
             Some((config, name)) => Wire::TlsLink(Box::new(Tls::client(config, name, link, now))),
-            None => Wire::Link(link),
+            None => Wire::Link(Box::new(link)),
         };
         let id = reactors[links_side]
             .open(wire)
@@ -313,9 +313,10 @@ fn factory(
     };
     match kind {
         PortKind::Clients(c) => {
-            let config = c.clone();
+            // One config for every session of the port.
+            let config = Arc::new(c.clone());
             Box::new(move |peer, now| {
-                let mut s = Session::new(config.clone(), peer, now);
+                let mut s = Session::new(Arc::clone(&config), peer, now);
                 if client_credit.is_some() {
                     s.set_pdu_credit(now, client_credit);
                 }
@@ -335,7 +336,9 @@ fn factory(
         }
         PortKind::Http { config, .. } => {
             let config = config.clone();
-            Box::new(move |peer, now| Wire::Http(HttpConn::new(config.clone(), peer, now)))
+            Box::new(move |peer, now| {
+                Wire::Http(Box::new(HttpConn::new(config.clone(), peer, now)))
+            })
         }
     }
 }
@@ -370,12 +373,16 @@ fn lifecycle_at_debug() -> bool {
 /// How long a [`LogGate`] of the runner stays shut.
 const LOG_EVERY: Duration = Duration::from_secs(LOG_GATE_SECS);
 
-/// What the runner remembers of an accepted connection.
-#[derive(Debug, Clone, Copy)]
+/// What the runner remembers of an accepted connection: one per client
+/// of a msg_server, so kept small (32 bytes).
+#[derive(Debug, Clone)]
 struct ConnInfo {
-    peer: usize,
-    /// The remote address, for log lines about the connection.
-    addr: SocketAddr,
+    /// Index of its peer kind in [`Traffic::peers`] (a daemon has a
+    /// handful).
+    peer: u16,
+    /// The remote address of a server-port peer, for the log lines about
+    /// its authentication (clients have none; their sessions know it).
+    addr: Option<Box<SocketAddr>>,
     /// The reason its machine gave when it closed, reported with
     /// [`Input::Closed`] once the connection is finished.
     reason: Option<CloseCause>,
@@ -394,6 +401,18 @@ enum Op {
     Respond(Response),
     /// More PDU credit, with the time the App's input happened.
     Grant(u32, std::time::Instant),
+}
+
+/// A server-port peer's address in a log line (`-` where none was kept).
+struct Addr<'a>(Option<&'a SocketAddr>);
+
+impl std::fmt::Display for Addr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// What the App asked for since the last flush, grouped by connection in
@@ -611,8 +630,8 @@ impl<A: App> Runner<A> {
                 self.conns.insert(
                     conn,
                     ConnInfo {
-                        peer: port.peer,
-                        addr: peer,
+                        peer: u16::try_from(port.peer).unwrap_or(u16::MAX),
+                        addr: port.server.then(|| Box::new(peer)),
                         reason: None,
                     },
                 );
@@ -631,11 +650,11 @@ impl<A: App> Runner<A> {
                 };
                 match ev {
                     SessionEvent::LoginRequest(pdu) => {
-                        self.traffic.pdu_in(info.peer, pdu.key());
+                        self.traffic.pdu_in(usize::from(info.peer), pdu.key());
                         self.input(now, Input::LoginRequest { conn, pdu: &pdu });
                     }
                     SessionEvent::Pdu(pdu) => {
-                        self.traffic.pdu_in(info.peer, pdu.key());
+                        self.traffic.pdu_in(usize::from(info.peer), pdu.key());
                         self.input(now, Input::Pdu { conn, pdu: &pdu });
                     }
                     SessionEvent::Closed(reason) => {
@@ -649,7 +668,7 @@ impl<A: App> Runner<A> {
                             && let Some(suppressed) =
                                 self.gates.auth_failed.pass(now.mono, now.mono + LOG_EVERY)
                         {
-                            warn!(peer = %info.addr, %reason, suppressed,
+                            warn!(peer = %Addr(info.addr.as_deref()), %reason, suppressed,
                                 "server-port peer failed to authenticate; closed");
                         }
                     }
@@ -662,7 +681,7 @@ impl<A: App> Runner<A> {
                                 .unauthenticated
                                 .pass(now.mono, now.mono + LOG_EVERY)
                         {
-                            warn!(peer = %info.addr, suppressed,
+                            warn!(peer = %Addr(info.addr.as_deref()), suppressed,
                                 "peer admitted WITHOUT authentication (AllowUnauthenticatedPeers)");
                         }
                     }
@@ -783,9 +802,11 @@ impl<A: App> Runner<A> {
         if let Some(info) = self.conns.get(&conn) {
             match &op {
                 Op::Send(p) | Op::Refuse(p) | Op::Close(Some(p)) => {
-                    self.traffic.pdu_out(info.peer, p.key());
+                    self.traffic.pdu_out(usize::from(info.peer), p.key());
                 }
-                Op::Accept { reply, .. } => self.traffic.pdu_out(info.peer, reply.key()),
+                Op::Accept { reply, .. } => {
+                    self.traffic.pdu_out(usize::from(info.peer), reply.key())
+                }
                 Op::Close(None) | Op::Respond(_) | Op::Grant(..) => {}
             }
         }
