@@ -227,6 +227,8 @@ where
         ports,
         bound: bound_ids,
         conns: HashMap::new(),
+        closing: HashMap::new(),
+        peer_addrs: HashMap::new(),
         links_side: (!link_conns.is_empty()).then_some(links_side),
         link_ids,
         link_conns,
@@ -373,21 +375,6 @@ fn lifecycle_at_debug() -> bool {
 /// How long a [`LogGate`] of the runner stays shut.
 const LOG_EVERY: Duration = Duration::from_secs(LOG_GATE_SECS);
 
-/// What the runner remembers of an accepted connection: one per client
-/// of a msg_server, so kept small (32 bytes).
-#[derive(Debug, Clone)]
-struct ConnInfo {
-    /// Index of its peer kind in [`Traffic::peers`] (a daemon has a
-    /// handful).
-    peer: u16,
-    /// The remote address of a server-port peer, for the log lines about
-    /// its authentication (clients have none; their sessions know it).
-    addr: Option<Box<SocketAddr>>,
-    /// The reason its machine gave when it closed, reported with
-    /// [`Input::Closed`] once the connection is finished.
-    reason: Option<CloseCause>,
-}
-
 /// One thing to do to an accepted connection, in order.
 enum Op {
     Send(Pdu),
@@ -431,7 +418,16 @@ struct Runner<A: App> {
     traffic: Arc<Traffic>,
     ports: HashMap<(usize, SocketAddr), Port>,
     bound: Vec<(SocketAddr, PortId)>,
-    conns: HashMap<Conn, ConnInfo>,
+    /// Every accepted connection (refused peers are not), with the index
+    /// of its peer kind in [`Traffic::peers`]. One per client of a
+    /// msg_server, so nothing else: 20 bytes an entry.
+    conns: HashMap<Conn, u16>,
+    /// Why a closing connection's machine closed, until it is finished
+    /// and the App told ([`Input::Closed`]).
+    closing: HashMap<Conn, CloseCause>,
+    /// The remote address of each server-port peer, for the log lines
+    /// about its authentication (clients' sessions know theirs).
+    peer_addrs: HashMap<Conn, SocketAddr>,
     link_ids: HashMap<ConnId, (LinkId, usize)>,
     link_conns: Vec<ConnId>,
     links_side: Option<usize>,
@@ -627,14 +623,11 @@ impl<A: App> Runner<A> {
                         .push(Op::Close(None));
                     return;
                 }
-                self.conns.insert(
-                    conn,
-                    ConnInfo {
-                        peer: u16::try_from(port.peer).unwrap_or(u16::MAX),
-                        addr: port.server.then(|| Box::new(peer)),
-                        reason: None,
-                    },
-                );
+                self.conns
+                    .insert(conn, u16::try_from(port.peer).unwrap_or(u16::MAX));
+                if port.server {
+                    self.peer_addrs.insert(conn, peer);
+                }
                 self.input(
                     now,
                     Input::Opened {
@@ -645,21 +638,21 @@ impl<A: App> Runner<A> {
                 );
             }
             NetEvent::Machine(WireEvent::Session(ev)) => {
-                let Some(info) = self.conns.get_mut(&conn) else {
+                let Some(&peer) = self.conns.get(&conn) else {
                     return;
                 };
                 match ev {
                     SessionEvent::LoginRequest(pdu) => {
-                        self.traffic.pdu_in(usize::from(info.peer), pdu.key());
+                        self.traffic.pdu_in(usize::from(peer), pdu.key());
                         self.input(now, Input::LoginRequest { conn, pdu: &pdu });
                     }
                     SessionEvent::Pdu(pdu) => {
-                        self.traffic.pdu_in(usize::from(info.peer), pdu.key());
+                        self.traffic.pdu_in(usize::from(peer), pdu.key());
                         self.input(now, Input::Pdu { conn, pdu: &pdu });
                     }
                     SessionEvent::Closed(reason) => {
                         debug!(%conn, %reason, "connection closing");
-                        info.reason = Some(CloseCause::Pdu(reason));
+                        self.closing.insert(conn, CloseCause::Pdu(reason));
                         self.traffic.closed(side, &reason);
                         if matches!(
                             reason,
@@ -668,7 +661,7 @@ impl<A: App> Runner<A> {
                             && let Some(suppressed) =
                                 self.gates.auth_failed.pass(now.mono, now.mono + LOG_EVERY)
                         {
-                            warn!(peer = %Addr(info.addr.as_deref()), %reason, suppressed,
+                            warn!(peer = %Addr(self.peer_addrs.get(&conn)), %reason, suppressed,
                                 "server-port peer failed to authenticate; closed");
                         }
                     }
@@ -681,7 +674,7 @@ impl<A: App> Runner<A> {
                                 .unauthenticated
                                 .pass(now.mono, now.mono + LOG_EVERY)
                         {
-                            warn!(peer = %Addr(info.addr.as_deref()), suppressed,
+                            warn!(peer = %Addr(self.peer_addrs.get(&conn)), suppressed,
                                 "peer admitted WITHOUT authentication (AllowUnauthenticatedPeers)");
                         }
                     }
@@ -689,9 +682,9 @@ impl<A: App> Runner<A> {
                 }
             }
             NetEvent::Machine(WireEvent::Http(ev)) => {
-                let Some(info) = self.conns.get_mut(&conn) else {
+                if !self.conns.contains_key(&conn) {
                     return;
-                };
+                }
                 match ev {
                     HttpEvent::Request(request) => {
                         self.input(
@@ -704,15 +697,17 @@ impl<A: App> Runner<A> {
                     }
                     HttpEvent::Closed(reason) => {
                         debug!(%conn, reason = reason.label(), "HTTP connection closing");
-                        info.reason = Some(CloseCause::Http(reason));
+                        self.closing.insert(conn, CloseCause::Http(reason));
                         self.traffic.http_closed(side, reason.label());
                     }
                     _ => {}
                 }
             }
             NetEvent::Finished => {
-                if let Some(info) = self.conns.remove(&conn) {
-                    let reason = info.reason.unwrap_or(CloseCause::Pdu(CloseReason::Local));
+                let reason = self.closing.remove(&conn);
+                self.peer_addrs.remove(&conn);
+                if self.conns.remove(&conn).is_some() {
+                    let reason = reason.unwrap_or(CloseCause::Pdu(CloseReason::Local));
                     self.input(now, Input::Closed { conn, reason });
                 }
             }
@@ -799,14 +794,12 @@ impl<A: App> Runner<A> {
     }
 
     fn op(&mut self, conn: Conn, op: Op) {
-        if let Some(info) = self.conns.get(&conn) {
+        if let Some(&peer) = self.conns.get(&conn) {
             match &op {
                 Op::Send(p) | Op::Refuse(p) | Op::Close(Some(p)) => {
-                    self.traffic.pdu_out(usize::from(info.peer), p.key());
+                    self.traffic.pdu_out(usize::from(peer), p.key());
                 }
-                Op::Accept { reply, .. } => {
-                    self.traffic.pdu_out(usize::from(info.peer), reply.key())
-                }
+                Op::Accept { reply, .. } => self.traffic.pdu_out(usize::from(peer), reply.key()),
                 Op::Close(None) | Op::Respond(_) | Op::Grant(..) => {}
             }
         }
