@@ -394,3 +394,207 @@ fn group_bench_refuses_bad_arguments() {
         assert!(out.is_empty(), "nothing measured, nothing printed");
     }
 }
+
+/// `bench conns` arguments for users `PREFIX1…`, spreading over worker
+/// processes that run the `teamtalk` binary built with these tests.
+fn conns_args(prefix: &str, extra: &[&str]) -> daemons::bench::BenchArgs {
+    let mut argv = vec![
+        "teamtalk",
+        "bench",
+        "conns",
+        "--prefix",
+        prefix,
+        "--password",
+        "pw",
+        "--quiet",
+        "--json",
+        "--worker-exe",
+        env!("CARGO_BIN_EXE_teamtalk"),
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv).expect("arguments parse").command {
+        Commands::Bench(args) => args,
+        other => panic!("not a bench command: {other:?}"),
+    }
+}
+
+fn run_conns(args: &daemons::bench::BenchArgs) -> (Value, Result<(), BenchError>) {
+    let mut out = Vec::new();
+    let result = run(args, &mut out);
+    (summary(&out), result)
+}
+
+#[test]
+fn conns_bench_spreads_over_processes_and_msg_servers() {
+    let c = cluster_of(2);
+    c.sys
+        .store()
+        .seed_users("p", 100, &md5_hex(b"pw"))
+        .expect("seed users");
+    let addrs: Vec<String> = c.sys.msg_addrs().iter().map(ToString::to_string).collect();
+    let pid = std::process::id().to_string();
+    let args = conns_args(
+        "p",
+        &[
+            "--msg-server",
+            &addrs[0],
+            "--msg-server",
+            &addrs[1],
+            "--connections",
+            "100",
+            "--processes",
+            "2",
+            "--duration",
+            "1",
+            "--heartbeat",
+            "0.3",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    let (v, result) = run_conns(&args);
+    result.unwrap_or_else(|e| panic!("not clean: {e}: {v}"));
+    assert_eq!(n(&v, "processes"), 2, "{v}");
+    assert_eq!(n(&v, "processes_failed"), 0, "{v}");
+    assert_eq!(n(&v, "logged_in"), 100, "{v}");
+    assert_eq!(n(&v, "held"), 100, "{v}");
+    assert_eq!(n(&v, "disconnects"), 0, "{v}");
+    assert_eq!(n(&v, "login_failed"), 0, "{v}");
+    assert!(
+        n(&v, "heartbeats") >= 100,
+        "every connection heartbeats: {v}"
+    );
+    // Connections take the addresses in turn, whichever process opens them.
+    assert_eq!(n(&v, "msg_servers"), 2, "{v}");
+    for a in &addrs {
+        assert_eq!(v["msg_server_held"][a], 50, "{a} in {v}");
+    }
+    assert!(
+        v["login_latency_p50_us"].as_f64().is_some_and(|l| l > 0.0),
+        "both processes' latencies: {v}"
+    );
+    // This test process is both msg_servers: its figures are per
+    // connection on them, over all 100.
+    let s = &v["servers"][0];
+    assert_eq!(s["pid"], std::process::id(), "{v}");
+    assert_eq!(s["per"], "connection", "{v}");
+    assert_eq!(s["connections"], 100, "{v}");
+    let mut served: Vec<&str> = s["msg_servers"]
+        .as_array()
+        .expect("msg_servers")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    served.sort_unstable();
+    let mut want: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(served, want, "{v}");
+    assert!(n(s, "samples") >= 1, "{v}");
+    assert!(v["server_rss_after_kib"].as_f64().is_some(), "{v}");
+}
+
+#[test]
+fn conns_bench_processes_through_login_server() {
+    let c = cluster_of(2);
+    c.sys
+        .store()
+        .seed_users("h", 60, &md5_hex(b"pw"))
+        .expect("seed users");
+    let http = c.sys.http_addr().to_string();
+    let args = conns_args(
+        "h",
+        &[
+            "--http",
+            &http,
+            "--connections",
+            "60",
+            "--processes",
+            "3",
+            "--duration",
+            "0.5",
+        ],
+    );
+    let (v, result) = run_conns(&args);
+    result.unwrap_or_else(|e| panic!("not clean: {e}: {v}"));
+    assert_eq!(n(&v, "processes"), 3, "{v}");
+    assert_eq!(n(&v, "held"), 60, "{v}");
+    // login_server counts each answer against the msg_server it names
+    // until that one reports the login, so even a burst of clients that
+    // all ask before any has logged in is split evenly.
+    let held = v["msg_server_held"].as_object().expect("per msg_server");
+    assert_eq!(held.len(), 2, "{v}");
+    for a in c.sys.msg_addrs() {
+        assert_eq!(held[&a.to_string()], 30, "{a} in {v}");
+    }
+    assert_eq!(n(&v, "msg_servers"), 2, "{v}");
+    assert_eq!(v["msg_server_imbalance_pct"], 0.0, "{v}");
+}
+
+#[test]
+fn conns_bench_counts_a_worker_process_that_gives_no_result() {
+    let c = cluster();
+    let http = c.sys.http_addr().to_string();
+    let mut args = conns_args(
+        "b",
+        &[
+            "--http",
+            &http,
+            "--connections",
+            "12",
+            "--processes",
+            "2",
+            "--duration",
+            "0.5",
+        ],
+    );
+    // A "copy" that exits at once without a word.
+    if let daemons::bench::BenchKind::Conns(a) = &mut args.kind {
+        a.worker_exe = Some("true".into());
+    }
+    let (v, result) = run_conns(&args);
+    assert_eq!(n(&v, "processes_failed"), 1, "{v}");
+    assert_eq!(n(&v, "held"), 6, "this process's share still ran: {v}");
+    assert_eq!(v["clean"], false, "{v}");
+    match result {
+        Err(BenchError::Unclean(why)) => assert!(why.contains("without a result"), "{why}"),
+        other => panic!("a missing share must fail the run: {other:?}"),
+    }
+    assert!(
+        v["first_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bench process 1")),
+        "{v}"
+    );
+}
+
+#[test]
+fn conns_bench_refuses_bad_spreads_without_output() {
+    let c = cluster();
+    let http = c.sys.http_addr().to_string();
+    for extra in [
+        &["--processes", "0"][..],
+        &["--processes", "5", "--connections", "4"],
+        &["--processes", "65"],
+    ] {
+        let mut argv = vec!["--http", &http];
+        argv.extend_from_slice(extra);
+        let mut out = Vec::new();
+        let err = run(&conns_args("b", &argv), &mut out).expect_err("refused");
+        assert!(matches!(err, BenchError::Args(_)), "{extra:?}: {err}");
+        assert!(out.is_empty(), "nothing measured, nothing printed");
+    }
+    let mut args = conns_args(
+        "b",
+        &["--http", &http, "--connections", "4", "--processes", "2"],
+    );
+    if let daemons::bench::BenchKind::Conns(a) = &mut args.kind {
+        a.worker_exe = Some("/nonexistent/teamtalk".into());
+    }
+    let mut out = Vec::new();
+    let err = run(&args, &mut out).expect_err("no such executable");
+    assert!(
+        matches!(err, BenchError::Io(_)) && err.to_string().contains("bench process 1"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}

@@ -7,9 +7,31 @@
 //! msg_server that still has room. [`LoadTable`] is that bookkeeping,
 //! with no I/O, keyed by whatever identifies a msg_server connection in
 //! the daemon.
+//!
+//! # Assignments in flight
+//!
+//! A msg_server reports a client only once it has logged in, a round trip
+//! or more after login_server named it. Choosing by the reported counts
+//! alone (as TeamTalk does) sends every client that asks in that interval
+//! to the same msg_server: a burst of thousands of clients (a restart, a
+//! load test) lands on one or two of them. So [`LoadTable::assign`]
+//! remembers each answer as *pending* on the msg_server it named and
+//! chooses by reported plus pending; the msg_server's next reported login
+//! settles the oldest pending one, and one not settled within
+//! [`ASSIGNMENT_TTL`] (a client that never came) is forgotten.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// How long an answer counts against the msg_server it named before that
+/// msg_server reports a login: far longer than a connect and login take,
+/// short enough that clients who never came stop skewing the choice soon.
+pub const ASSIGNMENT_TTL: Duration = Duration::from_secs(10);
+
+/// Pending assignments remembered per msg_server at most (the oldest are
+/// forgotten first), so a flood of HTTP queries cannot grow the table.
+pub const MAX_PENDING_ASSIGNMENTS: usize = 1 << 16;
 
 /// What a msg_server announced about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,12 +96,16 @@ pub struct ServiceUrls {
 #[derive(Debug, Clone)]
 pub struct LoadTable<Id> {
     servers: BTreeMap<Id, MsgServerLoad>,
+    /// Per msg_server, when each answer naming it that no reported login
+    /// has settled yet was given, oldest first.
+    pending: BTreeMap<Id, VecDeque<Instant>>,
 }
 
 impl<Id> Default for LoadTable<Id> {
     fn default() -> Self {
         Self {
             servers: BTreeMap::new(),
+            pending: BTreeMap::new(),
         }
     }
 }
@@ -96,14 +122,17 @@ impl<Id: Ord + Copy> LoadTable<Id> {
         self.servers.insert(id, load);
     }
 
-    /// Forgets a msg_server whose connection closed, with its users.
+    /// Forgets a msg_server whose connection closed, with its users and
+    /// the assignments to it in flight.
     pub fn remove(&mut self, id: Id) -> Option<MsgServerLoad> {
+        self.pending.remove(&id);
         self.servers.remove(&id)
     }
 
     /// One client connection opened (`user_action` 1) or closed (2) on
     /// msg_server `id`. Returns false for an unknown id. Saturates, so a
-    /// stray decrement cannot wrap the count.
+    /// stray decrement cannot wrap the count. An opened one settles the
+    /// oldest assignment in flight to `id`, if any.
     pub fn user_connected(&mut self, id: Id, connected: bool) -> bool {
         let Some(s) = self.servers.get_mut(&id) else {
             return false;
@@ -113,7 +142,68 @@ impl<Id: Ord + Copy> LoadTable<Id> {
         } else {
             s.cur_conn_cnt.saturating_sub(1)
         };
+        if connected && let Some(p) = self.pending.get_mut(&id) {
+            p.pop_front();
+        }
         true
+    }
+
+    /// Assignments to `id` in flight (answered, no login reported yet, not
+    /// expired as of the last [`LoadTable::assign`]).
+    #[must_use]
+    pub fn pending(&self, id: Id) -> usize {
+        self.pending.get(&id).map_or(0, VecDeque::len)
+    }
+
+    /// Load by which msg_servers are compared: reported plus in flight.
+    fn load(&self, id: Id, s: &MsgServerLoad) -> u64 {
+        u64::from(s.cur_conn_cnt) + self.pending(id) as u64
+    }
+
+    /// [`LoadTable::pick`] that also counts the answer against the chosen
+    /// msg_server until it reports a login or [`ASSIGNMENT_TTL`] passes
+    /// (see the [module docs](self)); what login_server does for each
+    /// client that asks.
+    ///
+    /// # Errors
+    /// As [`LoadTable::pick`].
+    pub fn assign(&mut self, now: Instant) -> Result<(Id, &MsgServerLoad), Refusal> {
+        self.assign_where(now, |_| true)
+    }
+
+    /// [`LoadTable::assign`] among the msg_servers `eligible` accepts.
+    ///
+    /// # Errors
+    /// As [`LoadTable::pick_where`].
+    pub fn assign_where(
+        &mut self,
+        now: Instant,
+        eligible: impl Fn(&MsgServerLoad) -> bool,
+    ) -> Result<(Id, &MsgServerLoad), Refusal> {
+        self.expire(now);
+        let id = self.pick_where(eligible)?.0;
+        let p = self.pending.entry(id).or_default();
+        if p.len() >= MAX_PENDING_ASSIGNMENTS {
+            p.pop_front();
+        }
+        p.push_back(now);
+        self.servers
+            .get(&id)
+            .map(|s| (id, s))
+            .ok_or(Refusal::NoMsgServer)
+    }
+
+    /// Forgets assignments older than [`ASSIGNMENT_TTL`] at `now`.
+    fn expire(&mut self, now: Instant) {
+        self.pending.retain(|_, p| {
+            while p
+                .front()
+                .is_some_and(|&t| now.saturating_duration_since(t) >= ASSIGNMENT_TTL)
+            {
+                p.pop_front();
+            }
+            !p.is_empty()
+        });
     }
 
     /// What msg_server `id` announced, with its current count.
@@ -143,8 +233,10 @@ impl<Id: Ord + Copy> LoadTable<Id> {
             .sum()
     }
 
-    /// The msg_server with the fewest connections among those below their
-    /// maximum; ties go to the lowest id (TeamTalk's map order).
+    /// The msg_server with the fewest connections (reported plus
+    /// assignments in flight) among those below their maximum of reported
+    /// connections; ties go to the lowest id (TeamTalk's map order).
+    /// Records nothing: [`LoadTable::assign`] is the choice for a client.
     ///
     /// # Errors
     /// [`Refusal::NoMsgServer`] when the table is empty,
@@ -166,15 +258,14 @@ impl<Id: Ord + Copy> LoadTable<Id> {
         if !self.servers.values().any(&eligible) {
             return Err(Refusal::NoMsgServer);
         }
-        let mut best: Option<(Id, &MsgServerLoad)> = None;
+        let mut best: Option<(Id, &MsgServerLoad, u64)> = None;
         for (id, s) in self.servers.iter().filter(|(_, s)| eligible(s)) {
-            if s.cur_conn_cnt < s.max_conn_cnt
-                && best.is_none_or(|(_, b)| s.cur_conn_cnt < b.cur_conn_cnt)
-            {
-                best = Some((*id, s));
+            let load = self.load(*id, s);
+            if s.cur_conn_cnt < s.max_conn_cnt && best.is_none_or(|(_, _, b)| load < b) {
+                best = Some((*id, s, load));
             }
         }
-        best.ok_or(Refusal::MsgServerFull)
+        best.map(|(id, s, _)| (id, s)).ok_or(Refusal::MsgServerFull)
     }
 
     /// The body of login_server's `/msg_server` HTTP reply: on success
@@ -186,44 +277,62 @@ impl<Id: Ord + Copy> LoadTable<Id> {
     /// candidates. Whoever asks, a chosen msg_server with one adds
     /// `wsPrior` and `wsBackup` (`ws://ip1:port/`, `wss://…`), which
     /// TeamTalk clients ignore.
+    ///
+    /// This previews the answer; [`LoadTable::assign_json`] gives it to a
+    /// client.
     #[must_use]
     pub fn msg_server_json(&self, urls: &ServiceUrls, browser: bool) -> String {
-        let mut out = String::from("{");
-        match self.pick_where(|s| !browser || s.ws_port.is_some()) {
-            Ok((_, s)) => {
-                out.push_str("\"code\":0,\"msg\":\"\"");
-                for (key, value) in [
-                    ("priorIP", s.ip1.as_str()),
-                    ("backupIP", s.ip2.as_str()),
-                    ("msfsPrior", urls.msfs_prior.as_str()),
-                    ("msfsBackup", urls.msfs_backup.as_str()),
-                    ("discovery", urls.discovery.as_str()),
-                    ("port", s.port.to_string().as_str()),
-                ] {
-                    let _ = write!(out, ",\"{key}\":");
-                    push_json_string(&mut out, value);
-                }
-                if let Some(port) = s.ws_port {
-                    let scheme = if s.ws_tls { "wss" } else { "ws" };
-                    for (key, ip) in [("wsPrior", &s.ip1), ("wsBackup", &s.ip2)] {
-                        let host = if ip.contains(':') {
-                            format!("[{ip}]")
-                        } else {
-                            ip.clone()
-                        };
-                        let _ = write!(out, ",\"{key}\":");
-                        push_json_string(&mut out, &format!("{scheme}://{host}:{port}/"));
-                    }
-                }
+        answer_json(self.pick_where(|s| !browser || s.ws_port.is_some()), urls)
+    }
+
+    /// [`LoadTable::msg_server_json`] for a client that asked at `now`: the
+    /// choice is [`LoadTable::assign`]'s, counted against the msg_server
+    /// it names.
+    pub fn assign_json(&mut self, now: Instant, urls: &ServiceUrls, browser: bool) -> String {
+        answer_json(
+            self.assign_where(now, |s| !browser || s.ws_port.is_some()),
+            urls,
+        )
+    }
+}
+
+/// The `/msg_server` JSON for a choice (see [`LoadTable::msg_server_json`]).
+fn answer_json<Id>(choice: Result<(Id, &MsgServerLoad), Refusal>, urls: &ServiceUrls) -> String {
+    let mut out = String::from("{");
+    match choice {
+        Ok((_, s)) => {
+            out.push_str("\"code\":0,\"msg\":\"\"");
+            for (key, value) in [
+                ("priorIP", s.ip1.as_str()),
+                ("backupIP", s.ip2.as_str()),
+                ("msfsPrior", urls.msfs_prior.as_str()),
+                ("msfsBackup", urls.msfs_backup.as_str()),
+                ("discovery", urls.discovery.as_str()),
+                ("port", s.port.to_string().as_str()),
+            ] {
+                let _ = write!(out, ",\"{key}\":");
+                push_json_string(&mut out, value);
             }
-            Err(refusal) => {
-                let _ = write!(out, "\"code\":{},\"msg\":", refusal.code());
-                push_json_string(&mut out, &refusal.to_string());
+            if let Some(port) = s.ws_port {
+                let scheme = if s.ws_tls { "wss" } else { "ws" };
+                for (key, ip) in [("wsPrior", &s.ip1), ("wsBackup", &s.ip2)] {
+                    let host = if ip.contains(':') {
+                        format!("[{ip}]")
+                    } else {
+                        ip.clone()
+                    };
+                    let _ = write!(out, ",\"{key}\":");
+                    push_json_string(&mut out, &format!("{scheme}://{host}:{port}/"));
+                }
             }
         }
-        out.push('}');
-        out
+        Err(refusal) => {
+            let _ = write!(out, "\"code\":{},\"msg\":", refusal.code());
+            push_json_string(&mut out, &refusal.to_string());
+        }
     }
+    out.push('}');
+    out
 }
 
 /// Appends `s` as a JSON string literal (RFC 8259 §7): quotes, backslashes
@@ -283,6 +392,97 @@ mod tests {
         assert_eq!(t.pick().unwrap_err(), Refusal::MsgServerFull);
         assert_eq!(Refusal::MsgServerFull.code(), 2);
         assert_eq!(Refusal::NoMsgServer.code(), 1);
+    }
+
+    #[test]
+    fn a_burst_of_answers_spreads_before_any_login_is_reported() {
+        let now = crate::tests::t0();
+        let mut t = LoadTable::new();
+        for id in 1u32..=3 {
+            t.upsert(id, server("a", 0, 100));
+        }
+        // Nine clients ask before any has logged in: three each, where
+        // the reported counts alone would send all nine to server 1.
+        let mut got = BTreeMap::<u32, u32>::new();
+        for _ in 0..9 {
+            *got.entry(t.assign(now).unwrap().0).or_default() += 1;
+        }
+        assert_eq!(got.values().copied().collect::<Vec<_>>(), [3, 3, 3]);
+        assert_eq!(t.pending(2), 3);
+        // A reported login settles one in flight: it is counted once.
+        assert!(t.user_connected(2, true));
+        assert_eq!((t.pending(2), t.get(2).unwrap().cur_conn_cnt), (2, 1));
+        assert_eq!(t.pick().unwrap().0, 1, "3 + 0 everywhere: the lowest id");
+        // A logout settles nothing.
+        assert!(t.user_connected(2, false));
+        assert_eq!(t.pending(2), 2);
+        // Clients that never came stop counting after the TTL.
+        let later = now + ASSIGNMENT_TTL;
+        t.user_connected(3, true);
+        assert_eq!(t.assign(later).unwrap().0, 1);
+        assert_eq!((t.pending(1), t.pending(2), t.pending(3)), (1, 0, 0));
+        assert_eq!(t.pick().unwrap().0, 2, "server 3 has one login reported");
+        // A msg_server that leaves takes its assignments along.
+        t.remove(1);
+        assert_eq!(t.pending(1), 0);
+    }
+
+    #[test]
+    fn answers_in_flight_never_refuse_a_client() {
+        let now = crate::tests::t0();
+        let mut t = LoadTable::new();
+        t.upsert(1u32, server("a", 0, 2));
+        // Eligibility is by reported connections (as TeamTalk's): answers
+        // in flight only order the choice and never refuse a client.
+        for _ in 0..5 {
+            assert_eq!(t.assign(now).unwrap().0, 1);
+        }
+        t.user_connected(1, true);
+        t.user_connected(1, true);
+        assert_eq!(t.assign(now).unwrap_err(), Refusal::MsgServerFull);
+        let empty: &mut LoadTable<u32> = &mut LoadTable::new();
+        assert_eq!(empty.assign(now).unwrap_err(), Refusal::NoMsgServer);
+    }
+
+    #[test]
+    fn assignments_in_flight_are_bounded() {
+        let now = crate::tests::t0();
+        let mut t = LoadTable::new();
+        t.upsert(1u32, server("a", 0, u32::MAX));
+        for _ in 0..MAX_PENDING_ASSIGNMENTS + 10 {
+            t.assign(now).unwrap();
+        }
+        assert_eq!(t.pending(1), MAX_PENDING_ASSIGNMENTS);
+    }
+
+    proptest::proptest! {
+        /// Answers to clients that have not logged in yet keep equally
+        /// loaded msg_servers within one of each other, whatever logins
+        /// are reported in between.
+        #[test]
+        fn answers_in_flight_stay_even(servers in 1u32..8, steps in proptest::collection::vec(proptest::option::of(0u32..8), 1..200)) {
+            let now = crate::tests::t0();
+            let mut t = LoadTable::new();
+            for id in 0..servers {
+                t.upsert(id, server("a", 0, u32::MAX));
+            }
+            for step in steps {
+                match step {
+                    // A login reported on a server that was assigned one.
+                    Some(id) if t.pending(id % servers) > 0 => {
+                        t.user_connected(id % servers, true);
+                    }
+                    _ => {
+                        t.assign(now).unwrap();
+                    }
+                }
+                let loads: Vec<u64> = (0..servers)
+                    .map(|id| u64::from(t.get(id).unwrap().cur_conn_cnt) + t.pending(id) as u64)
+                    .collect();
+                let (lo, hi) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+                proptest::prop_assert!(hi - lo <= 1, "{loads:?}");
+            }
+        }
     }
 
     #[test]

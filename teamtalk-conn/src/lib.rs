@@ -226,7 +226,8 @@
 //! - [`Client`]: the client side: login_server assignment (asked of the
 //!   application), connect, login, heartbeats, silence detection,
 //!   reconnects, requests matched to replies by seq, kicks, logout.
-//! - [`LoadTable`]: login_server's least-loaded msg_server choice and its
+//! - [`LoadTable`]: login_server's least-loaded msg_server choice (answers
+//!   in flight counted until their login is reported) and its
 //!   `/msg_server` JSON.
 //! - [`Presence`]: the one-PC-plus-one-mobile multi-login policy.
 //! - [`HttpConn`] (module [`http`]): a server-side HTTP/1.1 connection
@@ -387,7 +388,9 @@ pub use backoff::{
     Backoff, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF, TEAMTALK_MAX_RECONNECT,
     TEAMTALK_MIN_RECONNECT,
 };
-pub use balance::{LoadTable, MsgServerLoad, Refusal, ServiceUrls};
+pub use balance::{
+    ASSIGNMENT_TTL, LoadTable, MAX_PENDING_ASSIGNMENTS, MsgServerLoad, Refusal, ServiceUrls,
+};
 pub use client::{
     Client, ClientConfig, ClientEvent, ClientState, ClientStats, Credentials, StopReason,
 };

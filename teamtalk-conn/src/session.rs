@@ -1,6 +1,7 @@
 //! [`Session`]: an accepted connection, from a client or a server peer.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -229,8 +230,10 @@ pub enum SessionEvent {
 /// ```
 #[derive(Debug)]
 pub struct Session {
-    cfg: SessionConfig,
-    peer: SocketAddr,
+    /// Shared by every session of a listener: a msg_server holds tens of
+    /// thousands of sessions, and a copy each would be most of their size.
+    cfg: Arc<SessionConfig>,
+    peer: PeerAddr,
     login: Login,
     now: Instant,
     /// When the peer was last heard from, moved forward by the time
@@ -251,6 +254,33 @@ pub struct Session {
     paused_since: Option<Instant>,
 }
 
+/// A peer's address in 16 bytes rather than a `SocketAddr`'s 32: IPv4
+/// inline, IPv6 (rarer, with its flow and scope) boxed. Every session
+/// keeps one, and a msg_server has tens of thousands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PeerAddr {
+    V4(std::net::SocketAddrV4),
+    V6(Box<std::net::SocketAddrV6>),
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(a: SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(v4) => Self::V4(v4),
+            SocketAddr::V6(v6) => Self::V6(Box::new(v6)),
+        }
+    }
+}
+
+impl PeerAddr {
+    fn get(&self) -> SocketAddr {
+        match self {
+            Self::V4(v4) => SocketAddr::V4(*v4),
+            Self::V6(v6) => SocketAddr::V6(**v6),
+        }
+    }
+}
+
 /// Where a session is in link authentication.
 #[derive(Debug)]
 enum AuthState {
@@ -258,7 +288,9 @@ enum AuthState {
     /// unauthenticated peer).
     AwaitingHello,
     /// Challenge sent, waiting for the proof.
-    Challenged(Responder),
+    /// (Boxed: a session spends its life `Admitted`, and every session's
+    /// size would otherwise be that of this rare state.)
+    Challenged(Box<Responder>),
     /// Decided: [`PeerAuth::NotRequired`] (no auth configured),
     /// `Authenticated` or `Unauthenticated`.
     Admitted(PeerAuth),
@@ -267,7 +299,11 @@ enum AuthState {
 impl Session {
     /// A session for a connection just accepted from `peer`.
     #[must_use]
-    pub fn new(cfg: SessionConfig, peer: SocketAddr, now: Instant) -> Self {
+    ///
+    /// `cfg` is a [`SessionConfig`] or an `Arc` of one that many sessions
+    /// share.
+    pub fn new(cfg: impl Into<Arc<SessionConfig>>, peer: SocketAddr, now: Instant) -> Self {
+        let cfg = cfg.into();
         let mut timers = TimerTable::default();
         timers.set(Timer::Idle, now + cfg.idle_timeout);
         let auth = match &cfg.auth {
@@ -293,7 +329,7 @@ impl Session {
         Self {
             wire: Wire::new(cfg.max_frame_len, cfg.max_tx_bytes),
             cfg,
-            peer,
+            peer: peer.into(),
             login,
             now,
             last_rx: now,
@@ -309,7 +345,7 @@ impl Session {
     /// The peer's address.
     #[must_use]
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.peer.get()
     }
 
     /// Where the login stands.
@@ -379,7 +415,7 @@ impl Session {
     /// request is waiting.
     pub fn accept_login(&mut self, user_id: u32, client_type: u32) -> Result<(), LoginError> {
         self.check_pending()?;
-        debug!(peer = %self.peer, user_id, client_type, "login accepted");
+        debug!(peer = %self.peer(), user_id, client_type, "login accepted");
         self.login = Login::LoggedIn {
             user_id,
             client_type,
@@ -399,7 +435,7 @@ impl Session {
     pub fn reject_login(&mut self, reply: &Pdu) -> Result<(), LoginError> {
         self.check_pending()?;
         if let Err(e) = self.wire.queue(reply) {
-            warn!(peer = %self.peer, error = %e, "login refusal not sent");
+            warn!(peer = %self.peer(), error = %e, "login refusal not sent");
         }
         self.close_with(CloseReason::LoginRejected);
         Ok(())
@@ -458,7 +494,7 @@ impl Session {
         }
         self.now = self.now.max(now);
         if !self.paused {
-            debug!(peer = %self.peer, "reading paused");
+            debug!(peer = %self.peer(), "reading paused");
             self.paused = true;
             self.sync_reading();
         }
@@ -476,7 +512,7 @@ impl Session {
         }
         self.now = self.now.max(now);
         if self.paused {
-            debug!(peer = %self.peer, "reading resumed");
+            debug!(peer = %self.peer(), "reading resumed");
             self.paused = false;
             self.process_rx();
         }
@@ -620,9 +656,9 @@ impl Session {
             | CloseReason::DuplicateLogin
             | CloseReason::Frame(_)
             | CloseReason::SendBufferFull => {
-                warn!(peer = %self.peer, %reason, "session closed");
+                warn!(peer = %self.peer(), %reason, "session closed");
             }
-            _ => debug!(peer = %self.peer, %reason, "session closed"),
+            _ => debug!(peer = %self.peer(), %reason, "session closed"),
         }
         if reason == CloseReason::SendBufferFull {
             self.wire.clear_tx();
@@ -684,7 +720,7 @@ impl Session {
         match self.login {
             Login::NotRequired => self.deliver(SessionEvent::Pdu(pdu)),
             Login::Awaiting if is_login => {
-                debug!(peer = %self.peer, "login requested");
+                debug!(peer = %self.peer(), "login requested");
                 self.login = Login::Pending;
                 self.deliver(SessionEvent::LoginRequest(pdu));
             }
@@ -710,7 +746,7 @@ impl Session {
         match std::mem::replace(&mut self.auth, AuthState::AwaitingHello) {
             AuthState::AwaitingHello => {
                 if self.cfg.allow_unauthenticated && key != Command::OtherLinkAuthHello.key() {
-                    debug!(peer = %self.peer, %key, "unauthenticated peer admitted");
+                    debug!(peer = %self.peer(), %key, "unauthenticated peer admitted");
                     self.admit(PeerAuth::Unauthenticated);
                     self.on_pdu(pdu);
                     return;
@@ -720,7 +756,7 @@ impl Session {
                         if self.timers.get(Timer::Auth).is_none() {
                             self.timers.set(Timer::Auth, self.now + auth.timeout);
                         }
-                        self.auth = AuthState::Challenged(responder);
+                        self.auth = AuthState::Challenged(Box::new(responder));
                         // Not `send`/`sent()`: no heartbeat is due before
                         // the peer is admitted.
                         if self.wire.queue(&challenge).is_err() {
@@ -732,7 +768,7 @@ impl Session {
             }
             AuthState::Challenged(responder) => match responder.on_proof(&auth.key, &pdu) {
                 Ok(()) => {
-                    debug!(peer = %self.peer, key_id = %auth.key.id_hex(), "peer authenticated");
+                    debug!(peer = %self.peer(), key_id = %auth.key.id_hex(), "peer authenticated");
                     self.admit(PeerAuth::Authenticated);
                 }
                 Err(rejection) => self.refuse(rejection),
@@ -804,7 +840,7 @@ impl Machine for Session {
             Input::Timeout(_) => {}
             Input::Connected(_) | Input::ConnectFailed(_) => {
                 let input = input_kind(&input);
-                debug!(peer = %self.peer, input, "input meaningless for a session ignored");
+                debug!(peer = %self.peer(), input, "input meaningless for a session ignored");
             }
         }
         self.fire_timers();
@@ -840,5 +876,25 @@ impl Machine for Session {
         }
         self.now = self.now.max(now);
         self.close_with(reason);
+    }
+}
+
+#[cfg(test)]
+mod peer_addr_tests {
+    use super::*;
+
+    #[test]
+    fn a_session_gives_its_peer_back_whole() {
+        let scoped = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            8000,
+            7,
+            2,
+        ));
+        for peer in ["192.0.2.7:40000".parse().unwrap(), scoped] {
+            let s = Session::new(SessionConfig::client(), peer, crate::tests::t0());
+            assert_eq!(s.peer(), peer);
+        }
+        assert_eq!(std::mem::size_of::<PeerAddr>(), 16);
     }
 }

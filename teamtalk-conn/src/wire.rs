@@ -46,9 +46,13 @@ impl Wire {
 
     pub(crate) fn next_pdu(&mut self) -> Result<Option<Pdu>, FrameError> {
         let next = self.codec.decode(&mut self.rx);
-        if matches!(next, Ok(None)) && self.rx.is_empty() && self.rx.capacity() > 0 {
+        if matches!(next, Ok(None)) && self.rx.is_empty() {
             // Let the allocation go with the last PDU split off it: an idle
-            // connection keeps no receive buffer.
+            // connection keeps no receive buffer. Even with no capacity
+            // left (the read ended exactly at a frame's end, as a lone
+            // login or heartbeat does) an emptied buffer still holds its
+            // share of the allocation, so it is dropped whatever its
+            // capacity.
             self.rx = BytesMut::new();
         }
         next
@@ -118,16 +122,22 @@ impl Wire {
 /// Outputs waiting to be drained, in order. Transmit bytes that are not
 /// followed by anything else stay in [`Wire`] so that consecutive sends
 /// coalesce into one `Output::Transmit`.
+///
+/// The queue exists only while outputs wait (boxed, so an idle machine,
+/// one of tens of thousands, carries one pointer for it).
 #[derive(Debug)]
 pub(crate) struct Outbox<E> {
-    queue: VecDeque<Output<E>>,
+    // Boxed on purpose: one pointer in the machine instead of the deque's
+    // 32 bytes, allocated only while outputs wait.
+    #[allow(clippy::box_collection)]
+    queue: Option<Box<VecDeque<Output<E>>>>,
     finished: bool,
 }
 
 impl<E> Default for Outbox<E> {
     fn default() -> Self {
         Self {
-            queue: VecDeque::new(),
+            queue: None,
             finished: false,
         }
     }
@@ -135,18 +145,18 @@ impl<E> Default for Outbox<E> {
 
 impl<E> Outbox<E> {
     pub(crate) fn push(&mut self, out: Output<E>) {
-        self.queue.push_back(out);
+        self.queue.get_or_insert_with(Box::default).push_back(out);
     }
 
     pub(crate) fn event(&mut self, event: E) {
-        self.queue.push_back(Output::Event(event));
+        self.push(Output::Event(event));
     }
 
     /// Moves the bytes queued so far in front of the outputs pushed next
     /// (so that a reply goes out before the `Close` that follows it).
     pub(crate) fn flush(&mut self, wire: &mut Wire) {
         if let Some(bytes) = wire.take_tx() {
-            self.queue.push_back(Output::Transmit(bytes));
+            self.push(Output::Transmit(bytes));
         }
     }
 
@@ -162,25 +172,23 @@ impl<E> Outbox<E> {
     /// One step of a drain: queued outputs first, then pending transmit
     /// bytes, then `Finished` or the next deadline.
     pub(crate) fn poll(&mut self, wire: &mut Wire, next: impl FnOnce() -> Output<E>) -> Output<E> {
-        if let Some(out) = self.queue.pop_front() {
+        if let Some(out) = self.queue.as_mut().and_then(|q| q.pop_front()) {
             return out;
         }
+        // Drained: an idle connection keeps no output queue.
+        self.queue = None;
         if self.finished {
             return Output::Finished;
         }
         if let Some(bytes) = wire.take_tx() {
             return Output::Transmit(bytes);
         }
-        if self.queue.capacity() > 0 {
-            // Drained: an idle connection keeps no output queue.
-            self.queue = VecDeque::new();
-        }
         next()
     }
 
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn len(&self) -> usize {
-        self.queue.len()
+        self.queue.as_ref().map_or(0, |q| q.len())
     }
 }
 
@@ -192,5 +200,42 @@ pub(crate) fn input_kind(input: &Input<'_>) -> &'static str {
         Input::ConnectFailed(_) => "connect failed",
         Input::Received(..) => "received",
         Input::Closed(_) => "closed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PDU split off the receive buffer is the allocation's only owner
+    /// once the buffer has been drained, however the read ended.
+    #[test]
+    fn a_drained_receive_buffer_lets_its_allocation_go() {
+        let pdu = Pdu::new(
+            teamtalk_proto::CommandKey::new(7, 0x0301),
+            3,
+            Bytes::from_static(b"hello"),
+        );
+        let one = pdu.to_bytes();
+        // The read ends exactly at the frame's end, or with room to spare.
+        for spare in [0, 100] {
+            let mut w = Wire::new(1 << 20, 1 << 20);
+            w.rx.reserve(one.len() + spare);
+            w.receive(&one);
+            let got = w.next_pdu().expect("a frame").expect("a whole PDU");
+            assert_eq!(got.body, pdu.body);
+            assert!(!got.body.is_unique(), "still shared with the buffer");
+            assert!(matches!(w.next_pdu(), Ok(None)));
+            assert!(
+                got.body.is_unique(),
+                "spare {spare}: the buffer kept its share"
+            );
+            assert_eq!(w.rx.capacity(), 0);
+        }
+        // A partial frame stays buffered.
+        let mut w = Wire::new(1 << 20, 1 << 20);
+        w.receive(&one[..5]);
+        assert!(matches!(w.next_pdu(), Ok(None)));
+        assert_eq!(w.buffered().0, 5);
     }
 }

@@ -11,11 +11,15 @@ const MAX_IOV: usize = 64;
 
 /// Bytes from `Output::Transmit`, in order, not yet written.
 ///
-/// Empty and allocation-free for idle connections: the deque only
-/// allocates while the socket is full, and gives its memory back once it
-/// drains.
+/// Empty and allocation-free for idle connections, and one pointer wide
+/// in every connection's slot: the queue is only allocated while the
+/// socket is full, and given back once it drains.
 #[derive(Debug, Default)]
-pub(crate) struct TxQueue {
+pub(crate) struct TxQueue(Option<Box<Queued>>);
+
+/// What a full socket has not taken yet (never empty).
+#[derive(Debug, Default)]
+struct Queued {
     bufs: VecDeque<Bytes>,
     len: usize,
 }
@@ -23,24 +27,24 @@ pub(crate) struct TxQueue {
 impl TxQueue {
     /// Bytes queued.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.0.as_ref().map_or(0, |q| q.len)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.is_none()
     }
 
     /// Drops everything queued (the socket is gone).
     pub(crate) fn clear(&mut self) {
-        self.bufs = VecDeque::new();
-        self.len = 0;
+        self.0 = None;
     }
 
     /// Queues `bytes` without trying to write.
     pub(crate) fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
-            self.len += bytes.len();
-            self.bufs.push_back(bytes);
+            let q = self.0.get_or_insert_with(Box::default);
+            q.len += bytes.len();
+            q.bufs.push_back(bytes);
         }
     }
 
@@ -52,7 +56,7 @@ impl TxQueue {
         mut write: impl FnMut(&[u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         let mut written = 0;
-        if self.bufs.is_empty() {
+        if self.is_empty() {
             while written < bytes.len() {
                 match write(&bytes[written..]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -76,31 +80,39 @@ impl TxQueue {
         mut writev: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         let mut total = 0;
-        while !self.bufs.is_empty() {
+        let Some(q) = &mut self.0 else {
+            return Ok(0);
+        };
+        let result = loop {
+            if q.bufs.is_empty() {
+                break Ok(total);
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
-            for (slot, b) in slices.iter_mut().zip(self.bufs.iter()) {
+            for (slot, b) in slices.iter_mut().zip(q.bufs.iter()) {
                 *slot = IoSlice::new(b);
                 count += 1;
             }
             match writev(&slices[..count]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     total += n;
-                    self.consume(n);
+                    q.consume(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(total),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             }
+        };
+        if q.bufs.is_empty() {
+            // Drained: an idle connection keeps no queue memory.
+            self.0 = None;
         }
-        if self.bufs.is_empty() && self.bufs.capacity() > 8 {
-            // An idle connection keeps no queue memory after a burst.
-            self.bufs = VecDeque::new();
-        }
-        Ok(total)
+        result
     }
+}
 
+impl Queued {
     fn consume(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
@@ -161,6 +173,7 @@ mod tests {
             .unwrap();
         assert_eq!(flushed, 4);
         assert!(q.is_empty());
+        assert!(q.0.is_none(), "a drained queue keeps no allocation");
         assert_eq!([sink, out].concat(), b"hello!!");
     }
 

@@ -1,19 +1,20 @@
 //! [`run_login_app`]: login_server's App under arbitrary msg_servers,
 //! legacy clients and HTTP requests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
-use teamtalk_conn::{CloseReason, HttpCloseReason, ServiceUrls};
+use teamtalk_conn::{ASSIGNMENT_TTL, CloseReason, HttpCloseReason, ServiceUrls};
 use teamtalk_proto::command::CommandMessage;
 use teamtalk_proto::pb::im::login::ImMsgServReq;
 use teamtalk_proto::pb::im::server::{ImMsgServInfo, ImUserCntUpdate};
 use teamtalk_proto::{Message, Pdu};
 
 use super::body::{Body, command};
-use super::{addr, pick, violated};
+use super::{addr, pick, start_time, violated};
 use crate::login::{Action, Directory, LoginApp, MSG_SERVER_PATH, PeerKind};
 use crate::runtime::{CloseCause, Input, NoJob, Out, PortId, Request};
 
@@ -64,6 +65,8 @@ enum Step {
         headers: Vec<(Vec<u8>, Vec<u8>)>,
         body: Vec<u8>,
     },
+    /// Time passes (tenths of a second), so answers in flight expire.
+    Wait { tenths: u8 },
 }
 
 /// A registered msg_server as the model sees it.
@@ -76,6 +79,16 @@ struct Registered {
     cur: u32,
     /// The WebSocket port and whether it is wss, when announced valid.
     ws: Option<(u16, bool)>,
+    /// When each answer naming it that no reported login settled yet was
+    /// given, oldest first.
+    pending: VecDeque<Instant>,
+}
+
+impl Registered {
+    /// What the choice compares: reported plus in flight.
+    fn load(&self) -> u64 {
+        u64::from(self.cur) + self.pending.len() as u64
+    }
 }
 
 struct Harness {
@@ -85,14 +98,17 @@ struct Harness {
     registered: BTreeMap<u32, Registered>,
     urls: ServiceUrls,
     history: Vec<String>,
+    /// The time of the next input.
+    now: Instant,
 }
 
 /// Drives a [`LoginApp`] with the steps `data` encodes, checking after
 /// every step: no panic; every HTTP request gets exactly one response,
 /// `/msg_server` (any method, any suffix) a 200 with `Connection: close`
 /// and a JSON object whose `code` and fields are the model's choice (the
-/// least-loaded msg_server below its maximum, ties to the lowest id; 1 with
-/// none registered, 2 when all are full), anything else a 404; a legacy
+/// least-loaded msg_server below its maximum, counting the answers naming
+/// it that no login has settled within the TTL, ties to the lowest id; 1
+/// with none registered, 2 when all are full), anything else a 404; a legacy
 /// query is answered with its seq and closed, any other client PDU
 /// closed; msg_servers never get anything back; the registry holds exactly
 /// the connected msg_servers that announced a valid port, with the loads
@@ -107,19 +123,7 @@ pub fn run_login_app(data: &[u8]) {
         msfs_backup: u.arbitrary().unwrap_or_default(),
         discovery: u.arbitrary().unwrap_or_default(),
     };
-    let ports: HashMap<PortId, PeerKind> = PORTS
-        .iter()
-        .enumerate()
-        .map(|(i, &k)| (PortId(i as u8), k))
-        .collect();
-    let mut h = Harness {
-        app: LoginApp::new(Directory::new(urls.clone()), ports),
-        conns: BTreeMap::new(),
-        next: 0,
-        registered: BTreeMap::new(),
-        urls,
-        history: Vec::new(),
-    };
+    let mut h = Harness::new(urls);
     for _ in 0..MAX_STEPS {
         // `arbitrary` makes values out of nothing once the data is used
         // up; the run ends there instead.
@@ -134,13 +138,30 @@ pub fn run_login_app(data: &[u8]) {
 }
 
 impl Harness {
+    fn new(urls: ServiceUrls) -> Self {
+        let ports: HashMap<PortId, PeerKind> = PORTS
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| (PortId(i as u8), k))
+            .collect();
+        Self {
+            app: LoginApp::new(Directory::new(urls.clone()), ports),
+            conns: BTreeMap::new(),
+            next: 0,
+            registered: BTreeMap::new(),
+            urls,
+            history: Vec::new(),
+            now: start_time().mono,
+        }
+    }
+
     fn fail(&self, what: impl std::fmt::Display) -> ! {
         violated(what, &self.history)
     }
 
     fn feed(&mut self, input: Input<'_, NoJob, u32>) -> Vec<Action<u32>> {
         let mut out = Out::new();
-        self.app.step(input, &mut out);
+        self.app.step(self.now, input, &mut out);
         let actions = out.take();
         for a in &actions {
             let conn = match a {
@@ -284,6 +305,9 @@ impl Harness {
                 let request = http_request(&method, ours, &path, &headers, body);
                 self.http(conn, &request);
             }
+            Step::Wait { tenths } => {
+                self.now += Duration::from_millis(100 * u64::from(tenths));
+            }
         }
     }
 
@@ -295,6 +319,12 @@ impl Harness {
             match &msg {
                 Ok(Message::OtherMsgServInfo(info)) => {
                     if let Ok(port) = u16::try_from(info.port) {
+                        // A re-announcement keeps the answers in flight.
+                        let pending = self
+                            .registered
+                            .remove(&conn)
+                            .map(|r| r.pending)
+                            .unwrap_or_default();
                         self.registered.insert(
                             conn,
                             Registered {
@@ -307,6 +337,7 @@ impl Harness {
                                     .ws_port
                                     .and_then(|p| u16::try_from(p).ok())
                                     .map(|p| (p, info.ws_tls.unwrap_or(false))),
+                                pending,
                             },
                         );
                     }
@@ -314,7 +345,10 @@ impl Harness {
                 Ok(Message::OtherUserCntUpdate(c)) => {
                     if let Some(r) = self.registered.get_mut(&conn) {
                         match c.user_action {
-                            1 => r.cur = r.cur.saturating_add(1),
+                            1 => {
+                                r.cur = r.cur.saturating_add(1);
+                                r.pending.pop_front();
+                            }
                             2 => r.cur = r.cur.saturating_sub(1),
                             _ => {}
                         }
@@ -323,6 +357,9 @@ impl Harness {
                 _ => {}
             }
         }
+        let legacy_choice = (kind == PeerKind::Client
+            && matches!(msg, Ok(Message::LoginReqMsgserver(_))))
+        .then(|| self.assign(false));
         let out = self.feed(Input::Pdu { conn, pdu });
         match kind {
             PeerKind::MsgServer => {
@@ -348,7 +385,8 @@ impl Harness {
                     let Ok(Message::LoginResMsgserver(rsp)) = Message::decode(answer) else {
                         self.fail("legacy answer of the wrong type");
                     };
-                    let (code, chosen) = self.choice(false);
+                    let (code, chosen) = legacy_choice.unwrap_or((1, None));
+                    let chosen = chosen.and_then(|c| self.registered.get(&c));
                     if rsp.result_code != code as i32
                         || rsp.prior_ip.as_ref() != chosen.map(|r| &r.ip1)
                         || rsp.port != chosen.map(|r| u32::from(r.port))
@@ -364,29 +402,51 @@ impl Harness {
         }
     }
 
-    /// What login_server should offer now: the code and the msg_server
-    /// (for a `browser`, among those with a WebSocket port).
-    fn choice(&self, browser: bool) -> (u32, Option<&Registered>) {
-        let eligible = |r: &&Registered| !browser || r.ws.is_some();
-        if !self.registered.values().any(|r| eligible(&r)) {
+    /// What login_server should offer a client asking now: the code and
+    /// the msg_server (for a `browser`, among those with a WebSocket
+    /// port), which from then on counts the answer as in flight.
+    fn assign(&mut self, browser: bool) -> (u32, Option<u32>) {
+        let now = self.now;
+        for r in self.registered.values_mut() {
+            while r
+                .pending
+                .front()
+                .is_some_and(|&t| now.saturating_duration_since(t) >= ASSIGNMENT_TTL)
+            {
+                r.pending.pop_front();
+            }
+        }
+        let eligible = |r: &Registered| !browser || r.ws.is_some();
+        if !self.registered.values().any(eligible) {
             return (1, None);
         }
         let best = self
             .registered
-            .values()
-            .filter(eligible)
-            .filter(|r| r.cur < r.max)
-            .fold(None::<&Registered>, |b, r| match b {
-                Some(b) if b.cur <= r.cur => Some(b),
-                _ => Some(r),
-            });
+            .iter()
+            .filter(|(_, r)| eligible(r) && r.cur < r.max)
+            .fold(None::<(u32, &Registered)>, |b, (&c, r)| match b {
+                Some(b) if b.1.load() <= r.load() => Some(b),
+                _ => Some((c, r)),
+            })
+            .map(|(c, _)| c);
         match best {
-            Some(r) => (0, Some(r)),
+            Some(c) => {
+                if let Some(r) = self.registered.get_mut(&c) {
+                    r.pending.push_back(now);
+                }
+                (0, Some(c))
+            }
             None => (2, None),
         }
     }
 
     fn http(&mut self, conn: u32, request: &Request) {
+        let browser = request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "transport=ws"));
+        let ours = request.uri().path().starts_with(MSG_SERVER_PATH);
+        let choice = ours.then(|| self.assign(browser));
         let out = self.feed(Input::Http { conn, request });
         let [Action::Respond(to, response)] = &out[..] else {
             self.fail(format!("an HTTP request got {} actions", out.len()));
@@ -418,11 +478,8 @@ impl Harness {
                 String::from_utf8_lossy(response.body())
             )),
         };
-        let browser = request
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv == "transport=ws"));
-        let (code, chosen) = self.choice(browser);
+        let (code, chosen) = choice.unwrap_or((1, None));
+        let chosen = chosen.and_then(|c| self.registered.get(&c));
         if json["code"] != serde_json::json!(code) {
             self.fail(format!(
                 "/msg_server answered {json}, the model chose code {code}"
@@ -515,4 +572,72 @@ fn http_request(
         }
     }
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(conn: u8) -> Step {
+        Step::Info {
+            conn,
+            ip1: format!("10.0.0.{conn}"),
+            ip2: "backup".into(),
+            port: 8000,
+            max: 7,
+            cur: 0,
+            host: "h".into(),
+            ws_port: None,
+            ws_tls: None,
+        }
+    }
+
+    fn ask(conn: u8) -> Step {
+        Step::Http {
+            conn,
+            method: b"GET".to_vec(),
+            ours: true,
+            path: Vec::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    fn pending(h: &Harness) -> Vec<usize> {
+        h.registered.values().map(|r| r.pending.len()).collect()
+    }
+
+    /// Every answer is checked against the model as the run goes; this
+    /// script makes sure the answers in flight, their settling by a
+    /// reported login and their expiry are among what is checked.
+    #[test]
+    fn a_scripted_run_spreads_answers_then_expires_them() {
+        let mut h = Harness::new(ServiceUrls::default());
+        // Two msg_servers (door 0), two HTTP clients (door 2), one legacy
+        // client (door 1).
+        for (port, addr) in [(0, 0), (0, 1), (2, 2), (2, 3), (1, 0)] {
+            h.step(Step::Open { port, addr });
+        }
+        h.step(info(0));
+        h.step(info(1));
+        // Nothing reported yet: four HTTP answers and a legacy one take
+        // the two msg_servers in turn.
+        for conn in [0, 1, 0, 1] {
+            h.step(ask(conn));
+        }
+        h.step(Step::Query { conn: 2, seq: 7 });
+        assert_eq!(pending(&h), [3, 2]);
+        // A login reported on the first settles one of its answers.
+        h.step(Step::Count {
+            conn: 0,
+            action: 1,
+            user: 5,
+        });
+        assert_eq!(pending(&h), [2, 2]);
+        // Ten seconds on, the answers no login settled are forgotten: the
+        // next goes by the reported counts alone (0 against 1).
+        h.step(Step::Wait { tenths: 100 });
+        h.step(ask(0));
+        assert_eq!(pending(&h), [0, 1]);
+    }
 }

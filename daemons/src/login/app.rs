@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::time::Instant;
 
 use ::http::{HeaderValue, Method, StatusCode, header};
 use bytes::Bytes;
@@ -67,17 +68,34 @@ impl<C: Copy + Ord> Directory<C> {
     }
 
     /// The body of the `/msg_server` HTTP answer (for a `browser`: a
-    /// msg_server with a WebSocket port).
+    /// msg_server with a WebSocket port), as a preview: nothing is
+    /// counted against the msg_server it names.
     #[must_use]
     pub fn msg_server_json(&self, browser: bool) -> String {
         self.table.msg_server_json(&self.urls, browser)
     }
 
+    /// The `/msg_server` answer for a client asking at `now`: the
+    /// msg_server it names counts it as in flight until it reports a
+    /// login ([`LoadTable::assign`]), so a burst of clients spreads.
+    /// Without a time (an input handled outside [`LoginApp::step`]), a
+    /// preview.
+    pub fn assign_json(&mut self, now: Option<Instant>, browser: bool) -> String {
+        match now {
+            Some(now) => self.table.assign_json(now, &self.urls, browser),
+            None => self.msg_server_json(browser),
+        }
+    }
+
     /// The legacy TCP answer (`CID_LOGIN_RES_MSGSERVER`): the same choice
-    /// as HTTP, refusals as TeamTalk's `ResultType` codes.
-    #[must_use]
-    pub fn msg_serv_rsp(&self) -> ImMsgServRsp {
-        match self.table.pick() {
+    /// as HTTP, refusals as TeamTalk's `ResultType` codes, counted
+    /// against the msg_server it names as [`Directory::assign_json`] does.
+    pub fn msg_serv_rsp(&mut self, now: Option<Instant>) -> ImMsgServRsp {
+        let choice = match now {
+            Some(now) => self.table.assign(now),
+            None => self.table.pick(),
+        };
+        match choice {
             Ok((_, s)) => ImMsgServRsp {
                 result_code: ResultType::RefuseReasonNone as i32,
                 prior_ip: Some(s.ip1.clone()),
@@ -161,6 +179,9 @@ pub struct LoginApp<C> {
     web: Option<WebClient>,
     /// Web client requests by status (`200`, `304`, `405`).
     web_requests: CounterMap,
+    /// When the input being handled arrived ([`LoginApp::step`]); the
+    /// time an answer naming a msg_server is counted from.
+    now: Option<Instant>,
 }
 
 impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
@@ -176,6 +197,7 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
             cors: None,
             web: None,
             web_requests: CounterMap::new(),
+            now: None,
         }
     }
 
@@ -317,7 +339,7 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
     fn client_pdu(&mut self, conn: C, seq: u16, msg: Message) -> Vec<Action<C>> {
         match msg {
             Message::LoginReqMsgserver(_) => {
-                let rsp = self.dir.msg_serv_rsp();
+                let rsp = self.dir.msg_serv_rsp(self.now);
                 debug!(
                     ?conn,
                     result = rsp.result_code,
@@ -373,7 +395,8 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
                 .uri()
                 .query()
                 .is_some_and(|q| q.split('&').any(|kv| kv == BROWSER_QUERY));
-            let mut r = Response::new(Bytes::from(self.dir.msg_server_json(browser).into_bytes()));
+            let body = self.dir.assign_json(self.now, browser);
+            let mut r = Response::new(Bytes::from(body.into_bytes()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(TEAMTALK_CONTENT_TYPE),
@@ -409,9 +432,11 @@ impl<C: Copy + Eq + Hash + Ord + Debug> LoginApp<C> {
         response
     }
 
-    /// Handles one input: what [`runtime::App::handle`] does, for any
-    /// connection id type (tests use integers).
-    pub fn step(&mut self, input: Input<'_, NoJob, C>, out: &mut Out<NoJob, C>) {
+    /// Handles one input that arrived at `now`: what
+    /// [`runtime::App::handle`] does, for any connection id type (tests
+    /// use integers).
+    pub fn step(&mut self, now: Instant, input: Input<'_, NoJob, C>, out: &mut Out<NoJob, C>) {
+        self.now = Some(now);
         let actions = match input {
             Input::Opened { conn, port, peer } => {
                 let kind = self
@@ -459,8 +484,8 @@ impl runtime::App for LoginApp<Conn> {
         "login_server"
     }
 
-    fn handle(&mut self, _now: Now, input: Input<'_, NoJob>, out: &mut Out<NoJob>) {
-        self.step(input, out);
+    fn handle(&mut self, now: Now, input: Input<'_, NoJob>, out: &mut Out<NoJob>) {
+        self.step(now.mono, input, out);
     }
 
     fn collect(&self, out: &mut Scrape) {
@@ -615,7 +640,7 @@ mod tests {
         app.handle_pdu(1, &info("10.0.0.1", 8000, 1, 2));
         app.handle_pdu(1, &cnt(1));
         assert_eq!(json(&app)["code"], 2);
-        let rsp = app.directory().msg_serv_rsp();
+        let rsp = app.dir.msg_serv_rsp(None);
         assert_eq!(rsp.result_code, 2);
         assert_eq!(rsp.prior_ip, None);
     }

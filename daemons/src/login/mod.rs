@@ -12,7 +12,11 @@
 //!   clients read (`code` 0 with `priorIP`, `backupIP`, `msfsPrior`,
 //!   `msfsBackup`, `discovery` and `port` as a string; `code` 1 when no
 //!   msg_server is registered, 2 when all are full). The least-loaded
-//!   msg_server below its maximum wins (see [`teamtalk_conn::LoadTable`]).
+//!   msg_server below its maximum wins, its load being the clients it
+//!   reported plus the answers naming it whose login it has not reported
+//!   yet (for at most 10 s), so a burst of clients spreads evenly instead
+//!   of all going where the reports were lowest when it began (see
+//!   [`teamtalk_conn::LoadTable`]).
 //! - **legacy client port** (8008, `ClientPort`): `CID_LOGIN_REQ_MSGSERVER`
 //!   answered with `CID_LOGIN_RES_MSGSERVER`, then the connection is closed.
 //!   TeamTalk deprecated this path and its own implementation never

@@ -282,7 +282,7 @@ struct Forward {
     push: Option<Box<push::PushPlan>>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct ConnState {
     /// `(user_id, client_type)` once logged in.
     user: Option<(u32, u32)>,
@@ -296,7 +296,34 @@ struct ConnState {
     /// PDU credits dealt with but not paid back yet (over a budget).
     owed: u32,
     /// The client's address, for db_proxy's login-failure limiter.
-    addr: Option<SocketAddr>,
+    addr: Option<PeerAddr>,
+}
+
+/// A client's address in 16 bytes rather than a `SocketAddr`'s 32 (one
+/// per session, tens of thousands per msg_server): IPv4 inline, IPv6
+/// (with its flow and scope) boxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PeerAddr {
+    V4(std::net::SocketAddrV4),
+    V6(Box<std::net::SocketAddrV6>),
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(a: SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(v4) => Self::V4(v4),
+            SocketAddr::V6(v6) => Self::V6(Box::new(v6)),
+        }
+    }
+}
+
+impl PeerAddr {
+    fn get(&self) -> SocketAddr {
+        match self {
+            Self::V4(v4) => SocketAddr::V4(*v4),
+            Self::V6(v6) => SocketAddr::V6(**v6),
+        }
+    }
 }
 
 /// Limits a msg_server applies to each client session.
@@ -870,7 +897,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         self.conns.insert(
             conn,
             ConnState {
-                addr: Some(peer),
+                addr: Some(peer.into()),
                 ..ConnState::default()
             },
         );
@@ -927,8 +954,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             client_addr: self
                 .conns
                 .get(&conn)
-                .and_then(|c| c.addr)
-                .map(|a| a.ip().to_string()),
+                .and_then(|c| c.addr.as_ref())
+                .map(|a| a.get().ip().to_string()),
         };
         if !self.forward(
             conn,
@@ -1670,7 +1697,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             }
         };
         let user_id = user.user_id;
-        self.push.nicks.insert(user_id, user.user_nick_name.clone());
+        self.push
+            .nicks
+            .insert(user_id, user.user_nick_name.as_str().into());
         if let Some(kick) = self.presence.login(user_id, client_type, p.conn) {
             self.kick(kick.session, user_id, kick.reason, out);
         }
@@ -2347,5 +2376,26 @@ fn refusal_text(code: ResultType) -> &'static str {
         ResultType::RefuseReasonNoRouteServer => "route_server is unreachable",
         ResultType::RefuseReasonDbValidateFailed => "wrong user name or password",
         ResultType::RefuseReasonVersionTooOld => "client version too old",
+    }
+}
+
+#[cfg(test)]
+mod peer_addr_tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_address_reads_back_whole_in_half_the_room() {
+        for a in ["192.0.2.7:40000", "[2001:db8::1]:40002"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(PeerAddr::from(a).get(), a);
+        }
+        let scoped = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            8000,
+            7,
+            2,
+        ));
+        assert_eq!(PeerAddr::from(scoped).get(), scoped);
+        assert_eq!(std::mem::size_of::<Option<PeerAddr>>(), 16);
     }
 }

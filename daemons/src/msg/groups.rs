@@ -40,8 +40,11 @@ impl Changes {
 /// Local online users and their groups. See the [module docs](self).
 #[derive(Debug, Default)]
 pub struct GroupIndex {
-    /// Online user -> the groups they are in (loaded at login).
-    groups_of: HashMap<u32, HashSet<u32>>,
+    /// Online user -> the groups they are in (loaded at login). Every
+    /// user online here has an entry, most of them with few groups or
+    /// none, so the set is a sorted boxed slice (16 bytes) rather than a
+    /// hash set (48 bytes even when empty).
+    groups_of: HashMap<u32, GroupSet>,
     /// Group -> its members online here.
     members: HashMap<u32, HashSet<u32>>,
 }
@@ -56,9 +59,9 @@ impl GroupIndex {
     /// The user's groups arrived (at login): index them. A user already
     /// indexed gets the new set in place of the old.
     pub fn load(&mut self, user: u32, groups: impl IntoIterator<Item = u32>) -> Changes {
-        let new: HashSet<u32> = groups.into_iter().take(MAX_GROUPS_PER_USER).collect();
+        let new = GroupSet::from_iter(groups.into_iter().take(MAX_GROUPS_PER_USER));
         let mut changes = self.forget(user);
-        for &g in &new {
+        for &g in new.iter() {
             let m = self.members.entry(g).or_default();
             if m.is_empty() {
                 changes.joined.push(g);
@@ -76,7 +79,7 @@ impl GroupIndex {
         let Some(groups) = self.groups_of.remove(&user) else {
             return changes;
         };
-        for g in groups {
+        for &g in groups.iter() {
             if let Some(m) = self.members.get_mut(&g) {
                 m.remove(&user);
                 if m.is_empty() {
@@ -139,9 +142,7 @@ impl GroupIndex {
     /// Whether `user` is, as far as this index knows, in `group`.
     #[must_use]
     pub fn is_member(&self, user: u32, group: u32) -> bool {
-        self.groups_of
-            .get(&user)
-            .is_some_and(|g| g.contains(&group))
+        self.groups_of.get(&user).is_some_and(|g| g.contains(group))
     }
 
     /// Every group with a member online here, sorted: the whole
@@ -177,7 +178,7 @@ impl GroupIndex {
             if groups.len() > MAX_GROUPS_PER_USER {
                 return Err(format!("user {user} indexed in {} groups", groups.len()));
             }
-            for g in groups {
+            for g in groups.iter() {
                 if !self.members.get(g).is_some_and(|m| m.contains(user)) {
                     return Err(format!(
                         "user {user} in group {g} but not among its members"
@@ -190,7 +191,7 @@ impl GroupIndex {
                 return Err(format!("group {g} listed with no member"));
             }
             for user in members {
-                if !self.groups_of.get(user).is_some_and(|gs| gs.contains(g)) {
+                if !self.groups_of.get(user).is_some_and(|gs| gs.contains(*g)) {
                     return Err(format!("group {g} lists user {user}, who is not in it"));
                 }
             }
@@ -209,6 +210,53 @@ fn normalize(c: &mut Changes) {
     c.left.sort_unstable();
     c.joined.dedup();
     c.left.dedup();
+}
+
+/// A user's groups: sorted, without repeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct GroupSet(Box<[u32]>);
+
+impl GroupSet {
+    fn from_iter(groups: impl IntoIterator<Item = u32>) -> Self {
+        let mut v: Vec<u32> = groups.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        Self(v.into_boxed_slice())
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, u32> {
+        self.0.iter()
+    }
+
+    fn contains(&self, group: u32) -> bool {
+        self.0.binary_search(&group).is_ok()
+    }
+
+    /// Adds `group`; false if it was there.
+    fn insert(&mut self, group: u32) -> bool {
+        let Err(at) = self.0.binary_search(&group) else {
+            return false;
+        };
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        v.insert(at, group);
+        self.0 = v.into_boxed_slice();
+        true
+    }
+
+    /// Removes `group`; false if it was not there.
+    fn remove(&mut self, group: &u32) -> bool {
+        let Ok(at) = self.0.binary_search(group) else {
+            return false;
+        };
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        v.remove(at);
+        self.0 = v.into_boxed_slice();
+        true
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +296,23 @@ mod tests {
     }
 
     proptest! {
+        /// A group set answers as an ordered set does.
+        #[test]
+        fn a_group_set_is_a_set(start in proptest::collection::vec(0u32..20, 0..10), ops in proptest::collection::vec((proptest::bool::ANY, 0u32..20), 0..40)) {
+            let mut set = GroupSet::from_iter(start.iter().copied());
+            let mut model: BTreeSet<u32> = start.into_iter().collect();
+            for (add, g) in ops {
+                if add {
+                    prop_assert_eq!(set.insert(g), model.insert(g));
+                } else {
+                    prop_assert_eq!(set.remove(&g), model.remove(&g));
+                }
+                prop_assert_eq!(set.len(), model.len());
+                prop_assert!(set.iter().copied().eq(model.iter().copied()));
+                prop_assert!((0..20).all(|g| set.contains(g) == model.contains(&g)));
+            }
+        }
+
         /// Whatever happens, `members` and `groups_of` agree, and the
         /// changes reported add up to what is hosted.
         #[test]
@@ -275,7 +340,7 @@ mod tests {
                     }
                 }
                 for (u, gs) in &ix.groups_of {
-                    for g in gs {
+                    for g in gs.iter() {
                         prop_assert!(ix.members.get(g).is_some_and(|m| m.contains(u)));
                     }
                 }

@@ -1,6 +1,7 @@
 //! The daemon contract: what every App takes in and gives out.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU8;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use teamtalk_conn::{CloseReason, HttpCloseReason};
@@ -63,12 +64,20 @@ impl Now {
 /// every log line spells a connection one way whichever the App used.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Conn {
-    side: u8,
+    /// The side plus one: never zero, so an `Option<Conn>` (a presence
+    /// slot, one pair per user online) takes no more room than a `Conn`.
+    side: NonZeroU8,
     id: ConnId,
 }
 
 impl Conn {
+    /// Connection `id` of reactor `side` (a daemon has a handful of
+    /// sides; 254 and above share one number).
     pub(crate) const fn new(side: u8, id: ConnId) -> Self {
+        let side = match NonZeroU8::new(side.saturating_add(1)) {
+            Some(s) => s,
+            None => NonZeroU8::MAX,
+        };
         Self { side, id }
     }
 
@@ -77,13 +86,13 @@ impl Conn {
     #[must_use]
     pub const fn test(n: u32) -> Self {
         Self {
-            side: u8::MAX,
+            side: NonZeroU8::MAX,
             id: ConnId::from_parts(0, n, 0),
         }
     }
 
     pub(crate) const fn side(self) -> u8 {
-        self.side
+        self.side.get() - 1
     }
 
     pub(crate) const fn id(self) -> ConnId {
@@ -93,7 +102,7 @@ impl Conn {
 
 impl std::fmt::Display for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.side, self.id)
+        write!(f, "{}:{}", self.side(), self.id)
     }
 }
 
@@ -459,5 +468,12 @@ mod conn_spelling {
         let c = Conn::new(1, ConnId::from_parts(0, 7, 2));
         assert_eq!(format!("{c:?}"), format!("{c}"));
         assert_eq!(format!("{c}"), "1:0.7.2");
+        assert_eq!(Conn::new(0, ConnId::from_parts(0, 7, 2)).side(), 0);
+        // The niche keeps a presence slot (`Option<Conn>`) the size of a
+        // connection id.
+        assert_eq!(
+            std::mem::size_of::<Option<Conn>>(),
+            std::mem::size_of::<Conn>()
+        );
     }
 }

@@ -167,7 +167,7 @@ where
         let link = Link::new(spec.config, now);
         let wire = match spec.tls {
             Some((config, name)) => Wire::TlsLink(Box::new(Tls::client(config, name, link, now))),
-            None => Wire::Link(link),
+            None => Wire::Link(Box::new(link)),
         };
         let id = reactors[links_side]
             .open(wire)
@@ -227,6 +227,8 @@ where
         ports,
         bound: bound_ids,
         conns: HashMap::new(),
+        closing: HashMap::new(),
+        peer_addrs: HashMap::new(),
         links_side: (!link_conns.is_empty()).then_some(links_side),
         link_ids,
         link_conns,
@@ -313,9 +315,10 @@ fn factory(
     };
     match kind {
         PortKind::Clients(c) => {
-            let config = c.clone();
+            // One config for every session of the port.
+            let config = Arc::new(c.clone());
             Box::new(move |peer, now| {
-                let mut s = Session::new(config.clone(), peer, now);
+                let mut s = Session::new(Arc::clone(&config), peer, now);
                 if client_credit.is_some() {
                     s.set_pdu_credit(now, client_credit);
                 }
@@ -335,7 +338,9 @@ fn factory(
         }
         PortKind::Http { config, .. } => {
             let config = config.clone();
-            Box::new(move |peer, now| Wire::Http(HttpConn::new(config.clone(), peer, now)))
+            Box::new(move |peer, now| {
+                Wire::Http(Box::new(HttpConn::new(config.clone(), peer, now)))
+            })
         }
     }
 }
@@ -370,17 +375,6 @@ fn lifecycle_at_debug() -> bool {
 /// How long a [`LogGate`] of the runner stays shut.
 const LOG_EVERY: Duration = Duration::from_secs(LOG_GATE_SECS);
 
-/// What the runner remembers of an accepted connection.
-#[derive(Debug, Clone, Copy)]
-struct ConnInfo {
-    peer: usize,
-    /// The remote address, for log lines about the connection.
-    addr: SocketAddr,
-    /// The reason its machine gave when it closed, reported with
-    /// [`Input::Closed`] once the connection is finished.
-    reason: Option<CloseCause>,
-}
-
 /// One thing to do to an accepted connection, in order.
 enum Op {
     Send(Pdu),
@@ -394,6 +388,18 @@ enum Op {
     Respond(Response),
     /// More PDU credit, with the time the App's input happened.
     Grant(u32, std::time::Instant),
+}
+
+/// A server-port peer's address in a log line (`-` where none was kept).
+struct Addr<'a>(Option<&'a SocketAddr>);
+
+impl std::fmt::Display for Addr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// What the App asked for since the last flush, grouped by connection in
@@ -412,7 +418,16 @@ struct Runner<A: App> {
     traffic: Arc<Traffic>,
     ports: HashMap<(usize, SocketAddr), Port>,
     bound: Vec<(SocketAddr, PortId)>,
-    conns: HashMap<Conn, ConnInfo>,
+    /// Every accepted connection (refused peers are not), with the index
+    /// of its peer kind in [`Traffic::peers`]. One per client of a
+    /// msg_server, so nothing else: 20 bytes an entry.
+    conns: HashMap<Conn, u16>,
+    /// Why a closing connection's machine closed, until it is finished
+    /// and the App told ([`Input::Closed`]).
+    closing: HashMap<Conn, CloseCause>,
+    /// The remote address of each server-port peer, for the log lines
+    /// about its authentication (clients' sessions know theirs).
+    peer_addrs: HashMap<Conn, SocketAddr>,
     link_ids: HashMap<ConnId, (LinkId, usize)>,
     link_conns: Vec<ConnId>,
     links_side: Option<usize>,
@@ -608,14 +623,11 @@ impl<A: App> Runner<A> {
                         .push(Op::Close(None));
                     return;
                 }
-                self.conns.insert(
-                    conn,
-                    ConnInfo {
-                        peer: port.peer,
-                        addr: peer,
-                        reason: None,
-                    },
-                );
+                self.conns
+                    .insert(conn, u16::try_from(port.peer).unwrap_or(u16::MAX));
+                if port.server {
+                    self.peer_addrs.insert(conn, peer);
+                }
                 self.input(
                     now,
                     Input::Opened {
@@ -626,21 +638,21 @@ impl<A: App> Runner<A> {
                 );
             }
             NetEvent::Machine(WireEvent::Session(ev)) => {
-                let Some(info) = self.conns.get_mut(&conn) else {
+                let Some(&peer) = self.conns.get(&conn) else {
                     return;
                 };
                 match ev {
                     SessionEvent::LoginRequest(pdu) => {
-                        self.traffic.pdu_in(info.peer, pdu.key());
+                        self.traffic.pdu_in(usize::from(peer), pdu.key());
                         self.input(now, Input::LoginRequest { conn, pdu: &pdu });
                     }
                     SessionEvent::Pdu(pdu) => {
-                        self.traffic.pdu_in(info.peer, pdu.key());
+                        self.traffic.pdu_in(usize::from(peer), pdu.key());
                         self.input(now, Input::Pdu { conn, pdu: &pdu });
                     }
                     SessionEvent::Closed(reason) => {
                         debug!(%conn, %reason, "connection closing");
-                        info.reason = Some(CloseCause::Pdu(reason));
+                        self.closing.insert(conn, CloseCause::Pdu(reason));
                         self.traffic.closed(side, &reason);
                         if matches!(
                             reason,
@@ -649,7 +661,7 @@ impl<A: App> Runner<A> {
                             && let Some(suppressed) =
                                 self.gates.auth_failed.pass(now.mono, now.mono + LOG_EVERY)
                         {
-                            warn!(peer = %info.addr, %reason, suppressed,
+                            warn!(peer = %Addr(self.peer_addrs.get(&conn)), %reason, suppressed,
                                 "server-port peer failed to authenticate; closed");
                         }
                     }
@@ -662,7 +674,7 @@ impl<A: App> Runner<A> {
                                 .unauthenticated
                                 .pass(now.mono, now.mono + LOG_EVERY)
                         {
-                            warn!(peer = %info.addr, suppressed,
+                            warn!(peer = %Addr(self.peer_addrs.get(&conn)), suppressed,
                                 "peer admitted WITHOUT authentication (AllowUnauthenticatedPeers)");
                         }
                     }
@@ -670,9 +682,9 @@ impl<A: App> Runner<A> {
                 }
             }
             NetEvent::Machine(WireEvent::Http(ev)) => {
-                let Some(info) = self.conns.get_mut(&conn) else {
+                if !self.conns.contains_key(&conn) {
                     return;
-                };
+                }
                 match ev {
                     HttpEvent::Request(request) => {
                         self.input(
@@ -685,15 +697,17 @@ impl<A: App> Runner<A> {
                     }
                     HttpEvent::Closed(reason) => {
                         debug!(%conn, reason = reason.label(), "HTTP connection closing");
-                        info.reason = Some(CloseCause::Http(reason));
+                        self.closing.insert(conn, CloseCause::Http(reason));
                         self.traffic.http_closed(side, reason.label());
                     }
                     _ => {}
                 }
             }
             NetEvent::Finished => {
-                if let Some(info) = self.conns.remove(&conn) {
-                    let reason = info.reason.unwrap_or(CloseCause::Pdu(CloseReason::Local));
+                let reason = self.closing.remove(&conn);
+                self.peer_addrs.remove(&conn);
+                if self.conns.remove(&conn).is_some() {
+                    let reason = reason.unwrap_or(CloseCause::Pdu(CloseReason::Local));
                     self.input(now, Input::Closed { conn, reason });
                 }
             }
@@ -780,12 +794,12 @@ impl<A: App> Runner<A> {
     }
 
     fn op(&mut self, conn: Conn, op: Op) {
-        if let Some(info) = self.conns.get(&conn) {
+        if let Some(&peer) = self.conns.get(&conn) {
             match &op {
                 Op::Send(p) | Op::Refuse(p) | Op::Close(Some(p)) => {
-                    self.traffic.pdu_out(info.peer, p.key());
+                    self.traffic.pdu_out(usize::from(peer), p.key());
                 }
-                Op::Accept { reply, .. } => self.traffic.pdu_out(info.peer, reply.key()),
+                Op::Accept { reply, .. } => self.traffic.pdu_out(usize::from(peer), reply.key()),
                 Op::Close(None) | Op::Respond(_) | Op::Grant(..) => {}
             }
         }

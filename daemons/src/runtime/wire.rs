@@ -12,6 +12,10 @@ use teamtalk_conn::{
 };
 
 /// A connection's machine.
+// Sessions are nearly every connection a daemon holds, so theirs is the
+// variant kept inline (boxing it would add an allocation per session and
+// save nothing); the rare ones are boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Wire {
     /// An accepted TeamTalk connection: a client or a server peer.
@@ -22,12 +26,14 @@ pub(crate) enum Wire {
     WsSession(Box<Ws<Session>>),
     /// The same over TLS (wss).
     TlsWsSession(Box<Tls<Ws<Session>>>),
-    /// An outbound server link.
-    Link(Link),
+    /// An outbound server link (boxed, as is HTTP: a daemon has a few
+    /// links and short-lived HTTP connections, and tens of thousands of
+    /// sessions, each the size of the largest variant).
+    Link(Box<Link>),
     /// The same over TLS.
     TlsLink(Box<Tls<Link>>),
     /// An accepted HTTP/1.1 connection.
-    Http(HttpConn),
+    Http(Box<HttpConn>),
 }
 
 impl Wire {
@@ -45,7 +51,7 @@ impl Wire {
     /// The link inside, plain or over TLS.
     pub(crate) fn link(&mut self) -> Option<&mut Link> {
         match self {
-            Self::Link(l) => Some(l),
+            Self::Link(l) => Some(&mut **l),
             Self::TlsLink(t) => Some(&mut **t),
             _ => None,
         }

@@ -48,7 +48,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             .filter_map(|s| {
                 s.user.map(|(_, client_type)| LocalSession {
                     client_type,
-                    addr: s.addr,
+                    addr: s.addr.as_ref().map(super::PeerAddr::get),
                     online_status: s.online_status,
                 })
             })

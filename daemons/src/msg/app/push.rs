@@ -82,7 +82,8 @@ pub(super) struct PushState {
     /// The `aesKey` messages are encoded with (TeamTalk's default).
     pub(super) aes_key: Option<[u8; 32]>,
     /// Nick names of users logged in here (for the flash text).
-    pub(super) nicks: std::collections::HashMap<u32, String>,
+    /// (`Box<str>`: one per user online here, and never appended to.)
+    pub(super) nicks: std::collections::HashMap<u32, Box<str>>,
     /// Push requests (0x070f) sent.
     pub(super) requests: u64,
     /// Tokens in them.
@@ -158,7 +159,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             .push
             .aes_key
             .unwrap_or(*crate::rules::text::DEFAULT_KEY);
-        let nick = self.push.nicks.get(&m.from_user_id).map(String::as_str);
+        let nick = self.push.nicks.get(&m.from_user_id).map(AsRef::as_ref);
         let group = is_group_message(m.msg_type);
         let plan = PushPlan {
             from: m.from_user_id,

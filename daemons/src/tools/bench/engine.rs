@@ -208,6 +208,21 @@ impl Control {
         }
         t
     }
+
+    /// Connections logged in right now per msg_server, over every
+    /// worker (those whose msg_server is known: planned, or assigned by
+    /// login_server).
+    pub(crate) fn open_by_server(&self) -> std::collections::BTreeMap<SocketAddr, u64> {
+        let mut all = std::collections::BTreeMap::new();
+        for l in &self.live {
+            if let Ok(m) = l.servers.lock() {
+                for (a, n) in m.iter() {
+                    *all.entry(*a).or_default() += n;
+                }
+            }
+        }
+        all
+    }
 }
 
 /// Counters a worker publishes after every poll round, for progress.
@@ -228,6 +243,8 @@ pub(crate) struct Live {
     settled: AtomicU64,
     /// Group members done settling (ready, or given up on).
     members_done: AtomicU64,
+    /// Connections logged in right now per msg_server.
+    servers: std::sync::Mutex<std::collections::BTreeMap<SocketAddr, u64>>,
 }
 
 /// A snapshot of [`Live`] summed over workers.
@@ -324,8 +341,11 @@ pub(crate) struct WorkerPlan {
     pub(crate) creates: Vec<PlanCreate>,
 }
 
-/// Exact figures of one worker, merged by the caller.
-#[derive(Debug, Default, Clone)]
+/// Exact figures of one worker, merged by the caller (and, for a `conns`
+/// run over several processes, handed from each process to the first as
+/// JSON).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(crate) struct Counts {
     pub(crate) logged_in: u64,
     pub(crate) login_refused: u64,
@@ -415,6 +435,9 @@ pub(crate) struct WorkerResult {
     pub(crate) senders: Vec<SenderResult>,
     /// Group members of this worker.
     pub(crate) members: Vec<MemberResult>,
+    /// Connections logged in at the end per msg_server (those whose
+    /// msg_server is known).
+    pub(crate) held_by_server: std::collections::BTreeMap<SocketAddr, u64>,
 }
 
 impl WorkerResult {
@@ -425,6 +448,9 @@ impl WorkerResult {
         self.login_latency.merge(&o.login_latency);
         self.senders.append(&mut o.senders);
         self.members.append(&mut o.members);
+        for (a, n) in o.held_by_server {
+            *self.held_by_server.entry(a).or_default() += n;
+        }
     }
 }
 
@@ -476,6 +502,9 @@ enum Recv {
 struct Conn {
     id: Option<ConnId>,
     addr: Option<SocketAddr>,
+    /// The msg_server of its current machine: `addr`, or what
+    /// login_server assigned it.
+    server: Option<SocketAddr>,
     user: String,
     global: usize,
     state: State,
@@ -639,7 +668,13 @@ const ASSIGNERS: usize = 4;
 
 /// An assigner thread: answers each machine's assignment question with
 /// login_server's choice, and tallies the choices.
-fn assigner(login: SocketAddr, rx: &Receiver<ConnId>, handle: &Handle<Timed>, ctl: &Control) {
+fn assigner(
+    login: SocketAddr,
+    rx: &Receiver<ConnId>,
+    handle: &Handle<Timed>,
+    ctl: &Control,
+    to_worker: &Sender<(ConnId, SocketAddr)>,
+) {
     let assigner = Assigner::new(&login.into(), super::NET_TIMEOUT);
     for id in rx {
         let _ = match assigner.query().and_then(|a| a.addr()) {
@@ -647,6 +682,9 @@ fn assigner(login: SocketAddr, rx: &Receiver<ConnId>, handle: &Handle<Timed>, ct
                 if let Ok(mut m) = ctl.assigned.lock() {
                     *m.entry(addr).or_default() += 1;
                 }
+                // Before the machine hears of it, so the worker knows the
+                // msg_server before the login can be reported.
+                let _ = to_worker.send((id, addr));
                 handle.exec(id, move |m| m.0.assigned(clock::now(), addr))
             }
             Err(e) => {
@@ -700,6 +738,12 @@ struct Worker {
     /// Machines waiting for a msg_server, for the assigner threads.
     assign_tx: Option<Sender<ConnId>>,
     assigners: Vec<std::thread::JoinHandle<()>>,
+    /// The msg_servers login_server named, from the assigner threads.
+    assigned_rx: Receiver<(ConnId, SocketAddr)>,
+    /// Connections logged in now per msg_server.
+    open_by_server: std::collections::BTreeMap<SocketAddr, u64>,
+    /// [`Worker::open_by_server`] changed since it was last published.
+    servers_changed: bool,
     /// Machines to open, for the opener threads.
     open_tx: Option<Sender<(usize, Timed)>>,
     opened_rx: Receiver<Opened>,
@@ -742,6 +786,7 @@ impl Worker {
             .into_iter()
             .map(|p| Conn {
                 id: None,
+                server: p.addr,
                 addr: p.addr,
                 user: p.user,
                 global: p.global,
@@ -832,13 +877,17 @@ impl Worker {
             })
             .collect();
         let to_open = (0..conns.len()).collect();
+        let (assigned_tx, assigned_rx) = crossbeam_channel::unbounded();
         let (assign_tx, assigners) = match cfg.login_http {
             Some(login) => {
                 let (tx, rx) = crossbeam_channel::unbounded::<ConnId>();
                 let threads = (0..ASSIGNERS)
                     .map(|_| {
                         let (rx, handle, ctl) = (rx.clone(), reactor.handle(), Arc::clone(&ctl));
-                        std::thread::spawn(move || assigner(login, &rx, &handle, &ctl))
+                        let to_worker = assigned_tx.clone();
+                        std::thread::spawn(move || {
+                            assigner(login, &rx, &handle, &ctl, &to_worker);
+                        })
                     })
                     .collect();
                 (Some(tx), threads)
@@ -848,6 +897,9 @@ impl Worker {
         Self {
             assign_tx,
             assigners,
+            assigned_rx,
+            open_by_server: std::collections::BTreeMap::new(),
+            servers_changed: false,
             id,
             open_tx: Some(open_tx),
             opened_rx,
@@ -919,6 +971,7 @@ impl Worker {
                 match item {
                     Ok((id, ev)) => {
                         self.take_seqs();
+                        self.take_assigned();
                         self.on_event(id, ev, phase);
                     }
                     Err((i, opened)) => self.on_opened(i, opened, phase),
@@ -979,6 +1032,9 @@ impl Worker {
         for c in &self.conns {
             if c.state == State::Ready {
                 self.counts.held += 1;
+                if let Some(a) = c.server {
+                    *self.result.held_by_server.entry(a).or_default() += 1;
+                }
             }
             if matches!(c.state, State::Pending | State::Connecting) {
                 self.counts.login_failed += 1;
@@ -1023,8 +1079,14 @@ impl Worker {
             + self.members.iter().map(|m| m.received_count).sum::<u64>()
     }
 
-    fn publish(&self, phase: u8) {
+    fn publish(&mut self, phase: u8) {
         let l = &self.ctl.live[self.id];
+        if self.servers_changed
+            && let Ok(mut m) = l.servers.lock()
+        {
+            m.clone_from(&self.open_by_server);
+            self.servers_changed = false;
+        }
         let c = &self.counts;
         let s = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
         s(&l.logged_in, c.logged_in);
@@ -1129,18 +1191,41 @@ impl Worker {
 
     /// The connection is over for the bench (its machine stops by itself).
     fn close(&mut self, i: usize) {
-        let c = &mut self.conns[i];
-        match c.state {
+        match self.conns[i].state {
             State::Connecting => self.in_progress -= 1,
-            State::Ready => self.open -= 1,
+            State::Ready => {
+                self.open -= 1;
+                self.count_server(i, false);
+            }
             State::Pending | State::Closed => {}
         }
+        let c = &mut self.conns[i];
         c.state = State::Closed;
         if let Recv::Member(slot) = c.recv
             && self.members[slot].stage != Stage::Settled
         {
             self.members[slot].stage = Stage::Out;
         }
+    }
+
+    /// Notes the msg_servers login_server assigned.
+    fn take_assigned(&mut self) {
+        while let Ok((id, addr)) = self.assigned_rx.try_recv() {
+            if let Some(&i) = self.by_id.get(&id) {
+                self.conns[i].server = Some(addr);
+            }
+        }
+    }
+
+    /// One more (`up`) or one fewer connection of `i` logged in on its
+    /// msg_server.
+    fn count_server(&mut self, i: usize, up: bool) {
+        let Some(addr) = self.conns[i].server else {
+            return;
+        };
+        let n = self.open_by_server.entry(addr).or_default();
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+        self.servers_changed = true;
     }
 
     /// Applies what the send commands reported: seqs for the window.
@@ -1227,6 +1312,8 @@ impl Worker {
                 self.in_progress -= 1;
                 self.open += 1;
                 self.ctl.user_ids[c.global].store(c.user_id, Ordering::Release);
+                self.count_server(i, true);
+                let c = &mut self.conns[i];
                 if c.was_in {
                     self.counts.relogins += 1;
                 } else {
@@ -1534,7 +1621,10 @@ impl Worker {
         }
         if self.conns[i].state == State::Ready {
             self.open -= 1;
+            self.count_server(i, false);
         }
+        // The new machine is assigned again (or takes the planned one).
+        self.conns[i].server = self.conns[i].addr;
         self.conns[i].state = State::Pending;
         self.members[slot].stage = Stage::Relogging;
         self.to_open.push_back(i);

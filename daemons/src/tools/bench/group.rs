@@ -256,7 +256,7 @@ pub(super) fn run_group(
         .count() as u64;
 
     let cpu0 = cpu_ticks(None);
-    let srv0 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
+    let srv0 = common.server_ticks();
     let (elapsed, at_end) = if stop.is_set() {
         (Duration::ZERO, ws.ctl.totals())
     } else {
@@ -271,7 +271,7 @@ pub(super) fn run_group(
         })
     };
     let cpu1 = cpu_ticks(None);
-    let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
+    let srv1 = common.server_ticks();
     let n_workers = ws.ctl.live.len() as u64;
     ws.drain(args.grace, |t| {
         t.settled == n_workers && t.delivered >= t.expected

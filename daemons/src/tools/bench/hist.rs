@@ -131,6 +131,51 @@ impl Histogram {
         }
         self.max
     }
+
+    /// The histogram as JSON, for a worker process to hand to the process
+    /// that aggregates a run: the non-empty buckets as `[index, count]`
+    /// pairs, and the exact count, min, max and sum (the sum as a decimal
+    /// string, since it may exceed what a JSON number keeps exactly).
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let buckets: Vec<serde_json::Value> = self
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| serde_json::json!([i, c]))
+            .collect();
+        serde_json::json!({
+            "buckets": buckets,
+            "count": self.total,
+            "min": self.min,
+            "max": self.max,
+            "sum": self.sum.to_string(),
+        })
+    }
+
+    /// Reads what [`Histogram::to_json`] wrote; `None` when it is not
+    /// that shape (a bucket index out of range, a count that does not
+    /// add up).
+    #[must_use]
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let mut h = Self::new();
+        for b in v.get("buckets")?.as_array()? {
+            let pair = b.as_array()?;
+            let (i, c) = (pair.first()?.as_u64()?, pair.get(1)?.as_u64()?);
+            let slot = h.counts.get_mut(usize::try_from(i).ok()?)?;
+            *slot = slot.checked_add(c)?;
+        }
+        h.total = v.get("count")?.as_u64()?;
+        h.min = v.get("min")?.as_u64()?;
+        h.max = v.get("max")?.as_u64()?;
+        h.sum = v.get("sum")?.as_str()?.parse().ok()?;
+        let mut bucketed: u64 = 0;
+        for c in h.counts.iter() {
+            bucketed = bucketed.checked_add(*c)?;
+        }
+        (bucketed == h.total).then_some(h)
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +214,23 @@ mod tests {
     }
 
     #[test]
+    fn json_of_another_shape_is_refused() {
+        use serde_json::json;
+        let ok = json!({"buckets": [[3, 2]], "count": 2, "min": 3, "max": 3, "sum": "6"});
+        assert_eq!(Histogram::from_json(&ok).map(|h| h.quantile(0.5)), Some(3));
+        for bad in [
+            json!({"buckets": [[BUCKETS, 1]], "count": 1, "min": 0, "max": 0, "sum": "0"}),
+            json!({"buckets": [[3, 2]], "count": 5, "min": 3, "max": 3, "sum": "6"}),
+            json!({"buckets": [[3, u64::MAX], [4, 1]], "count": 0, "min": 3, "max": 3, "sum": "6"}),
+            json!({"buckets": [[3]], "count": 1, "min": 3, "max": 3, "sum": "3"}),
+            json!({"buckets": [[3, 1]], "count": 1, "min": 3, "max": 3, "sum": "x"}),
+            json!([]),
+        ] {
+            assert!(Histogram::from_json(&bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn empty_reports_zeroes() {
         let h = Histogram::new();
         assert_eq!(
@@ -191,6 +253,15 @@ mod tests {
             let got = h.quantile(q);
             prop_assert!(got >= truth, "{got} < {truth}");
             prop_assert!(got - truth <= truth / SUB as u64, "{got} vs {truth}");
+        }
+
+        #[test]
+        fn json_round_trips(values in proptest::collection::vec(any::<u64>(), 0..100)) {
+            let mut h = Histogram::new();
+            for &v in &values { h.record(v); }
+            let back = Histogram::from_json(&h.to_json()).expect("reads back");
+            prop_assert_eq!(&back.counts, &h.counts);
+            prop_assert_eq!((back.count(), back.max(), back.min(), back.sum), (h.count(), h.max(), h.min(), h.sum));
         }
 
         #[test]

@@ -359,7 +359,7 @@ pub(super) fn run_login(
     let mut opened = 0usize;
     let mut totals = Totals::default();
     let cpu0 = cpu_ticks(None);
-    let srv0 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
+    let srv0 = common.server_ticks();
     let start = clock::now();
     let mut next_print = start + Duration::from_secs(1);
     let mut last_ok = 0;
@@ -479,7 +479,7 @@ pub(super) fn run_login(
     shared.stop.store(true, Ordering::Relaxed);
     let elapsed = clock::now().duration_since(start);
     let cpu1 = cpu_ticks(None);
-    let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
+    let srv1 = common.server_ticks();
     assigners.stop();
     reactor.shutdown();
     if totals.first_error.is_none()
@@ -521,7 +521,7 @@ pub(super) fn run_login(
         cpu_pct(cpu0, cpu1, elapsed),
         "% of one core",
     );
-    if common.server_pid.is_some() {
+    if !common.server_pid.is_empty() {
         rep.num(
             "server_cpu_pct",
             "server CPU",

@@ -34,6 +34,7 @@
 //! host names. The bench reports its own CPU use so a saturated bench is
 //! visible.
 
+mod conns;
 mod engine;
 mod group;
 pub mod hist;
@@ -116,10 +117,14 @@ pub struct Common {
     /// No progress line on stderr.
     #[arg(long, short)]
     pub quiet: bool,
-    /// The server process to watch: its CPU use and memory (VmRSS) are
-    /// reported (use the pid of `teamtalk up`, or of the msg_server).
+    /// A server process to watch: its CPU use and memory (VmRSS) are
+    /// reported (the pid of `teamtalk up`, or of a msg_server). Repeat it
+    /// for several: `conns` reports each one's memory per connection (a
+    /// msg_server's own connections; for any other process, such as
+    /// route_server or db_proxy_server, per online user), and
+    /// `server_cpu_pct` is their sum.
     #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
 }
 
 /// `teamtalk bench msg`.
@@ -207,7 +212,49 @@ pub struct ConnsArgs {
     /// Give up waiting for logins after this long.
     #[arg(long, default_value = "120", value_parser = secs)]
     pub setup_timeout: Duration,
+    /// Bench processes: this one and N-1 copies of it, each opening its
+    /// share of `--connections` (a process may hold only as many sockets
+    /// as its open-file limit). They log in together, hold together, and
+    /// this one writes one summary of them all.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub processes: usize,
+    /// Run as share K of N (0-based) of a `--processes` run: JSON lines on
+    /// stdout, steered by lines on stdin. Internal.
+    #[arg(long, hide = true, value_name = "K/N", value_parser = WorkerSlot::parse)]
+    pub worker: Option<WorkerSlot>,
+    /// The executable the `--processes` copies run (default: this one).
+    /// For embedding and tests, whose own executable is not `teamtalk`.
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub worker_exe: Option<std::path::PathBuf>,
 }
+
+/// Which share of a `--processes` run a worker process opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSlot {
+    /// Its share, 0-based.
+    pub index: usize,
+    /// Processes in the run.
+    pub of: usize,
+}
+
+impl WorkerSlot {
+    /// `K/N` with `K < N` and `2 <= N <= MAX_PROCESSES`.
+    fn parse(s: &str) -> Result<Self, String> {
+        let (k, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected K/N"))?;
+        let index: usize = k.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let of: usize = n.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        if !(2..=MAX_PROCESSES).contains(&of) || index >= of {
+            return Err(format!("{s:?}: need K < N and 2 <= N <= {MAX_PROCESSES}"));
+        }
+        Ok(Self { index, of })
+    }
+}
+
+/// Most bench processes of one `conns` run (each is a few threads; more
+/// than this on one machine only competes with the servers).
+pub const MAX_PROCESSES: usize = 64;
 
 /// `teamtalk bench group`.
 #[derive(Debug, Clone, clap::Args)]
@@ -318,7 +365,7 @@ pub fn run_until(
     match &args.kind {
         BenchKind::Msg(a) => msg::run_msg(a, out, stop),
         BenchKind::Login(a) => login::run_login(a, out, stop),
-        BenchKind::Conns(a) => msg::run_conns(a, out, stop),
+        BenchKind::Conns(a) => conns::run_conns(a, out, stop),
         BenchKind::Group(a) => group::run_group(a, out, stop),
     }
 }
@@ -409,6 +456,18 @@ impl Common {
 
     pub(crate) fn user(&self, n: u64) -> String {
         format!("{}{n}", self.prefix)
+    }
+
+    /// CPU ticks of every `--server-pid` together; `None` when none is
+    /// given or one cannot be read.
+    pub(crate) fn server_ticks(&self) -> Option<u64> {
+        if self.server_pid.is_empty() {
+            return None;
+        }
+        self.server_pid
+            .iter()
+            .map(|&p| cpu_ticks(Some(p)))
+            .sum::<Option<u64>>()
     }
 
     pub(crate) fn progress(&self, line: &str) {
@@ -535,7 +594,7 @@ mod tests {
             password: "p".into(),
             json: false,
             quiet: true,
-            server_pid: None,
+            server_pid: Vec::new(),
         };
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert!(matches!(

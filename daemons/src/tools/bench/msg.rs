@@ -1,5 +1,6 @@
-//! `bench msg` and `bench conns`: set up the engine's workers, steer them
-//! through their phases, print progress, and report.
+//! `bench msg`, and what `conns` and `group` share with it: set up the
+//! engine's workers, steer them through their phases, print progress, and
+//! report.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,9 +11,7 @@ use super::engine::{
     WorkerResult,
 };
 use super::report::{Report, thousands};
-use super::{
-    BenchError, Common, ConnsArgs, MsgArgs, Stop, cpu_pct, cpu_ticks, outcome, rss_kib, verdict,
-};
+use super::{BenchError, Common, MsgArgs, Stop, cpu_pct, cpu_ticks, outcome, verdict};
 use crate::clock;
 use crate::password::md5_hex;
 
@@ -270,7 +269,7 @@ pub(super) fn cpu_figures(
         cpu_pct(cpu.0, cpu.1, elapsed),
         "% of one core",
     );
-    if common.server_pid.is_some() {
+    if !common.server_pid.is_empty() {
         r.num(
             "server_cpu_pct",
             "server CPU",
@@ -369,7 +368,7 @@ pub(super) fn run_msg(
         return Err(BenchError::NoLogin(why));
     }
     let cpu0 = cpu_ticks(None);
-    let srv0 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
+    let srv0 = common.server_ticks();
     let (elapsed, at_end) = ws.run_for(args.duration, common, stop, |t, now, last| {
         format!(
             "[{t:>5.1} s] sent {} acked {} delivered {}  {} deliveries/s",
@@ -380,7 +379,7 @@ pub(super) fn run_msg(
         )
     });
     let cpu1 = cpu_ticks(None);
-    let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
+    let srv1 = common.server_ticks();
     let n_workers = ws.ctl.live.len() as u64;
     ws.drain(args.grace, |t| t.settled == n_workers);
     let res = ws.stop()?;
@@ -434,199 +433,4 @@ pub(super) fn run_msg(
     }
     r.write(common.json, out)?;
     verdict(interrupted, &problems)
-}
-
-/// Least-squares slope of `y` over `x`: `None` with fewer than two
-/// distinct `x`.
-pub(super) fn slope(points: &[(f64, f64)]) -> Option<f64> {
-    let n = points.len() as f64;
-    if points.len() < 2 {
-        return None;
-    }
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    (sxx > 0.0).then(|| sxy / sxx)
-}
-
-/// `bench conns`.
-pub(super) fn run_conns(
-    args: &ConnsArgs,
-    out: &mut dyn Write,
-    stop: Stop<'_>,
-) -> Result<(), BenchError> {
-    let common = &args.common;
-    if args.threads == 0 || args.connect_concurrency == 0 {
-        return Err(BenchError::Args(
-            "--threads and --connect-concurrency must be at least 1".into(),
-        ));
-    }
-    let fd_limit = teamtalk_net::raise_fd_limit().ok();
-    let n = args.connections as usize;
-    let rss0 = common.server_pid.and_then(rss_kib);
-    let Assigned {
-        target,
-        addrs,
-        failed: assign_failed,
-        first_error: assign_err,
-    } = assignments(common, n)?;
-    let workers = args.threads.min(n.max(1));
-    let mut plans: Vec<WorkerPlan> = (0..workers).map(|_| WorkerPlan::default()).collect();
-    for (i, a) in addrs.iter().enumerate() {
-        if let Some(a) = a {
-            plans[i % workers].conns.push(PlanConn {
-                addr: Some(*a),
-                user: common.user(i as u64 + 1),
-                global: i,
-            });
-        }
-    }
-    let expected = plans.iter().map(|p| p.conns.len() as u64).sum();
-    let cfg = EngineConfig {
-        password_md5: md5_hex(common.password.as_bytes()),
-        window: 0,
-        size: HEADER_LEN,
-        rate: None,
-        ack_timeout: Duration::from_secs(5),
-        login_timeout: Duration::from_secs(60),
-        heartbeat: args.heartbeat,
-        max_connecting: args.connect_concurrency,
-        notice_timeout: Duration::from_secs(5),
-        login_http: None,
-    };
-    let ws = Workers::start(plans.into_iter().map(|p| (p, None)).collect(), &cfg, 0)?;
-    // (connections logged in now, server RSS in bytes) while they log in:
-    // the slope is the memory per connection, whatever glibc kept from
-    // before the run.
-    let mut samples: Vec<(f64, f64)> = Vec::new();
-    let setup = ws.wait_logins(expected, args.setup_timeout, common, stop, |t| {
-        if let Some(kib) = common.server_pid.and_then(rss_kib) {
-            samples.push((t.open as f64, kib as f64 * 1024.0));
-        }
-    });
-    let rss1 = common.server_pid.and_then(rss_kib);
-    let cpu0 = cpu_ticks(None);
-    let srv0 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
-    let (elapsed, _) = ws.run_for(args.duration, common, stop, |t, now, _| {
-        format!(
-            "[hold {t:>5.1} s] held {} disconnects {}",
-            thousands(now.open),
-            now.disconnects
-        )
-    });
-    let cpu1 = cpu_ticks(None);
-    let srv1 = common.server_pid.and_then(|p| cpu_ticks(Some(p)));
-    let rss2 = common.server_pid.and_then(rss_kib);
-    let res = ws.stop()?;
-    let interrupted = stop.is_set();
-    let c = &res.counts;
-
-    let mut r = Report::default();
-    common_head(&mut r, "conns", &target, common);
-    r.int(
-        "connections",
-        "connections requested",
-        args.connections.into(),
-    );
-    r.int("threads", "bench worker threads", workers as u64);
-    r.int("fd_limit", "bench fd limit", fd_limit.unwrap_or(0));
-    setup_figures(&mut r, &res, assign_failed, setup);
-    r.num(
-        "logins_per_s",
-        "logins during setup",
-        rate(c.logged_in, setup),
-        "logins/s",
-    );
-    r.secs("hold_s", "held for", Some(elapsed.as_secs_f64()));
-    r.int("held", "held at the end", c.held);
-    r.int("disconnects", "disconnects while held", c.disconnects);
-    r.int("kicked", "kicked", c.kicked);
-    r.int("heartbeats", "heartbeats sent", c.heartbeats);
-    if common.server_pid.is_some() {
-        let kib = |v: Option<u64>| v.map(|k| k as f64);
-        r.num(
-            "server_rss_before_kib",
-            "server VmRSS before",
-            kib(rss0),
-            "KiB",
-        );
-        r.num(
-            "server_rss_logged_in_kib",
-            "server VmRSS all logged in",
-            kib(rss1),
-            "KiB",
-        );
-        r.num(
-            "server_rss_after_kib",
-            "server VmRSS after hold",
-            kib(rss2),
-            "KiB",
-        );
-        // The slope needs connections spread over the samples; a run
-        // that logged in too few to say anything reports none.
-        let spread = samples.iter().map(|p| p.0).fold(0.0, f64::max)
-            - samples.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
-        let per = if spread >= 2.0 { slope(&samples) } else { None };
-        r.num(
-            "server_bytes_per_conn",
-            "server bytes/connection (RSS slope)",
-            per,
-            "bytes",
-        );
-        r.int(
-            "server_rss_samples",
-            "RSS samples in the slope",
-            samples.len() as u64,
-        );
-        let whole = match (rss0, rss2) {
-            (Some(a), Some(b)) if c.held > 0 => {
-                Some((b as f64 - a as f64) * 1024.0 / c.held as f64)
-            }
-            _ => None,
-        };
-        r.num(
-            "server_bytes_per_conn_before_after",
-            "server bytes/connection (after-before)",
-            whole,
-            "bytes",
-        );
-    }
-    cpu_figures(&mut r, common, (cpu0, cpu1), (srv0, srv1), elapsed);
-    let problems = [
-        ("login refusals", c.login_refused),
-        ("login failures", c.login_failed + assign_failed),
-        ("disconnects", c.disconnects + c.kicked),
-    ];
-    outcome(&mut r, interrupted, &problems);
-    if let Some(e) = c.first_error.as_ref().or(assign_err.as_ref()) {
-        r.text("first_error", "first error", e.clone());
-    }
-    r.write(common.json, out)?;
-    verdict(interrupted, &problems)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::slope;
-
-    #[test]
-    fn slope_is_least_squares() {
-        assert_eq!(slope(&[]), None);
-        assert_eq!(slope(&[(1.0, 5.0), (1.0, 7.0)]), None);
-        let s = slope(&[(0.0, 100.0), (10.0, 8_100.0), (20.0, 16_100.0)]).unwrap();
-        assert!((s - 800.0).abs() < 1e-9, "{s}");
-        // A step from glibc's retained heap does not dominate the fit
-        // the way it dominates one before/after difference.
-        let pts: Vec<(f64, f64)> = (0..100)
-            .map(|i| {
-                (
-                    f64::from(i),
-                    1_000.0 * f64::from(i) + if i == 0 { 500_000.0 } else { 0.0 },
-                )
-            })
-            .collect();
-        let s = slope(&pts).unwrap();
-        assert!(s > 500.0 && s < 1_500.0, "{s}");
-    }
 }

@@ -81,6 +81,17 @@ impl Report {
         self.push(key, label, Value::from(v.clone()), v);
     }
 
+    /// Any JSON value under `key`, shown as `shown` in the table.
+    pub(crate) fn value(&mut self, key: &str, label: &str, v: Value, shown: String) {
+        self.push(key, label, v, shown);
+    }
+
+    /// A table line with no JSON counterpart (the JSON carries the same
+    /// figure under another row's key).
+    pub(crate) fn table_only(&mut self, label: &str, shown: String) {
+        self.push("", label, Value::Null, shown);
+    }
+
     /// p50/p90/p99/p99.9/max/mean of a nanosecond histogram: in the JSON
     /// in microseconds under keys `<prefix>_p50_us` and so on (`_p999_us`
     /// for p99.9), in the table each in the unit that fits it.
@@ -116,6 +127,7 @@ impl Report {
             let map: Map<String, Value> = self
                 .rows
                 .iter()
+                .filter(|(k, ..)| !k.is_empty())
                 .map(|(k, _, v, _)| (k.clone(), v.clone()))
                 .collect();
             serde_json::to_writer(&mut *out, &Value::Object(map))?;
@@ -193,6 +205,13 @@ mod tests {
         r.num("cpu", "cpu", None, "%");
         r.text("target", "target", "http://x");
         r.flag("clean", "clean", true);
+        r.value(
+            "spread",
+            "spread",
+            serde_json::json!({"a": 1}),
+            "a=1".into(),
+        );
+        r.table_only("only in the table", "shown".into());
         r.secs("setup_s", "setup", Some(0.0123));
         r.latency("latency", "latency", &h);
         let mut table = Vec::new();
@@ -216,6 +235,9 @@ mod tests {
         assert_eq!(v["clean"], true);
         assert!(v["cpu"].is_null());
         assert_eq!(v["target"], "http://x");
+        assert_eq!(v["spread"]["a"], 1);
+        assert!(table.contains("a=1") && table.contains("only in the table"));
+        assert_eq!(v.as_object().map(|o| o.contains_key("")), Some(false));
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
     }
