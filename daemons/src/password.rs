@@ -99,10 +99,90 @@ impl HashParams {
         p_cost: 1,
     };
 
+    /// The least memory an operator may choose: Argon2's own minimum for
+    /// one lane.
+    pub const MIN_MEMORY_KIB: u32 = 8;
+    /// The most memory an operator may choose (1 GiB): every login of a
+    /// user hashed so allocates this much while it is checked, once per
+    /// login lane at a time.
+    pub const MAX_MEMORY_KIB: u32 = 1 << 20;
+    /// The most passes an operator may choose.
+    pub const MAX_PASSES: u32 = 64;
+    /// OWASP's cheapest Argon2id settings (7 MiB with 5 passes, 19 MiB with
+    /// 2, 46 MiB with 1) all cost about this many KiB·passes; less is
+    /// weaker than its recommendation.
+    pub const OWASP_MIN_KIB_PASSES: u64 = 7 * 1024 * 5;
+
+    /// Settings an operator chose (`Argon2MemoryKiB`/`Argon2Passes` in
+    /// `dbproxyserver.conf`, `--argon2-memory-kib`/`--argon2-passes` on
+    /// the command line), one lane. They apply to passwords hashed from
+    /// then on; each stored hash keeps its own, so a login costs what its
+    /// hash was made with.
+    ///
+    /// # Errors
+    /// [`PasswordError::Params`] when memory is outside
+    /// [`MIN_MEMORY_KIB`](Self::MIN_MEMORY_KIB)..=[`MAX_MEMORY_KIB`](Self::MAX_MEMORY_KIB)
+    /// or passes outside 1..=[`MAX_PASSES`](Self::MAX_PASSES).
+    pub fn new(m_cost_kib: u32, t_cost: u32) -> Result<Self, PasswordError> {
+        if !(Self::MIN_MEMORY_KIB..=Self::MAX_MEMORY_KIB).contains(&m_cost_kib) {
+            return Err(PasswordError::Params(format!(
+                "memory {m_cost_kib} KiB is outside {}..={} KiB",
+                Self::MIN_MEMORY_KIB,
+                Self::MAX_MEMORY_KIB
+            )));
+        }
+        if !(1..=Self::MAX_PASSES).contains(&t_cost) {
+            return Err(PasswordError::Params(format!(
+                "{t_cost} passes is outside 1..={}",
+                Self::MAX_PASSES
+            )));
+        }
+        let params = Self {
+            m_cost_kib,
+            t_cost,
+            p_cost: 1,
+        };
+        params.hasher()?;
+        Ok(params)
+    }
+
+    /// Settings from optional memory and passes, each defaulting to
+    /// [`RECOMMENDED`](Self::RECOMMENDED)'s.
+    ///
+    /// # Errors
+    /// As [`HashParams::new`].
+    pub fn with_overrides(
+        m_cost_kib: Option<u32>,
+        t_cost: Option<u32>,
+    ) -> Result<Self, PasswordError> {
+        Self::new(
+            m_cost_kib.unwrap_or(Self::RECOMMENDED.m_cost_kib),
+            t_cost.unwrap_or(Self::RECOMMENDED.t_cost),
+        )
+    }
+
+    /// Whether these settings cost less than OWASP's cheapest
+    /// recommendation ([`OWASP_MIN_KIB_PASSES`](Self::OWASP_MIN_KIB_PASSES)):
+    /// worth a warning, since a leaked table is then cheaper to attack.
+    #[must_use]
+    pub fn weaker_than_owasp(&self) -> bool {
+        u64::from(self.m_cost_kib) * u64::from(self.t_cost) < Self::OWASP_MIN_KIB_PASSES
+    }
+
     fn hasher(&self) -> Result<Argon2<'static>, PasswordError> {
         let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, None)
             .map_err(|e| PasswordError::Params(e.to_string()))?;
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+}
+
+impl std::fmt::Display for HashParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Argon2id m={} KiB, t={}, p={}",
+            self.m_cost_kib, self.t_cost, self.p_cost
+        )
     }
 }
 
@@ -219,6 +299,49 @@ mod tests {
             Err(PasswordError::Params(_))
         ));
         assert_eq!(HashParams::default(), HashParams::RECOMMENDED);
+    }
+
+    #[test]
+    fn operator_settings_are_validated() {
+        assert_eq!(
+            HashParams::with_overrides(None, None).unwrap(),
+            HashParams::RECOMMENDED
+        );
+        let p = HashParams::new(4096, 3).unwrap();
+        assert_eq!((p.m_cost_kib, p.t_cost, p.p_cost), (4096, 3, 1));
+        assert_eq!(
+            HashParams::with_overrides(Some(4096), None).unwrap().t_cost,
+            HashParams::RECOMMENDED.t_cost
+        );
+        for (m, t) in [
+            (0, 1),
+            (7, 1),
+            (HashParams::MAX_MEMORY_KIB + 1, 1),
+            (4096, 0),
+            (4096, HashParams::MAX_PASSES + 1),
+        ] {
+            assert!(
+                matches!(HashParams::new(m, t), Err(PasswordError::Params(_))),
+                "m={m} t={t}"
+            );
+        }
+        assert!(HashParams::new(HashParams::MIN_MEMORY_KIB, 1).is_ok());
+        assert!(HashParams::new(HashParams::MAX_MEMORY_KIB, HashParams::MAX_PASSES).is_ok());
+        // The stored hash carries what it was made with.
+        let p = HashParams::new(64, 2).unwrap();
+        let phc = hash_password(&p, &md5_hex(b"pw")).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=2,p=1$"), "{phc}");
+        assert!(verify_argon2(&md5_hex(b"pw"), &phc).unwrap());
+        assert_eq!(p.to_string(), "Argon2id m=64 KiB, t=2, p=1");
+    }
+
+    #[test]
+    fn owasp_floor() {
+        assert!(!HashParams::RECOMMENDED.weaker_than_owasp());
+        assert!(!HashParams::new(7 * 1024, 5).unwrap().weaker_than_owasp());
+        assert!(!HashParams::new(46 * 1024, 1).unwrap().weaker_than_owasp());
+        assert!(HashParams::new(19 * 1024, 1).unwrap().weaker_than_owasp());
+        assert!(HashParams::INSECURE_FAST.weaker_than_owasp());
     }
 
     #[test]

@@ -170,6 +170,26 @@ fn login_bench_counts_logins_and_refusals() {
     assert_eq!(n(&v, "unclean_logouts"), 0, "{v}");
     assert!(v["login_latency_p99_us"].as_f64().is_some(), "{v}");
 
+    // The slots spread over two reactor threads record into their own
+    // totals; the summary merges every one of them.
+    let v = bench(
+        &c,
+        "login",
+        &[
+            "--concurrency",
+            "3",
+            "--users",
+            "6",
+            "--count",
+            "30",
+            "--threads",
+            "2",
+        ],
+    );
+    assert_eq!(n(&v, "count"), 30, "{v}");
+    assert_eq!((n(&v, "refused"), n(&v, "failed")), (0, 0), "{v}");
+    assert!(v["cycle_latency_p50_us"].as_f64().is_some(), "{v}");
+
     // Refusals: the summary is written, then the run fails (exit 1).
     let (v, result) = bench_result(
         &c,

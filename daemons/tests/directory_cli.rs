@@ -168,6 +168,128 @@ fn the_directory_is_administered_and_bad_input_refused_with_reasons() {
     assert!(out.contains("0 departments"), "{out}");
 }
 
+/// The stored password hash of `name`, read from the SQLite file.
+fn stored_hash(data_dir: &Path, name: &str) -> String {
+    let db = rusqlite::Connection::open(data_dir.join("teamtalk.sqlite3")).unwrap();
+    db.query_row("SELECT password FROM user WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_argon2_cost_of_new_passwords_is_the_operators_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password",
+            "pw",
+            "--create",
+            "--argon2-memory-kib",
+            "64",
+            "--argon2-passes",
+            "1",
+        ],
+    );
+    assert!(
+        stored_hash(d, "alice").starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
+        "{}",
+        stored_hash(d, "alice")
+    );
+    ok(
+        d,
+        &[
+            "user",
+            "passwd",
+            "alice",
+            "--password",
+            "pw2",
+            "--argon2-memory-kib",
+            "128",
+            "--argon2-passes",
+            "3",
+        ],
+    );
+    assert!(stored_hash(d, "alice").starts_with("$argon2id$v=19$m=128,t=3,p=1$"));
+    // One setting alone keeps the other's default (2 passes).
+    ok(
+        d,
+        &[
+            "user",
+            "seed",
+            "--prefix",
+            "s",
+            "--count",
+            "2",
+            "--password",
+            "pw",
+            "--argon2-memory-kib",
+            "32",
+        ],
+    );
+    assert!(stored_hash(d, "s2").starts_with("$argon2id$v=19$m=32,t=2,p=1$"));
+    // Without them: OWASP's 19 MiB and 2 passes.
+    ok(d, &["user", "add", "bob", "--password", "pw"]);
+    assert!(stored_hash(d, "bob").starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    // Out of range: refused before anything is stored.
+    for args in [
+        &[
+            "user",
+            "add",
+            "carol",
+            "--password",
+            "pw",
+            "--argon2-memory-kib",
+            "4",
+        ][..],
+        &[
+            "user",
+            "add",
+            "carol",
+            "--password",
+            "pw",
+            "--argon2-passes",
+            "0",
+        ],
+        &[
+            "user",
+            "add",
+            "carol",
+            "--password",
+            "pw",
+            "--argon2-passes",
+            "65",
+        ],
+    ] {
+        let err = refused(d, args);
+        assert!(err.contains("--argon2-"), "{args:?}: {err}");
+    }
+    // Through a running system's admin API the system's own cost
+    // applies: asking for another is refused, not silently ignored.
+    let err = refused(
+        d,
+        &[
+            "user",
+            "add",
+            "carol",
+            "--password",
+            "pw",
+            "--argon2-passes",
+            "1",
+            "--admin",
+            "http://127.0.0.1:9",
+        ],
+    );
+    assert!(err.contains("admin API"), "{err}");
+    let out = ok(d, &["user", "list"]);
+    assert!(!out.contains("carol"), "{out}");
+}
+
 /// Whether `user` logs in with `password` through the running system.
 fn logs_in(http: &str, user: &str, password: &str) -> bool {
     Command::new(env!("CARGO_BIN_EXE_teamtalk"))

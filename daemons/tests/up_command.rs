@@ -150,3 +150,57 @@ fn the_start_up_log_is_short_and_spells_connections_one_way() {
         "the summary says it: {log}"
     );
 }
+
+#[test]
+fn passwords_set_through_teamtalk_up_are_hashed_at_its_argon2_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails_with(teamtalk(dir.path()).args(["up", "--argon2-passes", "0"]));
+    assert!(err.contains("--argon2-passes"), "{err}");
+
+    let mut child = teamtalk(dir.path())
+        .args([
+            "up",
+            "--any-ports",
+            "--argon2-memory-kib",
+            "64",
+            "--argon2-passes",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start teamtalk up");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Ctrl-C stops") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "no banner");
+    }
+    // The directory command finds the running system's admin API, which
+    // hashes the password.
+    let data = dir.path().join("teamtalk-data");
+    let out = teamtalk(dir.path())
+        .args(["user", "add", "alice", "--password", "pw", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = rusqlite::Connection::open(data.join("teamtalk.sqlite3")).unwrap();
+    let hash: String = db
+        .query_row("SELECT password FROM user WHERE name = 'alice'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(stopped);
+    child.wait().unwrap();
+}

@@ -228,9 +228,10 @@ where
     }
 
     /// Binds a listener on `addr` and accepts on it; every accepted
-    /// connection gets a machine from `factory(peer, now)` and is handed
-    /// to the shards in turn. Returns the bound address (useful with port
-    /// 0).
+    /// connection gets a machine from `factory(peer, now)` and stays on the
+    /// accepting shard unless another is less loaded by more than
+    /// [`ReactorConfig::adopt_slack`](crate::ReactorConfig::adopt_slack).
+    /// Returns the bound address (useful with port 0).
     ///
     /// Binding happens on the calling thread, so a port in use is reported
     /// here rather than lost on a shard.

@@ -31,8 +31,12 @@
 //! - A shard sleeps in `poll` until a socket is ready, the earliest
 //!   machine deadline passes, or a command arrives. After each wake-up it
 //!   reads the clock once and passes that instant into every input.
-//! - Accepted connections are spread over the shards in turn. A machine is
-//!   built for each by the listener's factory `Fn(peer, now) -> M`.
+//! - An accepted connection stays on the shard that accepted it while
+//!   that shard holds at most [`ReactorConfig::adopt_slack`] connections
+//!   more than the least loaded one, and goes to the least loaded shard
+//!   otherwise: a short-lived connection costs no hand-off between
+//!   threads, and long-lived ones spread evenly. A machine is built for
+//!   each by the listener's factory `Fn(peer, now) -> M`.
 //!   Outbound connections are machines handed in with [`Handle::open`];
 //!   their first output is `Output::Connect(addr)`, and the connect is
 //!   nonblocking. Its result comes back as `Input::Connected` or
@@ -132,6 +136,6 @@ mod txqueue;
 
 pub use handle::{ConnId, Handle, NetError, NetEvent};
 pub use limits::raise_fd_limit;
-pub use reactor::{EventRx, Reactor, ReactorConfig};
+pub use reactor::{DEFAULT_ADOPT_SLACK, EventRx, Reactor, ReactorConfig};
 pub use source::{ListenOptions, source_key};
 pub use stats::{Stats, StatsSnapshot};

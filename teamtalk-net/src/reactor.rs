@@ -71,6 +71,13 @@ pub struct ReactorConfig {
     pub shutdown_grace: Duration,
     /// Readiness events taken per poll.
     pub events_capacity: usize,
+    /// An accepted connection stays on the shard that accepted it unless
+    /// that shard holds more than this many connections above the least
+    /// loaded shard, which then takes it. Short-lived connections (a
+    /// login, an HTTP request) so cost no hand-off between threads, and
+    /// long-lived ones still spread within this many of each other. 0
+    /// hands every connection to the least loaded shard.
+    pub adopt_slack: usize,
 }
 
 impl Default for ReactorConfig {
@@ -84,9 +91,13 @@ impl Default for ReactorConfig {
             close_linger: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             events_capacity: 1024,
+            adopt_slack: DEFAULT_ADOPT_SLACK,
         }
     }
 }
+
+/// Default [`ReactorConfig::adopt_slack`].
+pub const DEFAULT_ADOPT_SLACK: usize = 16;
 
 /// Everything a reactor sends the application: connection id plus event.
 pub type EventRx<E> = Receiver<(ConnId, NetEvent<E>)>;
@@ -148,6 +159,7 @@ where
             rxs.push(rx);
         }
         let shards: Arc<[ShardTx<M>]> = txs.into();
+        let loads: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
         let handle = Handle {
             shards: Arc::clone(&shards),
             next: Arc::new(AtomicUsize::new(0)),
@@ -162,6 +174,7 @@ where
                 poll,
                 cmds,
                 peers: Arc::clone(&shards),
+                loads: Arc::clone(&loads),
                 events: event_tx.clone(),
                 stats: Arc::clone(&stats),
                 buf: vec![0; cfg.read_buffer.max(1)],
@@ -170,7 +183,6 @@ where
                 listeners: Slab::new(),
                 timers: TimerHeap::default(),
                 next_generation: 0,
-                next_target: index,
                 read_pending: Vec::new(),
                 accept_pending: Vec::new(),
                 accept_retry_at: None,
@@ -427,6 +439,9 @@ struct Shard<M: Machine> {
     poll: Poll,
     cmds: Receiver<Cmd<M>>,
     peers: Arc<[ShardTx<M>]>,
+    /// Connections each shard holds, published by each after every change
+    /// of its own, for where an accepted connection goes.
+    loads: Arc<[AtomicUsize]>,
     events: Sender<(ConnId, NetEvent<M::Event>)>,
     stats: Arc<Stats>,
     buf: Vec<u8>,
@@ -435,7 +450,6 @@ struct Shard<M: Machine> {
     listeners: Slab<Listener<M>>,
     timers: TimerHeap,
     next_generation: u32,
-    next_target: usize,
     /// Connections whose read budget ran out with data left.
     read_pending: Vec<(usize, u32)>,
     /// Listeners whose accept budget ran out.
@@ -560,7 +574,39 @@ where
             return None;
         }
         entry.insert(conn);
+        self.publish_load();
         Some(slot)
+    }
+
+    /// Tells the other shards how many connections this one holds.
+    fn publish_load(&self) {
+        self.loads[self.index].store(self.conns.len(), Ordering::Relaxed);
+    }
+
+    /// The shard an accepted connection goes to: this one, unless it
+    /// holds more than [`ReactorConfig::adopt_slack`] connections above
+    /// the least loaded shard.
+    fn placement(&self) -> usize {
+        let own = self.conns.len();
+        let (least, load) = self
+            .loads
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let load = if i == self.index {
+                    own
+                } else {
+                    l.load(Ordering::Relaxed)
+                };
+                (i, load)
+            })
+            .min_by_key(|&(i, load)| (load, i != self.index))
+            .unwrap_or((self.index, own));
+        if own <= load.saturating_add(self.cfg.adopt_slack) {
+            self.index
+        } else {
+            least
+        }
     }
 
     /// Drops the connection's socket and its queue.
@@ -590,6 +636,7 @@ where
         self.drop_socket(slot);
         if self.conns.try_remove(slot).is_some() {
             self.stats.closed();
+            self.publish_load();
         }
     }
 
@@ -998,11 +1045,14 @@ where
                     socket::set_nodelay(&stream);
                     let local = l.local;
                     let machine = (l.factory)(peer, now);
-                    self.next_target = (self.next_target + 1) % self.peers.len();
-                    let target = self.next_target;
+                    let target = self.placement();
                     if target == self.index {
                         self.adopt(stream, peer, local, machine, source, now);
                     } else {
+                        // Counted there at once, so a burst of accepts in
+                        // this turn does not all go to the same shard; its
+                        // own count replaces this once it adopts.
+                        self.loads[target].fetch_add(1, Ordering::Relaxed);
                         let cmd = Cmd::Adopt {
                             stream,
                             peer,

@@ -435,8 +435,13 @@ fn per_source_scenario(addr: SocketAddr, stats: &dyn Fn() -> StatsSnapshot) {
 
 #[test]
 fn connections_over_the_per_source_limit_are_closed_at_once() {
-    // Two shards: connections are adopted across shards and close there.
-    let server = Reactor::<Session>::new(reactor_cfg(2)).expect("server");
+    // Two shards and no slack: connections are adopted across shards and
+    // close there.
+    let server = Reactor::<Session>::new(ReactorConfig {
+        adopt_slack: 0,
+        ..reactor_cfg(2)
+    })
+    .expect("server");
     let opts = ListenOptions {
         max_per_source: Some(2),
     };
@@ -462,6 +467,57 @@ fn connections_over_the_per_source_limit_are_closed_at_once() {
         s.accepted -= base;
         s
     });
+}
+
+/// Which shard each connection accepted by `server` lives on, from the
+/// `Accepted` events, until `n` have been seen.
+fn accepted_shards(events: &teamtalk_net::EventRx<SessionEvent>, n: usize) -> Vec<usize> {
+    let mut shards = Vec::new();
+    while shards.len() < n {
+        match events.recv_timeout(PATIENCE) {
+            Ok((id, NetEvent::Accepted { .. })) => shards.push(id.shard()),
+            Ok(_) => {}
+            Err(e) => panic!("{} of {n} accepted: {e}", shards.len()),
+        }
+    }
+    shards
+}
+
+#[test]
+fn short_lived_connections_stay_on_the_accepting_shard_and_many_spread() {
+    let server = Reactor::<Session>::new(ReactorConfig {
+        adopt_slack: 4,
+        ..reactor_cfg(2)
+    })
+    .expect("server");
+    let events = server.events();
+    let addr = server
+        .listen(any_port(), |peer, t| Session::new(echo_cfg(), peer, t))
+        .expect("listen");
+    // One at a time, each closed before the next: no hand-off.
+    let mut shards = Vec::new();
+    for _ in 0..10 {
+        let mut c = connect(addr);
+        c.write_all(&heartbeat(1)).expect("write");
+        assert_eq!(read_n(&mut c, 16), heartbeat(1));
+        shards.extend(accepted_shards(&events, 1));
+        drop(c);
+        wait_until("closed", || server.stats().open == 0);
+    }
+    assert!(shards.iter().all(|&s| s == shards[0]), "{shards:?}");
+    // Held open: spread within the slack of each other.
+    let mut held: Vec<TcpStream> = (0..40).map(|_| connect(addr)).collect();
+    for c in &mut held {
+        c.write_all(&heartbeat(2)).expect("write");
+        assert_eq!(read_n(c, 16), heartbeat(2));
+    }
+    let shards = accepted_shards(&events, 40);
+    let on_first = shards.iter().filter(|&&s| s == 0).count();
+    assert!(
+        on_first.abs_diff(40 - on_first) <= 2 * 4 + 2,
+        "{on_first} of 40 on shard 0"
+    );
+    drop(held);
 }
 
 #[test]

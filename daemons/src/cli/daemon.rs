@@ -248,11 +248,16 @@ fn start_daemon(
         Daemon::DbProxy => {
             let mut cfg = crate::db_proxy::config_from_conf(conf).map_err(|e| fail(&e))?;
             cfg.admin = admin.or(cfg.admin);
+            // Passwords the admin API sets are hashed at the conf's cost.
+            let store_options = crate::store::StoreOptions {
+                hash_params: cfg.hash_params,
+                ..crate::store::StoreOptions::default()
+            };
             if let Some(mysql) = cfg.mysql.clone() {
                 // The conf names TeamTalk's MySQL and Redis: the deployment's
                 // own data, shared with other db_proxies; no local lock.
-                let store = crate::store::MysqlStore::open(&mysql, Default::default())
-                    .map_err(|e| fail(&e))?;
+                let store =
+                    crate::store::MysqlStore::open(&mysql, store_options).map_err(|e| fail(&e))?;
                 info!(store = "mysql+redis", at = %store.describe(), conf = %path.display(), "store");
                 let store: std::sync::Arc<dyn crate::store::Store> = std::sync::Arc::new(store);
                 return Ok((
@@ -267,7 +272,8 @@ fn start_daemon(
             }
             let lock = ServeLock::acquire(&cfg.data_dir).map_err(|e| fail(&e))?;
             info!(store = "sqlite", dir = %cfg.data_dir.display(), conf = %path.display(), "store");
-            let store = crate::store::SqliteStore::open(&cfg.data_dir).map_err(|e| fail(&e))?;
+            let store = crate::store::SqliteStore::open_with(&cfg.data_dir, store_options)
+                .map_err(|e| fail(&e))?;
             let store: std::sync::Arc<dyn crate::store::Store> = std::sync::Arc::new(store);
             (
                 Box::new(crate::db_proxy::spawn(cfg, store).map_err(|e| fail(&e))?),

@@ -174,6 +174,50 @@ pub struct UpArgs {
     /// Without one, a random key is generated and printed.
     #[arg(long = "app-key", value_name = "KEY")]
     pub app_keys: Vec<String>,
+    /// Argon2id cost of the passwords the admin API sets.
+    #[command(flatten)]
+    pub argon2: Argon2Args,
+}
+
+/// The Argon2id cost of passwords a command hashes: the CPU and memory
+/// each later login of such a user costs db_proxy when its credential
+/// cache does not know the login (the first after a restart, or after 10
+/// minutes), and what each guess costs whoever steals the store. Stored
+/// hashes keep their own cost; only passwords set from now on follow.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Argon2Args {
+    /// Argon2id memory per password, in KiB (8 to 1048576; default 19456,
+    /// OWASP's 19 MiB): a check takes about a quarter of a millisecond of
+    /// a core per MiB and pass (10.5 ms at the default).
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(8..=1_048_576))]
+    pub argon2_memory_kib: Option<u32>,
+    /// Argon2id passes over that memory (1 to 64; default 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub argon2_passes: Option<u32>,
+}
+
+impl Argon2Args {
+    /// Whether either setting was given.
+    #[must_use]
+    pub fn given(&self) -> bool {
+        self.argon2_memory_kib.is_some() || self.argon2_passes.is_some()
+    }
+
+    /// The settings, each defaulting to
+    /// [`HashParams::RECOMMENDED`](crate::password::HashParams::RECOMMENDED)'s;
+    /// a warning when they are weaker than OWASP's recommendation.
+    ///
+    /// # Errors
+    /// [`CliError::Usage`] for values out of range.
+    pub fn params(&self) -> Result<crate::password::HashParams, CliError> {
+        let params =
+            crate::password::HashParams::with_overrides(self.argon2_memory_kib, self.argon2_passes)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+        if params.weaker_than_owasp() {
+            warn!(%params, "Argon2 settings weaker than OWASP's recommendation: a leaked store is cheaper to attack");
+        }
+        Ok(params)
+    }
 }
 
 /// `teamtalk user …`. Users are named by login name or id. The store is
@@ -204,6 +248,10 @@ pub enum UserCommand {
         /// Create the store if there is none in the data directory.
         #[arg(long)]
         create: bool,
+        /// The password's hashing cost (the local store only: a running
+        /// system hashes with its own).
+        #[command(flatten)]
+        argon2: Argon2Args,
     },
     /// Add users `<prefix>1` … `<prefix><count>` in one go, for load tests.
     Seed {
@@ -234,6 +282,10 @@ pub enum UserCommand {
         /// Create the store if there is none in the data directory.
         #[arg(long)]
         create: bool,
+        /// The hashing cost of the shared password (without
+        /// `--teamtalk-md5`).
+        #[command(flatten)]
+        argon2: Argon2Args,
     },
     /// List users, disabled ones included (opens the store read-only).
     List {
@@ -258,6 +310,10 @@ pub enum UserCommand {
         /// The admin API of a running system (see `--admin`).
         #[command(flatten)]
         api: remote::ApiArgs,
+        /// The new password's hashing cost (the local store only: a
+        /// running system hashes with its own).
+        #[command(flatten)]
+        argon2: Argon2Args,
     },
     /// Refuse a user's logins from now on (TeamTalk's "departed" status);
     /// `user enable` undoes it.
@@ -439,6 +495,18 @@ impl UserCommand {
             | Self::Enable { api, data_dir, .. }
             | Self::Del { api, data_dir, .. } => Some((api, data_dir)),
             Self::Seed { .. } => None,
+        }
+    }
+
+    /// The hashing cost asked for, if the command hashes a password.
+    fn argon2(&self) -> Option<&Argon2Args> {
+        match self {
+            Self::Add { argon2, .. } | Self::Seed { argon2, .. } | Self::Passwd { argon2, .. } => {
+                Some(argon2)
+            }
+            Self::List { .. } | Self::Disable { .. } | Self::Enable { .. } | Self::Del { .. } => {
+                None
+            }
         }
     }
 }
@@ -657,8 +725,22 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
     if let Some((api, dir)) = cmd.api_target()
         && let Some(client) = remote::client(api, dir)?
     {
+        if cmd.argon2().is_some_and(Argon2Args::given) {
+            return Err(CliError::Usage(
+                "--argon2-memory-kib and --argon2-passes apply to the store itself; this change \
+                 goes through the running system's admin API, which hashes with its own settings \
+                 (teamtalk up --argon2-…, or Argon2MemoryKiB/Argon2Passes in \
+                 dbproxyserver.conf)"
+                    .into(),
+            ));
+        }
         return remote::user(&cmd, &client, out);
     }
+    let hash_params = cmd
+        .argon2()
+        .map(Argon2Args::params)
+        .transpose()?
+        .unwrap_or_default();
     match cmd {
         UserCommand::Add {
             name,
@@ -673,7 +755,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             // typo, not as a missing store.
             directory::check_name(&name)?;
             directory::check_password(&password)?;
-            let store = users::open(&data_dir, write_access(create))?;
+            let store = users::open_with(&data_dir, write_access(create), hash_params)?;
             let id =
                 directory::add_user(&store, &name, &password, nick.as_deref(), dept.as_deref())?;
             writeln!(out, "added user {name} with id {id}")?;
@@ -687,16 +769,21 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             mysql,
             redis,
             create,
+            ..
         } => {
             let ids = match (mysql, redis) {
                 (Some(mysql), Some(redis)) => {
                     let config = crate::store::MysqlConfig::new(&mysql, &redis);
-                    let store = crate::store::MysqlStore::open(&config, Default::default())
+                    let options = crate::store::StoreOptions {
+                        hash_params,
+                        ..crate::store::StoreOptions::default()
+                    };
+                    let store = crate::store::MysqlStore::open(&config, options)
                         .map_err(|e| CliError::Daemon(e.to_string()))?;
                     directory::seed_users(&store, &prefix, count, &password, teamtalk_md5)?
                 }
                 _ => {
-                    let store = users::open(&data_dir, write_access(create))?;
+                    let store = users::open_with(&data_dir, write_access(create), hash_params)?;
                     directory::seed_users(&store, &prefix, count, &password, teamtalk_md5)?
                 }
             };
@@ -721,7 +808,7 @@ fn user_command(cmd: UserCommand, out: &mut dyn Write) -> Result<(), CliError> {
             ..
         } => {
             directory::check_password(&password)?;
-            let store = users::open(&data_dir, Access::Write)?;
+            let store = users::open_with(&data_dir, Access::Write, hash_params)?;
             let u = directory::set_password(&store, &user, &password)?;
             writeln!(
                 out,
@@ -878,6 +965,7 @@ fn up(args: &UpArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     let mut cfg = cfg;
     cfg.host = args.host;
+    cfg.hash_params = args.argon2.params()?;
     let offset = args.port_offset.unwrap_or(0);
     cfg.ports.shift(offset).map_err(CliError::Usage)?;
     if cfg.push.port != 0 {

@@ -24,6 +24,7 @@ use std::path::Path;
 
 use tracing::info;
 
+use crate::password::HashParams;
 use crate::store::directory::{self, DirectoryError};
 use crate::store::{OpenMode, SqliteStore, Store, StoreError, StoreOptions};
 
@@ -65,12 +66,28 @@ pub enum Access {
 /// create one; [`StoreError::NotADirectory`],
 /// [`StoreError::PermissionDenied`] and database failures.
 pub fn open(data_dir: &Path, access: Access) -> Result<SqliteStore, StoreError> {
+    open_with(data_dir, access, HashParams::RECOMMENDED)
+}
+
+/// As [`open`], hashing the passwords it sets at `hash_params`' cost.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_with(
+    data_dir: &Path,
+    access: Access,
+    hash_params: HashParams,
+) -> Result<SqliteStore, StoreError> {
     let mode = match access {
         Access::Read => OpenMode::ReadOnly,
         Access::Write => OpenMode::Existing,
         Access::Create => OpenMode::Create,
     };
-    let store = SqliteStore::open_mode(data_dir, StoreOptions::default(), mode)?;
+    let options = StoreOptions {
+        hash_params,
+        ..StoreOptions::default()
+    };
+    let store = SqliteStore::open_mode(data_dir, options, mode)?;
     if let Some(path) = store.path() {
         let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let access = match access {

@@ -114,6 +114,14 @@ pub struct DbProxyConfig {
     /// when set, the store is [`crate::store::MysqlStore`] there and
     /// `data_dir` is not used.
     pub mysql: Option<crate::store::MysqlConfig>,
+    /// Argon2id cost of the passwords this db_proxy hashes (users created
+    /// or given a password through its admin API): our own keys
+    /// `Argon2MemoryKiB` and `Argon2Passes`, default
+    /// [`HashParams::RECOMMENDED`](crate::password::HashParams::RECOMMENDED).
+    /// The caller opens the store with it. A user's first login after a
+    /// restart costs one check at the cost their hash was made with
+    /// (docs/performance.md, "First logins of Argon2 users").
+    pub hash_params: crate::password::HashParams,
 }
 
 impl DbProxyConfig {
@@ -131,6 +139,7 @@ impl DbProxyConfig {
             peers: crate::cluster::PeerPolicy::open(),
             peer_tls: None,
             mysql: None,
+            hash_params: crate::password::HashParams::RECOMMENDED,
         }
     }
 }
@@ -142,6 +151,39 @@ impl Default for DbProxyConfig {
             DEFAULT_PORT,
         ))
     }
+}
+
+/// `Argon2MemoryKiB` and `Argon2Passes`, each defaulting to
+/// [`HashParams::RECOMMENDED`](crate::password::HashParams::RECOMMENDED)'s;
+/// settings weaker than OWASP's recommendation are accepted with a warning.
+///
+/// # Errors
+/// A value that is not a number, or out of
+/// [`HashParams::new`](crate::password::HashParams::new)'s bounds, naming
+/// file, line and key.
+pub fn hash_params_from_conf(conf: &Conf) -> Result<crate::password::HashParams, DaemonError> {
+    use crate::password::HashParams;
+    let memory = conf.get_parsed::<u32>("Argon2MemoryKiB")?;
+    let passes = conf.get_parsed::<u32>("Argon2Passes")?;
+    let params = HashParams::with_overrides(memory, passes).map_err(|e| {
+        let key = match (memory, passes) {
+            (Some(m), _)
+                if !(HashParams::MIN_MEMORY_KIB..=HashParams::MAX_MEMORY_KIB).contains(&m) =>
+            {
+                "Argon2MemoryKiB"
+            }
+            _ => "Argon2Passes",
+        };
+        DaemonError::from(conf.invalid_value(key, &e.to_string()))
+    })?;
+    if params.weaker_than_owasp() {
+        tracing::warn!(
+            file = conf.origin(),
+            %params,
+            "Argon2 settings weaker than OWASP's recommendation: a leaked store is cheaper to attack"
+        );
+    }
+    Ok(params)
 }
 
 /// Keys of TeamTalk's `dbproxyserver.conf` that we read.
@@ -157,6 +199,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "PeerTlsCaFile",
     "PeerTlsClientAuth",
     "PeerTlsServerName",
+    "Argon2MemoryKiB",
+    "Argon2Passes",
 ];
 /// Keys of the C++ conf that mean nothing here: the thread pool (we use one
 /// ordered worker), the msfs site and the AES key (db_proxy never
@@ -254,8 +298,11 @@ pub fn mysql_from_conf(conf: &Conf) -> Result<Option<crate::store::MysqlConfig>,
 
 /// Reads the settings that matter from a TeamTalk `dbproxyserver.conf`:
 /// `ListenIP` (default 0.0.0.0), `ListenPort` (default 10600), and our own
-/// `DataDir` (the SQLite directory, default `teamtalk-data`) and `UtcOffsetMinutes`
-/// (local time for the iOS quiet hours, default 0).
+/// `DataDir` (the SQLite directory, default `teamtalk-data`), `UtcOffsetMinutes`
+/// (local time for the iOS quiet hours, default 0) and `Argon2MemoryKiB` /
+/// `Argon2Passes` (the cost of passwords hashed here, default 19456 KiB
+/// and 2 passes; see [`HashParams::new`](crate::password::HashParams::new)
+/// for the bounds).
 ///
 /// The C++ daemon's MySQL, Redis and thread settings are recognised and
 /// ignored with one info line; any other key is warned about (usually a
@@ -275,6 +322,7 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
     if let Some(minutes) = conf.get_parsed::<i16>("UtcOffsetMinutes")? {
         config.options.utc_offset_secs = i32::from(minutes) * 60;
     }
+    config.hash_params = hash_params_from_conf(conf)?;
     config.admin = crate::runtime::admin::listen_from_conf(conf)?;
     config.admin_token = conf.get("AdminToken").map(str::to_owned);
     config.peer_tls = crate::route::peer_tls(conf).map_err(|e| DaemonError::Config {

@@ -1103,6 +1103,12 @@ fn proper(
     let code = u32::from(!ok);
     match req {
         Message::OtherValidateReq(r) => ImValidateRsp {
+            // Our db_proxy's groups with the login, or none (a C++ one).
+            groups: n
+                .is_multiple_of(2)
+                .then(|| teamtalk_proto::pb::im::server::ImValidateGroups {
+                    group_id_list: ids.iter().map(|&i| 1000 + u32::from(i % 4)).collect(),
+                }),
             user_name: r.user_name.clone(),
             result_code: if ok { 0 } else { 1 + u32::from(n % 6) },
             result_string: None,

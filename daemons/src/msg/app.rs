@@ -50,7 +50,7 @@ use teamtalk_proto::pb::im::server::{
 use teamtalk_proto::{Attach, Command, CommandKey, Message, Pdu};
 use tracing::{debug, info, warn};
 
-use super::groups::{Changes, GroupIndex};
+use super::groups::{ChangeLog, Changes, GroupIndex};
 use crate::clip::clip;
 use crate::metrics::{CounterMap, Scrape};
 use crate::rules::failure::{FailureAnswer, failure_reply, request_failed};
@@ -225,6 +225,9 @@ enum PendingKind {
     Login {
         client_type: u32,
         online_status: i32,
+        /// [`ChangeLog::mark`] when the login was sent: groups read with
+        /// it are trusted only if no change about the user passed since.
+        changes_at: u64,
     },
     Message,
     /// A query whose reply goes back to the client as it is (attach cleared).
@@ -238,6 +241,14 @@ enum PendingKind {
     FileTransfer(LinkId),
     /// A step of a message's push (the plan is in [`Pending::push`]).
     Push(push::PushStep),
+}
+
+/// What a pending login remembers, for [`MsgApp::validated`].
+#[derive(Debug, Clone, Copy)]
+struct ValidatedLogin {
+    client_type: u32,
+    online_status: i32,
+    changes_at: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +365,8 @@ pub struct MsgApp<C> {
     groups: GroupIndex,
     /// Users whose groups could not be loaded yet; retried every tick.
     groups_to_load: HashSet<u32>,
+    /// Whose membership changed while logins were under way.
+    member_changes: ChangeLog,
     /// The client session whose PDU is being handled (it spent one
     /// credit), and whether a pending request took that credit over.
     credit: Option<(C, bool)>,
@@ -423,6 +436,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             limits: SessionLimits::default(),
             groups: GroupIndex::new(),
             groups_to_load: HashSet::new(),
+            member_changes: ChangeLog::default(),
             credit: None,
             inflight_bytes: 0,
             owed: HashSet::new(),
@@ -844,6 +858,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     /// leave a client waiting. Call about once a second.
     pub fn tick(&mut self) -> Actions<C> {
         let now = self.now();
+        // A login waits at most LOGIN_TTL_SECS: older changes cannot
+        // concern one still under way.
+        self.member_changes
+            .prune(now.saturating_sub(LOGIN_TTL_SECS + 1));
         let mut retries = Vec::new();
         for user in std::mem::take(&mut self.groups_to_load) {
             if let Some(conn) = self.presence.sessions(user).next() {
@@ -946,6 +964,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         let kind = PendingKind::Login {
             client_type: req.client_type as u32,
             online_status: req.online_status,
+            changes_at: self.member_changes.mark(),
         };
         let validate = ImValidateReq {
             user_name: req.user_name,
@@ -1397,6 +1416,12 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         };
         let changes = self.groups.change(n.group_id, added, removed);
         self.report_subscriptions(changes, out);
+        if !self.pending.is_empty() {
+            // A login under way may carry groups read before this change.
+            let now = self.now();
+            self.member_changes
+                .record(n.chg_user_id_list.iter().copied(), now);
+        }
         // A changed user online here whose groups are still loading: the
         // list in flight may have been read before this change, and would
         // then replace the index without it. Ask again; db_proxy answers
@@ -1463,10 +1488,16 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 PendingKind::Login {
                     client_type,
                     online_status,
+                    changes_at,
                 },
                 Message::OtherValidateRsp(rsp),
             ) => {
-                self.validated(p, client_type, online_status, rsp, &mut out);
+                let login = ValidatedLogin {
+                    client_type,
+                    online_status,
+                    changes_at,
+                };
+                self.validated(p, login, rsp, &mut out);
             }
             (PendingKind::Message, Message::MsgData(m)) => self.stored_message(p, m, &mut out),
             (PendingKind::UserGroups(user), Message::OtherUserGroupsRsp(rsp)) => {
@@ -1674,11 +1705,15 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
     fn validated(
         &mut self,
         p: Pending<C>,
-        client_type: u32,
-        online_status: i32,
-        rsp: teamtalk_proto::pb::im::server::ImValidateRsp,
+        login: ValidatedLogin,
+        mut rsp: teamtalk_proto::pb::im::server::ImValidateRsp,
         out: &mut Actions<C>,
     ) {
+        let ValidatedLogin {
+            client_type,
+            online_status,
+            changes_at,
+        } = login;
         if !self.conns.contains_key(&p.conn) {
             debug!(conn = ?p.conn, "validated a session that has gone");
             return;
@@ -1719,7 +1754,16 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         }
         self.went_online(user_id, client_type, out);
         if !self.groups.is_loaded(user_id) {
-            self.load_groups(user_id, p.conn, out);
+            // Our db_proxy read them with the login: indexed at once,
+            // unless a change about the user passed meanwhile (it was not
+            // online here to apply it to).
+            match rsp.groups.take() {
+                Some(g) if !self.member_changes.changed_since(user_id, changes_at) => {
+                    let changes = self.groups.load(user_id, g.group_id_list);
+                    self.report_subscriptions(changes, out);
+                }
+                _ => self.load_groups(user_id, p.conn, out),
+            }
         }
         self.stats.logins_ok += 1;
         let reply = ImLoginRes {

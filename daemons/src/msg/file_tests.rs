@@ -103,6 +103,7 @@ fn log_in(app: &mut MsgApp<u32>, conn: u32, user_id: u32, client_type: ClientTyp
         panic!("{out:?}")
     };
     let rsp = ImValidateRsp {
+        groups: None,
         user_name: req.user_name.clone(),
         result_code: 0,
         result_string: None,

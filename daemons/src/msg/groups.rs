@@ -12,8 +12,15 @@
 //! The index also says when this msg_server starts or stops hosting a
 //! member of a group: those are the subscriptions it reports to
 //! route_server (`IMGroupSubscription`).
+//!
+//! Our db_proxy sends the groups with the login's answer (`IMValidateRsp`
+//! field `groups`), so most logins need no `IMUserGroupsReq`. Those groups
+//! were read before the user was online here, when a change-member notice
+//! about them would not have been applied: [`ChangeLog`] remembers whose
+//! membership changed while logins were under way, and such a login asks
+//! again.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 /// Most groups one user is indexed in; a user in more (a hostile or broken
 /// store) gets the first this many.
@@ -259,6 +266,82 @@ impl GroupSet {
     }
 }
 
+/// Most changes [`ChangeLog`] remembers; older ones are summed up by its
+/// floor (a login older than the floor asks for its groups again).
+pub const CHANGE_LOG_CAPACITY: usize = 8192;
+
+/// Whose group membership changed, and when, while logins were under way:
+/// groups read with a login (in db_proxy, before the user was online here)
+/// are used only if no change-member notice about that user passed since
+/// the login was sent. Entries older than a login can be pending are
+/// pruned ([`ChangeLog::prune`]), so the log stays empty while groups do
+/// not change; under a storm of changes it keeps the last
+/// [`CHANGE_LOG_CAPACITY`] and answers "changed" for anything older.
+#[derive(Debug, Default)]
+pub struct ChangeLog {
+    /// Sequence number of the last change recorded.
+    seq: u64,
+    /// `(seq, user, wall-clock second)`, oldest first.
+    entries: VecDeque<(u64, u32, u32)>,
+    /// The newest sequence number dropped for room (not by age): what
+    /// happened up to it is no longer known.
+    floor: u64,
+}
+
+impl ChangeLog {
+    /// Where the log stands: a login remembers it when it is sent.
+    #[must_use]
+    pub fn mark(&self) -> u64 {
+        self.seq
+    }
+
+    /// `users`' membership changed at `now`.
+    pub fn record(&mut self, users: impl IntoIterator<Item = u32>, now: u32) {
+        for user in users {
+            self.seq += 1;
+            if self.entries.len() == CHANGE_LOG_CAPACITY
+                && let Some((dropped, _, _)) = self.entries.pop_front()
+            {
+                self.floor = dropped;
+            }
+            self.entries.push_back((self.seq, user, now));
+        }
+    }
+
+    /// Whether `user`'s membership may have changed since `mark`: a
+    /// change recorded after it, or one the log no longer holds.
+    #[must_use]
+    pub fn changed_since(&self, user: u32, mark: u64) -> bool {
+        mark < self.floor
+            || self
+                .entries
+                .iter()
+                .rev()
+                .take_while(|(seq, _, _)| *seq > mark)
+                .any(|(_, u, _)| *u == user)
+    }
+
+    /// Forgets changes made before `before` (wall-clock seconds): no
+    /// login sent before then is still waiting.
+    pub fn prune(&mut self, before: u32) {
+        while self.entries.front().is_some_and(|(_, _, at)| *at < before) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Changes remembered.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is remembered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -346,5 +429,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn change_log_tells_which_logins_saw_a_change() {
+        let mut log = ChangeLog::default();
+        let before = log.mark();
+        assert!(!log.changed_since(7, before));
+        log.record([7, 8], 100);
+        let after = log.mark();
+        assert!(log.changed_since(7, before));
+        assert!(log.changed_since(8, before));
+        assert!(!log.changed_since(9, before), "another user");
+        assert!(!log.changed_since(7, after), "sent after the change");
+        // Age: pruned once no login that old can wait.
+        log.prune(100);
+        assert_eq!(log.len(), 2);
+        log.prune(101);
+        assert!(log.is_empty());
+        assert!(!log.changed_since(7, before), "pruned by age: forgotten");
+    }
+
+    #[test]
+    fn change_log_is_bounded_and_then_errs_on_the_side_of_asking() {
+        let mut log = ChangeLog::default();
+        let start = log.mark();
+        log.record(1..=u32::try_from(CHANGE_LOG_CAPACITY).unwrap() + 10, 5);
+        assert_eq!(log.len(), CHANGE_LOG_CAPACITY);
+        // The first ten were dropped for room: a login from before them
+        // cannot know, so it counts as changed, whoever the user.
+        assert!(log.changed_since(999_999, start));
+        let recent = log.mark();
+        assert!(!log.changed_since(3, recent));
+        log.record([3], 6);
+        assert!(log.changed_since(3, recent));
     }
 }

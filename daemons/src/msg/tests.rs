@@ -6,7 +6,7 @@ use teamtalk_proto::pb::im::base_define::{ClientType, UserInfo};
 use teamtalk_proto::pb::im::group::ImGroupChangeMemberNotify;
 use teamtalk_proto::pb::im::login::ImLoginReq;
 use teamtalk_proto::pb::im::message::{ImMsgData, ImUnreadMsgCntReq};
-use teamtalk_proto::pb::im::server::ImValidateRsp;
+use teamtalk_proto::pb::im::server::{ImValidateReq, ImValidateRsp};
 use teamtalk_proto::{Attach, Command, Message, Pdu};
 
 use super::app::{Action, MsgApp, Registration, Upstream, UpstreamLink};
@@ -103,6 +103,7 @@ fn log_in(app: &mut MsgApp<u32>, conn: u32, user_id: u32, client_type: ClientTyp
         panic!("no validate request in {out:?}");
     };
     let rsp = ImValidateRsp {
+        groups: None,
         user_name: req.user_name.clone(),
         result_code: 0,
         result_string: None,
@@ -194,6 +195,7 @@ fn bad_credentials_refused_with_code_6() {
         panic!()
     };
     let rsp = ImValidateRsp {
+        groups: None,
         user_name: "u".into(),
         result_code: 1,
         result_string: None,
@@ -660,6 +662,7 @@ fn log_in_with_groups(app: &mut MsgApp<u32>, conn: u32, user: u32, groups: &[u32
         panic!("no validate request in {out:?}");
     };
     let rsp = ImValidateRsp {
+        groups: None,
         user_name: req.user_name.clone(),
         result_code: 0,
         result_string: None,
@@ -848,6 +851,7 @@ fn a_member_change_during_the_group_load_loads_again() {
         panic!("{out:?}")
     };
     let rsp = ImValidateRsp {
+        groups: None,
         user_name: req.user_name.clone(),
         result_code: 0,
         result_string: None,
@@ -887,6 +891,106 @@ fn a_member_change_during_the_group_load_loads_again() {
     assert_eq!(subscriptions(&out), [(true, vec![61])]);
 }
 
+/// Sends `conn`'s login and returns the validate request it made.
+fn validate_request(app: &mut MsgApp<u32>, conn: u32) -> ImValidateReq {
+    app.client_open(conn);
+    let out = app.login_request(conn, &login_pdu("u", ClientType::Windows, 5));
+    let [Message::OtherValidateReq(req)] = &upstream_of(&out, DB, Command::OtherValidateReq)[..]
+    else {
+        panic!("no validate request in {out:?}");
+    };
+    req.clone()
+}
+
+/// Answers `req` as db_proxy: `user` accepted, with `groups` in the reply
+/// (our db_proxy's field) or none (a C++ db_proxy).
+fn validated_with_groups(
+    app: &mut MsgApp<u32>,
+    req: &ImValidateReq,
+    user: u32,
+    groups: Option<&[u32]>,
+) -> Vec<A> {
+    let rsp = ImValidateRsp {
+        groups: groups.map(|g| teamtalk_proto::pb::im::server::ImValidateGroups {
+            group_id_list: g.to_vec(),
+        }),
+        user_name: req.user_name.clone(),
+        result_code: 0,
+        result_string: None,
+        user_info: Some(UserInfo {
+            user_id: user,
+            ..UserInfo::default()
+        }),
+        attach_data: req.attach_data.clone(),
+    };
+    app.upstream_pdu(DB, &Command::OtherValidateRsp.pdu(5, &rsp))
+}
+
+/// Our db_proxy sends the groups with the login: indexed at once, no
+/// second request; an empty list is a list (no groups), not a missing one.
+#[test]
+fn groups_that_come_with_the_login_need_no_request() {
+    let mut app = app();
+    let req = validate_request(&mut app, 1);
+    let out = validated_with_groups(&mut app, &req, 7, Some(&[50, 60]));
+    assert!(matches!(
+        out.last(),
+        Some(Action::Accept {
+            conn: 1,
+            user_id: 7,
+            ..
+        })
+    ));
+    assert!(upstream_of(&out, DB, Command::OtherUserGroupsReq).is_empty());
+    assert_eq!(subscriptions(&out), [(true, vec![50, 60])]);
+    assert_eq!(app.hosted_groups(), 2);
+    let req = validate_request(&mut app, 2);
+    let out = validated_with_groups(&mut app, &req, 8, Some(&[]));
+    assert!(upstream_of(&out, DB, Command::OtherUserGroupsReq).is_empty());
+    assert!(subscriptions(&out).is_empty());
+    // A C++ db_proxy sends none: asked as before.
+    let req = validate_request(&mut app, 3);
+    let out = validated_with_groups(&mut app, &req, 9, None);
+    assert_eq!(upstream_of(&out, DB, Command::OtherUserGroupsReq).len(), 1);
+    app.check_invariants().unwrap();
+}
+
+/// The groups in a login's reply were read before the user was online
+/// here: a change-member notice about the user that passes meanwhile
+/// (and so could not be applied) makes msg_server ask for them again; one
+/// about somebody else does not.
+#[test]
+fn a_member_change_during_the_login_makes_its_groups_asked_again() {
+    let mut app = app();
+    // Somebody online, so the notice has a session to reach.
+    let _ = log_in(&mut app, 9, 1, ClientType::Windows);
+    let seven = validate_request(&mut app, 1);
+    let eight = validate_request(&mut app, 2);
+    let n = ImGroupChangeMemberNotify {
+        user_id: 1,
+        change_type: 1,
+        group_id: 60,
+        cur_user_id_list: vec![1, 7],
+        chg_user_id_list: vec![7],
+    };
+    let _ = app.upstream_pdu(ROUTE, &Command::GroupChangeMemberNotify.pdu(0, &n));
+    // User 7's reply still lacks group 60: not trusted, asked again.
+    let out = validated_with_groups(&mut app, &seven, 7, Some(&[50]));
+    assert!(subscriptions(&out).is_empty(), "{out:?}");
+    let mut more = Vec::new();
+    answer_groups(&mut app, &out, &[50, 60], &mut more);
+    assert_eq!(subscriptions(&more), [(true, vec![50, 60])]);
+    // User 8 was not concerned: the reply's groups are used.
+    let out = validated_with_groups(&mut app, &eight, 8, Some(&[70]));
+    assert!(upstream_of(&out, DB, Command::OtherUserGroupsReq).is_empty());
+    assert_eq!(subscriptions(&out), [(true, vec![70])]);
+    // A login sent after the change trusts its reply.
+    let again = validate_request(&mut app, 3);
+    let out = validated_with_groups(&mut app, &again, 7, Some(&[50, 60]));
+    assert!(upstream_of(&out, DB, Command::OtherUserGroupsReq).is_empty());
+    app.check_invariants().unwrap();
+}
+
 /// Fuzz finding (`msg_app`, corpus `crash-groups-retry-of-closing-session`):
 /// a session the App closed stayed logged in until the runner reported the
 /// connection gone, so a groups load that had failed for its user was
@@ -905,6 +1009,7 @@ fn a_session_the_app_closes_is_logged_out_at_once() {
             panic!("no validate request in {out:?}");
         };
         let rsp = ImValidateRsp {
+            groups: None,
             user_name: req.user_name.clone(),
             result_code: 0,
             result_string: None,

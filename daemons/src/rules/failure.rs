@@ -307,6 +307,7 @@ pub fn failure_reply(request: &Message, user_id: u32, seq: u16) -> Option<Failur
         Message::OtherValidateReq(r) => Reply(Command::OtherValidateRsp.pdu(
             seq,
             &ImValidateRsp {
+                groups: None,
                 user_name: r.user_name.clone(),
                 result_code: VALIDATE_SERVER_ERROR,
                 result_string: Some("server error; try again".to_owned()),

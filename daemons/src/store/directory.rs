@@ -236,8 +236,8 @@ pub fn add_user(
 
 /// Adds users `<prefix>1` … `<prefix><count>`, all with one password. With
 /// `teamtalk_form` they get TeamTalk's salted-MD5 credentials instead of
-/// Argon2id, which makes seeding many cheap (they are upgraded on first
-/// login).
+/// Argon2id, which makes seeding many cheap and their logins cost no
+/// password hash (they keep that form: nothing rehashes at login).
 ///
 /// # Errors
 /// As [`add_user`].

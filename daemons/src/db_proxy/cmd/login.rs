@@ -14,6 +14,11 @@
 //!
 //! # Where we differ
 //!
+//! - An accepted login's reply carries the user's groups (`groups`, our
+//!   field 100: what 0x0791 answers), read in the same lane, so msg_server
+//!   indexes them without a second request through the store lane (which
+//!   would wait behind message commits). A store failure reading them
+//!   leaves the field out and the login accepted; msg_server then asks.
 //! - Passwords are stored as Argon2id hashes; users imported from TeamTalk
 //!   keep TeamTalk's salted MD5 form so they can still log in.
 //! - A login whose password value the store verified in the last few
@@ -40,7 +45,7 @@
 //!   it reaches no table, and logs show it clipped
 //!   ([`clip`](crate::clip::clip)), as they show every user name.
 
-use teamtalk_proto::pb::im::server::{ImValidateReq, ImValidateRsp};
+use teamtalk_proto::pb::im::server::{ImValidateGroups, ImValidateReq, ImValidateRsp};
 use teamtalk_proto::{Message, Pdu};
 use tracing::{debug, info, warn};
 
@@ -123,9 +128,26 @@ impl DbProxy {
         Ok(Some(verified.user))
     }
 
+    /// The groups of a user who just logged in, for the reply's `groups`
+    /// (our extension): what 0x0791 would answer, read here so msg_server
+    /// asks no second request per login. A store failure only leaves them
+    /// out (msg_server then asks); the login itself succeeded.
+    fn login_groups(&self, user: u32) -> Option<ImValidateGroups> {
+        match self.store.user_groups(user, None) {
+            Ok(groups) => Some(ImValidateGroups {
+                group_id_list: groups.into_iter().map(|g| g.id).collect(),
+            }),
+            Err(e) => {
+                warn!(user, error = %e, "reading the groups of a login failed; msg_server will ask");
+                None
+            }
+        }
+    }
+
     fn validate(&self, req: &ImValidateReq) -> Served<ImValidateRsp> {
         let now = (self.options.clock)();
         let mut rsp = ImValidateRsp {
+            groups: None,
             user_name: req.user_name.clone(),
             result_code: VALIDATE_OK,
             result_string: None,
@@ -160,6 +182,7 @@ impl DbProxy {
             ui.status = 0;
             rsp.result_string = Some("ok".to_owned());
             rsp.user_info = Some(ui);
+            rsp.groups = self.login_groups(user.id);
         } else {
             if let Some(cache) = &self.credentials {
                 cache.forget(&req.user_name);

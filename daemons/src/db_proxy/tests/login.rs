@@ -45,6 +45,47 @@ fn validate_fills_user_info_like_teamtalk() {
     assert_eq!(f.proxy.stats().logins_ok, 1);
 }
 
+/// The reply to an accepted login carries the user's groups (our field),
+/// the same list 0x0791 answers, from the credential cache too; a refused
+/// login carries none, and a store failure reading them only leaves them
+/// out.
+#[test]
+fn an_accepted_login_carries_the_users_groups() {
+    use crate::store::{GroupType, NewGroup};
+    let f = fixture();
+    let rsp = validate(&f.proxy, "user2", &pw(2));
+    assert_eq!(rsp.groups.map(|g| g.group_id_list), Some(Vec::new()));
+    let group = |members: Vec<u32>| NewGroup {
+        name: "team".into(),
+        avatar: String::new(),
+        creator: 1,
+        group_type: GroupType::Tmp,
+        members,
+    };
+    let a = f.store.create_group(&group(vec![1, 2])).unwrap().id;
+    let b = f.store.create_group(&group(vec![1, 2, 3])).unwrap().id;
+    let _ = f.store.create_group(&group(vec![1, 3])).unwrap();
+    for _ in 0..2 {
+        let rsp = validate(&f.proxy, "user2", &pw(2));
+        assert_eq!(rsp.result_code, VALIDATE_OK);
+        assert_eq!(rsp.groups.map(|g| g.group_id_list), Some(vec![a, b]));
+    }
+    assert!(
+        f.proxy.stats().logins_cached >= 1,
+        "the second from the cache"
+    );
+    let rsp = validate(&f.proxy, "user2", "wrong");
+    assert_eq!(
+        (rsp.result_code, rsp.groups),
+        (VALIDATE_BAD_CREDENTIALS, None)
+    );
+
+    let f = failing_fixture();
+    f.store.fail("user_groups");
+    let rsp = validate(&f.proxy, "user2", &pw(2));
+    assert_eq!((rsp.result_code, rsp.groups), (VALIDATE_OK, None));
+}
+
 #[test]
 fn repeated_logins_skip_argon2_until_a_wrong_password() {
     let f = fixture();

@@ -278,6 +278,37 @@ fn config_from_stock_conf() {
     assert!(err.contains("ListenPort"), "{err}");
 }
 
+#[test]
+fn argon2_cost_from_conf() {
+    let parse = |text: &str| {
+        config_from_conf(&crate::conf::Conf::parse_str(text, "dbproxyserver.conf").unwrap())
+    };
+    assert_eq!(parse("").unwrap().hash_params, HashParams::RECOMMENDED);
+    let p = parse("Argon2MemoryKiB=4096\nArgon2Passes=3\n")
+        .unwrap()
+        .hash_params;
+    assert_eq!((p.m_cost_kib, p.t_cost, p.p_cost), (4096, 3, 1));
+    // One key alone keeps the other's default.
+    let p = parse("Argon2Passes=4\n").unwrap().hash_params;
+    assert_eq!(
+        (p.m_cost_kib, p.t_cost),
+        (HashParams::RECOMMENDED.m_cost_kib, 4)
+    );
+    // Out of range or not a number: the error names the key.
+    for (text, key) in [
+        ("Argon2MemoryKiB=4\n", "Argon2MemoryKiB"),
+        ("Argon2MemoryKiB=2000000\n", "Argon2MemoryKiB"),
+        ("Argon2MemoryKiB=lots\n", "Argon2MemoryKiB"),
+        ("Argon2Passes=0\n", "Argon2Passes"),
+        ("Argon2MemoryKiB=4096\nArgon2Passes=65\n", "Argon2Passes"),
+        ("Argon2Passes=-1\n", "Argon2Passes"),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text:?}: {err}");
+        assert!(err.contains("dbproxyserver.conf"), "{text:?}: {err}");
+    }
+}
+
 // ------------------------------------------------------------ loopback
 
 #[test]

@@ -9,10 +9,14 @@
 //! once logged out) is a thin [`Machine`] around the client that runs on
 //! the reactor thread: the client machine does every protocol step, and no
 //! thread hand-off sits between a server answer and the next request, so
-//! the figures are the servers'. This thread reads the measurements the
-//! slots report, answers assignment questions through a few HTTP threads
-//! (with a login_server, before every login, as a client starting up
-//! does), and restarts a slot whose machine stopped.
+//! the figures are the servers'. Each slot records its measurements
+//! itself (a [`Totals`] of its own behind an uncontended lock), so a login
+//! costs the bench no wake-up of this thread: the bench shares the cores
+//! with the servers it measures, and two thread hand-offs per login were a
+//! fifth of its CPU. This thread only answers assignment questions through
+//! a few HTTP threads (with a login_server, before every login, as a client
+//! starting up does), restarts a slot whose machine stopped, prints the
+//! progress line and merges the slots' totals at the end.
 //!
 //! A logout waits for the server to close (the machine's clean logout), so
 //! the server, not the bench, holds the TIME_WAIT and the bench's
@@ -22,7 +26,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -62,32 +66,25 @@ impl Shared {
     }
 }
 
-/// What a slot reports to the event loop.
+/// What a slot asks of the event loop (its measurements it records
+/// itself, in its [`Totals`]).
 #[derive(Debug)]
 enum SlotEvent {
     /// The machine asks which msg_server to use.
     AssignmentNeeded,
-    /// Logged in this long after the login started.
-    LoggedIn(Duration),
-    /// A login and its logout took this long; `clean` as
-    /// [`StopReason::LoggedOut`].
-    Cycle(Duration, bool),
-    /// The login was refused.
-    Refused(String),
-    /// The login failed (connect, timeout, assignment).
-    Failed(String),
     /// The slot's machine stops: a failure, a loss after the login, or no
     /// more logins.
     Stopped {
         /// The slot has logins left (start a new machine).
         more: bool,
-        /// A login failure not reported yet (an assignment that failed).
-        failure: Option<String>,
-        /// Lost after the login: the cycle so far (its logout did not
-        /// happen).
-        lost: Option<Duration>,
+        /// The index of the slot's next user.
+        next: usize,
     },
 }
+
+/// One slot's measurements, shared by the machines the slot runs in turn
+/// and read by the event loop for the progress line and the summary.
+type SlotTotals = Arc<Mutex<Totals>>;
 
 fn creds(user: &str, password: &str) -> Credentials {
     let mut c = Credentials::new(user, password, ClientType::Windows);
@@ -100,6 +97,7 @@ fn creds(user: &str, password: &str) -> Credentials {
 struct SlotMachine {
     client: Client,
     shared: Arc<Shared>,
+    totals: SlotTotals,
     users: Arc<[String]>,
     /// Index of the next user.
     next: usize,
@@ -117,6 +115,7 @@ impl SlotMachine {
     fn new(
         addr: Option<SocketAddr>,
         shared: Arc<Shared>,
+        totals: SlotTotals,
         users: Arc<[String]>,
         next: usize,
     ) -> Self {
@@ -132,6 +131,7 @@ impl SlotMachine {
         Self {
             client: Client::new(cfg, now),
             shared,
+            totals,
             users,
             next: next + 1,
             user,
@@ -142,7 +142,15 @@ impl SlotMachine {
         }
     }
 
-    /// Runs the script for one client event; returns what to report.
+    /// Records into the slot's totals.
+    fn record(&self, f: impl FnOnce(&mut Totals)) {
+        // A poisoned lock only means another machine of this slot panicked
+        // while recording; its counts are still the best there are.
+        f(&mut self.totals.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Runs the script for one client event, recording what it measures;
+    /// returns what the event loop must act on.
     fn script(&mut self, e: ClientEvent) -> Option<SlotEvent> {
         let now = clock::now();
         match e {
@@ -150,10 +158,19 @@ impl SlotMachine {
             ClientEvent::LoggedIn(_) => {
                 self.logged_in = true;
                 self.client.logout(now);
-                Some(SlotEvent::LoggedIn(now.duration_since(self.started)))
+                let took = nanos(now.duration_since(self.started));
+                self.record(|t| t.login.record(took));
+                None
             }
             ClientEvent::LoggedOut { clean } => {
-                let cycle = now.duration_since(self.started);
+                let cycle = nanos(now.duration_since(self.started));
+                self.record(|t| {
+                    t.ok += 1;
+                    t.cycle.record(cycle);
+                    if !clean {
+                        t.unclean_logouts += 1;
+                    }
+                });
                 if self.shared.claim() {
                     self.user = self.users[self.next % self.users.len()].clone();
                     self.next += 1;
@@ -166,29 +183,48 @@ impl SlotMachine {
                     self.done = true;
                     self.client.close();
                 }
-                Some(SlotEvent::Cycle(cycle, clean))
+                None
             }
             ClientEvent::LoginRefused { code, text, .. } => {
                 self.failed = true;
-                Some(SlotEvent::Refused(format!(
-                    "{}: code {code} ({text})",
-                    self.user
-                )))
+                let why = format!("{}: code {code} ({text})", self.user);
+                self.record(|t| {
+                    t.refused += 1;
+                    t.first_error.get_or_insert(why);
+                });
+                None
             }
             ClientEvent::Disconnected(reason) if !self.logged_in => {
                 self.failed = true;
-                Some(SlotEvent::Failed(format!("{}: {reason}", self.user)))
+                let why = format!("{}: {reason}", self.user);
+                self.record(|t| {
+                    t.failed += 1;
+                    t.first_error.get_or_insert(why);
+                });
+                None
             }
             ClientEvent::Stopped(why) => {
+                // Lost after the login: the cycle so far counts (its
+                // logout did not happen).
                 let lost = (self.logged_in && !matches!(why, StopReason::Closed))
-                    .then(|| now.duration_since(self.started));
+                    .then(|| nanos(now.duration_since(self.started)));
                 // A failed assignment stops without a Disconnected.
                 let failure = (!self.logged_in && !self.failed && !self.done)
                     .then(|| format!("{}: {why:?}", self.user));
+                self.record(|t| {
+                    if let Some(d) = lost {
+                        t.ok += 1;
+                        t.unclean_logouts += 1;
+                        t.cycle.record(d);
+                    }
+                    if let Some(why) = failure {
+                        t.failed += 1;
+                        t.first_error.get_or_insert(why);
+                    }
+                });
                 Some(SlotEvent::Stopped {
                     more: !self.done,
-                    failure,
-                    lost,
+                    next: self.next,
                 })
             }
             _ => None,
@@ -224,6 +260,7 @@ impl Machine for SlotMachine {
     }
 }
 
+/// What the logins measured: one per slot, merged for the summary.
 #[derive(Debug, Default)]
 struct Totals {
     login: Histogram,
@@ -233,6 +270,22 @@ struct Totals {
     failed: u64,
     unclean_logouts: u64,
     first_error: Option<String>,
+}
+
+impl Totals {
+    /// Adds `other`'s counts and histograms; its first error counts only
+    /// when there was none yet.
+    fn merge(&mut self, other: &Self) {
+        self.login.merge(&other.login);
+        self.cycle.merge(&other.cycle);
+        self.ok += other.ok;
+        self.refused += other.refused;
+        self.failed += other.failed;
+        self.unclean_logouts += other.unclean_logouts;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
 }
 
 /// Answers the machines' assignment questions over HTTP on a few threads.
@@ -328,7 +381,7 @@ pub(super) fn run_login(
     let target = common.target()?;
     let c = args.concurrency as usize;
     let reactor = Reactor::<SlotMachine>::new(ReactorConfig {
-        threads: 2,
+        threads: usize::from(args.threads),
         shutdown_grace: Duration::from_secs(2),
         ..ReactorConfig::default()
     })?;
@@ -351,8 +404,9 @@ pub(super) fn run_login(
                 .collect()
         })
         .collect();
-    // Per slot: logins started (to pick the next user), and when to start
-    // a new machine (none running).
+    // Per slot: its measurements, the index of its next user, and when to
+    // start a new machine (none running).
+    let slot_totals: Vec<SlotTotals> = (0..c).map(|_| SlotTotals::default()).collect();
     let mut next_user = vec![0usize; c];
     let mut restart: Vec<Option<Instant>> = vec![Some(clock::now()); c];
     let mut running: HashMap<ConnId, usize> = HashMap::new();
@@ -385,6 +439,7 @@ pub(super) fn run_login(
                 let m = SlotMachine::new(
                     addr,
                     Arc::clone(&shared),
+                    Arc::clone(&slot_totals[k]),
                     Arc::clone(&slot_users[k]),
                     next_user[k],
                 );
@@ -405,15 +460,20 @@ pub(super) fn run_login(
         }
         if now >= next_print {
             next_print += Duration::from_secs(1);
+            let mut so_far = Totals::default();
+            so_far.merge(&totals);
+            for t in &slot_totals {
+                so_far.merge(&t.lock().unwrap_or_else(PoisonError::into_inner));
+            }
             common.progress(&format!(
                 "[{:>5.1}s] logins {} refused {} failed {}  {}/s",
                 now.duration_since(start).as_secs_f64(),
-                thousands(totals.ok),
-                totals.refused,
-                totals.failed,
-                thousands(totals.ok - last_ok)
+                thousands(so_far.ok),
+                so_far.refused,
+                so_far.failed,
+                thousands(so_far.ok - last_ok)
             ));
-            last_ok = totals.ok;
+            last_ok = so_far.ok;
         }
         let mut next = events.recv_timeout(Duration::from_millis(5)).ok();
         // Bounded, so the clock and the progress line are looked at.
@@ -430,37 +490,8 @@ pub(super) fn run_login(
             };
             match ev {
                 NetEvent::Machine(SlotEvent::AssignmentNeeded) => assigners.ask(id),
-                NetEvent::Machine(SlotEvent::LoggedIn(d)) => totals.login.record(nanos(d)),
-                NetEvent::Machine(SlotEvent::Cycle(d, clean)) => {
-                    totals.ok += 1;
-                    totals.cycle.record(nanos(d));
-                    if !clean {
-                        totals.unclean_logouts += 1;
-                    }
-                    next_user[k] += 1;
-                }
-                NetEvent::Machine(SlotEvent::Refused(why)) => {
-                    totals.refused += 1;
-                    totals.first_error.get_or_insert(why);
-                }
-                NetEvent::Machine(SlotEvent::Failed(why)) => {
-                    totals.failed += 1;
-                    totals.first_error.get_or_insert(why);
-                }
-                NetEvent::Machine(SlotEvent::Stopped {
-                    more,
-                    failure,
-                    lost,
-                }) => {
-                    if let Some(d) = lost {
-                        totals.ok += 1;
-                        totals.unclean_logouts += 1;
-                        totals.cycle.record(nanos(d));
-                    }
-                    if let Some(why) = failure {
-                        totals.failed += 1;
-                        totals.first_error.get_or_insert(why);
-                    }
+                NetEvent::Machine(SlotEvent::Stopped { more, next }) => {
+                    next_user[k] = next;
                     // Do not spin on a dead server.
                     restart[k] = more.then(|| clock::now() + Duration::from_millis(10));
                 }
@@ -482,6 +513,9 @@ pub(super) fn run_login(
     let srv1 = common.server_ticks();
     assigners.stop();
     reactor.shutdown();
+    for t in &slot_totals {
+        totals.merge(&t.lock().unwrap_or_else(PoisonError::into_inner));
+    }
     if totals.first_error.is_none()
         && let Ok(mut e) = assign_error.lock()
     {
@@ -539,4 +573,39 @@ pub(super) fn run_login(
     }
     rep.write(common.json, out)?;
     verdict(interrupted, &problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_merge_adds_counts_and_keeps_the_first_error() {
+        let mut a = Totals {
+            ok: 3,
+            ..Totals::default()
+        };
+        a.login.record(1_000);
+        let mut b = Totals {
+            ok: 2,
+            refused: 1,
+            failed: 4,
+            unclean_logouts: 1,
+            first_error: Some("b".into()),
+            ..Totals::default()
+        };
+        b.login.record(5_000);
+        b.cycle.record(9_000);
+        a.merge(&b);
+        assert_eq!((a.ok, a.refused, a.failed, a.unclean_logouts), (5, 1, 4, 1));
+        assert_eq!((a.login.count(), a.login.max()), (2, 5_000));
+        assert_eq!(a.cycle.count(), 1);
+        assert_eq!(a.first_error.as_deref(), Some("b"));
+        let c = Totals {
+            first_error: Some("c".into()),
+            ..Totals::default()
+        };
+        a.merge(&c);
+        assert_eq!(a.first_error.as_deref(), Some("b"), "the first error stays");
+    }
 }

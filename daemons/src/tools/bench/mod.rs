@@ -173,7 +173,7 @@ pub struct LoginArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
-    /// Logins in progress at once (one thread each).
+    /// Logins in progress at once (one client machine each).
     #[arg(long, default_value_t = 8)]
     pub concurrency: u32,
     /// Users to cycle through, `PREFIX1`…`PREFIX<users>` (default: concurrency);
@@ -186,6 +186,12 @@ pub struct LoginArgs {
     /// Stop after this many logins instead.
     #[arg(long)]
     pub count: Option<u64>,
+    /// Reactor threads running the slots. One keeps the bench's own cost
+    /// per login lowest (its wake-ups serve several slots at once), which
+    /// matters when it shares the cores with the servers; more help only
+    /// with many slots on many cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
 }
 
 /// `teamtalk bench conns`.
