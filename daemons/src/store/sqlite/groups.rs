@@ -754,6 +754,7 @@ mod tests {
     fn reprepares(store: &SqliteStore, sql: &str) -> i32 {
         store
             .lock()
+            .expect("store")
             .prepare_cached(sql)
             .expect("prepared")
             .get_status(rusqlite::StatementStatus::RePrepare)
@@ -761,7 +762,7 @@ mod tests {
 
     /// The plan SQLite picks for `sql` with these parameters.
     fn plan(store: &SqliteStore, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
-        let conn = store.lock();
+        let conn = store.lock().expect("store");
         let mut s = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("explain");
@@ -774,9 +775,9 @@ mod tests {
     fn per_login_group_queries_are_prepared_once() {
         let store = SqliteStore::open_in_memory(StoreOptions::default()).expect("store");
         for user in 1..=5 {
-            of_user(&store.lock(), user, None).expect("groups");
-            of_user(&store.lock(), user, Some(GroupType::Normal)).expect("groups");
-            unread_counts(&store.lock(), user).expect("unread");
+            of_user(&store.lock().expect("store"), user, None).expect("groups");
+            of_user(&store.lock().expect("store"), user, Some(GroupType::Normal)).expect("groups");
+            unread_counts(&store.lock().expect("store"), user).expect("unread");
         }
         assert_eq!(reprepares(&store, &OF_USER_SQL), 0);
         assert_eq!(reprepares(&store, &UNREAD_COUNTS_SQL), 0);
