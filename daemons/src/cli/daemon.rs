@@ -382,6 +382,8 @@ dbproxyserver.conf keys (TeamTalk's, then ours):
   DataDir=PATH                              without DBInstances: the embedded SQLite store's directory
                                             (default ./teamtalk-data, or $TEAMTALK_DATA_DIR; --data-dir wins)
   UtcOffsetMinutes=N                        time zone of dates, minutes east of UTC
+  Argon2MemoryKiB=KIB, Argon2Passes=N       Argon2id cost of passwords the admin API sets
+                                            (default 19456 and 2; a login not in the cache pays it)
   PeerTlsCertFile, PeerTlsKeyFile, PeerTlsCaFile, PeerTlsClientAuth, PeerTlsServerName
                                             TLS on the msg_server port
 ";
