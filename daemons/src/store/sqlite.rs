@@ -283,7 +283,7 @@ pub enum OpenMode {
 /// [`Store`] on an embedded SQLite database.
 ///
 /// One-to-one messages of a database file go through its message log first
-/// ([`journal`], [`staged`]): durable and acknowledged after one append,
+/// (modules `journal` and `staged`): durable and acknowledged after one append,
 /// written into the tables in large transactions, and before anything reads
 /// or writes what they touch.
 pub struct SqliteStore {
