@@ -964,6 +964,27 @@ fn dedupe_cutoff(now: u32) -> u32 {
 
 /// The id a resend of `msg` got the first time, if its key was stored within
 /// the window. An expired entry is removed, so the message is stored anew.
+/// The id and time a dedupe key was stored with, expired or not.
+pub(super) fn stored_dedupe_key(
+    conn: &Connection,
+    session_type: SessionType,
+    from: UserId,
+    to: UserId,
+    key: &[u8],
+) -> StoreResult<Option<(MsgId, u32)>> {
+    conn.prepare_cached(
+        "SELECT msg_id, created FROM message_dedupe
+         WHERE session_type = ?1 AND from_id = ?2 AND to_id = ?3 AND key = ?4",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![session_type.as_u32(), from, to, key], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+    })
+    .map_err(sql("looking up dedupe key"))
+}
+
 fn find_duplicate(
     conn: &Connection,
     msg: &NewMessage,
@@ -971,19 +992,7 @@ fn find_duplicate(
     now: u32,
 ) -> StoreResult<Option<MsgId>> {
     let kind = msg.session_type.as_u32();
-    let found: Option<(MsgId, u32)> = conn
-        .prepare_cached(
-            "SELECT msg_id, created FROM message_dedupe
-             WHERE session_type = ?1 AND from_id = ?2 AND to_id = ?3 AND key = ?4",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![kind, msg.from, msg.to, key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-        })
-        .map_err(sql("looking up dedupe key"))?;
-    match found {
+    match stored_dedupe_key(conn, msg.session_type, msg.from, msg.to, key)? {
         Some((id, created)) if created >= dedupe_cutoff(now) => Ok(Some(id)),
         Some(_) => {
             conn.prepare_cached(
@@ -1090,17 +1099,33 @@ fn latest_message(conn: &Connection, a: UserId, b: UserId) -> StoreResult<Latest
     Ok(latest.unwrap_or_default())
 }
 
+/// Creates a conversation's row if it has none (`?3`: its creation time).
+pub(super) const CREATE_RELATION_SQL: &str =
+    "INSERT INTO relation (small_id, big_id, last_msg_id, created) VALUES (?1, ?2, 0, ?3)
+     ON CONFLICT (small_id, big_id) DO NOTHING";
+/// Inserts one one-to-one message under its conversation's row id.
+pub(super) const INSERT_MESSAGE_SQL: &str =
+    "INSERT INTO message (relation_id, msg_id, from_id, to_id, msg_type, content, status, created)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)";
+/// Adds `?3` to what user `?1` has unread from `?2`.
+pub(super) const COUNT_UNREAD_SQL: &str =
+    "INSERT INTO single_unread (user_id, peer_id, count) VALUES (?1, ?2, ?3)
+     ON CONFLICT (user_id, peer_id) DO UPDATE SET count = count + excluded.count";
+/// Shows a session (user `?1`, peer `?2`, type `?3`) as live, updated at `?4`.
+pub(super) const TOUCH_SESSION_SQL: &str =
+    "INSERT INTO session (user_id, peer_id, session_type, status, created, updated)
+     VALUES (?1, ?2, ?3, 0, ?4, ?4)
+     ON CONFLICT (user_id, peer_id, session_type) DO UPDATE
+     SET status = 0, updated = excluded.updated";
+
 /// Stores one checked message inside the caller's transaction: assigns the
 /// conversation's next id, counts it unread for the recipient and refreshes
 /// both recent sessions.
 fn insert_message(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<StoredMessage> {
     let (small, big) = pair(msg.from, msg.to);
-    conn.prepare_cached(
-        "INSERT INTO relation (small_id, big_id, last_msg_id, created) VALUES (?1, ?2, 0, ?3)
-         ON CONFLICT (small_id, big_id) DO NOTHING",
-    )
-    .and_then(|mut s| s.execute(params![small, big, now]))
-    .map_err(sql("creating conversation"))?;
+    conn.prepare_cached(CREATE_RELATION_SQL)
+        .and_then(|mut s| s.execute(params![small, big, now]))
+        .map_err(sql("creating conversation"))?;
     let next: Option<(i64, u32)> = conn
         .prepare_cached(
             "UPDATE relation SET last_msg_id = last_msg_id + 1
@@ -1117,35 +1142,24 @@ fn insert_message(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<
     let Some((relation, msg_id)) = next else {
         return Err(StoreError::MsgIdsExhausted(small, big));
     };
-    conn.prepare_cached(
-        "INSERT INTO message (relation_id, msg_id, from_id, to_id, msg_type, content, status, created)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            relation,
-            msg_id,
-            msg.from,
-            msg.to,
-            msg.msg_type,
-            msg.data,
-            msg.create_time
-        ])
-    })
-    .map_err(sql("inserting message"))?;
-    conn.prepare_cached(
-        "INSERT INTO single_unread (user_id, peer_id, count) VALUES (?1, ?2, 1)
-         ON CONFLICT (user_id, peer_id) DO UPDATE SET count = count + 1",
-    )
-    .and_then(|mut s| s.execute(params![msg.to, msg.from]))
-    .map_err(sql("counting unread"))?;
+    conn.prepare_cached(INSERT_MESSAGE_SQL)
+        .and_then(|mut s| {
+            s.execute(params![
+                relation,
+                msg_id,
+                msg.from,
+                msg.to,
+                msg.msg_type,
+                msg.data,
+                msg.create_time
+            ])
+        })
+        .map_err(sql("inserting message"))?;
+    conn.prepare_cached(COUNT_UNREAD_SQL)
+        .and_then(|mut s| s.execute(params![msg.to, msg.from, 1]))
+        .map_err(sql("counting unread"))?;
     let mut touch = conn
-        .prepare_cached(
-            "INSERT INTO session (user_id, peer_id, session_type, status, created, updated)
-             VALUES (?1, ?2, ?3, 0, ?4, ?4)
-             ON CONFLICT (user_id, peer_id, session_type) DO UPDATE
-             SET status = 0, updated = excluded.updated",
-        )
+        .prepare_cached(TOUCH_SESSION_SQL)
         .map_err(sql("updating sessions"))?;
     let single = SessionType::Single.as_u32();
     touch

@@ -47,7 +47,10 @@ use super::super::{
     MsgId, NewMessage, SessionType, StoreError, StoreResult, Stored, StoredMessage, UserId,
 };
 use super::journal::{self, Entry, Journal};
-use super::{Inner, MAX_DEDUPE_KEYS, check_message, dedupe_cutoff, pair, prune_dedupe, sql};
+use super::{
+    COUNT_UNREAD_SQL, CREATE_RELATION_SQL, INSERT_MESSAGE_SQL, Inner, MAX_DEDUPE_KEYS,
+    TOUCH_SESSION_SQL, check_message, dedupe_cutoff, pair, prune_dedupe, sql, stored_dedupe_key,
+};
 #[cfg(doc)]
 use crate::store::DEDUPE_WINDOW_SECS;
 
@@ -532,18 +535,7 @@ fn stored_key(
     key: &[u8],
     now: u32,
 ) -> StoreResult<Option<MsgId>> {
-    let found: Option<(MsgId, u32)> = conn
-        .prepare_cached(
-            "SELECT msg_id, created FROM message_dedupe
-             WHERE session_type = ?1 AND from_id = ?2 AND to_id = ?3 AND key = ?4",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![SessionType::Single.as_u32(), from, to, key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-        })
-        .map_err(sql("looking up dedupe key"))?;
+    let found = stored_dedupe_key(conn, SessionType::Single, from, to, key)?;
     Ok(found.and_then(|(id, created)| (created >= dedupe_cutoff(now)).then_some(id)))
 }
 
@@ -594,10 +586,7 @@ fn write_entries(conn: &Connection, entries: &[Entry]) -> StoreResult<()> {
     }
     {
         let mut create = conn
-            .prepare_cached(
-                "INSERT INTO relation (small_id, big_id, last_msg_id, created) VALUES (?1, ?2, 0, ?3)
-                 ON CONFLICT (small_id, big_id) DO NOTHING",
-            )
+            .prepare_cached(CREATE_RELATION_SQL)
             .map_err(sql("creating conversation"))?;
         let mut advance = conn
             .prepare_cached(
@@ -616,10 +605,7 @@ fn write_entries(conn: &Connection, entries: &[Entry]) -> StoreResult<()> {
     }
     {
         let mut insert = conn
-            .prepare_cached(
-                "INSERT INTO message (relation_id, msg_id, from_id, to_id, msg_type, content, status, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
-            )
+            .prepare_cached(INSERT_MESSAGE_SQL)
             .map_err(sql("inserting message"))?;
         let mut remember = conn
             .prepare_cached(
@@ -651,10 +637,7 @@ fn write_entries(conn: &Connection, entries: &[Entry]) -> StoreResult<()> {
         }
     }
     let mut count = conn
-        .prepare_cached(
-            "INSERT INTO single_unread (user_id, peer_id, count) VALUES (?1, ?2, ?3)
-             ON CONFLICT (user_id, peer_id) DO UPDATE SET count = count + excluded.count",
-        )
+        .prepare_cached(COUNT_UNREAD_SQL)
         .map_err(sql("counting unread"))?;
     for ((user, peer), n) in unread {
         count
@@ -662,12 +645,7 @@ fn write_entries(conn: &Connection, entries: &[Entry]) -> StoreResult<()> {
             .map_err(sql("counting unread"))?;
     }
     let mut touch = conn
-        .prepare_cached(
-            "INSERT INTO session (user_id, peer_id, session_type, status, created, updated)
-             VALUES (?1, ?2, ?3, 0, ?4, ?4)
-             ON CONFLICT (user_id, peer_id, session_type) DO UPDATE
-             SET status = 0, updated = excluded.updated",
-        )
+        .prepare_cached(TOUCH_SESSION_SQL)
         .map_err(sql("updating sessions"))?;
     let single = SessionType::Single.as_u32();
     for ((user, peer), at) in sessions {
