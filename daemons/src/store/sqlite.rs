@@ -5,6 +5,7 @@
 //! bounds write throughput. Password hashing (tens of milliseconds) always runs
 //! outside the lock so logins do not stall message storage.
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,10 +26,12 @@ use super::{
 use crate::password::{self, HashParams, StoredPassword};
 
 mod admin;
+mod dedupe;
 mod groups;
 mod journal;
 mod staged;
 
+use dedupe::DedupeIndex;
 pub use journal::JOURNAL_FILE_PREFIX;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use journal::check_scan as check_message_log_scan;
@@ -222,6 +225,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
     staged::MIGRATION,
     // 7: dedupe keys are pruned by `seq` (see `prune_dedupe`).
     "DROP INDEX message_dedupe_created;",
+    // 8: dedupe keys are looked up in memory (`dedupe`); the table only keeps
+    // them across restarts, appended in `seq` order, so it needs no index
+    // of its own (the unique one cost two B-tree writes per message).
+    "
+    CREATE TABLE message_dedupe_v8 (
+        seq          INTEGER PRIMARY KEY,
+        session_type INTEGER NOT NULL,
+        from_id      INTEGER NOT NULL,
+        to_id        INTEGER NOT NULL,
+        key          BLOB    NOT NULL,
+        msg_id       INTEGER NOT NULL,
+        created      INTEGER NOT NULL
+    );
+    INSERT INTO message_dedupe_v8 (seq, session_type, from_id, to_id, key, msg_id, created)
+        SELECT seq, session_type, from_id, to_id, key, msg_id, created FROM message_dedupe
+        ORDER BY seq;
+    DROP TABLE message_dedupe;
+    ALTER TABLE message_dedupe_v8 RENAME TO message_dedupe;
+    ",
 ];
 
 /// A source of wall-clock time in Unix seconds, for `created`/`updated` columns.
@@ -298,6 +320,9 @@ pub struct SqliteStore {
     log_lock: Option<std::fs::File>,
     /// Another process owns the data directory's message log.
     log_elsewhere: bool,
+    /// The dedupe keys of the latest messages (see `dedupe`): a leaf lock,
+    /// taken briefly under the log's state or the connection's lock.
+    dedupe: Arc<Mutex<DedupeIndex>>,
     options: StoreOptions,
     /// The database file (`None` in memory).
     path: Option<PathBuf>,
@@ -549,6 +574,7 @@ impl SqliteStore {
                 applier: None,
                 log_lock: None,
                 log_elsewhere: false,
+                dedupe: Arc::default(),
                 options,
                 path: Some(file),
             });
@@ -575,6 +601,9 @@ impl SqliteStore {
         }
         let mut store = Self::init(conn, options, Some(file.clone()))?;
         store.start_log(dir, &file)?;
+        if !store.log_elsewhere {
+            store.load_dedupe()?;
+        }
         Ok(store)
     }
 
@@ -641,7 +670,12 @@ impl SqliteStore {
                 .conn
                 .pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
                 .map_err(sql("setting the checkpoint interval"))?;
-            Arc::new(MessageLog::open(dir, &mut inner.conn, lookup)?)
+            Arc::new(MessageLog::open(
+                dir,
+                &mut inner.conn,
+                lookup,
+                self.dedupe.clone(),
+            )?)
         };
         self.applier = Some(staged::spawn_applier(log.clone(), self.inner.clone())?);
         self.log = Some(log);
@@ -686,7 +720,23 @@ impl SqliteStore {
     /// Nothing is durable.
     pub fn open_in_memory(options: StoreOptions) -> StoreResult<Self> {
         let conn = Connection::open_in_memory().map_err(sql("opening in-memory database"))?;
-        Self::init(conn, options, None)
+        let store = Self::init(conn, options, None)?;
+        store.load_dedupe()?;
+        Ok(store)
+    }
+
+    /// Reads the dedupe keys the table holds into the index (after the
+    /// message log's recovery wrote those of the messages it applied).
+    fn load_dedupe(&self) -> StoreResult<()> {
+        let index = {
+            let conn = self.lock()?;
+            DedupeIndex::load(
+                &conn,
+                usize::try_from(MAX_DEDUPE_KEYS).unwrap_or(usize::MAX),
+            )?
+        };
+        *self.dedupe.lock().unwrap_or_else(PoisonError::into_inner) = index;
+        Ok(())
     }
 
     fn init(
@@ -712,6 +762,7 @@ impl SqliteStore {
             applier: None,
             log_lock: None,
             log_elsewhere: false,
+            dedupe: Arc::default(),
             options,
             path,
         })
@@ -962,89 +1013,51 @@ fn dedupe_cutoff(now: u32) -> u32 {
     now.saturating_sub(DEDUPE_WINDOW_SECS)
 }
 
-/// The id a resend of `msg` got the first time, if its key was stored within
-/// the window. An expired entry is removed, so the message is stored anew.
-/// The id and time a dedupe key was stored with, expired or not.
-pub(super) fn stored_dedupe_key(
-    conn: &Connection,
-    session_type: SessionType,
-    from: UserId,
-    to: UserId,
-    key: &[u8],
-) -> StoreResult<Option<(MsgId, u32)>> {
-    conn.prepare_cached(
-        "SELECT msg_id, created FROM message_dedupe
-         WHERE session_type = ?1 AND from_id = ?2 AND to_id = ?3 AND key = ?4",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![session_type.as_u32(), from, to, key], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()
-    })
-    .map_err(sql("looking up dedupe key"))
-}
-
-fn find_duplicate(
+/// Stores one checked message inside the caller's transaction, unless its
+/// dedupe key names a message stored before (`known` says which): then a
+/// duplicate. A group message is refused first if its sender is not a
+/// member now (so not even a resend of what they posted before their
+/// removal goes through). A new message's key is appended to
+/// `message_dedupe`; the caller remembers its name in the index once the
+/// transaction commits.
+fn insert_keyed(
     conn: &Connection,
     msg: &NewMessage,
-    key: &[u8],
+    name: Option<&dedupe::Name>,
+    known: impl Fn(&dedupe::Name) -> Option<MsgId>,
     now: u32,
-) -> StoreResult<Option<MsgId>> {
-    let kind = msg.session_type.as_u32();
-    match stored_dedupe_key(conn, msg.session_type, msg.from, msg.to, key)? {
-        Some((id, created)) if created >= dedupe_cutoff(now) => Ok(Some(id)),
-        Some(_) => {
-            conn.prepare_cached(
-                "DELETE FROM message_dedupe
-                 WHERE session_type = ?1 AND from_id = ?2 AND to_id = ?3 AND key = ?4",
-            )
-            .and_then(|mut s| s.execute(params![kind, msg.from, msg.to, key]))
-            .map_err(sql("forgetting an expired dedupe key"))?;
-            Ok(None)
-        }
-        None => Ok(None),
-    }
-}
-
-/// Stores one checked message with its dedupe key inside the caller's
-/// transaction: a duplicate when the key is known, else the message and
-/// then its key. A group message is refused first if its sender is not a
-/// member now (so not even a resend of what they posted before their
-/// removal goes through).
-fn insert_keyed(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<Stored> {
+) -> StoreResult<Stored> {
     if msg.session_type == SessionType::Group {
         groups::check_poster(conn, msg.from, msg.to)?;
     }
-    let key = msg.dedupe_key.as_deref().filter(|k| !k.is_empty());
-    if let Some(key) = key
-        && let Some(id) = find_duplicate(conn, msg, key, now)?
-    {
+    if let Some(id) = name.and_then(&known) {
         return Ok(Stored::Duplicate(id));
     }
     let stored = match msg.session_type {
         SessionType::Single => insert_message(conn, msg, now)?,
         SessionType::Group => groups::insert_group_message(conn, msg, now)?,
     };
-    if let Some(key) = key {
-        conn.prepare_cached(
-            "INSERT INTO message_dedupe (session_type, from_id, to_id, key, msg_id, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                msg.session_type.as_u32(),
-                msg.from,
-                msg.to,
-                key,
-                stored.msg_id,
-                now
-            ])
-        })
-        .map_err(sql("remembering dedupe key"))?;
+    if let Some(key) = msg.dedupe_key.as_deref().filter(|k| !k.is_empty()) {
+        conn.prepare_cached(INSERT_DEDUPE_SQL)
+            .and_then(|mut s| {
+                s.execute(params![
+                    msg.session_type.as_u32(),
+                    msg.from,
+                    msg.to,
+                    key,
+                    stored.msg_id,
+                    now
+                ])
+            })
+            .map_err(sql("remembering dedupe key"))?;
     }
     Ok(Stored::New(stored))
 }
+
+/// Appends a dedupe key to the table that keeps them across restarts.
+pub(super) const INSERT_DEDUPE_SQL: &str =
+    "INSERT INTO message_dedupe (session_type, from_id, to_id, key, msg_id, created)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// Most expired dedupe keys one prune forgets (the rest go at the next).
 const PRUNE_EXPIRED_AT_ONCE: i64 = 10_000;
@@ -1184,6 +1197,7 @@ fn insert_message(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<
 /// without a message log.
 fn store_in_tables(
     conn: &mut Connection,
+    dedupe: &Mutex<DedupeIndex>,
     msgs: &[NewMessage],
     now: u32,
 ) -> StoreResult<Vec<StoreResult<Stored>>> {
@@ -1191,15 +1205,33 @@ fn store_in_tables(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql("starting message batch"))?;
     let mut out = Vec::with_capacity(msgs.len());
+    // Names stored by this batch, remembered in the index once it commits.
+    let mut fresh: HashMap<dedupe::Name, MsgId> = HashMap::new();
     for msg in msgs {
         if let Err(e) = check_message(msg) {
             out.push(Err(e));
             continue;
         }
+        let name = msg
+            .dedupe_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(|k| dedupe::name(msg.session_type, msg.from, msg.to, k));
+        let known = |n: &dedupe::Name| {
+            fresh.get(n).copied().or_else(|| {
+                dedupe
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .find(n, now)
+            })
+        };
         let sp = tx.savepoint().map_err(sql("starting message savepoint"))?;
-        match insert_keyed(&sp, msg, now) {
+        match insert_keyed(&sp, msg, name.as_ref(), known, now) {
             Ok(stored) => {
                 sp.commit().map_err(sql("releasing message savepoint"))?;
+                if let (Some(n), Stored::New(m)) = (name, &stored) {
+                    fresh.insert(n, m.msg_id);
+                }
                 out.push(Ok(stored));
             }
             // Dropping the savepoint rolls this message back.
@@ -1210,6 +1242,10 @@ fn store_in_tables(
         prune_dedupe(&tx, now, MAX_DEDUPE_KEYS)?;
     }
     tx.commit().map_err(sql("committing message batch"))?;
+    let mut index = dedupe.lock().unwrap_or_else(PoisonError::into_inner);
+    for (n, id) in fresh {
+        index.remember(n, id, now);
+    }
     Ok(out)
 }
 
@@ -1625,13 +1661,15 @@ impl Store for SqliteStore {
         {
             return log.log(msgs, now);
         }
-        if self.log_elsewhere && msgs.iter().any(|m| m.session_type == SessionType::Single) {
+        // Only the log's owner knows every dedupe key (see `dedupe`), and it
+        // hands out the one-to-one ids.
+        if self.log_elsewhere {
             return Err(StoreError::LogElsewhere);
         }
         // Group messages (and the in-memory store) go straight into the
         // tables, after everything logged before them.
         let mut inner = self.lock()?;
-        store_in_tables(&mut inner, msgs, now)
+        store_in_tables(&mut inner, &self.dedupe, msgs, now)
     }
 
     fn message_list(

@@ -454,10 +454,12 @@ fn keys_are_forgotten_after_a_day() {
     assert_eq!(rows, 1);
 }
 
+/// The table keeps the newest keys (the index in memory has its own bound,
+/// tested in `sqlite::dedupe`), and a restart remembers what it kept.
 #[test]
 fn the_key_table_is_bounded() {
     let clock = TestClock::new(1_000);
-    let (_dir, store) = temp_store(&clock);
+    let (dir, store) = temp_store(&clock);
     for k in 0..5u8 {
         store.store_message(&keyed(1, 2, "x", k)).unwrap();
     }
@@ -473,6 +475,8 @@ fn the_key_table_is_bounded() {
             .unwrap();
         assert_eq!(left, [vec![2u8; 16], vec![3; 16], vec![4; 16]]);
     }
+    drop(store);
+    let store = SqliteStore::open_with(dir.path().join("data"), clock.options()).expect("reopen");
     // The oldest keys are forgotten: their resends are stored anew.
     assert!(
         !store
@@ -762,6 +766,15 @@ fn a_second_process_on_the_store_leaves_the_log_to_its_owner() {
     let id = other.add_user(&user("late"), &md5hex(b"pw")).unwrap();
     assert!(matches!(
         other.store_message(&msg(1, 2, "from elsewhere")),
+        Err(StoreError::LogElsewhere)
+    ));
+    // Nor group messages: only the owner's dedupe index knows every key.
+    let to_group = NewMessage {
+        session_type: SessionType::Group,
+        ..msg(1, 2, "to a group from elsewhere")
+    };
+    assert!(matches!(
+        other.store_message(&to_group),
         Err(StoreError::LogElsewhere)
     ));
     drop(other);

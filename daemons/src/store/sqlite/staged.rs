@@ -31,10 +31,12 @@
 //! # What the state holds
 //!
 //! For the logged messages not yet applied only (bounded by
-//! [`MAX_BACKLOG`]): each conversation's last id handed out, and each dedupe
-//! key, so ids continue and a resend is recognised before its first copy
-//! reaches SQLite. Everything else is looked up in SQLite on a connection of
-//! the log's own, read-only, which never waits for the applier's.
+//! [`MAX_BACKLOG`]): each conversation's last id handed out, so ids continue
+//! before the first of them reaches SQLite; other conversations' last ids are
+//! looked up in SQLite on a connection of the log's own, read-only, which
+//! never waits for the applier's. Resends are recognised by the store's
+//! in-memory dedupe index ([`super::dedupe`]), which remembers a key as soon
+//! as its message is logged.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,10 +48,11 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::super::{
     MsgId, NewMessage, SessionType, StoreError, StoreResult, Stored, StoredMessage, UserId,
 };
+use super::dedupe::{self, DedupeIndex};
 use super::journal::{self, Entry, Journal};
 use super::{
-    COUNT_UNREAD_SQL, CREATE_RELATION_SQL, INSERT_MESSAGE_SQL, Inner, MAX_DEDUPE_KEYS,
-    TOUCH_SESSION_SQL, check_message, dedupe_cutoff, pair, prune_dedupe, sql, stored_dedupe_key,
+    COUNT_UNREAD_SQL, CREATE_RELATION_SQL, INSERT_DEDUPE_SQL, INSERT_MESSAGE_SQL, Inner,
+    MAX_DEDUPE_KEYS, TOUCH_SESSION_SQL, check_message, pair, prune_dedupe, sql,
 };
 #[cfg(doc)]
 use crate::store::DEDUPE_WINDOW_SECS;
@@ -67,9 +70,6 @@ pub(crate) const MAX_BACKLOG: usize = 65_536;
 const MAX_BACKLOG_BYTES: usize = 64 << 20;
 /// Wait before retrying an apply that failed (doubling to 5 s).
 const RETRY_FIRST: Duration = Duration::from_millis(100);
-
-/// Key of a dedupe entry: sender, recipient, key.
-type DedupeKey = (UserId, UserId, Vec<u8>);
 
 /// Creates the table holding the last applied sequence number (migration 6).
 pub(crate) const MIGRATION: &str = "
@@ -111,9 +111,10 @@ struct State {
     /// Last id handed out per conversation (smaller id, larger id) among
     /// the logged messages not yet applied.
     last_ids: HashMap<(UserId, UserId), MsgId>,
-    /// Dedupe keys among them, with their message's id and when it was
-    /// logged (a key counts for [`DEDUPE_WINDOW_SECS`] after that).
-    keys: HashMap<DedupeKey, (MsgId, u32)>,
+    /// The store's dedupe index: a logged message's key is remembered there
+    /// as soon as its append is durable (a key counts for
+    /// [`DEDUPE_WINDOW_SECS`] after that).
+    dedupe: Arc<Mutex<DedupeIndex>>,
     /// Sequence number of the last record appended.
     last_seq: u64,
     /// Someone waits in `flush`: apply without waiting for more.
@@ -154,6 +155,7 @@ impl MessageLog {
         dir: &Path,
         writer: &mut Connection,
         lookup: Connection,
+        dedupe: Arc<Mutex<DedupeIndex>>,
     ) -> StoreResult<Self> {
         let recovered = journal::recover(dir)?;
         let old = journal::segments(dir)?;
@@ -189,7 +191,7 @@ impl MessageLog {
                 oldest: None,
                 applying: 0,
                 last_ids: HashMap::new(),
-                keys: HashMap::new(),
+                dedupe,
                 last_seq,
                 urgent: false,
                 failure: None,
@@ -298,7 +300,9 @@ impl State {
         // Ids and keys of this batch, merged into the state only once the
         // append succeeded.
         let mut batch_ids: HashMap<(UserId, UserId), MsgId> = HashMap::new();
-        let mut batch_keys: HashMap<DedupeKey, (MsgId, u32)> = HashMap::new();
+        let mut batch_keys: HashMap<dedupe::Name, MsgId> = HashMap::new();
+        let index = self.dedupe.clone();
+        let index = index.lock().unwrap_or_else(PoisonError::into_inner);
         // One read transaction for the batch's lookups: SQLite takes its file
         // locks once instead of around every statement (they were 4 % of the
         // store thread's time, `fcntl` calls, at 40,000 messages/s).
@@ -312,17 +316,15 @@ impl State {
                 continue;
             }
             let key = msg.dedupe_key.as_deref().filter(|k| !k.is_empty());
-            if let Some(key) = key {
-                let k = (msg.from, msg.to, key.to_vec());
-                let known = match batch_keys.get(&k).or_else(|| self.keys.get(&k)) {
-                    Some(&(id, at)) => (at >= dedupe_cutoff(now)).then_some(id),
-                    // Not logged: SQLite knows it if anyone does.
-                    None => stored_key(&reading, msg.from, msg.to, key, now)?,
-                };
-                if let Some(id) = known {
-                    out.push(Ok(Stored::Duplicate(id)));
-                    continue;
-                }
+            let name = key.map(|k| dedupe::name(SessionType::Single, msg.from, msg.to, k));
+            if let Some(name) = &name
+                && let Some(id) = batch_keys
+                    .get(name)
+                    .copied()
+                    .or_else(|| index.find(name, now))
+            {
+                out.push(Ok(Stored::Duplicate(id)));
+                continue;
             }
             let conv = pair(msg.from, msg.to);
             let last = match batch_ids.get(&conv).or_else(|| self.last_ids.get(&conv)) {
@@ -334,8 +336,8 @@ impl State {
                 continue;
             };
             batch_ids.insert(conv, msg_id);
-            if let Some(key) = key {
-                batch_keys.insert((msg.from, msg.to, key.to_vec()), (msg_id, now));
+            if let Some(name) = name {
+                batch_keys.insert(name, msg_id);
             }
             fresh.push(Entry {
                 from: msg.from,
@@ -365,7 +367,11 @@ impl State {
         self.segment.append(seq, &fresh)?;
         self.last_seq = seq;
         self.last_ids.extend(batch_ids);
-        self.keys.extend(batch_keys);
+        let mut index = index;
+        for (name, id) in batch_keys {
+            index.remember(name, id, now);
+        }
+        drop(index);
         self.entry_bytes += fresh.iter().map(|e| e.data.len()).sum::<usize>();
         if self.entries.is_empty() {
             self.oldest = Some(crate::clock::now());
@@ -404,19 +410,13 @@ impl State {
         Ok((entries, std::mem::take(&mut self.closed), self.last_seq))
     }
 
-    /// After a successful apply: forgets the ids and keys that SQLite now
-    /// holds (unless a later message of the conversation is still logged).
+    /// After a successful apply: forgets the ids that SQLite now holds
+    /// (unless a later message of the conversation is still logged).
     fn applied(&mut self, entries: &[Entry]) {
         for e in entries {
             let conv = pair(e.from, e.to);
             if self.last_ids.get(&conv) == Some(&e.msg_id) {
                 self.last_ids.remove(&conv);
-            }
-            if let Some(key) = &e.key {
-                let k = (e.from, e.to, key.clone());
-                if self.keys.get(&k).is_some_and(|&(id, _)| id == e.msg_id) {
-                    self.keys.remove(&k);
-                }
             }
         }
     }
@@ -525,20 +525,6 @@ pub(crate) fn spawn_applier(
         })
 }
 
-/// The id under which `key` was stored for `from` → `to` within the dedupe
-/// window, read-only (an expired key is replaced when its new message is
-/// applied).
-fn stored_key(
-    conn: &Connection,
-    from: UserId,
-    to: UserId,
-    key: &[u8],
-    now: u32,
-) -> StoreResult<Option<MsgId>> {
-    let found = stored_dedupe_key(conn, SessionType::Single, from, to, key)?;
-    Ok(found.and_then(|(id, created)| (created >= dedupe_cutoff(now)).then_some(id)))
-}
-
 /// The conversation's last id in SQLite (0 when it never had a message).
 fn stored_last_id(conn: &Connection, (small, big): (UserId, UserId)) -> StoreResult<MsgId> {
     conn.prepare_cached("SELECT last_msg_id FROM relation WHERE small_id = ?1 AND big_id = ?2")
@@ -608,12 +594,7 @@ fn write_entries(conn: &Connection, entries: &[Entry]) -> StoreResult<()> {
             .prepare_cached(INSERT_MESSAGE_SQL)
             .map_err(sql("inserting message"))?;
         let mut remember = conn
-            .prepare_cached(
-                "INSERT INTO message_dedupe (session_type, from_id, to_id, key, msg_id, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (session_type, from_id, to_id, key)
-                 DO UPDATE SET msg_id = excluded.msg_id, created = excluded.created",
-            )
+            .prepare_cached(INSERT_DEDUPE_SQL)
             .map_err(sql("remembering dedupe key"))?;
         let single = SessionType::Single.as_u32();
         for e in entries {
