@@ -106,8 +106,9 @@ pub const MAX_LIST_BODY_BYTES: usize = 1 << 20;
 /// within this time is not stored again (see [`NewMessage::dedupe_key`]).
 pub const DEDUPE_WINDOW_SECS: u32 = 24 * 60 * 60;
 /// Most dedupe keys remembered: beyond this the oldest are forgotten
-/// even within [`DEDUPE_WINDOW_SECS`] (a million keys is a few tens of MB;
-/// resends come within minutes, so the window that matters stays covered).
+/// even within [`DEDUPE_WINDOW_SECS`] (the SQLite store holds them in
+/// memory, about 75 MiB for a million; resends come within minutes, so the
+/// window that matters stays covered).
 pub const MAX_DEDUPE_KEYS: u64 = 1_000_000;
 /// Longest dedupe key accepted, in bytes (msg_server sends 16).
 pub const MAX_DEDUPE_KEY_LEN: usize = 32;
