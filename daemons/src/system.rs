@@ -419,6 +419,7 @@ pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     let lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
     let options = StoreOptions {
         hash_params: cfg.hash_params,
+        applier_nice: crate::store::SERVING_APPLIER_NICE,
         ..StoreOptions::default()
     };
     let store: Arc<dyn Store> = match &cfg.mysql {

@@ -251,6 +251,7 @@ fn start_daemon(
             // Passwords the admin API sets are hashed at the conf's cost.
             let store_options = crate::store::StoreOptions {
                 hash_params: cfg.hash_params,
+                applier_nice: cfg.applier_nice,
                 ..crate::store::StoreOptions::default()
             };
             if let Some(mysql) = cfg.mysql.clone() {
@@ -384,6 +385,8 @@ dbproxyserver.conf keys (TeamTalk's, then ours):
   UtcOffsetMinutes=N                        time zone of dates, minutes east of UTC
   Argon2MemoryKiB=KIB, Argon2Passes=N       Argon2id cost of passwords the admin API sets
                                             (default 19456 and 2; a login not in the cache pays it)
+  ApplierNice=0..19                         CPU priority of the SQLite store's applier thread
+                                            (default 19, the lowest: acknowledgements go first)
   PeerTlsCertFile, PeerTlsKeyFile, PeerTlsCaFile, PeerTlsClientAuth, PeerTlsServerName
                                             TLS on the msg_server port
 ";

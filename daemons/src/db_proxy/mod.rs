@@ -122,6 +122,11 @@ pub struct DbProxyConfig {
     /// restart costs one check at the cost their hash was made with
     /// (docs/performance.md, "First logins of Argon2 users").
     pub hash_params: crate::password::HashParams,
+    /// Nice value of the SQLite store's applier thread: our own conf key
+    /// `ApplierNice` (0–19), default
+    /// [`SERVING_APPLIER_NICE`](crate::store::SERVING_APPLIER_NICE). The
+    /// caller opens the store with it.
+    pub applier_nice: i32,
 }
 
 impl DbProxyConfig {
@@ -140,6 +145,7 @@ impl DbProxyConfig {
             peer_tls: None,
             mysql: None,
             hash_params: crate::password::HashParams::RECOMMENDED,
+            applier_nice: crate::store::SERVING_APPLIER_NICE,
         }
     }
 }
@@ -201,6 +207,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "PeerTlsServerName",
     "Argon2MemoryKiB",
     "Argon2Passes",
+    "ApplierNice",
 ];
 /// Keys of the C++ conf that mean nothing here: the thread pool (we use one
 /// ordered worker), the msfs site and the AES key (db_proxy never
@@ -323,6 +330,12 @@ pub fn config_from_conf(conf: &Conf) -> Result<DbProxyConfig, DaemonError> {
         config.options.utc_offset_secs = i32::from(minutes) * 60;
     }
     config.hash_params = hash_params_from_conf(conf)?;
+    if let Some(nice) = conf.get_parsed::<i32>("ApplierNice")? {
+        if !(0..=19).contains(&nice) {
+            return Err(conf.invalid_value("ApplierNice", "must be 0 to 19").into());
+        }
+        config.applier_nice = nice;
+    }
     config.admin = crate::runtime::admin::listen_from_conf(conf)?;
     config.admin_token = conf.get("AdminToken").map(str::to_owned);
     config.peer_tls = crate::route::peer_tls(conf).map_err(|e| DaemonError::Config {

@@ -146,6 +146,7 @@ impl DbProxyFuzz {
         let options = StoreOptions {
             hash_params: HashParams::INSECURE_FAST,
             clock: Arc::new(move || c.load(Ordering::Relaxed)),
+            applier_nice: 0,
         };
         let store = open(options)?;
         if store.user_count()? == 0 {

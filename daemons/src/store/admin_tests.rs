@@ -12,6 +12,7 @@ fn options() -> StoreOptions {
     StoreOptions {
         hash_params: HashParams::INSECURE_FAST,
         clock: Arc::new(|| 1_000),
+        applier_nice: 0,
     }
 }
 

@@ -185,6 +185,7 @@ mod tests {
         let store = SqliteStore::open_in_memory(StoreOptions {
             hash_params: HashParams::INSECURE_FAST,
             clock: Arc::new(move || c.load(Ordering::SeqCst)),
+            applier_nice: 0,
         })
         .unwrap();
         (store, clock)

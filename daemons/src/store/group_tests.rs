@@ -23,6 +23,7 @@ impl TestClock {
         StoreOptions {
             hash_params: HashParams::INSECURE_FAST,
             clock: Arc::new(move || c.load(Ordering::SeqCst)),
+            applier_nice: 0,
         }
     }
 }

@@ -72,8 +72,8 @@ pub use mysql_redis::{MysqlConfig, MysqlStore, RedisUrls};
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use sqlite::check_message_log_scan;
 pub use sqlite::{
-    Clock, DB_FILE_NAME, JOURNAL_FILE_PREFIX, LOG_LOCK_FILE_NAME, OpenMode, SqliteStore,
-    StoreOptions,
+    Clock, DB_FILE_NAME, JOURNAL_FILE_PREFIX, LOG_LOCK_FILE_NAME, OpenMode, SERVING_APPLIER_NICE,
+    SqliteStore, StoreOptions,
 };
 
 use crate::password::PasswordError;

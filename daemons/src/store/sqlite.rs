@@ -249,19 +249,32 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// A source of wall-clock time in Unix seconds, for `created`/`updated` columns.
 pub type Clock = Arc<dyn Fn() -> u32 + Send + Sync>;
 
-/// How a [`SqliteStore`] hashes passwords and tells time.
+/// The nice value the serving daemons give the message log's applier
+/// thread (db_proxy_server's `ApplierNice` default, `teamtalk up`): the
+/// lowest priority, so that on a busy machine the threads acknowledging
+/// messages go first (docs/performance.md, "The applier's priority").
+pub const SERVING_APPLIER_NICE: i32 = 19;
+
+/// How a [`SqliteStore`] hashes passwords, tells time and runs its applier.
 #[derive(Clone)]
 pub struct StoreOptions {
     /// Argon2 costs for new password hashes.
     pub hash_params: HashParams,
     /// Wall clock; tests inject a fixed one so timestamps are predictable.
     pub clock: Clock,
+    /// Nice value of the message log's applier thread (Linux; 0 leaves it
+    /// as any thread). An apply is a burst of CPU every 100 ms; a higher
+    /// value keeps it off the cores acknowledgements need, and the log's
+    /// backlog bound makes storing wait if the applier falls too far
+    /// behind. See [`SERVING_APPLIER_NICE`].
+    pub applier_nice: i32,
 }
 
 impl std::fmt::Debug for StoreOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreOptions")
             .field("hash_params", &self.hash_params)
+            .field("applier_nice", &self.applier_nice)
             .finish_non_exhaustive()
     }
 }
@@ -271,6 +284,7 @@ impl Default for StoreOptions {
         Self {
             hash_params: HashParams::RECOMMENDED,
             clock: Arc::new(system_clock),
+            applier_nice: 0,
         }
     }
 }
@@ -677,7 +691,11 @@ impl SqliteStore {
                 self.dedupe.clone(),
             )?)
         };
-        self.applier = Some(staged::spawn_applier(log.clone(), self.inner.clone())?);
+        self.applier = Some(staged::spawn_applier(
+            log.clone(),
+            self.inner.clone(),
+            self.options.applier_nice,
+        )?);
         self.log = Some(log);
         Ok(())
     }

@@ -24,6 +24,7 @@ impl TestClock {
         StoreOptions {
             hash_params: HashParams::INSECURE_FAST,
             clock: Arc::new(move || c.load(Ordering::SeqCst)),
+            applier_nice: 0,
         }
     }
 }
@@ -750,6 +751,43 @@ fn many_batches_are_applied_and_ids_continue_through_applies() {
         store.store_message(&msg(2, 1, "back")).unwrap().msg_id(),
         end + 1
     );
+}
+
+/// The applier runs at the nice value the options give it (Linux), read
+/// back from `/proc` (the thread sets it itself as it starts).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_applier_runs_at_the_nice_value_it_is_given() {
+    let clock = TestClock::new(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        applier_nice: 13,
+        ..clock.options()
+    };
+    let _store = SqliteStore::open_with(dir.path().join("data"), options).unwrap();
+    // Field 19 of a thread's stat is its nice value; other tests' appliers
+    // run at 0, so a store-applier at 13 is this one.
+    let appliers_at_13 = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let t = t.ok()?.path();
+                let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+                let after_name = stat.rsplit_once(')')?.1;
+                let nice: i32 = after_name.split_whitespace().nth(16)?.parse().ok()?;
+                (comm.trim() == "store-applier" && nice == 13).then_some(())
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while appliers_at_13() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no store-applier thread at nice 13"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]

@@ -317,6 +317,7 @@ mod tests {
         let store = crate::store::SqliteStore::open_in_memory(crate::store::StoreOptions {
             hash_params: crate::password::HashParams::INSECURE_FAST,
             clock: std::sync::Arc::new(|| 0),
+            applier_nice: 0,
         })
         .unwrap();
         let proxy = DbProxy::new(std::sync::Arc::new(store));

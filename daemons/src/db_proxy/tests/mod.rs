@@ -118,6 +118,7 @@ fn seeded_store(clock: &TestClock) -> SqliteStore {
     let store = SqliteStore::open_in_memory(StoreOptions {
         hash_params: HashParams::INSECURE_FAST,
         clock: clock.clock(),
+        applier_nice: 0,
     })
     .unwrap();
     store.add_department("dev", 0, 0).unwrap();

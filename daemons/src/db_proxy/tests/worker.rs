@@ -309,6 +309,23 @@ fn argon2_cost_from_conf() {
     }
 }
 
+#[test]
+fn applier_nice_from_conf() {
+    let parse = |text: &str| {
+        config_from_conf(&crate::conf::Conf::parse_str(text, "dbproxyserver.conf").unwrap())
+    };
+    assert_eq!(
+        parse("").unwrap().applier_nice,
+        crate::store::SERVING_APPLIER_NICE
+    );
+    assert_eq!(parse("ApplierNice=0\n").unwrap().applier_nice, 0);
+    assert_eq!(parse("ApplierNice=7\n").unwrap().applier_nice, 7);
+    for text in ["ApplierNice=20\n", "ApplierNice=-1\n", "ApplierNice=low\n"] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("ApplierNice"), "{text:?}: {err}");
+    }
+}
+
 // ------------------------------------------------------------ loopback
 
 #[test]

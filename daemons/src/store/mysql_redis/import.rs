@@ -519,6 +519,7 @@ mod tests {
         StoreOptions {
             hash_params: HashParams::INSECURE_FAST,
             clock: Arc::new(|| 1_700_000_000),
+            applier_nice: 0,
         }
     }
 

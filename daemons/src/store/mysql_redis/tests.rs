@@ -13,6 +13,7 @@ fn options() -> StoreOptions {
     StoreOptions {
         hash_params: HashParams::INSECURE_FAST,
         clock: Arc::new(|| 2_000_000_000),
+        applier_nice: 0,
     }
 }
 

@@ -426,7 +426,8 @@ impl State {
 /// one transaction on the store's writer connection, removes the segments
 /// they were in, and wakes whoever waits. Ends when the store closes, after
 /// applying the rest.
-pub(crate) fn run_applier(log: &MessageLog, inner: &Mutex<Inner>) {
+pub(crate) fn run_applier(log: &MessageLog, inner: &Mutex<Inner>, nice: i32) {
+    lower_priority(nice);
     let mut retry = RETRY_FIRST;
     loop {
         let mut st = lock(&log.state);
@@ -510,14 +511,38 @@ pub(crate) fn run_applier(log: &MessageLog, inner: &Mutex<Inner>) {
     }
 }
 
+/// Gives the calling thread (the applier) the nice value `nice`
+/// ([`StoreOptions::applier_nice`](super::StoreOptions::applier_nice)).
+///
+/// An apply is a burst of CPU every [`APPLY_AFTER`] on a machine whose
+/// other threads carry acknowledgements; at nice 0 it took a core from
+/// them for a few milliseconds each time, and the messages arriving then
+/// waited. The applier still gets every idle cycle, and if other work
+/// keeps every core busy the backlog bound ([`MAX_BACKLOG`]) makes logging
+/// wait for it, so it cannot fall behind without limit. Failing to set it
+/// is harmless: the applier then competes as any thread does.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice != 0 {
+        // On Linux a thread id names that one thread to `setpriority`.
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+            tracing::warn!(error = %e, nice, "message log: cannot set the applier's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 /// Starts the applier of `log` on its own thread.
 pub(crate) fn spawn_applier(
     log: Arc<MessageLog>,
     inner: Arc<Mutex<Inner>>,
+    nice: i32,
 ) -> StoreResult<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("store-applier".into())
-        .spawn(move || run_applier(&log, &inner))
+        .spawn(move || run_applier(&log, &inner, nice))
         .map_err(|source| StoreError::Journal {
             path: PathBuf::new(),
             what: "starting the message log's applier thread",
