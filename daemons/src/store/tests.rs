@@ -780,10 +780,10 @@ fn the_applier_runs_at_the_nice_value_it_is_given() {
             })
             .count()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = crate::clock::now() + std::time::Duration::from_secs(10);
     while appliers_at_13() == 0 {
         assert!(
-            std::time::Instant::now() < deadline,
+            crate::clock::now() < deadline,
             "no store-applier thread at nice 13"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
