@@ -69,6 +69,7 @@ use teamtalk_proto::pb::im::message::ImMsgData;
 use teamtalk_proto::{Command, Pdu};
 
 use super::hist::Histogram;
+use super::pace::Pacer;
 use crate::clock;
 use crate::tools::client::Assigner;
 
@@ -583,6 +584,8 @@ struct Flow {
     /// Pairs: what the receiver got.
     delivered: BitSet,
     delivered_count: u64,
+    /// Its share of the worker's `--rate`, if paced.
+    pacer: Option<Pacer>,
 }
 
 impl Flow {
@@ -768,7 +771,6 @@ struct Worker {
     counts: Counts,
     result: WorkerResult,
     settle_start: Option<Instant>,
-    run_start: Option<Instant>,
     rr: usize,
 }
 
@@ -812,6 +814,7 @@ impl Worker {
             sent_count: 0,
             delivered: BitSet::default(),
             delivered_count: 0,
+            pacer: None,
         };
         let mut flows = Vec::with_capacity(plan.pairs.len() + plan.members.len());
         for &(s, r, pid) in &plan.pairs {
@@ -848,6 +851,14 @@ impl Worker {
                 received_count: 0,
                 duplicates: 0,
             });
+        }
+        // Each sender gets an even share of the worker's rate, paced on its
+        // own (see the pace module for why not from a shared budget).
+        if let Some(rate) = cfg.rate {
+            let share = rate / flows.len().max(1) as f64;
+            for f in &mut flows {
+                f.pacer = Some(Pacer::new(share));
+            }
         }
         let creates = plan
             .creates
@@ -927,7 +938,6 @@ impl Worker {
             counts: Counts::default(),
             result: WorkerResult::default(),
             settle_start: None,
-            run_start: None,
             rr: 0,
         }
     }
@@ -946,11 +956,7 @@ impl Worker {
                     self.start_connects(now);
                     self.settle(now);
                 }
-                _ => {
-                    if self.run_start.is_none() {
-                        self.run_start = Some(now);
-                    }
-                }
+                _ => {}
             }
             let wait = if phase == RUN && self.cfg.rate.is_some() {
                 Duration::from_millis(1)
@@ -1658,38 +1664,40 @@ impl Worker {
         self.request(i, id, pdu, now);
     }
 
-    /// Sends while windows and the rate allow, round-robin over flows; one
-    /// reactor command per sender per round.
+    /// Sends while windows and each sender's pacer allow, round-robin
+    /// over flows; one reactor command per sender per round.
     fn fill(&mut self, now: Instant) {
         let n = self.flows.len();
         if n == 0 || self.cfg.window == 0 {
             return;
         }
-        let handed: u64 = self.counts.sent
-            + self
-                .flows
-                .iter()
-                .map(|p| p.awaiting_seq as u64)
-                .sum::<u64>();
-        let mut budget = match (self.cfg.rate, self.run_start) {
-            (Some(rate), Some(start)) => {
-                let allowed = (now.duration_since(start).as_secs_f64() * rate) as u64;
-                allowed.saturating_sub(handed)
-            }
-            _ => u64::MAX,
-        };
         let ready: Vec<bool> = self.flows.iter().map(|f| self.can_send(f)).collect();
+        // What each flow may send now: its window's room, and under
+        // `--rate` its pacer's tokens (which refill even while it cannot
+        // send, up to the pacer's small burst).
+        let mut allowed: Vec<u64> = self
+            .flows
+            .iter_mut()
+            .map(|f| {
+                let paced = f.pacer.as_mut().map_or(u64::MAX, |p| p.available(now));
+                let room = self.cfg.window.saturating_sub(f.in_window()) as u64;
+                paced.min(room)
+            })
+            .collect();
         let mut batches: Vec<Vec<u64>> = vec![Vec::new(); n];
         let mut idle = 0;
-        while budget > 0 && idle < n {
+        while idle < n {
             let p = self.rr;
             self.rr = (self.rr + 1) % n;
             let flow = &mut self.flows[p];
-            if ready[p] && flow.in_window() < self.cfg.window {
+            if ready[p] && allowed[p] > 0 {
                 batches[p].push(flow.next);
                 flow.next += 1;
                 flow.awaiting_seq += 1;
-                budget -= 1;
+                allowed[p] -= 1;
+                if let Some(pacer) = flow.pacer.as_mut() {
+                    pacer.take(1);
+                }
                 idle = 0;
             } else {
                 idle += 1;

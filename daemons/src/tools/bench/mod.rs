@@ -40,6 +40,7 @@ mod group;
 pub mod hist;
 mod login;
 mod msg;
+mod pace;
 mod report;
 
 use std::io::Write;
@@ -145,8 +146,9 @@ pub struct MsgArgs {
     /// Seconds of sending.
     #[arg(long, default_value = "10", value_parser = secs)]
     pub duration: Duration,
-    /// Pace all senders together to this many messages per second
-    /// (default: as fast as the windows allow).
+    /// Pace all senders together to this many messages per second, each
+    /// sender to an even share on its own, never above it (default: as
+    /// fast as the windows allow).
     #[arg(long)]
     pub rate: Option<f64>,
     /// Worker threads, each owning many connections.
@@ -281,7 +283,9 @@ pub struct GroupArgs {
     #[arg(long, default_value_t = 8)]
     pub window: u32,
     /// Pace all senders together to this many messages per second (each
-    /// makes M-1 deliveries; default: as fast as the windows allow).
+    /// makes M-1 deliveries), each sender to an even share on its own,
+    /// never above it: against TeamTalk's msg_server keep the share under
+    /// its 20 messages/s per user (default: as fast as the windows allow).
     #[arg(long)]
     pub rate: Option<f64>,
     /// Message body (`msg_data`) size in bytes; at least 24.
