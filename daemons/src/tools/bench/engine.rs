@@ -856,8 +856,9 @@ impl Worker {
         // own (see the pace module for why not from a shared budget).
         if let Some(rate) = cfg.rate {
             let share = rate / flows.len().max(1) as f64;
-            for f in &mut flows {
-                f.pacer = Some(Pacer::new(share));
+            let n = flows.len().max(1) as f64;
+            for (i, f) in flows.iter_mut().enumerate() {
+                f.pacer = Some(Pacer::staggered(share, i as f64 / n));
             }
         }
         let creates = plan

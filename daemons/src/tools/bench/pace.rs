@@ -46,6 +46,21 @@ impl Pacer {
         }
     }
 
+    /// A pacer whose first message is due `phase` (0 to 1) of an interval
+    /// later than [`Pacer::new`]'s: senders given phases spread evenly send
+    /// in turn instead of all in the same instant (which measured queueing
+    /// in bursts: at 250 senders × 20/s, p50 3.8 ms instead of 0.36).
+    pub(crate) fn staggered(per_sec: f64, phase: f64) -> Self {
+        let mut p = Self::new(per_sec);
+        p.tokens = 1.0
+            - if phase.is_finite() {
+                phase.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+        p
+    }
+
     /// The most messages held at once: what a sender may send at one
     /// instant after it could not send for a while.
     #[cfg(test)]
@@ -74,6 +89,31 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staggered_pacers_take_turns() {
+        let start = crate::clock::now();
+        let n = 4;
+        let mut pacers: Vec<Pacer> = (0..n)
+            .map(|i| Pacer::staggered(10.0, f64::from(i) / f64::from(n)))
+            .collect();
+        // At 10/s an interval is 100 ms: pacer i's first token comes at
+        // i × 25 ms, so each 5 ms step finds at most one pacer ready.
+        let mut first = vec![None; pacers.len()];
+        for step in 0..40u64 {
+            let now = start + Duration::from_millis(step * 5);
+            let mut ready = 0;
+            for (i, p) in pacers.iter_mut().enumerate() {
+                if p.available(now) > 0 {
+                    p.take(1);
+                    ready += 1;
+                    first[i].get_or_insert(step * 5);
+                }
+            }
+            assert!(ready <= 1, "step {step}: {ready} pacers at once");
+        }
+        assert_eq!(first, [Some(0), Some(25), Some(50), Some(75)]);
+    }
 
     /// Drives a pacer every `tick` for `secs`, sending whatever it allows
     /// while `can_send(t)` holds; returns the send times (from start).
