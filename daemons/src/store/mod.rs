@@ -484,6 +484,21 @@ pub struct NewMessage {
     pub dedupe_key: Option<Vec<u8>>,
 }
 
+impl NewMessage {
+    /// This message as stored under `msg_id`.
+    #[must_use]
+    pub fn stored_as(&self, msg_id: MsgId) -> StoredMessage {
+        StoredMessage {
+            msg_id,
+            from: self.from,
+            to: self.to,
+            msg_type: self.msg_type,
+            create_time: self.create_time,
+            data: self.data.clone(),
+        }
+    }
+}
+
 /// What storing one message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {

@@ -1199,14 +1199,7 @@ fn insert_message(conn: &Connection, msg: &NewMessage, now: u32) -> StoreResult<
     touch
         .execute(params![msg.to, msg.from, single, now])
         .map_err(sql("updating recipient session"))?;
-    Ok(StoredMessage {
-        msg_id,
-        from: msg.from,
-        to: msg.to,
-        msg_type: msg.msg_type,
-        create_time: msg.create_time,
-        data: msg.data.clone(),
-    })
+    Ok(msg.stored_as(msg_id))
 }
 
 /// Stores a batch straight into the tables in one transaction: a savepoint

@@ -816,14 +816,7 @@ impl MysqlStore {
                 Err(e) => return Err(my("remembering a dedupe key")(e)),
             }
         }
-        Ok(Stored::New(StoredMessage {
-            msg_id,
-            from: msg.from,
-            to: msg.to,
-            msg_type: msg.msg_type,
-            create_time: msg.create_time,
-            data: msg.data.clone(),
-        }))
+        Ok(Stored::New(msg.stored_as(msg_id)))
     }
 
     /// Both parties' session rows of single messages, `pairs` sorted, in
@@ -1312,14 +1305,7 @@ impl MysqlStore {
                     from: m.from,
                 },
             });
-            res[i] = Some(Ok(Stored::New(StoredMessage {
-                msg_id: id,
-                from: m.from,
-                to: m.to,
-                msg_type: m.msg_type,
-                create_time: m.create_time,
-                data: m.data.clone(),
-            })));
+            res[i] = Some(Ok(Stored::New(m.stored_as(id))));
         }
         Ok(Some((res, after)))
     }

@@ -119,14 +119,7 @@ pub(super) fn insert_group_message(
     )
     .and_then(|mut s| s.execute(params![msg.to, msg.from, msg_id]))
     .map_err(sql("moving the sender's read point"))?;
-    Ok(StoredMessage {
-        msg_id,
-        from: msg.from,
-        to: msg.to,
-        msg_type: msg.msg_type,
-        create_time: msg.create_time,
-        data: msg.data.clone(),
-    })
+    Ok(msg.stored_as(msg_id))
 }
 
 /// The group's latest message if it is newer than `floor`; empty otherwise.

@@ -45,9 +45,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::super::{
-    MsgId, NewMessage, SessionType, StoreError, StoreResult, Stored, StoredMessage, UserId,
-};
+use super::super::{MsgId, NewMessage, SessionType, StoreError, StoreResult, Stored, UserId};
 use super::dedupe::{self, DedupeIndex};
 use super::journal::{self, Entry, Journal};
 use super::{
@@ -349,14 +347,7 @@ impl State {
                 key: key.map(<[u8]>::to_vec),
                 data: msg.data.clone(),
             });
-            out.push(Ok(Stored::New(StoredMessage {
-                msg_id,
-                from: msg.from,
-                to: msg.to,
-                msg_type: msg.msg_type,
-                create_time: msg.create_time,
-                data: msg.data.clone(),
-            })));
+            out.push(Ok(Stored::New(msg.stored_as(msg_id))));
         }
         // A read: ending it by rollback releases the snapshot the same way.
         drop(reading);
