@@ -83,6 +83,11 @@ pub enum NetError {
     /// `exec` closure), where waiting for the reply would deadlock.
     #[error("open called on a reactor thread")]
     OnReactorThread,
+    /// [`Handle::set_pump`] on a reactor with more than one shard: a pump
+    /// runs on the thread that owns every connection, so there must be
+    /// exactly one.
+    #[error("a pump needs a reactor with exactly one shard")]
+    PumpNeedsOneShard,
     /// Setting up a socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -114,6 +119,8 @@ pub(crate) enum Cmd<M> {
         machine: M,
         source: Option<SourceSlot>,
     },
+    /// Run this pump after every round from now on.
+    Pump(Box<dyn crate::Pump>),
     /// Stop accepting, flush, exit.
     Shutdown,
 }
@@ -269,6 +276,36 @@ where
         self.pick_shard()
             .send(Cmd::Listen(listener, Box::new(factory), limit))?;
         Ok(local)
+    }
+
+    /// Installs `pump` on the reactor's only shard: from now on the shard
+    /// thread runs it after every round (see [`Pump`](crate::Pump)),
+    /// replacing any pump installed before.
+    ///
+    /// # Errors
+    ///
+    /// [`NetError::PumpNeedsOneShard`] when the reactor has more than one
+    /// shard, [`NetError::Stopped`] when it no longer runs.
+    pub fn set_pump(&self, pump: Box<dyn crate::Pump>) -> Result<(), NetError> {
+        if self.shards.len() != 1 {
+            return Err(NetError::PumpNeedsOneShard);
+        }
+        self.shards[0].send(Cmd::Pump(pump))
+    }
+
+    /// Wakes every shard, so its pump runs soon: for whoever queued work
+    /// for a pump somewhere the shard does not watch (a channel of its
+    /// own). Always one wake-up syscall per shard, even when a wake-up is
+    /// already outstanding, so a pump mid-round cannot miss it.
+    ///
+    /// # Errors
+    ///
+    /// [`NetError::Stopped`] when the reactor no longer runs.
+    pub fn wake(&self) -> Result<(), NetError> {
+        for shard in self.shards.iter() {
+            shard.waker.wake().map_err(|_| NetError::Stopped)?;
+        }
+        Ok(())
     }
 
     /// The reactor's counters right now.

@@ -125,6 +125,7 @@
 mod clock;
 mod handle;
 mod limits;
+mod pump;
 mod reactor;
 pub mod socket;
 mod source;
@@ -136,6 +137,7 @@ mod txqueue;
 
 pub use handle::{ConnId, Handle, NetError, NetEvent};
 pub use limits::raise_fd_limit;
+pub use pump::{Pump, Pumped};
 pub use reactor::{DEFAULT_ADOPT_SLACK, EventRx, Reactor, ReactorConfig};
 pub use source::{ListenOptions, source_key};
 pub use stats::{Stats, StatsSnapshot};

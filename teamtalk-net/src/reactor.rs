@@ -187,6 +187,9 @@ where
                 accept_pending: Vec::new(),
                 accept_retry_at: None,
                 more_cmds: false,
+                pump: None,
+                pump_at: None,
+                pump_more: false,
                 shutdown_at: None,
                 bytes_in: 0,
                 bytes_out: 0,
@@ -457,6 +460,12 @@ struct Shard<M: Machine> {
     /// When to retry accepting after an accept error.
     accept_retry_at: Option<Instant>,
     more_cmds: bool,
+    /// The application's work run on this thread ([`Handle::set_pump`]).
+    pump: Option<Box<dyn crate::Pump>>,
+    /// When the pump asked to run again at the latest.
+    pump_at: Option<Instant>,
+    /// The pump has work left: poll without waiting.
+    pump_more: bool,
     shutdown_at: Option<Instant>,
     bytes_in: u64,
     bytes_out: u64,
@@ -500,6 +509,7 @@ where
             self.continue_pending(now);
             self.run_commands(now);
             self.expire_timers(now);
+            self.run_pump(now);
             self.publish_stats();
             if let Some(deadline) = self.shutdown_at
                 && (self.conns.is_empty() || now >= deadline)
@@ -523,11 +533,16 @@ where
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.more_cmds || !self.read_pending.is_empty() || !self.accept_pending.is_empty() {
+        if self.more_cmds
+            || self.pump_more
+            || !self.read_pending.is_empty()
+            || !self.accept_pending.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         [
             self.timers.next_deadline(),
+            self.pump_at,
             self.accept_retry_at,
             self.shutdown_at,
         ]
@@ -1101,6 +1116,42 @@ where
         self.drain(slot, now);
     }
 
+    /// Runs the pump, then at once the commands it issued, and again
+    /// while those commands raised events for it (a bounded number of
+    /// rounds). Its own commands cost no wake-up: the shard is marked as
+    /// notified while the pump runs, and applies the queue right after.
+    fn run_pump(&mut self, now: Instant) {
+        let Some(mut pump) = self.pump.take() else {
+            return;
+        };
+        for _ in 0..crate::pump::PUMP_ROUNDS {
+            self.peers[self.index]
+                .notified
+                .store(true, Ordering::SeqCst);
+            let pumped = pump.pump(now);
+            let issued = !self.cmds.is_empty();
+            self.run_commands(now);
+            match pumped {
+                crate::Pumped::Done => {
+                    self.pump_at = None;
+                    self.pump_more = false;
+                    return;
+                }
+                crate::Pumped::Idle(at) => {
+                    self.pump_at = at;
+                    if !issued {
+                        self.pump_more = false;
+                        self.pump = Some(pump);
+                        return;
+                    }
+                }
+                crate::Pumped::More => {}
+            }
+        }
+        self.pump_more = true;
+        self.pump = Some(pump);
+    }
+
     fn run_commands(&mut self, now: Instant) {
         self.peers[self.index]
             .notified
@@ -1182,6 +1233,12 @@ where
                 machine,
                 source,
             } => self.adopt(stream, peer, local, machine, source, now),
+            Cmd::Pump(pump) => {
+                if self.shutdown_at.is_none() {
+                    self.pump = Some(pump);
+                    self.pump_more = true;
+                }
+            }
             Cmd::Shutdown => self.begin_shutdown(now),
         }
     }
@@ -1191,6 +1248,9 @@ where
             return;
         }
         self.shutdown_at = Some(now + self.cfg.shutdown_grace);
+        self.pump = None;
+        self.pump_at = None;
+        self.pump_more = false;
         for (_, mut l) in std::mem::take(&mut self.listeners) {
             let _ = self.poll.registry().deregister(&mut l.listener);
         }
