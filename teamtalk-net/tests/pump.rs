@@ -75,10 +75,15 @@ impl Pump for Echo {
     }
 }
 
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
 fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let deadline = std::time::SystemTime::now() + PATIENCE;
+    let deadline = now() + PATIENCE;
     while !f() {
-        assert!(std::time::SystemTime::now() < deadline, "timed out: {what}");
+        assert!(now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
