@@ -82,6 +82,7 @@ pub struct Plan<W> {
     pub(crate) admin: Option<AdminSettings>,
     pub(crate) peers: PeerPolicy,
     pub(crate) client_credit: Option<u32>,
+    pub(crate) app_thread: bool,
 }
 
 impl<W> Default for Plan<W> {
@@ -96,6 +97,7 @@ impl<W> Default for Plan<W> {
             admin: None,
             peers: PeerPolicy::open(),
             client_credit: None,
+            app_thread: false,
         }
     }
 }
@@ -242,6 +244,16 @@ impl<W> Plan<W> {
     /// requests is held back by TCP, alone. `None`: no limit.
     pub fn client_credit(&mut self, credit: Option<u32>) -> &mut Self {
         self.client_credit = credit;
+        self
+    }
+
+    /// Runs the App on a thread of its own even when every side has one
+    /// reactor thread (where it would otherwise run on that thread, as the
+    /// reactor's pump: see [`start`](super::start)). The environment
+    /// variable [`APP_THREAD_ENV`](super::APP_THREAD_ENV) does the same
+    /// for every daemon of a process.
+    pub fn app_thread(&mut self, on: bool) -> &mut Self {
+        self.app_thread = on;
         self
     }
 

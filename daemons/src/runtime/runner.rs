@@ -11,6 +11,10 @@
 //!                                    │ Running handle
 //! ```
 //!
+//! With one reactor thread for everything (the default), the App's loop
+//! runs on that thread instead ([`AppPump`]), and the arrows between the
+//! reactor and the App are calls, not channel hand-offs.
+//!
 //! The runner holds no policy: it turns reactor events into [`Input`]s,
 //! carries out [`Action`]s, and counts what the transport does
 //! ([`Traffic`]). Events are handled in batches: after the first event
@@ -31,6 +35,7 @@ use teamtalk_conn::{
     WsConfig,
 };
 use teamtalk_net::{ConnId, ListenOptions, NetEvent, Reactor, ReactorConfig};
+use teamtalk_net::{Pump, Pumped};
 use teamtalk_proto::Pdu;
 use tracing::{debug, error, info, warn};
 
@@ -39,7 +44,7 @@ use super::contract::{
 };
 use super::error::DaemonError;
 use super::plan::{LINKS_SIDE, ListenSpec, Plan, PortKind};
-use super::running::{Control, Running, Shared};
+use super::running::{Control, ControlTx, Driver, Running, Shared};
 use super::traffic::{Peer, Side, Traffic};
 use super::wire::{Wire, WireEvent};
 use crate::clock;
@@ -49,11 +54,31 @@ use crate::cluster::PeerPolicy;
 pub const EVENT_BATCH: usize = 512;
 /// How often the App gets [`Input::Tick`].
 pub const TICK: Duration = Duration::from_secs(1);
+/// How long stopping waits for the workers to finish their jobs.
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The environment variable that keeps every App on a thread of its own
+/// (the pre-pump shape), for comparing the two.
+pub const APP_THREAD_ENV: &str = "TEAMTALK_APP_THREAD";
+
+/// Whether [`APP_THREAD_ENV`] is set (to anything but `0` or empty).
+fn app_thread_forced() -> bool {
+    std::env::var_os(APP_THREAD_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
 
 /// Starts `app` with the sockets and workers of `plan`.
 ///
 /// Listeners are bound before this returns, so a port in use is reported
 /// here; links start connecting at once.
+///
+/// Where the App runs: when every side of the plan asks for one reactor
+/// thread (the default), all sides share one reactor and the App runs on
+/// its thread, as its pump ([`teamtalk_net::Pump`]): a request read from
+/// a socket is handled and answered in the same round, with no thread
+/// hand-off. A side with more threads (a msg_server's clients on a
+/// multi-core box), [`Plan::app_thread`] or [`APP_THREAD_ENV`] give the
+/// App a thread of its own and each side its reactor, as in the diagram
+/// above.
 ///
 /// # Errors
 /// [`DaemonError`] when a reactor, listener, link or thread cannot be set
@@ -74,6 +99,7 @@ where
         admin,
         peers: policy,
         client_credit,
+        app_thread,
     } = plan;
     check_exposure(name, &listeners, &policy)?;
     if !policy.has_secret() && !policy.allowed().is_empty() {
@@ -95,21 +121,44 @@ where
     if !links.is_empty() && !side_names.contains(&LINKS_SIDE) {
         side_names.push(LINKS_SIDE);
     }
-    let mut reactors = Vec::new();
-    for side in &side_names {
-        let config = side_configs.iter().find(|(s, _)| s == side).map_or_else(
+    // Every side on one reactor with the App on its thread (a pump) when
+    // each side asks for one thread; otherwise one reactor per side and
+    // the App on a thread of its own.
+    let side_config = |side: &str| {
+        side_configs.iter().find(|(s, _)| *s == side).map_or_else(
             || ReactorConfig {
                 threads: 1,
                 ..ReactorConfig::default()
             },
             |(_, c)| c.clone(),
-        );
-        let reactor: Reactor<Wire> =
-            Reactor::new(config).map_err(|source| DaemonError::Reactor {
-                daemon: name,
-                source,
-            })?;
-        reactors.push(reactor);
+        )
+    };
+    let configs: Vec<ReactorConfig> = side_names.iter().map(|s| side_config(s)).collect();
+    let inline = configs.iter().all(|c| c.threads == 1) && !app_thread && !app_thread_forced();
+    let mut reactors = Vec::new();
+    let reactor_of: Vec<usize>;
+    let new_reactor = |config: ReactorConfig| {
+        Reactor::<Wire>::new(config).map_err(|source| DaemonError::Reactor {
+            daemon: name,
+            source,
+        })
+    };
+    if inline {
+        // One reactor for all: the first side's settings, room for every
+        // side's connections.
+        let mut merged = configs.first().cloned().unwrap_or_else(|| side_config(""));
+        merged.max_connections = configs
+            .iter()
+            .map(|c| c.max_connections)
+            .fold(0, usize::saturating_add)
+            .max(1);
+        reactors.push(new_reactor(merged)?);
+        reactor_of = vec![0; side_names.len()];
+    } else {
+        for config in configs {
+            reactors.push(new_reactor(config)?);
+        }
+        reactor_of = (0..side_names.len()).collect();
     }
     let side_of = |side: &str| side_names.iter().position(|s| *s == side).unwrap_or(0);
 
@@ -128,13 +177,14 @@ where
             ws,
         } = spec;
         let side = side_of(side);
+        let reactor = reactor_of[side];
         let options = ListenOptions {
             max_per_source: match &kind {
                 PortKind::Http { max_per_source, .. } => *max_per_source,
                 PortKind::Clients(_) | PortKind::Peers(_) => None,
             },
         };
-        let local = reactors[side]
+        let local = reactors[reactor]
             .listen_with(
                 addr,
                 options,
@@ -147,10 +197,11 @@ where
             })?;
         let port = Port {
             id: PortId(u8::try_from(i).unwrap_or(u8::MAX)),
+            side: u8::try_from(side).unwrap_or(u8::MAX),
             peer: Traffic::peer_index(&mut peers, peer),
             server: matches!(kind, PortKind::Peers(_)),
         };
-        ports.insert((side, local), port);
+        ports.insert((reactor, local), port);
         bound.push((local, peer));
         bound_ids.push((local, port.id));
     }
@@ -169,7 +220,7 @@ where
             Some((config, name)) => Wire::TlsLink(Box::new(Tls::client(config, name, link, now))),
             None => Wire::Link(Box::new(link)),
         };
-        let id = reactors[links_side]
+        let id = reactors[reactor_of[links_side]]
             .open(wire)
             .map_err(|source| DaemonError::Link {
                 daemon: name,
@@ -181,32 +232,49 @@ where
         link_conns.push(id);
     }
 
-    let traffic = Arc::new(Traffic {
-        sides: side_names
-            .iter()
-            .zip(&reactors)
-            .map(|(name, r)| Side {
+    // Each reactor's transport gauges once, under the names of the sides
+    // it holds ("clients+links" when they share one).
+    let sides = side_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let reactor = reactor_of[i];
+            let first = reactor_of.iter().position(|r| *r == reactor) == Some(i);
+            let label = side_names
+                .iter()
+                .zip(&reactor_of)
+                .filter(|(_, r)| **r == reactor)
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join("+");
+            Side {
                 name,
-                net: r.handle(),
+                net: first.then(|| (label, reactors[reactor].handle())),
                 closes: crate::metrics::CloseCounters::new(),
                 http_closes: crate::metrics::CounterMap::new(),
-            })
-            .collect(),
+            }
+        })
+        .collect();
+    let traffic = Arc::new(Traffic {
+        sides,
         peers,
         admitted: crate::metrics::CounterMap::new(),
         refused: std::sync::atomic::AtomicU64::new(0),
     });
 
-    // Workers.
+    // Workers. With the App on the reactor's thread, a worker wakes the
+    // reactor after handing results back (and when it exits).
+    let wake = inline.then(|| reactors[0].handle());
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let mut worker_txs = Vec::new();
     let mut worker_threads = Vec::new();
     for (i, worker) in workers.into_iter().enumerate() {
         let (tx, rx) = crossbeam_channel::bounded(worker_queue);
         let done = done_tx.clone();
+        let wake = wake.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{name}-worker-{i}"))
-            .spawn(move || run_worker(worker, &rx, &done, batch_limit))
+            .spawn(move || run_worker(worker, &rx, done, batch_limit, wake))
             .map_err(|source| DaemonError::Thread {
                 daemon: name,
                 source,
@@ -218,18 +286,20 @@ where
 
     let shared = Arc::new(Shared::new(name, Arc::clone(&traffic)));
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
-    let events = reactors.iter().map(Reactor::events).collect();
-    let runner = Runner {
+    let control_tx = ControlTx::new(control_tx, wake);
+    let mut runner = Runner {
         app,
-        reactors,
-        events,
+        nets: reactors.iter().map(Reactor::handle).collect(),
+        events: reactors.iter().map(Reactor::events).collect(),
+        owned: Vec::new(),
         traffic,
         ports,
         bound: bound_ids,
         conns: HashMap::new(),
         closing: HashMap::new(),
         peer_addrs: HashMap::new(),
-        links_side: (!link_conns.is_empty()).then_some(links_side),
+        link_reactor: (!link_conns.is_empty()).then_some(reactor_of[links_side]),
+        links_side,
         link_ids,
         link_conns,
         worker_txs,
@@ -241,26 +311,47 @@ where
         gates: Gates::default(),
         now: read_now(),
     };
-    let thread = std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn({
-            let shared = Arc::clone(&shared);
-            move || {
-                let _alive = shared.alive_guard();
-                runner.run(&control_rx);
-            }
-        })
-        .map_err(|source| DaemonError::Thread {
-            daemon: name,
-            source,
-        })?;
+    let driver = if inline {
+        let pump = AppPump {
+            runner: Some(runner),
+            control: control_rx,
+            shared: Arc::clone(&shared),
+            started: false,
+            next_tick: clock::now(),
+            stopping: None,
+        };
+        reactors[0]
+            .handle()
+            .set_pump(Box::new(pump))
+            .map_err(|e| DaemonError::Reactor {
+                daemon: name,
+                source: std::io::Error::other(e),
+            })?;
+        Driver::Inline(reactors)
+    } else {
+        runner.owned = reactors;
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || {
+                    let _alive = shared.alive_guard();
+                    runner.run(&control_rx);
+                }
+            })
+            .map_err(|source| DaemonError::Thread {
+                daemon: name,
+                source,
+            })?;
+        Driver::Thread(thread)
+    };
     let addrs: Vec<_> = bound.iter().map(|(a, _)| a).collect();
     if lifecycle_at_debug() {
         debug!(daemon = name, ?addrs, "listening");
     } else {
         info!(daemon = name, ?addrs, "listening");
     }
-    let mut running = Running::new(shared, bound, control_tx, thread);
+    let mut running = Running::new(shared, bound, control_tx, driver);
     if let Some(settings) = admin {
         running.serve_admin(&settings)?;
     }
@@ -349,6 +440,8 @@ fn factory(
 #[derive(Debug, Clone, Copy)]
 struct Port {
     id: PortId,
+    /// The index of its side (closes are counted per side).
+    side: u8,
     /// Index of its peer kind in [`Traffic::peers`].
     peer: usize,
     /// A server port ([`PortKind::Peers`]), subject to the peer policy.
@@ -413,15 +506,20 @@ struct Outbox {
 
 struct Runner<A: App> {
     app: A,
-    reactors: Vec<Reactor<Wire>>,
+    /// Each reactor's handle; a [`Conn`]'s side number indexes this.
+    nets: Vec<teamtalk_net::Handle<Wire>>,
+    /// Each reactor's events, in the same order.
     events: Vec<teamtalk_net::EventRx<WireEvent>>,
+    /// The reactors this runner shuts down when it stops (with the App
+    /// on a reactor's thread, the [`Running`] handle owns them instead).
+    owned: Vec<Reactor<Wire>>,
     traffic: Arc<Traffic>,
     ports: HashMap<(usize, SocketAddr), Port>,
     bound: Vec<(SocketAddr, PortId)>,
     /// Every accepted connection (refused peers are not), with the index
-    /// of its peer kind in [`Traffic::peers`]. One per client of a
-    /// msg_server, so nothing else: 20 bytes an entry.
-    conns: HashMap<Conn, u16>,
+    /// of its peer kind in [`Traffic::peers`] and of its side. One per
+    /// client of a msg_server, so nothing else: 20 bytes an entry.
+    conns: HashMap<Conn, (u16, u8)>,
     /// Why a closing connection's machine closed, until it is finished
     /// and the App told ([`Input::Closed`]).
     closing: HashMap<Conn, CloseCause>,
@@ -430,7 +528,10 @@ struct Runner<A: App> {
     peer_addrs: HashMap<Conn, SocketAddr>,
     link_ids: HashMap<ConnId, (LinkId, usize)>,
     link_conns: Vec<ConnId>,
-    links_side: Option<usize>,
+    /// The reactor holding the links, when there are any.
+    link_reactor: Option<usize>,
+    /// The index of the links' side (for their closes).
+    links_side: usize,
     worker_txs: Vec<Sender<A::Job>>,
     worker_threads: Vec<std::thread::JoinHandle<()>>,
     done_rx: Receiver<A::Done>,
@@ -543,13 +644,9 @@ impl<A: App> Runner<A> {
     /// reactors down.
     fn stop(mut self, ack: Option<Sender<()>>) {
         let name = self.app.name();
-        self.input(read_now(), Input::Stopping);
-        self.flush();
-        // No new jobs: workers finish what they hold, then their channel
-        // of results closes.
-        self.worker_txs.clear();
+        self.begin_stop();
         loop {
-            match self.done_rx.recv_timeout(Duration::from_secs(30)) {
+            match self.done_rx.recv_timeout(STOP_PATIENCE) {
                 Ok(done) => {
                     self.input(read_now(), Input::Done(done));
                     self.flush();
@@ -564,12 +661,28 @@ impl<A: App> Runner<A> {
                 }
             }
         }
+        self.finish_stop(ack);
+    }
+
+    /// The App says goodbye, its last actions go out, and the workers get
+    /// no new jobs: they finish what they hold, then their channel of
+    /// results closes.
+    fn begin_stop(&mut self) {
+        self.input(read_now(), Input::Stopping);
+        self.flush();
+        self.worker_txs.clear();
+    }
+
+    /// Joins the workers, shuts down the reactors this runner owns, says
+    /// so, and answers whoever asked it to stop.
+    fn finish_stop(&mut self, ack: Option<Sender<()>>) {
+        let name = self.app.name();
         for t in self.worker_threads.drain(..) {
             if t.join().is_err() {
                 error!(daemon = name, "a worker thread panicked");
             }
         }
-        for r in self.reactors.drain(..) {
+        for r in self.owned.drain(..) {
             r.shutdown();
         }
         if lifecycle_at_debug() {
@@ -588,18 +701,18 @@ impl<A: App> Runner<A> {
         self.execute();
     }
 
-    fn event(&mut self, now: Now, side: usize, id: ConnId, ev: NetEvent<WireEvent>) {
-        // Ids are per reactor: only the links side's ids name links.
-        if side == self.link_side()
+    fn event(&mut self, now: Now, reactor: usize, id: ConnId, ev: NetEvent<WireEvent>) {
+        // Ids are per reactor: only the links' reactor's ids name links.
+        if Some(reactor) == self.link_reactor
             && let Some(&(link, peer)) = self.link_ids.get(&id)
         {
             self.link_event(now, link, peer, ev);
             return;
         }
-        let conn = Conn::new(u8::try_from(side).unwrap_or(u8::MAX), id);
+        let conn = Conn::new(u8::try_from(reactor).unwrap_or(u8::MAX), id);
         match ev {
             NetEvent::Accepted { peer, local } => {
-                let Some(port) = self.ports.get(&(side, local)).copied() else {
+                let Some(port) = self.ports.get(&(reactor, local)).copied() else {
                     warn!(%conn, %local, "accepted on an unknown listener; closing");
                     self.outbox
                         .conns
@@ -623,8 +736,10 @@ impl<A: App> Runner<A> {
                         .push(Op::Close(None));
                     return;
                 }
-                self.conns
-                    .insert(conn, u16::try_from(port.peer).unwrap_or(u16::MAX));
+                self.conns.insert(
+                    conn,
+                    (u16::try_from(port.peer).unwrap_or(u16::MAX), port.side),
+                );
                 if port.server {
                     self.peer_addrs.insert(conn, peer);
                 }
@@ -638,9 +753,10 @@ impl<A: App> Runner<A> {
                 );
             }
             NetEvent::Machine(WireEvent::Session(ev)) => {
-                let Some(&peer) = self.conns.get(&conn) else {
+                let Some(&(peer, side)) = self.conns.get(&conn) else {
                     return;
                 };
+                let side = usize::from(side);
                 match ev {
                     SessionEvent::LoginRequest(pdu) => {
                         self.traffic.pdu_in(usize::from(peer), pdu.key());
@@ -682,9 +798,10 @@ impl<A: App> Runner<A> {
                 }
             }
             NetEvent::Machine(WireEvent::Http(ev)) => {
-                if !self.conns.contains_key(&conn) {
+                let Some(&(_, side)) = self.conns.get(&conn) else {
                     return;
-                }
+                };
+                let side = usize::from(side);
                 match ev {
                     HttpEvent::Request(request) => {
                         self.input(
@@ -719,7 +836,7 @@ impl<A: App> Runner<A> {
         let NetEvent::Machine(WireEvent::Link(ev)) = ev else {
             return;
         };
-        let side = self.link_side();
+        let side = self.links_side;
         match ev {
             LinkEvent::Up => self.input(now, Input::LinkUp(link)),
             LinkEvent::Down(reason) => {
@@ -737,12 +854,6 @@ impl<A: App> Runner<A> {
             }
             _ => {}
         }
-    }
-
-    /// The reactor holding the links (only meaningful when there are
-    /// links).
-    fn link_side(&self) -> usize {
-        self.links_side.unwrap_or(usize::MAX)
     }
 
     /// Moves the App's actions into the outbox (jobs go to their worker at
@@ -794,7 +905,7 @@ impl<A: App> Runner<A> {
     }
 
     fn op(&mut self, conn: Conn, op: Op) {
-        if let Some(&peer) = self.conns.get(&conn) {
+        if let Some(&(peer, _)) = self.conns.get(&conn) {
             match &op {
                 Op::Send(p) | Op::Refuse(p) | Op::Close(Some(p)) => {
                     self.traffic.pdu_out(usize::from(peer), p.key());
@@ -810,9 +921,9 @@ impl<A: App> Runner<A> {
     fn flush(&mut self) {
         // Links first: a login's presence update should be on its way to
         // route_server before the client hears it is logged in.
-        if let Some(side) = self.links_side {
+        if let Some(reactor) = self.link_reactor {
             for (id, pdus) in self.outbox.links.drain() {
-                let sent = self.reactors[side].exec(id, move |w| {
+                let sent = self.nets[reactor].exec(id, move |w| {
                     let Some(l) = w.link() else { return };
                     for pdu in pdus {
                         if let Err(e) = l.send(&pdu) {
@@ -826,7 +937,7 @@ impl<A: App> Runner<A> {
             }
         }
         for (conn, ops) in self.outbox.conns.drain() {
-            let Some(reactor) = self.reactors.get(usize::from(conn.side())) else {
+            let Some(reactor) = self.nets.get(usize::from(conn.side())) else {
                 continue;
             };
             let sent = reactor.exec(conn.id(), move |w| {
@@ -903,8 +1014,25 @@ fn apply_http(h: &mut HttpConn, op: Op) {
 fn run_worker<W: Worker>(
     mut worker: W,
     jobs: &Receiver<W::Job>,
+    done: Sender<W::Done>,
+    batch_limit: usize,
+    wake: Option<teamtalk_net::Handle<Wire>>,
+) {
+    run_batches(&mut worker, jobs, &done, batch_limit, wake.as_ref());
+    // The App's pump notices the results channel closing when it next
+    // runs: the sender goes first, then the wake-up.
+    drop(done);
+    if let Some(w) = wake {
+        let _ = w.wake();
+    }
+}
+
+fn run_batches<W: Worker>(
+    worker: &mut W,
+    jobs: &Receiver<W::Job>,
     done: &Sender<W::Done>,
     batch_limit: usize,
+    wake: Option<&teamtalk_net::Handle<Wire>>,
 ) {
     let mut results = Vec::new();
     while let Ok(first) = jobs.recv() {
@@ -916,10 +1044,14 @@ fn run_worker<W: Worker>(
             }
         }
         worker.run(batch, &mut results);
+        let handed = !results.is_empty();
         for r in results.drain(..) {
             if done.send(r).is_err() {
                 return;
             }
+        }
+        if handed && let Some(w) = wake {
+            let _ = w.wake();
         }
     }
 }
@@ -929,5 +1061,133 @@ impl Now {
     #[must_use]
     pub fn read() -> Self {
         read_now()
+    }
+}
+
+/// The App on its reactor's thread: what [`Runner::run`]'s select loop
+/// does, one round per call of the shard (control questions, the tick,
+/// the reactor's events, the workers' results, then one flush), without a
+/// thread of its own. The shard calls it after every round of socket I/O,
+/// so an answer to a client leaves in the same round its request came in,
+/// with no thread hand-off on the way.
+struct AppPump<A: App> {
+    /// `None` once stopped.
+    runner: Option<Runner<A>>,
+    control: Receiver<Control<A>>,
+    shared: Arc<Shared>,
+    /// The App has had its [`Input::Listening`]s.
+    started: bool,
+    next_tick: std::time::Instant,
+    /// Stopping: waiting for the workers to finish, then answering the
+    /// stop (if someone asked) by this deadline at the latest.
+    stopping: Option<(Option<Sender<()>>, std::time::Instant)>,
+}
+
+impl<A: App> Drop for AppPump<A> {
+    fn drop(&mut self) {
+        // However the pump ends (stopped, the reactor shut down or a
+        // panic), the daemon reads as stopped.
+        self.shared.mark_stopped();
+    }
+}
+
+impl<A: App> Pump for AppPump<A> {
+    fn pump(&mut self, mono: std::time::Instant) -> Pumped {
+        let Some(runner) = self.runner.as_mut() else {
+            return Pumped::Done;
+        };
+        let now = Now::new(mono, clock::wall());
+        if !self.started {
+            self.started = true;
+            self.next_tick = mono + TICK;
+            for (addr, id) in runner.bound.clone() {
+                runner.input(now, Input::Listening { port: id, addr });
+            }
+        }
+        let mut more = false;
+        let mut results_closed = false;
+        if self.stopping.is_none() {
+            let mut stop = None;
+            for _ in 0..EVENT_BATCH {
+                match self.control.try_recv() {
+                    Ok(Control::Call(f)) => f(&mut runner.app),
+                    Ok(Control::Act(f)) => {
+                        runner.now = now;
+                        f(&mut runner.app, now, &mut runner.out);
+                        runner.execute();
+                    }
+                    Ok(Control::Stop(ack)) => {
+                        stop = Some(Some(ack));
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    // Every handle is gone: nobody can ask any more.
+                    Err(TryRecvError::Disconnected) => {
+                        stop = Some(None);
+                        break;
+                    }
+                }
+            }
+            if let Some(ack) = stop {
+                runner.begin_stop();
+                self.stopping = Some((ack, mono + STOP_PATIENCE));
+            }
+        }
+        if self.stopping.is_none() {
+            if mono >= self.next_tick {
+                self.next_tick = mono + TICK;
+                runner.input(now, Input::Tick);
+            }
+            for reactor in 0..runner.events.len() {
+                let mut taken = 0;
+                while taken < EVENT_BATCH {
+                    match runner.events[reactor].try_recv() {
+                        Ok((id, ev)) => runner.event(now, reactor, id, ev),
+                        Err(_) => break,
+                    }
+                    taken += 1;
+                }
+                more |= taken == EVENT_BATCH;
+            }
+        }
+        let mut taken = 0;
+        while taken < EVENT_BATCH {
+            match runner.done_rx.try_recv() {
+                Ok(done) => runner.input(now, Input::Done(done)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    results_closed = true;
+                    break;
+                }
+            }
+            taken += 1;
+        }
+        more |= taken == EVENT_BATCH;
+        runner.flush();
+        if let Some((_, give_up_at)) = &self.stopping {
+            let give_up_at = *give_up_at;
+            if results_closed || mono >= give_up_at {
+                if !results_closed {
+                    warn!(
+                        daemon = runner.app.name(),
+                        "workers still busy after 30 s; stopping anyway"
+                    );
+                }
+                let ack = self.stopping.take().and_then(|(ack, _)| ack);
+                runner.finish_stop(ack);
+                self.runner = None;
+                return Pumped::Done;
+            }
+            return if more {
+                Pumped::More
+            } else {
+                Pumped::Idle(Some(give_up_at))
+            };
+        }
+        if more {
+            Pumped::More
+        } else {
+            Pumped::Idle(Some(self.next_tick))
+        }
     }
 }

@@ -12,7 +12,9 @@ use super::admin::{AdminApp, AdminSettings};
 use super::contract::{App, Now, Out};
 use super::error::DaemonError;
 use super::traffic::Traffic;
+use super::wire::Wire;
 use crate::metrics::{ClearOnDrop, Labelled, MetricsSource, Scrape};
+use teamtalk_net::Reactor;
 
 /// How long a question to the App's thread may wait for its answer (a
 /// scrape, a test's inspection) before the daemon counts as wedged.
@@ -31,6 +33,51 @@ pub(crate) enum Control<A: App> {
 
 /// A closure run by [`Control::Act`].
 pub(crate) type ActFn<A> = dyn FnOnce(&mut A, Now, &mut Out<<A as App>::Job>) + Send;
+
+/// The sending side of the App's control channel: queues a request and,
+/// when the App runs on a reactor's thread, wakes that reactor so its
+/// pump sees the request at once.
+pub(crate) struct ControlTx<A: App> {
+    tx: Sender<Control<A>>,
+    wake: Option<teamtalk_net::Handle<Wire>>,
+}
+
+impl<A: App> Clone for ControlTx<A> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+}
+
+impl<A: App> ControlTx<A> {
+    pub(crate) fn new(tx: Sender<Control<A>>, wake: Option<teamtalk_net::Handle<Wire>>) -> Self {
+        Self { tx, wake }
+    }
+
+    /// Queues `control`; an error when the App is gone.
+    fn send(&self, control: Control<A>) -> Result<(), DaemonGone> {
+        self.tx.send(control).map_err(|_| DaemonGone)?;
+        if let Some(reactor) = &self.wake {
+            reactor.wake().map_err(|_| DaemonGone)?;
+        }
+        Ok(())
+    }
+}
+
+/// The App's side of the control channel is gone.
+#[derive(Debug)]
+struct DaemonGone;
+
+/// How the App runs.
+pub(crate) enum Driver {
+    /// On a thread of its own, which owns the reactors.
+    Thread(JoinHandle<()>),
+    /// As the pump of its one reactor, owned here and shut down once the
+    /// App has stopped.
+    Inline(Vec<Reactor<Wire>>),
+}
 
 /// What a daemon's handle and its metrics source share.
 pub(crate) struct Shared {
@@ -54,6 +101,12 @@ impl Shared {
         ClearOnDrop(&self.alive)
     }
 
+    /// The App has stopped (the pump of an App on its reactor's thread
+    /// says so when dropped).
+    pub(crate) fn mark_stopped(&self) {
+        self.alive.store(false, Ordering::Relaxed);
+    }
+
     fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
     }
@@ -66,8 +119,8 @@ pub struct Running<A: App> {
     addrs: Vec<SocketAddr>,
     /// Each listener's peer label, in the same order as `addrs`.
     peers: Vec<&'static str>,
-    control: Sender<Control<A>>,
-    thread: Option<JoinHandle<()>>,
+    control: ControlTx<A>,
+    driver: Option<Driver>,
     admin: Option<Box<Running<AdminApp>>>,
 }
 
@@ -84,15 +137,15 @@ impl<A: App> Running<A> {
     pub(crate) fn new(
         shared: Arc<Shared>,
         listeners: Vec<(SocketAddr, &'static str)>,
-        control: Sender<Control<A>>,
-        thread: JoinHandle<()>,
+        control: ControlTx<A>,
+        driver: Driver,
     ) -> Self {
         Self {
             shared,
             addrs: listeners.iter().map(|(a, _)| *a).collect(),
             peers: listeners.iter().map(|(_, p)| *p).collect(),
             control,
-            thread: Some(thread),
+            driver: Some(driver),
             admin: None,
         }
     }
@@ -220,15 +273,26 @@ impl<A: App> Running<A> {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
-        let Some(thread) = self.thread.take() else {
+        let Some(driver) = self.driver.take() else {
             return;
         };
         let (ack_tx, ack_rx) = bounded(1);
+        // No answer means the App is gone already (its thread or reactor
+        // ended); the reactors are shut down all the same.
         if self.control.send(Control::Stop(ack_tx)).is_ok() {
             let _ = ack_rx.recv();
         }
-        if thread.join().is_err() {
-            tracing::error!(daemon = self.shared.name, "the daemon's thread panicked");
+        match driver {
+            Driver::Thread(thread) => {
+                if thread.join().is_err() {
+                    tracing::error!(daemon = self.shared.name, "the daemon's thread panicked");
+                }
+            }
+            Driver::Inline(reactors) => {
+                for r in reactors {
+                    r.shutdown();
+                }
+            }
         }
     }
 }
@@ -242,7 +306,7 @@ impl<A: App> Drop for Running<A> {
 /// Acts on a running App from another thread ([`Running::controller`]).
 pub struct Controller<A: App> {
     name: &'static str,
-    control: Sender<Control<A>>,
+    control: ControlTx<A>,
 }
 
 impl<A: App> Clone for Controller<A> {
@@ -341,7 +405,7 @@ impl<A: App> RunningDaemon for Running<A> {
 }
 
 fn call<A: App, R: Send + 'static>(
-    control: &Sender<Control<A>>,
+    control: &ControlTx<A>,
     name: &'static str,
     f: impl FnOnce(&mut A) -> R + Send + 'static,
 ) -> Result<R, DaemonError> {
@@ -358,7 +422,7 @@ fn call<A: App, R: Send + 'static>(
 /// A daemon as an admin endpoint sees it.
 struct DaemonMetrics<A: App> {
     shared: Arc<Shared>,
-    control: Sender<Control<A>>,
+    control: ControlTx<A>,
 }
 
 impl<A: App> MetricsSource for DaemonMetrics<A> {

@@ -331,3 +331,121 @@ fn a_controller_acts_on_the_app_as_an_input_would() {
         Err(DaemonError::Stopped("echo"))
     ));
 }
+
+/// Starts [`Summer`] with one worker, its App on its reactor's thread or
+/// (`app_thread`) on its own.
+fn summer(app_thread: bool) -> Running<Summer> {
+    let mut plan = Plan::new();
+    plan.listen(
+        "peers",
+        "peer",
+        loopback(),
+        PortKind::Peers(SessionConfig::server_peer()),
+    );
+    plan.worker(Adder { total: 0 });
+    plan.app_thread(app_thread);
+    start(Summer, plan).unwrap()
+}
+
+#[test]
+fn the_app_runs_on_the_reactor_thread_unless_asked_for_its_own() {
+    let inline = summer(false);
+    let thread = inline
+        .inspect(|_| std::thread::current().name().map(str::to_owned))
+        .unwrap();
+    assert_eq!(thread.as_deref(), Some("teamtalk-net-0"));
+    inline.stop();
+    let own = summer(true);
+    let thread = own
+        .inspect(|_| std::thread::current().name().map(str::to_owned))
+        .unwrap();
+    assert_eq!(thread.as_deref(), Some("summer"));
+    own.stop();
+}
+
+#[test]
+fn either_way_jobs_come_back_and_a_stop_with_workers_is_prompt() {
+    for app_thread in [false, true] {
+        let d = summer(app_thread);
+        let mut s = connect(d.addr());
+        let mut wire = Vec::new();
+        for n in 1..=50u16 {
+            wire.extend_from_slice(&pdu(n).to_bytes());
+        }
+        s.write_all(&wire).unwrap();
+        let mut buf = BytesMut::new();
+        let mut total = 0u16;
+        for n in 1..=50u16 {
+            total += n;
+            assert_eq!(read_pdu(&mut s, &mut buf).seq(), total);
+        }
+        // The workers' exit must reach the App at once: waiting for it
+        // would otherwise run into the 30 s patience of a stop.
+        let started = crate::clock::now();
+        d.stop();
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "stop waited for its patience (app_thread {app_thread})"
+        );
+        // The stop closed the client's connection.
+        let mut rest = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert!(std::io::Read::read_to_end(&mut s, &mut rest).is_ok());
+    }
+}
+
+#[test]
+fn sides_sharing_a_reactor_report_its_gauges_once_under_both_names() {
+    let far = echo();
+    let mut plan = Plan::<NoWorker>::new();
+    plan.listen(
+        "peers",
+        "peer",
+        loopback(),
+        PortKind::Peers(SessionConfig::server_peer()),
+    );
+    plan.link("far", LinkConfig::new(far.addr()));
+    let relay = start(Relay::default(), plan).unwrap();
+    let deadline = crate::clock::now() + Duration::from_secs(10);
+    while !relay.inspect(|r| r.link_up).unwrap() {
+        assert!(crate::clock::now() < deadline, "link never came up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut scrape = Scrape::new();
+    relay.metrics().collect(&mut scrape);
+    let text = scrape.render();
+    assert!(
+        text.contains("teamtalk_connections_open{side=\"peers+links\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("teamtalk_connections_open{side=\"peers\"}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_its_own_thread_links_and_accepted_connections_still_never_mix_up() {
+    let far = echo();
+    let mut plan = Plan::<NoWorker>::new();
+    plan.listen(
+        "peers",
+        "peer",
+        loopback(),
+        PortKind::Peers(SessionConfig::server_peer()),
+    );
+    plan.link("far", LinkConfig::new(far.addr()));
+    plan.app_thread(true);
+    let relay = start(Relay::default(), plan).unwrap();
+    let deadline = crate::clock::now() + Duration::from_secs(10);
+    while !relay.inspect(|r| r.link_up).unwrap() {
+        assert!(crate::clock::now() < deadline, "link never came up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut s = connect(relay.addr());
+    let mut buf = BytesMut::new();
+    for seq in 1..=3 {
+        s.write_all(&pdu(seq).to_bytes()).unwrap();
+        assert_eq!(read_pdu(&mut s, &mut buf), pdu(seq));
+    }
+}

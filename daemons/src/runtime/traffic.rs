@@ -13,10 +13,12 @@ use teamtalk_proto::CommandKey;
 use super::wire::Wire;
 use crate::metrics::{CloseCounters, CommandCounters, CounterMap, Scrape, render_net};
 
-/// One side: a reactor and the closes of its connections.
+/// One side: the closes of its connections and, for the first side of
+/// each reactor, the reactor's gauges under the names of all the sides it
+/// holds.
 pub(crate) struct Side {
     pub(crate) name: &'static str,
-    pub(crate) net: Handle<Wire>,
+    pub(crate) net: Option<(String, Handle<Wire>)>,
     pub(crate) closes: CloseCounters,
     /// Closes of HTTP connections, by the HTTP machine's reason label.
     pub(crate) http_closes: CounterMap,
@@ -92,8 +94,10 @@ impl Traffic {
 
     pub(crate) fn collect(&self, out: &mut Scrape) {
         for s in &self.sides {
+            if let Some((label, net)) = &s.net {
+                render_net(out, &[("side", label)], &net.stats());
+            }
             let side = [("side", s.name)];
-            render_net(out, &side, &s.net.stats());
             s.closes.render(out, &side);
             s.http_closes.render(
                 out,
