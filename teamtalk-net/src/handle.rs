@@ -10,7 +10,7 @@ use crossbeam_channel::Sender;
 use teamtalk_conn::Machine;
 
 use crate::source::{ListenOptions, SourceLimit, SourceSlot};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{StatsSet, StatsSnapshot};
 
 /// Identifies one connection of one reactor, for its whole life.
 ///
@@ -103,13 +103,15 @@ pub(crate) type Factory<M> = Box<dyn Fn(SocketAddr, Instant) -> M + Send>;
 pub(crate) enum Cmd<M> {
     /// Run a closure on a machine, then drain it.
     Exec(ConnId, ExecFn<M>),
-    /// Take a new outbound machine and reply with its id.
-    Open(M, Sender<ConnId>),
+    /// Take a new outbound machine, counted in this stats group, and
+    /// reply with its id.
+    Open(M, u8, Sender<ConnId>),
     /// Start accepting on a listener, with its per-source limit.
     Listen(
         mio::net::TcpListener,
         Factory<M>,
         Option<std::sync::Arc<SourceLimit>>,
+        u8,
     ),
     /// Take over a connection another shard accepted.
     Adopt {
@@ -118,6 +120,7 @@ pub(crate) enum Cmd<M> {
         local: SocketAddr,
         machine: M,
         source: Option<SourceSlot>,
+        group: u8,
     },
     /// Run this pump after every round from now on.
     Pump(Box<dyn crate::Pump>),
@@ -157,7 +160,7 @@ thread_local! {
 pub struct Handle<M: Machine> {
     pub(crate) shards: Arc<[ShardTx<M>]>,
     pub(crate) next: Arc<AtomicUsize>,
-    pub(crate) stats: Arc<Stats>,
+    pub(crate) stats: Arc<StatsSet>,
     pub(crate) backlog: i32,
 }
 
@@ -226,11 +229,24 @@ where
     /// [`NetError::OnReactorThread`] when called inside an `exec`
     /// closure (waiting for the reply there would deadlock).
     pub fn open(&self, machine: M) -> Result<ConnId, NetError> {
+        self.open_in(machine, 0)
+    }
+
+    /// [`Handle::open`], counting the connection in stats group `group`
+    /// ([`ReactorConfig::stats_groups`](crate::ReactorConfig::stats_groups);
+    /// a group beyond the last counts in the last).
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::open`].
+    pub fn open_in(&self, machine: M, group: usize) -> Result<ConnId, NetError> {
         if ON_SHARD.with(std::cell::Cell::get) {
             return Err(NetError::OnReactorThread);
         }
+        let group = self.stats.clamp(group);
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        self.pick_shard().send(Cmd::Open(machine, reply_tx))?;
+        self.pick_shard()
+            .send(Cmd::Open(machine, group, reply_tx))?;
         reply_rx.recv().map_err(|_| NetError::Stopped)
     }
 
@@ -273,8 +289,9 @@ where
         let local = std_listener.local_addr()?;
         let listener = mio::net::TcpListener::from_std(std_listener);
         let limit = SourceLimit::for_options(&opts);
+        let group = self.stats.clamp(opts.stats_group);
         self.pick_shard()
-            .send(Cmd::Listen(listener, Box::new(factory), limit))?;
+            .send(Cmd::Listen(listener, Box::new(factory), limit, group))?;
         Ok(local)
     }
 
@@ -308,10 +325,18 @@ where
         Ok(())
     }
 
-    /// The reactor's counters right now.
+    /// The reactor's counters right now, all stats groups together.
     #[must_use]
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// The counters of one stats group
+    /// ([`ReactorConfig::stats_groups`](crate::ReactorConfig::stats_groups)),
+    /// `None` beyond the last.
+    #[must_use]
+    pub fn group_stats(&self, group: usize) -> Option<StatsSnapshot> {
+        (group < self.stats.len()).then(|| self.stats.group(self.stats.clamp(group)).snapshot())
     }
 
     /// Number of shard threads.

@@ -18,7 +18,7 @@ use crate::clock;
 use crate::handle::{Cmd, ConnId, Factory, Handle, NetError, NetEvent, ON_SHARD, ShardTx};
 use crate::socket::{self, ConnectState};
 use crate::source::{self as sources, ListenOptions, SourceLimit, SourceSlot};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{StatsSet, StatsSnapshot};
 use crate::timer_heap::{Entry, TimerHeap};
 use crate::txqueue::TxQueue;
 
@@ -78,6 +78,14 @@ pub struct ReactorConfig {
     /// long-lived ones still spread within this many of each other. 0
     /// hands every connection to the least loaded shard.
     pub adopt_slack: usize,
+    /// Stats groups: the connections of a listener
+    /// ([`ListenOptions::stats_group`](crate::ListenOptions::stats_group))
+    /// or an opened machine ([`Handle::open_in`]) count in their group,
+    /// read with [`Handle::group_stats`], so connections of different
+    /// kinds on one reactor are told apart. [`Handle::stats`] adds all
+    /// groups up, and [`max_connections`](Self::max_connections) applies
+    /// to all together. 1 by default.
+    pub stats_groups: usize,
 }
 
 impl Default for ReactorConfig {
@@ -92,6 +100,7 @@ impl Default for ReactorConfig {
             shutdown_grace: Duration::from_secs(5),
             events_capacity: 1024,
             adopt_slack: DEFAULT_ADOPT_SLACK,
+            stats_groups: 1,
         }
     }
 }
@@ -142,7 +151,7 @@ where
     pub fn new(cfg: ReactorConfig) -> io::Result<Self> {
         let n = cfg.threads.clamp(1, usize::from(u16::MAX));
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(StatsSet::new(cfg.stats_groups));
         let mut polls = Vec::with_capacity(n);
         let mut txs = Vec::with_capacity(n);
         let mut rxs = Vec::with_capacity(n);
@@ -191,9 +200,7 @@ where
                 pump_at: None,
                 pump_more: false,
                 shutdown_at: None,
-                bytes_in: 0,
-                bytes_out: 0,
-                queued_delta: 0,
+                bytes: vec![GroupBytes::default(); stats.len()],
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("teamtalk-net-{index}"))
@@ -354,11 +361,14 @@ struct Conn<M> {
     /// Its place in the listener's per-source count, given back when the
     /// connection is dropped (on whichever shard that happens).
     _source: Option<SourceSlot>,
+    /// The stats group it counts in.
+    group: u8,
 }
 
 impl<M: Machine> Conn<M> {
-    fn new(generation: u32, machine: M, sock: Sock, source: Option<SourceSlot>) -> Self {
+    fn new(generation: u32, machine: M, sock: Sock, source: Option<SourceSlot>, group: u8) -> Self {
         Self {
+            group,
             generation,
             machine: Some(machine),
             sock,
@@ -434,6 +444,8 @@ struct Listener<M> {
     factory: Factory<M>,
     /// The per-source limit, shared by all shards; `None`: unlimited.
     limit: Option<Arc<SourceLimit>>,
+    /// The stats group its connections count in.
+    group: u8,
 }
 
 /// One shard thread's state.
@@ -446,7 +458,7 @@ struct Shard<M: Machine> {
     /// of its own, for where an accepted connection goes.
     loads: Arc<[AtomicUsize]>,
     events: Sender<(ConnId, NetEvent<M::Event>)>,
-    stats: Arc<Stats>,
+    stats: Arc<StatsSet>,
     buf: Vec<u8>,
     cfg: Arc<ReactorConfig>,
     conns: Slab<Conn<M>>,
@@ -467,10 +479,17 @@ struct Shard<M: Machine> {
     /// The pump has work left: poll without waiting.
     pump_more: bool,
     shutdown_at: Option<Instant>,
-    bytes_in: u64,
-    bytes_out: u64,
-    /// Change of the bytes queued on this shard since the last report.
-    queued_delta: i64,
+    /// Bytes moved since the last report, per stats group.
+    bytes: Vec<GroupBytes>,
+}
+
+/// Bytes one stats group moved on a shard since the last report.
+#[derive(Debug, Clone, Copy, Default)]
+struct GroupBytes {
+    read: u64,
+    written: u64,
+    /// Change of the bytes queued.
+    queued: i64,
 }
 
 impl<M> Shard<M>
@@ -525,11 +544,13 @@ where
     }
 
     fn publish_stats(&mut self) {
-        self.stats
-            .add_bytes(self.bytes_in, self.bytes_out, self.queued_delta);
-        self.bytes_in = 0;
-        self.bytes_out = 0;
-        self.queued_delta = 0;
+        for (group, b) in self.bytes.iter_mut().enumerate() {
+            if b.read != 0 || b.written != 0 || b.queued != 0 {
+                let g = self.stats.group(u8::try_from(group).unwrap_or(u8::MAX));
+                g.add_bytes(b.read, b.written, b.queued);
+                *b = GroupBytes::default();
+            }
+        }
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
@@ -569,7 +590,13 @@ where
 
     /// Inserts a connection; `None` if the slab is beyond what a
     /// [`ConnId`] can name or registration failed.
-    fn insert(&mut self, machine: M, sock: Sock, source: Option<SourceSlot>) -> Option<usize> {
+    fn insert(
+        &mut self,
+        machine: M,
+        sock: Sock,
+        source: Option<SourceSlot>,
+        group: u8,
+    ) -> Option<usize> {
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if u32::try_from(slot).is_err() || slot >= LISTENER_FLOOR {
@@ -577,7 +604,7 @@ where
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let mut conn = Conn::new(generation, machine, sock, source);
+        let mut conn = Conn::new(generation, machine, sock, source, group);
         if let Sock::Open(s) | Sock::Connecting(s) = &mut conn.sock
             && let Err(e) = self.poll.registry().register(
                 s,
@@ -637,20 +664,21 @@ where
                 let _ = self.poll.registry().deregister(&mut s);
             }
         }
-        self.queued_delta += delta(conn.tx.len(), 0);
+        let group = conn.group;
+        self.bytes[usize::from(group)].queued += delta(conn.tx.len(), 0);
         conn.tx.clear();
         conn.closing = false;
         conn.linger_until = None;
         if std::mem::take(&mut conn.read_paused) {
-            self.stats.read_resumed();
+            self.stats.group(group).read_resumed();
         }
     }
 
     /// Removes a connection for good.
     fn remove(&mut self, slot: usize) {
         self.drop_socket(slot);
-        if self.conns.try_remove(slot).is_some() {
-            self.stats.closed();
+        if let Some(conn) = self.conns.try_remove(slot) {
+            self.stats.closed(conn.group);
             self.publish_load();
         }
     }
@@ -693,8 +721,9 @@ where
             match machine.poll_output() {
                 Output::Transmit(bytes) => {
                     let before = conn.tx.len();
-                    let result = conn.transmit(bytes, &mut self.bytes_out);
-                    self.queued_delta += delta(before, conn.tx.len());
+                    let b = &mut self.bytes[usize::from(conn.group)];
+                    let result = conn.transmit(bytes, &mut b.written);
+                    b.queued += delta(before, conn.tx.len());
                     if let Err(e) = result {
                         tracing::debug!(error = %e, conn = %self.id(slot, generation), "write failed");
                         self.socket_failed(slot, now);
@@ -777,9 +806,9 @@ where
         }
         conn.read_paused = pause;
         if pause {
-            self.stats.read_paused();
+            self.stats.group(conn.group).read_paused();
         } else {
-            self.stats.read_resumed();
+            self.stats.group(conn.group).read_resumed();
             self.read_pending.push((slot, conn.generation));
         }
     }
@@ -946,8 +975,9 @@ where
             return;
         }
         let before = conn.tx.len();
-        let result = conn.flush(&mut self.bytes_out);
-        self.queued_delta += delta(before, conn.tx.len());
+        let b = &mut self.bytes[usize::from(conn.group)];
+        let result = conn.flush(&mut b.written);
+        b.queued += delta(before, conn.tx.len());
         if let Err(e) = result {
             tracing::debug!(error = %e, "write failed");
             self.socket_failed(slot, now);
@@ -994,7 +1024,7 @@ where
                     break;
                 }
                 Ok(n) => {
-                    self.bytes_in += n as u64;
+                    self.bytes[usize::from(conn.group)].read += n as u64;
                     if let Some(m) = conn.machine.as_mut() {
                         m.handle_input(Input::Received(now, &buf[..n]));
                     }
@@ -1048,11 +1078,12 @@ where
                     // and a refused source never takes a global slot.
                     let Ok(source) = sources::admit(l.limit.as_ref(), peer.ip()) else {
                         tracing::debug!(%peer, "per-source limit reached; closing");
-                        self.stats.refused_per_source();
+                        self.stats.group(l.group).refused_per_source();
                         drop(stream);
                         continue;
                     };
-                    if !self.stats.try_admit(self.cfg.max_connections) {
+                    let group = l.group;
+                    if !self.stats.try_admit(group, self.cfg.max_connections) {
                         tracing::debug!(%peer, "connection limit reached; closing");
                         drop(stream);
                         continue;
@@ -1062,7 +1093,7 @@ where
                     let machine = (l.factory)(peer, now);
                     let target = self.placement();
                     if target == self.index {
-                        self.adopt(stream, peer, local, machine, source, now);
+                        self.adopt(stream, peer, local, machine, source, group, now);
                     } else {
                         // Counted there at once, so a burst of accepts in
                         // this turn does not all go to the same shard; its
@@ -1074,9 +1105,10 @@ where
                             local,
                             machine,
                             source,
+                            group,
                         };
                         if self.peers[target].send(cmd).is_err() {
-                            self.stats.closed();
+                            self.stats.closed(group);
                         }
                     }
                 }
@@ -1101,14 +1133,15 @@ where
         local: SocketAddr,
         machine: M,
         source: Option<SourceSlot>,
+        group: u8,
         now: Instant,
     ) {
         if self.shutdown_at.is_some() {
-            self.stats.closed();
+            self.stats.closed(group);
             return;
         }
-        let Some(slot) = self.insert(machine, Sock::Open(stream), source) else {
-            self.stats.closed();
+        let Some(slot) = self.insert(machine, Sock::Open(stream), source, group) else {
+            self.stats.closed(group);
             return;
         };
         let generation = self.conns[slot].generation;
@@ -1181,19 +1214,19 @@ where
                     self.drain(slot, now);
                 }
             }
-            Cmd::Open(machine, reply) => {
+            Cmd::Open(machine, group, reply) => {
                 if self.shutdown_at.is_some() {
                     return;
                 }
-                if let Some(slot) = self.insert(machine, Sock::None, None) {
-                    self.stats.opened();
+                if let Some(slot) = self.insert(machine, Sock::None, None, group) {
+                    self.stats.opened(group);
                     let id = self.id(slot, self.conns[slot].generation);
                     // If the caller gave up waiting, the link still runs.
                     let _ = reply.send(id);
                     self.drain(slot, now);
                 }
             }
-            Cmd::Listen(mut listener, factory, limit) => {
+            Cmd::Listen(mut listener, factory, limit, group) => {
                 if self.shutdown_at.is_some() {
                     return;
                 }
@@ -1223,6 +1256,7 @@ where
                     local,
                     factory,
                     limit,
+                    group,
                 });
                 self.accept(idx, now);
             }
@@ -1232,7 +1266,8 @@ where
                 local,
                 machine,
                 source,
-            } => self.adopt(stream, peer, local, machine, source, now),
+                group,
+            } => self.adopt(stream, peer, local, machine, source, group, now),
             Cmd::Pump(pump) => {
                 if self.shutdown_at.is_none() {
                     self.pump = Some(pump);

@@ -30,6 +30,10 @@ pub struct ListenOptions {
     /// [`StatsSnapshot::refused_per_source`](crate::StatsSnapshot::refused_per_source).
     /// `None`: no limit.
     pub max_per_source: Option<usize>,
+    /// The stats group its connections count in
+    /// ([`ReactorConfig::stats_groups`](crate::ReactorConfig::stats_groups);
+    /// a group beyond the last counts in the last). 0 by default.
+    pub stats_group: usize,
 }
 
 /// The key a source is counted under: an IPv4 address, or the /64 of an
@@ -136,6 +140,7 @@ mod tests {
     fn a_source_holds_at_most_max_and_slots_give_their_place_back() {
         let limit = SourceLimit::for_options(&ListenOptions {
             max_per_source: Some(2),
+            ..ListenOptions::default()
         })
         .unwrap();
         let a = ip("192.0.2.1");
@@ -159,6 +164,7 @@ mod tests {
     fn mapped_v4_counts_as_v4_and_v6_counts_per_64() {
         let limit = SourceLimit::for_options(&ListenOptions {
             max_per_source: Some(1),
+            ..ListenOptions::default()
         })
         .unwrap();
         let _v4 = limit.acquire(ip("198.51.100.7")).unwrap();
@@ -174,6 +180,7 @@ mod tests {
         assert!(matches!(admit(None, ip("192.0.2.1")), Ok(None)));
         let zero = SourceLimit::for_options(&ListenOptions {
             max_per_source: Some(0),
+            ..ListenOptions::default()
         });
         assert!(admit(zero.as_ref(), ip("192.0.2.1")).is_err());
         assert!(zero.unwrap().counts.lock().unwrap().is_empty());

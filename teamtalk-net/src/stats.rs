@@ -69,7 +69,9 @@ impl Stats {
     }
 
     /// Reserves a slot for a new accepted connection; `false` (and the
-    /// refusal counted) when `max` are open already.
+    /// refusal counted) when `max` are open already (the tokio driver's
+    /// counters, one group).
+    #[cfg(feature = "tokio")]
     pub(crate) fn try_admit(&self, max: usize) -> bool {
         let admitted = self
             .open
@@ -83,20 +85,23 @@ impl Stats {
         admitted
     }
 
-    /// Counts a connection refused by its listener's per-source limit.
-    pub(crate) fn refused_per_source(&self) {
-        self.refused_per_source.fetch_add(1, Relaxed);
-    }
-
     /// Counts a connection the application opened (never refused).
+    #[cfg(feature = "tokio")]
     pub(crate) fn opened(&self) {
         self.open.fetch_add(1, Relaxed);
     }
 
     /// Counts a connection gone for good.
+    #[cfg(feature = "tokio")]
     pub(crate) fn closed(&self) {
         self.open.fetch_sub(1, Relaxed);
         self.closed.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection closed on accept by its listener's per-source
+    /// limit.
+    pub(crate) fn refused_per_source(&self) {
+        self.refused_per_source.fetch_add(1, Relaxed);
     }
 
     /// Counts a connection whose reading just stopped.
@@ -131,22 +136,131 @@ impl Stats {
     }
 }
 
+/// A reactor's counters: one [`Stats`] per stats group (a listener's or
+/// an opened connection's, [`ReactorConfig::stats_groups`]) and the open
+/// connections of all groups, which the connection limit applies to.
+///
+/// [`ReactorConfig::stats_groups`]: crate::ReactorConfig::stats_groups
+#[derive(Debug)]
+pub(crate) struct StatsSet {
+    groups: Box<[Stats]>,
+    open_total: AtomicUsize,
+}
+
+impl StatsSet {
+    /// `groups` groups (at least one).
+    pub(crate) fn new(groups: usize) -> Self {
+        Self {
+            groups: (0..groups.max(1)).map(|_| Stats::default()).collect(),
+            open_total: AtomicUsize::new(0),
+        }
+    }
+
+    /// The group a connection of `group` counts in: groups beyond the
+    /// last count in the last.
+    pub(crate) fn clamp(&self, group: usize) -> u8 {
+        u8::try_from(group.min(self.groups.len() - 1)).unwrap_or(u8::MAX)
+    }
+
+    /// A group's counters (`group` from [`clamp`](Self::clamp)).
+    pub(crate) fn group(&self, group: u8) -> &Stats {
+        let i = usize::from(group).min(self.groups.len() - 1);
+        &self.groups[i]
+    }
+
+    /// Number of groups.
+    pub(crate) fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Admits one more accepted connection into `group` unless `max`
+    /// connections are open in all groups together.
+    pub(crate) fn try_admit(&self, group: u8, max: usize) -> bool {
+        let admitted = self
+            .open_total
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok();
+        let g = self.group(group);
+        if admitted {
+            g.open.fetch_add(1, Relaxed);
+            g.accepted.fetch_add(1, Relaxed);
+        } else {
+            g.refused_over_limit.fetch_add(1, Relaxed);
+        }
+        admitted
+    }
+
+    /// An opened (outbound) connection in `group`; never refused.
+    pub(crate) fn opened(&self, group: u8) {
+        self.open_total.fetch_add(1, Relaxed);
+        self.group(group).open.fetch_add(1, Relaxed);
+    }
+
+    /// A connection of `group` is gone.
+    pub(crate) fn closed(&self, group: u8) {
+        self.open_total.fetch_sub(1, Relaxed);
+        let g = self.group(group);
+        g.open.fetch_sub(1, Relaxed);
+        g.closed.fetch_add(1, Relaxed);
+    }
+
+    /// All groups together.
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let mut total = StatsSnapshot::default();
+        for g in &*self.groups {
+            let s = g.snapshot();
+            total.accepted += s.accepted;
+            total.refused_over_limit += s.refused_over_limit;
+            total.refused_per_source += s.refused_per_source;
+            total.open += s.open;
+            total.closed += s.closed;
+            total.bytes_in += s.bytes_in;
+            total.bytes_out += s.bytes_out;
+            total.queued_bytes += s.queued_bytes;
+            total.reads_paused += s.reads_paused;
+        }
+        total
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn admission_stops_at_the_limit_and_counts_refusals() {
-        let s = Stats::default();
-        assert!(s.try_admit(2));
-        assert!(s.try_admit(2));
-        assert!(!s.try_admit(2));
-        s.closed();
-        assert!(s.try_admit(2));
+        let s = StatsSet::new(1);
+        assert!(s.try_admit(0, 2));
+        assert!(s.try_admit(0, 2));
+        assert!(!s.try_admit(0, 2));
+        s.closed(0);
+        assert!(s.try_admit(0, 2));
         let snap = s.snapshot();
         assert_eq!(snap.accepted, 3);
         assert_eq!(snap.refused_over_limit, 1);
         assert_eq!(snap.open, 2);
         assert_eq!(snap.closed, 1);
+    }
+
+    #[test]
+    fn groups_count_apart_and_share_the_limit() {
+        let s = StatsSet::new(2);
+        assert!(s.try_admit(0, 3));
+        assert!(s.try_admit(1, 3));
+        s.opened(1);
+        // Opened connections count towards the limit, never against it.
+        assert!(!s.try_admit(0, 3));
+        s.group(1).add_bytes(10, 20, 5);
+        assert_eq!(s.group(0).snapshot().open, 1);
+        assert_eq!(s.group(0).snapshot().refused_over_limit, 1);
+        assert_eq!(s.group(1).snapshot().open, 2);
+        assert_eq!(s.group(1).snapshot().bytes_out, 20);
+        assert_eq!(s.snapshot().open, 3);
+        assert_eq!(s.snapshot().bytes_in, 10);
+        // A group beyond the last counts in the last.
+        assert_eq!(s.clamp(7), 1);
+        s.closed(1);
+        assert_eq!(s.snapshot().open, 2);
+        assert_eq!(s.group(1).snapshot().closed, 1);
     }
 }

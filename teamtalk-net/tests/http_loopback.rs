@@ -241,6 +241,7 @@ fn three_hundred_slowloris_connections_do_not_starve_other_clients() {
     .expect("reactor");
     let opts = ListenOptions {
         max_per_source: Some(CAP),
+        ..ListenOptions::default()
     };
     let addr = reactor
         .listen_with(any_port(), opts, |peer, t| {

@@ -444,6 +444,7 @@ fn connections_over_the_per_source_limit_are_closed_at_once() {
     .expect("server");
     let opts = ListenOptions {
         max_per_source: Some(2),
+        ..ListenOptions::default()
     };
     let addr = server
         .listen_with(any_port(), opts, |peer, t| {
@@ -763,6 +764,7 @@ mod both_drivers {
         let (server, mut events) = Driver::<Session>::new(DriveConfig::default());
         let opts = ListenOptions {
             max_per_source: Some(2),
+            ..ListenOptions::default()
         };
         let addr = {
             let _in_runtime = rt.enter();

@@ -152,6 +152,8 @@ where
             .map(|c| c.max_connections)
             .fold(0, usize::saturating_add)
             .max(1);
+        // Each side's connections count apart (its `side` gauges).
+        merged.stats_groups = side_names.len().max(1);
         reactors.push(new_reactor(merged)?);
         reactor_of = vec![0; side_names.len()];
     } else {
@@ -183,6 +185,7 @@ where
                 PortKind::Http { max_per_source, .. } => *max_per_source,
                 PortKind::Clients(_) | PortKind::Peers(_) => None,
             },
+            stats_group: side,
         };
         let local = reactors[reactor]
             .listen_with(
@@ -221,7 +224,8 @@ where
             None => Wire::Link(Box::new(link)),
         };
         let id = reactors[reactor_of[links_side]]
-            .open(wire)
+            .handle()
+            .open_in(wire, links_side)
             .map_err(|source| DaemonError::Link {
                 daemon: name,
                 addr,
@@ -232,27 +236,17 @@ where
         link_conns.push(id);
     }
 
-    // Each reactor's transport gauges once, under the names of the sides
-    // it holds ("clients+links" when they share one).
+    // Each side's transport gauges: its reactor's, or its stats group's
+    // when the sides share one.
     let sides = side_names
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            let reactor = reactor_of[i];
-            let first = reactor_of.iter().position(|r| *r == reactor) == Some(i);
-            let label = side_names
-                .iter()
-                .zip(&reactor_of)
-                .filter(|(_, r)| **r == reactor)
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join("+");
-            Side {
-                name,
-                net: first.then(|| (label, reactors[reactor].handle())),
-                closes: crate::metrics::CloseCounters::new(),
-                http_closes: crate::metrics::CounterMap::new(),
-            }
+        .map(|(i, name)| Side {
+            name,
+            net: reactors[reactor_of[i]].handle(),
+            group: inline.then_some(i),
+            closes: crate::metrics::CloseCounters::new(),
+            http_closes: crate::metrics::CounterMap::new(),
         })
         .collect();
     let traffic = Arc::new(Traffic {

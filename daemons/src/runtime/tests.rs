@@ -395,7 +395,7 @@ fn either_way_jobs_come_back_and_a_stop_with_workers_is_prompt() {
 }
 
 #[test]
-fn sides_sharing_a_reactor_report_its_gauges_once_under_both_names() {
+fn sides_sharing_a_reactor_keep_their_own_gauges() {
     let far = echo();
     let mut plan = Plan::<NoWorker>::new();
     plan.listen(
@@ -414,14 +414,31 @@ fn sides_sharing_a_reactor_report_its_gauges_once_under_both_names() {
     let mut scrape = Scrape::new();
     relay.metrics().collect(&mut scrape);
     let text = scrape.render();
+    // One link, no accepted peer yet.
     assert!(
-        text.contains("teamtalk_connections_open{side=\"peers+links\"} 1\n"),
+        text.contains("teamtalk_connections_open{side=\"links\"} 1\n"),
         "{text}"
     );
     assert!(
-        !text.contains("teamtalk_connections_open{side=\"peers\"}"),
+        text.contains("teamtalk_connections_open{side=\"peers\"} 0\n"),
         "{text}"
     );
+    let _client = connect(relay.addr());
+    let deadline = crate::clock::now() + Duration::from_secs(10);
+    loop {
+        let mut scrape = Scrape::new();
+        relay.metrics().collect(&mut scrape);
+        let text = scrape.render();
+        if text.contains("teamtalk_connections_open{side=\"peers\"} 1\n") {
+            assert!(
+                text.contains("teamtalk_connections_open{side=\"links\"} 1\n"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(crate::clock::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]

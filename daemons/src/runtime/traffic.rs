@@ -13,12 +13,12 @@ use teamtalk_proto::CommandKey;
 use super::wire::Wire;
 use crate::metrics::{CloseCounters, CommandCounters, CounterMap, Scrape, render_net};
 
-/// One side: the closes of its connections and, for the first side of
-/// each reactor, the reactor's gauges under the names of all the sides it
-/// holds.
+/// One side: its reactor and the closes of its connections.
 pub(crate) struct Side {
     pub(crate) name: &'static str,
-    pub(crate) net: Option<(String, Handle<Wire>)>,
+    pub(crate) net: Handle<Wire>,
+    /// The side's stats group when it shares its reactor with other sides.
+    pub(crate) group: Option<usize>,
     pub(crate) closes: CloseCounters,
     /// Closes of HTTP connections, by the HTTP machine's reason label.
     pub(crate) http_closes: CounterMap,
@@ -94,10 +94,12 @@ impl Traffic {
 
     pub(crate) fn collect(&self, out: &mut Scrape) {
         for s in &self.sides {
-            if let Some((label, net)) = &s.net {
-                render_net(out, &[("side", label)], &net.stats());
-            }
             let side = [("side", s.name)];
+            let stats = match s.group {
+                Some(g) => s.net.group_stats(g).unwrap_or_default(),
+                None => s.net.stats(),
+            };
+            render_net(out, &side, &stats);
             s.closes.render(out, &side);
             s.http_closes.render(
                 out,
