@@ -114,18 +114,22 @@ pub(crate) enum Cmd<M> {
         u8,
     ),
     /// Take over a connection another shard accepted.
-    Adopt {
-        stream: mio::net::TcpStream,
-        peer: SocketAddr,
-        local: SocketAddr,
-        machine: M,
-        source: Option<SourceSlot>,
-        group: u8,
-    },
+    Adopt(Arrival<M>),
     /// Run this pump after every round from now on.
     Pump(Box<dyn crate::Pump>),
     /// Stop accepting, flush, exit.
     Shutdown,
+}
+
+/// An accepted connection on its way to the shard that will hold it.
+pub(crate) struct Arrival<M> {
+    pub(crate) stream: mio::net::TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) machine: M,
+    pub(crate) source: Option<SourceSlot>,
+    /// The stats group it counts in.
+    pub(crate) group: u8,
 }
 
 /// A shard's command channel plus what it takes to wake it.

@@ -15,7 +15,7 @@ use slab::Slab;
 use teamtalk_conn::{Input, Machine, Output};
 
 use crate::clock;
-use crate::handle::{Cmd, ConnId, Factory, Handle, NetError, NetEvent, ON_SHARD, ShardTx};
+use crate::handle::{Arrival, Cmd, ConnId, Factory, Handle, NetError, NetEvent, ON_SHARD, ShardTx};
 use crate::socket::{self, ConnectState};
 use crate::source::{self as sources, ListenOptions, SourceLimit, SourceSlot};
 use crate::stats::{StatsSet, StatsSnapshot};
@@ -1092,22 +1092,22 @@ where
                     let local = l.local;
                     let machine = (l.factory)(peer, now);
                     let target = self.placement();
+                    let arrival = Arrival {
+                        stream,
+                        peer,
+                        local,
+                        machine,
+                        source,
+                        group,
+                    };
                     if target == self.index {
-                        self.adopt(stream, peer, local, machine, source, group, now);
+                        self.adopt(arrival, now);
                     } else {
                         // Counted there at once, so a burst of accepts in
                         // this turn does not all go to the same shard; its
                         // own count replaces this once it adopts.
                         self.loads[target].fetch_add(1, Ordering::Relaxed);
-                        let cmd = Cmd::Adopt {
-                            stream,
-                            peer,
-                            local,
-                            machine,
-                            source,
-                            group,
-                        };
-                        if self.peers[target].send(cmd).is_err() {
+                        if self.peers[target].send(Cmd::Adopt(arrival)).is_err() {
                             self.stats.closed(group);
                         }
                     }
@@ -1126,16 +1126,15 @@ where
         self.accept_pending.push(idx);
     }
 
-    fn adopt(
-        &mut self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        local: SocketAddr,
-        machine: M,
-        source: Option<SourceSlot>,
-        group: u8,
-        now: Instant,
-    ) {
+    fn adopt(&mut self, arrival: Arrival<M>, now: Instant) {
+        let Arrival {
+            stream,
+            peer,
+            local,
+            machine,
+            source,
+            group,
+        } = arrival;
         if self.shutdown_at.is_some() {
             self.stats.closed(group);
             return;
@@ -1260,14 +1259,7 @@ where
                 });
                 self.accept(idx, now);
             }
-            Cmd::Adopt {
-                stream,
-                peer,
-                local,
-                machine,
-                source,
-                group,
-            } => self.adopt(stream, peer, local, machine, source, group, now),
+            Cmd::Adopt(arrival) => self.adopt(arrival, now),
             Cmd::Pump(pump) => {
                 if self.shutdown_at.is_none() {
                     self.pump = Some(pump);
