@@ -48,14 +48,17 @@
 //! - Events come out on one channel as `(`[`ConnId`]`, `[`NetEvent`]`)`.
 //!   A [`ConnId`] carries a generation, so a stale id never reaches a
 //!   connection that reuses the slot.
-//! - What a machine transmits is written at once when the socket takes
-//!   it. The rest waits in a per-connection queue that is flushed when the
-//!   socket becomes writable, and whose size is reported to the machine
-//!   (`Machine::set_backlog`), so a peer that stops reading is closed
-//!   once the machine's send cap is reached.
+//! - What a machine transmits is queued and written when the shard's
+//!   round ends: everything a round queued for one socket (several
+//!   commands' PDUs, a burst of deliveries) goes out in one vectored
+//!   write, counted in [`StatsSnapshot::writes`]. What the socket does not
+//!   take stays queued and is flushed when it becomes writable; that
+//!   backlog is reported to the machine (`Machine::set_backlog`), so a
+//!   peer that stops reading is closed once the machine's send cap is
+//!   reached. (The tokio driver writes at once.)
 //! - Idle connections cost little: there is no per-connection read buffer
 //!   (reads go through the shard's buffer) and the write queue allocates
-//!   only while a socket is full. Resource limits: at most
+//!   only while it holds bytes. Resource limits: at most
 //!   [`ReactorConfig::max_connections`]; connections above it are closed
 //!   at once and counted in [`Stats`]. A listener may also cap the
 //!   connections of one source address ([`ListenOptions::max_per_source`],

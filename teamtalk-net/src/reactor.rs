@@ -193,6 +193,7 @@ where
                 timers: TimerHeap::default(),
                 next_generation: 0,
                 read_pending: Vec::new(),
+                to_flush: Vec::new(),
                 accept_pending: Vec::new(),
                 accept_retry_at: None,
                 more_cmds: false,
@@ -363,6 +364,9 @@ struct Conn<M> {
     _source: Option<SourceSlot>,
     /// The stats group it counts in.
     group: u8,
+    /// Its queue is listed in the shard's `to_flush` for the end of the
+    /// round.
+    flush_due: bool,
 }
 
 impl<M: Machine> Conn<M> {
@@ -380,6 +384,7 @@ impl<M: Machine> Conn<M> {
             linger_until: None,
             scheduled: None,
             _source: source,
+            flush_due: false,
         }
     }
 
@@ -391,28 +396,42 @@ impl<M: Machine> Conn<M> {
         }
     }
 
-    /// Writes `bytes` now if the socket takes them, and queues the rest.
-    fn transmit(&mut self, bytes: Bytes, out: &mut u64) -> io::Result<()> {
+    /// Queues `bytes` for the socket. True when an open socket's queue
+    /// must be listed for the flush at the end of the round.
+    ///
+    /// Nothing is written here: everything a round queues for one socket
+    /// goes out in one vectored write when the round ends
+    /// (`Shard::flush_round`), so a connection that gets several PDUs in a
+    /// round (a member of a busy group, a sender's acks and deliveries)
+    /// costs one system call and one segment instead of one per PDU.
+    fn transmit(&mut self, bytes: Bytes) -> bool {
         if self.closing {
-            return Ok(());
+            return false;
         }
-        match &mut self.sock {
+        match &self.sock {
             // Not connected: the machine knows, nothing can be sent.
-            Sock::None => {}
-            Sock::Connecting(_) => self.tx.push(bytes),
-            Sock::Open(stream) => {
-                let n = self.tx.write_or_queue(bytes, |b| stream.write(b))?;
-                *out += n as u64;
+            Sock::None => false,
+            // Flushed when the connect completes.
+            Sock::Connecting(_) => {
+                self.tx.push(bytes);
+                false
+            }
+            Sock::Open(_) => {
+                self.tx.push(bytes);
+                !std::mem::replace(&mut self.flush_due, true)
             }
         }
-        Ok(())
     }
 
     /// Writes queued bytes until the queue is empty or the socket full.
-    fn flush(&mut self, out: &mut u64) -> io::Result<()> {
+    fn flush(&mut self, out: &mut GroupBytes) -> io::Result<()> {
         if let Sock::Open(stream) = &mut self.sock {
-            let n = self.tx.flush(|slices| stream.write_vectored(slices))?;
-            *out += n as u64;
+            let writes = &mut out.writes;
+            let n = self.tx.flush(|slices| {
+                *writes += 1;
+                stream.write_vectored(slices)
+            })?;
+            out.written += n as u64;
         }
         Ok(())
     }
@@ -467,6 +486,9 @@ struct Shard<M: Machine> {
     next_generation: u32,
     /// Connections whose read budget ran out with data left.
     read_pending: Vec<(usize, u32)>,
+    /// Connections whose queues this round has added to, flushed when it
+    /// ends.
+    to_flush: Vec<(usize, u32)>,
     /// Listeners whose accept budget ran out.
     accept_pending: Vec<usize>,
     /// When to retry accepting after an accept error.
@@ -488,6 +510,8 @@ struct Shard<M: Machine> {
 struct GroupBytes {
     read: u64,
     written: u64,
+    /// Write system calls.
+    writes: u64,
     /// Change of the bytes queued.
     queued: i64,
 }
@@ -529,6 +553,7 @@ where
             self.run_commands(now);
             self.expire_timers(now);
             self.run_pump(now);
+            self.flush_round(now);
             self.publish_stats();
             if let Some(deadline) = self.shutdown_at
                 && (self.conns.is_empty() || now >= deadline)
@@ -545,9 +570,10 @@ where
 
     fn publish_stats(&mut self) {
         for (group, b) in self.bytes.iter_mut().enumerate() {
-            if b.read != 0 || b.written != 0 || b.queued != 0 {
+            if b.read != 0 || b.written != 0 || b.queued != 0 || b.writes != 0 {
                 let g = self.stats.group(u8::try_from(group).unwrap_or(u8::MAX));
                 g.add_bytes(b.read, b.written, b.queued);
+                g.add_writes(b.writes);
                 *b = GroupBytes::default();
             }
         }
@@ -667,6 +693,7 @@ where
         let group = conn.group;
         self.bytes[usize::from(group)].queued += delta(conn.tx.len(), 0);
         conn.tx.clear();
+        conn.flush_due = false;
         conn.closing = false;
         conn.linger_until = None;
         if std::mem::take(&mut conn.read_paused) {
@@ -721,18 +748,16 @@ where
             match machine.poll_output() {
                 Output::Transmit(bytes) => {
                     let before = conn.tx.len();
-                    let b = &mut self.bytes[usize::from(conn.group)];
-                    let result = conn.transmit(bytes, &mut b.written);
-                    b.queued += delta(before, conn.tx.len());
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, conn = %self.id(slot, generation), "write failed");
-                        self.socket_failed(slot, now);
-                    } else if conn.tx.len() > self.cfg.max_queued_bytes {
+                    if conn.transmit(bytes) {
+                        self.to_flush.push((slot, generation));
+                    }
+                    self.bytes[usize::from(conn.group)].queued += delta(before, conn.tx.len());
+                    if conn.tx.len() > self.cfg.max_queued_bytes {
                         tracing::debug!(conn = %self.id(slot, generation), "send queue over the hard cap");
                         self.socket_failed(slot, now);
-                    } else {
-                        conn.report_backlog(now);
                     }
+                    // The backlog is told after the round's flush: bytes
+                    // waiting for it are not the peer's backlog.
                 }
                 Output::Connect(addr) => {
                     self.drop_socket(slot);
@@ -967,16 +992,35 @@ where
         }
     }
 
+    /// Writes what the round queued, one vectored write per socket, and
+    /// tells each machine its backlog (which may raise more output: those
+    /// sockets are flushed in the same call).
+    fn flush_round(&mut self, now: Instant) {
+        while !self.to_flush.is_empty() {
+            for (slot, generation) in std::mem::take(&mut self.to_flush) {
+                let Some(conn) = self.conns.get_mut(slot) else {
+                    continue;
+                };
+                if conn.generation != generation || !std::mem::take(&mut conn.flush_due) {
+                    continue;
+                }
+                self.on_writable(slot, now);
+            }
+        }
+    }
+
     fn on_writable(&mut self, slot: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        // A writable edge flushes everything, the round's bytes included;
+        // the round's own flush then finds nothing to do.
         if conn.tx.is_empty() {
             return;
         }
         let before = conn.tx.len();
         let b = &mut self.bytes[usize::from(conn.group)];
-        let result = conn.flush(&mut b.written);
+        let result = conn.flush(b);
         b.queued += delta(before, conn.tx.len());
         if let Err(e) = result {
             tracing::debug!(error = %e, "write failed");

@@ -16,6 +16,7 @@ pub struct Stats {
     closed: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    writes: AtomicU64,
     queued_bytes: AtomicU64,
     reads_paused: AtomicUsize,
 }
@@ -40,6 +41,10 @@ pub struct StatsSnapshot {
     pub bytes_in: u64,
     /// Bytes written to sockets.
     pub bytes_out: u64,
+    /// System calls that wrote to sockets. Against `bytes_out` it shows
+    /// how well writes are batched: the mio reactor writes everything a
+    /// round queued for one socket in one vectored write.
+    pub writes: u64,
     /// Bytes machines transmitted that sockets have not taken yet, over
     /// all connections: the driver's share of the process's memory for
     /// slow peers, bounded by the machines' send caps.
@@ -63,6 +68,7 @@ impl Stats {
             closed: self.closed.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            writes: self.writes.load(Relaxed),
             queued_bytes: self.queued_bytes.load(Relaxed),
             reads_paused: self.reads_paused.load(Relaxed),
         }
@@ -117,6 +123,13 @@ impl Stats {
 
     /// Adds what a shard moved since its last report, and the change of
     /// its queued bytes.
+    /// Counts system calls that wrote to sockets.
+    pub(crate) fn add_writes(&self, writes: u64) {
+        if writes != 0 {
+            self.writes.fetch_add(writes, Relaxed);
+        }
+    }
+
     pub(crate) fn add_bytes(&self, bytes_in: u64, bytes_out: u64, queued_delta: i64) {
         match queued_delta {
             0 => {}
@@ -216,6 +229,7 @@ impl StatsSet {
             total.closed += s.closed;
             total.bytes_in += s.bytes_in;
             total.bytes_out += s.bytes_out;
+            total.writes += s.writes;
             total.queued_bytes += s.queued_bytes;
             total.reads_paused += s.reads_paused;
         }

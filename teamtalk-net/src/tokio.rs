@@ -235,7 +235,15 @@ impl<M: Machine> Task<'_, M> {
                 self.tx.push(bytes);
                 Ok(0)
             }
-            Sock::Open(s) => self.tx.write_or_queue(bytes, |b| s.try_write(b)),
+            Sock::Open(s) => {
+                let mut writes = 0;
+                let r = self.tx.write_or_queue(bytes, |b| {
+                    writes += 1;
+                    s.try_write(b)
+                });
+                self.stats.add_writes(writes);
+                r
+            }
         };
         match result {
             Ok(n) => self.stats.add_bytes(0, n as u64, 0),
@@ -300,7 +308,13 @@ impl<M: Machine> Task<'_, M> {
         let Sock::Open(s) = &self.sock else {
             return;
         };
-        match self.tx.flush(|slices| s.try_write_vectored(slices)) {
+        let mut writes = 0;
+        let flushed = self.tx.flush(|slices| {
+            writes += 1;
+            s.try_write_vectored(slices)
+        });
+        self.stats.add_writes(writes);
+        match flushed {
             Ok(n) => self.stats.add_bytes(0, n as u64, 0),
             Err(e) => {
                 tracing::debug!(error = %e, "write failed");

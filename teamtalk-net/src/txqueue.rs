@@ -50,6 +50,9 @@ impl TxQueue {
 
     /// Writes `bytes` at once when nothing is queued before them, and
     /// queues what the socket did not take. Returns the bytes written.
+    /// (The tokio driver's way; the mio reactor queues and flushes once
+    /// per round.)
+    #[cfg(any(feature = "tokio", test))]
     pub(crate) fn write_or_queue(
         &mut self,
         bytes: Bytes,

@@ -321,6 +321,12 @@ pub fn render_net(out: &mut Scrape, labels: &[(&str, &str)], s: &StatsSnapshot) 
         labels,
         s.bytes_out,
     );
+    out.counter(
+        "teamtalk_socket_writes_total",
+        "System calls that wrote to sockets (everything a round queued for one socket goes in one).",
+        labels,
+        s.writes,
+    );
     out.gauge(
         "teamtalk_send_queue_bytes",
         "Bytes queued for sending that sockets have not taken yet.",
