@@ -115,6 +115,9 @@ pub(crate) enum Cmd<M> {
     ),
     /// Take over a connection another shard accepted.
     Adopt(Arrival<M>),
+    /// An in-process connection to the listener bound to this address
+    /// ([`LocalNet`](crate::LocalNet)): accept it like a TCP one.
+    LocalAccept(SocketAddr, mio::net::UnixStream),
     /// Run this pump after every round from now on.
     Pump(Box<dyn crate::Pump>),
     /// Stop accepting, flush, exit.
@@ -123,7 +126,7 @@ pub(crate) enum Cmd<M> {
 
 /// An accepted connection on its way to the shard that will hold it.
 pub(crate) struct Arrival<M> {
-    pub(crate) stream: mio::net::TcpStream,
+    pub(crate) stream: crate::stream::Stream,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
     pub(crate) machine: M,
@@ -166,6 +169,7 @@ pub struct Handle<M: Machine> {
     pub(crate) next: Arc<AtomicUsize>,
     pub(crate) stats: Arc<StatsSet>,
     pub(crate) backlog: i32,
+    pub(crate) local_net: Option<Arc<crate::LocalNet>>,
 }
 
 impl<M: Machine> Clone for Handle<M> {
@@ -175,6 +179,7 @@ impl<M: Machine> Clone for Handle<M> {
             next: Arc::clone(&self.next),
             stats: Arc::clone(&self.stats),
             backlog: self.backlog,
+            local_net: self.local_net.clone(),
         }
     }
 }
@@ -294,8 +299,15 @@ where
         let listener = mio::net::TcpListener::from_std(std_listener);
         let limit = SourceLimit::for_options(&opts);
         let group = self.stats.clamp(opts.stats_group);
-        self.pick_shard()
-            .send(Cmd::Listen(listener, Box::new(factory), limit, group))?;
+        let shard = self.pick_shard_index();
+        self.shards[shard].send(Cmd::Listen(listener, Box::new(factory), limit, group))?;
+        if let Some(net) = &self.local_net {
+            let shards = Arc::clone(&self.shards);
+            net.register(
+                local,
+                Box::new(move |stream| shards[shard].send(Cmd::LocalAccept(local, stream)).is_ok()),
+            );
+        }
         Ok(local)
     }
 
@@ -350,7 +362,10 @@ where
     }
 
     pub(crate) fn pick_shard(&self) -> &ShardTx<M> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        &self.shards[i]
+        &self.shards[self.pick_shard_index()]
+    }
+
+    pub(crate) fn pick_shard_index(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len()
     }
 }

@@ -128,11 +128,13 @@
 mod clock;
 mod handle;
 mod limits;
+mod local;
 mod pump;
 mod reactor;
 pub mod socket;
 mod source;
 mod stats;
+mod stream;
 mod timer_heap;
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -140,6 +142,7 @@ mod txqueue;
 
 pub use handle::{ConnId, Handle, NetError, NetEvent};
 pub use limits::raise_fd_limit;
+pub use local::LocalNet;
 pub use pump::{Pump, Pumped};
 pub use reactor::{DEFAULT_ADOPT_SLACK, EventRx, Reactor, ReactorConfig};
 pub use source::{ListenOptions, source_key};

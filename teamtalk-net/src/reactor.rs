@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
+
+use crate::LocalNet;
+use crate::stream::Stream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use teamtalk_conn::{Input, Machine, Output};
@@ -86,6 +89,10 @@ pub struct ReactorConfig {
     /// groups up, and [`max_connections`](Self::max_connections) applies
     /// to all together. 1 by default.
     pub stats_groups: usize,
+    /// Reactors of one process given the same [`LocalNet`] reach each
+    /// other's listeners in-process (a Unix socket pair) instead of over
+    /// loopback TCP; `None` (the default): every connect is TCP.
+    pub local_net: Option<Arc<LocalNet>>,
 }
 
 impl Default for ReactorConfig {
@@ -101,6 +108,7 @@ impl Default for ReactorConfig {
             events_capacity: 1024,
             adopt_slack: DEFAULT_ADOPT_SLACK,
             stats_groups: 1,
+            local_net: None,
         }
     }
 }
@@ -174,6 +182,7 @@ where
             next: Arc::new(AtomicUsize::new(0)),
             stats: Arc::clone(&stats),
             backlog: cfg.backlog,
+            local_net: cfg.local_net.clone(),
         };
         let cfg = Arc::new(cfg);
         let mut threads = Vec::with_capacity(n);
@@ -333,9 +342,9 @@ enum Sock {
     /// No socket: a link between connects, or closed.
     None,
     /// A nonblocking connect is under way.
-    Connecting(TcpStream),
+    Connecting(Stream),
     /// Connected.
-    Open(TcpStream),
+    Open(Stream),
 }
 
 /// One connection on a shard.
@@ -840,9 +849,21 @@ where
 
     /// Starts an outbound connect; a synchronous failure is fed back at
     /// once as `ConnectFailed`.
+    ///
+    /// An address a reactor sharing this one's [`LocalNet`] listens on is
+    /// reached through a socket pair; it completes like a TCP connect (the
+    /// pair is writable at once), so the machine sees the same inputs.
     fn start_connect(&mut self, slot: usize, addr: SocketAddr, now: Instant) {
-        let result = socket::start_connect(addr).and_then(|std| {
-            let mut s = TcpStream::from_std(std);
+        let local = self
+            .cfg
+            .local_net
+            .as_ref()
+            .and_then(|net| net.connect(addr));
+        let stream = match local {
+            Some(pair) => pair.map(Stream::Local),
+            None => socket::start_connect(addr).map(|std| Stream::Tcp(TcpStream::from_std(std))),
+        };
+        let result = stream.and_then(|mut s| {
             self.poll.registry().register(
                 &mut s,
                 Token(slot),
@@ -945,7 +966,7 @@ where
             return;
         };
         if let Sock::Connecting(stream) = &conn.sock {
-            match socket::connect_result(stream) {
+            match stream.connect_result() {
                 ConnectState::Pending => return,
                 ConnectState::Failed(e) => {
                     tracing::debug!(error = %e, "connect failed");
@@ -1117,45 +1138,7 @@ where
                 return;
             };
             match l.listener.accept() {
-                Ok((stream, peer)) => {
-                    // Per source first: an unlimited listener pays nothing,
-                    // and a refused source never takes a global slot.
-                    let Ok(source) = sources::admit(l.limit.as_ref(), peer.ip()) else {
-                        tracing::debug!(%peer, "per-source limit reached; closing");
-                        self.stats.group(l.group).refused_per_source();
-                        drop(stream);
-                        continue;
-                    };
-                    let group = l.group;
-                    if !self.stats.try_admit(group, self.cfg.max_connections) {
-                        tracing::debug!(%peer, "connection limit reached; closing");
-                        drop(stream);
-                        continue;
-                    }
-                    socket::set_nodelay(&stream);
-                    let local = l.local;
-                    let machine = (l.factory)(peer, now);
-                    let target = self.placement();
-                    let arrival = Arrival {
-                        stream,
-                        peer,
-                        local,
-                        machine,
-                        source,
-                        group,
-                    };
-                    if target == self.index {
-                        self.adopt(arrival, now);
-                    } else {
-                        // Counted there at once, so a burst of accepts in
-                        // this turn does not all go to the same shard; its
-                        // own count replaces this once it adopts.
-                        self.loads[target].fetch_add(1, Ordering::Relaxed);
-                        if self.peers[target].send(Cmd::Adopt(arrival)).is_err() {
-                            self.stats.closed(group);
-                        }
-                    }
-                }
+                Ok((stream, peer)) => self.admit(idx, Stream::Tcp(stream), peer, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -1168,6 +1151,70 @@ where
             }
         }
         self.accept_pending.push(idx);
+    }
+
+    /// Takes a connection accepted on listener `idx` (over TCP, or
+    /// in-process): its source's and the reactor's limits, its machine,
+    /// and the shard that will hold it.
+    fn admit(&mut self, idx: usize, stream: Stream, peer: SocketAddr, now: Instant) {
+        let Some(l) = self.listeners.get(idx) else {
+            return;
+        };
+        // Per source first: an unlimited listener pays nothing, and a
+        // refused source never takes a global slot.
+        let Ok(source) = sources::admit(l.limit.as_ref(), peer.ip()) else {
+            tracing::debug!(%peer, "per-source limit reached; closing");
+            self.stats.group(l.group).refused_per_source();
+            return;
+        };
+        let group = l.group;
+        if !self.stats.try_admit(group, self.cfg.max_connections) {
+            tracing::debug!(%peer, "connection limit reached; closing");
+            return;
+        }
+        if let Stream::Tcp(s) = &stream {
+            socket::set_nodelay(s);
+        }
+        let local = l.local;
+        let machine = (l.factory)(peer, now);
+        let target = self.placement();
+        let arrival = Arrival {
+            stream,
+            peer,
+            local,
+            machine,
+            source,
+            group,
+        };
+        if target == self.index {
+            self.adopt(arrival, now);
+        } else {
+            // Counted there at once, so a burst of accepts in this turn
+            // does not all go to the same shard; its own count replaces
+            // this once it adopts.
+            self.loads[target].fetch_add(1, Ordering::Relaxed);
+            if self.peers[target].send(Cmd::Adopt(arrival)).is_err() {
+                self.stats.closed(group);
+            }
+        }
+    }
+
+    /// An in-process connection to the listener bound to `addr`; the peer
+    /// is named by the listener's own IP and port 0.
+    fn local_accept(&mut self, addr: SocketAddr, stream: mio::net::UnixStream, now: Instant) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        let Some(idx) = self
+            .listeners
+            .iter()
+            .find_map(|(i, l)| (l.local == addr).then_some(i))
+        else {
+            tracing::debug!(%addr, "in-process connect to a listener that is gone");
+            return;
+        };
+        let peer = SocketAddr::new(addr.ip(), 0);
+        self.admit(idx, Stream::Local(stream), peer, now);
     }
 
     fn adopt(&mut self, arrival: Arrival<M>, now: Instant) {
@@ -1304,6 +1351,7 @@ where
                 self.accept(idx, now);
             }
             Cmd::Adopt(arrival) => self.adopt(arrival, now),
+            Cmd::LocalAccept(addr, stream) => self.local_accept(addr, stream, now),
             Cmd::Pump(pump) => {
                 if self.shutdown_at.is_none() {
                     self.pump = Some(pump);

@@ -1,0 +1,173 @@
+//! Reactors sharing a `LocalNet`: a link to a listener of the same
+//! process goes over a socket pair, not TCP; the listener still takes TCP
+//! from everyone else; and a connect to an address no live reactor of the
+//! registry listens on is TCP again.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use teamtalk_conn::{Backoff, Link, LinkConfig, LinkEvent, Session, SessionConfig, SessionEvent};
+use teamtalk_net::{ConnId, LocalNet, NetEvent, Reactor, ReactorConfig};
+use teamtalk_proto::{Command, Pdu};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn cfg(net: Option<&Arc<LocalNet>>) -> ReactorConfig {
+    ReactorConfig {
+        threads: 1,
+        close_linger: Duration::from_millis(200),
+        local_net: net.cloned(),
+        ..ReactorConfig::default()
+    }
+}
+
+fn link_cfg(addr: SocketAddr) -> LinkConfig {
+    LinkConfig::new(addr).with_backoff(Backoff::exponential(
+        Duration::from_millis(20),
+        Duration::from_millis(200),
+        7,
+    ))
+}
+
+fn wait_event<E: std::fmt::Debug>(
+    rx: &Receiver<(ConnId, NetEvent<E>)>,
+    mut pred: impl FnMut(ConnId, &NetEvent<E>) -> bool,
+) -> (ConnId, NetEvent<E>) {
+    let deadline = now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(now());
+        match rx.recv_timeout(left) {
+            Ok((id, ev)) if pred(id, &ev) => return (id, ev),
+            Ok(_) => {}
+            Err(e) => panic!("no matching event: {e}"),
+        }
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = now() + PATIENCE;
+    while !cond() {
+        assert!(now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn serve(net: Option<&Arc<LocalNet>>, addr: SocketAddr) -> Option<(Reactor<Session>, SocketAddr)> {
+    let server = Reactor::<Session>::new(cfg(net)).expect("server");
+    let bound = server
+        .listen(addr, |peer, t| {
+            Session::new(SessionConfig::server_peer(), peer, t)
+        })
+        .ok()?;
+    Some((server, bound))
+}
+
+#[test]
+fn a_link_to_a_listener_of_the_same_process_goes_in_process() {
+    let net = Arc::new(LocalNet::new());
+    let (server, addr) = serve(Some(&net), SocketAddr::from(([127, 0, 0, 1], 0))).expect("listen");
+    assert!(net.listens_on(addr));
+    let server_events = server.events();
+
+    let client = Reactor::<Link>::new(cfg(Some(&net))).expect("client");
+    let events = client.events();
+    let link = client.open(Link::new(link_cfg(addr), now())).expect("open");
+    wait_event(&events, |id, ev| {
+        id == link && *ev == NetEvent::Machine(LinkEvent::Up)
+    });
+    assert_eq!(net.connections(), 1);
+
+    // Accepted from the listener's own IP, port 0: an in-process peer.
+    let (_, accepted) = wait_event(&server_events, |_, ev| {
+        matches!(ev, NetEvent::Accepted { .. })
+    });
+    let NetEvent::Accepted { peer, local } = accepted else {
+        unreachable!("matched above")
+    };
+    assert_eq!(peer, SocketAddr::new(addr.ip(), 0));
+    assert_eq!(local, addr);
+
+    // PDUs both ways: the link's reaches the session, and the session's
+    // answer comes back on the link.
+    let pdu = Pdu::new(Command::MsgData.key(), 9, Bytes::from_static(b"in-process"));
+    let sent = pdu.clone();
+    client
+        .handle()
+        .exec(link, move |l: &mut Link| {
+            l.send(&sent).expect("link up");
+        })
+        .expect("client runs");
+    let (session, got) = wait_event(&server_events, |_, ev| {
+        matches!(ev, NetEvent::Machine(SessionEvent::Pdu(_)))
+    });
+    let NetEvent::Machine(SessionEvent::Pdu(got)) = got else {
+        unreachable!("matched above")
+    };
+    assert_eq!(got.body, pdu.body);
+    let reply = Pdu::new(Command::MsgData.key(), 10, Bytes::from_static(b"back"));
+    server
+        .handle()
+        .exec(session, move |s: &mut Session| {
+            let _ = s.send(&reply);
+        })
+        .expect("server runs");
+    let (_, back) = wait_event(&events, |id, ev| {
+        id == link && matches!(ev, NetEvent::Machine(LinkEvent::Pdu(_)))
+    });
+    let NetEvent::Machine(LinkEvent::Pdu(back)) = back else {
+        unreachable!("matched above")
+    };
+    assert_eq!(back.body, Bytes::from_static(b"back"));
+    assert!(server.stats().bytes_in > 0 && server.stats().bytes_out > 0);
+
+    // Everyone else still reaches the listener over TCP.
+    let _tcp = TcpStream::connect(addr).expect("tcp connect");
+    wait_until("the TCP connection to be accepted", || {
+        server.stats().accepted >= 2
+    });
+    assert_eq!(net.connections(), 1);
+}
+
+#[test]
+fn after_the_listener_stops_the_link_reconnects_over_tcp() {
+    let net = Arc::new(LocalNet::new());
+    let (server, addr) = serve(Some(&net), SocketAddr::from(([127, 0, 0, 1], 0))).expect("listen");
+    let client = Reactor::<Link>::new(cfg(Some(&net))).expect("client");
+    let events = client.events();
+    let link = client.open(Link::new(link_cfg(addr), now())).expect("open");
+    wait_event(&events, |id, ev| {
+        id == link && *ev == NetEvent::Machine(LinkEvent::Up)
+    });
+    assert_eq!(net.connections(), 1);
+
+    server.shutdown();
+    wait_event(&events, |id, ev| {
+        id == link && matches!(ev, NetEvent::Machine(LinkEvent::Down(_)))
+    });
+
+    // The port taken again by a server outside the registry (another
+    // process, as far as the link can tell): the stale entry is dropped
+    // and the link comes up over TCP.
+    let mut restarted = None;
+    wait_until("the port to be free again", || {
+        restarted = serve(None, addr);
+        restarted.is_some()
+    });
+    let (restarted, _) = restarted.expect("listening");
+    wait_event(&events, |id, ev| {
+        id == link && *ev == NetEvent::Machine(LinkEvent::Up)
+    });
+    wait_until("the restarted server to accept", || {
+        restarted.stats().accepted >= 1
+    });
+    assert_eq!(net.connections(), 1, "the second connection is TCP");
+    assert!(!net.listens_on(addr));
+}
