@@ -196,7 +196,17 @@ pub struct SystemConfig {
     /// route_server are the system's) and app keys; with none, one is
     /// generated at start ([`RunningSystem::http_msg_app_keys`]).
     pub http_msg: HttpMsgConfig,
+    /// The daemons' links to each other go over in-process socket pairs
+    /// (`teamtalk_net::LocalNet`) instead of loopback TCP: the same PDUs,
+    /// without the TCP stack's segments and acknowledgements. Their ports
+    /// still take TCP from everyone else. On by default; off, or with
+    /// [`TCP_LINKS_ENV`] set, every link is TCP (for comparing).
+    pub local_links: bool,
 }
+
+/// The environment variable that keeps `teamtalk up`'s links on loopback
+/// TCP ([`SystemConfig::local_links`] off), for comparing.
+pub const TCP_LINKS_ENV: &str = "TEAMTALK_TCP_LINKS";
 
 impl SystemConfig {
     /// TeamTalk's default ports on 127.0.0.1, `msg_servers` of them.
@@ -239,6 +249,7 @@ impl SystemConfig {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8200),
                 Vec::new(),
             ),
+            local_links: true,
         }
     }
 
@@ -393,6 +404,8 @@ pub struct RunningSystem {
     http_msg: RunningHttpMsg,
     metrics: Arc<SystemMetrics>,
     admin: Option<Running<AdminApp>>,
+    /// The daemons' in-process links, when [`SystemConfig::local_links`].
+    local_net: Option<Arc<teamtalk_net::LocalNet>>,
 }
 
 impl std::fmt::Debug for RunningSystem {
@@ -416,6 +429,11 @@ impl std::fmt::Debug for RunningSystem {
 /// [`SystemError`] naming the daemon that failed; whatever had started is
 /// stopped again.
 pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
+    let tcp_forced = std::env::var_os(TCP_LINKS_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let local_net =
+        (cfg.local_links && !tcp_forced).then(|| Arc::new(teamtalk_net::LocalNet::new()));
+    // Every daemon started below (on this thread) shares it.
+    let _scope = crate::runtime::LocalNetScope::enter(local_net.clone());
     let lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
     let options = StoreOptions {
         hash_params: cfg.hash_params,
@@ -610,6 +628,7 @@ pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         http_msg,
         metrics,
         admin,
+        local_net,
     })
 }
 
@@ -834,6 +853,7 @@ impl RunningSystem {
     /// When it cannot bind or start.
     pub fn restart_file(&mut self) -> Result<(), SystemError> {
         self.stop_file();
+        let _scope = crate::runtime::LocalNetScope::enter(self.local_net.clone());
         let f = file::spawn(self.file_cfg.clone())?;
         self.metrics.file.set(Some(f.metrics()));
         self.file = Some(f);
@@ -846,10 +866,18 @@ impl RunningSystem {
     /// When it cannot bind or start.
     pub fn restart_db(&mut self) -> Result<(), SystemError> {
         self.stop_db();
+        let _scope = crate::runtime::LocalNetScope::enter(self.local_net.clone());
         let db = spawn_db(&self.cfg, self.db_addr, &self.store, &self.peers)?;
         self.metrics.db.set(Some(db.metrics()));
         self.db = Some(db);
         Ok(())
+    }
+
+    /// Connections the daemons made to each other in-process so far
+    /// ([`SystemConfig::local_links`]); 0 when every link is TCP.
+    #[must_use]
+    pub fn local_links(&self) -> u64 {
+        self.local_net.as_ref().map_or(0, |n| n.connections())
     }
 
     /// Stops every daemon, msg_servers first.

@@ -88,6 +88,30 @@ fn chat_across_msg_servers_online_and_offline_with_unread_history_and_read_ack()
     };
     assert_eq!((n.user_id, n.session_id, n.msg_id), (bob_id, alice_id, id4));
     assert_eq!(unread(&mut bob).0, 0);
+
+    // All of it went between daemons of one process: their links are
+    // in-process (each msg_server's to db_proxy, route_server and
+    // login_server at least).
+    assert!(
+        w.sys.local_links() >= 6,
+        "in-process links: {}",
+        w.sys.local_links()
+    );
+}
+
+#[test]
+fn with_local_links_off_the_daemons_link_over_tcp() {
+    let w = world_with(|cfg| {
+        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+        cfg.local_links = false;
+    });
+    let (alice_id, bob_id) = (w.user_id("alice"), w.user_id("bob"));
+    let mut alice = w.login(0, "alice", ClientType::Windows);
+    let mut bob = w.login(1, "bob", ClientType::Windows);
+    let id = send(&mut alice, bob_id, "over tcp");
+    let got = receive(&mut bob);
+    assert_eq!((got.from_user_id, got.msg_id), (alice_id, id));
+    assert_eq!(w.sys.local_links(), 0);
 }
 
 #[test]

@@ -106,5 +106,5 @@ pub use contract::{
 };
 pub use error::DaemonError;
 pub use plan::{DEFAULT_BATCH_LIMIT, DEFAULT_WORKER_QUEUE, Plan, PortKind};
-pub use runner::{APP_THREAD_ENV, EVENT_BATCH, TICK, log_lifecycle_at_debug, start};
+pub use runner::{APP_THREAD_ENV, EVENT_BATCH, LocalNetScope, TICK, log_lifecycle_at_debug, start};
 pub use running::{CALL_TIMEOUT, Controller, Running, RunningDaemon};

@@ -66,6 +66,39 @@ fn app_thread_forced() -> bool {
     std::env::var_os(APP_THREAD_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+thread_local! {
+    /// The registry daemons started on this thread share (see
+    /// [`LocalNetScope`]).
+    static LOCAL_NET: std::cell::RefCell<Option<Arc<teamtalk_net::LocalNet>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, every daemon [`start`]ed on this thread puts its reactors
+/// on one [`LocalNet`](teamtalk_net::LocalNet): its links to the others'
+/// ports go over in-process socket pairs instead of loopback TCP (see
+/// `teamtalk_net::LocalNet`). `teamtalk up` starts its daemons inside
+/// one. Dropping it restores what was there before.
+#[derive(Debug)]
+pub struct LocalNetScope {
+    previous: Option<Arc<teamtalk_net::LocalNet>>,
+}
+
+impl LocalNetScope {
+    /// Enters a scope with `net` (`None`: every connect over TCP).
+    #[must_use]
+    pub fn enter(net: Option<Arc<teamtalk_net::LocalNet>>) -> Self {
+        let previous = LOCAL_NET.with(|c| c.replace(net));
+        Self { previous }
+    }
+}
+
+impl Drop for LocalNetScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        LOCAL_NET.with(|c| c.replace(previous));
+    }
+}
+
 /// Starts `app` with the sockets and workers of `plan`.
 ///
 /// Listeners are bound before this returns, so a port in use is reported
@@ -133,7 +166,14 @@ where
             |(_, c)| c.clone(),
         )
     };
-    let configs: Vec<ReactorConfig> = side_names.iter().map(|s| side_config(s)).collect();
+    let local_net = LOCAL_NET.with(|c| c.borrow().clone());
+    let configs: Vec<ReactorConfig> = side_names
+        .iter()
+        .map(|s| ReactorConfig {
+            local_net: local_net.clone(),
+            ..side_config(s)
+        })
+        .collect();
     let inline = configs.iter().all(|c| c.threads == 1) && !app_thread && !app_thread_forced();
     let mut reactors = Vec::new();
     let reactor_of: Vec<usize>;
