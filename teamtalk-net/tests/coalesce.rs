@@ -2,6 +2,9 @@
 //! separate commands that each send one PDU on the same connection, issued
 //! together, cost one system call (`StatsSnapshot::writes`), not ten.
 
+mod support;
+use support::{PATIENCE, now};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -11,7 +14,6 @@ use teamtalk_conn::{Session, SessionConfig, SessionEvent};
 use teamtalk_net::{EventRx, Handle, NetEvent, Pump, Pumped, Reactor, ReactorConfig};
 use teamtalk_proto::{Command, Pdu};
 
-const PATIENCE: Duration = Duration::from_secs(30);
 const COPIES: usize = 10;
 
 /// Answers every PDU with [`COPIES`] copies, each from a command of its
@@ -38,11 +40,6 @@ impl Pump for Copier {
         }
         Pumped::Idle(None)
     }
-}
-
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
 }
 
 #[test]

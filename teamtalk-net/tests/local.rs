@@ -3,22 +3,17 @@
 //! from everyone else; and a connect to an address no live reactor of the
 //! registry listens on is TCP again.
 
+mod support;
+use support::{now, wait_event, wait_until};
+
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::Receiver;
 use teamtalk_conn::{Backoff, Link, LinkConfig, LinkEvent, Session, SessionConfig, SessionEvent};
-use teamtalk_net::{ConnId, LocalNet, NetEvent, Reactor, ReactorConfig};
+use teamtalk_net::{LocalNet, NetEvent, Reactor, ReactorConfig};
 use teamtalk_proto::{Command, Pdu};
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
-}
 
 fn cfg(net: Option<&Arc<LocalNet>>) -> ReactorConfig {
     ReactorConfig {
@@ -35,29 +30,6 @@ fn link_cfg(addr: SocketAddr) -> LinkConfig {
         Duration::from_millis(200),
         7,
     ))
-}
-
-fn wait_event<E: std::fmt::Debug>(
-    rx: &Receiver<(ConnId, NetEvent<E>)>,
-    mut pred: impl FnMut(ConnId, &NetEvent<E>) -> bool,
-) -> (ConnId, NetEvent<E>) {
-    let deadline = now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(now());
-        match rx.recv_timeout(left) {
-            Ok((id, ev)) if pred(id, &ev) => return (id, ev),
-            Ok(_) => {}
-            Err(e) => panic!("no matching event: {e}"),
-        }
-    }
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = now() + PATIENCE;
-    while !cond() {
-        assert!(now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn serve(net: Option<&Arc<LocalNet>>, addr: SocketAddr) -> Option<(Reactor<Session>, SocketAddr)> {

@@ -4,33 +4,23 @@
 //! Every wait has a generous timeout and every assertion is about what
 //! happened, never about how long it took.
 
+mod support;
+use support::{PATIENCE, any_port, now, wait_event, wait_until};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::Receiver;
 use teamtalk_conn::{
     Backoff, CloseReason, Link, LinkConfig, LinkEvent, Session, SessionConfig, SessionEvent,
 };
 use teamtalk_net::{
-    ConnId, ListenOptions, NetEvent, Reactor, ReactorConfig, StatsSnapshot, raise_fd_limit,
+    ListenOptions, NetEvent, Reactor, ReactorConfig, StatsSnapshot, raise_fd_limit,
 };
 use teamtalk_proto::{Command, Pdu};
-
-/// How long any single wait may take before the test fails.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
-}
-
-fn any_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 fn reactor_cfg(threads: usize) -> ReactorConfig {
     ReactorConfig {
@@ -61,31 +51,6 @@ fn heartbeat(seq: u16) -> Bytes {
 
 fn data_pdu(seq: u16, body: &'static [u8]) -> Pdu {
     Pdu::new(Command::MsgData.key(), seq, Bytes::from_static(body))
-}
-
-/// Waits for the first event matching `pred`, skipping others.
-fn wait_event<E: std::fmt::Debug>(
-    rx: &Receiver<(ConnId, NetEvent<E>)>,
-    mut pred: impl FnMut(ConnId, &NetEvent<E>) -> bool,
-) -> (ConnId, NetEvent<E>) {
-    let deadline = now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(now());
-        match rx.recv_timeout(left) {
-            Ok((id, ev)) if pred(id, &ev) => return (id, ev),
-            Ok(_) => {}
-            Err(e) => panic!("no matching event: {e}"),
-        }
-    }
-}
-
-/// Polls `cond` until it holds.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = now() + PATIENCE;
-    while !cond() {
-        assert!(now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {

@@ -2,8 +2,11 @@
 //! shard thread, takes the events already queued and answers with
 //! commands, and other threads reach it with [`Handle::wake`].
 
+mod support;
+use support::{PATIENCE, any_port, wait_until};
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,12 +16,6 @@ use crossbeam_channel::Receiver;
 use teamtalk_conn::{Session, SessionConfig, SessionEvent};
 use teamtalk_net::{EventRx, Handle, NetError, NetEvent, Pump, Pumped, Reactor, ReactorConfig};
 use teamtalk_proto::{Command, Pdu};
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-fn any_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 fn one_shard() -> ReactorConfig {
     ReactorConfig {
@@ -72,19 +69,6 @@ impl Pump for Echo {
         } else {
             Pumped::Idle(None)
         }
-    }
-}
-
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
-}
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let deadline = now() + PATIENCE;
-    while !f() {
-        assert!(now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -6,37 +6,27 @@
 //! Every wait has a generous timeout and every assertion is about what
 //! happened, never about how long it took.
 
+mod support;
+use support::{PATIENCE, any_port, now, wait_event};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::Receiver;
 use teamtalk_conn::tls::rustls::pki_types::ServerName;
 use teamtalk_conn::tls::testing::TestPki;
 use teamtalk_conn::{
     Backoff, CloseReason, Link, LinkConfig, LinkEvent, Session, SessionConfig, SessionEvent, Tls,
     TlsError,
 };
-use teamtalk_net::{ConnId, NetEvent, Reactor, ReactorConfig};
+use teamtalk_net::{NetEvent, Reactor, ReactorConfig};
 use teamtalk_proto::{Command, Pdu};
-
-/// How long any single wait may take before the test fails.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// `unknown_ca`: the alert a client sends when it does not trust the
 /// server's issuer.
 const UNKNOWN_CA: u8 = 48;
-
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
-}
-
-fn any_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 fn reactor_cfg() -> ReactorConfig {
     ReactorConfig {
@@ -85,22 +75,6 @@ fn tls_link(addr: SocketAddr, trust: &TestPki) -> Tls<Link> {
         Link::new(link_cfg(addr), now()),
         now(),
     )
-}
-
-/// Waits for the first event matching `pred`, skipping others.
-fn wait_event<E: std::fmt::Debug>(
-    rx: &Receiver<(ConnId, NetEvent<E>)>,
-    mut pred: impl FnMut(ConnId, &NetEvent<E>) -> bool,
-) -> (ConnId, NetEvent<E>) {
-    let deadline = now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(now());
-        match rx.recv_timeout(left) {
-            Ok((id, ev)) if pred(id, &ev) => return (id, ev),
-            Ok(_) => {}
-            Err(e) => panic!("no matching event: {e}"),
-        }
-    }
 }
 
 #[test]

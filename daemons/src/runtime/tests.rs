@@ -190,9 +190,9 @@ impl App for Relay {
     fn health(&self, _problems: &mut Vec<String>) {}
 }
 
-#[test]
-fn accepted_connections_and_links_never_mix_up() {
-    let far = echo();
+/// A [`Relay`] with a peers port and a link to `far`, its App on the
+/// reactor's thread or (`app_thread`) its own; returned once the link is up.
+fn relay_linked_to(far: &Running<Echo>, app_thread: bool) -> Running<Relay> {
     let mut plan = Plan::<NoWorker>::new();
     plan.listen(
         "peers",
@@ -201,12 +201,20 @@ fn accepted_connections_and_links_never_mix_up() {
         PortKind::Peers(SessionConfig::server_peer()),
     );
     plan.link("far", LinkConfig::new(far.addr()));
+    plan.app_thread(app_thread);
     let relay = start(Relay::default(), plan).unwrap();
     let deadline = crate::clock::now() + Duration::from_secs(10);
     while !relay.inspect(|r| r.link_up).unwrap() {
         assert!(crate::clock::now() < deadline, "link never came up");
         std::thread::sleep(Duration::from_millis(10));
     }
+    relay
+}
+
+#[test]
+fn accepted_connections_and_links_never_mix_up() {
+    let far = echo();
+    let relay = relay_linked_to(&far, false);
     let mut s = connect(relay.addr());
     let mut buf = BytesMut::new();
     for seq in 1..=3 {
@@ -397,20 +405,7 @@ fn either_way_jobs_come_back_and_a_stop_with_workers_is_prompt() {
 #[test]
 fn sides_sharing_a_reactor_keep_their_own_gauges() {
     let far = echo();
-    let mut plan = Plan::<NoWorker>::new();
-    plan.listen(
-        "peers",
-        "peer",
-        loopback(),
-        PortKind::Peers(SessionConfig::server_peer()),
-    );
-    plan.link("far", LinkConfig::new(far.addr()));
-    let relay = start(Relay::default(), plan).unwrap();
-    let deadline = crate::clock::now() + Duration::from_secs(10);
-    while !relay.inspect(|r| r.link_up).unwrap() {
-        assert!(crate::clock::now() < deadline, "link never came up");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let relay = relay_linked_to(&far, false);
     let mut scrape = Scrape::new();
     relay.metrics().collect(&mut scrape);
     let text = scrape.render();
@@ -444,21 +439,7 @@ fn sides_sharing_a_reactor_keep_their_own_gauges() {
 #[test]
 fn with_its_own_thread_links_and_accepted_connections_still_never_mix_up() {
     let far = echo();
-    let mut plan = Plan::<NoWorker>::new();
-    plan.listen(
-        "peers",
-        "peer",
-        loopback(),
-        PortKind::Peers(SessionConfig::server_peer()),
-    );
-    plan.link("far", LinkConfig::new(far.addr()));
-    plan.app_thread(true);
-    let relay = start(Relay::default(), plan).unwrap();
-    let deadline = crate::clock::now() + Duration::from_secs(10);
-    while !relay.inspect(|r| r.link_up).unwrap() {
-        assert!(crate::clock::now() < deadline, "link never came up");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let relay = relay_linked_to(&far, true);
     let mut s = connect(relay.addr());
     let mut buf = BytesMut::new();
     for seq in 1..=3 {
