@@ -376,6 +376,9 @@ struct Conn<M> {
     /// Its queue is listed in the shard's `to_flush` for the end of the
     /// round.
     flush_due: bool,
+    /// The interest its socket is registered with (see
+    /// [`Conn::wanted_interest`]).
+    interest: Option<Interest>,
 }
 
 impl<M: Machine> Conn<M> {
@@ -394,6 +397,23 @@ impl<M: Machine> Conn<M> {
             scheduled: None,
             _source: source,
             flush_due: false,
+            interest: None,
+        }
+    }
+
+    /// The readiness this connection needs to hear about. Writability
+    /// only while something waits for it (a connect under way, bytes the
+    /// socket did not take, or a paused reader, which needs some
+    /// interest): a Unix socket pair reports every read of its peer as
+    /// new write space, and each such report would wake this shard for
+    /// nothing.
+    fn wanted_interest(&self) -> Option<Interest> {
+        match self.sock {
+            Sock::None => None,
+            Sock::Connecting(_) => Some(Interest::READABLE | Interest::WRITABLE),
+            Sock::Open(_) if self.read_paused => Some(Interest::WRITABLE),
+            Sock::Open(_) if self.tx.is_empty() => Some(Interest::READABLE),
+            Sock::Open(_) => Some(Interest::READABLE | Interest::WRITABLE),
         }
     }
 
@@ -640,15 +660,13 @@ where
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let mut conn = Conn::new(generation, machine, sock, source, group);
-        if let Sock::Open(s) | Sock::Connecting(s) = &mut conn.sock
-            && let Err(e) = self.poll.registry().register(
-                s,
-                Token(slot),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-        {
-            tracing::warn!(error = %e, "registering a socket failed");
-            return None;
+        let wanted = conn.wanted_interest();
+        if let (Sock::Open(s) | Sock::Connecting(s), Some(interest)) = (&mut conn.sock, wanted) {
+            if let Err(e) = self.poll.registry().register(s, Token(slot), interest) {
+                tracing::warn!(error = %e, "registering a socket failed");
+                return None;
+            }
+            conn.interest = wanted;
         }
         entry.insert(conn);
         self.publish_load();
@@ -703,6 +721,7 @@ where
         self.bytes[usize::from(group)].queued += delta(conn.tx.len(), 0);
         conn.tx.clear();
         conn.flush_due = false;
+        conn.interest = None;
         conn.closing = false;
         conn.linger_until = None;
         if std::mem::take(&mut conn.read_paused) {
@@ -820,30 +839,20 @@ where
         }
         // A connect under way keeps both interests; the drain after
         // `Connected` comes back here with the open socket.
-        let Sock::Open(stream) = &mut conn.sock else {
-            return;
-        };
-        let interest = if pause {
-            Interest::WRITABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
-        };
-        if let Err(e) = self
-            .poll
-            .registry()
-            .reregister(stream, Token(slot), interest)
-        {
-            tracing::warn!(error = %e, "changing a socket's interest failed");
-            self.socket_failed(slot, now);
-            self.drain(slot, now);
+        if !matches!(conn.sock, Sock::Open(_)) {
             return;
         }
+        // Counted before the interest changes: if that fails, dropping
+        // the socket counts a paused one as resumed.
         conn.read_paused = pause;
+        let (group, generation) = (conn.group, conn.generation);
         if pause {
-            self.stats.group(conn.group).read_paused();
+            self.stats.group(group).read_paused();
         } else {
-            self.stats.group(conn.group).read_resumed();
-            self.read_pending.push((slot, conn.generation));
+            self.stats.group(group).read_resumed();
+        }
+        if self.sync_interest(slot, now) && !pause {
+            self.read_pending.push((slot, generation));
         }
     }
 
@@ -873,7 +882,10 @@ where
         });
         let conn = &mut self.conns[slot];
         match result {
-            Ok(s) => conn.sock = Sock::Connecting(s),
+            Ok(s) => {
+                conn.sock = Sock::Connecting(s);
+                conn.interest = Some(Interest::READABLE | Interest::WRITABLE);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, %addr, "connect failed at once");
                 if let Some(m) = conn.machine.as_mut() {
@@ -1037,6 +1049,7 @@ where
         // A writable edge flushes everything, the round's bytes included;
         // the round's own flush then finds nothing to do.
         if conn.tx.is_empty() {
+            self.sync_interest(slot, now);
             return;
         }
         let before = conn.tx.len();
@@ -1049,19 +1062,43 @@ where
             self.drain(slot, now);
             return;
         }
-        if conn.closing {
-            if conn.tx.is_empty() {
-                if conn.machine.is_none() {
-                    self.remove(slot);
-                } else {
-                    self.drop_socket(slot);
-                }
+        if conn.closing && conn.tx.is_empty() {
+            if conn.machine.is_none() {
+                self.remove(slot);
+            } else {
+                self.drop_socket(slot);
             }
             return;
         }
-        if conn.report_backlog(now) {
+        if !self.sync_interest(slot, now) || self.conns[slot].closing {
+            return;
+        }
+        if self.conns[slot].report_backlog(now) {
             self.drain(slot, now);
         }
+    }
+
+    /// Registers the socket for what [`Conn::wanted_interest`] says, if
+    /// that changed. False when the socket failed (the machine was told).
+    fn sync_interest(&mut self, slot: usize, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let wanted = conn.wanted_interest();
+        if wanted == conn.interest {
+            return true;
+        }
+        let (Sock::Open(s) | Sock::Connecting(s), Some(interest)) = (&mut conn.sock, wanted) else {
+            return true;
+        };
+        if let Err(e) = self.poll.registry().reregister(s, Token(slot), interest) {
+            tracing::warn!(error = %e, "changing a socket's interest failed");
+            self.socket_failed(slot, now);
+            self.drain(slot, now);
+            return false;
+        }
+        conn.interest = wanted;
+        true
     }
 
     fn on_readable(&mut self, slot: usize, now: Instant) {

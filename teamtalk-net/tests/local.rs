@@ -8,11 +8,12 @@ use support::{now, wait_event, wait_until};
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use teamtalk_conn::{Backoff, Link, LinkConfig, LinkEvent, Session, SessionConfig, SessionEvent};
-use teamtalk_net::{LocalNet, NetEvent, Reactor, ReactorConfig};
+use teamtalk_net::{LocalNet, NetEvent, Pump, Pumped, Reactor, ReactorConfig};
 use teamtalk_proto::{Command, Pdu};
 
 fn cfg(net: Option<&Arc<LocalNet>>) -> ReactorConfig {
@@ -142,4 +143,59 @@ fn after_the_listener_stops_the_link_reconnects_over_tcp() {
     });
     assert_eq!(net.connections(), 1, "the second connection is TCP");
     assert!(!net.listens_on(addr));
+}
+
+/// Counts the rounds of the shard it runs on.
+struct Rounds(Arc<AtomicU64>);
+
+impl Pump for Rounds {
+    fn pump(&mut self, _now: Instant) -> Pumped {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Pumped::Idle(None)
+    }
+}
+
+/// A socket pair reports each read of one end as write space on the
+/// other; a writer registered for writability all the time would be woken
+/// by every read of its peer. It asks for writability only while bytes
+/// wait, so sending N PDUs costs its shard about N rounds, not 2N.
+#[test]
+fn a_writer_is_not_woken_when_its_peer_reads() {
+    let net = Arc::new(LocalNet::new());
+    let (server, addr) = serve(Some(&net), SocketAddr::from(([127, 0, 0, 1], 0))).expect("listen");
+    let server_events = server.events();
+    let client = Reactor::<Link>::new(cfg(Some(&net))).expect("client");
+    let events = client.events();
+    let link = client.open(Link::new(link_cfg(addr), now())).expect("open");
+    wait_event(&events, |id, ev| {
+        id == link && *ev == NetEvent::Machine(LinkEvent::Up)
+    });
+    let rounds = Arc::new(AtomicU64::new(0));
+    client
+        .handle()
+        .set_pump(Box::new(Rounds(Arc::clone(&rounds))))
+        .expect("one shard");
+    wait_until("the pump runs", || rounds.load(Ordering::SeqCst) > 0);
+
+    const N: u16 = 200;
+    let before = rounds.load(Ordering::SeqCst);
+    for seq in 1..=N {
+        let pdu = Pdu::new(Command::MsgData.key(), seq, Bytes::from_static(b"x"));
+        client
+            .handle()
+            .exec(link, move |l: &mut Link| {
+                l.send(&pdu).expect("link up");
+            })
+            .expect("client runs");
+        // The server has read it before the next one goes.
+        wait_event(
+            &server_events,
+            |_, ev| matches!(ev, NetEvent::Machine(SessionEvent::Pdu(p)) if p.seq() == seq),
+        );
+    }
+    let spent = rounds.load(Ordering::SeqCst) - before;
+    assert!(
+        spent < u64::from(N) * 3 / 2,
+        "{spent} rounds of the writer's shard for {N} PDUs"
+    );
 }
