@@ -55,7 +55,10 @@
 //!   take stays queued and is flushed when it becomes writable; that
 //!   backlog is reported to the machine (`Machine::set_backlog`), so a
 //!   peer that stops reading is closed once the machine's send cap is
-//!   reached. (The tokio driver writes at once.)
+//!   reached. (The tokio driver writes at once.) A socket is registered
+//!   for writability only while something waits for it (a connect, queued
+//!   bytes, a paused reader), so write space that nobody needs never
+//!   wakes a shard.
 //! - Idle connections cost little: there is no per-connection read buffer
 //!   (reads go through the shard's buffer) and the write queue allocates
 //!   only while it holds bytes. Resource limits: at most
