@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use teamtalk_conn::{Backoff, Link, LinkConfig, LinkEvent, Session, SessionConfig, SessionEvent};
-use teamtalk_net::{LocalNet, NetEvent, Pump, Pumped, Reactor, ReactorConfig};
+use teamtalk_net::{ConnId, EventRx, LocalNet, NetEvent, Pump, Pumped, Reactor, ReactorConfig};
 use teamtalk_proto::{Command, Pdu};
 
 fn cfg(net: Option<&Arc<LocalNet>>) -> ReactorConfig {
@@ -43,6 +43,17 @@ fn serve(net: Option<&Arc<LocalNet>>, addr: SocketAddr) -> Option<(Reactor<Sessi
     Some((server, bound))
 }
 
+/// A reactor on `net` with a link to `addr`, once the link is up.
+fn link_up(net: &Arc<LocalNet>, addr: SocketAddr) -> (Reactor<Link>, EventRx<LinkEvent>, ConnId) {
+    let client = Reactor::<Link>::new(cfg(Some(net))).expect("client");
+    let events = client.events();
+    let link = client.open(Link::new(link_cfg(addr), now())).expect("open");
+    wait_event(&events, |id, ev| {
+        id == link && *ev == NetEvent::Machine(LinkEvent::Up)
+    });
+    (client, events, link)
+}
+
 #[test]
 fn a_link_to_a_listener_of_the_same_process_goes_in_process() {
     let net = Arc::new(LocalNet::new());
@@ -50,12 +61,7 @@ fn a_link_to_a_listener_of_the_same_process_goes_in_process() {
     assert!(net.listens_on(addr));
     let server_events = server.events();
 
-    let client = Reactor::<Link>::new(cfg(Some(&net))).expect("client");
-    let events = client.events();
-    let link = client.open(Link::new(link_cfg(addr), now())).expect("open");
-    wait_event(&events, |id, ev| {
-        id == link && *ev == NetEvent::Machine(LinkEvent::Up)
-    });
+    let (client, events, link) = link_up(&net, addr);
     assert_eq!(net.connections(), 1);
 
     // Accepted from the listener's own IP, port 0: an in-process peer.
@@ -113,12 +119,7 @@ fn a_link_to_a_listener_of_the_same_process_goes_in_process() {
 fn after_the_listener_stops_the_link_reconnects_over_tcp() {
     let net = Arc::new(LocalNet::new());
     let (server, addr) = serve(Some(&net), SocketAddr::from(([127, 0, 0, 1], 0))).expect("listen");
-    let client = Reactor::<Link>::new(cfg(Some(&net))).expect("client");
-    let events = client.events();
-    let link = client.open(Link::new(link_cfg(addr), now())).expect("open");
-    wait_event(&events, |id, ev| {
-        id == link && *ev == NetEvent::Machine(LinkEvent::Up)
-    });
+    let (_client, events, link) = link_up(&net, addr);
     assert_eq!(net.connections(), 1);
 
     server.shutdown();
@@ -164,12 +165,7 @@ fn a_writer_is_not_woken_when_its_peer_reads() {
     let net = Arc::new(LocalNet::new());
     let (server, addr) = serve(Some(&net), SocketAddr::from(([127, 0, 0, 1], 0))).expect("listen");
     let server_events = server.events();
-    let client = Reactor::<Link>::new(cfg(Some(&net))).expect("client");
-    let events = client.events();
-    let link = client.open(Link::new(link_cfg(addr), now())).expect("open");
-    wait_event(&events, |id, ev| {
-        id == link && *ev == NetEvent::Machine(LinkEvent::Up)
-    });
+    let (client, _events, link) = link_up(&net, addr);
     let rounds = Arc::new(AtomicU64::new(0));
     client
         .handle()
