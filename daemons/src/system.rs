@@ -429,7 +429,7 @@ impl std::fmt::Debug for RunningSystem {
 /// [`SystemError`] naming the daemon that failed; whatever had started is
 /// stopped again.
 pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
-    let tcp_forced = std::env::var_os(TCP_LINKS_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let tcp_forced = crate::runtime::env_flag(TCP_LINKS_ENV);
     let local_net =
         (cfg.local_links && !tcp_forced).then(|| Arc::new(teamtalk_net::LocalNet::new()));
     // Every daemon started below (on this thread) shares it.

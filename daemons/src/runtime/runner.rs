@@ -61,9 +61,15 @@ const STOP_PATIENCE: Duration = Duration::from_secs(30);
 /// (the pre-pump shape), for comparing the two.
 pub const APP_THREAD_ENV: &str = "TEAMTALK_APP_THREAD";
 
-/// Whether [`APP_THREAD_ENV`] is set (to anything but `0` or empty).
+/// Whether [`APP_THREAD_ENV`] is set.
 fn app_thread_forced() -> bool {
-    std::env::var_os(APP_THREAD_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+    env_flag(APP_THREAD_ENV)
+}
+
+/// Whether the environment variable `name`, a switch for comparing
+/// shapes, is set to anything but `0` or empty.
+pub(crate) fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 thread_local! {
