@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 
 use crate::LocalNet;
+use crate::shared::{Hosted, SharedThread};
 use crate::stream::Stream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -93,6 +94,11 @@ pub struct ReactorConfig {
     /// other's listeners in-process (a Unix socket pair) instead of over
     /// loopback TCP; `None` (the default): every connect is TCP.
     pub local_net: Option<Arc<LocalNet>>,
+    /// Run the shard on this thread, with the shards of other reactors
+    /// given the same one, instead of on a thread of its own (see
+    /// [`SharedThread`]); only for a reactor of one shard (`threads` 1),
+    /// ignored otherwise. `None` (the default): a thread per shard.
+    pub thread: Option<SharedThread>,
 }
 
 impl Default for ReactorConfig {
@@ -109,6 +115,7 @@ impl Default for ReactorConfig {
             adopt_slack: DEFAULT_ADOPT_SLACK,
             stats_groups: 1,
             local_net: None,
+            thread: None,
         }
     }
 }
@@ -131,7 +138,15 @@ where
 {
     handle: Handle<M>,
     events: EventRx<M::Event>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<ShardThread>,
+}
+
+/// Where a shard runs, for waiting on it to stop.
+enum ShardThread {
+    /// A thread of its own.
+    Own(JoinHandle<()>),
+    /// A [`SharedThread`]: the channel closes when the shard has finished.
+    Shared(Receiver<()>),
 }
 
 impl<M> std::fmt::Debug for Reactor<M>
@@ -212,9 +227,24 @@ where
                 shutdown_at: None,
                 bytes: vec![GroupBytes::default(); stats.len()],
             };
-            let spawned = std::thread::Builder::new()
-                .name(format!("teamtalk-net-{index}"))
-                .spawn(move || shard.run());
+            let spawned = match cfg.thread.as_ref().filter(|_| n == 1) {
+                Some(shared) => {
+                    let (done, finished) = crossbeam_channel::bounded(0);
+                    let events = Events::with_capacity(shard.events_capacity());
+                    shared
+                        .host(Box::new(HostedShard {
+                            shard,
+                            events,
+                            events_left: false,
+                            _done: done,
+                        }))
+                        .map(|()| ShardThread::Shared(finished))
+                }
+                None => std::thread::Builder::new()
+                    .name(format!("teamtalk-net-{index}"))
+                    .spawn(move || shard.run())
+                    .map(ShardThread::Own),
+            };
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -319,8 +349,16 @@ where
             let _ = shard.send(Cmd::Shutdown);
         }
         for t in self.threads.drain(..) {
-            if t.join().is_err() {
-                tracing::error!("a reactor shard panicked");
+            match t {
+                ShardThread::Own(t) => {
+                    if t.join().is_err() {
+                        tracing::error!("a reactor shard panicked");
+                    }
+                }
+                // Closed (never sent on) once the shard has finished.
+                ShardThread::Shared(finished) => {
+                    let _ = finished.recv();
+                }
             }
         }
     }
@@ -545,6 +583,44 @@ struct GroupBytes {
     queued: i64,
 }
 
+/// A shard on a [`SharedThread`].
+struct HostedShard<M: Machine> {
+    shard: Shard<M>,
+    events: Events,
+    /// The last round's event buffer was full.
+    events_left: bool,
+    /// Dropped when the shard finishes: the reactor's owner waits for it.
+    _done: Sender<()>,
+}
+
+impl<M> Hosted for HostedShard<M>
+where
+    M: Machine + Send + 'static,
+    M::Event: Send,
+{
+    fn fd(&self) -> std::os::fd::RawFd {
+        crate::shared::poll_fd(&self.shard.poll)
+    }
+
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        self.shard.poll_timeout(now)
+    }
+
+    fn round(&mut self) -> io::Result<bool> {
+        let goes_on = self.shard.round(&mut self.events, Some(Duration::ZERO))?;
+        self.events_left = self.events.iter().count() >= self.shard.events_capacity();
+        Ok(goes_on)
+    }
+
+    fn events_left(&self) -> bool {
+        self.events_left
+    }
+
+    fn finish(mut self: Box<Self>) {
+        self.shard.finish();
+    }
+}
+
 impl<M> Shard<M>
 where
     M: Machine + Send + 'static,
@@ -552,44 +628,65 @@ where
 {
     fn run(mut self) {
         ON_SHARD.with(|c| c.set(true));
-        let mut events = Events::with_capacity(self.cfg.events_capacity.max(16));
+        let mut events = Events::with_capacity(self.events_capacity());
         loop {
             let timeout = self.poll_timeout(clock::now());
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            match self.round(&mut events, timeout) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, shard = self.index, "poll failed; shard stops");
+                    break;
                 }
-                tracing::error!(error = %e, shard = self.index, "poll failed; shard stops");
-                break;
-            }
-            let now = clock::now();
-            for ev in &events {
-                let token = ev.token();
-                if token == WAKER {
-                    continue;
-                }
-                if token.0 >= LISTENER_FLOOR {
-                    self.accept(LISTENER_TOP - token.0, now);
-                } else {
-                    let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                    if ev.is_error() {
-                        self.paused_error(token.0, now);
-                    }
-                    self.conn_ready(token.0, readable, ev.is_writable(), now);
-                }
-            }
-            self.continue_pending(now);
-            self.run_commands(now);
-            self.expire_timers(now);
-            self.run_pump(now);
-            self.flush_round(now);
-            self.publish_stats();
-            if let Some(deadline) = self.shutdown_at
-                && (self.conns.is_empty() || now >= deadline)
-            {
-                break;
             }
         }
+        self.finish();
+    }
+
+    fn events_capacity(&self) -> usize {
+        self.cfg.events_capacity.max(16)
+    }
+
+    /// One round: waits at most `timeout` for readiness, then serves the
+    /// ready sockets, the commands, the timers and the pump, and writes
+    /// what the round queued. `Ok(false)`: shutdown has finished.
+    fn round(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<bool> {
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(true);
+            }
+            return Err(e);
+        }
+        let now = clock::now();
+        for ev in events.iter() {
+            let token = ev.token();
+            if token == WAKER {
+                continue;
+            }
+            if token.0 >= LISTENER_FLOOR {
+                self.accept(LISTENER_TOP - token.0, now);
+            } else {
+                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                if ev.is_error() {
+                    self.paused_error(token.0, now);
+                }
+                self.conn_ready(token.0, readable, ev.is_writable(), now);
+            }
+        }
+        self.continue_pending(now);
+        self.run_commands(now);
+        self.expire_timers(now);
+        self.run_pump(now);
+        self.flush_round(now);
+        self.publish_stats();
+        let finished = self
+            .shutdown_at
+            .is_some_and(|deadline| self.conns.is_empty() || now >= deadline);
+        Ok(!finished)
+    }
+
+    /// Drops every connection left, after the last round.
+    fn finish(&mut self) {
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             self.remove(slot);
