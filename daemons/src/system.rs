@@ -202,7 +202,19 @@ pub struct SystemConfig {
     /// still take TCP from everyone else. On by default; off, or with
     /// [`TCP_LINKS_ENV`] set, every link is TCP (for comparing).
     pub local_links: bool,
+    /// db_proxy, route_server, login_server and (when there is only one)
+    /// the msg_server run their reactors and Apps on one thread
+    /// (`teamtalk_net::SharedThread`), so a PDU between them is handled in
+    /// the same thread's next round instead of waking another thread; the
+    /// other daemons, the stores' writers and the login checks keep
+    /// threads of their own. On by default; off, or with
+    /// [`OWN_THREADS_ENV`] set, every daemon has its own (for comparing).
+    pub shared_thread: bool,
 }
+
+/// The environment variable that gives every daemon of `teamtalk up` a
+/// thread of its own ([`SystemConfig::shared_thread`] off), for comparing.
+pub const OWN_THREADS_ENV: &str = "TEAMTALK_OWN_THREADS";
 
 /// The environment variable that keeps `teamtalk up`'s links on loopback
 /// TCP ([`SystemConfig::local_links`] off), for comparing.
@@ -250,6 +262,7 @@ impl SystemConfig {
                 Vec::new(),
             ),
             local_links: true,
+            shared_thread: true,
         }
     }
 
@@ -406,6 +419,9 @@ pub struct RunningSystem {
     admin: Option<Running<AdminApp>>,
     /// The daemons' in-process links, when [`SystemConfig::local_links`].
     local_net: Option<Arc<teamtalk_net::LocalNet>>,
+    /// The thread of the daemons a login crosses, when
+    /// [`SystemConfig::shared_thread`].
+    core_thread: Option<teamtalk_net::SharedThread>,
 }
 
 impl std::fmt::Debug for RunningSystem {
@@ -434,6 +450,20 @@ pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         (cfg.local_links && !tcp_forced).then(|| Arc::new(teamtalk_net::LocalNet::new()));
     // Every daemon started below (on this thread) shares it.
     let _scope = crate::runtime::LocalNetScope::enter(local_net.clone());
+    let core_thread = if cfg.shared_thread && !crate::runtime::env_flag(OWN_THREADS_ENV) {
+        Some(
+            teamtalk_net::SharedThread::new("teamtalk-core").map_err(|source| {
+                DaemonError::Reactor {
+                    daemon: "teamtalk up",
+                    source,
+                }
+            })?,
+        )
+    } else {
+        None
+    };
+    // Only the daemons entered in it below run there.
+    let core = || crate::runtime::SharedThreadScope::enter(core_thread.clone());
     let lock = crate::store::ServeLock::acquire(&cfg.data_dir)?;
     let options = StoreOptions {
         hash_params: cfg.hash_params,
@@ -461,7 +491,8 @@ pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
             .map_err(|e| secret_error(e.to_string()))?,
     };
     let peers = PeerPolicy::with_secret(&secret).map_err(|e| secret_error(e.to_string()))?;
-    let db = spawn_db(
+    let db = spawn_db_in(
+        core_thread.as_ref(),
         &cfg,
         SocketAddr::new(cfg.host, cfg.ports.db),
         &store,
@@ -472,7 +503,10 @@ pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     route_cfg.listen_ips = vec![cfg.host];
     route_cfg.msg_port = cfg.ports.route;
     route_cfg.peers = peers.clone();
-    let route = route::spawn(route_cfg)?;
+    let route = {
+        let _core = core();
+        route::spawn(route_cfg)?
+    };
     let mut msfs_cfg = MsfsConfig::loopback(cfg.data_dir.join("msfs"));
     msfs_cfg.listen_ips = vec![cfg.host];
     msfs_cfg.port = cfg.ports.msfs;
@@ -498,7 +532,10 @@ pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
     login_cfg.http_port = cfg.ports.login_http;
     login_cfg.client_ips = vec![cfg.host];
     login_cfg.client_port = Some(cfg.ports.login_client);
-    let login = login::spawn(login_cfg)?;
+    let login = {
+        let _core = core();
+        login::spawn(login_cfg)?
+    };
     let mut file_cfg = FileConfig::loopback(cfg.data_dir.join(file::DEFAULT_DATA_DIR));
     file_cfg.client_ips = vec![cfg.host];
     file_cfg.client_port = cfg.ports.file_client;
@@ -539,6 +576,8 @@ pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         m.file = vec![file.msg_server_addr()];
         m.push.clone_from(&push_links);
         m.threads = 1;
+        // Several msg_servers are there to use several cores.
+        let _core = (cfg.ports.msg.len() == 1).then(core);
         msgs.push(msg::spawn(m)?);
     }
     if cfg.http_msg.app_keys.is_empty() {
@@ -629,6 +668,7 @@ pub fn start(mut cfg: SystemConfig) -> Result<RunningSystem, SystemError> {
         metrics,
         admin,
         local_net,
+        core_thread,
     })
 }
 
@@ -662,7 +702,9 @@ fn advertised_msfs_url(cfg: &SystemConfig, bound: SocketAddr) -> String {
     format!("http://{}/", SocketAddr::new(ip, bound.port()))
 }
 
-fn spawn_db(
+/// Starts db_proxy_server, on `core` (the shared thread) when given.
+fn spawn_db_in(
+    core: Option<&teamtalk_net::SharedThread>,
     cfg: &SystemConfig,
     addr: SocketAddr,
     store: &Arc<dyn Store>,
@@ -672,6 +714,7 @@ fn spawn_db(
     db_cfg.data_dir.clone_from(&cfg.data_dir);
     db_cfg.peers = peers.clone();
     let store: Arc<dyn Store> = Arc::clone(store);
+    let _core = crate::runtime::SharedThreadScope::enter(core.cloned());
     Ok(db_proxy::spawn(db_cfg, store)?)
 }
 
@@ -867,10 +910,38 @@ impl RunningSystem {
     pub fn restart_db(&mut self) -> Result<(), SystemError> {
         self.stop_db();
         let _scope = crate::runtime::LocalNetScope::enter(self.local_net.clone());
-        let db = spawn_db(&self.cfg, self.db_addr, &self.store, &self.peers)?;
+        let db = spawn_db_in(
+            self.core_thread.as_ref(),
+            &self.cfg,
+            self.db_addr,
+            &self.store,
+            &self.peers,
+        )?;
         self.metrics.db.set(Some(db.metrics()));
         self.db = Some(db);
         Ok(())
+    }
+
+    /// The thread each running daemon's App runs on, by daemon name:
+    /// `teamtalk-core` for those on the shared thread
+    /// ([`SystemConfig::shared_thread`]). A daemon that does not answer
+    /// is left out.
+    #[must_use]
+    pub fn app_threads(&self) -> Vec<(&'static str, String)> {
+        fn on<A: crate::runtime::App>(d: &Running<A>) -> Option<(&'static str, String)> {
+            let name = d.name();
+            let thread = d
+                .inspect(|_| std::thread::current().name().unwrap_or("").to_owned())
+                .ok()?;
+            Some((name, thread))
+        }
+        let mut threads = vec![on(&self.route), on(&self.msfs), on(&self.login)];
+        threads.push(self.db.as_ref().and_then(on));
+        threads.push(self.file.as_ref().and_then(on));
+        threads.extend(self.msgs.iter().map(on));
+        threads.push(on(&self.push));
+        threads.push(on(&self.http_msg));
+        threads.into_iter().flatten().collect()
     }
 
     /// Connections the daemons made to each other in-process so far

@@ -114,6 +114,88 @@ fn with_local_links_off_the_daemons_link_over_tcp() {
     assert_eq!(w.sys.local_links(), 0);
 }
 
+/// The daemons' App threads, sorted by daemon name.
+fn threads_of(w: &World) -> Vec<(&'static str, String)> {
+    let mut threads = w.sys.app_threads();
+    threads.sort();
+    threads
+}
+
+/// Which daemons run on the shared thread.
+fn on_core(w: &World) -> Vec<&'static str> {
+    threads_of(w)
+        .into_iter()
+        .filter(|(_, t)| t == "teamtalk-core")
+        .map(|(d, _)| d)
+        .collect()
+}
+
+#[test]
+fn the_daemons_a_login_crosses_share_one_thread_and_keep_it_across_a_restart() {
+    let w = world_with(|cfg| {
+        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+        cfg.ports.msg.truncate(1);
+        cfg.ports.ws.truncate(1);
+    });
+    let core = [
+        "db_proxy_server",
+        "login_server",
+        "msg_server",
+        "route_server",
+    ];
+    assert_eq!(on_core(&w), core, "{:?}", threads_of(&w));
+    let (alice_id, bob_id) = (w.user_id("alice"), w.user_id("bob"));
+    let mut alice = w.login(0, "alice", ClientType::Windows);
+    let mut bob = w.login(0, "bob", ClientType::Windows);
+    let id = send(&mut alice, bob_id, "one thread");
+    let got = receive(&mut bob);
+    assert_eq!((got.from_user_id, got.msg_id), (alice_id, id));
+    drop((alice, bob));
+
+    // A restarted db_proxy goes back on the shared thread, and the
+    // msg_server there links to it again.
+    let mut w = w;
+    w.sys.restart_db().expect("db_proxy restarts");
+    assert_eq!(on_core(&w), core, "{:?}", threads_of(&w));
+    let deadline = daemons::clock::now() + Duration::from_secs(30);
+    let mut alice = loop {
+        assert!(
+            daemons::clock::now() < deadline,
+            "msg_server never reconnected to db_proxy"
+        );
+        if let Ok(mut c) = Client::connect(w.msg(0), T)
+            && c.login("alice", "secret", ClientType::Windows, T).is_ok()
+        {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut bob = w.login(0, "bob", ClientType::Windows);
+    let id = send(&mut alice, bob_id, "after the restart");
+    assert_eq!(receive(&mut bob).msg_id, id);
+}
+
+#[test]
+fn with_several_msg_servers_or_the_shared_thread_off_the_daemons_keep_their_own() {
+    // Several msg_servers are there for several cores: only the others
+    // share.
+    let w = world();
+    assert_eq!(
+        on_core(&w),
+        ["db_proxy_server", "login_server", "route_server"],
+        "{:?}",
+        threads_of(&w)
+    );
+    let w = world_with(|cfg| cfg.shared_thread = false);
+    assert!(on_core(&w).is_empty(), "{:?}", threads_of(&w));
+    let (alice_id, bob_id) = (w.user_id("alice"), w.user_id("bob"));
+    let mut alice = w.login(0, "alice", ClientType::Windows);
+    let mut bob = w.login(1, "bob", ClientType::Windows);
+    let id = send(&mut alice, bob_id, "own threads");
+    let got = receive(&mut bob);
+    assert_eq!((got.from_user_id, got.msg_id), (alice_id, id));
+}
+
 #[test]
 fn both_client_types_of_a_user_receive_and_the_senders_other_device_too() {
     let w = world();

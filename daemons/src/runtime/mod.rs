@@ -107,5 +107,8 @@ pub use contract::{
 pub use error::DaemonError;
 pub use plan::{DEFAULT_BATCH_LIMIT, DEFAULT_WORKER_QUEUE, Plan, PortKind};
 pub(crate) use runner::env_flag;
-pub use runner::{APP_THREAD_ENV, EVENT_BATCH, LocalNetScope, TICK, log_lifecycle_at_debug, start};
+pub use runner::{
+    APP_THREAD_ENV, EVENT_BATCH, LocalNetScope, SharedThreadScope, TICK, log_lifecycle_at_debug,
+    start,
+};
 pub use running::{CALL_TIMEOUT, Controller, Running, RunningDaemon};

@@ -24,9 +24,11 @@
 //! per batch, not per PDU.
 
 use super::log_gate::{LOG_GATE_SECS, LogGate};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
@@ -75,8 +77,32 @@ pub(crate) fn env_flag(name: &str) -> bool {
 thread_local! {
     /// The registry daemons started on this thread share (see
     /// [`LocalNetScope`]).
-    static LOCAL_NET: std::cell::RefCell<Option<Arc<teamtalk_net::LocalNet>>> =
-        const { std::cell::RefCell::new(None) };
+    static LOCAL_NET: RefCell<Option<Arc<teamtalk_net::LocalNet>>> = const { RefCell::new(None) };
+    /// The thread daemons started on this thread run on (see
+    /// [`SharedThreadScope`]).
+    static SHARED_THREAD: RefCell<Option<teamtalk_net::SharedThread>> = const { RefCell::new(None) };
+}
+
+/// Puts a value in a thread-local slot and the previous one back when
+/// dropped: what the scopes below are made of.
+#[derive(Debug)]
+struct Restore<T: 'static> {
+    slot: &'static LocalKey<RefCell<Option<T>>>,
+    previous: Option<T>,
+}
+
+impl<T: 'static> Restore<T> {
+    fn enter(slot: &'static LocalKey<RefCell<Option<T>>>, value: Option<T>) -> Self {
+        let previous = slot.with(|c| c.replace(value));
+        Self { slot, previous }
+    }
+}
+
+impl<T: 'static> Drop for Restore<T> {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        self.slot.with(|c| c.replace(previous));
+    }
 }
 
 /// While alive, every daemon [`start`]ed on this thread puts its reactors
@@ -86,22 +112,37 @@ thread_local! {
 /// one. Dropping it restores what was there before.
 #[derive(Debug)]
 pub struct LocalNetScope {
-    previous: Option<Arc<teamtalk_net::LocalNet>>,
+    _restore: Restore<Arc<teamtalk_net::LocalNet>>,
 }
 
 impl LocalNetScope {
     /// Enters a scope with `net` (`None`: every connect over TCP).
     #[must_use]
     pub fn enter(net: Option<Arc<teamtalk_net::LocalNet>>) -> Self {
-        let previous = LOCAL_NET.with(|c| c.replace(net));
-        Self { previous }
+        Self {
+            _restore: Restore::enter(&LOCAL_NET, net),
+        }
     }
 }
 
-impl Drop for LocalNetScope {
-    fn drop(&mut self) {
-        let previous = self.previous.take();
-        LOCAL_NET.with(|c| c.replace(previous));
+/// While alive, every daemon [`start`]ed on this thread whose App runs on
+/// its reactor's thread (one reactor of one shard, see [`start`]) puts
+/// that reactor on `thread` instead of a thread of its own
+/// ([`teamtalk_net::SharedThread`]): co-located daemons then hand each
+/// other PDUs without waking a thread. `teamtalk up` starts the daemons a
+/// login crosses inside one. Dropping it restores what was there before.
+#[derive(Debug)]
+pub struct SharedThreadScope {
+    _restore: Restore<teamtalk_net::SharedThread>,
+}
+
+impl SharedThreadScope {
+    /// Enters a scope with `thread` (`None`: a thread per reactor).
+    #[must_use]
+    pub fn enter(thread: Option<teamtalk_net::SharedThread>) -> Self {
+        Self {
+            _restore: Restore::enter(&SHARED_THREAD, thread),
+        }
     }
 }
 
@@ -200,6 +241,7 @@ where
             .max(1);
         // Each side's connections count apart (its `side` gauges).
         merged.stats_groups = side_names.len().max(1);
+        merged.thread = SHARED_THREAD.with(|c| c.borrow().clone());
         reactors.push(new_reactor(merged)?);
         reactor_of = vec![0; side_names.len()];
     } else {
