@@ -274,6 +274,7 @@ fn directory_sessions_status_sign_info_p2p_push_settings_and_logout() {
             user_id: 0,
             device_token: "tok-1".into(),
             client_type: Some(ClientType::Android as i32),
+            invalid_token: None,
             attach_data: None
         },
         LoginResDevicetoken

@@ -67,7 +67,10 @@ impl StandIn {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            // Two workers: a reply may hold its request back (a test's
+            // gate) while others are answered.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()
                 .unwrap();
@@ -182,6 +185,7 @@ fn phone_goes_offline(w: &World, name: &str, ct: ClientType, token: &str) {
         user_id: me,
         device_token: token.into(),
         client_type: Some(ct as i32),
+        invalid_token: None,
         attach_data: None,
     };
     c.request(
@@ -388,6 +392,109 @@ fn offline_phones_get_one_push_each_through_fcm_and_apns() {
         1,
         "no push to a connected phone"
     );
+}
+
+/// A gate a stand-in's reply waits at until the test opens it.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Gate {
+    fn wait(&self) {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let open = self.open.lock().unwrap();
+        let _open = self
+            .opened
+            .wait_timeout_while(open, T, |open| !*open)
+            .unwrap();
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn an_invalid_token_is_removed_but_one_registered_meanwhile_stays() {
+    let mut s = services();
+    // FCM: "dead-token" is unregistered, answered only once the gate opens.
+    let gate = Arc::new(Gate::default());
+    let held = Arc::clone(&gate);
+    let fcm = StandIn::start(
+        false,
+        Arc::new(move |seen: &Seen| {
+            if seen.path == "/token" {
+                return (
+                    200,
+                    format!(r#"{{"access_token":"{ACCESS_TOKEN}","expires_in":3599}}"#),
+                );
+            }
+            if seen.json()["message"]["token"] == "dead-token" {
+                held.wait();
+                return (
+                    404,
+                    r#"{"error":{"code":404,"status":"NOT_FOUND","details":[{"errorCode":"UNREGISTERED"}]}}"#
+                        .to_owned(),
+                );
+            }
+            (
+                200,
+                format!(r#"{{"name":"projects/{PROJECT}/messages/2"}}"#),
+            )
+        }),
+    );
+    let fcm_settings = s.cfg.sinks.fcm.as_mut().unwrap();
+    fcm_settings.base_url = fcm.url("http");
+    fcm_settings.token_uri = format!("{}/token", fcm.url("http"));
+    let w = world_pushing_to(s.cfg.clone());
+    let results = |w: &World| {
+        w.sys.msg_servers()[0]
+            .inspect(|a| a.push_results())
+            .unwrap()
+    };
+
+    phone_goes_offline(&w, "bob", ClientType::Android, "dead-token");
+    let mut a = alice(&w);
+    let bob = w.user_id("bob");
+    send(&mut a, bob, "first");
+    let mut polls = 0;
+    while gate.waiting() == 0 {
+        polls += 1;
+        assert!(polls < POLLS, "FCM never asked about the dead token");
+        std::thread::sleep(POLL);
+    }
+    // While FCM makes up its mind, the phone comes back with a new token.
+    phone_goes_offline(&w, "bob", ClientType::Android, "fresh-token");
+    gate.open();
+    let mut polls = 0;
+    while results(&w).get(&2).copied().unwrap_or(0) == 0 {
+        polls += 1;
+        assert!(
+            polls < POLLS,
+            "the invalid token's verdict never came back: {:?}",
+            results(&w)
+        );
+        std::thread::sleep(POLL);
+    }
+    // The removal asked for "dead-token" only; the next message still
+    // reaches the phone's new token (db_proxy takes msg_server's requests
+    // in order, so the token read for it follows the removal).
+    send(&mut a, bob, "second");
+    let sends = fcm.wait_for("/v1/", 2);
+    let tokens: Vec<Value> = sends
+        .iter()
+        .map(|f| f.json()["message"]["token"].clone())
+        .collect();
+    assert_eq!(tokens, ["dead-token", "fresh-token"], "{sends:?}");
 }
 
 #[test]

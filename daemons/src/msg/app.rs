@@ -474,6 +474,13 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         self.stats
     }
 
+    /// push_server's answers so far, by result code (0 delivered, 2
+    /// invalid token, …; see [`crate::push::app`]).
+    #[must_use]
+    pub fn push_results(&self) -> std::collections::BTreeMap<u32, u64> {
+        self.push.results.clone()
+    }
+
     /// Logged-in client sessions.
     #[must_use]
     pub fn logged_in(&self) -> u32 {

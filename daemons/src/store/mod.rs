@@ -724,6 +724,10 @@ pub trait Store: Send + Sync {
     /// Registers a user's push token; an empty token unregisters. A token
     /// belongs to one device, so it is taken away from any other user first.
     fn set_device_token(&self, user: UserId, client_type: u32, token: &str) -> StoreResult<()>;
+    /// Removes a user's push token only while it is still `token` (one
+    /// push_server found invalid): a token the user registered since
+    /// stays. `true` if it was removed.
+    fn forget_device_token(&self, user: UserId, token: &str) -> StoreResult<bool>;
     /// Registered tokens of the given users, by user id.
     fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>>;
     /// Number of users.

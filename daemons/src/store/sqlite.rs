@@ -1601,6 +1601,17 @@ impl Store for SqliteStore {
         tx.commit().map_err(sql("committing device token"))
     }
 
+    fn forget_device_token(&self, user: UserId, token: &str) -> StoreResult<bool> {
+        let conn = self.lock()?;
+        let removed = conn
+            .execute(
+                "DELETE FROM device_token WHERE user_id = ?1 AND token = ?2",
+                params![user, token],
+            )
+            .map_err(sql("removing an invalid device token"))?;
+        Ok(removed > 0)
+    }
+
     fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>> {
         let mut users = users.to_vec();
         users.sort_unstable();

@@ -172,6 +172,32 @@ fn push_shield_and_device_tokens() {
 }
 
 #[test]
+fn an_invalid_device_token_is_removed_only_while_current() {
+    let clock = TestClock::new(1);
+    let Some((_dir, store)) = make(&clock) else {
+        return;
+    };
+    let pw = md5hex(b"pw");
+    let a = store.add_user(&user("a"), &pw).unwrap();
+    store.set_device_token(a, 0x11, "old").unwrap();
+    // The user registered a new token before push_server's verdict on the
+    // old one came back: the new one stays.
+    store.set_device_token(a, 0x11, "new").unwrap();
+    assert!(!store.forget_device_token(a, "old").unwrap());
+    assert_eq!(store.device_tokens(&[a]).unwrap()[0].token, "new");
+    // Not the user's token at all, or no token: nothing removed.
+    assert!(!store.forget_device_token(a, "someone-else").unwrap());
+    assert!(!store.forget_device_token(999, "new").unwrap());
+    // Still the current one: removed, and a later registration of the
+    // same token (the device came back) works as before.
+    assert!(store.forget_device_token(a, "new").unwrap());
+    assert!(store.device_tokens(&[a]).unwrap().is_empty());
+    assert!(!store.forget_device_token(a, "new").unwrap());
+    store.set_device_token(a, 0x12, "new").unwrap();
+    assert_eq!(store.device_tokens(&[a]).unwrap()[0].client_type, 0x12);
+}
+
+#[test]
 fn seed_users_share_one_valid_hash() {
     let clock = TestClock::new(1);
     let Some((_dir, store)) = make(&clock) else {

@@ -20,6 +20,10 @@
 //!   `result_code` 1, and `IMRequestFailed` for 0x0108 and 0x0705, whose
 //!   replies cannot say "failed". TeamTalk answered 0x0108 whatever
 //!   happened, and 0x0705 with the tokens it managed to read.
+//! - An empty token with `invalid_token` (our field 100, what msg_server
+//!   sends for a token push_server found invalid) removes the user's token
+//!   only while it is still that one, so a token registered since stays;
+//!   TeamTalk removed whatever the user had.
 //! - Local time comes from `DbProxyOptions::utc_offset_secs`, not the
 //!   system's time zone.
 //! - A device token longer than
@@ -99,7 +103,11 @@ impl DbProxy {
     }
 
     fn set_device_token(&self, req: &ImDeviceTokenReq) -> Served<ImDeviceTokenRsp> {
-        if req.device_token.len() > MAX_DEVICE_TOKEN_LEN {
+        let longest = req
+            .device_token
+            .len()
+            .max(req.invalid_token.as_ref().map_or(0, String::len));
+        if longest > MAX_DEVICE_TOKEN_LEN {
             warn!(
                 user = req.user_id,
                 token = %clip(&req.device_token),
@@ -107,10 +115,23 @@ impl DbProxy {
             );
             return Err(Failed::bad_request("device token too long"));
         }
-        let client_type = req.client_type.map_or(0, wire_u32);
-        self.store
-            .set_device_token(req.user_id, client_type, &req.device_token)
-            .map_err(|e| self.store_failed("setting a device token", &e))?;
+        match req.invalid_token.as_deref() {
+            // push_server found this token invalid: remove it only if the
+            // user still has it.
+            Some(invalid) if req.device_token.is_empty() => {
+                let removed = self
+                    .store
+                    .forget_device_token(req.user_id, invalid)
+                    .map_err(|e| self.store_failed("removing an invalid device token", &e))?;
+                debug!(user = req.user_id, removed, "invalid device token");
+            }
+            _ => {
+                let client_type = req.client_type.map_or(0, wire_u32);
+                self.store
+                    .set_device_token(req.user_id, client_type, &req.device_token)
+                    .map_err(|e| self.store_failed("setting a device token", &e))?;
+            }
+        }
         Ok(ImDeviceTokenRsp {
             user_id: req.user_id,
             attach_data: echo(&req.attach_data),

@@ -361,6 +361,10 @@ impl Store for FailingStore {
         self.check("set_device_token")?;
         self.inner.set_device_token(user, client_type, token)
     }
+    fn forget_device_token(&self, user: UserId, token: &str) -> StoreResult<bool> {
+        self.check("forget_device_token")?;
+        self.inner.forget_device_token(user, token)
+    }
     fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>> {
         self.check("device_tokens")?;
         self.inner.device_tokens(users)

@@ -69,6 +69,7 @@ fn set_token(proxy: &DbProxy, user: u32, client_type: Option<i32>, token: &str) 
             user_id: user,
             device_token: token.to_owned(),
             client_type,
+            invalid_token: None,
             attach_data: attach(),
         },
     );
@@ -137,6 +138,39 @@ fn device_tokens_with_unread_badge_and_quiet_hours() {
     assert!(rsp.user_token_info.is_empty());
     // An empty list encodes as attach only.
     assert_eq!(rsp.encode_to_vec()[..3], [0xa2, 0x01, 0x0c]);
+}
+
+/// msg_server's request for a token push_server found invalid.
+fn forget_invalid(proxy: &DbProxy, user: u32, invalid: &str) {
+    let rsp: ImDeviceTokenRsp = call(
+        proxy,
+        3,
+        &ImDeviceTokenReq {
+            user_id: user,
+            device_token: String::new(),
+            client_type: None,
+            invalid_token: Some(invalid.to_owned()),
+            attach_data: attach(),
+        },
+    );
+    assert_eq!(rsp.user_id, user);
+}
+
+#[test]
+fn an_invalid_token_is_removed_only_while_it_is_the_users() {
+    let f = fixture();
+    set_token(&f.proxy, 1, Some(0x11), "ios-old");
+    // The device registered a new token before push_server answered.
+    set_token(&f.proxy, 1, Some(0x11), "ios-new");
+    forget_invalid(&f.proxy, 1, "ios-old");
+    let left: Vec<String> = tokens(&f.proxy, &[1])
+        .user_token_info
+        .into_iter()
+        .map(|t| t.token)
+        .collect();
+    assert_eq!(left, ["ios-new"]);
+    forget_invalid(&f.proxy, 1, "ios-new");
+    assert!(tokens(&f.proxy, &[1]).user_token_info.is_empty());
 }
 
 #[test]
@@ -210,6 +244,7 @@ fn device_token_store_failures_are_request_failed() {
             user_id: 1,
             device_token: "ios-1".into(),
             client_type: Some(0x11),
+            invalid_token: None,
             attach_data: attach(),
         },
     );

@@ -370,6 +370,7 @@ fn long_signatures_and_tokens_are_refused() {
             user_id: 1,
             device_token: "t".repeat(513),
             client_type: Some(0x11),
+            invalid_token: None,
             attach_data: attach(),
         },
     );
@@ -379,6 +380,18 @@ fn long_signatures_and_tokens_are_refused() {
         RequestFailedCode::RequestFailedBadRequest as u32
     );
     assert!(f.store.device_tokens(&[1]).unwrap().is_empty());
+    // The token to remove is bounded the same way.
+    let reply = raw(
+        &f,
+        &ImDeviceTokenReq {
+            user_id: 1,
+            device_token: String::new(),
+            client_type: None,
+            invalid_token: Some("t".repeat(513)),
+            attach_data: attach(),
+        },
+    );
+    request_failed(&reply, 9, teamtalk_proto::Command::LoginReqDevicetoken);
 
     let reply = raw(
         &f,

@@ -22,7 +22,8 @@
 //!    and `push_key` = `from:to:msg_id` so push_server sends once.
 //!
 //! 0x0710's results are counted; an invalid token's user has it removed
-//! (0x0108 with an empty token to db_proxy, as at logout).
+//! (0x0108 with an empty token to db_proxy, as at logout, naming the token
+//! in `invalid_token` so that a token the user registered meanwhile stays).
 //! Without a push_server link configured none of this runs.
 
 use std::collections::HashSet;
@@ -444,11 +445,14 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             info!(user, "device token invalid; removing it");
             // Sent without attach_data: nobody waits for the reply, which
             // [`MsgApp::reply_pdu`] drops quietly.
+            // Only this token: one the user registered since the push
+            // was asked for stays.
             let req = ImDeviceTokenReq {
                 user_id: user,
                 device_token: String::new(),
                 client_type: None,
                 attach_data: None,
+                invalid_token: Some(r.user_token),
             };
             self.send_upstream(Upstream::Db, Command::LoginReqDevicetoken.pdu(0, &req), out);
         }

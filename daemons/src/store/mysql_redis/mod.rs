@@ -1839,6 +1839,34 @@ impl Store for MysqlStore {
         })
     }
 
+    fn forget_device_token(&self, user: UserId, token: &str) -> StoreResult<bool> {
+        self.cache
+            .token
+            .run("removing an invalid device token", |c| {
+                let me = format!("device_{user}");
+                let rev = format!("device_{token}");
+                // WATCH makes the check and the removal one step: a token the
+                // user registers in between aborts the transaction, and the
+                // newer token stays.
+                redis::transaction(c, &[&me, &rev], |c, pipe| {
+                    let value: Option<String> = redis::cmd("GET").arg(&me).query(c)?;
+                    let current = value
+                        .as_deref()
+                        .and_then(parse_token_value)
+                        .is_some_and(|(_, t)| t == token);
+                    if !current {
+                        return Ok(Some(false));
+                    }
+                    let owner: Option<String> = redis::cmd("GET").arg(&rev).query(c)?;
+                    pipe.cmd("DEL").arg(&me).ignore();
+                    if owner.as_deref() == Some(user.to_string().as_str()) {
+                        pipe.cmd("DEL").arg(&rev).ignore();
+                    }
+                    pipe.query::<Option<()>>(c).map(|done| done.map(|()| true))
+                })
+            })
+    }
+
     fn device_tokens(&self, users: &[UserId]) -> StoreResult<Vec<DeviceToken>> {
         let mut users = users.to_vec();
         users.sort_unstable();
