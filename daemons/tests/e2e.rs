@@ -315,6 +315,53 @@ fn commands_before_login_and_malformed_frames_close_only_that_connection() {
     assert_eq!(receive(&mut bob).msg_id, id);
 }
 
+/// Polls login_server's `/msg_server` until `want` holds of the answer.
+fn assignment_until(
+    w: &World,
+    what: &str,
+    want: impl Fn(&Result<daemons::client::Assignment, daemons::client::AssignError>) -> bool,
+) {
+    let deadline = daemons::clock::now() + Duration::from_secs(30);
+    loop {
+        let got = query_msg_server(w.sys.http_addr(), T);
+        if want(&got) {
+            return;
+        }
+        assert!(
+            daemons::clock::now() < deadline,
+            "{what}: last answer {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn login_server_offers_no_msg_server_while_db_proxy_is_down() {
+    // TeamTalk's link timers (5 s heartbeats, 30 s timeout): the links
+    // stay up between the daemons' heartbeats, so what login_server
+    // answers comes from the registrations alone.
+    let mut w = world_with(|_| {});
+    assignment_until(&w, "registered", Result::is_ok);
+    w.sys.stop_db();
+    // Every msg_server lost its db_proxy: none is offered (2, all full),
+    // instead of clients being sent where every login is refused.
+    assignment_until(&w, "no msg_server offered", |a| {
+        matches!(
+            a,
+            Err(daemons::client::AssignError::Refused { code: 2, .. })
+        )
+    });
+    w.sys.restart_db().expect("db_proxy restarts");
+    assignment_until(&w, "offered again", Result::is_ok);
+    let addr = query_msg_server(w.sys.http_addr(), T)
+        .unwrap()
+        .addr()
+        .unwrap();
+    let mut c = Client::connect(addr, T).unwrap();
+    c.login("alice", "secret", ClientType::Windows, T)
+        .expect("the msg_server offered logs in");
+}
+
 #[test]
 fn db_proxy_restart_mid_conversation_loses_no_acked_message() {
     let mut w = world();

@@ -757,17 +757,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         if !(self.is_up(Upstream::Db) && self.is_up(Upstream::Route)) {
             return Vec::new();
         }
-        let r = &self.registration;
-        let info = ImMsgServInfo {
-            ip1: r.ip1.clone(),
-            ip2: r.ip2.clone(),
-            port: u32::from(r.port),
-            max_conn_cnt: r.max_conn_cnt,
-            cur_conn_cnt: self.logged_in,
-            host_name: r.host_name.clone(),
-            ws_port: r.ws_port.map(u32::from),
-            ws_tls: r.ws_port.map(|_| r.ws_tls),
-        };
+        let info = self.serv_info(true);
         let todo: Vec<LinkId> = self
             .links
             .iter()
@@ -779,6 +769,44 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 self.registered.insert(link);
                 Action::Link(link, Command::OtherMsgServInfo.pdu(0, &info))
             })
+            .collect()
+    }
+
+    /// What this msg_server announces to login_server (0x0709): its
+    /// addresses and load, with no room at all when it is not `available`.
+    fn serv_info(&self, available: bool) -> ImMsgServInfo {
+        let r = &self.registration;
+        ImMsgServInfo {
+            ip1: r.ip1.clone(),
+            ip2: r.ip2.clone(),
+            port: u32::from(r.port),
+            max_conn_cnt: if available { r.max_conn_cnt } else { 0 },
+            cur_conn_cnt: self.logged_in,
+            host_name: r.host_name.clone(),
+            ws_port: r.ws_port.map(u32::from),
+            ws_tls: r.ws_port.map(|_| r.ws_tls),
+        }
+    }
+
+    /// The last db_proxy link is down: nobody can log in here until one
+    /// is back, so login_server should send clients elsewhere. Every
+    /// login_server registered on hears 0x0709 again with no room
+    /// (`max_conn_cnt` 0: a full server is never offered), and the
+    /// registration is forgotten, so that the link up of a db_proxy
+    /// registers again with the real figures ([`Self::register_where_ready`]).
+    /// A C++ login_server keeps the first registration of a connection and
+    /// ignores this; ours replaces it.
+    fn stand_down(&mut self) -> Actions<C> {
+        if self.registered.is_empty() {
+            return Vec::new();
+        }
+        info!("no db_proxy link up: telling login_server to send clients elsewhere");
+        let info = self.serv_info(false);
+        let mut links: Vec<LinkId> = self.registered.drain().collect();
+        links.sort_unstable();
+        links
+            .into_iter()
+            .map(|link| Action::Link(link, Command::OtherMsgServInfo.pdu(0, &info)))
             .collect()
     }
 
@@ -825,6 +853,9 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 "upstream server unreachable",
                 &mut out,
             );
+        }
+        if upstream == Upstream::Db && !self.is_up(Upstream::Db) {
+            out.extend(self.stand_down());
         }
         out
     }

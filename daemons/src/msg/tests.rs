@@ -599,12 +599,55 @@ fn registration_waits_until_db_proxy_and_route_server_are_up() {
     assert_eq!(registrations(&app.link_up(LOGIN)), 0);
     assert_eq!(registrations(&app.link_up(DB)), 0);
     assert_eq!(registrations(&app.link_up(ROUTE)), 1, "all up: registered");
-    // Once per login link up: db_proxy flapping does not register again…
-    let _ = app.link_down(DB);
-    assert_eq!(registrations(&app.link_up(DB)), 0);
+    // Once per login link up: route_server flapping does not register
+    // again…
+    let _ = app.link_down(ROUTE);
+    assert_eq!(registrations(&app.link_up(ROUTE)), 0);
     // …a login_server that comes back does.
     let _ = app.link_down(LOGIN);
     assert_eq!(registrations(&app.link_up(LOGIN)), 1);
+}
+
+#[test]
+fn without_db_proxy_login_server_is_told_there_is_no_room_until_it_is_back() {
+    const DB2: LinkId = LinkId(9);
+    let mut app: MsgApp<u32> = app_with_links(&[
+        (DB, Upstream::Db),
+        (DB2, Upstream::Db),
+        (LOGIN, Upstream::Login),
+        (ROUTE, Upstream::Route),
+    ]);
+    let announced = |out: &Vec<A>| -> Vec<(u32, u32)> {
+        upstream_of(out, LOGIN, Command::OtherMsgServInfo)
+            .iter()
+            .map(|m| match m {
+                Message::OtherMsgServInfo(i) => (i.max_conn_cnt, i.cur_conn_cnt),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let _ = app.link_up(LOGIN);
+    let _ = app.link_up(ROUTE);
+    let _ = app.link_up(DB2);
+    assert_eq!(announced(&app.link_up(DB)), [], "registered once, by DB2");
+    let _ = log_in(&mut app, 1, 7, ClientType::Windows);
+    // One db_proxy of two down: logins still work here.
+    assert_eq!(announced(&app.link_down(DB)), []);
+    // The last one down: no room (a full msg_server is never offered),
+    // the sessions it has counted.
+    assert_eq!(announced(&app.link_down(DB2)), [(0, 1)]);
+    // Still none: nothing more to say.
+    assert_eq!(announced(&app.tick()), []);
+    // A db_proxy back: registered again with the real figures.
+    assert_eq!(announced(&app.link_up(DB2)), [(10, 1)]);
+    assert_eq!(announced(&app.link_up(DB)), []);
+    // A login_server that came back while db_proxy was down is told once
+    // db_proxy is up, not before.
+    let _ = app.link_down(DB);
+    let _ = app.link_down(DB2);
+    let _ = app.link_down(LOGIN);
+    assert_eq!(announced(&app.link_up(LOGIN)), []);
+    assert_eq!(announced(&app.link_up(DB)), [(10, 1)]);
 }
 
 #[test]
