@@ -342,6 +342,7 @@ where
         peers,
         admitted: crate::metrics::CounterMap::new(),
         refused: std::sync::atomic::AtomicU64::new(0),
+        worker_waits: std::sync::atomic::AtomicU64::new(0),
     });
 
     // Workers. With the App on the reactor's thread, a worker wakes the
@@ -978,7 +979,15 @@ impl<A: App> Runner<A> {
                     };
                     // A full queue blocks here: the App stops reading,
                     // which pushes back on whoever sends the work.
-                    if tx.send(job).is_err() {
+                    let sent = match tx.try_send(job) {
+                        Ok(()) => Ok(()),
+                        Err(crossbeam_channel::TrySendError::Full(job)) => {
+                            self.traffic.worker_waited();
+                            tx.send(job).map_err(drop)
+                        }
+                        Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(()),
+                    };
+                    if sent.is_err() {
                         error!(worker, "worker gone; job dropped");
                     }
                 }

@@ -291,6 +291,62 @@ fn jobs_run_in_order_on_the_worker_and_answers_come_back() {
     d.stop();
 }
 
+/// [`Adder`] taking its time over every batch.
+struct SlowAdder(Adder);
+
+impl Worker for SlowAdder {
+    type Job = (Conn, u16);
+    type Done = (Conn, u16, usize);
+
+    fn run(&mut self, jobs: Vec<(Conn, u16)>, done: &mut Vec<(Conn, u16, usize)>) {
+        std::thread::sleep(Duration::from_millis(5));
+        self.0.run(jobs, done);
+    }
+}
+
+#[test]
+fn a_full_worker_queue_holds_the_app_back_and_is_counted() {
+    let mut plan = Plan::new();
+    plan.listen(
+        "peers",
+        "peer",
+        loopback(),
+        PortKind::Peers(SessionConfig::server_peer()),
+    );
+    plan.worker_limits(1, 1);
+    plan.worker(SlowAdder(Adder { total: 0 }));
+    let d = start(Summer, plan).unwrap();
+    let mut s = connect(d.addr());
+    let mut wire = Vec::new();
+    for n in 1..=30u16 {
+        wire.extend_from_slice(&pdu(n).to_bytes());
+    }
+    s.write_all(&wire).unwrap();
+    let mut buf = BytesMut::new();
+    let mut total = 0u16;
+    for n in 1..=30u16 {
+        total += n;
+        assert_eq!(
+            read_pdu(&mut s, &mut buf).seq(),
+            total,
+            "nothing lost or reordered"
+        );
+    }
+    let source = d.metrics();
+    let mut scrape = Scrape::new();
+    source.collect(&mut scrape);
+    let text = scrape.render();
+    let waits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("teamtalk_worker_queue_full_waits_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no waits counter in {text}"));
+    // Thirty jobs into a queue of one, each batch taking 5 ms: the App
+    // waited for room most of the time.
+    assert!(waits >= 10, "{waits} waits");
+    d.stop();
+}
+
 #[test]
 fn a_port_in_use_is_an_error_naming_it() {
     let d = echo();

@@ -2,8 +2,9 @@
 //! connections and bytes per side (from the reactors), closes by reason
 //! per side, and PDUs in and out by command per peer kind.
 //!
-//! These are facts about sockets, not decisions, so they are the one
-//! thing the runner counts; everything a daemon decides is counted by its
+//! These are facts about sockets, not decisions, so they are what the
+//! runner counts (with the waits for room in a full worker queue, a fact
+//! about the runner itself); everything a daemon decides is counted by its
 //! App.
 
 use teamtalk_conn::CloseReason;
@@ -39,6 +40,10 @@ pub(crate) struct Traffic {
     pub(crate) admitted: CounterMap,
     /// Server-port peers turned away on accept by the peer policy.
     pub(crate) refused: std::sync::atomic::AtomicU64,
+    /// Jobs the App could hand to a worker only after waiting for room in
+    /// its full queue (the App's thread, and with it the reading of its
+    /// connections, stood still meanwhile).
+    pub(crate) worker_waits: std::sync::atomic::AtomicU64,
 }
 
 impl Traffic {
@@ -86,6 +91,11 @@ impl Traffic {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    pub(crate) fn worker_waited(&self) {
+        self.worker_waits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(crate) fn http_closed(&self, side: usize, label: &'static str) {
         if let Some(s) = self.sides.get(side) {
             s.http_closes.inc(label);
@@ -125,6 +135,12 @@ impl Traffic {
             "Server-port peers closed on accept: no cluster secret and not in AllowUnauthenticatedPeers.",
             &[],
             self.refused.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        out.counter(
+            "teamtalk_worker_queue_full_waits_total",
+            "Jobs handed to a worker (a store lane, a disk job) only after waiting for room in its full queue: the worker is the bottleneck, and the daemon read nothing meanwhile.",
+            &[],
+            self.worker_waits.load(std::sync::atomic::Ordering::Relaxed),
         );
     }
 }
