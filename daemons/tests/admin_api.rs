@@ -21,7 +21,7 @@ fn world() -> World {
     world_with(|cfg| {
         cfg.link_timers = Some((
             std::time::Duration::from_millis(200),
-            std::time::Duration::from_secs(3),
+            std::time::Duration::from_secs(8),
         ));
         cfg.admin_token = Some(TOKEN.into());
     })

@@ -148,7 +148,7 @@ fn burst_kill_restart(dir: &Path, (alice_id, bob_id): (u32, u32), store_keys: &s
         login_server.msg_server_addr(),
         route.addr(),
     );
-    cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+    cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(8)));
     let msg = msg::spawn(cfg).unwrap();
 
     let mut alice = login(msg.addr(), "alice");

@@ -102,7 +102,7 @@ fn chat_across_msg_servers_online_and_offline_with_unread_history_and_read_ack()
 #[test]
 fn with_local_links_off_the_daemons_link_over_tcp() {
     let w = world_with(|cfg| {
-        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(8)));
         cfg.local_links = false;
     });
     let (alice_id, bob_id) = (w.user_id("alice"), w.user_id("bob"));
@@ -133,7 +133,7 @@ fn on_core(w: &World) -> Vec<&'static str> {
 #[test]
 fn the_daemons_a_login_crosses_share_one_thread_and_keep_it_across_a_restart() {
     let w = world_with(|cfg| {
-        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(8)));
         cfg.ports.msg.truncate(1);
         cfg.ports.ws.truncate(1);
     });

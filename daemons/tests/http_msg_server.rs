@@ -22,7 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(2);
 
 fn start() -> World {
     let w = world_with(|cfg| {
-        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(8)));
         cfg.http_msg.app_keys = vec![KEY.to_owned()];
         cfg.http_msg.limits.request_timeout = DEADLINE;
     });

@@ -103,7 +103,7 @@ fn metrics_move_with_a_message_and_healthz_follows_db_proxy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = SystemConfig::ephemeral(dir.path(), 1);
     cfg.hash_params = HashParams::INSECURE_FAST;
-    cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+    cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(8)));
     let mut sys = system::start(cfg).expect("system starts");
     assert!(sys.wait_ready(T), "msg_server registered");
     let admin = sys

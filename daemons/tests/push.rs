@@ -285,7 +285,7 @@ fn services() -> Services {
 
 fn world_pushing_to(cfg: PushConfig) -> World {
     world_with(move |c| {
-        c.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+        c.link_timers = Some((Duration::from_millis(200), Duration::from_secs(8)));
         c.push = cfg;
     })
 }

@@ -47,6 +47,9 @@ pub struct MsgConfig {
     /// Most client connections held at once.
     pub max_connections: usize,
     /// Overrides the links' heartbeat interval and idle timeout (tests).
+    /// The idle timeout must exceed the peers' heartbeat interval
+    /// ([`teamtalk_conn::SERVER_HEARTBEAT_INTERVAL`], 5 s: they do not echo
+    /// ours), or a healthy link times out between two of their heartbeats.
     pub link_timers: Option<(Duration, Duration)>,
     /// Admin HTTP endpoint (`/metrics`, `/healthz`); our own conf key
     /// `AdminListen`. `None` serves none; port 0 picks one.

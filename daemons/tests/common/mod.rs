@@ -22,8 +22,11 @@ pub struct World {
 }
 
 pub fn world() -> World {
+    // Quick heartbeats from msg_server; the idle timeout stays above the
+    // 5 s at which the other daemons send theirs (they do not echo ours),
+    // or every link would time out between two of them and reconnect.
     world_with(|cfg| {
-        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(3)));
+        cfg.link_timers = Some((Duration::from_millis(200), Duration::from_secs(8)));
     })
 }
 
