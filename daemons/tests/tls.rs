@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use daemons::conf::Conf;
 use daemons::db_proxy::{self, DbProxyConfig};
+use daemons::http_msg;
 use daemons::login::{self, LoginConfig};
 use daemons::msg::{self, MsgConfig};
 use daemons::password::{HashParams, md5_hex};
@@ -141,6 +142,43 @@ fn links_and_a_client_port_over_tls() {
         panic!("{reply:?}")
     };
     assert_eq!(res.result_code, 0, "logged in over TLS through TLS links");
+
+    // http_msg_server's links too, from its conf: a back-office request
+    // goes through db_proxy and route_server over TLS.
+    let conf = Conf::parse_str(
+        &format!(
+            "ListenIP=127.0.0.1\nListenPort=0\nDBServerIP1=127.0.0.1\nDBServerPort1={}\n\
+             RouteServerIP1=127.0.0.1\nRouteServerPort1={}\nAppKey=k\n\
+             LinkTlsCaFile={}\nLinkTlsServerName=localhost\n",
+            db.addr().port(),
+            route.addr().port(),
+            files.join("ca.pem").display(),
+        ),
+        "httpmsgserver.conf",
+    )
+    .unwrap();
+    let cfg = http_msg::HttpMsgConfig::from_conf(&conf).unwrap();
+    assert!(cfg.link_tls.is_some(), "LinkTls* keys read");
+    let h = http_msg::spawn(cfg).unwrap();
+    let body = serde_json::json!({"req_user_id": 0, "app_key": "k", "group_name": "tls",
+        "group_type": 1, "group_avatar": "", "user_id_list": [1, 2]});
+    let deadline = daemons::clock::now() + Duration::from_secs(20);
+    let answer = loop {
+        let (status, answer) = common::post(h.addr(), "/query/CreateGroup", &body);
+        // 10: no db_proxy link up yet.
+        if status == 200 && answer["error_code"] == 0 {
+            break answer;
+        }
+        assert!(
+            daemons::clock::now() < deadline,
+            "no group over TLS links: {status} {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        answer["group_id"].as_u64().is_some_and(|g| g > 0),
+        "{answer}"
+    );
 
     // Plain TCP on the TeamTalk port is unchanged.
     let mut plain = daemons::client::Client::connect(m.addrs()[0], common::T).unwrap();

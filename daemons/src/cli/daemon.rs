@@ -454,6 +454,8 @@ httpmsgserver.conf keys (TeamTalk's, then ours):
   MaxPending=N                              requests waiting for db_proxy (default 1024; more get 503)
   MaxBodyBytes=N                            largest request body (default 262144)
   MaxConnsPerSource=N                       HTTP connections per address (default 64)
+  LinkTlsCaFile, LinkTlsServerName, LinkTlsCertFile, LinkTlsKeyFile, LinkTlsClientAuth
+                                            links to db_proxy and route over TLS
 ";
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub mod app;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use teamtalk_conn::{HttpConfig, LinkConfig};
@@ -52,6 +53,7 @@ use crate::cluster::{ClusterError, PeerPolicy};
 use crate::conf::{Conf, ConfError};
 use crate::route::listen_ips;
 use crate::runtime::{self, AdminSettings, DaemonError, NoWorker, Plan, PortKind, Running};
+use crate::tls::{TlsConfError, TlsSettings};
 
 pub use api::{Answer, AppKeys, ErrorCode};
 pub use app::{HttpMsgApp, HttpMsgLimits, HttpMsgStats, Upstreams};
@@ -84,6 +86,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "MaxConnsPerSource",
     "AdminListen",
     "AdminToken",
+    "LinkTlsCertFile",
+    "LinkTlsKeyFile",
+    "LinkTlsCaFile",
+    "LinkTlsClientAuth",
+    "LinkTlsServerName",
 ];
 
 /// Why httpmsgserver.conf cannot be used.
@@ -99,6 +106,9 @@ pub enum HttpMsgConfigError {
     /// The cluster secret.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The `LinkTls*` keys.
+    #[error(transparent)]
+    Tls(#[from] TlsConfError),
     /// An upstream's host does not resolve.
     #[error("{origin}: cannot resolve {endpoint}")]
     Resolve {
@@ -154,6 +164,11 @@ pub struct HttpMsgConfig {
     pub admin_token: Option<String>,
     /// The cluster secret its links prove.
     pub peers: PeerPolicy,
+    /// TLS on the links to db_proxy and route_server, as msg_server's
+    /// (`LinkTlsCaFile=`, optional `LinkTlsServerName=`,
+    /// `LinkTlsCertFile=`/`LinkTlsKeyFile=` for a client certificate):
+    /// for peers whose ports take TLS (`PeerTls*`).
+    pub link_tls: Option<TlsSettings>,
 }
 
 impl HttpMsgConfig {
@@ -179,6 +194,7 @@ impl HttpMsgConfig {
             admin: None,
             admin_token: None,
             peers: PeerPolicy::open(),
+            link_tls: None,
         }
     }
 
@@ -281,6 +297,7 @@ impl HttpMsgConfig {
         cfg.admin = crate::runtime::admin::listen_from_conf(conf)?;
         cfg.admin_token = conf.get("AdminToken").map(str::to_owned);
         cfg.peers = PeerPolicy::from_conf(conf)?;
+        cfg.link_tls = TlsSettings::from_conf(conf, "Link")?;
         Ok(cfg)
     }
 }
@@ -337,12 +354,31 @@ pub fn spawn(cfg: HttpMsgConfig) -> Result<RunningHttpMsg, DaemonError> {
         }
         lc
     };
+    let tls_error = |e: TlsConfError| DaemonError::Config {
+        daemon: "http_msg_server",
+        reason: e.to_string(),
+    };
+    let link_tls = match &cfg.link_tls {
+        Some(t) => Some((t.client_config().map_err(tls_error)?, t)),
+        None => None,
+    };
+    let mut add = |side: &'static str, addr: SocketAddr| -> Result<_, DaemonError> {
+        Ok(match &link_tls {
+            Some((config, settings)) => {
+                let name = settings
+                    .server_name(&addr.ip().to_string())
+                    .map_err(tls_error)?;
+                plan.link_tls(side, link(addr), Arc::clone(config), name)
+            }
+            None => plan.link(side, link(addr)),
+        })
+    };
     let mut links = Upstreams::default();
     for addr in &cfg.db {
-        links.db.push(plan.link("db_proxy", link(*addr)));
+        links.db.push(add("db_proxy", *addr)?);
     }
     for addr in &cfg.route {
-        links.route.push(plan.link("route_server", link(*addr)));
+        links.route.push(add("route_server", *addr)?);
     }
     plan.admin(
         cfg.admin

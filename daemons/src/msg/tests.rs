@@ -530,9 +530,11 @@ fn db_link_down_refuses_pending_logins() {
     app.client_open(1);
     let _ = app.login_request(1, &login_pdu("u", ClientType::Windows, 4));
     let out = app.link_down(DB);
-    let [Action::Refuse { conn: 1, reply }] = &out[..] else {
+    // The refusal, and login_server told there is no room here.
+    let [Action::Refuse { conn: 1, reply }, Action::Link(LOGIN, _)] = &out[..] else {
         panic!("{out:?}")
     };
+    assert_eq!(upstream_of(&out, LOGIN, Command::OtherMsgServInfo).len(), 1);
     let Ok(Message::LoginResUserlogin(res)) = Message::decode(reply) else {
         panic!()
     };

@@ -265,8 +265,8 @@ impl App for Summer {
     fn health(&self, _problems: &mut Vec<String>) {}
 }
 
-#[test]
-fn jobs_run_in_order_on_the_worker_and_answers_come_back() {
+/// A plan with one server-peer port on loopback.
+fn peers_plan<W: Worker>() -> Plan<W> {
     let mut plan = Plan::new();
     plan.listen(
         "peers",
@@ -274,20 +274,37 @@ fn jobs_run_in_order_on_the_worker_and_answers_come_back() {
         loopback(),
         PortKind::Peers(SessionConfig::server_peer()),
     );
-    plan.worker(Adder { total: 0 });
-    let d = start(Summer, plan).unwrap();
-    let mut s = connect(d.addr());
+    plan
+}
+
+/// Sends 1..=`n` to a [`Summer`] in one write and checks each running
+/// total comes back, in order; returns the connection.
+fn sums_come_back(addr: SocketAddr, n: u16) -> TcpStream {
+    let mut s = connect(addr);
     let mut wire = Vec::new();
-    for n in 1..=100u16 {
-        wire.extend_from_slice(&pdu(n).to_bytes());
+    for i in 1..=n {
+        wire.extend_from_slice(&pdu(i).to_bytes());
     }
     s.write_all(&wire).unwrap();
     let mut buf = BytesMut::new();
     let mut total = 0u16;
-    for n in 1..=100u16 {
-        total += n;
-        assert_eq!(read_pdu(&mut s, &mut buf).seq(), total);
+    for i in 1..=n {
+        total += i;
+        assert_eq!(
+            read_pdu(&mut s, &mut buf).seq(),
+            total,
+            "nothing lost or reordered"
+        );
     }
+    s
+}
+
+#[test]
+fn jobs_run_in_order_on_the_worker_and_answers_come_back() {
+    let mut plan = peers_plan();
+    plan.worker(Adder { total: 0 });
+    let d = start(Summer, plan).unwrap();
+    sums_come_back(d.addr(), 100);
     d.stop();
 }
 
@@ -306,32 +323,11 @@ impl Worker for SlowAdder {
 
 #[test]
 fn a_full_worker_queue_holds_the_app_back_and_is_counted() {
-    let mut plan = Plan::new();
-    plan.listen(
-        "peers",
-        "peer",
-        loopback(),
-        PortKind::Peers(SessionConfig::server_peer()),
-    );
+    let mut plan = peers_plan();
     plan.worker_limits(1, 1);
     plan.worker(SlowAdder(Adder { total: 0 }));
     let d = start(Summer, plan).unwrap();
-    let mut s = connect(d.addr());
-    let mut wire = Vec::new();
-    for n in 1..=30u16 {
-        wire.extend_from_slice(&pdu(n).to_bytes());
-    }
-    s.write_all(&wire).unwrap();
-    let mut buf = BytesMut::new();
-    let mut total = 0u16;
-    for n in 1..=30u16 {
-        total += n;
-        assert_eq!(
-            read_pdu(&mut s, &mut buf).seq(),
-            total,
-            "nothing lost or reordered"
-        );
-    }
+    sums_come_back(d.addr(), 30);
     let source = d.metrics();
     let mut scrape = Scrape::new();
     source.collect(&mut scrape);
@@ -399,13 +395,7 @@ fn a_controller_acts_on_the_app_as_an_input_would() {
 /// Starts [`Summer`] with one worker, its App on its reactor's thread or
 /// (`app_thread`) on its own.
 fn summer(app_thread: bool) -> Running<Summer> {
-    let mut plan = Plan::new();
-    plan.listen(
-        "peers",
-        "peer",
-        loopback(),
-        PortKind::Peers(SessionConfig::server_peer()),
-    );
+    let mut plan = peers_plan();
     plan.worker(Adder { total: 0 });
     plan.app_thread(app_thread);
     start(Summer, plan).unwrap()
@@ -431,18 +421,7 @@ fn the_app_runs_on_the_reactor_thread_unless_asked_for_its_own() {
 fn either_way_jobs_come_back_and_a_stop_with_workers_is_prompt() {
     for app_thread in [false, true] {
         let d = summer(app_thread);
-        let mut s = connect(d.addr());
-        let mut wire = Vec::new();
-        for n in 1..=50u16 {
-            wire.extend_from_slice(&pdu(n).to_bytes());
-        }
-        s.write_all(&wire).unwrap();
-        let mut buf = BytesMut::new();
-        let mut total = 0u16;
-        for n in 1..=50u16 {
-            total += n;
-            assert_eq!(read_pdu(&mut s, &mut buf).seq(), total);
-        }
+        let mut s = sums_come_back(d.addr(), 50);
         // The workers' exit must reach the App at once: waiting for it
         // would otherwise run into the 30 s patience of a stop.
         let started = crate::clock::now();
