@@ -9,6 +9,8 @@ use daemons::conf::Conf;
 fn load(file: &Path, dir: &Path) -> Conf {
     let secret = dir.join("cluster.secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let app_key = dir.join("http_msg_app.key");
+    std::fs::write(&app_key, "00112233445566778899aabbccddeeff\n").unwrap();
     let text = std::fs::read_to_string(file)
         .unwrap()
         .replace(
@@ -16,6 +18,10 @@ fn load(file: &Path, dir: &Path) -> Conf {
             &secret.display().to_string(),
         )
         .replace("/run/secrets/cluster_secret", &secret.display().to_string())
+        .replace(
+            "/run/secrets/http_msg_app_key",
+            &app_key.display().to_string(),
+        )
         .replace("/var/lib/teamtalk", &dir.join("data").display().to_string());
     Conf::parse_str(&text, &file.display().to_string()).unwrap()
 }
@@ -76,5 +82,5 @@ fn every_sample_conf_is_accepted_by_its_daemon() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 8 + 7);
+    assert_eq!(checked, 8 + 9);
 }
