@@ -216,7 +216,12 @@ fn metrics_move_with_a_message_and_healthz_follows_db_proxy() {
         &[("daemon", "msg_server"), ("side", "clients")],
         2.0,
     );
-    at_least(&after, "teamtalk_route_msg_servers", &[], 1.0);
+    // One msg_server: http_msg_server's link to route_server is not one.
+    assert_eq!(
+        value(&after, "teamtalk_route_msg_servers", &[]),
+        Some(1.0),
+        "{after}"
+    );
     at_least(&after, "teamtalk_login_msg_servers", &[], 1.0);
     at_least(&after, "teamtalk_healthy", &[], 4.0);
 

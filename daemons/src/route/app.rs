@@ -106,6 +106,10 @@ impl Sessions {
 pub struct RouteApp<C> {
     /// Connected msg_servers, in connection order (deterministic fan-out).
     servers: Vec<C>,
+    /// The peers that announced their users (0x0708, what every msg_server
+    /// sends when its link comes up): msg_servers, as opposed to a peer
+    /// such as http_msg_server that only relays notices.
+    announced: HashSet<C>,
     /// msg_server -> users with at least one session there.
     hosted: HashMap<C, HashSet<u32>>,
     /// user -> msg_server -> sessions.
@@ -127,6 +131,7 @@ impl<C> Default for RouteApp<C> {
     fn default() -> Self {
         Self {
             servers: Vec::new(),
+            announced: HashSet::new(),
             hosted: HashMap::new(),
             users: HashMap::new(),
             subscribers: HashMap::new(),
@@ -159,6 +164,7 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
             return Vec::new();
         };
         self.servers.retain(|&s| s != conn);
+        self.announced.remove(&conn);
         self.unsubscribe_all(conn);
         let affected: BTreeSet<u32> = users.into_iter().collect();
         let before = self.pc_counts(&affected);
@@ -186,6 +192,7 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
         let mut out = Vec::new();
         match msg {
             Message::OtherOnlineUserInfo(info) => {
+                self.announced.insert(from);
                 self.replace_snapshot(from, &info.user_stat_list, &mut out);
             }
             Message::OtherUserStatusUpdate(u) => {
@@ -251,10 +258,17 @@ impl<C: Copy + Eq + Hash + Debug> RouteApp<C> {
         self.counters
     }
 
-    /// Connected msg_servers.
+    /// Connected peers: msg_servers, and others that relay through us
+    /// (http_msg_server).
     #[must_use]
     pub fn server_count(&self) -> usize {
         self.servers.len()
+    }
+
+    /// Connected msg_servers: the peers that announced their users.
+    #[must_use]
+    pub fn msg_server_count(&self) -> usize {
+        self.announced.len()
     }
 
     /// Users with at least one session anywhere.
@@ -747,9 +761,9 @@ impl runtime::App for RouteApp<Conn> {
     fn collect(&self, out: &mut Scrape) {
         out.gauge(
             "teamtalk_route_msg_servers",
-            "msg_servers connected.",
+            "msg_servers connected (peers that announced their users; http_msg_server is not one).",
             &[],
-            self.server_count() as f64,
+            self.msg_server_count() as f64,
         );
         out.gauge(
             "teamtalk_route_users_online",
@@ -1230,6 +1244,21 @@ mod tests {
         );
         assert!(app.handle_pdu(1, &garbage).is_empty());
         assert_eq!(app.counters().malformed, 3);
+    }
+
+    #[test]
+    fn only_peers_that_announce_their_users_count_as_msg_servers() {
+        let mut app = three_servers();
+        assert_eq!((app.server_count(), app.msg_server_count()), (3, 0));
+        // msg_servers 1 and 2 send their snapshots on link up; peer 3
+        // (an http_msg_server) only relays.
+        app.handle_pdu(1, &snapshot(&[(10, WIN)]));
+        app.handle_pdu(2, &snapshot(&[]));
+        app.handle_pdu(3, &update(11, ONLINE, WIN));
+        assert_eq!((app.server_count(), app.msg_server_count()), (3, 2));
+        let _ = app.server_disconnected(1);
+        let _ = app.server_disconnected(3);
+        assert_eq!((app.server_count(), app.msg_server_count()), (1, 1));
     }
 
     #[test]
