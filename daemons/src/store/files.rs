@@ -124,13 +124,15 @@ pub(super) fn add(conn: &mut Connection, file: &NewOfflineFile, now: u32) -> Sto
     Ok(inserted == 1)
 }
 
+/// The files waiting for a user.
+pub(super) const LIST_SQL: &str =
+    "SELECT from_id, to_id, task_id, file_name, size, created FROM transmit_file
+     WHERE to_id = ?1 AND status = 0 ORDER BY id LIMIT ?2";
+
 /// The files waiting for `to`, oldest first, at most [`MAX_OFFLINE_FILES`].
 pub(super) fn list(conn: &Connection, to: UserId) -> StoreResult<Vec<OfflineFile>> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT from_id, to_id, task_id, file_name, size, created FROM transmit_file
-             WHERE to_id = ?1 AND status = 0 ORDER BY id LIMIT ?2",
-        )
+        .prepare_cached(LIST_SQL)
         .map_err(sql("listing offline files"))?;
     let rows = stmt
         .query_map(

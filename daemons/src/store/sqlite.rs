@@ -770,6 +770,18 @@ impl SqliteStore {
             .map_err(sql("sizing the page cache"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sql("setting busy timeout"))?;
+        // The query planner's stability guarantee: plans never depend on
+        // the values bound. Without it SQLite marks a statement whose plan
+        // looked at a bound value (a `LIMIT ?`, a range on the message
+        // id) for re-preparing, and since rusqlite's statement cache
+        // clears the bindings of every statement it takes back, such a
+        // statement was parsed and planned again at every call (a history
+        // page, the recent sessions of a login).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(sql("enabling the query planner stability guarantee"))?;
         migrate(&mut conn).map_err(|e| match (e, &path) {
             (StoreError::Sql { context, source }, Some(file)) => open_error(file, context, source),
             (e, _) => e,
@@ -1262,6 +1274,21 @@ fn store_in_tables(
 
 const MSG_COLUMNS: &str = "msg_id, from_id, to_id, msg_type, created, content";
 
+/// One page of a conversation's history, newest first.
+static MESSAGE_LIST_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {MSG_COLUMNS} FROM message
+         WHERE relation_id = ?1 AND status = 0 AND msg_id <= ?2
+         ORDER BY msg_id DESC LIMIT ?3"
+    )
+});
+
+/// A user's newest one-to-one or group session rows.
+const RECENT_SESSIONS_SQL: &str = "SELECT peer_id, status, updated FROM session
+                 WHERE user_id = ?1 AND status = 0 AND updated > ?2 AND session_type = ?4
+                 ORDER BY updated DESC, peer_id DESC
+                 LIMIT ?3";
+
 impl Store for SqliteStore {
     fn add_department(&self, name: &str, priority: u32, parent_id: DeptId) -> StoreResult<DeptId> {
         let now = self.now();
@@ -1711,11 +1738,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         };
         let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {MSG_COLUMNS} FROM message
-                 WHERE relation_id = ?1 AND status = 0 AND msg_id <= ?2
-                 ORDER BY msg_id DESC LIMIT ?3"
-            ))
+            .prepare_cached(&MESSAGE_LIST_SQL)
             .map_err(sql("listing messages"))?;
         let rows = stmt
             .query_map(params![relation, begin, limit], message_from_row)
@@ -1863,12 +1886,7 @@ impl Store for SqliteStore {
         // MAX_RECENT_SESSIONS of its kind, so their merge holds the newest
         // of both. `floor` is the member's join point for groups.
         let mut rows: Vec<(u32, SessionType, u32, u32, MsgId)> = conn
-            .prepare_cached(
-                "SELECT peer_id, status, updated FROM session
-                 WHERE user_id = ?1 AND status = 0 AND updated > ?2 AND session_type = ?4
-                 ORDER BY updated DESC, peer_id DESC
-                 LIMIT ?3",
-            )
+            .prepare_cached(RECENT_SESSIONS_SQL)
             .and_then(|mut s| {
                 s.query_map(
                     params![
@@ -2026,5 +2044,64 @@ impl Store for SqliteStore {
 
     fn delete_offline_file(&self, task_id: &str, from: UserId, to: UserId) -> StoreResult<bool> {
         files::delete(&*self.lock()?, task_id, from, to)
+    }
+}
+
+#[cfg(test)]
+mod statement_tests {
+    use super::*;
+    use crate::password::HashParams;
+
+    /// How often the cached statement `sql` was re-prepared so far.
+    fn reprepares(store: &SqliteStore, sql: &str) -> i32 {
+        store
+            .lock()
+            .expect("store")
+            .prepare_cached(sql)
+            .expect("prepared")
+            .get_status(rusqlite::StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn paged_queries_with_a_bound_limit_are_prepared_once() {
+        let store = SqliteStore::open_in_memory(StoreOptions {
+            hash_params: HashParams::INSECURE_FAST,
+            ..StoreOptions::default()
+        })
+        .expect("store");
+        let user = |name: &str| NewUser {
+            name: name.into(),
+            nick: name.into(),
+            ..NewUser::default()
+        };
+        let a = store.add_user(&user("a"), "pw").unwrap();
+        let b = store.add_user(&user("b"), "pw").unwrap();
+        for i in 0..5u32 {
+            store
+                .store_message(&NewMessage {
+                    from: a,
+                    to: b,
+                    session_type: SessionType::Single,
+                    msg_type: 1,
+                    create_time: 100 + i,
+                    data: vec![b'x'],
+                    dedupe_key: None,
+                })
+                .unwrap();
+        }
+        // Different page sizes, as clients ask.
+        for count in [1, 3, 20, 2] {
+            let page = store.message_list(a, b, 0, count).unwrap();
+            assert_eq!(page.len(), count.min(5) as usize, "the limit still applies");
+            store.recent_sessions(a, 0).unwrap();
+            store.offline_files(b).unwrap();
+        }
+        for sql in [
+            MESSAGE_LIST_SQL.as_str(),
+            RECENT_SESSIONS_SQL,
+            files::LIST_SQL,
+        ] {
+            assert_eq!(reprepares(&store, sql), 0, "{sql}");
+        }
     }
 }

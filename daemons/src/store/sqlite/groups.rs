@@ -156,8 +156,9 @@ pub(super) fn latest_message(
 /// in a login run, where [`OF_USER_SQL`] runs once per login. A unary `+`
 /// hides the parameter from that look without changing the plan (the
 /// index still serves `user_id = +?1 AND status = +?2`).
-/// `SQLITE_DBCONFIG_ENABLE_QPSG` on the connection would do the same for
-/// every statement.
+/// The store's connection now also has `SQLITE_DBCONFIG_ENABLE_QPSG`
+/// on, which does the same for every statement; the `+` stays, harmless,
+/// for a connection opened without it.
 static UNREAD_COUNTS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT m.group_id, g.last_msg_id - m.read_msg_id
