@@ -376,6 +376,44 @@ impl TlsSettings {
     }
 }
 
+/// The TLS of a daemon's links (`LinkTls*`): the settings, and the client
+/// configuration built from them once for all the links.
+#[derive(Debug, Clone)]
+pub struct LinkTls {
+    settings: TlsSettings,
+    config: Arc<ClientConfig>,
+}
+
+impl LinkTls {
+    /// The links' TLS from `settings`, `None` without them.
+    ///
+    /// # Errors
+    /// As [`TlsSettings::client_config`].
+    pub fn from_settings(settings: Option<&TlsSettings>) -> Result<Option<Self>, TlsConfError> {
+        settings
+            .map(|s| {
+                Ok(Self {
+                    config: s.client_config()?,
+                    settings: s.clone(),
+                })
+            })
+            .transpose()
+    }
+
+    /// The client configuration and the name the server at `addr` must
+    /// prove ([`TlsSettings::server_name`]).
+    ///
+    /// # Errors
+    /// As [`TlsSettings::server_name`].
+    pub fn for_link(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<(Arc<ClientConfig>, ServerName<'static>), TlsConfError> {
+        let name = self.settings.server_name(&addr.ip().to_string())?;
+        Ok((Arc::clone(&self.config), name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;

@@ -43,7 +43,6 @@ pub mod app;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use teamtalk_conn::{HttpConfig, LinkConfig};
@@ -53,7 +52,7 @@ use crate::cluster::{ClusterError, PeerPolicy};
 use crate::conf::{Conf, ConfError};
 use crate::route::listen_ips;
 use crate::runtime::{self, AdminSettings, DaemonError, NoWorker, Plan, PortKind, Running};
-use crate::tls::{TlsConfError, TlsSettings};
+use crate::tls::{LinkTls, TlsConfError, TlsSettings};
 
 pub use api::{Answer, AppKeys, ErrorCode};
 pub use app::{HttpMsgApp, HttpMsgLimits, HttpMsgStats, Upstreams};
@@ -358,20 +357,10 @@ pub fn spawn(cfg: HttpMsgConfig) -> Result<RunningHttpMsg, DaemonError> {
         daemon: "http_msg_server",
         reason: e.to_string(),
     };
-    let link_tls = match &cfg.link_tls {
-        Some(t) => Some((t.client_config().map_err(tls_error)?, t)),
-        None => None,
-    };
-    let mut add = |side: &'static str, addr: SocketAddr| -> Result<_, DaemonError> {
-        Ok(match &link_tls {
-            Some((config, settings)) => {
-                let name = settings
-                    .server_name(&addr.ip().to_string())
-                    .map_err(tls_error)?;
-                plan.link_tls(side, link(addr), Arc::clone(config), name)
-            }
-            None => plan.link(side, link(addr)),
-        })
+    let link_tls = LinkTls::from_settings(cfg.link_tls.as_ref()).map_err(tls_error)?;
+    let mut add = |side: &'static str, addr: SocketAddr| {
+        plan.link_over(side, link(addr), link_tls.as_ref())
+            .map_err(tls_error)
     };
     let mut links = Upstreams::default();
     for addr in &cfg.db {

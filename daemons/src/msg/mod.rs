@@ -23,6 +23,7 @@ pub(crate) use config::resolve;
 pub use config::{KNOWN_KEYS, MsgConfig, MsgConfigError, WebSocketPort, parse_origins};
 
 use crate::runtime::{self, AdminSettings, Conn, DaemonError, NoWorker, Plan, PortKind, Running};
+use crate::tls::LinkTls;
 
 /// A running msg_server.
 pub type RunningMsg = Running<MsgApp<Conn>>;
@@ -68,10 +69,7 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
             ws.tls.clone(),
         ));
     }
-    let link_tls = match &cfg.link_tls {
-        Some(t) => Some((t.client_config().map_err(tls_error)?, t)),
-        None => None,
-    };
+    let link_tls = LinkTls::from_settings(cfg.link_tls.as_ref()).map_err(tls_error)?;
     let mut links = Vec::new();
     for (kind, addrs) in [
         (Upstream::Db, &cfg.db),
@@ -92,15 +90,9 @@ pub fn spawn(cfg: MsgConfig) -> Result<RunningMsg, DaemonError> {
                 lc.heartbeat_interval = heartbeat;
                 lc.idle_timeout = idle;
             }
-            let id = match &link_tls {
-                Some((config, settings)) => {
-                    let name = settings
-                        .server_name(&addr.ip().to_string())
-                        .map_err(tls_error)?;
-                    plan.link_tls("upstream", lc, Arc::clone(config), name)
-                }
-                None => plan.link("upstream", lc),
-            };
+            let id = plan
+                .link_over("upstream", lc, link_tls.as_ref())
+                .map_err(tls_error)?;
             links.push(UpstreamLink {
                 id,
                 kind,

@@ -206,6 +206,26 @@ impl<W> Plan<W> {
         id
     }
 
+    /// Declares an outbound link to `config.addr`, over TLS with `tls` (a
+    /// daemon's `LinkTls*`), in the clear without.
+    ///
+    /// # Errors
+    /// The settings give no usable server name for this link.
+    pub fn link_over(
+        &mut self,
+        peer: &'static str,
+        config: LinkConfig,
+        tls: Option<&crate::tls::LinkTls>,
+    ) -> Result<LinkId, crate::tls::TlsConfError> {
+        Ok(match tls {
+            Some(tls) => {
+                let (client, name) = tls.for_link(config.addr)?;
+                self.link_tls(peer, config, client, name)
+            }
+            None => self.link(peer, config),
+        })
+    }
+
     /// Declares a worker thread; returns its index for
     /// [`Action::Job`](super::Action::Job).
     pub fn worker(&mut self, worker: W) -> usize {

@@ -728,6 +728,17 @@ impl SqliteStore {
         }
     }
 
+    /// How often the cached statement `sql` was re-prepared so far (the
+    /// statement cache's cost: see `open`'s query planner guarantee).
+    #[cfg(test)]
+    pub(super) fn reprepares(&self, sql: &str) -> i32 {
+        self.lock()
+            .expect("store")
+            .prepare_cached(sql)
+            .expect("prepared")
+            .get_status(rusqlite::StatementStatus::RePrepare)
+    }
+
     /// Bytes in the message log segment appends go to.
     #[cfg(test)]
     pub(super) fn log_segment_len(&self) -> u64 {
@@ -2052,16 +2063,6 @@ mod statement_tests {
     use super::*;
     use crate::password::HashParams;
 
-    /// How often the cached statement `sql` was re-prepared so far.
-    fn reprepares(store: &SqliteStore, sql: &str) -> i32 {
-        store
-            .lock()
-            .expect("store")
-            .prepare_cached(sql)
-            .expect("prepared")
-            .get_status(rusqlite::StatementStatus::RePrepare)
-    }
-
     #[test]
     fn paged_queries_with_a_bound_limit_are_prepared_once() {
         let store = SqliteStore::open_in_memory(StoreOptions {
@@ -2101,7 +2102,7 @@ mod statement_tests {
             RECENT_SESSIONS_SQL,
             files::LIST_SQL,
         ] {
-            assert_eq!(reprepares(&store, sql), 0, "{sql}");
+            assert_eq!(store.reprepares(sql), 0, "{sql}");
         }
     }
 }

@@ -744,16 +744,6 @@ mod tests {
     use super::*;
     use crate::store::{SqliteStore, StoreOptions};
 
-    /// How often the cached statement `sql` was re-prepared so far.
-    fn reprepares(store: &SqliteStore, sql: &str) -> i32 {
-        store
-            .lock()
-            .expect("store")
-            .prepare_cached(sql)
-            .expect("prepared")
-            .get_status(rusqlite::StatementStatus::RePrepare)
-    }
-
     /// The plan SQLite picks for `sql` with these parameters.
     fn plan(store: &SqliteStore, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
         let conn = store.lock().expect("store");
@@ -773,8 +763,8 @@ mod tests {
             of_user(&store.lock().expect("store"), user, Some(GroupType::Normal)).expect("groups");
             unread_counts(&store.lock().expect("store"), user).expect("unread");
         }
-        assert_eq!(reprepares(&store, &OF_USER_SQL), 0);
-        assert_eq!(reprepares(&store, &UNREAD_COUNTS_SQL), 0);
+        assert_eq!(store.reprepares(&OF_USER_SQL), 0);
+        assert_eq!(store.reprepares(&UNREAD_COUNTS_SQL), 0);
         // The `+` leaves the member index in use, and its order needs no
         // sort.
         for (sql, p) in [
