@@ -2,7 +2,8 @@
 //! flows, `/healthz` fails while db_proxy_server is down and recovers when
 //! it is back. Plain std `TcpStream` HTTP, as a scraper would.
 
-use std::io::{Read, Write};
+mod common;
+
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -19,22 +20,10 @@ const T: Duration = Duration::from_secs(10);
 
 /// `(status code, body)` of `GET path`.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, T).expect("connect to admin port");
-    s.set_read_timeout(Some(T)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    common::http_exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
     )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    (code, body.to_owned())
 }
 
 /// Sum of the samples of `name` whose labels include every pair of `want`
