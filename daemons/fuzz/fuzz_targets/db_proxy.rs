@@ -20,7 +20,10 @@ static FIXTURE: Mutex<Option<(u32, DbProxyFuzz)>> = Mutex::new(None);
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut slot = FIXTURE.lock().unwrap_or_else(PoisonError::into_inner);
-    if slot.as_ref().is_none_or(|(served, _)| *served >= FRESH_EVERY) {
+    if slot
+        .as_ref()
+        .is_none_or(|(served, _)| *served >= FRESH_EVERY)
+    {
         *slot = Some((0, DbProxyFuzz::in_memory().expect("store")));
     }
     if let Some((served, fuzz)) = slot.as_mut() {

@@ -45,7 +45,11 @@ pub fn run_msfs_upload(data: &[u8]) {
         let base = Path::new("/srv/msfs");
         let disk = name.disk_path(base);
         let under = disk.strip_prefix(base).expect("below the base");
-        assert!(under.components().all(|c| matches!(c, Component::Normal(_))));
+        assert!(
+            under
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        );
         assert!(matches!(under.components().count(), 3 | 4));
     }
 }

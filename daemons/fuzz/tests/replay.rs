@@ -35,7 +35,10 @@ fn every_corpus_is_replayed() {
     for entry in fs::read_dir(&dir).expect("corpus dir") {
         let name = entry.expect("dir entry").file_name();
         let name = name.to_string_lossy();
-        assert!(known.contains(&name.as_ref()), "corpus/{name} is not replayed");
+        assert!(
+            known.contains(&name.as_ref()),
+            "corpus/{name} is not replayed"
+        );
     }
 }
 

@@ -36,12 +36,18 @@ fn http_steps_corpus() {
 
 #[test]
 fn tls_session_steps_corpus() {
-    replay("tls_session_steps", teamtalk_conn::fuzzing::run_tls_session_steps);
+    replay(
+        "tls_session_steps",
+        teamtalk_conn::fuzzing::run_tls_session_steps,
+    );
 }
 
 #[test]
 fn tls_server_bytes_corpus() {
-    replay("tls_server_bytes", teamtalk_conn::fuzzing::run_tls_server_bytes);
+    replay(
+        "tls_server_bytes",
+        teamtalk_conn::fuzzing::run_tls_server_bytes,
+    );
 }
 
 #[test]
