@@ -199,6 +199,15 @@ fn metrics_move_with_a_message_and_healthz_follows_db_proxy() {
     );
     at_least(&after, "teamtalk_db_logins_failed_total", &db, 1.0);
     at_least(&after, "teamtalk_db_store_latency_seconds_count", &db, 1.0);
+    // The message (and the logins before it) waited in the store lane's
+    // queue and for db_proxy's reply: both measured.
+    at_least(&after, "teamtalk_db_store_wait_seconds_count", &db, 1.0);
+    at_least(
+        &after,
+        "teamtalk_msg_upstream_reply_seconds_count",
+        &[("daemon", "msg_server"), ("kind", "db")],
+        3.0,
+    );
     at_least(
         &after,
         "teamtalk_connections_open",

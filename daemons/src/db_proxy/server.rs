@@ -41,6 +41,7 @@ pub struct DbProxyApp {
     /// Requests handed to the store lane and not answered yet.
     store_queued: usize,
     store_latency: Arc<Histogram>,
+    store_wait: Arc<Histogram>,
 }
 
 impl std::fmt::Debug for DbProxyApp {
@@ -118,6 +119,7 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
         config.options.clone(),
     ));
     let store_latency = Arc::new(Histogram::latency());
+    let store_wait = Arc::new(Histogram::latency());
     let mut plan = Plan::new();
     plan.side(
         "peers",
@@ -135,6 +137,7 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
     let store_lane = plan.worker(DbWorker::store(
         Arc::clone(&proxy),
         Arc::clone(&store_latency),
+        Arc::clone(&store_wait),
     ));
     debug_assert_eq!(store_lane, STORE_LANE);
     for _ in 0..config.worker.login_threads {
@@ -150,6 +153,7 @@ pub fn spawn(config: DbProxyConfig, store: Arc<dyn Store>) -> Result<DbProxyServ
         next_login: 0,
         store_queued: 0,
         store_latency,
+        store_wait,
     };
     let mut running = runtime::start(app, plan)?;
     if let Some(addr) = config.admin {
@@ -203,6 +207,7 @@ impl App for DbProxyApp {
                     Job {
                         to: conn,
                         pdu: pdu.clone(),
+                        queued: now.mono,
                     },
                 );
             }
@@ -338,6 +343,12 @@ impl App for DbProxyApp {
             "Time each group commit of messages took in the store worker.",
             &[],
             &self.store_latency.snapshot(),
+        );
+        out.histogram(
+            "teamtalk_db_store_wait_seconds",
+            "Time each request waited in the store worker's queue before its batch started.",
+            &[],
+            &self.store_wait.snapshot(),
         );
         let limiter = self.proxy.limiter();
         out.gauge(

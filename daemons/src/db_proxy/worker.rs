@@ -32,6 +32,7 @@
 //! pairs replies by `attach_data`, and TeamTalk gave no ordering at all.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use teamtalk_proto::Pdu;
 
@@ -97,6 +98,9 @@ pub struct Job<T> {
     pub to: T,
     /// The request.
     pub pdu: Pdu,
+    /// When the App queued it (monotonic), for the store lane's queue-wait
+    /// histogram.
+    pub queued: Instant,
 }
 
 /// The outcome of one [`Job`]: exactly one per job, in the lane's order.
@@ -114,8 +118,11 @@ pub struct Reply<T> {
 #[derive(Debug, Clone)]
 enum Lane {
     /// Everything but logins, in order, with group commit; measures each
-    /// commit of messages.
-    Store(Arc<Histogram>),
+    /// commit of messages and how long each request waited in the queue.
+    Store {
+        commit: Arc<Histogram>,
+        wait: Arc<Histogram>,
+    },
     /// Login validations only.
     Login,
 }
@@ -129,12 +136,14 @@ pub struct DbWorker<T> {
 }
 
 impl<T> DbWorker<T> {
-    /// The store lane; each group commit's duration goes into `latency`.
+    /// The store lane; each group commit's duration goes into `commit`,
+    /// and each request's time in the queue (from the App queueing it to
+    /// its batch starting) into `wait`.
     #[must_use]
-    pub fn store(proxy: Arc<DbProxy>, latency: Arc<Histogram>) -> Self {
+    pub fn store(proxy: Arc<DbProxy>, commit: Arc<Histogram>, wait: Arc<Histogram>) -> Self {
         Self {
             proxy,
-            lane: Lane::Store(latency),
+            lane: Lane::Store { commit, wait },
             _to: std::marker::PhantomData,
         }
     }
@@ -156,7 +165,13 @@ impl<T: Send + 'static> Worker for DbWorker<T> {
 
     fn run(&mut self, jobs: Vec<Job<T>>, done: &mut Vec<Reply<T>>) {
         match &self.lane {
-            Lane::Store(latency) => run_batch(&self.proxy, jobs, Some(latency), done),
+            Lane::Store { commit, wait } => {
+                let started = crate::clock::now();
+                for job in &jobs {
+                    wait.observe_duration(started.saturating_duration_since(job.queued));
+                }
+                run_batch(&self.proxy, jobs, Some(commit), done);
+            }
             Lane::Login => {
                 for job in jobs {
                     done.push(Reply {
@@ -223,7 +238,11 @@ fn flush<T>(
 /// `sink`, for handler tests that do not care about lanes.
 #[cfg(test)]
 pub(super) fn run_batch_for_test<T>(proxy: &DbProxy, jobs: Vec<(T, Pdu)>, sink: &dyn Fn(T, Pdu)) {
-    let jobs = jobs.into_iter().map(|(to, pdu)| Job { to, pdu }).collect();
+    let queued = crate::clock::now();
+    let jobs = jobs
+        .into_iter()
+        .map(|(to, pdu)| Job { to, pdu, queued })
+        .collect();
     let mut done = Vec::new();
     run_batch(proxy, jobs, None, &mut done);
     for r in done {

@@ -31,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use teamtalk_conn::{ClientClass, KickReason, Presence};
 use teamtalk_proto::pb::im::base_define::{
@@ -52,7 +53,7 @@ use tracing::{debug, info, warn};
 
 use super::groups::{ChangeLog, Changes, GroupIndex};
 use crate::clip::clip;
-use crate::metrics::{CounterMap, Scrape};
+use crate::metrics::{CounterMap, Histogram, Scrape};
 use crate::rules::failure::{FailureAnswer, failure_reply, request_failed};
 use crate::rules::relay::{Audience, audience};
 use crate::rules::requests::{ServedBy, forwarded, scope};
@@ -94,6 +95,20 @@ impl Upstream {
     /// Every upstream a login needs (a login is refused while one of these
     /// kinds has no link up; [`Upstream::File`] is not one of them).
     pub const ALL: [Self; 3] = [Self::Db, Self::Login, Self::Route];
+
+    /// Every kind, in [`Upstream::slot`] order.
+    const KINDS: [Self; 5] = [Self::Db, Self::Login, Self::Route, Self::File, Self::Push];
+
+    /// Its index in [`Upstream::KINDS`] (and in per-kind arrays).
+    const fn slot(self) -> usize {
+        match self {
+            Self::Db => 0,
+            Self::Login => 1,
+            Self::Route => 2,
+            Self::File => 3,
+            Self::Push => 4,
+        }
+    }
 
     /// The `kind` label of `teamtalk_msg_link_up`.
     fn label(self) -> &'static str {
@@ -262,6 +277,8 @@ struct Pending<C> {
     link: LinkId,
     kind: PendingKind,
     created: u32,
+    /// When it was forwarded (monotonic), for the reply-time histogram.
+    sent: Option<Instant>,
     /// The request's command, for `IMRequestFailed`.
     request: CommandKey,
     /// What the client gets if no reply comes (the rules' failure answer,
@@ -355,6 +372,12 @@ pub struct MsgApp<C> {
     ws_port_id: PortId,
     /// Wall-clock seconds of the input being handled.
     now: u32,
+    /// Monotonic time of the input being handled (`None` before the
+    /// first), for the reply-time histograms.
+    mono: Option<Instant>,
+    /// Time from forwarding a request upstream to its reply, per
+    /// [`Upstream::slot`]: where a client's wait goes when it is not here.
+    reply_times: [Histogram; 5],
     /// Every upstream link and whether it is up, in plan order (the first
     /// link of a kind that is up is the one requests go to).
     links: Vec<(UpstreamLink, bool)>,
@@ -431,6 +454,8 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             registration,
             ws_port_id: NO_PORT,
             now: 0,
+            mono: None,
+            reply_times: std::array::from_fn(|_| Histogram::latency()),
             links: links.into_iter().map(|l| (l, false)).collect(),
             logins_refused: CounterMap::new(),
             limits: SessionLimits::default(),
@@ -1519,6 +1544,10 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
             self.stats.stale_replies += 1;
             return out;
         };
+        if let (Some(sent), Some(now)) = (p.sent, self.mono) {
+            self.reply_times[p.upstream.slot()]
+                .observe_duration(now.saturating_duration_since(sent));
+        }
         self.release(&p, &mut out);
         match (p.kind, msg) {
             (PendingKind::Push(step), msg) => self.push_reply(p, step, msg, &mut out),
@@ -2045,6 +2074,7 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
                 link,
                 kind,
                 created,
+                sent: self.mono,
                 request,
                 on_failure,
                 bytes,
@@ -2230,10 +2260,24 @@ impl<C: Copy + Eq + Hash + Debug> MsgApp<C> {
         out
     }
 
+    /// Adds `teamtalk_msg_upstream_reply_seconds`, one histogram per
+    /// upstream kind.
+    pub(crate) fn collect_reply_times(&self, out: &mut Scrape) {
+        for kind in Upstream::KINDS {
+            out.histogram(
+                "teamtalk_msg_upstream_reply_seconds",
+                "Time from forwarding a client's request upstream to the reply.",
+                &[("kind", kind.label())],
+                &self.reply_times[kind.slot()].snapshot(),
+            );
+        }
+    }
+
     /// Handles one input: what [`runtime::App::handle`] does, for any
     /// connection id type (tests use integers).
     pub fn step(&mut self, now: Now, input: Input<'_, NoJob, C>, out: &mut Out<NoJob, C>) {
         self.now = now.unix();
+        self.mono = Some(now.mono);
         let actions = match input {
             Input::Listening { port, addr } => {
                 if port == self.ws_port_id {
@@ -2379,6 +2423,7 @@ impl runtime::App for MsgApp<Conn> {
             &[],
             f64::from(self.logged_in),
         );
+        self.collect_reply_times(out);
         for (l, up) in &self.links {
             let addr = l.addr.to_string();
             out.gauge(

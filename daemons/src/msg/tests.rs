@@ -295,6 +295,68 @@ fn message_identity_comes_from_the_session_and_ack_follows_the_store() {
 }
 
 #[test]
+fn the_time_a_request_waits_upstream_is_measured_in_virtual_time() {
+    use crate::runtime::{Input, Now, Out};
+    use std::time::{Duration, UNIX_EPOCH};
+    let mut app = app();
+    let _ = log_in(&mut app, 1, 42, ClientType::Windows);
+    let _ = log_in(&mut app, 3, 7, ClientType::Windows);
+    let t0 = Now::new(crate::clock::now(), UNIX_EPOCH).plus(Duration::from_secs(1_700_000_000));
+    let msg = ImMsgData {
+        from_user_id: 42,
+        to_session_id: 7,
+        msg_id: 0,
+        create_time: 1,
+        msg_type: 1,
+        msg_data: Bytes::from_static(b"hi"),
+        attach_data: None,
+        dedupe_key: None,
+        duplicate: None,
+    };
+    let mut out = Out::new();
+    let pdu = Command::MsgData.pdu(5, &msg);
+    app.step(t0, Input::Pdu { conn: 1, pdu: &pdu }, &mut out);
+    let [Message::MsgData(fwd)] = &upstream_of(&out.take(), DB, Command::MsgData)[..] else {
+        panic!()
+    };
+    let mut stored = fwd.clone();
+    stored.msg_id = 9;
+    // db_proxy answers 7 ms later (virtual time).
+    let reply = Command::MsgData.pdu(5, &stored);
+    app.step(
+        t0.plus(Duration::from_millis(7)),
+        Input::LinkPdu(DB, &reply),
+        &mut out,
+    );
+    assert_eq!(sent_to(&out.take(), 1, Command::MsgDataAck).len(), 1);
+    let mut scrape = crate::metrics::Scrape::new();
+    app.collect_reply_times(&mut scrape);
+    let text = scrape.render();
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        line("teamtalk_msg_upstream_reply_seconds_count{kind=\"db\"}"),
+        "1"
+    );
+    let sum: f64 = line("teamtalk_msg_upstream_reply_seconds_sum{kind=\"db\"}")
+        .parse()
+        .unwrap();
+    assert!((sum - 0.007).abs() < 1e-9, "{sum}");
+    // Nothing went to route_server that waits for a reply.
+    assert_eq!(
+        line("teamtalk_msg_upstream_reply_seconds_count{kind=\"route\"}"),
+        "0"
+    );
+}
+
+#[test]
 fn store_failure_is_not_acked() {
     let mut app = app();
     let _ = log_in(&mut app, 1, 42, ClientType::Windows);

@@ -100,7 +100,9 @@ fn thousand_messages_keep_arrival_order_through_the_worker() {
     );
     let proxy = Arc::new(DbProxy::new(Arc::clone(&store)));
     let latency = Arc::new(crate::metrics::Histogram::latency());
-    let mut lane = DbWorker::store(Arc::clone(&proxy), Arc::clone(&latency));
+    let wait = Arc::new(crate::metrics::Histogram::latency());
+    let mut lane = DbWorker::store(Arc::clone(&proxy), Arc::clone(&latency), Arc::clone(&wait));
+    let queued_at = crate::clock::now();
     let mut queued: Vec<Job<(u32, u32)>> = Vec::new();
     // Four connections (two per user) interleaved in one conversation, plus
     // a read every 100 requests; tag = (connection, arrival index).
@@ -115,6 +117,7 @@ fn thousand_messages_keep_arrival_order_through_the_worker() {
             queued.push(Job {
                 to: tag,
                 pdu: latest_req(i as u16),
+                queued: queued_at,
             });
         } else {
             let (from, to) = if conn < 2 { (1, 2) } else { (2, 1) };
@@ -125,6 +128,7 @@ fn thousand_messages_keep_arrival_order_through_the_worker() {
             queued.push(Job {
                 to: tag,
                 pdu: m.to_pdu(i as u16),
+                queued: queued_at,
             });
             stored += 1;
         }
@@ -140,6 +144,11 @@ fn thousand_messages_keep_arrival_order_through_the_worker() {
         .filter_map(|r| r.pdu.map(|p| (r.to, p)))
         .collect();
     assert_eq!(replies.len(), N as usize);
+    // Every request's wait in the queue was measured once, reads too; the
+    // last batches waited for the ones before them.
+    let waited = wait.snapshot();
+    assert_eq!(waited.count, u64::from(N));
+    assert!(waited.sum > 0.0);
     let mut next_id = 1;
     let mut reads = Vec::new();
     for (k, ((conn, i), pdu)) in replies.iter().enumerate() {
@@ -177,11 +186,13 @@ fn login_lanes_and_the_store_lane_both_answer() {
     let mut store = DbWorker::store(
         Arc::clone(&proxy),
         Arc::new(crate::metrics::Histogram::latency()),
+        Arc::new(crate::metrics::Histogram::latency()),
     );
     let mut done = Vec::new();
     let logins = (1..=4u32)
         .map(|i| Job {
             to: i,
+            queued: crate::clock::now(),
             pdu: ImValidateReq {
                 user_name: format!("user{i}"),
                 password: pw(i),
@@ -197,6 +208,7 @@ fn login_lanes_and_the_store_lane_both_answer() {
         vec![Job {
             to: 9,
             pdu: text(1, 2, "x").to_pdu(9),
+            queued: crate::clock::now(),
         }],
         &mut done,
     );
