@@ -19,7 +19,7 @@
 //!   from it ([`Step::PauseReading`], [`Step::ResumeReading`],
 //!   [`Step::Credit`]).
 //!
-//! For [`HttpConn`](crate::HttpConn) (`run_http`), transmits are checked to
+//! For [`HttpConn`] (`run_http`), transmits are checked to
 //! form a stream of well-formed HTTP/1.1 responses framed by their
 //! `Content-Length`, and after the steps the connection must end up
 //! closed or holding a request for the application once every deadline

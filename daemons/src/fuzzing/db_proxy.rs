@@ -121,7 +121,7 @@ impl std::fmt::Debug for DbProxyFuzz {
 
 impl DbProxyFuzz {
     /// Opens (creates) the store in `dir`, with cheap password hashes and
-    /// a clock the runs move, and seeds a department and [`USERS`] users.
+    /// a clock the runs move, and seeds a department and five users.
     ///
     /// # Errors
     /// The store's, when it cannot be opened or seeded.
