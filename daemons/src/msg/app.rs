@@ -377,7 +377,7 @@ pub struct MsgApp<C> {
     mono: Option<Instant>,
     /// Time from forwarding a request upstream to its reply, per
     /// [`Upstream::slot`]: where a client's wait goes when it is not here.
-    reply_times: [Histogram; 5],
+    reply_times: [Histogram; Upstream::KINDS.len()],
     /// Every upstream link and whether it is up, in plan order (the first
     /// link of a kind that is up is the one requests go to).
     links: Vec<(UpstreamLink, bool)>,
